@@ -1,0 +1,325 @@
+#include "bot.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "chat.h"
+#include "http.h"
+#include "llm.h"
+#include "log.h"
+#include "store.h"
+#include "tg.h"
+
+#define REFUSAL_INTERVAL_S 3600
+
+/* Who was told "no" lately: one refusal per user per hour. */
+struct refusal {
+	struct refusal *next;
+	int64_t user_id;
+	time_t at;
+};
+
+static bool is_username_char(char c)
+{
+	return isalnum((unsigned char)c) || c == '_';
+}
+
+/* "@name" in text as a whole word, case-insensitively. */
+static bool mentions(const char *text, const char *username)
+{
+	size_t n = strlen(username);
+	if (n == 0)
+		return false;
+	for (const char *p = strchr(text, '@'); p; p = strchr(p + 1, '@')) {
+		if (strncasecmp(p + 1, username, n) == 0 && !is_username_char(p[1 + n]))
+			return true;
+	}
+	return false;
+}
+
+struct command {
+	char name[33];
+	char target[65]; /* the "@bot" part, "" when absent */
+};
+
+/* Parses "/name[@target]" at the start of text; false when text is not a command. */
+static bool parse_command(const char *text, struct command *cmd)
+{
+	if (text[0] != '/')
+		return false;
+	size_t i = 1, n = 0;
+	while (is_username_char(text[i]) && n < sizeof cmd->name - 1)
+		cmd->name[n++] = (char)tolower((unsigned char)text[i++]);
+	cmd->name[n] = '\0';
+	if (n == 0)
+		return false;
+	n = 0;
+	if (text[i] == '@') {
+		i++;
+		while (is_username_char(text[i]) && n < sizeof cmd->target - 1)
+			cmd->target[n++] = text[i++];
+	}
+	cmd->target[n] = '\0';
+	return text[i] == '\0' || isspace((unsigned char)text[i]);
+}
+
+enum bot_action bot_route(const struct tg_update *u, const struct access_list *allow,
+			  int64_t self_id, const char *self_username, const char **why)
+{
+	const struct tg_message *m = &u->message;
+	*why = "";
+	if (u->kind != TG_UPDATE_MESSAGE) {
+		*why = "not a message";
+		return BOT_IGNORE;
+	}
+	if (!m->has_from) {
+		*why = "no sender";
+		return BOT_IGNORE;
+	}
+	if (m->from.is_bot) {
+		*why = "sent by a bot";
+		return BOT_IGNORE;
+	}
+	if (!m->text) {
+		*why = "no text";
+		return BOT_IGNORE;
+	}
+	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
+	if (!is_group && m->chat_type != TG_CHAT_PRIVATE) {
+		*why = "not a private chat or a group";
+		return BOT_IGNORE;
+	}
+
+	struct command cmd;
+	bool is_command = parse_command(m->text, &cmd);
+	if (is_command && cmd.target[0] && strcasecmp(cmd.target, self_username) != 0) {
+		*why = "a command for another bot";
+		return BOT_IGNORE;
+	}
+	enum bot_action command_action = BOT_REPLY;
+	if (is_command) {
+		if (strcmp(cmd.name, "start") == 0)
+			command_action = BOT_START;
+		else if (strcmp(cmd.name, "help") == 0)
+			command_action = BOT_HELP;
+		else if (strcmp(cmd.name, "new") == 0)
+			command_action = BOT_NEW;
+	}
+
+	if (is_group) {
+		bool is_for_bot = (is_command && (cmd.target[0] || command_action != BOT_REPLY)) ||
+				  mentions(m->text, self_username) ||
+				  (m->reply_to_from_id != 0 && m->reply_to_from_id == self_id);
+		for (size_t i = 0; i < m->n_entities && !is_for_bot; i++)
+			is_for_bot = strcmp(m->entities[i].type, "text_mention") == 0 &&
+				     m->entities[i].user_id == self_id;
+		if (!is_for_bot) {
+			*why = "a group message not addressed to the bot";
+			return BOT_IGNORE;
+		}
+	}
+	if (!access_allows(allow, m->from.id, m->from.username, m->chat_id))
+		return BOT_REFUSE;
+	return command_action;
+}
+
+/* True when user_id may be told "no" now; remembers that they were. */
+static bool may_refuse(struct bot *b, int64_t user_id)
+{
+	time_t now = time(NULL);
+	struct refusal **p = &b->refusals;
+	bool is_recent = false;
+	while (*p) {
+		struct refusal *r = *p;
+		if (now - r->at >= REFUSAL_INTERVAL_S) {
+			*p = r->next;
+			free(r);
+			continue;
+		}
+		if (r->user_id == user_id)
+			is_recent = true;
+		p = &r->next;
+	}
+	if (is_recent)
+		return false;
+	struct refusal *r = malloc(sizeof *r);
+	if (r) {
+		r->user_id = user_id;
+		r->at = now;
+		r->next = b->refusals;
+		b->refusals = r;
+	}
+	return true;
+}
+
+static void on_done_marked(void *arg, int err)
+{
+	(void)arg;
+	(void)err; /* the store logged it; the update may be seen again after a restart, and skipped then */
+}
+
+/* Routes a journaled update and queues its job (or marks it done). */
+static void dispatch(struct bot *b, struct tg_update *u)
+{
+	const char *why;
+	enum bot_action action = bot_route(u, b->cfg->allow, b->self_id, b->self_username, &why);
+	if (action == BOT_REFUSE && !may_refuse(b, u->message.from.id)) {
+		action = BOT_IGNORE;
+		why = "a stranger refused within the hour";
+	}
+	if (action == BOT_REFUSE)
+		log_info("bot: update=%lld chat=%lld: user %lld (@%s) is not on the allowlist",
+			 (long long)u->update_id, (long long)u->message.chat_id,
+			 (long long)u->message.from.id,
+			 u->message.from.username ? u->message.from.username : "-");
+	if (action == BOT_IGNORE) {
+		log_info("bot: update=%lld: skipped (%s%s%s)", (long long)u->update_id, why,
+			 u->kind == TG_UPDATE_OTHER ? ": " : "",
+			 u->kind == TG_UPDATE_OTHER ? u->kind_name : "");
+		b->store->ops->update_done(b->store, u->update_id, on_done_marked, NULL);
+		update_clear(u);
+		return;
+	}
+	if (chats_submit(b->chats, u, action) != 0) {
+		log_error("bot: update=%lld: out of memory, left for a restart", (long long)u->update_id);
+		update_clear(u);
+	}
+}
+
+struct receipt {
+	struct bot *bot;
+	struct tg_update update;
+	bot_accepted_cb accepted;
+	void *arg;
+};
+
+static void on_claimed(void *arg, int err, bool is_new)
+{
+	struct receipt *r = arg;
+	if (err)
+		log_error("bot: update=%lld could not be journaled; handling it anyway",
+			  (long long)r->update.update_id);
+	if (err || is_new) {
+		dispatch(r->bot, &r->update);
+	} else {
+		log_info("bot: update=%lld: already handled, skipped", (long long)r->update.update_id);
+		update_clear(&r->update);
+	}
+	if (r->accepted)
+		r->accepted(r->arg);
+	free(r);
+}
+
+void bot_receive(struct bot *b, json_t *raw, bot_accepted_cb accepted, void *arg)
+{
+	char err[160];
+	struct receipt *r = calloc(1, sizeof *r);
+	char *text = NULL;
+	if (!r) {
+		log_error("bot: out of memory receiving an update");
+		goto skip;
+	}
+	if (update_decode(raw, &r->update, err, sizeof err) != 0) {
+		log_warn("bot: skipping an update that cannot be decoded: %s", err);
+		goto skip;
+	}
+	text = json_dumps(raw, JSON_COMPACT);
+	if (!text) {
+		log_error("bot: update=%lld: out of memory", (long long)r->update.update_id);
+		goto skip;
+	}
+	r->bot = b;
+	r->accepted = accepted;
+	r->arg = arg;
+	b->store->ops->update_claim(b->store, r->update.update_id, r->update.message.chat_id, text,
+				    on_claimed, r);
+	free(text);
+	return;
+skip:
+	if (r)
+		update_clear(&r->update);
+	free(r);
+	if (accepted)
+		accepted(arg);
+}
+
+static void on_pending(void *arg, int err, const char *raw)
+{
+	struct bot *b = arg;
+	if (!raw) {
+		if (err)
+			log_error("bot: the journal of unfinished updates could not be read");
+		return;
+	}
+	struct tg_update u;
+	char why[160];
+	if (update_parse(raw, strlen(raw), &u, why, sizeof why) != 0) {
+		log_warn("bot: a journaled update cannot be decoded (%s)", why);
+		return;
+	}
+	log_info("bot: update=%lld: resuming, unfinished by the last run", (long long)u.update_id);
+	dispatch(b, &u);
+}
+
+void bot_resume(struct bot *b)
+{
+	b->store->ops->update_pending(b->store, on_pending, b);
+}
+
+size_t bot_busy(const struct bot *b)
+{
+	return chats_busy(b->chats);
+}
+
+void bot_on_idle(struct bot *b, void (*cb)(void *arg), void *arg)
+{
+	chats_on_idle(b->chats, cb, arg);
+}
+
+int bot_init(struct bot *b, struct event_base *base, const struct config *cfg, char *err,
+	     size_t errlen)
+{
+	memset(b, 0, sizeof *b);
+	b->base = base;
+	b->cfg = cfg;
+	b->token_scale = 1.0;
+	b->http = http_client_new(base);
+	if (b->http) {
+		b->tg = tg_client_new(base, b->http, cfg->tg_api_base, cfg->tg_token);
+		b->llm = llm_client_new(base, b->http, cfg);
+	}
+	b->chats = chats_new(b);
+	if (!b->http || !b->tg || !b->llm || !b->chats) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	char why[256];
+	if (store_open(cfg->store, base, b->http, &b->store, why, sizeof why) != 0) {
+		snprintf(err, errlen, "STORE: %s", why);
+		goto fail;
+	}
+	return 0;
+fail:
+	bot_free(b);
+	return -1;
+}
+
+void bot_free(struct bot *b)
+{
+	chats_free(b->chats);
+	store_free(b->store);
+	llm_client_free(b->llm);
+	tg_client_free(b->tg);
+	http_client_free(b->http);
+	free(b->self_username);
+	while (b->refusals) {
+		struct refusal *r = b->refusals;
+		b->refusals = r->next;
+		free(r);
+	}
+	memset(b, 0, sizeof *b);
+}

@@ -1,0 +1,69 @@
+/*
+ * bot: the running bot — its clients, its store, and the routing of updates.
+ *
+ * Every ingress (long polling now; webhook and serverless later) hands raw
+ * Update objects to bot_receive(): the update is journaled in the store,
+ * decoded, gated (allowlist, group triggers, commands) and queued for its
+ * chat (chat.h), which does the work.
+ */
+#ifndef TGLLM_BOT_H
+#define TGLLM_BOT_H
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "access.h"
+#include "config.h"
+#include "update.h"
+
+enum bot_action {
+	BOT_IGNORE, /* not for the bot: log and mark done */
+	BOT_REPLY,  /* a message for the model */
+	BOT_START,
+	BOT_HELP,
+	BOT_NEW,
+	BOT_REFUSE, /* from someone not on the allowlist */
+};
+
+/*
+ * Decides what to do with an update (pure, no side effects). In groups only
+ * messages that mention the bot, reply to it or are commands for it count;
+ * the allowlist is checked only for those. why is set to a short reason for
+ * the log when the answer is BOT_IGNORE.
+ */
+enum bot_action bot_route(const struct tg_update *u, const struct access_list *allow,
+			  int64_t self_id, const char *self_username, const char **why);
+
+struct bot {
+	struct event_base *base;
+	const struct config *cfg; /* borrowed */
+	struct http_client *http;
+	struct tg_client *tg;
+	struct llm_client *llm;
+	struct store *store;
+	struct chats *chats;
+	int64_t self_id;      /* from getMe */
+	char *self_username;  /* from getMe, without '@' */
+	double token_scale;   /* real tokens per estimated token, learned from usage */
+	struct refusal *refusals;
+};
+
+/* Creates the clients and opens the store; -1 with a reason in err. */
+int bot_init(struct bot *b, struct event_base *base, const struct config *cfg, char *err,
+	     size_t errlen);
+void bot_free(struct bot *b);
+
+/* Called once the update is safely journaled (or found to be a repeat, or broken). */
+typedef void (*bot_accepted_cb)(void *arg);
+/* Takes an Update object (borrowed) from an ingress. */
+void bot_receive(struct bot *b, json_t *raw, bot_accepted_cb accepted, void *arg);
+/* Queues the updates a previous run journaled but did not finish. */
+void bot_resume(struct bot *b);
+/* Updates queued or being handled. */
+size_t bot_busy(const struct bot *b);
+/* Called each time the bot becomes idle (bot_busy() drops to 0). */
+void bot_on_idle(struct bot *b, void (*cb)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,634 @@
+#include "chat.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "history.h"
+#include "llm.h"
+#include "log.h"
+#include "render.h"
+#include "store.h"
+#include "text.h"
+#include "tg.h"
+
+#define CHAT_BUCKETS 1024
+#define TYPING_INTERVAL_S 4  /* Telegram shows "typing" for 5 s */
+#define CONTEXT_RETRIES 3
+#define SEND_TIMEOUT_S 30
+#define MAX_USER_TEXT (64u << 10) /* bytes of one message sent to the model */
+
+struct chat;
+
+struct job {
+	struct job *next;
+	struct chat *chat;
+	struct bot *bot;
+	struct tg_update u;
+	enum bot_action action;
+	const char *lang;
+
+	/* a reply to a message */
+	struct history history;
+	char *user_turn; /* the text as stored: prefixed with the sender's name in groups */
+	size_t user_turn_len;
+	size_t budget;   /* tokens for the prompt */
+	size_t min_from; /* history turns before this one are left out after a context overflow */
+	int context_retries;
+	struct llm_call *llm;
+	char *answer;         /* what is stored as the assistant turn */
+	size_t answer_len;
+	char *shown;          /* what the user is sent */
+	size_t shown_len;
+	struct render_part *parts;
+	long n_parts;
+	long next_part;
+	enum text_id after_text; /* a notice sent after the answer, TEXT_COUNT for none */
+	bool is_blocked;         /* Telegram said 403: stop sending */
+
+	struct event *typing_timer;
+	struct tg_call *typing_call;
+	struct tg_call *send_call;
+};
+
+struct chat {
+	struct chat *next_in_bucket;
+	int64_t id;
+	struct job *head, *tail; /* head is running */
+};
+
+struct chats {
+	struct bot *bot;
+	struct chat *buckets[CHAT_BUCKETS];
+	size_t n_jobs;
+	void (*on_idle)(void *arg);
+	void *idle_arg;
+};
+
+static void job_start(struct job *job);
+static void job_finish(struct job *job);
+
+/* ---- the queue ---- */
+
+static struct chat **bucket_of(struct chats *cs, int64_t id)
+{
+	uint64_t h = (uint64_t)id * 0x9E3779B97F4A7C15u;
+	return &cs->buckets[h >> 54]; /* 10 bits: CHAT_BUCKETS */
+}
+
+static struct chat *chat_get(struct chats *cs, int64_t id)
+{
+	struct chat **b = bucket_of(cs, id);
+	for (struct chat *c = *b; c; c = c->next_in_bucket)
+		if (c->id == id)
+			return c;
+	struct chat *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->id = id;
+	c->next_in_bucket = *b;
+	*b = c;
+	return c;
+}
+
+static void chat_remove(struct chats *cs, struct chat *c)
+{
+	for (struct chat **p = bucket_of(cs, c->id); *p; p = &(*p)->next_in_bucket) {
+		if (*p == c) {
+			*p = c->next_in_bucket;
+			free(c);
+			return;
+		}
+	}
+}
+
+static void job_free(struct job *job)
+{
+	llm_cancel(job->llm);
+	tg_call_cancel(job->typing_call);
+	tg_call_cancel(job->send_call);
+	if (job->typing_timer)
+		event_free(job->typing_timer);
+	history_free(&job->history);
+	free(job->user_turn);
+	free(job->answer);
+	free(job->shown);
+	free(job->parts);
+	update_clear(&job->u);
+	free(job);
+}
+
+int chats_submit(struct chats *cs, struct tg_update *u, enum bot_action action)
+{
+	struct chat *c = chat_get(cs, u->message.chat_id);
+	struct job *job = c ? calloc(1, sizeof *job) : NULL;
+	if (!job) {
+		if (c && !c->head)
+			chat_remove(cs, c);
+		return -1;
+	}
+	job->chat = c;
+	job->bot = cs->bot;
+	job->u = *u;
+	memset(u, 0, sizeof *u);
+	job->action = action;
+	job->lang = job->u.message.from.language_code;
+	job->after_text = TEXT_COUNT;
+	cs->n_jobs++;
+	if (c->tail) {
+		c->tail->next = job;
+		c->tail = job;
+		return 0;
+	}
+	c->head = c->tail = job;
+	job_start(job);
+	return 0;
+}
+
+/* The job is over, whatever happened: free it and start the chat's next one. */
+static void job_finish(struct job *job)
+{
+	struct chats *cs = job->bot->chats;
+	struct chat *c = job->chat;
+	c->head = job->next;
+	if (!c->head)
+		c->tail = NULL;
+	job_free(job);
+	cs->n_jobs--;
+	if (c->head) {
+		job_start(c->head);
+		return;
+	}
+	chat_remove(cs, c);
+	if (cs->n_jobs == 0 && cs->on_idle)
+		cs->on_idle(cs->idle_arg);
+}
+
+struct chats *chats_new(struct bot *b)
+{
+	struct chats *cs = calloc(1, sizeof *cs);
+	if (cs)
+		cs->bot = b;
+	return cs;
+}
+
+void chats_free(struct chats *cs)
+{
+	if (!cs)
+		return;
+	for (size_t i = 0; i < CHAT_BUCKETS; i++) {
+		while (cs->buckets[i]) {
+			struct chat *c = cs->buckets[i];
+			cs->buckets[i] = c->next_in_bucket;
+			while (c->head) {
+				struct job *job = c->head;
+				c->head = job->next;
+				job_free(job);
+			}
+			free(c);
+		}
+	}
+	free(cs);
+}
+
+size_t chats_busy(const struct chats *cs)
+{
+	return cs->n_jobs;
+}
+
+void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg)
+{
+	cs->on_idle = cb;
+	cs->idle_arg = arg;
+}
+
+/* ---- talking to Telegram ---- */
+
+static void on_action_sent(void *arg, const struct tg_result *res)
+{
+	struct job *job = arg;
+	job->typing_call = NULL;
+	if (!res->ok)
+		log_debug("chat=%lld: sendChatAction: %ld %s", (long long)job->chat->id, res->error_code,
+			  res->description);
+}
+
+static void send_typing(struct job *job)
+{
+	if (job->typing_call)
+		return;
+	json_t *params = json_pack("{s:I, s:s}", "chat_id", (json_int_t)job->chat->id, "action", "typing");
+	if (params && job->u.message.is_topic_message)
+		json_object_set_new(params, "message_thread_id", json_integer(job->u.message.thread_id));
+	job->typing_call = tg_call(job->bot->tg, "sendChatAction", params, SEND_TIMEOUT_S, on_action_sent, job);
+}
+
+static void on_typing_timer(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	send_typing(arg);
+}
+
+static void typing_start(struct job *job)
+{
+	send_typing(job);
+	job->typing_timer = event_new(job->bot->base, -1, EV_PERSIST, on_typing_timer, job);
+	struct timeval tv = {TYPING_INTERVAL_S, 0};
+	if (!job->typing_timer || event_add(job->typing_timer, &tv) != 0)
+		log_warn("chat=%lld: cannot repeat the typing indicator", (long long)job->chat->id);
+}
+
+static void typing_stop(struct job *job)
+{
+	if (job->typing_timer) {
+		event_free(job->typing_timer);
+		job->typing_timer = NULL;
+	}
+	tg_call_cancel(job->typing_call);
+	job->typing_call = NULL;
+}
+
+typedef void (*sent_cb)(struct job *job);
+
+/* What to do once a message is sent (or could not be). */
+struct sending {
+	struct job *job;
+	sent_cb next;
+};
+
+static void log_send_failure(struct job *job, const struct tg_result *res)
+{
+	if (res->error_code == 403) {
+		log_warn("chat=%lld: Telegram refuses messages to this chat (%s); dropping the reply",
+			 (long long)job->chat->id, res->description);
+		job->is_blocked = true;
+		return;
+	}
+	log_error("chat=%lld: sendMessage failed: %ld %s", (long long)job->chat->id, res->error_code,
+		  res->description);
+}
+
+static struct sending *sending_new(struct job *job, sent_cb next)
+{
+	struct sending *s = malloc(sizeof *s);
+	if (s) {
+		s->job = job;
+		s->next = next;
+	}
+	return s;
+}
+
+static void on_sent(void *arg, const struct tg_result *res)
+{
+	struct sending *s = arg;
+	struct job *job = s->job;
+	sent_cb next = s->next;
+	free(s);
+	job->send_call = NULL;
+	if (!res->ok)
+		log_send_failure(job, res);
+	next(job);
+}
+
+/*
+ * Sends text (copied into the request) to the job's chat, as a reply to the
+ * user's message when is_reply, then calls next, whether it went or not.
+ */
+static void send_text(struct job *job, const char *text, size_t len, bool is_reply, sent_cb next)
+{
+	const struct tg_message *m = &job->u.message;
+	struct sending *s = job->is_blocked ? NULL : sending_new(job, next);
+	json_t *params = s ? json_pack("{s:I, s:s%}", "chat_id", (json_int_t)m->chat_id, "text", text, len)
+			   : NULL;
+	if (params && is_reply)
+		json_object_set_new(params, "reply_parameters",
+				    json_pack("{s:I, s:b}", "message_id", (json_int_t)m->message_id,
+					      "allow_sending_without_reply", 1));
+	if (params && m->is_topic_message)
+		json_object_set_new(params, "message_thread_id", json_integer(m->thread_id));
+	if (params)
+		job->send_call = tg_call(job->bot->tg, "sendMessage", params, SEND_TIMEOUT_S, on_sent, s);
+	if (!job->send_call) {
+		if (!job->is_blocked)
+			log_error("chat=%lld: cannot send a message", (long long)job->chat->id);
+		free(s);
+		next(job);
+	}
+}
+
+static void send_notice(struct job *job, enum text_id id, sent_cb next)
+{
+	const char *t = text_get(id, job->lang);
+	send_text(job, t, strlen(t), true, next);
+}
+
+/* ---- commands ---- */
+
+static void on_update_done(void *arg, int err)
+{
+	(void)err; /* logged by the store; at worst the update is skipped as a repeat later */
+	job_finish(arg);
+}
+
+static void mark_done_and_finish(struct job *job)
+{
+	typing_stop(job);
+	job->bot->store->ops->update_done(job->bot->store, job->u.update_id, on_update_done, job);
+}
+
+static void on_history_cleared(void *arg, int err)
+{
+	struct job *job = arg;
+	send_notice(job, err ? TEXT_STORE_FAILED : TEXT_NEW_DONE, mark_done_and_finish);
+}
+
+static void send_refusal(struct job *job)
+{
+	char text[512];
+	/* The format is ours: each language's TEXT_REFUSED takes exactly one %lld. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	int n = snprintf(text, sizeof text, text_get(TEXT_REFUSED, job->lang),
+			 (long long)job->u.message.from.id);
+#pragma GCC diagnostic pop
+	send_text(job, text, n > 0 ? (size_t)n : 0, true, mark_done_and_finish);
+}
+
+/* ---- a reply from the model ---- */
+
+static void ask(struct job *job);
+
+static size_t estimate(const struct job *job, const char *text, size_t len)
+{
+	return (size_t)((double)history_estimate_tokens(text, len) * job->bot->token_scale) + 1;
+}
+
+static void on_saved(void *arg, int err)
+{
+	struct job *job = arg;
+	if (err)
+		log_error("chat=%lld update=%lld: the exchange could not be stored", (long long)job->chat->id,
+			  (long long)job->u.update_id);
+	job_finish(job);
+}
+
+static void save_exchange(struct job *job)
+{
+	struct turn turns[2] = {
+		{TURN_USER, job->user_turn, job->user_turn_len},
+		{TURN_ASSISTANT, job->answer, job->answer_len},
+	};
+	job->bot->store->ops->history_append(job->bot->store, job->chat->id, turns, 2, job->u.update_id,
+					     on_saved, job);
+}
+
+static void send_after_text(struct job *job)
+{
+	if (job->after_text == TEXT_COUNT) {
+		save_exchange(job);
+		return;
+	}
+	enum text_id id = job->after_text;
+	job->after_text = TEXT_COUNT;
+	send_notice(job, id, save_exchange);
+}
+
+static void send_next_part(struct job *job)
+{
+	if (job->next_part >= job->n_parts || job->is_blocked) {
+		send_after_text(job);
+		return;
+	}
+	const struct render_part *p = &job->parts[job->next_part];
+	bool is_first = job->next_part == 0;
+	job->next_part++;
+	send_text(job, job->shown + p->offset, p->len, is_first, send_next_part);
+}
+
+static void deliver(struct job *job, const char *answer, size_t len, const char *suffix)
+{
+	typing_stop(job);
+	job->answer = strndup(answer, len);
+	job->answer_len = len;
+	if (asprintf(&job->shown, "%.*s%s%s", (int)len, answer, suffix ? "\n\n" : "", suffix ? suffix : "") < 0)
+		job->shown = NULL;
+	if (!job->answer || !job->shown) {
+		log_error("chat=%lld: out of memory delivering an answer", (long long)job->chat->id);
+		mark_done_and_finish(job);
+		return;
+	}
+	job->shown_len = strlen(job->shown);
+	job->n_parts = render_split_plain(job->shown, job->shown_len, RENDER_MAX_UNITS, &job->parts);
+	if (job->n_parts < 0) {
+		job->n_parts = 0;
+		log_error("chat=%lld: out of memory splitting an answer", (long long)job->chat->id);
+	}
+	send_next_part(job);
+}
+
+static void fail_with(struct job *job, enum text_id id)
+{
+	typing_stop(job);
+	send_notice(job, id, mark_done_and_finish);
+}
+
+static void calibrate(struct job *job, long prompt_tokens, size_t estimated)
+{
+	if (prompt_tokens <= 0 || estimated == 0)
+		return;
+	double ratio = (double)prompt_tokens / ((double)estimated / job->bot->token_scale);
+	if (ratio < 0.25)
+		ratio = 0.25;
+	if (ratio > 4.0)
+		ratio = 4.0;
+	/* A moving average: one odd answer must not swing the budget. */
+	job->bot->token_scale = 0.8 * job->bot->token_scale + 0.2 * ratio;
+}
+
+struct asked {
+	struct job *job;
+	size_t estimated; /* tokens of the prompt, by our estimate */
+	size_t from;      /* the first history turn sent */
+};
+
+static void on_answer(void *arg, const struct llm_result *res)
+{
+	struct asked *a = arg;
+	struct job *job = a->job;
+	size_t estimated = a->estimated, from = a->from;
+	free(a);
+	job->llm = NULL;
+	long long chat = (long long)job->chat->id;
+
+	switch (res->status) {
+	case LLM_OK:
+		calibrate(job, res->prompt_tokens, estimated);
+		if (job->min_from > 0)
+			job->after_text = TEXT_CONTEXT_DROPPED;
+		log_info("chat=%lld update=%lld: answered (%zu bytes, %ld+%ld tokens)", chat,
+			 (long long)job->u.update_id, res->len, res->prompt_tokens, res->completion_tokens);
+		deliver(job, res->text, res->len, NULL);
+		return;
+	case LLM_CUT:
+		log_warn("chat=%lld: the model's answer broke off (%s); delivering the part", chat, res->detail);
+		if (job->min_from > 0)
+			job->after_text = TEXT_CONTEXT_DROPPED;
+		deliver(job, res->text, res->len, text_get(TEXT_ANSWER_CUT, job->lang));
+		return;
+	case LLM_CONTEXT:
+		log_warn("chat=%lld: the prompt (~%zu tokens) is over the model's context: %s", chat,
+			 estimated, res->detail);
+		/* Our estimate was low: leave out half of the turns sent, oldest first. */
+		if (from < job->history.len && job->context_retries++ < CONTEXT_RETRIES) {
+			size_t sent = job->history.len - from;
+			job->min_from = from + (sent + 1) / 2;
+			ask(job);
+			return;
+		}
+		fail_with(job, TEXT_TOO_LONG);
+		return;
+	case LLM_QUOTA:
+		log_error("llm: the API account has no credit left (%s): top it up", res->detail);
+		fail_with(job, TEXT_MODEL_QUOTA);
+		return;
+	case LLM_AUTH:
+		log_error("llm: the API key is rejected (%s): check PROXY_API_KEY / OPENAI_API_KEY",
+			  res->detail);
+		fail_with(job, TEXT_MODEL_AUTH);
+		return;
+	case LLM_BUSY:
+		log_error("chat=%lld: the model is rate limited (%s)", chat, res->detail);
+		fail_with(job, TEXT_MODEL_BUSY);
+		return;
+	case LLM_DOWN:
+		log_error("chat=%lld: the model is unreachable (%s)", chat, res->detail);
+		fail_with(job, TEXT_MODEL_DOWN);
+		return;
+	case LLM_REJECTED:
+		log_error("chat=%lld: the model refused the request (%s)", chat, res->detail);
+		fail_with(job, TEXT_MODEL_REJECTED);
+		return;
+	case LLM_EMPTY:
+		log_warn("chat=%lld: the model answered with no text", chat);
+		fail_with(job, TEXT_MODEL_EMPTY);
+		return;
+	}
+}
+
+/* Builds the request from the system prompt, what fits of the history and the new turn. */
+static void ask(struct job *job)
+{
+	const struct config *cfg = job->bot->cfg;
+	size_t fixed = estimate(job, job->user_turn, job->user_turn_len);
+	if (cfg->system_prompt)
+		fixed += estimate(job, cfg->system_prompt, strlen(cfg->system_prompt));
+	if (fixed > job->budget) {
+		log_warn("chat=%lld: a message of ~%zu tokens does not fit the budget of %zu",
+			 (long long)job->chat->id, fixed, job->budget);
+		fail_with(job, TEXT_TOO_LONG);
+		return;
+	}
+	size_t from = history_fit(&job->history, job->budget - fixed, job->bot->token_scale);
+	if (from < job->min_from)
+		from = job->min_from;
+	/* history_fit never starts with an answer; neither does a cut made here. */
+	while (from < job->history.len && job->history.turns[from].role == TURN_ASSISTANT)
+		from++;
+	if (from > 0)
+		log_debug("chat=%lld: leaving out the %zu oldest turns", (long long)job->chat->id, from);
+	size_t estimated = fixed;
+	for (size_t i = from; i < job->history.len; i++)
+		estimated += estimate(job, job->history.turns[i].content, job->history.turns[i].len);
+
+	json_t *messages = json_array();
+	json_t *past = history_to_json(&job->history, from);
+	struct asked *a = malloc(sizeof *a);
+	if (!messages || !past || !a)
+		goto oom;
+	if (cfg->system_prompt &&
+	    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system", "content",
+						      cfg->system_prompt)) != 0)
+		goto oom;
+	if (json_array_extend(messages, past) != 0 ||
+	    json_array_append_new(messages, json_pack("{s:s, s:s%}", "role", "user", "content",
+						      job->user_turn, job->user_turn_len)) != 0)
+		goto oom;
+	json_decref(past);
+	a->job = job;
+	a->estimated = estimated;
+	a->from = from;
+	job->llm = llm_complete(job->bot->llm, messages, NULL, on_answer, a);
+	if (!job->llm) {
+		free(a);
+		fail_with(job, TEXT_MODEL_DOWN);
+	}
+	return;
+oom:
+	json_decref(messages);
+	json_decref(past);
+	free(a);
+	log_error("chat=%lld: out of memory building a request", (long long)job->chat->id);
+	fail_with(job, TEXT_MODEL_DOWN);
+}
+
+static void on_history_loaded(void *arg, int err, struct history *h)
+{
+	struct job *job = arg;
+	if (err) {
+		history_free(h);
+		fail_with(job, TEXT_STORE_FAILED);
+		return;
+	}
+	job->history = *h;
+	*h = (struct history)HISTORY_INIT;
+	ask(job);
+}
+
+static void start_reply(struct job *job)
+{
+	const struct tg_message *m = &job->u.message;
+	size_t len = strlen(m->text);
+	if (len > MAX_USER_TEXT) {
+		log_warn("chat=%lld: a message of %zu bytes is over the limit", (long long)job->chat->id, len);
+		fail_with(job, TEXT_TOO_LONG);
+		return;
+	}
+	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
+	int n = is_group ? asprintf(&job->user_turn, "%s: %s", m->from.first_name, m->text)
+			 : asprintf(&job->user_turn, "%s", m->text);
+	if (n < 0) {
+		job->user_turn = NULL;
+		fail_with(job, TEXT_MODEL_DOWN);
+		return;
+	}
+	job->user_turn_len = (size_t)n;
+	job->budget = job->bot->cfg->context_tokens;
+	job->bot->store->ops->history_load(job->bot->store, job->chat->id, on_history_loaded, job);
+}
+
+static void job_start(struct job *job)
+{
+	log_debug("chat=%lld update=%lld: handling", (long long)job->chat->id, (long long)job->u.update_id);
+	switch (job->action) {
+	case BOT_REPLY:
+		typing_start(job);
+		start_reply(job);
+		return;
+	case BOT_START:
+		send_notice(job, TEXT_START, mark_done_and_finish);
+		return;
+	case BOT_HELP:
+		send_notice(job, TEXT_HELP, mark_done_and_finish);
+		return;
+	case BOT_NEW:
+		job->bot->store->ops->history_clear(job->bot->store, job->chat->id, on_history_cleared, job);
+		return;
+	case BOT_REFUSE:
+		send_refusal(job);
+		return;
+	case BOT_IGNORE:
+		break;
+	}
+	mark_done_and_finish(job);
+}

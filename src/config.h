@@ -1,0 +1,39 @@
+/*
+ * config: the environment -> one immutable struct config.
+ *
+ * Variable names are those of the original serverless bot (DESIGN.md,
+ * "Compatibility") plus tgllm's own. config_load() validates everything up
+ * front so a misconfigured bot fails at start with one line naming the
+ * variable, not at the first message.
+ */
+#ifndef TGLLM_CONFIG_H
+#define TGLLM_CONFIG_H
+
+#include <stddef.h>
+
+#include "access.h"
+#include "log.h"
+
+struct config {
+	char *tg_token;
+	char *tg_api_base; /* without a trailing slash */
+	struct access_list *allow;
+	char *llm_key;
+	char *llm_base_url; /* without a trailing slash */
+	char *llm_model;
+	char *system_prompt; /* NULL when unset */
+	char *store;         /* "sqlite:PATH" */
+	size_t context_tokens;
+	long llm_timeout_s;  /* a whole model answer */
+	enum log_level log_level;
+};
+
+/*
+ * Fills cfg from the environment. On error returns -1 with one line in err
+ * naming the variable and what is wrong; cfg is then left empty.
+ * Registers the secrets with the log so they are never printed.
+ */
+int config_load(struct config *cfg, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * http: asynchronous HTTP requests on the event loop.
+ *
+ * Every outgoing request (Telegram, the model, storage) is a libcurl easy
+ * handle in one curl multi handle, driven by libevent through
+ * curl_multi_socket_action (curl's "hiperfifo" pattern). Nothing blocks the
+ * loop; thousands of requests can wait at once.
+ *
+ * A call copies everything it is given. Its callbacks run on the loop, never
+ * inside another http function, and on_done runs exactly once unless the call
+ * is cancelled. Retrying is the caller's business: only the caller knows
+ * what is safe to repeat.
+ */
+#ifndef TGLLM_HTTP_H
+#define TGLLM_HTTP_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct http_client;
+struct http_call;
+
+struct http_response {
+	long status;            /* HTTP status; 0 when no response came (transport error) */
+	bool is_transport_error; /* no complete response: connect, timeout, broken connection */
+	bool is_timeout;
+	bool is_too_big;        /* the body passed max_body and the transfer was stopped */
+	bool is_aborted;        /* on_data asked to stop */
+	const char *error;      /* transport error in words (never contains the URL); "" when none */
+	const char *body;       /* the buffered body, NUL-terminated; borrowed for the callback */
+	size_t body_len;
+	long retry_after;       /* seconds from a Retry-After header, -1 when absent */
+	const char *content_type; /* "" when absent */
+};
+
+typedef void (*http_done_cb)(void *arg, const struct http_response *resp);
+/*
+ * Streaming: body bytes of a 2xx response as they arrive (other statuses are
+ * buffered for on_done). Return 0 to go on, non-zero to stop the transfer;
+ * on_done then reports is_aborted.
+ */
+typedef int (*http_data_cb)(void *arg, const char *data, size_t n);
+
+struct http_request {
+	const char *method;          /* "GET", "POST", "PUT", ...; NULL = GET, or POST with a body */
+	const char *url;             /* may contain secrets: it is never logged */
+	const char *const *headers;  /* NULL-terminated "Name: value" list, or NULL */
+	const char *body;            /* NULL for none */
+	size_t body_len;
+	long timeout_ms;             /* the whole transfer; 0 = none */
+	long stall_s;                /* give up when nothing arrives for this long; 0 = none */
+	size_t max_body;             /* largest buffered body accepted */
+	http_data_cb on_data;        /* NULL: buffer the body */
+	http_done_cb on_done;
+	void *arg;
+};
+
+struct http_client *http_client_new(struct event_base *base);
+/* Cancels every call still running (no callbacks). NULL is a no-op. */
+void http_client_free(struct http_client *c);
+/* Starts a request; NULL when it could not be set up (then no callback runs). */
+struct http_call *http_start(struct http_client *c, const struct http_request *req);
+/* Stops a call; its callbacks never run. Not to be called from its own callbacks. */
+void http_cancel(struct http_call *call);
+
+#endif

@@ -1,0 +1,289 @@
+/* The SQLite store: one database file in WAL mode; see docs/internals/STORE.md. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "store.h"
+
+#define HISTORY_LOAD_MAX 2000 /* turns; far beyond any context window */
+#define JOURNAL_KEEP_S (7 * 86400)
+
+struct store_sqlite {
+	struct store base;
+	sqlite3 *db;
+	sqlite3_stmt *load, *append, *clear, *claim, *done, *pending, *begin, *commit, *rollback;
+};
+
+/* Each entry moves the schema from version i to i + 1. */
+static const char *const migrations[] = {
+	"CREATE TABLE messages ("
+	"  id INTEGER PRIMARY KEY,"
+	"  chat_id INTEGER NOT NULL,"
+	"  role TEXT NOT NULL,"
+	"  content TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL);"
+	"CREATE INDEX messages_by_chat ON messages (chat_id, id);"
+	"CREATE TABLE updates ("
+	"  update_id INTEGER PRIMARY KEY,"
+	"  chat_id INTEGER NOT NULL,"
+	"  state TEXT NOT NULL CHECK (state IN ('pending', 'done')),"
+	"  body TEXT,"
+	"  received_at INTEGER NOT NULL);"
+	"CREATE INDEX updates_pending ON updates (state, update_id);"
+	"CREATE TABLE chat_settings ("
+	"  chat_id INTEGER NOT NULL,"
+	"  key TEXT NOT NULL,"
+	"  value TEXT NOT NULL,"
+	"  PRIMARY KEY (chat_id, key));",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+static struct store_sqlite *from(struct store *s)
+{
+	return (struct store_sqlite *)s;
+}
+
+static void log_db_error(struct store_sqlite *s, const char *what)
+{
+	log_error("store: sqlite: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+/* Runs a prepared statement that returns no rows, and resets it. */
+static int run(struct store_sqlite *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE) {
+		log_db_error(s, what);
+		return -1;
+	}
+	return 0;
+}
+
+static void history_load(struct store *base, int64_t chat_id, store_history_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	struct history h = HISTORY_INIT;
+	int err = 0, rc;
+	sqlite3_bind_int64(s->load, 1, chat_id);
+	sqlite3_bind_int(s->load, 2, HISTORY_LOAD_MAX);
+	while ((rc = sqlite3_step(s->load)) == SQLITE_ROW) {
+		enum turn_role role;
+		const char *name = (const char *)sqlite3_column_text(s->load, 0);
+		const char *content = (const char *)sqlite3_column_text(s->load, 1);
+		int len = sqlite3_column_bytes(s->load, 1);
+		if (!name || !content || turn_role_parse(name, &role) != 0) {
+			log_warn("store: chat=%lld: skipping a stored turn with a bad role", (long long)chat_id);
+			continue;
+		}
+		if (history_push(&h, role, content, (size_t)len) != 0) {
+			err = -1;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE && !err) {
+		log_db_error(s, "reading history");
+		err = -1;
+	}
+	sqlite3_reset(s->load);
+	sqlite3_clear_bindings(s->load);
+	if (err)
+		history_free(&h);
+	cb(arg, err, &h);
+}
+
+static int mark_done(struct store_sqlite *s, int64_t update_id)
+{
+	sqlite3_bind_int64(s->done, 1, update_id);
+	return run(s, s->done, "marking an update done");
+}
+
+static void history_append(struct store *base, int64_t chat_id, const struct turn *turns, size_t n,
+			   int64_t update_id, store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	int err = run(s, s->begin, "BEGIN");
+	for (size_t i = 0; i < n && !err; i++) {
+		sqlite3_bind_int64(s->append, 1, chat_id);
+		sqlite3_bind_text(s->append, 2, turn_role_name(turns[i].role), -1, SQLITE_STATIC);
+		sqlite3_bind_text(s->append, 3, turns[i].content, (int)turns[i].len, SQLITE_STATIC);
+		sqlite3_bind_int64(s->append, 4, (sqlite3_int64)time(NULL));
+		err = run(s, s->append, "appending a turn");
+	}
+	if (!err && update_id)
+		err = mark_done(s, update_id);
+	if (!err)
+		err = run(s, s->commit, "COMMIT");
+	if (err && run(s, s->rollback, "ROLLBACK") != 0)
+		log_error("store: sqlite: the transaction could not be rolled back");
+	cb(arg, err);
+}
+
+static void history_clear(struct store *base, int64_t chat_id, store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_bind_int64(s->clear, 1, chat_id);
+	cb(arg, run(s, s->clear, "clearing history"));
+}
+
+static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
+			 store_claim_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_bind_int64(s->claim, 1, update_id);
+	sqlite3_bind_int64(s->claim, 2, chat_id);
+	sqlite3_bind_text(s->claim, 3, raw, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s->claim, 4, (sqlite3_int64)time(NULL));
+	int err = run(s, s->claim, "journaling an update");
+	cb(arg, err, !err && sqlite3_changes(s->db) > 0);
+}
+
+static void update_done(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
+{
+	cb(arg, mark_done(from(base), update_id));
+}
+
+static void update_pending(struct store *base, store_pending_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	int rc;
+	while ((rc = sqlite3_step(s->pending)) == SQLITE_ROW) {
+		const char *raw = (const char *)sqlite3_column_text(s->pending, 0);
+		if (raw)
+			cb(arg, 0, raw);
+	}
+	int err = 0;
+	if (rc != SQLITE_DONE) {
+		log_db_error(s, "reading the update journal");
+		err = -1;
+	}
+	sqlite3_reset(s->pending);
+	cb(arg, err, NULL);
+}
+
+static void store_sqlite_free(struct store *base)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_stmt *all[] = {s->load,  s->append, s->clear,  s->claim,   s->done,
+			       s->pending, s->begin,  s->commit, s->rollback};
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+		sqlite3_finalize(all[i]);
+	sqlite3_close(s->db);
+	free(s);
+}
+
+static const struct store_ops sqlite_ops = {
+	.name = "sqlite",
+	.history_load = history_load,
+	.history_append = history_append,
+	.history_clear = history_clear,
+	.update_claim = update_claim,
+	.update_done = update_done,
+	.update_pending = update_pending,
+	.free = store_sqlite_free,
+};
+
+static int migrate(struct store_sqlite *s, char *err, size_t errlen)
+{
+	sqlite3_stmt *st;
+	int version = -1;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (version < 0) {
+		snprintf(err, errlen, "cannot read the schema version: %s", sqlite3_errmsg(s->db));
+		return -1;
+	}
+	if (version > SCHEMA_VERSION) {
+		snprintf(err, errlen, "the database has schema version %d, newer than this tgllm (%d)",
+			 version, SCHEMA_VERSION);
+		return -1;
+	}
+	for (; version < SCHEMA_VERSION; version++) {
+		char sql[64];
+		snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version + 1);
+		char *msg = NULL;
+		if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(s->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+			snprintf(err, errlen, "cannot upgrade the schema to version %d: %s", version + 1,
+				 msg ? msg : "unknown error");
+			sqlite3_free(msg);
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int prepare(struct store_sqlite *s, sqlite3_stmt **st, const char *sql, char *err, size_t errlen)
+{
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) == SQLITE_OK)
+		return 0;
+	snprintf(err, errlen, "cannot prepare a statement: %s", sqlite3_errmsg(s->db));
+	return -1;
+}
+
+int store_sqlite_open(const char *path, struct store **out, char *err, size_t errlen)
+{
+	struct store_sqlite *s = calloc(1, sizeof *s);
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	s->base.ops = &sqlite_ops;
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		goto fail;
+	}
+	char *msg = NULL;
+	/* WAL: readers never wait for the writer; NORMAL sync is durable across crashes of the process. */
+	if (sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK ||
+	    sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON",
+			 NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot set up %s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
+		sqlite3_free(msg);
+		goto fail;
+	}
+	if (migrate(s, err, errlen) != 0)
+		goto fail;
+	if (prepare(s, &s->load,
+		    "SELECT role, content FROM (SELECT id, role, content FROM messages WHERE chat_id = ?1 "
+		    "ORDER BY id DESC LIMIT ?2) ORDER BY id",
+		    err, errlen) ||
+	    prepare(s, &s->append,
+		    "INSERT INTO messages (chat_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)", err,
+		    errlen) ||
+	    prepare(s, &s->clear, "DELETE FROM messages WHERE chat_id = ?1", err, errlen) ||
+	    prepare(s, &s->claim,
+		    "INSERT OR IGNORE INTO updates (update_id, chat_id, state, body, received_at) "
+		    "VALUES (?1, ?2, 'pending', ?3, ?4)",
+		    err, errlen) ||
+	    prepare(s, &s->done, "UPDATE updates SET state = 'done', body = NULL WHERE update_id = ?1", err,
+		    errlen) ||
+	    prepare(s, &s->pending, "SELECT body FROM updates WHERE state = 'pending' ORDER BY update_id",
+		    err, errlen) ||
+	    prepare(s, &s->begin, "BEGIN IMMEDIATE", err, errlen) ||
+	    prepare(s, &s->commit, "COMMIT", err, errlen) || prepare(s, &s->rollback, "ROLLBACK", err, errlen))
+		goto fail;
+
+	char prune[128];
+	snprintf(prune, sizeof prune, "DELETE FROM updates WHERE state = 'done' AND received_at < %lld",
+		 (long long)time(NULL) - JOURNAL_KEEP_S);
+	if (sqlite3_exec(s->db, prune, NULL, NULL, &msg) != SQLITE_OK) {
+		log_warn("store: sqlite: cannot prune the update journal: %s", msg ? msg : "?");
+		sqlite3_free(msg);
+	}
+	*out = &s->base;
+	return 0;
+fail:
+	store_sqlite_free(&s->base);
+	return -1;
+}

@@ -1,0 +1,32 @@
+/*
+ * text: every sentence the bot says to a person, in English and Russian.
+ *
+ * The language follows the sender's Telegram language_code: codes starting
+ * with "ru" (and the languages of people who mostly read Russian: be, uk, kk)
+ * get Russian, everything else English.
+ */
+#ifndef TGLLM_TEXT_H
+#define TGLLM_TEXT_H
+
+enum text_id {
+	TEXT_START,
+	TEXT_HELP,
+	TEXT_NEW_DONE,
+	TEXT_REFUSED,          /* %lld: the user's numeric id */
+	TEXT_CONTEXT_DROPPED,  /* older turns were left out to fit the context */
+	TEXT_TOO_LONG,         /* the message alone does not fit the context */
+	TEXT_MODEL_BUSY,       /* rate limited / overloaded after retries */
+	TEXT_MODEL_DOWN,       /* 5xx, timeouts, network errors after retries */
+	TEXT_MODEL_QUOTA,      /* insufficient quota / billing */
+	TEXT_MODEL_AUTH,       /* the API key is rejected */
+	TEXT_MODEL_REJECTED,   /* other 4xx: the request was refused */
+	TEXT_MODEL_EMPTY,      /* the model answered nothing */
+	TEXT_ANSWER_CUT,       /* the stream broke off; appended to the partial answer */
+	TEXT_STORE_FAILED,     /* history could not be read or written */
+	TEXT_COUNT
+};
+
+/* The text in the language for language_code (may be NULL); never NULL. */
+const char *text_get(enum text_id id, const char *language_code);
+
+#endif

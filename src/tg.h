@@ -1,0 +1,51 @@
+/*
+ * tg: the Telegram Bot API client.
+ *
+ * A method call is a JSON POST to <api_base>/bot<token>/<method>; the answer
+ * is {"ok":true,"result":...} or {"ok":false,"error_code","description",
+ * "parameters":{"retry_after"}} (https://core.telegram.org/bots/api#making-requests).
+ * The URL holds the token, so it is never logged: log lines name the method.
+ *
+ * Retries live here because Telegram says when to retry: a 429 is repeated
+ * after parameters.retry_after seconds; 5xx answers and failed connections a
+ * few times with backoff. A request that may have reached Telegram and got
+ * no answer (a timeout mid-transfer) is not repeated, so a message is never
+ * sent twice.
+ */
+#ifndef TGLLM_TG_H
+#define TGLLM_TG_H
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "http.h"
+
+struct tg_client;
+struct tg_call;
+
+struct tg_result {
+	bool ok;
+	long error_code;         /* Bot API error_code, or the HTTP status; 0 for transport errors */
+	const char *description; /* Telegram's description or the transport error; never NULL */
+	json_t *result;          /* borrowed for the callback; NULL unless ok */
+};
+
+typedef void (*tg_done_cb)(void *arg, const struct tg_result *res);
+
+struct tg_client *tg_client_new(struct event_base *base, struct http_client *http,
+				const char *api_base, const char *token);
+void tg_client_free(struct tg_client *tg);
+
+/*
+ * Calls method with params (a JSON object; the reference is stolen).
+ * timeout_s bounds one attempt (getUpdates passes its long-poll timeout plus
+ * a margin). done is called exactly once unless the call is cancelled.
+ * Returns NULL if the call could not even be started (done is not called).
+ */
+struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, long timeout_s,
+			tg_done_cb done, void *arg);
+/* Cancels a call, including one waiting to retry; done is not called. */
+void tg_call_cancel(struct tg_call *call);
+
+#endif

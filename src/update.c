@@ -1,0 +1,235 @@
+#include "update.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void set_error(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_error(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || errlen == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	/* A truncated reason is still a reason. */
+	(void)vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* The integer member key of obj; false when absent or not an integer. */
+static bool get_int(const json_t *obj, const char *key, int64_t *out)
+{
+	const json_t *v = json_object_get(obj, key);
+	if (!json_is_integer(v))
+		return false;
+	*out = (int64_t)json_integer_value(v);
+	return true;
+}
+
+/* The string member key of obj, borrowed; NULL when absent or not a string. */
+static const char *get_str(const json_t *obj, const char *key)
+{
+	return json_string_value(json_object_get(obj, key));
+}
+
+static bool get_true(const json_t *obj, const char *key)
+{
+	return json_is_true(json_object_get(obj, key));
+}
+
+/* Copies an optional string: 0 with *out NULL when absent, -1 when out of memory. */
+static int copy_str(const json_t *obj, const char *key, char **out)
+{
+	const char *s = get_str(obj, key);
+	*out = NULL;
+	if (!s)
+		return 0;
+	*out = strdup(s);
+	return *out ? 0 : -1;
+}
+
+static enum tg_chat_type chat_type_parse(const char *s)
+{
+	static const struct {
+		const char *name;
+		enum tg_chat_type type;
+	} types[] = {
+		{"private", TG_CHAT_PRIVATE},
+		{"group", TG_CHAT_GROUP},
+		{"supergroup", TG_CHAT_SUPERGROUP},
+		{"channel", TG_CHAT_CHANNEL},
+	};
+	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+		if (strcmp(s, types[i].name) == 0)
+			return types[i].type;
+	return TG_CHAT_OTHER;
+}
+
+/* https://core.telegram.org/bots/api#user; a user without an integer id counts as absent. */
+static int decode_user(const json_t *obj, struct tg_message *m)
+{
+	struct tg_user *u = &m->from;
+	if (!json_is_object(obj) || !get_int(obj, "id", &u->id))
+		return 0;
+	m->has_from = true;
+	u->is_bot = get_true(obj, "is_bot");
+	const char *first = get_str(obj, "first_name");
+	u->first_name = strdup(first ? first : "");
+	if (!u->first_name)
+		return -1;
+	if (copy_str(obj, "username", &u->username) != 0)
+		return -1;
+	return copy_str(obj, "language_code", &u->language_code);
+}
+
+/*
+ * https://core.telegram.org/bots/api#messageentity. Malformed entities are left out.
+ * Offsets and lengths are not checked against the text: whoever slices the text must.
+ */
+static int decode_entities(const json_t *arr, struct tg_message *m)
+{
+	if (!json_is_array(arr) || json_array_size(arr) == 0)
+		return 0;
+	m->entities = calloc(json_array_size(arr), sizeof *m->entities);
+	if (!m->entities)
+		return -1;
+	size_t i;
+	const json_t *e;
+	json_array_foreach(arr, i, e) {
+		struct tg_entity ent = {0};
+		const char *type = get_str(e, "type");
+		if (!type || !get_int(e, "offset", &ent.offset) || !get_int(e, "length", &ent.length) ||
+		    ent.offset < 0 || ent.length < 0)
+			continue;
+		const json_t *user = json_object_get(e, "user");
+		if (json_is_object(user) && !get_int(user, "id", &ent.user_id))
+			ent.user_id = 0;
+		ent.type = strdup(type);
+		if (!ent.type)
+			return -1;
+		m->entities[m->n_entities++] = ent;
+	}
+	return 0;
+}
+
+/* https://core.telegram.org/bots/api#message */
+static int decode_message(const json_t *obj, struct tg_message *m, char *err, size_t errlen)
+{
+	if (!json_is_object(obj)) {
+		set_error(err, errlen, "\"message\" is not an object");
+		return -1;
+	}
+	if (!get_int(obj, "message_id", &m->message_id)) {
+		set_error(err, errlen, "message has no integer message_id");
+		return -1;
+	}
+	const json_t *chat = json_object_get(obj, "chat");
+	const char *type = get_str(chat, "type");
+	if (!json_is_object(chat) || !get_int(chat, "id", &m->chat_id) || !type) {
+		set_error(err, errlen, "message %lld has no chat with an integer id and a type",
+			  (long long)m->message_id);
+		return -1;
+	}
+	m->chat_type = chat_type_parse(type);
+	if (!get_int(obj, "message_thread_id", &m->thread_id))
+		m->thread_id = 0;
+	m->is_topic_message = get_true(obj, "is_topic_message");
+
+	if (decode_user(json_object_get(obj, "from"), m) != 0)
+		goto no_memory;
+
+	/* Only "text" is text: a photo's caption is not a message to the model. */
+	if (copy_str(obj, "text", &m->text) != 0)
+		goto no_memory;
+	if (m->text && decode_entities(json_object_get(obj, "entities"), m) != 0)
+		goto no_memory;
+
+	const json_t *reply = json_object_get(obj, "reply_to_message");
+	if (json_is_object(reply)) {
+		if (!get_int(reply, "message_id", &m->reply_to_message_id))
+			m->reply_to_message_id = 0;
+		if (!get_int(json_object_get(reply, "from"), "id", &m->reply_to_from_id))
+			m->reply_to_from_id = 0;
+	}
+	return 0;
+
+no_memory:
+	set_error(err, errlen, "out of memory decoding message %lld", (long long)m->message_id);
+	return -1;
+}
+
+/*
+ * An Update has update_id and at most one other field, which names its kind
+ * (https://core.telegram.org/bots/api#update).
+ */
+static void find_kind(const json_t *obj, struct tg_update *u)
+{
+	const char *key;
+	const json_t *value;
+	snprintf(u->kind_name, sizeof u->kind_name, "unknown");
+	json_object_foreach((json_t *)obj, key, value) {
+		(void)value;
+		if (strcmp(key, "update_id") != 0) {
+			/* Longer names are cut: the name is for log lines only. */
+			snprintf(u->kind_name, sizeof u->kind_name, "%s", key);
+			break;
+		}
+	}
+}
+
+int update_decode(const json_t *obj, struct tg_update *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof *out);
+	if (!json_is_object(obj)) {
+		set_error(err, errlen, "update is not a JSON object");
+		return -1;
+	}
+	if (!get_int(obj, "update_id", &out->update_id)) {
+		set_error(err, errlen, "update has no integer update_id");
+		return -1;
+	}
+	const json_t *message = json_object_get(obj, "message");
+	if (!message) {
+		out->kind = TG_UPDATE_OTHER;
+		find_kind(obj, out);
+		return 0;
+	}
+	out->kind = TG_UPDATE_MESSAGE;
+	snprintf(out->kind_name, sizeof out->kind_name, "message");
+	if (decode_message(message, &out->message, err, errlen) != 0) {
+		update_clear(out);
+		return -1;
+	}
+	return 0;
+}
+
+int update_parse(const char *json, size_t len, struct tg_update *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof *out);
+	json_error_t jerr;
+	json_t *obj = json_loadb(json, len, 0, &jerr);
+	if (!obj) {
+		set_error(err, errlen, "malformed JSON at line %d column %d: %s", jerr.line,
+			  jerr.column, jerr.text);
+		return -1;
+	}
+	int rc = update_decode(obj, out, err, errlen);
+	json_decref(obj);
+	return rc;
+}
+
+void update_clear(struct tg_update *u)
+{
+	struct tg_message *m = &u->message;
+	free(m->from.first_name);
+	free(m->from.username);
+	free(m->from.language_code);
+	free(m->text);
+	for (size_t i = 0; i < m->n_entities; i++)
+		free(m->entities[i].type);
+	free(m->entities);
+	memset(u, 0, sizeof *u);
+}

@@ -1,0 +1,419 @@
+"""A fake OpenAI-compatible chat completions server for the end-to-end tests.
+
+POST /v1/chat/completions on 127.0.0.1 (an ephemeral port). Every request is
+recorded (body, headers, time). By default the answer is
+"Echo: <content of the last message>": streamed as Server-Sent Events when
+the request says "stream": true (chat.completion.chunk objects over HTTP/1.1
+chunked transfer encoding, a finish chunk, a usage chunk with "choices": [],
+then "data: [DONE]"), else one chat.completion JSON object.
+
+A test scripts what the model does with Reply objects:
+- enqueue(reply, ...): a queue consumed one reply per request, after which
+  the default applies again;
+- on(predicate, reply): a standing rule for the requests it matches
+  (e.g. "every request whose last message mentions X fails");
+- context_limit = N: any request whose message contents add up to more than
+  N characters is refused with 400 context_length_exceeded, as OpenAI does.
+Precedence: context limit, then rules, then the queue, then the default.
+
+Python standard library only.
+"""
+
+import collections
+import http.server
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+DEFAULT_CHUNKS = 3
+
+
+@dataclass
+class Reply:
+    """What the fake model does with one request."""
+
+    text: Optional[str] = None       # the answer; None = "Echo: <last message content>"
+    status: int = 200
+    error: Optional[dict] = None     # {"message","type","code"}; body {"error": error}
+    raw_body: Optional[bytes] = None  # for an error status: this exact body instead
+    headers: dict = field(default_factory=dict)  # extra response headers (e.g. Retry-After)
+    delay: float = 0.0               # seconds before the response starts
+    chunk_delay: float = 0.0         # seconds between streamed events
+    chunks: int = DEFAULT_CHUNKS     # content pieces the answer is streamed in
+    crlf: bool = False               # SSE lines end in CRLF
+    comments: bool = False           # ": ping" comment lines between events
+    multiline_data: bool = False     # each event's JSON spread over several "data:" lines
+    force_json: bool = False         # answer a chat.completion object even when stream=true
+    cut_after: Optional[int] = None  # close the connection after this many content pieces, no [DONE]
+    tiny_writes: bool = False        # send the stream a few bytes per TCP write
+    finish_reason: str = "stop"
+
+
+def answer(text: str, **kw) -> Reply:
+    return Reply(text=text, **kw)
+
+
+def error(status: int, message: str = "error", type: str = "server_error",  # noqa: A002 - API field name
+          code: Optional[str] = None, retry_after: Optional[float] = None, **kw) -> Reply:
+    headers = dict(kw.pop("headers", {}))
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return Reply(status=status, error={"message": message, "type": type, "param": None, "code": code},
+                 headers=headers, **kw)
+
+
+def server_error(status: int = 500, **kw) -> Reply:
+    return error(status, "The server had an error while processing your request. Sorry about that!",
+                 "server_error", None, **kw)
+
+
+def rate_limited(retry_after: Optional[float] = None) -> Reply:
+    return error(429, "Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 3, Used 3, "
+                 "Requested 1. Please try again in 20s.", "requests", "rate_limit_exceeded",
+                 retry_after=retry_after)
+
+
+def insufficient_quota() -> Reply:
+    return error(429, "You exceeded your current quota, please check your plan and billing details.",
+                 "insufficient_quota", "insufficient_quota")
+
+
+def invalid_api_key() -> Reply:
+    return error(401, "Incorrect API key provided: sk-test-********cdef. You can find your API key at "
+                 "https://platform.openai.com/account/api-keys.", "invalid_request_error", "invalid_api_key")
+
+
+def cut(partial_text: str, pieces: int = 2) -> Reply:
+    """Streams partial_text in `pieces` pieces, then closes without [DONE]."""
+    return Reply(text=partial_text, chunks=pieces, cut_after=pieces)
+
+
+def cut_before_text() -> Reply:
+    """Sends the role chunk only, then closes the connection."""
+    return Reply(text="never sent", cut_after=0)
+
+
+@dataclass
+class Request:
+    body: dict
+    headers: dict
+    path: str
+    time: float                   # time.monotonic() when it arrived
+    status: int = 0               # status answered
+    finished: Optional[float] = None
+
+    @property
+    def messages(self) -> list:
+        return self.body.get("messages") or []
+
+    @property
+    def last_content(self) -> str:
+        return _content_text(self.messages[-1].get("content")) if self.messages else ""
+
+    def contents(self) -> list:
+        return [_content_text(m.get("content")) for m in self.messages]
+
+    def roles(self) -> list:
+        return [m.get("role") for m in self.messages]
+
+    def total_chars(self) -> int:
+        return sum(len(c) for c in self.contents())
+
+
+def _content_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type":"text","text":...}]
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeOpenAI/1.0"
+
+    def do_POST(self):
+        try:
+            self.server.fake._serve(self)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            self.close_connection = True
+
+    def do_GET(self):
+        self.send_json(404, {"error": {"message": "Unknown request URL", "type": "invalid_request_error",
+                                       "param": None, "code": "unknown_url"}})
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+    def read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def send_json(self, status: int, obj, headers: Optional[dict] = None, raw: Optional[bytes] = None):
+        data = raw if raw is not None else json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+
+class FakeOpenAI:
+    def __init__(self):
+        self.lock = threading.Condition()
+        self.requests: list[Request] = []
+        self.queue = collections.deque()
+        self.rules: list[tuple[Callable[[Request], bool], Reply]] = []
+        self.default = Reply()
+        self.context_limit: Optional[int] = None
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._stopping = threading.Event()
+        self._server: Optional[_Server] = None
+        self._counter = 0
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def start(self) -> "FakeOpenAI":
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                         name="fake-openai", daemon=True).start()
+        return self
+
+    def stop(self):
+        self._stopping.set()  # wakes delayed answers, so no thread outlives the test for long
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """The value for OPENAI_BASE_URL."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # ---- scripting -------------------------------------------------------
+
+    def enqueue(self, *replies: Reply):
+        with self.lock:
+            self.queue.extend(replies)
+
+    def on(self, predicate: Callable[[Request], bool], reply: Reply):
+        """Standing rule: every request matching predicate gets reply."""
+        with self.lock:
+            self.rules.append((predicate, reply))
+
+    def on_message_containing(self, needle: str, reply: Reply):
+        self.on(lambda r: needle in r.last_content, reply)
+
+    # ---- reading ---------------------------------------------------------
+
+    def snapshot(self) -> list:
+        with self.lock:
+            return list(self.requests)
+
+    def requests_with(self, needle: str) -> list:
+        """Requests whose last message contains needle."""
+        return [r for r in self.snapshot() if needle in r.last_content]
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0, what: str = "a condition"):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            with self.lock:
+                self.lock.wait(min(remaining, 0.05))
+
+    def wait_requests(self, n: int, timeout: float = 10.0) -> list:
+        return self.wait_for(lambda: len(self.requests) >= n and self.snapshot(), timeout,
+                             f"{n} model request(s) (got {len(self.requests)})")
+
+    def describe(self, limit: int = 30) -> str:
+        reqs = self.snapshot()[-limit:]
+        t0 = reqs[0].time if reqs else 0
+        lines = []
+        for r in reqs:
+            summary = [f"{m.get('role')}:{_content_text(m.get('content'))[:40]!r}" for m in r.messages]
+            lines.append(f"  +{r.time - t0:7.3f}s {r.path} stream={r.body.get('stream')} -> {r.status} "
+                         f"[{', '.join(summary)[:300]}]")
+        return "\n".join(lines)
+
+    # ---- serving ---------------------------------------------------------
+
+    def _choose(self, req: Request) -> Reply:
+        with self.lock:
+            if self.context_limit is not None and req.total_chars() > self.context_limit:
+                n = self.context_limit
+                return error(400, f"This model's maximum context length is {n} tokens. However, your messages "
+                             f"resulted in {req.total_chars()} tokens. Please reduce the length of the messages.",
+                             "invalid_request_error", "context_length_exceeded")
+            for predicate, reply in self.rules:
+                if predicate(req):
+                    return reply
+            if self.queue:
+                return self.queue.popleft()
+            return self.default
+
+    def _serve(self, h: _Handler):
+        raw = h.read_body()
+        path = h.path.split("?")[0]
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"_unparsable": raw.decode("utf-8", "replace")}
+        req = Request(body=body if isinstance(body, dict) else {"_not_object": body},
+                      headers={k.lower(): v for k, v in h.headers.items()}, path=path, time=time.monotonic())
+        with self.lock:
+            self.requests.append(req)
+            self._counter += 1
+            n = self._counter
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.lock.notify_all()
+        try:
+            if path.rstrip("/") != "/v1/chat/completions":
+                req.status = 404
+                return h.send_json(404, {"error": {"message": f"Unknown request URL: POST {path}",
+                                                   "type": "invalid_request_error", "param": None,
+                                                   "code": "unknown_url"}})
+            if "_unparsable" in req.body or not isinstance(req.body.get("messages"), list):
+                req.status = 400
+                return h.send_json(400, {"error": {"message": "We could not parse the JSON body of your request.",
+                                                   "type": "invalid_request_error", "param": None, "code": None}})
+            reply = self._choose(req)
+            if reply.delay and self._stopping.wait(reply.delay):
+                h.close_connection = True
+                return
+            req.status = reply.status
+            if reply.status != 200:
+                return h.send_json(reply.status, {"error": reply.error}, reply.headers, reply.raw_body)
+            text = reply.text if reply.text is not None else "Echo: " + req.last_content
+            model = req.body.get("model") or "gpt-4o-mini"
+            if req.body.get("stream") is True and not reply.force_json:
+                self._stream(h, reply, text, model, n, req)
+            else:
+                h.send_json(200, _completion(text, model, n, req, reply.finish_reason), reply.headers)
+        finally:
+            req.finished = time.monotonic()
+            with self.lock:
+                self.in_flight -= 1
+                self.lock.notify_all()
+
+    def _stream(self, h: _Handler, reply: Reply, text: str, model: str, n: int, req: Request):
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        h.send_header("Cache-Control", "no-cache")
+        h.send_header("Transfer-Encoding", "chunked")
+        for k, v in reply.headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        eol = "\r\n" if reply.crlf else "\n"
+
+        def write(data: str):
+            b = data.encode("utf-8")
+            if reply.tiny_writes:
+                for i in range(0, len(b), 3):
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(b[i:i + 3]), b[i:i + 3]))
+                    h.wfile.flush()
+                    time.sleep(0.001)
+            else:
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+                h.wfile.flush()
+
+        def event(obj) -> str:
+            if obj == "[DONE]":
+                payload = "[DONE]"
+            elif reply.multiline_data:
+                payload = json.dumps(obj, ensure_ascii=False, indent=1)
+            else:
+                payload = json.dumps(obj, ensure_ascii=False)
+            lines = "".join(f"data: {line}{eol}" for line in payload.split("\n"))
+            return lines + eol
+
+        def pause():
+            if reply.chunk_delay and self._stopping.wait(reply.chunk_delay):
+                raise ConnectionResetError("fake stopping")
+
+        base = {"id": f"chatcmpl-fake{n}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model, "system_fingerprint": "fp_fake"}
+        if reply.comments:
+            write(f": OPENROUTER PROCESSING{eol}{eol}")
+        write(event(dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                         "logprobs": None, "finish_reason": None}])))
+        pieces = _split(text, reply.chunks)
+        for i, piece in enumerate(pieces):
+            if reply.cut_after is not None and i >= reply.cut_after:
+                break
+            pause()
+            if reply.comments:
+                write(f": ping{eol}{eol}")
+            write(event(dict(base, choices=[{"index": 0, "delta": {"content": piece}, "logprobs": None,
+                                             "finish_reason": None}])))
+        if reply.cut_after is not None:
+            # Cut: close without the final zero-length chunk, as a dropped connection looks.
+            h.close_connection = True
+            try:
+                h.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        pause()
+        write(event(dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None,
+                                         "finish_reason": reply.finish_reason}])))
+        write(event(dict(base, choices=[], usage=_usage(req, text))))
+        if reply.comments:
+            write(f": done{eol}{eol}")
+        write(event("[DONE]"))
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
+
+
+def _split(text: str, pieces: int) -> list:
+    pieces = max(1, pieces)
+    size = max(1, -(-len(text) // pieces))
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _usage(req: Request, text: str) -> dict:
+    # Counted like the bot's own pessimistic estimate (4 + UTF-8 bytes / 3 per
+    # message), so whatever calibration the bot learns from usage stays ~1.
+    prompt = sum(4 + len(c.encode("utf-8")) // 3 for c in req.contents())
+    completion = max(1, len(text.encode("utf-8")) // 3)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _completion(text: str, model: str, n: int, req: Request, finish_reason: str) -> dict:
+    return {"id": f"chatcmpl-fake{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": finish_reason}],
+            "usage": _usage(req, text)}

@@ -1,0 +1,732 @@
+"""A fake Telegram Bot API server for the end-to-end tests.
+
+It listens on 127.0.0.1 (an ephemeral port) and answers
+POST/GET /bot<TOKEN>/<method> the way https://core.telegram.org/bots/api
+describes: {"ok": true, "result": ...} or
+{"ok": false, "error_code": N, "description": "...", "parameters": {...}}
+with the HTTP status equal to error_code.
+
+What a test can do with it:
+- push updates (helpers build realistic private, group and forum-topic
+  messages with growing update_id and message_id);
+- inject failures (the next N calls of a method answer an error; a chat
+  that blocked the bot answers 403 to everything sent to it);
+- hand the next getUpdates a scripted answer: a batch of raw updates
+  (re-sent or id-less ones) or a raw, even malformed, body;
+- read every call (method, params, time, answer) and the messages the bot
+  left in each chat (after edits and deletions), and wait for conditions.
+
+getUpdates follows the real API: it returns updates with update_id >= offset
+(at most `limit`), an update is confirmed and forgotten once a call comes
+with a higher offset, and a long poll waits up to `timeout` seconds (capped
+at `poll_cap`, so that a bot under test stops quickly) and returns as soon
+as an update is pushed. Like the real server, a second getUpdates while one
+is waiting ends the first with 409 Conflict. Unlike the real server, the
+fake delivers every update kind whatever allowed_updates says, so tests can
+prove the bot survives kinds it did not ask for.
+
+Python standard library only.
+"""
+
+import collections
+import http.server
+import json
+import re
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+TOKEN = "123456:TEST-token-abcdefghijklmnop"
+BOT_ID = 1000
+BOT_USERNAME = "tgllm_test_bot"
+BOT_FIRST_NAME = "Test Bot"
+MAX_MESSAGE_UNITS = 4096
+
+
+def utf16_len(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _utf16_offset(text: str, index: int) -> int:
+    return utf16_len(text[:index])
+
+
+@dataclass
+class User:
+    id: int
+    first_name: str
+    username: Optional[str] = None
+    language_code: Optional[str] = None
+    is_bot: bool = False
+    last_name: Optional[str] = None
+
+    def to_json(self) -> dict:
+        d = {"id": self.id, "is_bot": self.is_bot, "first_name": self.first_name}
+        if self.last_name:
+            d["last_name"] = self.last_name
+        if self.username:
+            d["username"] = self.username
+        if self.language_code:
+            d["language_code"] = self.language_code
+        return d
+
+
+@dataclass
+class Chat:
+    id: int
+    type: str  # "private", "group", "supergroup", "channel"
+    title: Optional[str] = None
+    username: Optional[str] = None
+    first_name: Optional[str] = None
+    is_forum: bool = False
+
+    @staticmethod
+    def private(user: User) -> "Chat":
+        return Chat(id=user.id, type="private", username=user.username, first_name=user.first_name)
+
+    @staticmethod
+    def group(chat_id: int, title: str = "Test group") -> "Chat":
+        return Chat(id=chat_id, type="group", title=title)
+
+    @staticmethod
+    def supergroup(chat_id: int, title: str = "Test supergroup", is_forum: bool = False) -> "Chat":
+        return Chat(id=chat_id, type="supergroup", title=title, is_forum=is_forum)
+
+    def to_json(self) -> dict:
+        d: dict = {"id": self.id, "type": self.type}
+        if self.title is not None:
+            d["title"] = self.title
+        if self.username is not None:
+            d["username"] = self.username
+        if self.first_name is not None:
+            d["first_name"] = self.first_name
+        if self.is_forum:
+            d["is_forum"] = True
+        return d
+
+
+@dataclass
+class Call:
+    """One request the bot made, as the fake understood it."""
+
+    method: str          # as written in the URL
+    params: dict         # JSON body, form fields and query merged
+    time: float          # time.monotonic() when it arrived
+    token_ok: bool
+    status: int = 0      # HTTP status answered
+    response: Any = None  # the JSON answered (None for raw bodies)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and isinstance(self.response, dict) and self.response.get("ok") is True
+
+    @property
+    def name(self) -> str:
+        return self.method.lower()
+
+    def chat_id(self) -> Optional[int]:
+        return _as_int(self.params.get("chat_id"))
+
+
+@dataclass
+class BotMessage:
+    """A message the bot left in a chat, as the chat's members see it now."""
+
+    message_id: int
+    chat_id: int
+    text: str
+    time: float
+    params: dict                     # the sendMessage parameters
+    thread_id: Optional[int] = None
+    reply_to: Optional[int] = None   # message_id it replies to
+    edits: list = field(default_factory=list)  # texts set by editMessageText
+    deleted: bool = False
+
+
+@dataclass
+class _Failure:
+    method: str
+    remaining: int
+    error_code: int
+    description: str
+    retry_after: Optional[int]
+    chat_id: Optional[int]
+
+
+def _as_int(v) -> Optional[int]:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def visible_text(text: str, parse_mode: Optional[str]) -> str:
+    """What a user sees for text sent with parse_mode (roughly, for assertions)."""
+    if not parse_mode:
+        return text
+    mode = parse_mode.lower()
+    if mode == "html":
+        import html
+
+        return html.unescape(re.sub(r"<[^>]*>", "", text))
+    if mode in ("markdown", "markdownv2"):
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+        out = []
+        i = 0
+        while i < len(text):
+            c = text[i]
+            if c == "\\" and i + 1 < len(text):
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if c in "*_~`|":
+                i += 1
+                continue
+            out.append(c)
+            i += 1
+        return "".join(out)
+    return text
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    # HTTP/1.1: keep-alive like the real server, and "Expect: 100-continue"
+    # is answered at once (curl sends it for larger bodies).
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeTelegram/1.0"
+
+    def do_GET(self):
+        self.server.fake._serve(self)
+
+    def do_POST(self):
+        self.server.fake._serve(self)
+
+    def log_message(self, format, *args):  # noqa: A002 - silence the default access log
+        pass
+
+    def read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def send_body(self, status: int, body: bytes, content_type: str = "application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+
+class FakeTelegram:
+    def __init__(self, token: str = TOKEN, bot_id: int = BOT_ID, bot_username: str = BOT_USERNAME,
+                 bot_first_name: str = BOT_FIRST_NAME, poll_cap: float = 1.0):
+        self.token = token
+        self.bot = User(id=bot_id, first_name=bot_first_name, username=bot_username, is_bot=True)
+        self.poll_cap = poll_cap
+        self.cond = threading.Condition()
+        self.calls: list[Call] = []
+        self.pending: list[dict] = []          # unconfirmed updates, in update_id order
+        self.scripted = collections.deque()    # next getUpdates answers
+        self.failures: list[_Failure] = []
+        self.blocked: dict[int, str] = {}      # chat_id -> 403 description
+        self.chats: dict[int, Chat] = {}
+        self.bot_messages: list[BotMessage] = []
+        self.drafts: list[dict] = []
+        self.conflicts = 0                     # getUpdates ended by a newer one (409)
+        self.next_update_id = 500000
+        self.next_message_id = 1
+        self._poll_generation = 0
+        self._stopping = threading.Event()
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def start(self) -> "FakeTelegram":
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="fake-telegram", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stopping.set()
+        with self.cond:
+            self.cond.notify_all()
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """The value for TELEGRAM_API_BASE."""
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- building and pushing updates ------------------------------------
+
+    def new_message_id(self) -> int:
+        with self.cond:
+            mid = self.next_message_id
+            self.next_message_id += 1
+            return mid
+
+    def message(self, chat: Chat, user: Optional[User], text: Optional[str] = None, *,
+                entities: Optional[list] = None, reply_to: Optional[dict] = None,
+                thread_id: Optional[int] = None, extra: Optional[dict] = None) -> dict:
+        """A Message object (not pushed). Entities for /commands and @mentions
+        are computed like Telegram does unless given."""
+        self.chats[chat.id] = chat
+        msg: dict = {"message_id": self.new_message_id(), "date": int(time.time()), "chat": chat.to_json()}
+        if user is not None:
+            msg["from"] = user.to_json()
+        if thread_id is not None:
+            msg["message_thread_id"] = thread_id
+            msg["is_topic_message"] = True
+        if reply_to is not None:
+            msg["reply_to_message"] = reply_to
+        if text is not None:
+            msg["text"] = text
+            ents = entities if entities is not None else auto_entities(text)
+            if ents:
+                msg["entities"] = ents
+        if extra:
+            msg.update(extra)
+        return msg
+
+    def update(self, kind: str, payload: Any) -> dict:
+        """An Update object with the next update_id (not pushed)."""
+        with self.cond:
+            uid = self.next_update_id
+            self.next_update_id += 1
+        return {"update_id": uid, kind: payload}
+
+    def push(self, *updates: dict) -> list[dict]:
+        """Makes updates available to getUpdates, all at once (one batch)."""
+        with self.cond:
+            for u in updates:
+                if not isinstance(u.get("update_id"), int):
+                    raise ValueError("push() needs update_id; use inject_updates() for id-less updates")
+                self.pending.append(u)
+            self.pending.sort(key=lambda u: u["update_id"])
+            self.cond.notify_all()
+        return list(updates)
+
+    def send_private(self, user: User, text: Optional[str] = None, **kw) -> dict:
+        """The user writes to the bot in a private chat; returns the Message."""
+        msg = self.message(Chat.private(user), user, text, **kw)
+        self.push(self.update("message", msg))
+        return msg
+
+    def send_group(self, chat: Chat, user: User, text: Optional[str] = None, **kw) -> dict:
+        """The user writes in a group or supergroup; returns the Message."""
+        msg = self.message(chat, user, text, **kw)
+        self.push(self.update("message", msg))
+        return msg
+
+    def send_topic(self, chat: Chat, thread_id: int, user: User, text: str, *,
+                   topic_creator: Optional[User] = None, **kw) -> dict:
+        """The user writes in a forum topic. Like Telegram, a topic message that
+        replies to nothing in particular carries the topic's creation service
+        message as reply_to_message."""
+        if "reply_to" not in kw:
+            creator = topic_creator or user
+            kw["reply_to"] = {
+                "message_id": thread_id, "date": int(time.time()) - 3600, "chat": chat.to_json(),
+                "from": creator.to_json(), "message_thread_id": thread_id, "is_topic_message": True,
+                "forum_topic_created": {"name": "Topic", "icon_color": 7322096},
+            }
+        msg = self.message(chat, user, text, thread_id=thread_id, **kw)
+        self.push(self.update("message", msg))
+        return msg
+
+    def inject_updates(self, updates: list):
+        """The next getUpdates answers exactly this batch, whatever its offset
+        (to re-send handled updates, or send updates without update_id)."""
+        with self.cond:
+            self.scripted.append(("updates", list(updates)))
+            self.cond.notify_all()
+
+    def inject_body(self, body: bytes, status: int = 200, content_type: str = "application/json"):
+        """The next getUpdates answers this raw body (malformed JSON, HTML error page...)."""
+        with self.cond:
+            self.scripted.append(("raw", status, body, content_type))
+            self.cond.notify_all()
+
+    # ---- failures --------------------------------------------------------
+
+    def fail(self, method: str, times: int = 1, error_code: int = 429, description: Optional[str] = None,
+             retry_after: Optional[int] = None, chat_id: Optional[int] = None):
+        """The next `times` calls of method (for chat_id, if given) answer an error."""
+        if description is None:
+            description = {
+                429: f"Too Many Requests: retry after {retry_after or 1}",
+                400: "Bad Request",
+                403: "Forbidden",
+                500: "Internal Server Error",
+                502: "Bad Gateway",
+            }.get(error_code, "Error")
+        if error_code == 429 and retry_after is None:
+            retry_after = 1
+        with self.cond:
+            self.failures.append(_Failure(method.lower(), times, error_code, description, retry_after, chat_id))
+
+    def block(self, chat_id: int, description: str = "Forbidden: bot was blocked by the user"):
+        """From now on everything sent to chat_id answers 403."""
+        with self.cond:
+            self.blocked[chat_id] = description
+
+    # ---- reading what happened -------------------------------------------
+
+    def calls_of(self, method: str, chat_id: Optional[int] = None, ok: Optional[bool] = None) -> list[Call]:
+        method = method.lower()
+        with self.cond:
+            calls = list(self.calls)
+        return [c for c in calls if c.name == method
+                and (chat_id is None or c.chat_id() == chat_id)
+                and (ok is None or c.ok == ok)]
+
+    def messages_in(self, chat_id: int, include_deleted: bool = False) -> list[BotMessage]:
+        """The bot's messages in a chat, oldest first, with edits applied."""
+        with self.cond:
+            return [m for m in self.bot_messages if m.chat_id == chat_id and (include_deleted or not m.deleted)]
+
+    def texts_in(self, chat_id: int) -> list[str]:
+        return [m.text for m in self.messages_in(chat_id)]
+
+    def replies_to(self, message: dict) -> list[BotMessage]:
+        """The bot's messages in message's chat that reply to it."""
+        chat_id = message["chat"]["id"]
+        return [m for m in self.messages_in(chat_id) if m.reply_to == message["message_id"]]
+
+    def offsets(self) -> list[Optional[int]]:
+        return [_as_int(c.params.get("offset")) for c in self.calls_of("getUpdates")]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "a condition"):
+        """Waits until predicate() is truthy; returns its value, or raises
+        AssertionError naming `what` after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            with self.cond:
+                self.cond.wait(min(remaining, 0.05))
+
+    def describe(self, limit: int = 60) -> str:
+        """The last calls, one line each, for failure reports."""
+        with self.cond:
+            calls = self.calls[-limit:]
+        t0 = self.calls[0].time if self.calls else 0
+        lines = []
+        for c in calls:
+            p = dict(c.params)
+            if isinstance(p.get("text"), str) and len(p["text"]) > 80:
+                p["text"] = p["text"][:77] + "..."
+            lines.append(f"  +{c.time - t0:7.3f}s {c.method} {json.dumps(p, ensure_ascii=False)[:200]} -> {c.status}")
+        return "\n".join(lines)
+
+    # ---- serving ---------------------------------------------------------
+
+    def _serve(self, h: _Handler):
+        try:
+            self._serve_unsafe(h)
+        except (BrokenPipeError, ConnectionResetError):
+            h.close_connection = True
+
+    def _serve_unsafe(self, h: _Handler):
+        url = urllib.parse.urlsplit(h.path)
+        m = re.fullmatch(r"/bot([^/]*)/([A-Za-z0-9_]+)", url.path)
+        body = h.read_body() if h.command == "POST" else b""
+        if not m:
+            return self._answer(h, None, 404, {"ok": False, "error_code": 404, "description": "Not Found"})
+        token, method = m.group(1), m.group(2)
+        params, bad = self._params(h, url.query, body)
+        call = Call(method=method, params=params, time=time.monotonic(), token_ok=(token == self.token))
+        with self.cond:
+            self.calls.append(call)
+            self.cond.notify_all()
+        if not call.token_ok:
+            return self._answer(h, call, 401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+        if bad:
+            return self._error(h, call, 400, f"Bad Request: {bad}")
+        name = method.lower()
+
+        with self.cond:
+            failure = None
+            for f in self.failures:
+                if f.remaining > 0 and f.method == name and (f.chat_id is None or f.chat_id == call.chat_id()):
+                    f.remaining -= 1
+                    failure = f
+                    break
+            blocked = self.blocked.get(call.chat_id()) if call.chat_id() is not None else None
+        if failure:
+            return self._error(h, call, failure.error_code, failure.description, failure.retry_after)
+        if blocked and name != "getupdates":
+            return self._error(h, call, 403, blocked)
+
+        handler = getattr(self, "_m_" + name, None)
+        if handler is None:
+            return self._ok(h, call, True)
+        return handler(h, call)
+
+    def _params(self, h: _Handler, query: str, body: bytes) -> tuple[dict, Optional[str]]:
+        params: dict = {}
+        for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True):
+            params[k] = _maybe_json(v)
+        ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if body:
+            if ctype == "application/json":
+                try:
+                    obj = json.loads(body)
+                except ValueError as e:
+                    return params, f"can't parse JSON body: {e}"
+                if not isinstance(obj, dict):
+                    return params, "JSON body must be an object"
+                params.update(obj)
+            elif ctype == "application/x-www-form-urlencoded":
+                for k, v in urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+                    params[k] = _maybe_json(v)
+            else:
+                params["_raw_body"] = body.decode("utf-8", "replace")
+        return params, None
+
+    def _answer(self, h: _Handler, call: Optional[Call], status: int, obj: dict):
+        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        if call is not None:
+            call.status = status
+            call.response = obj
+            with self.cond:
+                self.cond.notify_all()
+        h.send_body(status, data)
+
+    def _ok(self, h, call, result):
+        return self._answer(h, call, 200, {"ok": True, "result": result})
+
+    def _error(self, h, call, code: int, description: str, retry_after: Optional[int] = None):
+        obj: dict = {"ok": False, "error_code": code, "description": description}
+        if retry_after is not None:
+            obj["parameters"] = {"retry_after": retry_after}
+        return self._answer(h, call, code, obj)
+
+    # ---- methods ---------------------------------------------------------
+
+    def _m_getme(self, h, call):
+        me = self.bot.to_json()
+        me.update({"can_join_groups": True, "can_read_all_group_messages": False,
+                   "supports_inline_queries": False, "can_connect_to_business": False, "has_main_web_app": False})
+        return self._ok(h, call, me)
+
+    def _m_getupdates(self, h, call):
+        p = call.params
+        offset = _as_int(p.get("offset")) or 0
+        limit = _as_int(p.get("limit")) or 100
+        limit = max(1, min(limit, 100))
+        timeout = p.get("timeout", 0)
+        try:
+            timeout = max(0.0, float(timeout))
+        except (TypeError, ValueError):
+            timeout = 0.0
+        deadline = time.monotonic() + min(timeout, self.poll_cap)
+        with self.cond:
+            self._poll_generation += 1
+            me = self._poll_generation
+            if offset > 0:
+                self.pending = [u for u in self.pending if u["update_id"] >= offset]
+            elif offset < 0:
+                self.pending = self.pending[offset:]
+            while True:
+                if self.scripted:
+                    item = self.scripted.popleft()
+                    break
+                ready = [u for u in self.pending if u["update_id"] >= offset][:limit]
+                if ready:
+                    item = ("updates", ready)
+                    break
+                if self._poll_generation != me:
+                    self.conflicts += 1
+                    item = ("conflict",)
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    item = ("updates", [])
+                    break
+                self.cond.wait(min(remaining, 0.1))
+        if item[0] == "raw":
+            _, status, body, ctype = item
+            call.status = status
+            with self.cond:
+                self.cond.notify_all()
+            return h.send_body(status, body, ctype)
+        if item[0] == "conflict":
+            return self._error(h, call, 409, "Conflict: terminated by other getUpdates request; "
+                               "make sure that only one bot instance is running")
+        return self._ok(h, call, item[1])
+
+    def _chat_json(self, chat_id: int) -> dict:
+        chat = self.chats.get(chat_id)
+        if chat is None:
+            return {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}
+        return chat.to_json()
+
+    def _m_sendmessage(self, h, call):
+        p = call.params
+        chat_id = call.chat_id()
+        if chat_id is None:
+            return self._error(h, call, 400, "Bad Request: chat_id is empty" if "chat_id" not in p
+                               else "Bad Request: chat not found")
+        text = p.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return self._error(h, call, 400, "Bad Request: message text is empty")
+        shown = visible_text(text, p.get("parse_mode"))
+        if utf16_len(shown) > MAX_MESSAGE_UNITS:
+            return self._error(h, call, 400, "Bad Request: message is too long")
+        bad = _check_entities(shown, p.get("entities"))
+        if bad:
+            return self._error(h, call, 400, f"Bad Request: can't parse entities: {bad}")
+        thread_id = _as_int(p.get("message_thread_id"))
+        reply_to = None
+        rp = p.get("reply_parameters")
+        if isinstance(rp, dict):
+            reply_to = _as_int(rp.get("message_id"))
+        elif p.get("reply_to_message_id") is not None:
+            reply_to = _as_int(p.get("reply_to_message_id"))
+        mid = self.new_message_id()
+        result: dict = {"message_id": mid, "from": self.bot.to_json(), "chat": self._chat_json(chat_id),
+                        "date": int(time.time()), "text": shown}
+        if isinstance(p.get("entities"), list):
+            result["entities"] = p["entities"]
+        if thread_id:
+            result["message_thread_id"] = thread_id
+            result["is_topic_message"] = True
+        if reply_to:
+            result["reply_to_message"] = {"message_id": reply_to, "chat": self._chat_json(chat_id),
+                                          "date": int(time.time())}
+        with self.cond:
+            self.bot_messages.append(BotMessage(message_id=mid, chat_id=chat_id, text=shown, time=call.time,
+                                                params=p, thread_id=thread_id, reply_to=reply_to))
+        return self._ok(h, call, result)
+
+    def _find(self, chat_id, message_id) -> Optional[BotMessage]:
+        with self.cond:
+            for m in self.bot_messages:
+                if m.chat_id == chat_id and m.message_id == message_id and not m.deleted:
+                    return m
+        return None
+
+    def _m_editmessagetext(self, h, call):
+        p = call.params
+        m = self._find(call.chat_id(), _as_int(p.get("message_id")))
+        if m is None:
+            return self._error(h, call, 400, "Bad Request: message to edit not found")
+        text = p.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return self._error(h, call, 400, "Bad Request: message text is empty")
+        shown = visible_text(text, p.get("parse_mode"))
+        if utf16_len(shown) > MAX_MESSAGE_UNITS:
+            return self._error(h, call, 400, "Bad Request: MESSAGE_TOO_LONG")
+        bad = _check_entities(shown, p.get("entities"))
+        if bad:
+            return self._error(h, call, 400, f"Bad Request: can't parse entities: {bad}")
+        if shown == m.text:
+            return self._error(h, call, 400, "Bad Request: message is not modified: specified new message "
+                               "content and reply markup are exactly the same as a current content and reply "
+                               "markup of the message")
+        with self.cond:
+            m.text = shown
+            m.edits.append(shown)
+        return self._ok(h, call, {"message_id": m.message_id, "from": self.bot.to_json(),
+                                  "chat": self._chat_json(m.chat_id), "date": int(time.time()),
+                                  "edit_date": int(time.time()), "text": shown})
+
+    def _m_deletemessage(self, h, call):
+        m = self._find(call.chat_id(), _as_int(call.params.get("message_id")))
+        if m is None:
+            return self._error(h, call, 400, "Bad Request: message to delete not found")
+        with self.cond:
+            m.deleted = True
+        return self._ok(h, call, True)
+
+    def _m_sendmessagedraft(self, h, call):
+        with self.cond:
+            self.drafts.append(call.params)
+        return self._ok(h, call, True)
+
+    def _m_sendchataction(self, h, call):
+        if call.chat_id() is None:
+            return self._error(h, call, 400, "Bad Request: chat_id is empty")
+        if not call.params.get("action"):
+            return self._error(h, call, 400, "Bad Request: wrong parameter action in request")
+        return self._ok(h, call, True)
+
+
+def _maybe_json(v: str):
+    s = v.strip()
+    if s[:1] in ("{", "[") or s in ("true", "false"):
+        try:
+            return json.loads(s)
+        except ValueError:
+            return v
+    return v
+
+
+def _check_entities(text: str, entities) -> Optional[str]:
+    if entities is None:
+        return None
+    if not isinstance(entities, list):
+        return "entities must be an array"
+    n = utf16_len(text)
+    for e in entities:
+        if not isinstance(e, dict):
+            return "entity must be an object"
+        off, ln = _as_int(e.get("offset")), _as_int(e.get("length"))
+        if off is None or ln is None or off < 0 or ln <= 0 or off + ln > n:
+            return f"entity {json.dumps(e)} is outside the text of {n} UTF-16 units"
+    return None
+
+
+def auto_entities(text: str) -> list:
+    """bot_command and mention entities as Telegram marks them (UTF-16 offsets)."""
+    ents = []
+    for m in re.finditer(r"(?<![\w/])/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?", text):
+        ents.append({"type": "bot_command", "offset": _utf16_offset(text, m.start()),
+                     "length": utf16_len(m.group(0))})
+    for m in re.finditer(r"(?<![\w/@])@[A-Za-z0-9_]{4,32}", text):
+        start = m.start()
+        # "/cmd@bot" is one bot_command, not a mention.
+        if any(e["type"] == "bot_command" and e["offset"] <= _utf16_offset(text, start) < e["offset"] + e["length"]
+               for e in ents):
+            continue
+        ents.append({"type": "mention", "offset": _utf16_offset(text, start), "length": utf16_len(m.group(0))})
+    ents.sort(key=lambda e: e["offset"])
+    return ents
