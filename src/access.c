@@ -93,8 +93,7 @@ static int add_username(struct access_list *l, const char *name, size_t len)
 }
 
 /* Adds one trimmed, non-empty entry; on error writes why. */
-static int add_entry(struct access_list *l, const char *entry, size_t len, char *err,
-		     size_t errlen)
+static int add_entry(struct access_list *l, const char *entry, size_t len, char *err, size_t errlen)
 {
 	int shown = len > 80 ? 80 : (int)len; /* enough of a junk entry to find it */
 
@@ -105,8 +104,8 @@ static int add_entry(struct access_list *l, const char *entry, size_t len, char 
 	if (looks_numeric(entry, len)) {
 		char digits[24]; /* "-9223372036854775808" and a NUL */
 		if (len >= sizeof digits) {
-			set_error(err, errlen, "entry '%.*s' is too large for a Telegram id",
-				  shown, entry);
+			set_error(err, errlen, "entry '%.*s' is too large for a Telegram id", shown,
+				  entry);
 			return -1;
 		}
 		memcpy(digits, entry, len);
@@ -170,7 +169,8 @@ int access_parse(const char *spec, struct access_list **out, char *err, size_t e
 	}
 	if (!l->is_everyone && l->n_ids == 0 && l->n_usernames == 0) {
 		set_error(err, errlen,
-			  "TG_BOT_CHATS is empty: list usernames or numeric ids, or '*' for everyone");
+			  "TG_BOT_CHATS is empty: list usernames or numeric ids, or '*' for "
+			  "everyone");
 		goto fail;
 	}
 	*out = l;

@@ -125,7 +125,8 @@ static char *utf8_repair(const char *s, size_t len, size_t *out_len)
 			n = (len - i >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
 		} else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
 			unsigned lo = p[0] == 0xE0 ? 0xA0 : 0x80, hi = p[0] == 0xED ? 0x9F : 0xBF;
-			n = (len - i >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80) ? 3 : 0;
+			n = (len - i >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80) ? 3
+												: 0;
 		} else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
 			unsigned lo = p[0] == 0xF0 ? 0x90 : 0x80, hi = p[0] == 0xF4 ? 0x8F : 0xBF;
 			n = (len - i >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 &&

@@ -76,8 +76,7 @@ static size_t find_cut(const char *text, size_t len, size_t start, size_t limit)
 	return limit;
 }
 
-static int add_part(struct render_part **parts, size_t *n, size_t *cap, size_t offset,
-		    size_t len)
+static int add_part(struct render_part **parts, size_t *n, size_t *cap, size_t offset, size_t len)
 {
 	if (*n == *cap) {
 		size_t new_cap = *cap ? *cap * 2 : 4;

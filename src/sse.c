@@ -20,9 +20,9 @@ struct sse_parser {
 	struct buf event; /* the "event:" field of the event being read */
 	size_t bom_seen;  /* bytes of the BOM matched so far, while is_bom_done is false */
 	bool is_bom_done;
-	bool was_cr;      /* the last byte was CR: a following LF ends no further line */
-	bool has_fields;  /* field lines were read since the last dispatch */
-	int status;       /* the first non-zero result of sse_feed, returned ever after */
+	bool was_cr;     /* the last byte was CR: a following LF ends no further line */
+	bool has_fields; /* field lines were read since the last dispatch */
+	int status;      /* the first non-zero result of sse_feed, returned ever after */
 };
 
 struct sse_parser *sse_new(size_t max_event, sse_event_cb cb, void *arg)

@@ -101,8 +101,8 @@ static int decode_entities(const json_t *arr, struct tg_message *m)
 	json_array_foreach(arr, i, e) {
 		struct tg_entity ent = {0};
 		const char *type = get_str(e, "type");
-		if (!type || !get_int(e, "offset", &ent.offset) || !get_int(e, "length", &ent.length) ||
-		    ent.offset < 0 || ent.length < 0)
+		if (!type || !get_int(e, "offset", &ent.offset) ||
+		    !get_int(e, "length", &ent.length) || ent.offset < 0 || ent.length < 0)
 			continue;
 		const json_t *user = json_object_get(e, "user");
 		if (json_is_object(user) && !get_int(user, "id", &ent.user_id))

@@ -116,6 +116,7 @@ class Call:
     params: dict         # JSON body, form fields and query merged
     time: float          # time.monotonic() when it arrived
     token_ok: bool
+    content_type: str = ""  # of the request body
     status: int = 0      # HTTP status answered
     response: Any = None  # the JSON answered (None for raw bodies)
 
@@ -472,7 +473,8 @@ class FakeTelegram:
             return self._answer(h, None, 404, {"ok": False, "error_code": 404, "description": "Not Found"})
         token, method = m.group(1), m.group(2)
         params, bad = self._params(h, url.query, body)
-        call = Call(method=method, params=params, time=time.monotonic(), token_ok=(token == self.token))
+        call = Call(method=method, params=params, time=time.monotonic(), token_ok=(token == self.token),
+                    content_type=(h.headers.get("Content-Type") or "") if body else "")
         with self.cond:
             self.calls.append(call)
             self.cond.notify_all()

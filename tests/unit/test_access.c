@@ -40,9 +40,9 @@ static void expect_allowed(const struct access_list *l, int64_t user, const char
 {
 	bool got = access_allows(l, user, name, chat);
 	if (got != want)
-		fail_msg("%s: user %lld @%s in chat %lld: expected %s, got %s", why, (long long)user,
-			 name ? name : "(none)", (long long)chat, want ? "allowed" : "refused",
-			 got ? "allowed" : "refused");
+		fail_msg("%s: user %lld @%s in chat %lld: expected %s, got %s", why,
+			 (long long)user, name ? name : "(none)", (long long)chat,
+			 want ? "allowed" : "refused", got ? "allowed" : "refused");
 }
 
 static void test_username_matches_case_insensitively_with_or_without_at(void **state)

@@ -12,20 +12,20 @@
 
 #include "history.h"
 
-#define expect_int(what, expected, actual)                                                 \
-	do {                                                                               \
-		long long e_ = (expected), a_ = (actual);                                  \
-		if (e_ != a_)                                                              \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);           \
+#define expect_int(what, expected, actual)                                                         \
+	do {                                                                                       \
+		long long e_ = (expected), a_ = (actual);                                          \
+		if (e_ != a_)                                                                      \
+			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                   \
 	} while (0)
 
-#define expect_str(what, expected, actual)                                                 \
-	do {                                                                               \
-		const char *e_ = (expected), *a_ = (actual);                               \
-		if (!a_)                                                                   \
-			fail_msg("%s: expected \"%s\", got NULL", (what), e_);             \
-		if (strcmp(e_, a_) != 0)                                                   \
-			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);       \
+#define expect_str(what, expected, actual)                                                         \
+	do {                                                                                       \
+		const char *e_ = (expected), *a_ = (actual);                                       \
+		if (!a_)                                                                           \
+			fail_msg("%s: expected \"%s\", got NULL", (what), e_);                     \
+		if (strcmp(e_, a_) != 0)                                                           \
+			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);               \
 	} while (0)
 
 static void push(struct history *h, enum turn_role role, const char *content)
@@ -34,8 +34,7 @@ static void push(struct history *h, enum turn_role role, const char *content)
 		fail_msg("history_push(\"%s\"): expected 0", content);
 }
 
-static void expect_turn(const struct history *h, size_t i, enum turn_role role,
-			const char *content)
+static void expect_turn(const struct history *h, size_t i, enum turn_role role, const char *content)
 {
 	if (i >= h->len)
 		fail_msg("expected turn %zu \"%s\", history has %zu turns", i, content, h->len);
@@ -132,11 +131,11 @@ static void test_fit_keeps_newest_turns_within_budget(void **state)
 		size_t first;
 	} cases[] = {
 		{1000, 0}, {30, 0}, /* everything fits, exactly at 30 */
-		{29, 2},  /* 4 turns fit, but they would start with a1 */
-		{24, 2}, {18, 2}, /* u2 a2 u3 */
-		{17, 4}, {12, 4}, /* a2 u3 fit; a2 is dropped */
-		{6, 4},           /* u3 alone */
-		{5, 5}, {0, 5},   /* not even the last turn */
+		{29, 2},            /* 4 turns fit, but they would start with a1 */
+		{24, 2},   {18, 2}, /* u2 a2 u3 */
+		{17, 4},   {12, 4}, /* a2 u3 fit; a2 is dropped */
+		{6, 4},             /* u3 alone */
+		{5, 5},    {0, 5},  /* not even the last turn */
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		size_t got = history_fit(&h, cases[i].budget, 1.0);
@@ -229,7 +228,10 @@ static void test_json_round_trip_keeps_cyrillic_and_emoji(void **state)
 {
 	(void)state;
 	static const char *const texts[] = {
-		"Привет! Как дела?", "Хорошо 😀👍🏽, а у тебя?", "🇷🇺 флаг и 家族 и ё", "",
+		"Привет! Как дела?",
+		"Хорошо 😀👍🏽, а у тебя?",
+		"🇷🇺 флаг и 家族 и ё",
+		"",
 		"line\nbreaks\tand \"quotes\" \\ \x01",
 	};
 	struct history h = HISTORY_INIT;
@@ -320,13 +322,19 @@ static void test_invalid_utf8_is_saved_as_replacement_chars(void **state)
 	(void)state;
 	struct history h = HISTORY_INIT;
 	/* A stray byte, a cut 3-byte sequence, an encoded surrogate, then valid text. */
-	push(&h, TURN_USER, "a\xff" "b\xe2\x82" "c\xed\xa0\x80" "d ok ё");
+	push(&h, TURN_USER,
+	     "a\xff"
+	     "b\xe2\x82"
+	     "c\xed\xa0\x80"
+	     "d ok ё");
 	json_t *arr = history_to_json(&h, 0);
 	if (!arr)
 		fail_msg("history_to_json: expected an array despite invalid UTF-8, got NULL");
 	const char *content = json_string_value(json_object_get(json_array_get(arr, 0), "content"));
 	expect_str("repaired content",
-		   "a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD" "c\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+		   "a\xEF\xBF\xBD"
+		   "b\xEF\xBF\xBD\xEF\xBF\xBD"
+		   "c\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
 		   "d ok ё",
 		   content);
 	json_decref(arr);

@@ -11,18 +11,18 @@
 
 #include "sse.h"
 
-#define expect_int(what, expected, actual)                                                 \
-	do {                                                                               \
-		long long e_ = (expected), a_ = (actual);                                  \
-		if (e_ != a_)                                                              \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);           \
+#define expect_int(what, expected, actual)                                                         \
+	do {                                                                                       \
+		long long e_ = (expected), a_ = (actual);                                          \
+		if (e_ != a_)                                                                      \
+			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                   \
 	} while (0)
 
-#define expect_str(what, expected, actual)                                                 \
-	do {                                                                               \
-		const char *e_ = (expected), *a_ = (actual);                               \
-		if (strcmp(e_, a_) != 0)                                                   \
-			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);       \
+#define expect_str(what, expected, actual)                                                         \
+	do {                                                                                       \
+		const char *e_ = (expected), *a_ = (actual);                                       \
+		if (strcmp(e_, a_) != 0)                                                           \
+			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);               \
 	} while (0)
 
 #define MAX_EVENTS 32
@@ -36,7 +36,8 @@ struct recorded {
 struct recorder {
 	struct recorded ev[MAX_EVENTS];
 	size_t n;
-	size_t stop_after; /* return STOP_VALUE from the callback for this event (1-based); 0: never */
+	size_t stop_after; /* return STOP_VALUE from the callback for this event (1-based); 0: never
+			    */
 };
 
 #define STOP_VALUE 7
@@ -105,7 +106,8 @@ static void expect_event(const struct recorder *r, size_t i, const char *event, 
 }
 
 static const char openai_stream[] =
-	"data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n"
+	"data: "
+	"{\"id\":\"c1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n"
 	"\n"
 	"data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Привет\"}}]}\n"
 	"\n"
@@ -128,7 +130,8 @@ static void test_openai_stream_yields_each_chunk_then_done(void **state)
 	expect_int("sse_finish result (stream complete)", 0, o.finish_rc);
 	expect_int("number of events", 5, r.n);
 	expect_event(&r, 0, "message",
-		     "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}");
+		     "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":"
+		     "\"\"}}]}");
 	expect_event(&r, 1, "message",
 		     "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Привет\"}}]}");
 	expect_event(&r, 4, "message", "[DONE]");
@@ -166,7 +169,8 @@ static void test_byte_at_a_time_feeding_gives_identical_events(void **state)
 	static const char *const streams[] = {
 		openai_stream,
 		"data: a\r\n\r\ndata: b\r\rdata: c\n\ndata: d\r\n\n",
-		"\xEF\xBB\xBF" "event: x\ndata: 1\ndata: 2\n\n: c\r\ndata\n\n",
+		"\xEF\xBB\xBF"
+		"event: x\ndata: 1\ndata: 2\n\n: c\r\ndata\n\n",
 	};
 	for (size_t s = 0; s < sizeof streams / sizeof streams[0]; s++) {
 		struct recorder whole = {0};
@@ -292,7 +296,8 @@ static void test_bom_at_start_is_skipped_even_split(void **state)
 	expect_int("feed BOM byte 1", 0, sse_feed(p, "\xEF", 1));
 	expect_int("feed BOM bytes 2-3", 0, sse_feed(p, "\xBB\xBF", 2));
 	/* Only the first BOM is skipped: the second makes an unknown field name. */
-	const char *rest = "data: x\n\n\xEF\xBB\xBF" "data: y\n\n";
+	const char *rest = "data: x\n\n\xEF\xBB\xBF"
+			   "data: y\n\n";
 	expect_int("feed rest", 0, sse_feed(p, rest, strlen(rest)));
 	expect_int("number of events", 1, r.n);
 	expect_event(&r, 0, "message", "x");
@@ -305,7 +310,9 @@ static void test_broken_bom_bytes_stay_in_the_first_line(void **state)
 	(void)state;
 	struct recorder r = {0};
 	/* "\xEF\xBB" then "data": the first line's field is "\xEF\xBB" "data", not "data". */
-	struct outcome o = parse("\xEF\xBB" "data: x\n\ndata: y\n\n", 1, &r);
+	struct outcome o = parse("\xEF\xBB"
+				 "data: x\n\ndata: y\n\n",
+				 1, &r);
 	expect_int("number of events", 1, r.n);
 	expect_event(&r, 0, "message", "y");
 	expect_int("sse_finish", 0, o.finish_rc);
@@ -317,15 +324,16 @@ static void test_stream_cut_mid_event_is_reported(void **state)
 	(void)state;
 	static const char *const cut[] = {
 		"data: {\"choices\":[{\"delta\":{\"content\":\"Hel", /* unterminated line */
-		"data: {\"id\":1}\n",                                 /* no blank line */
-		"data: 1\n\nevent: x\n",                              /* field after dispatch */
-		"\xEF\xBB",                                           /* half a BOM */
+		"data: {\"id\":1}\n",                                /* no blank line */
+		"data: 1\n\nevent: x\n",                             /* field after dispatch */
+		"\xEF\xBB",                                          /* half a BOM */
 	};
 	for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
 		struct recorder r = {0};
 		struct outcome o = parse(cut[i], 0, &r);
 		if (o.finish_rc != 1)
-			fail_msg("sse_finish on cut stream %zu: expected 1, got %d", i, o.finish_rc);
+			fail_msg("sse_finish on cut stream %zu: expected 1, got %d", i,
+				 o.finish_rc);
 		for (size_t e = 0; e < r.n; e++)
 			expect_str("only complete events are dispatched", "1", r.ev[e].data);
 		recorder_free(&r);
@@ -384,8 +392,8 @@ static void test_oversize_event_of_short_lines_is_too_big(void **state)
 	(void)state;
 	struct recorder r = {0};
 	/* Each line fits in 12 bytes; the joined data "aaaaa\nbbbbb\nccccc" (17) does not. */
-	struct outcome o = parse_in_chunks("data: aaaaa\ndata: bbbbb\ndata: ccccc\n\n", 37, 0, 12,
-					   &r);
+	struct outcome o =
+		parse_in_chunks("data: aaaaa\ndata: bbbbb\ndata: ccccc\n\n", 37, 0, 12, &r);
 	expect_int("sse_feed", SSE_TOO_BIG, o.feed_rc);
 	expect_int("number of events", 0, r.n);
 	recorder_free(&r);

@@ -11,27 +11,27 @@
 
 #include "update.h"
 
-#define expect_int(what, expected, actual)                                                 \
-	do {                                                                               \
-		long long e_ = (expected), a_ = (actual);                                  \
-		if (e_ != a_)                                                              \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);           \
+#define expect_int(what, expected, actual)                                                         \
+	do {                                                                                       \
+		long long e_ = (expected), a_ = (actual);                                          \
+		if (e_ != a_)                                                                      \
+			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                   \
 	} while (0)
 
-#define expect_str(what, expected, actual)                                                 \
-	do {                                                                               \
-		const char *e_ = (expected), *a_ = (actual);                               \
-		if (!a_)                                                                   \
-			fail_msg("%s: expected \"%s\", got NULL", (what), e_);             \
-		if (strcmp(e_, a_) != 0)                                                   \
-			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);       \
+#define expect_str(what, expected, actual)                                                         \
+	do {                                                                                       \
+		const char *e_ = (expected), *a_ = (actual);                                       \
+		if (!a_)                                                                           \
+			fail_msg("%s: expected \"%s\", got NULL", (what), e_);                     \
+		if (strcmp(e_, a_) != 0)                                                           \
+			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);               \
 	} while (0)
 
-#define expect_null(what, actual)                                                          \
-	do {                                                                               \
-		const char *a_ = (actual);                                                 \
-		if (a_)                                                                    \
-			fail_msg("%s: expected NULL, got \"%s\"", (what), a_);             \
+#define expect_null(what, actual)                                                                  \
+	do {                                                                                       \
+		const char *a_ = (actual);                                                         \
+		if (a_)                                                                            \
+			fail_msg("%s: expected NULL, got \"%s\"", (what), a_);                     \
 	} while (0)
 
 static void decode_ok(const char *json, struct tg_update *u)
@@ -48,7 +48,8 @@ static void expect_decode_error(const char *json, size_t len, const char *want)
 	if (update_parse(json, len, &u, err, sizeof err) != -1)
 		fail_msg("update_parse: expected -1 for %.*s", (int)len, json);
 	if (!strstr(err, want))
-		fail_msg("update_parse: expected a reason containing \"%s\", got \"%s\"", want, err);
+		fail_msg("update_parse: expected a reason containing \"%s\", got \"%s\"", want,
+			 err);
 	if (u.message.text || u.message.entities || u.message.from.first_name)
 		fail_msg("update_parse: expected a cleared update after an error");
 }
@@ -109,7 +110,7 @@ static void test_chat_types_are_mapped(void **state)
 		const char *name;
 		enum tg_chat_type type;
 	} cases[] = {
-		{"private", TG_CHAT_PRIVATE}, {"group", TG_CHAT_GROUP},
+		{"private", TG_CHAT_PRIVATE},       {"group", TG_CHAT_GROUP},
 		{"supergroup", TG_CHAT_SUPERGROUP}, {"channel", TG_CHAT_CHANNEL},
 		{"sender", TG_CHAT_OTHER},
 	};
@@ -224,8 +225,8 @@ static void test_other_update_kinds_report_their_name(void **state)
 {
 	(void)state;
 	static const char *const kinds[] = {
-		"edited_message", "callback_query", "channel_post", "my_chat_member",
-		"message_reaction",
+		"edited_message", "callback_query",   "channel_post",
+		"my_chat_member", "message_reaction",
 	};
 	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
 		char json[256];
@@ -270,7 +271,8 @@ static void test_reply_to_message_gives_its_id_and_sender(void **state)
 
 	decode_ok("{\"update_id\":15,\"message\":{\"message_id\":51,"
 		  "\"chat\":{\"id\":-7,\"type\":\"group\"},\"text\":\"x\","
-		  "\"reply_to_message\":{\"message_id\":48,\"chat\":{\"id\":-7,\"type\":\"group\"}}}}",
+		  "\"reply_to_message\":{\"message_id\":48,\"chat\":{\"id\":-7,\"type\":\"group\"}}"
+		  "}}",
 		  &u);
 	expect_int("reply_to_message_id", 48, u.message.reply_to_message_id);
 	expect_int("reply_to_from_id without from", 0, u.message.reply_to_from_id);
@@ -284,7 +286,7 @@ static void test_malformed_json_is_an_error_with_reason(void **state)
 		"{\"update_id\":1,",
 		"",
 		"{\"update_id\":1}garbage",
-		"{\"update_id\":1,\"x\":\"\xff\"}", /* invalid UTF-8 in a string */
+		"{\"update_id\":1,\"x\":\"\xff\"}",    /* invalid UTF-8 in a string */
 		"{\"update_id\":1,\"x\":\"\\u0000\"}", /* NUL is refused by default */
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
