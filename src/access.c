@@ -18,8 +18,7 @@ struct access_list {
 	size_t n_usernames;
 };
 
-static void set_error(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+static void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void set_error(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -104,8 +103,7 @@ static int add_entry(struct access_list *l, const char *entry, size_t len, char 
 	if (looks_numeric(entry, len)) {
 		char digits[24]; /* "-9223372036854775808" and a NUL */
 		if (len >= sizeof digits) {
-			set_error(err, errlen, "entry '%.*s' is too large for a Telegram id", shown,
-				  entry);
+			set_error(err, errlen, "entry '%.*s' is too large for a Telegram id", shown, entry);
 			return -1;
 		}
 		memcpy(digits, entry, len);
@@ -129,9 +127,9 @@ static int add_entry(struct access_list *l, const char *entry, size_t len, char 
 	size_t name_len = entry[0] == '@' ? len - 1 : len;
 	if (!is_username(name, name_len)) {
 		set_error(err, errlen,
-			  "entry '%.*s' is neither a username (1-%d letters, digits or '_', "
-			  "optionally after '@') nor a numeric id",
-			  shown, entry, USERNAME_MAX);
+		          "entry '%.*s' is neither a username (1-%d letters, digits or '_', "
+		          "optionally after '@') nor a numeric id",
+		          shown, entry, USERNAME_MAX);
 		return -1;
 	}
 	if (add_username(l, name, name_len) != 0)
@@ -169,8 +167,8 @@ int access_parse(const char *spec, struct access_list **out, char *err, size_t e
 	}
 	if (!l->is_everyone && l->n_ids == 0 && l->n_usernames == 0) {
 		set_error(err, errlen,
-			  "TG_BOT_CHATS is empty: list usernames or numeric ids, or '*' for "
-			  "everyone");
+		          "TG_BOT_CHATS is empty: list usernames or numeric ids, or '*' for "
+		          "everyone");
 		goto fail;
 	}
 	*out = l;
@@ -181,8 +179,7 @@ fail:
 	return -1;
 }
 
-bool access_allows(const struct access_list *list, int64_t user_id, const char *username,
-		   int64_t chat_id)
+bool access_allows(const struct access_list *list, int64_t user_id, const char *username, int64_t chat_id)
 {
 	if (list->is_everyone)
 		return true;

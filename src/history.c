@@ -10,9 +10,9 @@
 #include <string.h>
 
 static const char *const role_names[] = {
-	[TURN_SYSTEM] = "system",
-	[TURN_USER] = "user",
-	[TURN_ASSISTANT] = "assistant",
+    [TURN_SYSTEM] = "system",
+    [TURN_USER] = "user",
+    [TURN_ASSISTANT] = "assistant",
 };
 
 const char *turn_role_name(enum turn_role role)
@@ -108,33 +108,50 @@ size_t history_fit(const struct history *h, size_t budget, double scale)
 	return first;
 }
 
-/* Replaces each invalid UTF-8 sequence with U+FFFD: jansson takes valid UTF-8 only. */
+/*
+ * Bytes of the well-formed UTF-8 sequence at s (Unicode, table 3-7), or 0
+ * when s starts with an invalid byte.
+ */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	size_t need;
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xC2 && s[0] <= 0xDF)
+		need = 2;
+	else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+		need = 3;
+	else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+		need = 4;
+	else
+		return 0;
+	/* The second byte's range excludes overlong forms, surrogates and code points above U+10FFFF. */
+	unsigned lo = 0x80, hi = 0xBF;
+	if (s[0] == 0xE0)
+		lo = 0xA0;
+	else if (s[0] == 0xED)
+		hi = 0x9F;
+	else if (s[0] == 0xF0)
+		lo = 0x90;
+	else if (s[0] == 0xF4)
+		hi = 0x8F;
+	if (n < need || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < need; i++)
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+	return need;
+}
+
+/* Replaces each invalid byte with U+FFFD: jansson takes valid UTF-8 only. */
 static char *utf8_repair(const char *s, size_t len, size_t *out_len)
 {
 	static const char replacement[] = "\xEF\xBF\xBD";
 	struct buf b;
 	buf_init(&b, SIZE_MAX - 1);
-	size_t i = 0;
-	while (i < len) {
-		const unsigned char *p = (const unsigned char *)s + i;
-		size_t n = 0;
-		/* Well-formed sequences per Unicode, table 3-7. */
-		if (p[0] < 0x80) {
-			n = 1;
-		} else if (p[0] >= 0xC2 && p[0] <= 0xDF) {
-			n = (len - i >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
-		} else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
-			unsigned lo = p[0] == 0xE0 ? 0xA0 : 0x80, hi = p[0] == 0xED ? 0x9F : 0xBF;
-			n = (len - i >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80) ? 3
-												: 0;
-		} else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
-			unsigned lo = p[0] == 0xF0 ? 0x90 : 0x80, hi = p[0] == 0xF4 ? 0x8F : 0xBF;
-			n = (len - i >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 &&
-			     (p[3] & 0xC0) == 0x80)
-				    ? 4
-				    : 0;
-		}
-		int rc = n ? buf_append(&b, p, n) : buf_append(&b, replacement, 3);
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
+		int rc = n ? buf_append(&b, s + i, n) : buf_append(&b, replacement, 3);
 		if (rc != BUF_OK) {
 			buf_free(&b);
 			return NULL;
@@ -201,9 +218,8 @@ static int push_parts(struct history *h, enum turn_role role, const json_t *part
 	buf_init(&b, SIZE_MAX - 1);
 	bool has_text = false;
 	int rc = 0;
-	size_t i;
-	const json_t *part;
-	json_array_foreach(parts, i, part) {
+	for (size_t i = 0; i < json_array_size(parts); i++) {
+		const json_t *part = json_array_get(parts, i);
 		const char *type = json_string_value(json_object_get(part, "type"));
 		const json_t *text = json_object_get(part, "text");
 		if (!type || strcmp(type, "text") != 0 || !json_is_string(text))
@@ -229,9 +245,8 @@ int history_append_json(struct history *h, const json_t *arr)
 		return -1;
 	size_t old_len = h->len;
 	int skipped = 0;
-	size_t i;
-	const json_t *entry;
-	json_array_foreach(arr, i, entry) {
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const json_t *entry = json_array_get(arr, i);
 		enum turn_role role;
 		const char *name = json_string_value(json_object_get(entry, "role"));
 		const json_t *content = json_object_get(entry, "content");
@@ -239,7 +254,7 @@ int history_append_json(struct history *h, const json_t *arr)
 		if (name && turn_role_parse(name, &role) == 0) {
 			if (json_is_string(content))
 				rc = history_push(h, role, json_string_value(content),
-						  json_string_length(content));
+				                  json_string_length(content));
 			else if (json_is_array(content))
 				rc = push_parts(h, role, content);
 		}

@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void set_error(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+static void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void set_error(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -57,10 +56,10 @@ static enum tg_chat_type chat_type_parse(const char *s)
 		const char *name;
 		enum tg_chat_type type;
 	} types[] = {
-		{"private", TG_CHAT_PRIVATE},
-		{"group", TG_CHAT_GROUP},
-		{"supergroup", TG_CHAT_SUPERGROUP},
-		{"channel", TG_CHAT_CHANNEL},
+	    {"private", TG_CHAT_PRIVATE},
+	    {"group", TG_CHAT_GROUP},
+	    {"supergroup", TG_CHAT_SUPERGROUP},
+	    {"channel", TG_CHAT_CHANNEL},
 	};
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
 		if (strcmp(s, types[i].name) == 0)
@@ -96,13 +95,12 @@ static int decode_entities(const json_t *arr, struct tg_message *m)
 	m->entities = calloc(json_array_size(arr), sizeof *m->entities);
 	if (!m->entities)
 		return -1;
-	size_t i;
-	const json_t *e;
-	json_array_foreach(arr, i, e) {
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const json_t *e = json_array_get(arr, i);
 		struct tg_entity ent = {0};
 		const char *type = get_str(e, "type");
-		if (!type || !get_int(e, "offset", &ent.offset) ||
-		    !get_int(e, "length", &ent.length) || ent.offset < 0 || ent.length < 0)
+		if (!type || !get_int(e, "offset", &ent.offset) || !get_int(e, "length", &ent.length) ||
+		    ent.offset < 0 || ent.length < 0)
 			continue;
 		const json_t *user = json_object_get(e, "user");
 		if (json_is_object(user) && !get_int(user, "id", &ent.user_id))
@@ -130,7 +128,7 @@ static int decode_message(const json_t *obj, struct tg_message *m, char *err, si
 	const char *type = get_str(chat, "type");
 	if (!json_is_object(chat) || !get_int(chat, "id", &m->chat_id) || !type) {
 		set_error(err, errlen, "message %lld has no chat with an integer id and a type",
-			  (long long)m->message_id);
+		          (long long)m->message_id);
 		return -1;
 	}
 	m->chat_type = chat_type_parse(type);
@@ -167,15 +165,15 @@ no_memory:
  */
 static void find_kind(const json_t *obj, struct tg_update *u)
 {
-	const char *key;
-	const json_t *value;
 	snprintf(u->kind_name, sizeof u->kind_name, "unknown");
-	json_object_foreach((json_t *)obj, key, value) {
-		(void)value;
+	/* jansson's iterators take a non-const object but do not change it. */
+	json_t *o = (json_t *)obj;
+	for (void *it = json_object_iter(o); it; it = json_object_iter_next(o, it)) {
+		const char *key = json_object_iter_key(it);
 		if (strcmp(key, "update_id") != 0) {
 			/* Longer names are cut: the name is for log lines only. */
 			snprintf(u->kind_name, sizeof u->kind_name, "%s", key);
-			break;
+			return;
 		}
 	}
 }
@@ -212,8 +210,8 @@ int update_parse(const char *json, size_t len, struct tg_update *out, char *err,
 	json_error_t jerr;
 	json_t *obj = json_loadb(json, len, 0, &jerr);
 	if (!obj) {
-		set_error(err, errlen, "malformed JSON at line %d column %d: %s", jerr.line,
-			  jerr.column, jerr.text);
+		set_error(err, errlen, "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
+		          jerr.text);
 		return -1;
 	}
 	int rc = update_decode(obj, out, err, errlen);

@@ -31,18 +31,18 @@ static void expect_parse_error(const char *spec, const char *want)
 	if (l != NULL)
 		fail_msg("access_parse(\"%s\"): expected *out NULL on error", spec);
 	if (!strstr(err, want))
-		fail_msg("access_parse(\"%s\"): expected a reason containing \"%s\", got \"%s\"",
-			 spec, want, err);
+		fail_msg("access_parse(\"%s\"): expected a reason containing \"%s\", got \"%s\"", spec, want,
+		         err);
 }
 
-static void expect_allowed(const struct access_list *l, int64_t user, const char *name,
-			   int64_t chat, bool want, const char *why)
+static void expect_allowed(const struct access_list *l, int64_t user, const char *name, int64_t chat,
+                           bool want, const char *why)
 {
 	bool got = access_allows(l, user, name, chat);
 	if (got != want)
-		fail_msg("%s: user %lld @%s in chat %lld: expected %s, got %s", why,
-			 (long long)user, name ? name : "(none)", (long long)chat,
-			 want ? "allowed" : "refused", got ? "allowed" : "refused");
+		fail_msg("%s: user %lld @%s in chat %lld: expected %s, got %s", why, (long long)user,
+		         name ? name : "(none)", (long long)chat, want ? "allowed" : "refused",
+		         got ? "allowed" : "refused");
 }
 
 static void test_username_matches_case_insensitively_with_or_without_at(void **state)
@@ -87,8 +87,7 @@ static void test_negative_group_id_allows_every_member(void **state)
 	struct access_list *l = parse_ok("-1001234567890");
 	expect_allowed(l, 5, NULL, -1001234567890LL, true, "any member of the listed group");
 	expect_allowed(l, 5, NULL, -1001234567891LL, false, "a member of another group");
-	expect_allowed(l, 1001234567890LL, NULL, 1001234567890LL, false,
-		       "the positive id is not the group");
+	expect_allowed(l, 1001234567890LL, NULL, 1001234567890LL, false, "the positive id is not the group");
 	access_free(l);
 }
 
@@ -123,7 +122,7 @@ static void test_junk_entries_are_rejected_with_the_entry_named(void **state)
 	expect_parse_error("**", "entry '**'");
 	expect_parse_error("имя", "neither a username");
 	expect_parse_error("a1234567890123456789012345678901234567890123456789012345678901234",
-			   "neither a username");
+	                   "neither a username");
 }
 
 static void test_out_of_range_and_zero_ids_are_rejected(void **state)
@@ -164,8 +163,7 @@ static void test_error_text_fits_a_small_buffer(void **state)
 	if (access_parse("bad name!", &l, err, sizeof err) != -1)
 		fail_msg("expected -1 for a junk entry");
 	if (strlen(err) != sizeof err - 1)
-		fail_msg("expected the reason truncated to %zu bytes, got \"%s\"", sizeof err - 1,
-			 err);
+		fail_msg("expected the reason truncated to %zu bytes, got \"%s\"", sizeof err - 1, err);
 	if (access_parse("bad name!", &l, NULL, 0) != -1)
 		fail_msg("expected -1 for a junk entry with no error buffer");
 }
@@ -173,17 +171,17 @@ static void test_error_text_fits_a_small_buffer(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_username_matches_case_insensitively_with_or_without_at),
-		cmocka_unit_test(test_user_without_username_matched_by_id),
-		cmocka_unit_test(test_numeric_entry_matches_user_or_chat),
-		cmocka_unit_test(test_negative_group_id_allows_every_member),
-		cmocka_unit_test(test_star_anywhere_allows_everyone),
-		cmocka_unit_test(test_whitespace_and_empty_entries_are_ignored),
-		cmocka_unit_test(test_junk_entries_are_rejected_with_the_entry_named),
-		cmocka_unit_test(test_out_of_range_and_zero_ids_are_rejected),
-		cmocka_unit_test(test_longest_username_is_accepted),
-		cmocka_unit_test(test_empty_list_is_an_error),
-		cmocka_unit_test(test_error_text_fits_a_small_buffer),
+	    cmocka_unit_test(test_username_matches_case_insensitively_with_or_without_at),
+	    cmocka_unit_test(test_user_without_username_matched_by_id),
+	    cmocka_unit_test(test_numeric_entry_matches_user_or_chat),
+	    cmocka_unit_test(test_negative_group_id_allows_every_member),
+	    cmocka_unit_test(test_star_anywhere_allows_everyone),
+	    cmocka_unit_test(test_whitespace_and_empty_entries_are_ignored),
+	    cmocka_unit_test(test_junk_entries_are_rejected_with_the_entry_named),
+	    cmocka_unit_test(test_out_of_range_and_zero_ids_are_rejected),
+	    cmocka_unit_test(test_longest_username_is_accepted),
+	    cmocka_unit_test(test_empty_list_is_an_error),
+	    cmocka_unit_test(test_error_text_fits_a_small_buffer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

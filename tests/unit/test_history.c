@@ -12,20 +12,20 @@
 
 #include "history.h"
 
-#define expect_int(what, expected, actual)                                                         \
-	do {                                                                                       \
-		long long e_ = (expected), a_ = (actual);                                          \
-		if (e_ != a_)                                                                      \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                   \
+#define expect_int(what, expected, actual)                                                                   \
+	do {                                                                                                 \
+		long long e_ = (expected), a_ = (actual);                                                    \
+		if (e_ != a_)                                                                                \
+			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                             \
 	} while (0)
 
-#define expect_str(what, expected, actual)                                                         \
-	do {                                                                                       \
-		const char *e_ = (expected), *a_ = (actual);                                       \
-		if (!a_)                                                                           \
-			fail_msg("%s: expected \"%s\", got NULL", (what), e_);                     \
-		if (strcmp(e_, a_) != 0)                                                           \
-			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);               \
+#define expect_str(what, expected, actual)                                                                   \
+	do {                                                                                                 \
+		const char *e_ = (expected), *a_ = (actual);                                                 \
+		if (!a_)                                                                                     \
+			fail_msg("%s: expected \"%s\", got NULL", (what), e_);                               \
+		if (strcmp(e_, a_) != 0)                                                                     \
+			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);                         \
 	} while (0)
 
 static void push(struct history *h, enum turn_role role, const char *content)
@@ -40,7 +40,7 @@ static void expect_turn(const struct history *h, size_t i, enum turn_role role, 
 		fail_msg("expected turn %zu \"%s\", history has %zu turns", i, content, h->len);
 	if (h->turns[i].role != role)
 		fail_msg("turn %zu: expected role %s, got %s", i, turn_role_name(role),
-			 turn_role_name(h->turns[i].role));
+		         turn_role_name(h->turns[i].role));
 	expect_str("turn content", content, h->turns[i].content);
 	expect_int("turn len", strlen(content), h->turns[i].len);
 }
@@ -130,18 +130,18 @@ static void test_fit_keeps_newest_turns_within_budget(void **state)
 		size_t budget;
 		size_t first;
 	} cases[] = {
-		{1000, 0}, {30, 0}, /* everything fits, exactly at 30 */
-		{29, 2},            /* 4 turns fit, but they would start with a1 */
-		{24, 2},   {18, 2}, /* u2 a2 u3 */
-		{17, 4},   {12, 4}, /* a2 u3 fit; a2 is dropped */
-		{6, 4},             /* u3 alone */
-		{5, 5},    {0, 5},  /* not even the last turn */
+	    {1000, 0}, {30, 0}, /* everything fits, exactly at 30 */
+	    {29, 2},            /* 4 turns fit, but they would start with a1 */
+	    {24, 2},   {18, 2}, /* u2 a2 u3 */
+	    {17, 4},   {12, 4}, /* a2 u3 fit; a2 is dropped */
+	    {6, 4},             /* u3 alone */
+	    {5, 5},    {0, 5},  /* not even the last turn */
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		size_t got = history_fit(&h, cases[i].budget, 1.0);
 		if (got != cases[i].first)
-			fail_msg("history_fit(budget %zu): expected first turn %zu, got %zu",
-				 cases[i].budget, cases[i].first, got);
+			fail_msg("history_fit(budget %zu): expected first turn %zu, got %zu", cases[i].budget,
+			         cases[i].first, got);
 	}
 	history_free(&h);
 }
@@ -171,8 +171,7 @@ static void test_fit_never_starts_with_an_assistant_turn(void **state)
 	push(&h, TURN_USER, "c");
 	expect_int("two leading assistant turns are skipped", 2, history_fit(&h, 1000, 1.0));
 	push(&h, TURN_ASSISTANT, "d");
-	expect_int("a history of only a trailing assistant turn sends nothing", 4,
-		   history_fit(&h, 5, 1.0));
+	expect_int("a history of only a trailing assistant turn sends nothing", 4, history_fit(&h, 5, 1.0));
 	history_free(&h);
 
 	struct history empty = HISTORY_INIT;
@@ -208,10 +207,10 @@ static void test_json_layout_is_role_and_content(void **state)
 		fail_msg("history_to_json: expected an array, got NULL");
 	char *text = json_dumps(arr, JSON_COMPACT);
 	expect_str("JSON of the history",
-		   "[{\"role\":\"system\",\"content\":\"Be brief.\"},"
-		   "{\"role\":\"user\",\"content\":\"Привет 👋\"},"
-		   "{\"role\":\"assistant\",\"content\":\"Hi \\\"there\\\"\\n\"}]",
-		   text);
+	           "[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+	           "{\"role\":\"user\",\"content\":\"Привет 👋\"},"
+	           "{\"role\":\"assistant\",\"content\":\"Hi \\\"there\\\"\\n\"}]",
+	           text);
 	free(text);
 	json_decref(arr);
 
@@ -228,11 +227,11 @@ static void test_json_round_trip_keeps_cyrillic_and_emoji(void **state)
 {
 	(void)state;
 	static const char *const texts[] = {
-		"Привет! Как дела?",
-		"Хорошо 😀👍🏽, а у тебя?",
-		"🇷🇺 флаг и 家族 и ё",
-		"",
-		"line\nbreaks\tand \"quotes\" \\ \x01",
+	    "Привет! Как дела?",
+	    "Хорошо 😀👍🏽, а у тебя?",
+	    "🇷🇺 флаг и 家族 и ё",
+	    "",
+	    "line\nbreaks\tand \"quotes\" \\ \x01",
 	};
 	struct history h = HISTORY_INIT;
 	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
@@ -259,8 +258,8 @@ static void test_original_bot_file_with_escapes_loads(void **state)
 	/* json.dumps(history) in the Python bot escapes non-ASCII, emoji as surrogate pairs. */
 	struct history h = HISTORY_INIT;
 	int rc = append_text(&h, "[{\"role\": \"user\", \"content\": \"\\u041f\\u0440\\u0438"
-				 "\\u0432\\u0435\\u0442 \\ud83d\\udc4b\"}, "
-				 "{\"role\": \"assistant\", \"content\": \"Hello!\"}]");
+	                         "\\u0432\\u0435\\u0442 \\ud83d\\udc4b\"}, "
+	                         "{\"role\": \"assistant\", \"content\": \"Hello!\"}]");
 	expect_int("entries skipped", 0, rc);
 	expect_turn(&h, 0, TURN_USER, "Привет 👋");
 	expect_turn(&h, 1, TURN_ASSISTANT, "Hello!");
@@ -271,11 +270,10 @@ static void test_content_parts_are_concatenated(void **state)
 {
 	(void)state;
 	struct history h = HISTORY_INIT;
-	int rc = append_text(
-		&h, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Что на \"},"
-		    "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}},"
-		    "{\"type\":\"text\",\"text\":\"картинке?\"},{\"type\":\"text\"},7]},"
-		    "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"\"}]}]");
+	int rc = append_text(&h, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Что на \"},"
+	                         "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}},"
+	                         "{\"type\":\"text\",\"text\":\"картинке?\"},{\"type\":\"text\"},7]},"
+	                         "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"\"}]}]");
 	expect_int("entries skipped", 0, rc);
 	expect_turn(&h, 0, TURN_USER, "Что на картинке?");
 	expect_turn(&h, 1, TURN_ASSISTANT, "");
@@ -288,15 +286,15 @@ static void test_bad_entries_are_skipped_and_counted(void **state)
 	struct history h = HISTORY_INIT;
 	push(&h, TURN_SYSTEM, "already here");
 	int rc = append_text(&h, "[42, \"user\", null, [],"
-				 "{\"role\":\"user\"},"
-				 "{\"role\":\"user\",\"content\":\"first\"},"
-				 "{\"role\":\"tool\",\"content\":\"x\"},"
-				 "{\"role\":1,\"content\":\"x\"},"
-				 "{\"content\":\"x\"},"
-				 "{\"role\":\"assistant\",\"content\":null},"
-				 "{\"role\":\"assistant\",\"content\":{\"text\":\"x\"}},"
-				 "{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]},"
-				 "{\"role\":\"assistant\",\"content\":\"second\"}]");
+	                         "{\"role\":\"user\"},"
+	                         "{\"role\":\"user\",\"content\":\"first\"},"
+	                         "{\"role\":\"tool\",\"content\":\"x\"},"
+	                         "{\"role\":1,\"content\":\"x\"},"
+	                         "{\"content\":\"x\"},"
+	                         "{\"role\":\"assistant\",\"content\":null},"
+	                         "{\"role\":\"assistant\",\"content\":{\"text\":\"x\"}},"
+	                         "{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]},"
+	                         "{\"role\":\"assistant\",\"content\":\"second\"}]");
 	expect_int("entries skipped", 11, rc);
 	expect_int("turns after append", 3, h.len);
 	expect_turn(&h, 0, TURN_SYSTEM, "already here");
@@ -332,11 +330,11 @@ static void test_invalid_utf8_is_saved_as_replacement_chars(void **state)
 		fail_msg("history_to_json: expected an array despite invalid UTF-8, got NULL");
 	const char *content = json_string_value(json_object_get(json_array_get(arr, 0), "content"));
 	expect_str("repaired content",
-		   "a\xEF\xBF\xBD"
-		   "b\xEF\xBF\xBD\xEF\xBF\xBD"
-		   "c\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
-		   "d ok ё",
-		   content);
+	           "a\xEF\xBF\xBD"
+	           "b\xEF\xBF\xBD\xEF\xBF\xBD"
+	           "c\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+	           "d ok ё",
+	           content);
 	json_decref(arr);
 	history_free(&h);
 }
@@ -344,20 +342,20 @@ static void test_invalid_utf8_is_saved_as_replacement_chars(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_role_names_round_trip),
-		cmocka_unit_test(test_push_copies_and_drop_front_removes_oldest),
-		cmocka_unit_test(test_estimate_is_four_plus_a_third_of_the_bytes),
-		cmocka_unit_test(test_fit_keeps_newest_turns_within_budget),
-		cmocka_unit_test(test_fit_scales_each_turn_cost),
-		cmocka_unit_test(test_fit_never_starts_with_an_assistant_turn),
-		cmocka_unit_test(test_fit_on_huge_turn_returns_len),
-		cmocka_unit_test(test_json_layout_is_role_and_content),
-		cmocka_unit_test(test_json_round_trip_keeps_cyrillic_and_emoji),
-		cmocka_unit_test(test_original_bot_file_with_escapes_loads),
-		cmocka_unit_test(test_content_parts_are_concatenated),
-		cmocka_unit_test(test_bad_entries_are_skipped_and_counted),
-		cmocka_unit_test(test_append_json_of_non_array_is_an_error),
-		cmocka_unit_test(test_invalid_utf8_is_saved_as_replacement_chars),
+	    cmocka_unit_test(test_role_names_round_trip),
+	    cmocka_unit_test(test_push_copies_and_drop_front_removes_oldest),
+	    cmocka_unit_test(test_estimate_is_four_plus_a_third_of_the_bytes),
+	    cmocka_unit_test(test_fit_keeps_newest_turns_within_budget),
+	    cmocka_unit_test(test_fit_scales_each_turn_cost),
+	    cmocka_unit_test(test_fit_never_starts_with_an_assistant_turn),
+	    cmocka_unit_test(test_fit_on_huge_turn_returns_len),
+	    cmocka_unit_test(test_json_layout_is_role_and_content),
+	    cmocka_unit_test(test_json_round_trip_keeps_cyrillic_and_emoji),
+	    cmocka_unit_test(test_original_bot_file_with_escapes_loads),
+	    cmocka_unit_test(test_content_parts_are_concatenated),
+	    cmocka_unit_test(test_bad_entries_are_skipped_and_counted),
+	    cmocka_unit_test(test_append_json_of_non_array_is_an_error),
+	    cmocka_unit_test(test_invalid_utf8_is_saved_as_replacement_chars),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

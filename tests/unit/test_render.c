@@ -12,11 +12,11 @@
 
 #include "render.h"
 
-#define expect_int(what, expected, actual)                                                         \
-	do {                                                                                       \
-		long long e_ = (expected), a_ = (actual);                                          \
-		if (e_ != a_)                                                                      \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                   \
+#define expect_int(what, expected, actual)                                                                   \
+	do {                                                                                                 \
+		long long e_ = (expected), a_ = (actual);                                                    \
+		if (e_ != a_)                                                                                \
+			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                             \
 	} while (0)
 
 static size_t units_of(const char *s)
@@ -57,22 +57,20 @@ static void expect_split(const char *text, size_t max_units, const char *const *
 	while (want[n_want])
 		n_want++;
 	if (n != n_want)
-		fail_msg("split of \"%.60s\" at %zu units: expected %ld parts, got %ld", text,
-			 max_units, n_want, n);
+		fail_msg("split of \"%.60s\" at %zu units: expected %ld parts, got %ld", text, max_units,
+		         n_want, n);
 	for (long i = 0; i < n; i++) {
 		size_t wl = strlen(want[i]);
 		if (parts[i].len != wl || memcmp(text + parts[i].offset, want[i], wl) != 0)
 			fail_msg("split of \"%.60s\" at %zu units: part %ld: expected \"%s\", "
-				 "got \"%.*s\"",
-				 text, max_units, i, want[i], (int)parts[i].len,
-				 text + parts[i].offset);
+			         "got \"%.*s\"",
+			         text, max_units, i, want[i], (int)parts[i].len, text + parts[i].offset);
 	}
 	free(parts);
 }
 
 /* Splits text and checks the byte length of each part against want_lens (0-terminated). */
-static void expect_part_lens(const char *text, size_t max_units, const size_t *want_lens,
-			     const char *what)
+static void expect_part_lens(const char *text, size_t max_units, const size_t *want_lens, const char *what)
 {
 	struct render_part *parts = NULL;
 	long n = render_split_plain(text, strlen(text), max_units, &parts);
@@ -84,7 +82,7 @@ static void expect_part_lens(const char *text, size_t max_units, const size_t *w
 	for (long i = 0; i < n; i++)
 		if (parts[i].len != want_lens[i])
 			fail_msg("%s: part %ld: expected %zu bytes, got %zu", what, i, want_lens[i],
-				 parts[i].len);
+			         parts[i].len);
 	free(parts);
 }
 
@@ -106,8 +104,8 @@ static void test_utf16_len_counts_invalid_bytes_one_each(void **state)
 	expect_int("stray bytes", 2, units_of("\xff\xfe"));
 	expect_int("lone continuation", 1, units_of("\x80"));
 	expect_int("cut 4-byte sequence then a letter", 4,
-		   units_of("\xf0\x9f\x98"
-			    "a"));
+	           units_of("\xf0\x9f\x98"
+	                    "a"));
 	expect_int("overlong NUL", 2, units_of("\xc0\x80"));
 	expect_int("encoded surrogate", 3, units_of("\xed\xa0\x80"));
 	expect_int("above U+10FFFF", 4, units_of("\xf4\x90\x80\x80"));
@@ -118,8 +116,7 @@ static void test_utf16_len_counts_invalid_bytes_one_each(void **state)
 static void test_short_text_is_one_part(void **state)
 {
 	(void)state;
-	expect_split("Hello, world!", RENDER_MAX_UNITS,
-		     (const char *const[]){"Hello, world!", NULL});
+	expect_split("Hello, world!", RENDER_MAX_UNITS, (const char *const[]){"Hello, world!", NULL});
 }
 
 static void test_empty_and_blank_text_give_no_parts(void **state)
@@ -151,11 +148,10 @@ static void test_cyrillic_counts_one_unit_per_letter(void **state)
 	(void)state;
 	char *text = repeat("ж", RENDER_MAX_UNITS);
 	expect_part_lens(text, RENDER_MAX_UNITS, (const size_t[]){8192, 0},
-			 "4096 Cyrillic letters (8192 bytes)");
+	                 "4096 Cyrillic letters (8192 bytes)");
 	free(text);
 	text = repeat("ж", 5000);
-	expect_part_lens(text, RENDER_MAX_UNITS, (const size_t[]){8192, 1808, 0},
-			 "5000 Cyrillic letters");
+	expect_part_lens(text, RENDER_MAX_UNITS, (const size_t[]){8192, 1808, 0}, "5000 Cyrillic letters");
 	free(text);
 }
 
@@ -165,15 +161,14 @@ static void test_emoji_at_the_boundary_is_not_split(void **state)
 	char *as = repeat("a", RENDER_MAX_UNITS - 2);
 	char *text = concat(as, "😀");
 	expect_part_lens(text, RENDER_MAX_UNITS, (const size_t[]){4098, 0},
-			 "4094 letters + emoji = 4096 units");
+	                 "4094 letters + emoji = 4096 units");
 	free(text);
 	free(as);
 
 	/* The emoji's pair would take units 4096 and 4097: it moves to the next part. */
 	as = repeat("a", RENDER_MAX_UNITS - 1);
 	text = concat(as, "😀");
-	expect_part_lens(text, RENDER_MAX_UNITS, (const size_t[]){4095, 4, 0},
-			 "4095 letters + emoji");
+	expect_part_lens(text, RENDER_MAX_UNITS, (const size_t[]){4095, 4, 0}, "4095 letters + emoji");
 	free(text);
 	free(as);
 
@@ -186,26 +181,23 @@ static void test_paragraph_break_preferred_over_line_and_space(void **state)
 {
 	(void)state;
 	expect_split("aaa bbb\nccc\n\nddd eee\nfff", 20,
-		     (const char *const[]){"aaa bbb\nccc", "ddd eee\nfff", NULL});
+	             (const char *const[]){"aaa bbb\nccc", "ddd eee\nfff", NULL});
 	/* The paragraph break wins even far from the limit. */
-	expect_split("ab\n\ncd ef\ngh ij kl mn", 17,
-		     (const char *const[]){"ab", "cd ef\ngh ij kl mn", NULL});
+	expect_split("ab\n\ncd ef\ngh ij kl mn", 17, (const char *const[]){"ab", "cd ef\ngh ij kl mn", NULL});
 }
 
 static void test_line_break_preferred_over_space(void **state)
 {
 	(void)state;
 	expect_split("aaa bbb\nccc ddd", 12, (const char *const[]){"aaa bbb", "ccc ddd", NULL});
-	expect_split("one\ntwo three four", 14,
-		     (const char *const[]){"one", "two three four", NULL});
+	expect_split("one\ntwo three four", 14, (const char *const[]){"one", "two three four", NULL});
 }
 
 static void test_space_used_when_no_line_break(void **state)
 {
 	(void)state;
 	expect_split("aaa bbb ccc", 9, (const char *const[]){"aaa bbb", "ccc", NULL});
-	expect_split("Привет мир как дела", 10,
-		     (const char *const[]){"Привет мир", "как дела", NULL});
+	expect_split("Привет мир как дела", 10, (const char *const[]){"Привет мир", "как дела", NULL});
 }
 
 static void test_separator_right_at_the_limit_is_used(void **state)
@@ -221,17 +213,15 @@ static void test_long_text_without_spaces_is_cut_hard(void **state)
 	(void)state;
 	char *text = repeat("x", 10000);
 	expect_part_lens(text, RENDER_MAX_UNITS, (const size_t[]){4096, 4096, 1808, 0},
-			 "10000 letters, no spaces");
+	                 "10000 letters, no spaces");
 	free(text);
-	expect_split("abcdef ghijklmnop", 4,
-		     (const char *const[]){"abcd", "ef", "ghij", "klmn", "op", NULL});
+	expect_split("abcdef ghijklmnop", 4, (const char *const[]){"abcd", "ef", "ghij", "klmn", "op", NULL});
 }
 
 static void test_whitespace_at_cuts_and_ends_is_dropped(void **state)
 {
 	(void)state;
-	expect_split("  hello  \n\n  world  \n", 100,
-		     (const char *const[]){"hello  \n\n  world", NULL});
+	expect_split("  hello  \n\n  world  \n", 100, (const char *const[]){"hello  \n\n  world", NULL});
 	expect_split("  hello  \n\n  world  \n", 8, (const char *const[]){"hello", "world", NULL});
 	expect_split("a\n\n\n\n\n\n\n\nb", 1, (const char *const[]){"a", "b", NULL});
 }
@@ -295,32 +285,30 @@ static void check_split(const char *text, size_t len, size_t max_units, size_t i
 		size_t off = parts[i].offset, plen = parts[i].len;
 		if (off < prev_end || off + plen > len || plen == 0)
 			fail_msg("text %zu part %ld: expected a non-empty range after byte %zu "
-				 "within %zu, got [%zu, +%zu)",
-				 iteration, i, prev_end, len, off, plen);
+			         "within %zu, got [%zu, +%zu)",
+			         iteration, i, prev_end, len, off, plen);
 		size_t units = render_utf16_len(text + off, plen);
 		if (units > limit)
-			fail_msg("text %zu part %ld: expected at most %zu UTF-16 units, got %zu",
-				 iteration, i, limit, units);
+			fail_msg("text %zu part %ld: expected at most %zu UTF-16 units, got %zu", iteration,
+			         i, limit, units);
 		if (is_ws(text[off]) || is_ws(text[off + plen - 1]))
-			fail_msg("text %zu part %ld: expected no whitespace at its ends", iteration,
-				 i);
-		if (is_continuation(text[off]) ||
-		    (off + plen < len && is_continuation(text[off + plen])))
-			fail_msg("text %zu part %ld: expected ends on UTF-8 sequence boundaries",
-				 iteration, i);
+			fail_msg("text %zu part %ld: expected no whitespace at its ends", iteration, i);
+		if (is_continuation(text[off]) || (off + plen < len && is_continuation(text[off + plen])))
+			fail_msg("text %zu part %ld: expected ends on UTF-8 sequence boundaries", iteration,
+			         i);
 		for (size_t k = prev_end; k < off; k++)
 			if (!is_ws(text[k]))
 				fail_msg("text %zu: expected only whitespace dropped before part "
-					 "%ld, "
-					 "byte %zu is 0x%02x",
-					 iteration, i, k, (unsigned char)text[k]);
+				         "%ld, "
+				         "byte %zu is 0x%02x",
+				         iteration, i, k, (unsigned char)text[k]);
 		keep_visible(text + off, plen, got, &n_got);
 		prev_end = off + plen;
 	}
 	if (n_got != n_want || memcmp(got, want, n_want) != 0)
 		fail_msg("text %zu at %zu units: expected the parts to hold the text's %zu visible "
-			 "bytes in order, got %zu",
-			 iteration, max_units, n_want, n_got);
+		         "bytes in order, got %zu",
+		         iteration, max_units, n_want, n_got);
 	free(want);
 	free(got);
 	free(parts);
@@ -330,8 +318,8 @@ static void test_property_parts_fit_and_keep_every_visible_character(void **stat
 {
 	(void)state;
 	static const char *const pieces[] = {
-		"a", "b",  "Z",  "word", "ж",      "Ё",  "家",   "😀", "👍🏽",   " ",
-		" ", "  ", "\n", "\n\n", "\n\n\n", "\t", "\r\n", ".", "longerword",
+	    "a", "b",  "Z",  "word", "ж",      "Ё",  "家",   "😀", "👍🏽",   " ",
+	    " ", "  ", "\n", "\n\n", "\n\n\n", "\t", "\r\n", ".", "longerword",
 	};
 	size_t n_pieces = sizeof pieces / sizeof pieces[0];
 	char text[4096];
@@ -354,22 +342,22 @@ static void test_property_parts_fit_and_keep_every_visible_character(void **stat
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_utf16_len_counts_surrogate_pairs_as_two),
-		cmocka_unit_test(test_utf16_len_counts_invalid_bytes_one_each),
-		cmocka_unit_test(test_short_text_is_one_part),
-		cmocka_unit_test(test_empty_and_blank_text_give_no_parts),
-		cmocka_unit_test(test_text_of_exactly_max_units_is_one_part),
-		cmocka_unit_test(test_cyrillic_counts_one_unit_per_letter),
-		cmocka_unit_test(test_emoji_at_the_boundary_is_not_split),
-		cmocka_unit_test(test_paragraph_break_preferred_over_line_and_space),
-		cmocka_unit_test(test_line_break_preferred_over_space),
-		cmocka_unit_test(test_space_used_when_no_line_break),
-		cmocka_unit_test(test_separator_right_at_the_limit_is_used),
-		cmocka_unit_test(test_long_text_without_spaces_is_cut_hard),
-		cmocka_unit_test(test_whitespace_at_cuts_and_ends_is_dropped),
-		cmocka_unit_test(test_max_units_below_two_is_raised_to_two),
-		cmocka_unit_test(test_invalid_bytes_are_cut_like_characters),
-		cmocka_unit_test(test_property_parts_fit_and_keep_every_visible_character),
+	    cmocka_unit_test(test_utf16_len_counts_surrogate_pairs_as_two),
+	    cmocka_unit_test(test_utf16_len_counts_invalid_bytes_one_each),
+	    cmocka_unit_test(test_short_text_is_one_part),
+	    cmocka_unit_test(test_empty_and_blank_text_give_no_parts),
+	    cmocka_unit_test(test_text_of_exactly_max_units_is_one_part),
+	    cmocka_unit_test(test_cyrillic_counts_one_unit_per_letter),
+	    cmocka_unit_test(test_emoji_at_the_boundary_is_not_split),
+	    cmocka_unit_test(test_paragraph_break_preferred_over_line_and_space),
+	    cmocka_unit_test(test_line_break_preferred_over_space),
+	    cmocka_unit_test(test_space_used_when_no_line_break),
+	    cmocka_unit_test(test_separator_right_at_the_limit_is_used),
+	    cmocka_unit_test(test_long_text_without_spaces_is_cut_hard),
+	    cmocka_unit_test(test_whitespace_at_cuts_and_ends_is_dropped),
+	    cmocka_unit_test(test_max_units_below_two_is_raised_to_two),
+	    cmocka_unit_test(test_invalid_bytes_are_cut_like_characters),
+	    cmocka_unit_test(test_property_parts_fit_and_keep_every_visible_character),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

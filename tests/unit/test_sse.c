@@ -11,18 +11,18 @@
 
 #include "sse.h"
 
-#define expect_int(what, expected, actual)                                                         \
-	do {                                                                                       \
-		long long e_ = (expected), a_ = (actual);                                          \
-		if (e_ != a_)                                                                      \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                   \
+#define expect_int(what, expected, actual)                                                                   \
+	do {                                                                                                 \
+		long long e_ = (expected), a_ = (actual);                                                    \
+		if (e_ != a_)                                                                                \
+			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                             \
 	} while (0)
 
-#define expect_str(what, expected, actual)                                                         \
-	do {                                                                                       \
-		const char *e_ = (expected), *a_ = (actual);                                       \
-		if (strcmp(e_, a_) != 0)                                                           \
-			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);               \
+#define expect_str(what, expected, actual)                                                                   \
+	do {                                                                                                 \
+		const char *e_ = (expected), *a_ = (actual);                                                 \
+		if (strcmp(e_, a_) != 0)                                                                     \
+			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);                         \
 	} while (0)
 
 #define MAX_EVENTS 32
@@ -37,7 +37,7 @@ struct recorder {
 	struct recorded ev[MAX_EVENTS];
 	size_t n;
 	size_t stop_after; /* return STOP_VALUE from the callback for this event (1-based); 0: never
-			    */
+	                    */
 };
 
 #define STOP_VALUE 7
@@ -75,7 +75,7 @@ struct outcome {
 
 /* Feeds s in pieces of chunk bytes (0: all at once), stopping at the first non-zero result. */
 static struct outcome parse_in_chunks(const char *s, size_t n, size_t chunk, size_t max_event,
-				      struct recorder *r)
+                                      struct recorder *r)
 {
 	struct outcome o = {0, 0};
 	struct sse_parser *p = sse_new(max_event, record, r);
@@ -106,20 +106,20 @@ static void expect_event(const struct recorder *r, size_t i, const char *event, 
 }
 
 static const char openai_stream[] =
-	"data: "
-	"{\"id\":\"c1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n"
-	"\n"
-	"data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Привет\"}}]}\n"
-	"\n"
-	": keep-alive\n"
-	"\n"
-	"data: {\"id\":\"c1\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n"
-	"\n"
-	"data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,"
-	"\"completion_tokens\":3,\"total_tokens\":12}}\n"
-	"\n"
-	"data: [DONE]\n"
-	"\n";
+    "data: "
+    "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n"
+    "\n"
+    "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Привет\"}}]}\n"
+    "\n"
+    ": keep-alive\n"
+    "\n"
+    "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n"
+    "\n"
+    "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,"
+    "\"completion_tokens\":3,\"total_tokens\":12}}\n"
+    "\n"
+    "data: [DONE]\n"
+    "\n";
 
 static void test_openai_stream_yields_each_chunk_then_done(void **state)
 {
@@ -130,10 +130,9 @@ static void test_openai_stream_yields_each_chunk_then_done(void **state)
 	expect_int("sse_finish result (stream complete)", 0, o.finish_rc);
 	expect_int("number of events", 5, r.n);
 	expect_event(&r, 0, "message",
-		     "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":"
-		     "\"\"}}]}");
-	expect_event(&r, 1, "message",
-		     "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Привет\"}}]}");
+	             "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":"
+	             "\"\"}}]}");
+	expect_event(&r, 1, "message", "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Привет\"}}]}");
 	expect_event(&r, 4, "message", "[DONE]");
 	recorder_free(&r);
 }
@@ -144,13 +143,12 @@ static void test_usage_chunk_arrives_intact(void **state)
 	struct recorder r = {0};
 	parse(openai_stream, 0, &r);
 	expect_event(&r, 3, "message",
-		     "{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,"
-		     "\"completion_tokens\":3,\"total_tokens\":12}}");
+	             "{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,"
+	             "\"completion_tokens\":3,\"total_tokens\":12}}");
 	recorder_free(&r);
 }
 
-static void expect_same_events(const struct recorder *want, const struct recorder *got,
-			       const char *how)
+static void expect_same_events(const struct recorder *want, const struct recorder *got, const char *how)
 {
 	if (want->n != got->n)
 		fail_msg("%s: expected %zu events, got %zu", how, want->n, got->n);
@@ -158,8 +156,8 @@ static void expect_same_events(const struct recorder *want, const struct recorde
 		expect_str(how, want->ev[i].event, got->ev[i].event);
 		if (want->ev[i].len != got->ev[i].len ||
 		    memcmp(want->ev[i].data, got->ev[i].data, want->ev[i].len) != 0)
-			fail_msg("%s: event %zu: expected \"%s\", got \"%s\"", how, i,
-				 want->ev[i].data, got->ev[i].data);
+			fail_msg("%s: event %zu: expected \"%s\", got \"%s\"", how, i, want->ev[i].data,
+			         got->ev[i].data);
 	}
 }
 
@@ -167,10 +165,10 @@ static void test_byte_at_a_time_feeding_gives_identical_events(void **state)
 {
 	(void)state;
 	static const char *const streams[] = {
-		openai_stream,
-		"data: a\r\n\r\ndata: b\r\rdata: c\n\ndata: d\r\n\n",
-		"\xEF\xBB\xBF"
-		"event: x\ndata: 1\ndata: 2\n\n: c\r\ndata\n\n",
+	    openai_stream,
+	    "data: a\r\n\r\ndata: b\r\rdata: c\n\ndata: d\r\n\n",
+	    "\xEF\xBB\xBF"
+	    "event: x\ndata: 1\ndata: 2\n\n: c\r\ndata\n\n",
 	};
 	for (size_t s = 0; s < sizeof streams / sizeof streams[0]; s++) {
 		struct recorder whole = {0};
@@ -222,8 +220,8 @@ static void test_comment_lines_are_ignored(void **state)
 	(void)state;
 	struct recorder r = {0};
 	struct outcome o = parse(": keep-alive\n\n:\ndata: 1\n: inside an event\ndata: 2\n\n"
-				 ": trailing\n",
-				 0, &r);
+	                         ": trailing\n",
+	                         0, &r);
 	expect_int("number of events", 1, r.n);
 	expect_event(&r, 0, "message", "1\n2");
 	expect_int("sse_finish after a trailing comment", 0, o.finish_rc);
@@ -244,8 +242,7 @@ static void test_event_field_names_the_event_until_dispatch(void **state)
 {
 	(void)state;
 	struct recorder r = {0};
-	parse("event: error\ndata: {\"error\":1}\n\ndata: next\n\nevent:\ndata: empty name\n\n", 0,
-	      &r);
+	parse("event: error\ndata: {\"error\":1}\n\ndata: next\n\nevent:\ndata: empty name\n\n", 0, &r);
 	expect_int("number of events", 3, r.n);
 	expect_event(&r, 0, "error", "{\"error\":1}");
 	expect_event(&r, 1, "message", "next");
@@ -297,7 +294,7 @@ static void test_bom_at_start_is_skipped_even_split(void **state)
 	expect_int("feed BOM bytes 2-3", 0, sse_feed(p, "\xBB\xBF", 2));
 	/* Only the first BOM is skipped: the second makes an unknown field name. */
 	const char *rest = "data: x\n\n\xEF\xBB\xBF"
-			   "data: y\n\n";
+	                   "data: y\n\n";
 	expect_int("feed rest", 0, sse_feed(p, rest, strlen(rest)));
 	expect_int("number of events", 1, r.n);
 	expect_event(&r, 0, "message", "x");
@@ -311,8 +308,8 @@ static void test_broken_bom_bytes_stay_in_the_first_line(void **state)
 	struct recorder r = {0};
 	/* "\xEF\xBB" then "data": the first line's field is "\xEF\xBB" "data", not "data". */
 	struct outcome o = parse("\xEF\xBB"
-				 "data: x\n\ndata: y\n\n",
-				 1, &r);
+	                         "data: x\n\ndata: y\n\n",
+	                         1, &r);
 	expect_int("number of events", 1, r.n);
 	expect_event(&r, 0, "message", "y");
 	expect_int("sse_finish", 0, o.finish_rc);
@@ -323,17 +320,16 @@ static void test_stream_cut_mid_event_is_reported(void **state)
 {
 	(void)state;
 	static const char *const cut[] = {
-		"data: {\"choices\":[{\"delta\":{\"content\":\"Hel", /* unterminated line */
-		"data: {\"id\":1}\n",                                /* no blank line */
-		"data: 1\n\nevent: x\n",                             /* field after dispatch */
-		"\xEF\xBB",                                          /* half a BOM */
+	    "data: {\"choices\":[{\"delta\":{\"content\":\"Hel", /* unterminated line */
+	    "data: {\"id\":1}\n",                                /* no blank line */
+	    "data: 1\n\nevent: x\n",                             /* field after dispatch */
+	    "\xEF\xBB",                                          /* half a BOM */
 	};
 	for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
 		struct recorder r = {0};
 		struct outcome o = parse(cut[i], 0, &r);
 		if (o.finish_rc != 1)
-			fail_msg("sse_finish on cut stream %zu: expected 1, got %d", i,
-				 o.finish_rc);
+			fail_msg("sse_finish on cut stream %zu: expected 1, got %d", i, o.finish_rc);
 		for (size_t e = 0; e < r.n; e++)
 			expect_str("only complete events are dispatched", "1", r.ev[e].data);
 		recorder_free(&r);
@@ -392,8 +388,7 @@ static void test_oversize_event_of_short_lines_is_too_big(void **state)
 	(void)state;
 	struct recorder r = {0};
 	/* Each line fits in 12 bytes; the joined data "aaaaa\nbbbbb\nccccc" (17) does not. */
-	struct outcome o =
-		parse_in_chunks("data: aaaaa\ndata: bbbbb\ndata: ccccc\n\n", 37, 0, 12, &r);
+	struct outcome o = parse_in_chunks("data: aaaaa\ndata: bbbbb\ndata: ccccc\n\n", 37, 0, 12, &r);
 	expect_int("sse_feed", SSE_TOO_BIG, o.feed_rc);
 	expect_int("number of events", 0, r.n);
 	recorder_free(&r);
@@ -430,25 +425,25 @@ static void test_nul_bytes_in_data_are_kept(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_openai_stream_yields_each_chunk_then_done),
-		cmocka_unit_test(test_usage_chunk_arrives_intact),
-		cmocka_unit_test(test_byte_at_a_time_feeding_gives_identical_events),
-		cmocka_unit_test(test_crlf_split_across_feeds),
-		cmocka_unit_test(test_cr_lf_and_crlf_all_end_lines),
-		cmocka_unit_test(test_comment_lines_are_ignored),
-		cmocka_unit_test(test_multi_line_data_joined_with_newline),
-		cmocka_unit_test(test_event_field_names_the_event_until_dispatch),
-		cmocka_unit_test(test_only_one_space_after_colon_is_dropped),
-		cmocka_unit_test(test_field_without_colon_has_empty_value),
-		cmocka_unit_test(test_event_without_data_is_not_dispatched),
-		cmocka_unit_test(test_bom_at_start_is_skipped_even_split),
-		cmocka_unit_test(test_broken_bom_bytes_stay_in_the_first_line),
-		cmocka_unit_test(test_stream_cut_mid_event_is_reported),
-		cmocka_unit_test(test_line_of_exactly_max_event_is_accepted),
-		cmocka_unit_test(test_oversize_line_is_too_big),
-		cmocka_unit_test(test_oversize_event_of_short_lines_is_too_big),
-		cmocka_unit_test(test_callback_stop_value_is_returned_and_sticks),
-		cmocka_unit_test(test_nul_bytes_in_data_are_kept),
+	    cmocka_unit_test(test_openai_stream_yields_each_chunk_then_done),
+	    cmocka_unit_test(test_usage_chunk_arrives_intact),
+	    cmocka_unit_test(test_byte_at_a_time_feeding_gives_identical_events),
+	    cmocka_unit_test(test_crlf_split_across_feeds),
+	    cmocka_unit_test(test_cr_lf_and_crlf_all_end_lines),
+	    cmocka_unit_test(test_comment_lines_are_ignored),
+	    cmocka_unit_test(test_multi_line_data_joined_with_newline),
+	    cmocka_unit_test(test_event_field_names_the_event_until_dispatch),
+	    cmocka_unit_test(test_only_one_space_after_colon_is_dropped),
+	    cmocka_unit_test(test_field_without_colon_has_empty_value),
+	    cmocka_unit_test(test_event_without_data_is_not_dispatched),
+	    cmocka_unit_test(test_bom_at_start_is_skipped_even_split),
+	    cmocka_unit_test(test_broken_bom_bytes_stay_in_the_first_line),
+	    cmocka_unit_test(test_stream_cut_mid_event_is_reported),
+	    cmocka_unit_test(test_line_of_exactly_max_event_is_accepted),
+	    cmocka_unit_test(test_oversize_line_is_too_big),
+	    cmocka_unit_test(test_oversize_event_of_short_lines_is_too_big),
+	    cmocka_unit_test(test_callback_stop_value_is_returned_and_sticks),
+	    cmocka_unit_test(test_nul_bytes_in_data_are_kept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

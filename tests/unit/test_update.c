@@ -11,27 +11,27 @@
 
 #include "update.h"
 
-#define expect_int(what, expected, actual)                                                         \
-	do {                                                                                       \
-		long long e_ = (expected), a_ = (actual);                                          \
-		if (e_ != a_)                                                                      \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                   \
+#define expect_int(what, expected, actual)                                                                   \
+	do {                                                                                                 \
+		long long e_ = (expected), a_ = (actual);                                                    \
+		if (e_ != a_)                                                                                \
+			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                             \
 	} while (0)
 
-#define expect_str(what, expected, actual)                                                         \
-	do {                                                                                       \
-		const char *e_ = (expected), *a_ = (actual);                                       \
-		if (!a_)                                                                           \
-			fail_msg("%s: expected \"%s\", got NULL", (what), e_);                     \
-		if (strcmp(e_, a_) != 0)                                                           \
-			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);               \
+#define expect_str(what, expected, actual)                                                                   \
+	do {                                                                                                 \
+		const char *e_ = (expected), *a_ = (actual);                                                 \
+		if (!a_)                                                                                     \
+			fail_msg("%s: expected \"%s\", got NULL", (what), e_);                               \
+		if (strcmp(e_, a_) != 0)                                                                     \
+			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);                         \
 	} while (0)
 
-#define expect_null(what, actual)                                                                  \
-	do {                                                                                       \
-		const char *a_ = (actual);                                                         \
-		if (a_)                                                                            \
-			fail_msg("%s: expected NULL, got \"%s\"", (what), a_);                     \
+#define expect_null(what, actual)                                                                            \
+	do {                                                                                                 \
+		const char *a_ = (actual);                                                                   \
+		if (a_)                                                                                      \
+			fail_msg("%s: expected NULL, got \"%s\"", (what), a_);                               \
 	} while (0)
 
 static void decode_ok(const char *json, struct tg_update *u)
@@ -48,8 +48,7 @@ static void expect_decode_error(const char *json, size_t len, const char *want)
 	if (update_parse(json, len, &u, err, sizeof err) != -1)
 		fail_msg("update_parse: expected -1 for %.*s", (int)len, json);
 	if (!strstr(err, want))
-		fail_msg("update_parse: expected a reason containing \"%s\", got \"%s\"", want,
-			 err);
+		fail_msg("update_parse: expected a reason containing \"%s\", got \"%s\"", want, err);
 	if (u.message.text || u.message.entities || u.message.from.first_name)
 		fail_msg("update_parse: expected a cleared update after an error");
 }
@@ -59,11 +58,11 @@ static void test_private_text_message_is_decoded(void **state)
 	(void)state;
 	struct tg_update u;
 	decode_ok("{\"update_id\":900000001,\"message\":{\"message_id\":17,"
-		  "\"from\":{\"id\":123456789,\"is_bot\":false,\"first_name\":\"Анна\","
-		  "\"username\":\"anna_k\",\"language_code\":\"ru\"},"
-		  "\"chat\":{\"id\":123456789,\"first_name\":\"Анна\",\"type\":\"private\"},"
-		  "\"date\":1732566000,\"text\":\"Привет! 👋\"}}",
-		  &u);
+	          "\"from\":{\"id\":123456789,\"is_bot\":false,\"first_name\":\"Анна\","
+	          "\"username\":\"anna_k\",\"language_code\":\"ru\"},"
+	          "\"chat\":{\"id\":123456789,\"first_name\":\"Анна\",\"type\":\"private\"},"
+	          "\"date\":1732566000,\"text\":\"Привет! 👋\"}}",
+	          &u);
 	expect_int("update_id", 900000001, u.update_id);
 	expect_int("kind", TG_UPDATE_MESSAGE, u.kind);
 	expect_str("kind_name", "message", u.kind_name);
@@ -88,11 +87,11 @@ static void test_group_message_with_mention_entity(void **state)
 	(void)state;
 	struct tg_update u;
 	decode_ok("{\"update_id\":2,\"message\":{\"message_id\":5,"
-		  "\"from\":{\"id\":11,\"is_bot\":false,\"first_name\":\"Bob\"},"
-		  "\"chat\":{\"id\":-1001234567890,\"title\":\"Team\",\"type\":\"supergroup\"},"
-		  "\"date\":1,\"text\":\"@tgllm_bot what is 2+2?\","
-		  "\"entities\":[{\"offset\":0,\"length\":10,\"type\":\"mention\"}]}}",
-		  &u);
+	          "\"from\":{\"id\":11,\"is_bot\":false,\"first_name\":\"Bob\"},"
+	          "\"chat\":{\"id\":-1001234567890,\"title\":\"Team\",\"type\":\"supergroup\"},"
+	          "\"date\":1,\"text\":\"@tgllm_bot what is 2+2?\","
+	          "\"entities\":[{\"offset\":0,\"length\":10,\"type\":\"mention\"}]}}",
+	          &u);
 	expect_int("chat_id", -1001234567890LL, u.message.chat_id);
 	expect_int("chat_type", TG_CHAT_SUPERGROUP, u.message.chat_type);
 	expect_int("n_entities", 1, u.message.n_entities);
@@ -110,21 +109,20 @@ static void test_chat_types_are_mapped(void **state)
 		const char *name;
 		enum tg_chat_type type;
 	} cases[] = {
-		{"private", TG_CHAT_PRIVATE},       {"group", TG_CHAT_GROUP},
-		{"supergroup", TG_CHAT_SUPERGROUP}, {"channel", TG_CHAT_CHANNEL},
-		{"sender", TG_CHAT_OTHER},
+	    {"private", TG_CHAT_PRIVATE}, {"group", TG_CHAT_GROUP},  {"supergroup", TG_CHAT_SUPERGROUP},
+	    {"channel", TG_CHAT_CHANNEL}, {"sender", TG_CHAT_OTHER},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char json[256];
 		snprintf(json, sizeof json,
-			 "{\"update_id\":1,\"message\":{\"message_id\":1,"
-			 "\"chat\":{\"id\":1,\"type\":\"%s\"},\"text\":\"x\"}}",
-			 cases[i].name);
+		         "{\"update_id\":1,\"message\":{\"message_id\":1,"
+		         "\"chat\":{\"id\":1,\"type\":\"%s\"},\"text\":\"x\"}}",
+		         cases[i].name);
 		struct tg_update u;
 		decode_ok(json, &u);
 		if (u.message.chat_type != cases[i].type)
-			fail_msg("chat type \"%s\": expected %d, got %d", cases[i].name,
-				 cases[i].type, u.message.chat_type);
+			fail_msg("chat type \"%s\": expected %d, got %d", cases[i].name, cases[i].type,
+			         u.message.chat_type);
 		update_clear(&u);
 	}
 }
@@ -134,12 +132,12 @@ static void test_text_mention_and_command_entities(void **state)
 	(void)state;
 	struct tg_update u;
 	decode_ok("{\"update_id\":3,\"message\":{\"message_id\":6,"
-		  "\"from\":{\"id\":11,\"first_name\":\"Bob\"},"
-		  "\"chat\":{\"id\":-42,\"type\":\"group\"},\"text\":\"/new@tgllm_bot Ann\","
-		  "\"entities\":[{\"offset\":0,\"length\":14,\"type\":\"bot_command\"},"
-		  "{\"offset\":15,\"length\":3,\"type\":\"text_mention\","
-		  "\"user\":{\"id\":777,\"is_bot\":false,\"first_name\":\"Ann\"}}]}}",
-		  &u);
+	          "\"from\":{\"id\":11,\"first_name\":\"Bob\"},"
+	          "\"chat\":{\"id\":-42,\"type\":\"group\"},\"text\":\"/new@tgllm_bot Ann\","
+	          "\"entities\":[{\"offset\":0,\"length\":14,\"type\":\"bot_command\"},"
+	          "{\"offset\":15,\"length\":3,\"type\":\"text_mention\","
+	          "\"user\":{\"id\":777,\"is_bot\":false,\"first_name\":\"Ann\"}}]}}",
+	          &u);
 	expect_int("chat_type", TG_CHAT_GROUP, u.message.chat_type);
 	expect_int("n_entities", 2, u.message.n_entities);
 	expect_str("entity 0 type", "bot_command", u.message.entities[0].type);
@@ -154,10 +152,10 @@ static void test_forum_topic_message_has_thread_id(void **state)
 	(void)state;
 	struct tg_update u;
 	decode_ok("{\"update_id\":4,\"message\":{\"message_id\":90,\"message_thread_id\":88,"
-		  "\"is_topic_message\":true,\"from\":{\"id\":11,\"first_name\":\"Bob\"},"
-		  "\"chat\":{\"id\":-1009,\"type\":\"supergroup\",\"is_forum\":true},"
-		  "\"text\":\"hello topic\"}}",
-		  &u);
+	          "\"is_topic_message\":true,\"from\":{\"id\":11,\"first_name\":\"Bob\"},"
+	          "\"chat\":{\"id\":-1009,\"type\":\"supergroup\",\"is_forum\":true},"
+	          "\"text\":\"hello topic\"}}",
+	          &u);
 	expect_int("thread_id", 88, u.message.thread_id);
 	expect_int("is_topic_message", 1, u.message.is_topic_message);
 	expect_str("text", "hello topic", u.message.text);
@@ -169,8 +167,8 @@ static void test_user_without_username_or_first_name(void **state)
 	(void)state;
 	struct tg_update u;
 	decode_ok("{\"update_id\":5,\"message\":{\"message_id\":1,\"from\":{\"id\":12},"
-		  "\"chat\":{\"id\":12,\"type\":\"private\"},\"text\":\"hi\"}}",
-		  &u);
+	          "\"chat\":{\"id\":12,\"type\":\"private\"},\"text\":\"hi\"}}",
+	          &u);
 	expect_int("has_from", 1, u.message.has_from);
 	expect_int("from.id", 12, u.message.from.id);
 	expect_null("from.username", u.message.from.username);
@@ -185,9 +183,9 @@ static void test_message_without_from_has_no_sender(void **state)
 	struct tg_update u;
 	/* An anonymous group admin writes as the chat (sender_chat), with no "from". */
 	decode_ok("{\"update_id\":6,\"message\":{\"message_id\":2,"
-		  "\"sender_chat\":{\"id\":-1005,\"type\":\"supergroup\"},"
-		  "\"chat\":{\"id\":-1005,\"type\":\"supergroup\"},\"text\":\"as admin\"}}",
-		  &u);
+	          "\"sender_chat\":{\"id\":-1005,\"type\":\"supergroup\"},"
+	          "\"chat\":{\"id\":-1005,\"type\":\"supergroup\"},\"text\":\"as admin\"}}",
+	          &u);
 	expect_int("has_from", 0, u.message.has_from);
 	expect_int("from.id", 0, u.message.from.id);
 	expect_null("from.first_name", u.message.from.first_name);
@@ -199,16 +197,16 @@ static void test_sticker_photo_and_service_messages_have_no_text(void **state)
 {
 	(void)state;
 	static const char *const cases[] = {
-		"{\"update_id\":7,\"message\":{\"message_id\":3,\"from\":{\"id\":1},"
-		"\"chat\":{\"id\":1,\"type\":\"private\"},"
-		"\"sticker\":{\"file_id\":\"CAAC\",\"emoji\":\"😀\"}}}",
-		"{\"update_id\":8,\"message\":{\"message_id\":4,\"from\":{\"id\":1},"
-		"\"chat\":{\"id\":1,\"type\":\"private\"},\"photo\":[{\"file_id\":\"AgAD\"}],"
-		"\"caption\":\"look at this\","
-		"\"caption_entities\":[{\"offset\":0,\"length\":4,\"type\":\"bold\"}]}}",
-		"{\"update_id\":9,\"message\":{\"message_id\":5,\"from\":{\"id\":1},"
-		"\"chat\":{\"id\":-5,\"type\":\"group\"},"
-		"\"new_chat_members\":[{\"id\":2,\"first_name\":\"New\"}]}}",
+	    "{\"update_id\":7,\"message\":{\"message_id\":3,\"from\":{\"id\":1},"
+	    "\"chat\":{\"id\":1,\"type\":\"private\"},"
+	    "\"sticker\":{\"file_id\":\"CAAC\",\"emoji\":\"😀\"}}}",
+	    "{\"update_id\":8,\"message\":{\"message_id\":4,\"from\":{\"id\":1},"
+	    "\"chat\":{\"id\":1,\"type\":\"private\"},\"photo\":[{\"file_id\":\"AgAD\"}],"
+	    "\"caption\":\"look at this\","
+	    "\"caption_entities\":[{\"offset\":0,\"length\":4,\"type\":\"bold\"}]}}",
+	    "{\"update_id\":9,\"message\":{\"message_id\":5,\"from\":{\"id\":1},"
+	    "\"chat\":{\"id\":-5,\"type\":\"group\"},"
+	    "\"new_chat_members\":[{\"id\":2,\"first_name\":\"New\"}]}}",
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct tg_update u;
@@ -225,15 +223,14 @@ static void test_other_update_kinds_report_their_name(void **state)
 {
 	(void)state;
 	static const char *const kinds[] = {
-		"edited_message", "callback_query",   "channel_post",
-		"my_chat_member", "message_reaction",
+	    "edited_message", "callback_query", "channel_post", "my_chat_member", "message_reaction",
 	};
 	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
 		char json[256];
 		snprintf(json, sizeof json,
-			 "{\"update_id\":10,\"%s\":{\"message_id\":1,"
-			 "\"chat\":{\"id\":1,\"type\":\"private\"},\"text\":\"x\"}}",
-			 kinds[i]);
+		         "{\"update_id\":10,\"%s\":{\"message_id\":1,"
+		         "\"chat\":{\"id\":1,\"type\":\"private\"},\"text\":\"x\"}}",
+		         kinds[i]);
 		struct tg_update u;
 		decode_ok(json, &u);
 		expect_int("kind", TG_UPDATE_OTHER, u.kind);
@@ -260,20 +257,20 @@ static void test_reply_to_message_gives_its_id_and_sender(void **state)
 	(void)state;
 	struct tg_update u;
 	decode_ok("{\"update_id\":14,\"message\":{\"message_id\":50,\"from\":{\"id\":11},"
-		  "\"chat\":{\"id\":-7,\"type\":\"group\"},\"text\":\"and why?\","
-		  "\"reply_to_message\":{\"message_id\":49,"
-		  "\"from\":{\"id\":5555,\"is_bot\":true,\"first_name\":\"tgllm\"},"
-		  "\"chat\":{\"id\":-7,\"type\":\"group\"},\"text\":\"because\"}}}",
-		  &u);
+	          "\"chat\":{\"id\":-7,\"type\":\"group\"},\"text\":\"and why?\","
+	          "\"reply_to_message\":{\"message_id\":49,"
+	          "\"from\":{\"id\":5555,\"is_bot\":true,\"first_name\":\"tgllm\"},"
+	          "\"chat\":{\"id\":-7,\"type\":\"group\"},\"text\":\"because\"}}}",
+	          &u);
 	expect_int("reply_to_message_id", 49, u.message.reply_to_message_id);
 	expect_int("reply_to_from_id", 5555, u.message.reply_to_from_id);
 	update_clear(&u);
 
 	decode_ok("{\"update_id\":15,\"message\":{\"message_id\":51,"
-		  "\"chat\":{\"id\":-7,\"type\":\"group\"},\"text\":\"x\","
-		  "\"reply_to_message\":{\"message_id\":48,\"chat\":{\"id\":-7,\"type\":\"group\"}}"
-		  "}}",
-		  &u);
+	          "\"chat\":{\"id\":-7,\"type\":\"group\"},\"text\":\"x\","
+	          "\"reply_to_message\":{\"message_id\":48,\"chat\":{\"id\":-7,\"type\":\"group\"}}"
+	          "}}",
+	          &u);
 	expect_int("reply_to_message_id", 48, u.message.reply_to_message_id);
 	expect_int("reply_to_from_id without from", 0, u.message.reply_to_from_id);
 	update_clear(&u);
@@ -283,11 +280,11 @@ static void test_malformed_json_is_an_error_with_reason(void **state)
 {
 	(void)state;
 	static const char *const cases[] = {
-		"{\"update_id\":1,",
-		"",
-		"{\"update_id\":1}garbage",
-		"{\"update_id\":1,\"x\":\"\xff\"}",    /* invalid UTF-8 in a string */
-		"{\"update_id\":1,\"x\":\"\\u0000\"}", /* NUL is refused by default */
+	    "{\"update_id\":1,",
+	    "",
+	    "{\"update_id\":1}garbage",
+	    "{\"update_id\":1,\"x\":\"\xff\"}",    /* invalid UTF-8 in a string */
+	    "{\"update_id\":1,\"x\":\"\\u0000\"}", /* NUL is refused by default */
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		expect_decode_error(cases[i], strlen(cases[i]), "malformed JSON");
@@ -299,10 +296,10 @@ static void test_missing_or_non_integer_update_id_is_an_error(void **state)
 {
 	(void)state;
 	static const char *const cases[] = {
-		"{\"message\":{\"message_id\":1,\"chat\":{\"id\":1,\"type\":\"private\"}}}",
-		"{\"update_id\":\"1\"}",
-		"{\"update_id\":1.5}",
-		"{\"update_id\":null}",
+	    "{\"message\":{\"message_id\":1,\"chat\":{\"id\":1,\"type\":\"private\"}}}",
+	    "{\"update_id\":\"1\"}",
+	    "{\"update_id\":1.5}",
+	    "{\"update_id\":null}",
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		expect_decode_error(cases[i], strlen(cases[i]), "no integer update_id");
@@ -317,17 +314,16 @@ static void test_message_without_required_fields_is_an_error(void **state)
 		const char *json;
 		const char *reason;
 	} cases[] = {
-		{"{\"update_id\":1,\"message\":{\"chat\":{\"id\":1,\"type\":\"private\"}}}",
-		 "no integer message_id"},
-		{"{\"update_id\":1,\"message\":{\"message_id\":1}}", "no chat"},
-		{"{\"update_id\":1,\"message\":{\"message_id\":1,\"chat\":{\"type\":\"group\"}}}",
-		 "no chat"},
-		{"{\"update_id\":1,\"message\":{\"message_id\":1,\"chat\":{\"id\":1}}}", "no chat"},
-		{"{\"update_id\":1,\"message\":{\"message_id\":1,\"chat\":{\"id\":\"1\","
-		 "\"type\":\"private\"}}}",
-		 "no chat"},
-		{"{\"update_id\":1,\"message\":\"hi\"}", "not an object"},
-		{"{\"update_id\":1,\"message\":null}", "not an object"},
+	    {"{\"update_id\":1,\"message\":{\"chat\":{\"id\":1,\"type\":\"private\"}}}",
+	     "no integer message_id"},
+	    {"{\"update_id\":1,\"message\":{\"message_id\":1}}", "no chat"},
+	    {"{\"update_id\":1,\"message\":{\"message_id\":1,\"chat\":{\"type\":\"group\"}}}", "no chat"},
+	    {"{\"update_id\":1,\"message\":{\"message_id\":1,\"chat\":{\"id\":1}}}", "no chat"},
+	    {"{\"update_id\":1,\"message\":{\"message_id\":1,\"chat\":{\"id\":\"1\","
+	     "\"type\":\"private\"}}}",
+	     "no chat"},
+	    {"{\"update_id\":1,\"message\":\"hi\"}", "not an object"},
+	    {"{\"update_id\":1,\"message\":null}", "not an object"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		expect_decode_error(cases[i].json, strlen(cases[i].json), cases[i].reason);
@@ -338,15 +334,15 @@ static void test_optional_fields_of_wrong_type_are_absent(void **state)
 	(void)state;
 	struct tg_update u;
 	decode_ok("{\"update_id\":16,\"message\":{\"message_id\":1,\"message_thread_id\":\"7\","
-		  "\"is_topic_message\":1,\"from\":{\"id\":3,\"first_name\":5,\"username\":[],"
-		  "\"language_code\":null,\"is_bot\":\"true\"},"
-		  "\"chat\":{\"id\":1,\"type\":\"private\"},\"text\":\"ok\","
-		  "\"entities\":[7,{\"type\":\"bold\",\"offset\":\"0\",\"length\":2},"
-		  "{\"type\":\"bold\",\"offset\":-1,\"length\":2},"
-		  "{\"type\":1,\"offset\":0,\"length\":2},"
-		  "{\"type\":\"italic\",\"offset\":0,\"length\":2,\"user\":{\"id\":\"9\"}}],"
-		  "\"reply_to_message\":{\"message_id\":\"3\",\"from\":{\"id\":2.5}}}}",
-		  &u);
+	          "\"is_topic_message\":1,\"from\":{\"id\":3,\"first_name\":5,\"username\":[],"
+	          "\"language_code\":null,\"is_bot\":\"true\"},"
+	          "\"chat\":{\"id\":1,\"type\":\"private\"},\"text\":\"ok\","
+	          "\"entities\":[7,{\"type\":\"bold\",\"offset\":\"0\",\"length\":2},"
+	          "{\"type\":\"bold\",\"offset\":-1,\"length\":2},"
+	          "{\"type\":1,\"offset\":0,\"length\":2},"
+	          "{\"type\":\"italic\",\"offset\":0,\"length\":2,\"user\":{\"id\":\"9\"}}],"
+	          "\"reply_to_message\":{\"message_id\":\"3\",\"from\":{\"id\":2.5}}}}",
+	          &u);
 	expect_int("thread_id (string)", 0, u.message.thread_id);
 	expect_int("is_topic_message (number)", 0, u.message.is_topic_message);
 	expect_int("from.is_bot (string)", 0, u.message.from.is_bot);
@@ -361,15 +357,15 @@ static void test_optional_fields_of_wrong_type_are_absent(void **state)
 	update_clear(&u);
 
 	decode_ok("{\"update_id\":17,\"message\":{\"message_id\":1,\"from\":\"me\","
-		  "\"chat\":{\"id\":1,\"type\":\"private\"},\"text\":42,\"entities\":{}}}",
-		  &u);
+	          "\"chat\":{\"id\":1,\"type\":\"private\"},\"text\":42,\"entities\":{}}}",
+	          &u);
 	expect_int("has_from (string)", 0, u.message.has_from);
 	expect_null("text (number)", u.message.text);
 	update_clear(&u);
 
 	decode_ok("{\"update_id\":18,\"message\":{\"message_id\":1,\"from\":{\"id\":\"3\"},"
-		  "\"chat\":{\"id\":1,\"type\":\"private\"},\"text\":\"\"}}",
-		  &u);
+	          "\"chat\":{\"id\":1,\"type\":\"private\"},\"text\":\"\"}}",
+	          &u);
 	expect_int("has_from (id is a string)", 0, u.message.has_from);
 	expect_str("empty text is text", "", u.message.text);
 	update_clear(&u);
@@ -396,9 +392,9 @@ static void test_deeply_nested_input_fails_cleanly(void **state)
 static void test_decode_accepts_a_parsed_object(void **state)
 {
 	(void)state;
-	json_t *obj = json_pack("{s:I, s:{s:i, s:{s:I, s:s}, s:s}}", "update_id", (json_int_t)20,
-				"message", "message_id", 3, "chat", "id", (json_int_t)-99, "type",
-				"group", "text", "hi");
+	json_t *obj =
+	    json_pack("{s:I, s:{s:i, s:{s:I, s:s}, s:s}}", "update_id", (json_int_t)20, "message",
+	              "message_id", 3, "chat", "id", (json_int_t)-99, "type", "group", "text", "hi");
 	if (!obj)
 		fail_msg("json_pack failed");
 	struct tg_update u;
@@ -417,22 +413,22 @@ static void test_decode_accepts_a_parsed_object(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_private_text_message_is_decoded),
-		cmocka_unit_test(test_group_message_with_mention_entity),
-		cmocka_unit_test(test_chat_types_are_mapped),
-		cmocka_unit_test(test_text_mention_and_command_entities),
-		cmocka_unit_test(test_forum_topic_message_has_thread_id),
-		cmocka_unit_test(test_user_without_username_or_first_name),
-		cmocka_unit_test(test_message_without_from_has_no_sender),
-		cmocka_unit_test(test_sticker_photo_and_service_messages_have_no_text),
-		cmocka_unit_test(test_other_update_kinds_report_their_name),
-		cmocka_unit_test(test_reply_to_message_gives_its_id_and_sender),
-		cmocka_unit_test(test_malformed_json_is_an_error_with_reason),
-		cmocka_unit_test(test_missing_or_non_integer_update_id_is_an_error),
-		cmocka_unit_test(test_message_without_required_fields_is_an_error),
-		cmocka_unit_test(test_optional_fields_of_wrong_type_are_absent),
-		cmocka_unit_test(test_deeply_nested_input_fails_cleanly),
-		cmocka_unit_test(test_decode_accepts_a_parsed_object),
+	    cmocka_unit_test(test_private_text_message_is_decoded),
+	    cmocka_unit_test(test_group_message_with_mention_entity),
+	    cmocka_unit_test(test_chat_types_are_mapped),
+	    cmocka_unit_test(test_text_mention_and_command_entities),
+	    cmocka_unit_test(test_forum_topic_message_has_thread_id),
+	    cmocka_unit_test(test_user_without_username_or_first_name),
+	    cmocka_unit_test(test_message_without_from_has_no_sender),
+	    cmocka_unit_test(test_sticker_photo_and_service_messages_have_no_text),
+	    cmocka_unit_test(test_other_update_kinds_report_their_name),
+	    cmocka_unit_test(test_reply_to_message_gives_its_id_and_sender),
+	    cmocka_unit_test(test_malformed_json_is_an_error_with_reason),
+	    cmocka_unit_test(test_missing_or_non_integer_update_id_is_an_error),
+	    cmocka_unit_test(test_message_without_required_fields_is_an_error),
+	    cmocka_unit_test(test_optional_fields_of_wrong_type_are_absent),
+	    cmocka_unit_test(test_deeply_nested_input_fails_cleanly),
+	    cmocka_unit_test(test_decode_accepts_a_parsed_object),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

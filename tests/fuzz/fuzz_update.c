@@ -1,0 +1,35 @@
+/* libFuzzer target for src/update.c: any bytes as an Update body. */
+#include "update.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct tg_update u;
+	char err[128];
+	if (update_parse((const char *)data, size, &u, err, sizeof err) != 0) {
+		if (err[0] == '\0' || u.message.text || u.message.entities)
+			abort(); /* a failure says why and leaves nothing to free */
+		return 0;
+	}
+	if (memchr(u.kind_name, '\0', sizeof u.kind_name) == NULL)
+		abort();
+	const struct tg_message *m = &u.message;
+	if (u.kind == TG_UPDATE_MESSAGE) {
+		if (m->has_from && !m->from.first_name)
+			abort();
+		if (!m->text && m->n_entities)
+			abort();
+		for (size_t i = 0; i < m->n_entities; i++)
+			if (!m->entities[i].type || m->entities[i].offset < 0 || m->entities[i].length < 0)
+				abort();
+	} else if (m->text || m->entities || m->from.first_name) {
+		abort();
+	}
+	update_clear(&u);
+	return 0;
+}
