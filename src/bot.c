@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "chat.h"
 #include "http.h"
@@ -13,15 +12,6 @@
 #include "log.h"
 #include "store.h"
 #include "tg.h"
-
-#define REFUSAL_INTERVAL_S 3600
-
-/* Who was told "no" lately: one refusal per user per hour. */
-struct refusal {
-	struct refusal *next;
-	int64_t user_id;
-	time_t at;
-};
 
 static bool is_username_char(char c)
 {
@@ -127,35 +117,6 @@ enum bot_action bot_route(const struct tg_update *u, const struct access_list *a
 	return command_action;
 }
 
-/* True when user_id may be told "no" now; remembers that they were. */
-static bool may_refuse(struct bot *b, int64_t user_id)
-{
-	time_t now = time(NULL);
-	struct refusal **p = &b->refusals;
-	bool is_recent = false;
-	while (*p) {
-		struct refusal *r = *p;
-		if (now - r->at >= REFUSAL_INTERVAL_S) {
-			*p = r->next;
-			free(r);
-			continue;
-		}
-		if (r->user_id == user_id)
-			is_recent = true;
-		p = &r->next;
-	}
-	if (is_recent)
-		return false;
-	struct refusal *r = malloc(sizeof *r);
-	if (r) {
-		r->user_id = user_id;
-		r->at = now;
-		r->next = b->refusals;
-		b->refusals = r;
-	}
-	return true;
-}
-
 static void on_done_marked(void *arg, int err)
 {
 	(void)arg;
@@ -167,10 +128,6 @@ static void dispatch(struct bot *b, struct tg_update *u)
 {
 	const char *why;
 	enum bot_action action = bot_route(u, b->cfg->allow, b->self_id, b->self_username, &why);
-	if (action == BOT_REFUSE && !may_refuse(b, u->message.from.id)) {
-		action = BOT_IGNORE;
-		why = "a stranger refused within the hour";
-	}
 	if (action == BOT_REFUSE)
 		log_info("bot: update=%lld chat=%lld: user %lld (@%s) is not on the allowlist",
 			 (long long)u->update_id, (long long)u->message.chat_id,
@@ -316,10 +273,5 @@ void bot_free(struct bot *b)
 	tg_client_free(b->tg);
 	http_client_free(b->http);
 	free(b->self_username);
-	while (b->refusals) {
-		struct refusal *r = b->refusals;
-		b->refusals = r->next;
-		free(r);
-	}
 	memset(b, 0, sizeof *b);
 }

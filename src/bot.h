@@ -47,7 +47,6 @@ struct bot {
 	int64_t self_id;      /* from getMe */
 	char *self_username;  /* from getMe, without '@' */
 	double token_scale;   /* real tokens per estimated token, learned from usage */
-	struct refusal *refusals;
 };
 
 /* Creates the clients and opens the store; -1 with a reason in err. */

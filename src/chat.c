@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "history.h"
 #include "llm.h"
@@ -17,6 +18,7 @@
 #define CONTEXT_RETRIES 3
 #define SEND_TIMEOUT_S 30
 #define MAX_USER_TEXT (64u << 10) /* bytes of one message sent to the model */
+#define REFUSAL_INTERVAL_S 3600   /* a stranger is told "no" once an hour, not at every message */
 
 struct chat;
 
@@ -220,7 +222,7 @@ static void send_typing(struct job *job)
 	json_t *params = json_pack("{s:I, s:s}", "chat_id", (json_int_t)job->chat->id, "action", "typing");
 	if (params && job->u.message.is_topic_message)
 		json_object_set_new(params, "message_thread_id", json_integer(job->u.message.thread_id));
-	job->typing_call = tg_call(job->bot->tg, "sendChatAction", params, SEND_TIMEOUT_S, on_action_sent, job);
+	job->typing_call = tg_call(job->bot->tg, "sendChatAction", params, job->chat->id, SEND_TIMEOUT_S, on_action_sent, job);
 }
 
 static void on_typing_timer(evutil_socket_t fd, short kind, void *arg)
@@ -308,7 +310,7 @@ static void send_text(struct job *job, const char *text, size_t len, bool is_rep
 	if (params && m->is_topic_message)
 		json_object_set_new(params, "message_thread_id", json_integer(m->thread_id));
 	if (params)
-		job->send_call = tg_call(job->bot->tg, "sendMessage", params, SEND_TIMEOUT_S, on_sent, s);
+		job->send_call = tg_call(job->bot->tg, "sendMessage", params, m->chat_id, SEND_TIMEOUT_S, on_sent, s);
 	if (!job->send_call) {
 		if (!job->is_blocked)
 			log_error("chat=%lld: cannot send a message", (long long)job->chat->id);
@@ -353,6 +355,30 @@ static void send_refusal(struct job *job)
 			 (long long)job->u.message.from.id);
 #pragma GCC diagnostic pop
 	send_text(job, text, n > 0 ? (size_t)n : 0, true, mark_done_and_finish);
+}
+
+static void on_refusal_noted(void *arg, int err)
+{
+	(void)err; /* logged by the store; the worst case is one refusal more */
+	send_refusal(arg);
+}
+
+/* Strangers are told once an hour; the time is in the store so restarts keep it. */
+static void on_last_refusal(void *arg, int err, const char *value)
+{
+	struct job *job = arg;
+	time_t now = time(NULL);
+	long long last = value ? strtoll(value, NULL, 10) : 0;
+	if (!err && now - last < REFUSAL_INTERVAL_S) {
+		log_info("chat=%lld: user %lld was refused within the hour; not telling again",
+			 (long long)job->chat->id, (long long)job->u.message.from.id);
+		mark_done_and_finish(job);
+		return;
+	}
+	char stamp[24];
+	snprintf(stamp, sizeof stamp, "%lld", (long long)now);
+	job->bot->store->ops->setting_set(job->bot->store, job->u.message.from.id, "refused_at", stamp,
+					  on_refusal_noted, job);
 }
 
 /* ---- a reply from the model ---- */
@@ -625,7 +651,8 @@ static void job_start(struct job *job)
 		job->bot->store->ops->history_clear(job->bot->store, job->chat->id, on_history_cleared, job);
 		return;
 	case BOT_REFUSE:
-		send_refusal(job);
+		job->bot->store->ops->setting_get(job->bot->store, job->u.message.from.id, "refused_at",
+						  on_last_refusal, job);
 		return;
 	case BOT_IGNORE:
 		break;

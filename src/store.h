@@ -12,7 +12,8 @@
  *  - the update journal: every update received is recorded before Telegram is
  *    told it arrived ("claimed"), and marked done once handled, so a crash
  *    loses nothing and a redelivered update is not answered twice;
- *  - per-chat settings (key/value), for the commands that come later.
+ *  - settings: small key/value strings per scope (a chat or a user id),
+ *    e.g. when a stranger was last refused.
  * docs/internals/STORE.md describes the SQLite schema.
  */
 #ifndef TGLLM_STORE_H
@@ -34,6 +35,8 @@ typedef void (*store_done_cb)(void *arg, int err);
 typedef void (*store_history_cb)(void *arg, int err, struct history *h);
 /* is_new is false when the update id was seen before. */
 typedef void (*store_claim_cb)(void *arg, int err, bool is_new);
+/* value is NULL when the key is not set; borrowed for the call. */
+typedef void (*store_value_cb)(void *arg, int err, const char *value);
 /* Called once per journaled update not yet done, oldest first, then once with raw NULL. */
 typedef void (*store_pending_cb)(void *arg, int err, const char *raw);
 
@@ -49,6 +52,9 @@ struct store_ops {
 			     store_claim_cb cb, void *arg);
 	void (*update_done)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 	void (*update_pending)(struct store *s, store_pending_cb cb, void *arg);
+	void (*setting_get)(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
+	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value,
+			    store_done_cb cb, void *arg);
 	void (*free)(struct store *s);
 };
 

@@ -14,7 +14,8 @@
 struct store_sqlite {
 	struct store base;
 	sqlite3 *db;
-	sqlite3_stmt *load, *append, *clear, *claim, *done, *pending, *begin, *commit, *rollback;
+	sqlite3_stmt *load, *append, *clear, *claim, *done, *pending, *get, *set, *begin, *commit,
+		*rollback;
 };
 
 /* Each entry moves the schema from version i to i + 1. */
@@ -33,11 +34,11 @@ static const char *const migrations[] = {
 	"  body TEXT,"
 	"  received_at INTEGER NOT NULL);"
 	"CREATE INDEX updates_pending ON updates (state, update_id);"
-	"CREATE TABLE chat_settings ("
-	"  chat_id INTEGER NOT NULL,"
+	"CREATE TABLE settings ("
+	"  scope INTEGER NOT NULL,"
 	"  key TEXT NOT NULL,"
 	"  value TEXT NOT NULL,"
-	"  PRIMARY KEY (chat_id, key));",
+	"  PRIMARY KEY (scope, key));",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -150,26 +151,79 @@ static void update_done(struct store *base, int64_t update_id, store_done_cb cb,
 static void update_pending(struct store *base, store_pending_cb cb, void *arg)
 {
 	struct store_sqlite *s = from(base);
-	int rc;
+	char **raws = NULL;
+	size_t n = 0, cap = 0;
+	int rc, err = 0;
 	while ((rc = sqlite3_step(s->pending)) == SQLITE_ROW) {
 		const char *raw = (const char *)sqlite3_column_text(s->pending, 0);
-		if (raw)
-			cb(arg, 0, raw);
+		if (!raw)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			char **p = realloc(raws, ncap * sizeof *p);
+			if (!p)
+				break;
+			raws = p;
+			cap = ncap;
+		}
+		if (!(raws[n] = strdup(raw)))
+			break;
+		n++;
 	}
-	int err = 0;
 	if (rc != SQLITE_DONE) {
 		log_db_error(s, "reading the update journal");
 		err = -1;
 	}
 	sqlite3_reset(s->pending);
+	for (size_t i = 0; i < n; i++) {
+		cb(arg, 0, raws[i]);
+		free(raws[i]);
+	}
+	free(raws);
 	cb(arg, err, NULL);
+}
+
+/*
+ * The callbacks below run after the statement is reset: a callback may well
+ * call the store again, and SQLite statements are not reentrant.
+ */
+static void setting_get(struct store *base, int64_t scope, const char *key, store_value_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	char *value = NULL;
+	int err = 0;
+	sqlite3_bind_int64(s->get, 1, scope);
+	sqlite3_bind_text(s->get, 2, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s->get);
+	if (rc == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(s->get, 0);
+		if (v && !(value = strdup(v)))
+			err = -1;
+	} else if (rc != SQLITE_DONE) {
+		log_db_error(s, "reading a setting");
+		err = -1;
+	}
+	sqlite3_reset(s->get);
+	sqlite3_clear_bindings(s->get);
+	cb(arg, err, value);
+	free(value);
+}
+
+static void setting_set(struct store *base, int64_t scope, const char *key, const char *value,
+			store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_bind_int64(s->set, 1, scope);
+	sqlite3_bind_text(s->set, 2, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s->set, 3, value, -1, SQLITE_STATIC);
+	cb(arg, run(s, s->set, "writing a setting"));
 }
 
 static void store_sqlite_free(struct store *base)
 {
 	struct store_sqlite *s = from(base);
-	sqlite3_stmt *all[] = {s->load,  s->append, s->clear,  s->claim,   s->done,
-			       s->pending, s->begin,  s->commit, s->rollback};
+	sqlite3_stmt *all[] = {s->load, s->append, s->clear,  s->claim,    s->done, s->pending,
+			       s->get,  s->set,    s->begin, s->commit, s->rollback};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sqlite3_finalize(all[i]);
 	sqlite3_close(s->db);
@@ -184,6 +238,8 @@ static const struct store_ops sqlite_ops = {
 	.update_claim = update_claim,
 	.update_done = update_done,
 	.update_pending = update_pending,
+	.setting_get = setting_get,
+	.setting_set = setting_set,
 	.free = store_sqlite_free,
 };
 
@@ -269,6 +325,9 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 	    prepare(s, &s->done, "UPDATE updates SET state = 'done', body = NULL WHERE update_id = ?1", err,
 		    errlen) ||
 	    prepare(s, &s->pending, "SELECT body FROM updates WHERE state = 'pending' ORDER BY update_id",
+		    err, errlen) ||
+	    prepare(s, &s->get, "SELECT value FROM settings WHERE scope = ?1 AND key = ?2", err, errlen) ||
+	    prepare(s, &s->set, "INSERT OR REPLACE INTO settings (scope, key, value) VALUES (?1, ?2, ?3)",
 		    err, errlen) ||
 	    prepare(s, &s->begin, "BEGIN IMMEDIATE", err, errlen) ||
 	    prepare(s, &s->commit, "COMMIT", err, errlen) || prepare(s, &s->rollback, "ROLLBACK", err, errlen))

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -11,16 +12,34 @@
 #define TG_MAX_RETRY_AFTER 3600 /* seconds; beyond that, give up */
 #define TG_MAX_RESPONSE (16u << 20)
 
+/* Telegram's published limits, in seconds between calls. */
+#define PACE_GLOBAL (1.0 / 30)
+#define PACE_PRIVATE 1.0
+#define PACE_GROUP 3.0 /* 20 a minute */
+#define PACE_BUCKETS 1024
+#define PACE_FORGET_S 60.0 /* a chat idle this long needs no record */
+
+/* When a chat may next be written to. */
+struct pace {
+	struct pace *next_in_bucket;
+	int64_t chat_id;
+	double next;
+};
+
 struct tg_client {
 	struct event_base *base;
 	struct http_client *http;
 	char *api_base;
 	char *token;
+	double global_next;
+	struct pace *paces[PACE_BUCKETS];
 };
 
 struct tg_call {
 	struct tg_client *tg;
 	char method[64];
+	int64_t chat_id;
+	bool is_action; /* sendChatAction: the overall budget only */
 	char *url;
 	char *body;
 	long timeout_s;
@@ -57,9 +76,87 @@ static void finish_error(struct tg_call *call, long code, const char *descriptio
 	finish(call, &res);
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Group and channel ids are negative (https://core.telegram.org/bots/api#chat). */
+static double pace_interval(int64_t chat_id)
+{
+	return chat_id < 0 ? PACE_GROUP : PACE_PRIVATE;
+}
+
+/* The chat's record, made when missing (NULL when out of memory); forgets idle chats on the way. */
+static struct pace *pace_get(struct tg_client *tg, int64_t chat_id, double now)
+{
+	uint64_t h = (uint64_t)chat_id * 0x9E3779B97F4A7C15u;
+	struct pace **p = &tg->paces[h >> 54]; /* 10 bits: PACE_BUCKETS */
+	struct pace *found = NULL;
+	while (*p) {
+		struct pace *x = *p;
+		if (x->chat_id == chat_id) {
+			found = x;
+		} else if (x->next < now - PACE_FORGET_S) {
+			*p = x->next_in_bucket;
+			free(x);
+			continue;
+		}
+		p = &x->next_in_bucket;
+	}
+	if (found)
+		return found;
+	found = calloc(1, sizeof *found);
+	if (found) {
+		found->chat_id = chat_id;
+		found->next_in_bucket = tg->paces[h >> 54];
+		tg->paces[h >> 54] = found;
+	}
+	return found;
+}
+
+static double pace_peek(struct tg_client *tg, int64_t chat_id, double now)
+{
+	struct pace *p = pace_get(tg, chat_id, now);
+	double at = tg->global_next > now ? tg->global_next : now;
+	return p && p->next > at ? p->next : at;
+}
+
+/* Takes the first slot at or after not_before for a call; returns its time. */
+static double pace_reserve(struct tg_call *call, double now, double not_before)
+{
+	struct tg_client *tg = call->tg;
+	if (!call->chat_id)
+		return not_before;
+	struct pace *p = call->is_action ? NULL : pace_get(tg, call->chat_id, now);
+	double at = not_before > tg->global_next ? not_before : tg->global_next;
+	if (p && p->next > at)
+		at = p->next;
+	tg->global_next = at + PACE_GLOBAL;
+	if (p)
+		p->next = at + pace_interval(call->chat_id);
+	return at;
+}
+
+/* A 429 pauses the whole chat: every call to it waits, not just this one. */
+static void pace_pause(struct tg_call *call, double now, long seconds)
+{
+	struct pace *p = call->chat_id ? pace_get(call->tg, call->chat_id, now) : NULL;
+	if (p && p->next < now + (double)seconds)
+		p->next = now + (double)seconds;
+}
+
+double tg_chat_wait(struct tg_client *tg, int64_t chat_id)
+{
+	double now = now_s();
+	return pace_peek(tg, chat_id, now) - now;
+}
+
 static int send_attempt(struct tg_call *call);
 
-static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
+static void on_slot(evutil_socket_t fd, short kind, void *arg)
 {
 	(void)fd;
 	(void)kind;
@@ -68,13 +165,24 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 		finish_error(call, 0, "cannot start the request");
 }
 
+/* Sends the call in its first free slot after delay seconds. 0, or -1 when it cannot be scheduled. */
+static int schedule(struct tg_call *call, double delay)
+{
+	double now = now_s();
+	double wait = pace_reserve(call, now, now + delay) - now;
+	if (wait <= 0.0005)
+		return send_attempt(call);
+	if (!call->retry_timer)
+		call->retry_timer = evtimer_new(call->tg->base, on_slot, call);
+	long us = (long)(wait * 1e6);
+	struct timeval tv = {us / 1000000, us % 1000000};
+	return call->retry_timer && evtimer_add(call->retry_timer, &tv) == 0 ? 0 : -1;
+}
+
 static void retry_later(struct tg_call *call, long seconds)
 {
 	call->http = NULL;
-	struct timeval tv = {seconds, 0};
-	if (!call->retry_timer)
-		call->retry_timer = evtimer_new(call->tg->base, on_retry_timer, call);
-	if (!call->retry_timer || evtimer_add(call->retry_timer, &tv) != 0)
+	if (schedule(call, (double)seconds) != 0)
 		finish_error(call, 0, "cannot schedule a retry");
 }
 
@@ -133,6 +241,7 @@ static void on_http_done(void *arg, const struct http_response *resp)
 		call->attempts--; /* waiting as told is not a failed attempt */
 		log_warn("tg: %s: flood limit, retrying in %lld s", call->method, (long long)retry_after);
 		json_decref(root);
+		pace_pause(call, now_s(), (long)retry_after);
 		retry_later(call, (long)retry_after);
 		return;
 	}
@@ -185,19 +294,28 @@ void tg_client_free(struct tg_client *tg)
 {
 	if (!tg)
 		return;
+	for (size_t i = 0; i < PACE_BUCKETS; i++) {
+		while (tg->paces[i]) {
+			struct pace *p = tg->paces[i];
+			tg->paces[i] = p->next_in_bucket;
+			free(p);
+		}
+	}
 	free(tg->api_base);
 	free(tg->token);
 	free(tg);
 }
 
-struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, long timeout_s,
-			tg_done_cb done, void *arg)
+struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, int64_t chat_id,
+			long timeout_s, tg_done_cb done, void *arg)
 {
 	struct tg_call *call = calloc(1, sizeof *call);
 	if (!call)
 		goto fail;
 	call->tg = tg;
 	snprintf(call->method, sizeof call->method, "%s", method);
+	call->chat_id = chat_id;
+	call->is_action = strcmp(method, "sendChatAction") == 0;
 	call->timeout_s = timeout_s;
 	call->done = done;
 	call->arg = arg;
@@ -206,7 +324,7 @@ struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params
 		goto fail;
 	}
 	call->body = params ? json_dumps(params, JSON_COMPACT) : strdup("{}");
-	if (!call->body || send_attempt(call) != 0)
+	if (!call->body || schedule(call, 0) != 0)
 		goto fail;
 	json_decref(params);
 	return call;

@@ -11,6 +11,12 @@
  * few times with backoff. A request that may have reached Telegram and got
  * no answer (a timeout mid-transfer) is not repeated, so a message is never
  * sent twice.
+ *
+ * So does the one rate limiter for all calls that write to a chat
+ * (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this):
+ * about 30 calls a second overall, one a second per private chat, 20 a
+ * minute per group. A call waits for its slot; a 429 pauses its whole chat
+ * for retry_after. See docs/internals/RATE-LIMITS.md.
  */
 #ifndef TGLLM_TG_H
 #define TGLLM_TG_H
@@ -18,6 +24,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "http.h"
 
@@ -39,12 +46,20 @@ void tg_client_free(struct tg_client *tg);
 
 /*
  * Calls method with params (a JSON object; the reference is stolen).
+ * chat_id names the chat the call writes to, for the rate limiter; 0 for
+ * calls that write to no chat (getMe, getUpdates), which are not limited.
+ * sendChatAction counts against the overall budget only.
  * timeout_s bounds one attempt (getUpdates passes its long-poll timeout plus
  * a margin). done is called exactly once unless the call is cancelled.
  * Returns NULL if the call could not even be started (done is not called).
  */
-struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, long timeout_s,
-			tg_done_cb done, void *arg);
+struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, int64_t chat_id,
+			long timeout_s, tg_done_cb done, void *arg);
+/*
+ * Seconds until a new call to chat_id would go out (0 when it would go now):
+ * streaming uses it to send frames no faster than the chat's budget.
+ */
+double tg_chat_wait(struct tg_client *tg, int64_t chat_id);
 /* Cancels a call, including one waiting to retry; done is not called. */
 void tg_call_cancel(struct tg_call *call);
 
