@@ -47,6 +47,7 @@ struct bot {
 	int64_t self_id;      /* from getMe */
 	char *self_username;  /* from getMe, without '@' */
 	double token_scale;   /* real tokens per estimated token, learned from usage */
+	bool has_no_drafts;   /* sendMessageDraft failed once: stream by edits */
 };
 
 /* Creates the clients and opens the store; -1 with a reason in err. */

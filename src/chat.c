@@ -5,10 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "deliver.h"
 #include "history.h"
 #include "llm.h"
 #include "log.h"
-#include "render.h"
 #include "store.h"
 #include "text.h"
 #include "tg.h"
@@ -38,13 +38,11 @@ struct job {
 	size_t min_from; /* history turns before this one are left out after a context overflow */
 	int context_retries;
 	struct llm_call *llm;
+	size_t asked_tokens; /* the prompt of the request in flight, by our estimate */
+	size_t asked_from;   /* the first history turn it carries */
+	struct delivery *delivery;
 	char *answer;         /* what is stored as the assistant turn */
 	size_t answer_len;
-	char *shown;          /* what the user is sent */
-	size_t shown_len;
-	struct render_part *parts;
-	long n_parts;
-	long next_part;
 	enum text_id after_text; /* a notice sent after the answer, TEXT_COUNT for none */
 	bool is_blocked;         /* Telegram said 403: stop sending */
 
@@ -107,6 +105,7 @@ static void chat_remove(struct chats *cs, struct chat *c)
 static void job_free(struct job *job)
 {
 	llm_cancel(job->llm);
+	delivery_free(job->delivery);
 	tg_call_cancel(job->typing_call);
 	tg_call_cancel(job->send_call);
 	if (job->typing_timer)
@@ -114,8 +113,6 @@ static void job_free(struct job *job)
 	history_free(&job->history);
 	free(job->user_turn);
 	free(job->answer);
-	free(job->shown);
-	free(job->parts);
 	update_clear(&job->u);
 	free(job);
 }
@@ -222,7 +219,7 @@ static void send_typing(struct job *job)
 	json_t *params = json_pack("{s:I, s:s}", "chat_id", (json_int_t)job->chat->id, "action", "typing");
 	if (params && job->u.message.is_topic_message)
 		json_object_set_new(params, "message_thread_id", json_integer(job->u.message.thread_id));
-	job->typing_call = tg_call(job->bot->tg, "sendChatAction", params, job->chat->id, SEND_TIMEOUT_S, on_action_sent, job);
+	job->typing_call = tg_call(job->bot->tg, "sendChatAction", params, job->chat->id, 0, SEND_TIMEOUT_S, on_action_sent, job);
 }
 
 static void on_typing_timer(evutil_socket_t fd, short kind, void *arg)
@@ -310,7 +307,7 @@ static void send_text(struct job *job, const char *text, size_t len, bool is_rep
 	if (params && m->is_topic_message)
 		json_object_set_new(params, "message_thread_id", json_integer(m->thread_id));
 	if (params)
-		job->send_call = tg_call(job->bot->tg, "sendMessage", params, m->chat_id, SEND_TIMEOUT_S, on_sent, s);
+		job->send_call = tg_call(job->bot->tg, "sendMessage", params, m->chat_id, 0, SEND_TIMEOUT_S, on_sent, s);
 	if (!job->send_call) {
 		if (!job->is_blocked)
 			log_error("chat=%lld: cannot send a message", (long long)job->chat->id);
@@ -420,37 +417,32 @@ static void send_after_text(struct job *job)
 	send_notice(job, id, save_exchange);
 }
 
-static void send_next_part(struct job *job)
+static void on_delivered(void *arg, bool is_delivered)
 {
-	if (job->next_part >= job->n_parts || job->is_blocked) {
-		send_after_text(job);
-		return;
-	}
-	const struct render_part *p = &job->parts[job->next_part];
-	bool is_first = job->next_part == 0;
-	job->next_part++;
-	send_text(job, job->shown + p->offset, p->len, is_first, send_next_part);
+	struct job *job = arg;
+	if (!is_delivered)
+		log_warn("chat=%lld update=%lld: the answer did not fully reach the chat; it is stored",
+			 (long long)job->chat->id, (long long)job->u.update_id);
+	send_after_text(job);
 }
 
+/* The answer is complete: the final messages, then a notice if any, then the history. */
 static void deliver(struct job *job, const char *answer, size_t len, const char *suffix)
 {
 	typing_stop(job);
+	char *shown = NULL;
 	job->answer = strndup(answer, len);
 	job->answer_len = len;
-	if (asprintf(&job->shown, "%.*s%s%s", (int)len, answer, suffix ? "\n\n" : "", suffix ? suffix : "") < 0)
-		job->shown = NULL;
-	if (!job->answer || !job->shown) {
+	if (asprintf(&shown, "%.*s%s%s", (int)len, answer, suffix ? "\n\n" : "", suffix ? suffix : "") < 0)
+		shown = NULL;
+	if (!job->answer || !shown) {
+		free(shown);
 		log_error("chat=%lld: out of memory delivering an answer", (long long)job->chat->id);
 		mark_done_and_finish(job);
 		return;
 	}
-	job->shown_len = strlen(job->shown);
-	job->n_parts = render_split_plain(job->shown, job->shown_len, RENDER_MAX_UNITS, &job->parts);
-	if (job->n_parts < 0) {
-		job->n_parts = 0;
-		log_error("chat=%lld: out of memory splitting an answer", (long long)job->chat->id);
-	}
-	send_next_part(job);
+	delivery_finish(job->delivery, shown, strlen(shown), on_delivered);
+	free(shown);
 }
 
 static void fail_with(struct job *job, enum text_id id)
@@ -472,18 +464,10 @@ static void calibrate(struct job *job, long prompt_tokens, size_t estimated)
 	job->bot->token_scale = 0.8 * job->bot->token_scale + 0.2 * ratio;
 }
 
-struct asked {
-	struct job *job;
-	size_t estimated; /* tokens of the prompt, by our estimate */
-	size_t from;      /* the first history turn sent */
-};
-
 static void on_answer(void *arg, const struct llm_result *res)
 {
-	struct asked *a = arg;
-	struct job *job = a->job;
-	size_t estimated = a->estimated, from = a->from;
-	free(a);
+	struct job *job = arg;
+	size_t estimated = job->asked_tokens, from = job->asked_from;
 	job->llm = NULL;
 	long long chat = (long long)job->chat->id;
 
@@ -542,6 +526,12 @@ static void on_answer(void *arg, const struct llm_result *res)
 	}
 }
 
+static void on_progress(void *arg, const char *text, size_t len)
+{
+	struct job *job = arg;
+	delivery_progress(job->delivery, text, len);
+}
+
 /* Builds the request from the system prompt, what fits of the history and the new turn. */
 static void ask(struct job *job)
 {
@@ -569,8 +559,7 @@ static void ask(struct job *job)
 
 	json_t *messages = json_array();
 	json_t *past = history_to_json(&job->history, from);
-	struct asked *a = malloc(sizeof *a);
-	if (!messages || !past || !a)
+	if (!messages || !past)
 		goto oom;
 	if (cfg->system_prompt &&
 	    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system", "content",
@@ -581,19 +570,15 @@ static void ask(struct job *job)
 						      job->user_turn, job->user_turn_len)) != 0)
 		goto oom;
 	json_decref(past);
-	a->job = job;
-	a->estimated = estimated;
-	a->from = from;
-	job->llm = llm_complete(job->bot->llm, messages, NULL, on_answer, a);
-	if (!job->llm) {
-		free(a);
+	job->asked_tokens = estimated;
+	job->asked_from = from;
+	job->llm = llm_complete(job->bot->llm, messages, on_progress, on_answer, job);
+	if (!job->llm)
 		fail_with(job, TEXT_MODEL_DOWN);
-	}
 	return;
 oom:
 	json_decref(messages);
 	json_decref(past);
-	free(a);
 	log_error("chat=%lld: out of memory building a request", (long long)job->chat->id);
 	fail_with(job, TEXT_MODEL_DOWN);
 }
@@ -609,6 +594,12 @@ static void on_history_loaded(void *arg, int err, struct history *h)
 	job->history = *h;
 	*h = (struct history)HISTORY_INIT;
 	ask(job);
+}
+
+/* Text is on the screen: "typing…" would only get in the way. */
+static void on_visible(void *arg)
+{
+	typing_stop(arg);
 }
 
 static void start_reply(struct job *job)
@@ -630,6 +621,17 @@ static void start_reply(struct job *job)
 	}
 	job->user_turn_len = (size_t)n;
 	job->budget = job->bot->cfg->context_tokens;
+	struct delivery_target target = {
+		.chat_id = m->chat_id,
+		.reply_to = m->message_id,
+		.thread_id = m->is_topic_message ? m->thread_id : 0,
+		.is_private = m->chat_type == TG_CHAT_PRIVATE,
+	};
+	job->delivery = delivery_new(job->bot, &target, on_visible, job);
+	if (!job->delivery) {
+		fail_with(job, TEXT_MODEL_DOWN);
+		return;
+	}
 	job->bot->store->ops->history_load(job->bot->store, job->chat->id, on_history_loaded, job);
 }
 

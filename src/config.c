@@ -130,6 +130,13 @@ int config_load(struct config *cfg, char *err, size_t errlen)
 	}
 	cfg->llm_timeout_s = n;
 
+	v = env("REASONING");
+	if (v && strcmp(v, "quote") != 0 && strcmp(v, "hide") != 0) {
+		snprintf(err, errlen, "REASONING must be hide or quote");
+		goto fail;
+	}
+	cfg->show_reasoning = v && strcmp(v, "quote") == 0;
+
 	cfg->log_level = LOG_LEVEL_INFO;
 	if ((v = env("LOG_LEVEL")) && log_level_parse(v, &cfg->log_level) != 0) {
 		snprintf(err, errlen, "LOG_LEVEL must be debug, info, warn or error");

@@ -9,6 +9,7 @@
 #ifndef TGLLM_CONFIG_H
 #define TGLLM_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "access.h"
@@ -25,6 +26,7 @@ struct config {
 	char *store;         /* "sqlite:PATH" */
 	size_t context_tokens;
 	long llm_timeout_s;  /* a whole model answer */
+	bool show_reasoning; /* <think> text as an expandable quote, else hidden */
 	enum log_level log_level;
 };
 

@@ -117,7 +117,7 @@ static void poll_next(struct poller *p)
 {
 	json_t *params = json_pack("{s:I, s:i, s:[s]}", "offset", (json_int_t)p->offset, "timeout",
 				   POLL_TIMEOUT_S, "allowed_updates", "message");
-	p->call = tg_call(p->bot->tg, "getUpdates", params, 0, POLL_TIMEOUT_S + POLL_MARGIN_S, on_updates, p);
+	p->call = tg_call(p->bot->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S, on_updates, p);
 	if (!p->call)
 		retry_in(p, backoff(p));
 }
@@ -207,7 +207,7 @@ static void on_me(void *arg, const struct tg_result *res)
 
 static void ask_me(struct poller *p)
 {
-	p->call = tg_call(p->bot->tg, "getMe", NULL, 0, POLL_MARGIN_S, on_me, p);
+	p->call = tg_call(p->bot->tg, "getMe", NULL, 0, 0, POLL_MARGIN_S, on_me, p);
 	if (!p->call)
 		retry_in(p, backoff(p));
 }

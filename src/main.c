@@ -29,6 +29,7 @@ static const char usage[] =
 	"  STORE               where history lives: sqlite:PATH (default sqlite:tgllm.db)\n"
 	"  CONTEXT_TOKENS      the prompt budget in tokens (default 16000)\n"
 	"  OPENAI_TIMEOUT      seconds one answer may take (default 300)\n"
+	"  REASONING           <think> text of reasoning models: hide or quote (default hide)\n"
 	"  TELEGRAM_API_BASE   the Bot API server (default https://api.telegram.org)\n"
 	"  LOG_LEVEL           debug, info, warn or error (default info)\n";
 

@@ -40,6 +40,7 @@ struct tg_call {
 	char method[64];
 	int64_t chat_id;
 	bool is_action; /* sendChatAction: the overall budget only */
+	bool is_droppable;
 	char *url;
 	char *body;
 	long timeout_s;
@@ -234,14 +235,17 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	if (!desc)
 		desc = "no description";
 
-	if (code == 429 && call->waits_429 < TG_MAX_429_WAITS && retry_after <= TG_MAX_RETRY_AFTER) {
+	if (code == 429) {
 		if (retry_after < 1)
 			retry_after = 1;
+		pace_pause(call, now_s(), (long)retry_after);
+	}
+	if (code == 429 && !call->is_droppable && call->waits_429 < TG_MAX_429_WAITS &&
+	    retry_after <= TG_MAX_RETRY_AFTER) {
 		call->waits_429++;
 		call->attempts--; /* waiting as told is not a failed attempt */
 		log_warn("tg: %s: flood limit, retrying in %lld s", call->method, (long long)retry_after);
 		json_decref(root);
-		pace_pause(call, now_s(), (long)retry_after);
 		retry_later(call, (long)retry_after);
 		return;
 	}
@@ -307,7 +311,7 @@ void tg_client_free(struct tg_client *tg)
 }
 
 struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, int64_t chat_id,
-			long timeout_s, tg_done_cb done, void *arg)
+			unsigned flags, long timeout_s, tg_done_cb done, void *arg)
 {
 	struct tg_call *call = calloc(1, sizeof *call);
 	if (!call)
@@ -316,6 +320,7 @@ struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params
 	snprintf(call->method, sizeof call->method, "%s", method);
 	call->chat_id = chat_id;
 	call->is_action = strcmp(method, "sendChatAction") == 0;
+	call->is_droppable = flags & TG_CALL_DROPPABLE;
 	call->timeout_s = timeout_s;
 	call->done = done;
 	call->arg = arg;

@@ -53,8 +53,16 @@ void tg_client_free(struct tg_client *tg);
  * a margin). done is called exactly once unless the call is cancelled.
  * Returns NULL if the call could not even be started (done is not called).
  */
+enum tg_call_flags {
+	/*
+	 * A streaming frame: on 429 the chat is paused as usual but the call is
+	 * not repeated; it fails with error_code 429 (a later frame supersedes it).
+	 */
+	TG_CALL_DROPPABLE = 1,
+};
+
 struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, int64_t chat_id,
-			long timeout_s, tg_done_cb done, void *arg);
+			unsigned flags, long timeout_s, tg_done_cb done, void *arg);
 /*
  * Seconds until a new call to chat_id would go out (0 when it would go now):
  * streaming uses it to send frames no faster than the chat's budget.

@@ -238,6 +238,14 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        # A client (the bot) that exits or gives up closes its connections:
+        # not worth a traceback. Anything else is printed as usual.
+        import sys
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class FakeTelegram:
@@ -617,6 +625,11 @@ class FakeTelegram:
         if bad:
             return self._error(h, call, 400, f"Bad Request: can't parse entities: {bad}")
         thread_id = _as_int(p.get("message_thread_id"))
+        known = self.chats.get(chat_id)
+        if thread_id and known is not None and known.type != "private" and not known.is_forum:
+            # Telegram's answer for a thread id in a chat without topics (for example
+            # the reply-thread id that ordinary supergroup messages carry).
+            return self._error(h, call, 400, "Bad Request: message thread not found")
         reply_to = None
         rp = p.get("reply_parameters")
         if isinstance(rp, dict):

@@ -204,9 +204,12 @@ class BotTestCase(unittest.TestCase):
         outcome = getattr(self, "_outcome", None)
         if outcome is None:
             return False
-        if hasattr(outcome, "success"):
-            return not outcome.success
-        return any(err for _, err in getattr(outcome, "errors", []))
+        if hasattr(outcome, "errors"):  # Python <= 3.10
+            return any(err for _, err in outcome.errors)
+        # Python >= 3.11 reports failures to the result as they happen.
+        result = outcome.result
+        return any(getattr(t, "test_case", t) is self
+                   for t, _ in list(getattr(result, "failures", [])) + list(getattr(result, "errors", [])))
 
     # ---- the bot ---------------------------------------------------------
 

@@ -2,10 +2,9 @@
 long answers, and what the model request looks like."""
 
 import re
-import time
 
 from fake_openai import Reply, answer
-from harness import (ALICE, API_KEY, BOB, BotTestCase, main, utf16_len)
+from harness import ALICE, API_KEY, BOB, IVAN, BotTestCase, main, utf16_len
 
 
 def squash(text: str) -> str:
@@ -28,6 +27,13 @@ class PrivateConversationTest(BotTestCase):
                       f"expected allow_sending_without_reply: true, got {rp!r}")
         self.assertNotIn("message_thread_id", reply.params, "a private chat without topics has no thread")
         self.assertEqual(self.tg.texts_in(ALICE.id), ["Echo: Hello there"], "expected exactly one answer")
+
+    def test_message_in_a_private_topic_is_answered_in_that_topic(self):
+        self.start_bot()
+        msg = self.tg.send_private(ALICE, "Hello from a private topic", thread_id=12)
+        reply = self.wait_reply(msg)
+        self.assertEqual(int(reply.params.get("message_thread_id", 0)), 12,
+                         f"expected message_thread_id 12 for a topic message, got {reply.params!r}")
 
     def test_typing_is_shown_before_the_model_is_asked(self):
         self.start_bot()
@@ -144,7 +150,6 @@ class CommandsTest(BotTestCase):
         self.assertEqual(self.llm.requests, [], "commands never reach the model")
 
     def test_start_greets_in_russian_for_a_russian_user(self):
-        from harness import IVAN
         self.start_bot()
         self.tg.send_private(IVAN, "/start")
         greeting = self.wait_messages(IVAN.id, 1)[0]
