@@ -227,6 +227,139 @@ void bot_resume(struct bot *b)
 	b->store->ops->update_pending(b->store, on_pending, b);
 }
 
+struct identify {
+	struct bot *bot;
+	struct tg_call *call;
+	struct event *timer;
+	int failures;
+	void (*done)(void *arg, int status);
+	void *arg;
+};
+
+#define IDENTITY_KEY "bot_identity" /* setting of scope 0: "<id> <username>" */
+
+static void identify_end(struct identify *id, int status)
+{
+	struct bot *b = id->bot;
+	void (*done)(void *arg, int status) = id->done;
+	void *arg = id->arg;
+	b->identify = NULL;
+	tg_call_cancel(id->call);
+	event_free(id->timer);
+	free(id);
+	if (status == 0)
+		log_info("bot: @%s (id %lld)", b->self_username, (long long)b->self_id);
+	done(arg, status);
+}
+
+static int set_identity(struct bot *b, int64_t id, const char *username)
+{
+	char *copy = strdup(username);
+	if (!copy)
+		return -1;
+	free(b->self_username);
+	b->self_username = copy;
+	b->self_id = id;
+	return 0;
+}
+
+static void ask_me(struct identify *id);
+
+static void on_identify_timer(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	ask_me(arg);
+}
+
+static void retry_identify(struct identify *id, const char *why)
+{
+	long wait = 1L << (id->failures < 5 ? id->failures : 5);
+	id->failures++;
+	log_warn("bot: getMe failed (%s); retrying in %ld s", why, wait);
+	struct timeval tv = {wait, 0};
+	if (evtimer_add(id->timer, &tv) != 0)
+		identify_end(id, -1);
+}
+
+static void on_identity_saved(void *arg, int err)
+{
+	(void)err; /* only a cache: the next cold start asks Telegram again */
+	identify_end(arg, 0);
+}
+
+static void on_me(void *arg, const struct tg_result *res)
+{
+	struct identify *id = arg;
+	struct bot *b = id->bot;
+	id->call = NULL;
+	if (!res->ok) {
+		if (res->error_code == 401 || res->error_code == 404) {
+			log_error("bot: Telegram rejects the bot token (%ld %s): check TG_BOT_TOKEN",
+				  res->error_code, res->description);
+			identify_end(id, -1);
+			return;
+		}
+		retry_identify(id, res->description);
+		return;
+	}
+	const json_t *user_id = json_object_get(res->result, "id");
+	const char *username = json_string_value(json_object_get(res->result, "username"));
+	if (!json_is_integer(user_id) || !username) {
+		log_error("bot: getMe did not say who the bot is");
+		identify_end(id, -1);
+		return;
+	}
+	if (set_identity(b, json_integer_value(user_id), username) != 0) {
+		identify_end(id, -1);
+		return;
+	}
+	char value[128];
+	snprintf(value, sizeof value, "%lld %s", (long long)b->self_id, b->self_username);
+	b->store->ops->setting_set(b->store, 0, IDENTITY_KEY, value, on_identity_saved, id);
+}
+
+static void ask_me(struct identify *id)
+{
+	id->call = tg_call(id->bot->tg, "getMe", NULL, 0, 0, 15, on_me, id);
+	if (!id->call)
+		retry_identify(id, "cannot start the request");
+}
+
+/* The bot id is the number before ':' in the token: a cached identity of another bot is ignored. */
+static void on_cached_identity(void *arg, int err, const char *value)
+{
+	struct identify *id = arg;
+	long long cached_id;
+	char name[65];
+	long long token_id = strtoll(id->bot->cfg->tg_token, NULL, 10);
+	if (!err && value && sscanf(value, "%lld %64s", &cached_id, name) == 2 && cached_id == token_id &&
+	    set_identity(id->bot, cached_id, name) == 0) {
+		identify_end(id, 0);
+		return;
+	}
+	ask_me(id);
+}
+
+void bot_identify(struct bot *b, bool may_use_cache, void (*done)(void *arg, int status), void *arg)
+{
+	struct identify *id = calloc(1, sizeof *id);
+	if (!id || !(id->timer = evtimer_new(b->base, on_identify_timer, id))) {
+		free(id);
+		log_error("bot: out of memory");
+		done(arg, -1);
+		return;
+	}
+	id->bot = b;
+	id->done = done;
+	id->arg = arg;
+	b->identify = id;
+	if (may_use_cache)
+		b->store->ops->setting_get(b->store, 0, IDENTITY_KEY, on_cached_identity, id);
+	else
+		ask_me(id);
+}
+
 size_t bot_busy(const struct bot *b)
 {
 	return chats_busy(b->chats);
@@ -267,6 +400,11 @@ fail:
 
 void bot_free(struct bot *b)
 {
+	if (b->identify) {
+		tg_call_cancel(b->identify->call);
+		event_free(b->identify->timer);
+		free(b->identify);
+	}
 	chats_free(b->chats);
 	store_free(b->store);
 	llm_client_free(b->llm);

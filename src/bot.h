@@ -48,12 +48,22 @@ struct bot {
 	char *self_username;  /* from getMe, without '@' */
 	double token_scale;   /* real tokens per estimated token, learned from usage */
 	bool has_no_drafts;   /* sendMessageDraft failed once: stream by edits */
+	struct identify *identify; /* a getMe in progress */
 };
 
 /* Creates the clients and opens the store; -1 with a reason in err. */
 int bot_init(struct bot *b, struct event_base *base, const struct config *cfg, char *err,
 	     size_t errlen);
 void bot_free(struct bot *b);
+
+/*
+ * Learns the bot's id and username (getMe), needed to see mentions and
+ * commands addressed to it. Transient failures are retried with backoff;
+ * done gets 0, or -1 when Telegram rejects the token (logged). With
+ * may_use_cache, a previous answer kept in the store saves the round trip
+ * (serverless invocations start cold every time).
+ */
+void bot_identify(struct bot *b, bool may_use_cache, void (*done)(void *arg, int status), void *arg);
 
 /* Called once the update is safely journaled (or found to be a repeat, or broken). */
 typedef void (*bot_accepted_cb)(void *arg);

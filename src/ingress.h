@@ -1,19 +1,47 @@
 /*
- * ingress: the ways updates reach the bot. Each runs the event loop until it
- * is told to stop and returns the process exit status.
+ * ingress: the ways updates reach the bot.
  *
- *  - poll: getUpdates long polling (ingress_poll.c).
+ *  - poll: getUpdates long polling (ingress_poll.c);
+ *  - serve: a webhook HTTP(S) server (ingress_serve.c);
+ *  - handle / lambda: serverless, one event at a time (ingress_handle.c).
+ *
+ * The long-running modes share struct daemon: it runs the loop, and on
+ * SIGINT/SIGTERM tells the mode to stop taking updates, lets running jobs
+ * finish (at most DAEMON_DRAIN_S seconds; what is left resumes at the next
+ * start from the store's journal), and stops.
  */
 #ifndef TGLLM_INGRESS_H
 #define TGLLM_INGRESS_H
 
+#include <event2/event.h>
+#include <stdbool.h>
+
 #include "bot.h"
 
+#define DAEMON_DRAIN_S 10
+
+struct daemon {
+	struct bot *bot;
+	struct event *sigint, *sigterm, *drain_timer;
+	bool is_stopping;
+	int exit_status;
+	void (*stop_taking)(void *arg); /* stop accepting updates */
+	void *arg;
+};
+
+/* -1 when the loop cannot be set up (logged). */
+int daemon_init(struct daemon *d, struct bot *b, void (*stop_taking)(void *arg), void *arg);
+/* Runs the loop until stopped; returns the exit status. */
+int daemon_run(struct daemon *d);
+/* Stops the loop now with status (a fatal error, already logged). */
+void daemon_fail(struct daemon *d, int status);
+void daemon_free(struct daemon *d);
+
 /*
- * Learns the bot's identity (getMe), resumes unfinished updates, then long
- * polls until SIGINT or SIGTERM; then lets running jobs finish (bounded) and
- * returns 0. Returns 1 when Telegram rejects the token.
+ * Learns the bot's identity, resumes unfinished updates, then long polls
+ * until SIGINT or SIGTERM. Returns 0, or 1 when Telegram rejects the token.
+ * Refuses to start (exit 1) while a webhook is set, unless delete_webhook.
  */
-int ingress_poll_run(struct bot *b);
+int ingress_poll_run(struct bot *b, bool delete_webhook);
 
 #endif

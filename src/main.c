@@ -54,7 +54,7 @@ static int run_poll(void)
 	if (bot_init(&bot, base, &cfg, err, sizeof err) != 0) {
 		fprintf(stderr, "tgllm: %s\n", err);
 	} else {
-		status = ingress_poll_run(&bot);
+		status = ingress_poll_run(&bot, false);
 		bot_free(&bot);
 	}
 	event_base_free(base);
