@@ -360,6 +360,11 @@ void bot_identify(struct bot *b, bool may_use_cache, void (*done)(void *arg, int
 		ask_me(id);
 }
 
+void bot_hurry(struct bot *b)
+{
+	chats_hurry(b->chats);
+}
+
 size_t bot_busy(const struct bot *b)
 {
 	return chats_busy(b->chats);

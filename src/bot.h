@@ -71,6 +71,8 @@ typedef void (*bot_accepted_cb)(void *arg);
 void bot_receive(struct bot *b, json_t *raw, bot_accepted_cb accepted, void *arg);
 /* Queues the updates a previous run journaled but did not finish. */
 void bot_resume(struct bot *b);
+/* Cuts answers short to deliver them now (see chats_hurry). */
+void bot_hurry(struct bot *b);
 /* Updates queued or being handled. */
 size_t bot_busy(const struct bot *b);
 /* Called each time the bot becomes idle (bot_busy() drops to 0). */

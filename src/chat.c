@@ -661,3 +661,38 @@ static void job_start(struct job *job)
 	}
 	mark_done_and_finish(job);
 }
+
+/* Cuts one answer short and delivers what there is. */
+static void hurry(struct job *job)
+{
+	size_t len;
+	const char *text = llm_call_text(job->llm, &len);
+	char *part = len ? strndup(text, len) : NULL;
+	log_warn("chat=%lld update=%lld: out of time; delivering the %zu bytes there are",
+		 (long long)job->chat->id, (long long)job->u.update_id, len);
+	llm_cancel(job->llm);
+	job->llm = NULL;
+	if (part)
+		deliver(job, part, len, text_get(TEXT_DEADLINE_CUT, job->lang));
+	else
+		fail_with(job, TEXT_DEADLINE);
+	free(part);
+}
+
+void chats_hurry(struct chats *cs)
+{
+	/* Collected first: finishing a job may free its chat, and the table must not change under the walk. */
+	struct job **jobs = calloc(cs->n_jobs + 1, sizeof *jobs);
+	size_t n = 0;
+	if (!jobs) {
+		log_error("out of memory cutting answers short");
+		return;
+	}
+	for (size_t i = 0; i < CHAT_BUCKETS; i++)
+		for (struct chat *c = cs->buckets[i]; c; c = c->next_in_bucket)
+			if (c->head && c->head->llm && n < cs->n_jobs)
+				jobs[n++] = c->head;
+	for (size_t i = 0; i < n; i++)
+		hurry(jobs[i]);
+	free(jobs);
+}

@@ -30,5 +30,11 @@ int chats_submit(struct chats *cs, struct tg_update *u, enum bot_action action);
 /* Jobs queued or running. */
 size_t chats_busy(const struct chats *cs);
 void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg);
+/*
+ * Time is nearly up (serverless): every answer still streaming from the
+ * model is cut where it is and delivered with a notice, then stored, so the
+ * history stays consistent.
+ */
+void chats_hurry(struct chats *cs);
 
 #endif

@@ -1,6 +1,8 @@
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,87 @@ static int parse_positive(const char *s, long max, long *out)
 		return -1;
 	*out = v;
 	return 0;
+}
+
+/* Telegram allows 1-256 characters A-Z, a-z, 0-9, _ and - (setWebhook, secret_token). */
+static bool is_valid_secret(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 256)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+			return false;
+	return true;
+}
+
+/* LISTEN=host:port (or [v6]:port), else PORT, else 8080 on every interface. */
+static int load_listen(struct config *cfg, char *err, size_t errlen)
+{
+	const char *v = env("LISTEN");
+	long port = 8080;
+	if (v) {
+		const char *colon = strrchr(v, ':');
+		if (!colon || parse_positive(colon + 1, 65535, &port) != 0) {
+			snprintf(err, errlen, "LISTEN must be HOST:PORT (e.g. 127.0.0.1:8080)");
+			return -1;
+		}
+		const char *host = v;
+		size_t n = (size_t)(colon - v);
+		if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+			host++;
+			n -= 2;
+		}
+		if (n && !(cfg->listen_host = strndup(host, n))) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	} else if ((v = env("PORT")) && parse_positive(v, 65535, &port) != 0) {
+		snprintf(err, errlen, "PORT must be a port number (1-65535)");
+		return -1;
+	}
+	cfg->listen_port = (int)port;
+	return 0;
+}
+
+static int load_webhook(struct config *cfg, char *err, size_t errlen)
+{
+	if (load_listen(cfg, err, errlen) != 0)
+		return -1;
+	const char *v = env("WEBHOOK_SECRET");
+	if (v && !is_valid_secret(v)) {
+		snprintf(err, errlen, "WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and -");
+		return -1;
+	}
+	if (v && !(cfg->webhook_secret = strdup(v)))
+		goto oom;
+	v = env("WEBHOOK_PATH");
+	if (v && v[0] != '/') {
+		snprintf(err, errlen, "WEBHOOK_PATH must start with / (e.g. /telegram)");
+		return -1;
+	}
+	if (!(cfg->webhook_path = strdup(v ? v : "/")))
+		goto oom;
+	const char *cert = env("TLS_CERT"), *key = env("TLS_KEY");
+	if (!cert != !key) {
+		snprintf(err, errlen, "%s is set but %s is not: TLS needs both", cert ? "TLS_CERT" : "TLS_KEY",
+			 cert ? "TLS_KEY" : "TLS_CERT");
+		return -1;
+	}
+	if (cert && (!(cfg->tls_cert = strdup(cert)) || !(cfg->tls_key = strdup(key))))
+		goto oom;
+	long deadline = 55;
+	if ((v = env("HANDLE_DEADLINE")) && parse_positive(v, 3600, &deadline) != 0) {
+		snprintf(err, errlen, "HANDLE_DEADLINE must be a number of seconds (1-3600)");
+		return -1;
+	}
+	cfg->handle_deadline_s = deadline;
+	if (cfg->webhook_secret)
+		log_add_secret(cfg->webhook_secret);
+	return 0;
+oom:
+	snprintf(err, errlen, "out of memory while reading the configuration");
+	return -1;
 }
 
 int config_load(struct config *cfg, char *err, size_t errlen)
@@ -137,6 +220,9 @@ int config_load(struct config *cfg, char *err, size_t errlen)
 	}
 	cfg->show_reasoning = v && strcmp(v, "quote") == 0;
 
+	if (load_webhook(cfg, err, errlen) != 0)
+		goto fail;
+
 	cfg->log_level = LOG_LEVEL_INFO;
 	if ((v = env("LOG_LEVEL")) && log_level_parse(v, &cfg->log_level) != 0) {
 		snprintf(err, errlen, "LOG_LEVEL must be debug, info, warn or error");
@@ -166,5 +252,10 @@ void config_free(struct config *cfg)
 	free(cfg->llm_model);
 	free(cfg->system_prompt);
 	free(cfg->store);
+	free(cfg->listen_host);
+	free(cfg->webhook_path);
+	free(cfg->webhook_secret);
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
 	memset(cfg, 0, sizeof *cfg);
 }

@@ -27,6 +27,15 @@ struct config {
 	size_t context_tokens;
 	long llm_timeout_s;  /* a whole model answer */
 	bool show_reasoning; /* <think> text as an expandable quote, else hidden */
+
+	/* webhook and serverless */
+	char *listen_host;     /* NULL: all interfaces */
+	int listen_port;
+	char *webhook_path;    /* where Telegram posts updates, default "/" */
+	char *webhook_secret;  /* NULL: no X-Telegram-Bot-Api-Secret-Token check */
+	char *tls_cert;        /* PEM files; both or neither */
+	char *tls_key;
+	long handle_deadline_s; /* a serverless invocation must answer within this */
 	enum log_level log_level;
 };
 

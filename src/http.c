@@ -24,6 +24,7 @@ struct http_call {
 	struct buf body;
 	long retry_after;
 	char content_type[128];
+	char etag[128];
 	char error[CURL_ERROR_SIZE];
 	bool is_too_big;
 	bool is_aborted;
@@ -144,6 +145,7 @@ static void check_finished(struct http_client *c)
 		resp.body_len = call->body.len;
 		resp.retry_after = call->retry_after;
 		resp.content_type = call->content_type;
+		resp.etag = call->etag;
 
 		call->on_done(call->arg, &resp);
 		call_free(call);
@@ -201,6 +203,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 		/* A new response (after a 100 Continue or a redirect) starts afresh. */
 		call->retry_after = -1;
 		call->content_type[0] = '\0';
+		call->etag[0] = '\0';
 	} else if (len > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
 		trim_copy(value, sizeof value, data + 12, len - 12);
 		char *end;
@@ -215,6 +218,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 		}
 	} else if (len > 13 && strncasecmp(data, "Content-Type:", 13) == 0) {
 		trim_copy(call->content_type, sizeof call->content_type, data + 13, len - 13);
+	} else if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
+		trim_copy(call->etag, sizeof call->etag, data + 5, len - 5);
 	}
 	return len;
 }
@@ -312,6 +317,11 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	if (req->body) {
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 		SET(CURLOPT_COPYPOSTFIELDS, req->body);
+	}
+	if (req->aws_sigv4) {
+		SET(CURLOPT_AWS_SIGV4, req->aws_sigv4);
+		SET(CURLOPT_USERNAME, req->username ? req->username : "");
+		SET(CURLOPT_PASSWORD, req->password ? req->password : "");
 	}
 	if (req->method && strcmp(req->method, req->body ? "POST" : "GET") != 0)
 		SET(CURLOPT_CUSTOMREQUEST, req->method);

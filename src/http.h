@@ -32,6 +32,7 @@ struct http_response {
 	size_t body_len;
 	long retry_after;       /* seconds from a Retry-After header, -1 when absent */
 	const char *content_type; /* "" when absent */
+	const char *etag;       /* the ETag header as sent (quotes kept); "" when absent */
 };
 
 typedef void (*http_done_cb)(void *arg, const struct http_response *resp);
@@ -52,6 +53,14 @@ struct http_request {
 	long stall_s;                /* give up when nothing arrives for this long; 0 = none */
 	size_t max_body;             /* largest buffered body accepted */
 	http_data_cb on_data;        /* NULL: buffer the body */
+	/*
+	 * AWS Signature V4 by libcurl (CURLOPT_AWS_SIGV4), e.g. "aws:amz:ru-central1:s3",
+	 * with the key id and secret as username and password; NULL for none.
+	 * libcurl 7.88 does not add x-amz-content-sha256: put it in headers.
+	 */
+	const char *aws_sigv4;
+	const char *username;
+	const char *password;        /* a secret: never logged */
 	http_done_cb on_done;
 	void *arg;
 };

@@ -44,4 +44,15 @@ void daemon_free(struct daemon *d);
  */
 int ingress_poll_run(struct bot *b, bool delete_webhook);
 
+/* The webhook server, until SIGINT or SIGTERM. Returns 0, or 1 on a fatal error. */
+int ingress_serve_run(struct bot *b);
+
+/*
+ * Serverless: reads one event (a Yandex Cloud Functions or AWS HTTP event,
+ * or a bare Update) on stdin, handles it completely within HANDLE_DEADLINE,
+ * and writes the HTTP response object on stdout. Returns 0 even for bad
+ * input (the response says 4xx); 1 only when nothing can be answered.
+ */
+int ingress_handle_run(struct bot *b);
+
 #endif

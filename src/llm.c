@@ -412,6 +412,12 @@ fail:
 	return NULL;
 }
 
+const char *llm_call_text(const struct llm_call *call, size_t *len)
+{
+	*len = call->text.len;
+	return buf_str(&call->text);
+}
+
 void llm_cancel(struct llm_call *call)
 {
 	call_free(call);

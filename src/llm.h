@@ -61,6 +61,8 @@ void llm_client_free(struct llm_client *llm);
 struct llm_call *llm_complete(struct llm_client *llm, json_t *messages, llm_progress_cb progress,
 			      llm_done_cb done, void *arg);
 void llm_cancel(struct llm_call *call);
+/* The answer received so far (borrowed; valid until the call goes on or ends). */
+const char *llm_call_text(const struct llm_call *call, size_t *len);
 
 /* "ok", "context", ... for log lines. */
 const char *llm_status_name(enum llm_status status);

@@ -8,16 +8,22 @@
 #include "config.h"
 #include "ingress.h"
 #include "log.h"
+#include "webhook.h"
 
 static const char usage[] =
-	"usage: tgllm COMMAND\n"
+	"usage: tgllm COMMAND [OPTIONS]\n"
 	"\n"
 	"A Telegram bot that answers with any OpenAI-compatible language model.\n"
 	"\n"
 	"commands:\n"
-	"  poll        run the bot by long polling (getUpdates)\n"
-	"  --help      show this help\n"
-	"  --version   show the version\n"
+	"  poll [--delete-webhook]   run the bot by long polling (getUpdates)\n"
+	"  serve                     run a webhook server (LISTEN or PORT, WEBHOOK_SECRET, TLS_CERT/TLS_KEY)\n"
+	"  handle                    serverless: one event on stdin, the response on stdout\n"
+	"  set-webhook URL [--certificate FILE] [--drop-pending]\n"
+	"                            point Telegram at URL (sends WEBHOOK_SECRET as the secret token)\n"
+	"  delete-webhook [--drop-pending]\n"
+	"  webhook-info              the webhook's URL, pending updates and last error\n"
+	"  --help, --version\n"
 	"\n"
 	"Configuration is read from the environment:\n"
 	"  TG_BOT_TOKEN        the bot token from @BotFather (required)\n"
@@ -31,55 +37,133 @@ static const char usage[] =
 	"  OPENAI_TIMEOUT      seconds one answer may take (default 300)\n"
 	"  REASONING           <think> text of reasoning models: hide or quote (default hide)\n"
 	"  TELEGRAM_API_BASE   the Bot API server (default https://api.telegram.org)\n"
+	"  LISTEN, PORT        the webhook server's address (default port 8080, all interfaces)\n"
+	"  WEBHOOK_PATH        the path Telegram posts to (default /)\n"
+	"  WEBHOOK_SECRET      the secret token Telegram must send with every update\n"
+	"  TLS_CERT, TLS_KEY   PEM files: serve HTTPS directly (e.g. a self-signed certificate)\n"
+	"  HANDLE_DEADLINE     seconds a serverless invocation may take (default 55)\n"
 	"  LOG_LEVEL           debug, info, warn or error (default info)\n";
 
-static int run_poll(void)
+enum mode { MODE_POLL, MODE_SERVE, MODE_HANDLE };
+
+struct options {
+	bool delete_webhook;
+	bool drop_pending;
+	const char *certificate;
+	const char *url;
+};
+
+/* Runs the bot in one of its modes, on its event loop. */
+static int run_bot(const struct config *cfg, enum mode mode, const struct options *opt)
 {
-	struct config cfg;
 	struct bot bot;
 	char err[512];
-	int status = 2;
+	struct event_base *base = event_base_new();
+	if (!base) {
+		log_error("cannot create the event loop");
+		return 1;
+	}
+	int status = 1;
+	if (bot_init(&bot, base, cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "tgllm: %s\n", err);
+		status = 2;
+	} else {
+		switch (mode) {
+		case MODE_POLL:
+			status = ingress_poll_run(&bot, opt->delete_webhook);
+			break;
+		case MODE_SERVE:
+			status = ingress_serve_run(&bot);
+			break;
+		case MODE_HANDLE:
+			status = ingress_handle_run(&bot);
+			break;
+		}
+		bot_free(&bot);
+	}
+	event_base_free(base);
+	return status;
+}
 
+/* Parses the options after the command; -1 on a bad one (reported). */
+static int parse_options(int argc, char **argv, const char *cmd, struct options *opt)
+{
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--delete-webhook") == 0 && strcmp(cmd, "poll") == 0) {
+			opt->delete_webhook = true;
+		} else if (strcmp(a, "--drop-pending") == 0 &&
+			   (strcmp(cmd, "set-webhook") == 0 || strcmp(cmd, "delete-webhook") == 0)) {
+			opt->drop_pending = true;
+		} else if (strcmp(a, "--certificate") == 0 && strcmp(cmd, "set-webhook") == 0 && i + 1 < argc) {
+			opt->certificate = argv[++i];
+		} else if (a[0] != '-' && strcmp(cmd, "set-webhook") == 0 && !opt->url) {
+			opt->url = a;
+		} else {
+			fprintf(stderr, "tgllm: %s: unexpected argument '%s' (try tgllm --help)\n", cmd, a);
+			return -1;
+		}
+	}
+	if (strcmp(cmd, "set-webhook") == 0 && !opt->url) {
+		fprintf(stderr, "tgllm: set-webhook needs the URL Telegram should post to\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int run(int argc, char **argv)
+{
+	const char *cmd = argv[1];
+	static const char *const bot_modes[] = {"poll", "serve", "handle"};
+	static const char *const webhook_cmds[] = {"set-webhook", "delete-webhook", "webhook-info"};
+	int mode = -1, webhook_cmd = -1;
+	for (int i = 0; i < 3; i++)
+		if (strcmp(cmd, bot_modes[i]) == 0)
+			mode = i;
+	for (int i = 0; i < 3; i++)
+		if (strcmp(cmd, webhook_cmds[i]) == 0)
+			webhook_cmd = i;
+	if (mode < 0 && webhook_cmd < 0) {
+		fprintf(stderr, "tgllm: unknown command '%s' (try tgllm --help)\n", cmd);
+		return 2;
+	}
+	struct options opt = {0};
+	if (parse_options(argc, argv, cmd, &opt) != 0)
+		return 2;
+
+	struct config cfg;
+	char err[512];
 	if (config_load(&cfg, err, sizeof err) != 0) {
 		fprintf(stderr, "tgllm: %s\n", err);
 		return 2;
 	}
 	log_set_level(cfg.log_level);
-	struct event_base *base = event_base_new();
-	if (!base) {
-		log_error("cannot create the event loop");
-		config_free(&cfg);
-		return 1;
-	}
-	if (bot_init(&bot, base, &cfg, err, sizeof err) != 0) {
-		fprintf(stderr, "tgllm: %s\n", err);
-	} else {
-		status = ingress_poll_run(&bot, false);
-		bot_free(&bot);
-	}
-	event_base_free(base);
+	int status;
+	if (mode >= 0)
+		status = run_bot(&cfg, (enum mode)mode, &opt);
+	else if (webhook_cmd == 0)
+		status = webhook_set(&cfg, opt.url, opt.certificate, opt.drop_pending);
+	else if (webhook_cmd == 1)
+		status = webhook_delete(&cfg, opt.drop_pending);
+	else
+		status = webhook_info(&cfg);
 	config_free(&cfg);
 	return status;
 }
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fputs(usage, argc == 1 ? stdout : stderr);
+	if (argc < 2) {
+		fputs(usage, stderr);
 		return 2;
 	}
-	const char *cmd = argv[1];
-	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
 		fputs(usage, stdout);
 		return 0;
 	}
-	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
 		printf("tgllm %s\n", TGLLM_VERSION);
 		return 0;
-	}
-	if (strcmp(cmd, "poll") != 0) {
-		fprintf(stderr, "tgllm: unknown command '%s' (try tgllm --help)\n", cmd);
-		return 2;
 	}
 	/* A peer closing a socket must be an error code, not a killed process. */
 	signal(SIGPIPE, SIG_IGN);
@@ -87,7 +171,7 @@ int main(int argc, char **argv)
 		fputs("tgllm: cannot initialise libcurl\n", stderr);
 		return 1;
 	}
-	int status = run_poll();
+	int status = run(argc, argv);
 	log_forget_secrets();
 	curl_global_cleanup();
 	return status;

@@ -111,9 +111,10 @@ struct render_options {
  * than max_entities entities; an entity crossing a cut becomes one entity in
  * each part (a code block cut in two is two pre entities with the same
  * language). Whitespace at cuts and at both ends is dropped, and with it any
- * entity covering only that whitespace. (Only if more than max_entities
- * entities start at the very same character can a part not hold them all; the
- * innermost are then left out of that part.)
+ * entity covering only that whitespace. At most 5 entities cover any one
+ * character (blockquote, text_link, bold, italic, strikethrough), so with
+ * max_entities >= 5 no entity is ever lost; below that, a part that cannot
+ * hold all entities of its first character leaves out the innermost.
  *
  * With is_partial, an unclosed `code`, **bold**, _italic_ or ~~strike~~ at
  * the end is closed, an opening marker with nothing after it yet is left out,

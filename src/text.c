@@ -75,6 +75,14 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"(the answer was cut off)",
 		"(ответ оборвался)",
 	},
+	[TEXT_DEADLINE_CUT] = {
+		"(time ran out: this is the answer so far)",
+		"(время вышло: это ответ на данный момент)",
+	},
+	[TEXT_DEADLINE] = {
+		"The model took too long to answer. Please try again, perhaps with a shorter question.",
+		"Модель отвечала слишком долго. Попробуйте ещё раз, возможно, с более коротким вопросом.",
+	},
 	[TEXT_STORE_FAILED] = {
 		"Something went wrong with the conversation storage. Please try again later.",
 		"Не удалось прочитать или сохранить историю разговора. Попробуйте позже.",

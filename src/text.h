@@ -23,6 +23,8 @@ enum text_id {
 	TEXT_MODEL_EMPTY,      /* the model answered nothing */
 	TEXT_ANSWER_CUT,       /* the stream broke off; appended to the partial answer */
 	TEXT_STORE_FAILED,     /* history could not be read or written */
+	TEXT_DEADLINE_CUT,     /* serverless time ran out; appended to the partial answer */
+	TEXT_DEADLINE,         /* serverless time ran out before any answer */
 	TEXT_COUNT
 };
 

@@ -1,5 +1,6 @@
 #include "tg.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,59 +205,62 @@ static void on_http_done(void *arg, const struct http_response *resp)
 		return;
 	}
 
-	json_error_t jerr;
-	json_t *root = json_loadb(resp->body, resp->body_len, 0, &jerr);
-	json_t *ok = json_object_get(root, "ok");
-	if (!json_is_boolean(ok)) {
-		char what[96];
-		snprintf(what, sizeof what, "HTTP %ld with a body that is not a Bot API answer", resp->status);
-		json_decref(root);
-		if (resp->status >= 500 && call->attempts < TG_MAX_ATTEMPTS) {
-			log_warn("tg: %s: %s, retrying", call->method, what);
-			retry_later(call, 1L << (call->attempts - 1));
-			return;
-		}
-		finish_error(call, resp->status, what);
+	struct tg_answer ans;
+	tg_answer_decode(&ans, resp->body, resp->body_len, resp->status);
+	const struct tg_result *res = &ans.result;
+	if (res->ok) {
+		finish(call, res);
+		tg_answer_free(&ans);
 		return;
 	}
-	if (json_is_true(ok)) {
-		struct tg_result res = {true, 0, "", json_object_get(root, "result")};
-		finish(call, &res);
-		json_decref(root);
-		return;
-	}
-
-	json_int_t code = json_integer_value(json_object_get(root, "error_code"));
-	const char *desc = json_string_value(json_object_get(root, "description"));
-	json_int_t retry_after =
-		json_integer_value(json_object_get(json_object_get(root, "parameters"), "retry_after"));
-	if (code == 0)
-		code = resp->status;
-	if (!desc)
-		desc = "no description";
-
-	if (code == 429) {
-		if (retry_after < 1)
-			retry_after = 1;
-		pace_pause(call, now_s(), (long)retry_after);
-	}
+	long code = res->error_code;
+	if (code == 429)
+		pace_pause(call, now_s(), ans.retry_after);
 	if (code == 429 && !call->is_droppable && call->waits_429 < TG_MAX_429_WAITS &&
-	    retry_after <= TG_MAX_RETRY_AFTER) {
+	    ans.retry_after <= TG_MAX_RETRY_AFTER) {
 		call->waits_429++;
 		call->attempts--; /* waiting as told is not a failed attempt */
-		log_warn("tg: %s: flood limit, retrying in %lld s", call->method, (long long)retry_after);
-		json_decref(root);
-		retry_later(call, (long)retry_after);
+		log_warn("tg: %s: flood limit, retrying in %ld s", call->method, ans.retry_after);
+		retry_later(call, ans.retry_after);
+		tg_answer_free(&ans);
 		return;
 	}
 	if (code >= 500 && call->attempts < TG_MAX_ATTEMPTS) {
-		log_warn("tg: %s: %lld %s, retrying", call->method, (long long)code, desc);
-		json_decref(root);
+		log_warn("tg: %s: %ld %s, retrying", call->method, code, res->description);
 		retry_later(call, 1L << (call->attempts - 1));
+		tg_answer_free(&ans);
 		return;
 	}
-	finish_error(call, (long)code, desc);
-	json_decref(root);
+	finish(call, res);
+	tg_answer_free(&ans);
+}
+
+void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long http_status)
+{
+	memset(a, 0, sizeof *a);
+	a->root = json_loadb(body, len, 0, NULL);
+	const json_t *ok = json_object_get(a->root, "ok");
+	if (!json_is_boolean(ok)) {
+		snprintf(a->what, sizeof a->what, "HTTP %ld with a body that is not a Bot API answer", http_status);
+		a->result = (struct tg_result){false, http_status, a->what, NULL};
+		return;
+	}
+	if (json_is_true(ok)) {
+		a->result = (struct tg_result){true, 0, "", json_object_get(a->root, "result")};
+		return;
+	}
+	json_int_t code = json_integer_value(json_object_get(a->root, "error_code"));
+	const char *desc = json_string_value(json_object_get(a->root, "description"));
+	json_int_t retry_after =
+		json_integer_value(json_object_get(json_object_get(a->root, "parameters"), "retry_after"));
+	a->result = (struct tg_result){false, code ? (long)code : http_status, desc ? desc : "no description", NULL};
+	a->retry_after = retry_after < 1 ? 1 : retry_after > LONG_MAX ? LONG_MAX : (long)retry_after;
+}
+
+void tg_answer_free(struct tg_answer *a)
+{
+	json_decref(a->root);
+	a->root = NULL;
 }
 
 static int send_attempt(struct tg_call *call)

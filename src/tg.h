@@ -40,6 +40,18 @@ struct tg_result {
 
 typedef void (*tg_done_cb)(void *arg, const struct tg_result *res);
 
+/* A decoded Bot API answer; result borrows from root. */
+struct tg_answer {
+	struct tg_result result;
+	long retry_after; /* seconds, from parameters.retry_after; at least 1 */
+	json_t *root;
+	char what[96];
+};
+
+/* Decodes an answer body; http_status stands in when the body is not a Bot API answer. */
+void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long http_status);
+void tg_answer_free(struct tg_answer *a);
+
 struct tg_client *tg_client_new(struct event_base *base, struct http_client *http,
 				const char *api_base, const char *token);
 void tg_client_free(struct tg_client *tg);

@@ -1,0 +1,196 @@
+/*
+ * Serverless: one event, handled completely, then the response. The platform
+ * freezes or ends the process once the response is out, so the answer is
+ * produced first; a little before HANDLE_DEADLINE whatever the model has
+ * said is delivered with a notice (and stored), so a slow model costs the
+ * user the rest of an answer, never the conversation.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "ingress.h"
+#include "invocation.h"
+#include "log.h"
+#include "webhook.h"
+
+#define MAX_EVENT (8u << 20)
+#define HURRY_MARGIN_S 5 /* seconds before the deadline to cut answers short */
+
+typedef void (*handled_cb)(void *arg, int status, const char *text);
+
+struct handling {
+	struct bot *bot;
+	struct invocation inv;
+	json_t *update;
+	struct event *hurry_timer;
+	struct event *deadline_timer;
+	handled_cb done;
+	void *arg;
+};
+
+static void handling_free(struct handling *h)
+{
+	if (h->hurry_timer)
+		event_free(h->hurry_timer);
+	if (h->deadline_timer)
+		event_free(h->deadline_timer);
+	json_decref(h->update);
+	invocation_clear(&h->inv);
+	free(h);
+}
+
+static void finish(struct handling *h, int status, const char *text)
+{
+	bot_on_idle(h->bot, NULL, NULL);
+	handled_cb done = h->done;
+	void *arg = h->arg;
+	handling_free(h);
+	done(arg, status, text);
+}
+
+static void on_idle(void *arg)
+{
+	finish(arg, 200, "ok");
+}
+
+static void on_accepted(void *arg)
+{
+	struct handling *h = arg;
+	if (bot_busy(h->bot) == 0)
+		finish(h, 200, "ok"); /* a repeat, or nothing for the bot to do */
+}
+
+static void on_hurry(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct handling *h = arg;
+	bot_hurry(h->bot);
+}
+
+static void on_deadline(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct handling *h = arg;
+	log_error("handle: the deadline passed with %zu updates unfinished; they stay in the journal",
+		  bot_busy(h->bot));
+	finish(h, 200, "ok");
+}
+
+static void on_identified(void *arg, int status)
+{
+	struct handling *h = arg;
+	if (status != 0) {
+		finish(h, 500, "the bot cannot identify itself");
+		return;
+	}
+	bot_on_idle(h->bot, on_idle, h);
+	bot_receive(h->bot, h->update, on_accepted, h);
+}
+
+static int arm(struct handling *h, struct event **ev, event_callback_fn cb, double seconds)
+{
+	long us = seconds > 0 ? (long)(seconds * 1e6) : 0;
+	struct timeval tv = {us / 1000000, us % 1000000};
+	*ev = evtimer_new(h->bot->base, cb, h);
+	return *ev && evtimer_add(*ev, &tv) == 0 ? 0 : -1;
+}
+
+/* Handles one event; done gets the HTTP status and body for the response. */
+static void handle_event(struct bot *b, const char *input, size_t len, double deadline_s, handled_cb done,
+			 void *arg)
+{
+	char err[160];
+	struct handling *h = calloc(1, sizeof *h);
+	if (!h) {
+		done(arg, 500, "out of memory");
+		return;
+	}
+	h->bot = b;
+	h->done = done;
+	h->arg = arg;
+	if (invocation_parse(input, len, &h->inv, err, sizeof err) != 0) {
+		log_warn("handle: %s", err);
+		finish(h, 400, "not a Telegram update");
+		return;
+	}
+	if (h->inv.method && strcmp(h->inv.method, "POST") != 0) {
+		finish(h, 405, "use POST");
+		return;
+	}
+	if (!webhook_secret_matches(b->cfg->webhook_secret, h->inv.secret)) {
+		log_warn("handle: a request without the right secret token was refused");
+		finish(h, 401, "unauthorized");
+		return;
+	}
+	json_error_t jerr;
+	h->update = json_loadb(h->inv.body, h->inv.body_len, 0, &jerr);
+	if (!json_is_integer(json_object_get(h->update, "update_id"))) {
+		log_warn("handle: the body is not a Telegram Update (%s)", h->update ? "no update_id" : jerr.text);
+		finish(h, 400, "not a Telegram update");
+		return;
+	}
+	double hurry_s = deadline_s > 2 * HURRY_MARGIN_S ? deadline_s - HURRY_MARGIN_S : deadline_s * 0.7;
+	if (arm(h, &h->hurry_timer, on_hurry, hurry_s) != 0 ||
+	    arm(h, &h->deadline_timer, on_deadline, deadline_s) != 0) {
+		finish(h, 500, "cannot set up timers");
+		return;
+	}
+	bot_identify(b, true, on_identified, h);
+}
+
+struct stdin_run {
+	struct event_base *base;
+	char *response;
+	bool is_done;
+};
+
+static void on_handled(void *arg, int status, const char *text)
+{
+	struct stdin_run *r = arg;
+	r->response = invocation_response(status, text);
+	r->is_done = true;
+	event_base_loopbreak(r->base);
+}
+
+static int read_all(int fd, struct buf *b)
+{
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof chunk);
+		if (n == 0)
+			return 0;
+		if (n < 0)
+			return -1;
+		if (buf_append(b, chunk, (size_t)n) != BUF_OK)
+			return -1;
+	}
+}
+
+int ingress_handle_run(struct bot *b)
+{
+	struct buf input;
+	buf_init(&input, MAX_EVENT);
+	struct stdin_run run = {.base = b->base};
+	if (read_all(STDIN_FILENO, &input) != 0) {
+		log_error("handle: cannot read the event from stdin (or it is over %u bytes)", MAX_EVENT);
+		run.response = invocation_response(413, "the event is too large");
+	} else {
+		handle_event(b, buf_str(&input), input.len, (double)b->cfg->handle_deadline_s, on_handled, &run);
+		if (!run.is_done && event_base_dispatch(b->base) < 0)
+			log_error("handle: the event loop failed");
+	}
+	buf_free(&input);
+	if (!run.response) {
+		log_error("handle: no response could be made");
+		return 1;
+	}
+	puts(run.response);
+	fflush(stdout);
+	free(run.response);
+	return 0;
+}
