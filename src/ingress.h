@@ -55,4 +55,7 @@ int ingress_serve_run(struct bot *b);
  */
 int ingress_handle_run(struct bot *b);
 
+/* The AWS Lambda custom runtime: events from AWS_LAMBDA_RUNTIME_API, one at a time, forever. */
+int ingress_lambda_run(struct bot *b);
+
 #endif

@@ -5,9 +5,12 @@
  * said is delivered with a notice (and stored), so a slow model costs the
  * user the rest of an answer, never the conversation.
  */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -193,4 +196,133 @@ int ingress_handle_run(struct bot *b)
 	fflush(stdout);
 	free(run.response);
 	return 0;
+}
+
+/*
+ * The AWS Lambda custom runtime (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html):
+ * GET .../invocation/next blocks until an event comes; its response is POSTed
+ * to .../invocation/<request id>/response. Between events the process has
+ * nothing else to do (Lambda freezes it), so these two calls block; the event
+ * itself runs on the loop like any other.
+ */
+struct lambda_event {
+	struct buf body;
+	char request_id[128];
+	long long deadline_ms; /* epoch milliseconds; 0 when not given */
+};
+
+static size_t on_lambda_body(char *data, size_t size, size_t n, void *arg)
+{
+	return buf_append(arg, data, size * n) == BUF_OK ? size * n : 0;
+}
+
+static size_t on_lambda_header(char *data, size_t size, size_t n, void *arg)
+{
+	struct lambda_event *ev = arg;
+	size_t len = size * n;
+	static const char id[] = "Lambda-Runtime-Aws-Request-Id:";
+	static const char deadline[] = "Lambda-Runtime-Deadline-Ms:";
+	char value[128];
+	size_t skip = 0;
+	if (len > sizeof id - 1 && strncasecmp(data, id, sizeof id - 1) == 0)
+		skip = sizeof id - 1;
+	else if (len > sizeof deadline - 1 && strncasecmp(data, deadline, sizeof deadline - 1) == 0)
+		skip = sizeof deadline - 1;
+	if (!skip)
+		return len;
+	size_t vlen = len - skip;
+	const char *v = data + skip;
+	while (vlen && (*v == ' ' || *v == '\t')) {
+		v++;
+		vlen--;
+	}
+	while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+		vlen--;
+	if (vlen >= sizeof value)
+		vlen = sizeof value - 1;
+	memcpy(value, v, vlen);
+	value[vlen] = '\0';
+	if (skip == sizeof id - 1)
+		snprintf(ev->request_id, sizeof ev->request_id, "%s", value);
+	else
+		ev->deadline_ms = strtoll(value, NULL, 10);
+	return len;
+}
+
+/* One blocking call to the runtime API; the HTTP status, or -1 when it cannot be reached. */
+static long lambda_call(const char *url, const char *post, struct lambda_event *ev)
+{
+	CURL *easy = curl_easy_init();
+	if (!easy)
+		return -1;
+	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	if (post) {
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, post);
+		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	}
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_lambda_body);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &ev->body);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_lambda_header);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, ev);
+	CURLcode rc = curl_easy_perform(easy);
+	long status = -1;
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	else
+		log_error("lambda: the runtime API: %s", curl_easy_strerror(rc));
+	curl_slist_free_all(headers);
+	curl_easy_cleanup(easy);
+	return status;
+}
+
+static double seconds_until(long long deadline_ms)
+{
+	struct timeval now;
+	gettimeofday(&now, NULL);
+	long long now_ms = (long long)now.tv_sec * 1000 + now.tv_usec / 1000;
+	return (double)(deadline_ms - now_ms) / 1000.0;
+}
+
+int ingress_lambda_run(struct bot *b)
+{
+	const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
+	if (!api || !*api) {
+		log_error("lambda: AWS_LAMBDA_RUNTIME_API is not set: 'tgllm lambda' runs inside AWS Lambda "
+			  "(provided.al2023); elsewhere use 'tgllm handle' or 'tgllm serve'");
+		return 2;
+	}
+	char url[512];
+	for (;;) {
+		struct lambda_event ev = {0};
+		buf_init(&ev.body, MAX_EVENT);
+		snprintf(url, sizeof url, "http://%s/2018-06-01/runtime/invocation/next", api);
+		long status = lambda_call(url, NULL, &ev);
+		if (status != 200 || !ev.request_id[0]) {
+			buf_free(&ev.body);
+			log_error("lambda: no event from the runtime API (status %ld); stopping", status);
+			return 1;
+		}
+		double deadline = (double)b->cfg->handle_deadline_s;
+		if (ev.deadline_ms > 0 && seconds_until(ev.deadline_ms) - 1 < deadline)
+			deadline = seconds_until(ev.deadline_ms) - 1;
+		struct stdin_run run = {.base = b->base};
+		handle_event(b, buf_str(&ev.body), ev.body.len, deadline, on_handled, &run);
+		if (!run.is_done && event_base_dispatch(b->base) < 0)
+			log_error("lambda: the event loop failed");
+		struct lambda_event reply = {0};
+		buf_init(&reply.body, 1u << 16);
+		snprintf(url, sizeof url, "http://%s/2018-06-01/runtime/invocation/%s/%s", api, ev.request_id,
+			 run.response ? "response" : "error");
+		status = lambda_call(url,
+				     run.response ? run.response
+						  : "{\"errorMessage\":\"no response\",\"errorType\":\"Runtime.Failure\"}",
+				     &reply);
+		if (status != 202)
+			log_warn("lambda: the runtime API took the response with status %ld", status);
+		free(run.response);
+		buf_free(&reply.body);
+		buf_free(&ev.body);
+	}
 }

@@ -19,6 +19,7 @@ static const char usage[] =
 	"  poll [--delete-webhook]   run the bot by long polling (getUpdates)\n"
 	"  serve                     run a webhook server (LISTEN or PORT, WEBHOOK_SECRET, TLS_CERT/TLS_KEY)\n"
 	"  handle                    serverless: one event on stdin, the response on stdout\n"
+	"  lambda                    AWS Lambda custom runtime loop (provided.al2023)\n"
 	"  set-webhook URL [--certificate FILE] [--drop-pending]\n"
 	"                            point Telegram at URL (sends WEBHOOK_SECRET as the secret token)\n"
 	"  delete-webhook [--drop-pending]\n"
@@ -44,7 +45,7 @@ static const char usage[] =
 	"  HANDLE_DEADLINE     seconds a serverless invocation may take (default 55)\n"
 	"  LOG_LEVEL           debug, info, warn or error (default info)\n";
 
-enum mode { MODE_POLL, MODE_SERVE, MODE_HANDLE };
+enum mode { MODE_POLL, MODE_SERVE, MODE_HANDLE, MODE_LAMBDA };
 
 struct options {
 	bool delete_webhook;
@@ -77,6 +78,9 @@ static int run_bot(const struct config *cfg, enum mode mode, const struct option
 			break;
 		case MODE_HANDLE:
 			status = ingress_handle_run(&bot);
+			break;
+		case MODE_LAMBDA:
+			status = ingress_lambda_run(&bot);
 			break;
 		}
 		bot_free(&bot);
@@ -114,10 +118,10 @@ static int parse_options(int argc, char **argv, const char *cmd, struct options 
 static int run(int argc, char **argv)
 {
 	const char *cmd = argv[1];
-	static const char *const bot_modes[] = {"poll", "serve", "handle"};
+	static const char *const bot_modes[] = {"poll", "serve", "handle", "lambda"};
 	static const char *const webhook_cmds[] = {"set-webhook", "delete-webhook", "webhook-info"};
 	int mode = -1, webhook_cmd = -1;
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (strcmp(cmd, bot_modes[i]) == 0)
 			mode = i;
 	for (int i = 0; i < 3; i++)
