@@ -383,21 +383,23 @@ int bot_init(struct bot *b, struct event_base *base, const struct config *cfg, c
 	b->cfg = cfg;
 	b->token_scale = 1.0;
 	b->http = http_client_new(base);
+	if (b->http && http_client_set_ca_bundle(b->http, cfg->ca_bundle) != 0)
+		goto oom;
 	if (b->http) {
 		b->tg = tg_client_new(base, b->http, cfg->tg_api_base, cfg->tg_token);
 		b->llm = llm_client_new(base, b->http, cfg);
 	}
 	b->chats = chats_new(b);
-	if (!b->http || !b->tg || !b->llm || !b->chats) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
+	if (!b->http || !b->tg || !b->llm || !b->chats)
+		goto oom;
 	char why[256];
 	if (store_open(cfg->store, base, b->http, &b->store, why, sizeof why) != 0) {
 		snprintf(err, errlen, "STORE: %s", why);
 		goto fail;
 	}
 	return 0;
+oom:
+	snprintf(err, errlen, "out of memory");
 fail:
 	bot_free(b);
 	return -1;

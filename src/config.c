@@ -123,12 +123,120 @@ static int load_webhook(struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	cfg->handle_deadline_s = deadline;
+	if ((v = env("CA_BUNDLE")) && !(cfg->ca_bundle = strdup(v)))
+		goto oom;
 	if (cfg->webhook_secret)
 		log_add_secret(cfg->webhook_secret);
 	return 0;
 oom:
 	snprintf(err, errlen, "out of memory while reading the configuration");
 	return -1;
+}
+
+int config_s3_load(struct config_s3 *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof *out);
+	out->endpoint = env("S3_ENDPOINT");
+	if (!out->endpoint)
+		out->endpoint = "https://storage.yandexcloud.net";
+	if (!is_http_url(out->endpoint)) {
+		snprintf(err, errlen, "S3_ENDPOINT must be an http:// or https:// URL");
+		return -1;
+	}
+	out->region = env("S3_REGION");
+	if (!out->region)
+		out->region = "ru-central1";
+	/* It becomes part of libcurl's "aws:amz:REGION:s3", where ':' separates fields. */
+	for (const char *p = out->region; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_') {
+			snprintf(err, errlen, "S3_REGION must be a region name such as ru-central1 or us-east-1");
+			return -1;
+		}
+	}
+	/* A pair comes from one place: half of each would only fail at the first request. */
+	const char *id_name = "YANDEX_KEY_ID", *secret_name = "YANDEX_KEY_SECRET";
+	if (!env(id_name) && !env(secret_name)) {
+		id_name = "AWS_ACCESS_KEY_ID";
+		secret_name = "AWS_SECRET_ACCESS_KEY";
+	}
+	out->key_id = env(id_name);
+	out->secret = env(secret_name);
+	if (!out->key_id || !out->secret) {
+		if (!out->key_id && !out->secret)
+			snprintf(err, errlen,
+				 "the S3 store needs a key pair: set YANDEX_KEY_ID and YANDEX_KEY_SECRET "
+				 "(or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)");
+		else
+			snprintf(err, errlen, "%s is not set (the S3 store needs it with %s)",
+				 out->key_id ? secret_name : id_name, out->key_id ? id_name : secret_name);
+		return -1;
+	}
+	if (strchr(out->key_id, ':')) {
+		snprintf(err, errlen, "%s must be an access key id, without ':'", id_name);
+		return -1;
+	}
+	return 0;
+}
+
+/* s3://BUCKET[/PREFIX]: bucket names as S3 allows them (some servers allow '_' and capitals). */
+static bool is_valid_s3_spec(const char *v)
+{
+	if (strncmp(v, "s3://", 5) != 0)
+		return false;
+	const char *b = v + 5, *p = b;
+	for (; *p && *p != '/'; p++)
+		if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
+			return false;
+	if (p == b || p - b > 255)
+		return false;
+	for (; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* STORE, else s3://$YANDEX_BUCKET (or S3_BUCKET) as the original bot has it, else sqlite:tgllm.db. */
+static int load_store(struct config *cfg, char *err, size_t errlen)
+{
+	static const char *const bucket_names[] = {"YANDEX_BUCKET", "S3_BUCKET"};
+	const char *v = env("STORE"), *bucket = env_first(bucket_names, 2);
+	const char *name = "STORE";
+	if (v) {
+		cfg->store = strdup(v);
+	} else if (bucket) {
+		name = env("YANDEX_BUCKET") ? "YANDEX_BUCKET" : "S3_BUCKET";
+		if (asprintf(&cfg->store, "s3://%s", bucket) < 0)
+			cfg->store = NULL;
+	} else {
+		cfg->store = strdup("sqlite:tgllm.db");
+	}
+	if (!cfg->store) {
+		snprintf(err, errlen, "out of memory while reading the configuration");
+		return -1;
+	}
+	if (strncmp(cfg->store, "sqlite:", 7) == 0 && cfg->store[7])
+		return 0;
+	if (!is_valid_s3_spec(cfg->store)) {
+		if (strcmp(name, "STORE") == 0)
+			snprintf(err, errlen,
+				 "STORE must be sqlite:PATH or s3://BUCKET[/PREFIX] (e.g. sqlite:tgllm.db)");
+		else
+			snprintf(err, errlen, "%s must be a bucket name (letters, digits, '.', '-', '_')", name);
+		return -1;
+	}
+	struct config_s3 s3;
+	char why[256];
+	if (config_s3_load(&s3, why, sizeof why) != 0) {
+		snprintf(err, errlen, "%s is %s: %s", name, cfg->store, why);
+		return -1;
+	}
+	if (!(cfg->s3_endpoint = dup_url(s3.endpoint)) || !(cfg->s3_region = strdup(s3.region)) ||
+	    !(cfg->s3_key_id = strdup(s3.key_id)) || !(cfg->s3_secret = strdup(s3.secret))) {
+		snprintf(err, errlen, "out of memory while reading the configuration");
+		return -1;
+	}
+	log_add_secret(cfg->s3_secret);
+	return 0;
 }
 
 int config_load(struct config *cfg, char *err, size_t errlen)
@@ -190,14 +298,8 @@ int config_load(struct config *cfg, char *err, size_t errlen)
 	if (v)
 		cfg->system_prompt = strdup(v);
 
-	v = env("STORE");
-	if (!v)
-		v = "sqlite:tgllm.db";
-	if (strncmp(v, "sqlite:", 7) != 0 || !v[7]) {
-		snprintf(err, errlen, "STORE must be sqlite:PATH (e.g. sqlite:tgllm.db)");
+	if (load_store(cfg, err, errlen) != 0)
 		goto fail;
-	}
-	cfg->store = strdup(v);
 
 	long n = 16000;
 	if ((v = env("CONTEXT_TOKENS")) && parse_positive(v, 10000000, &n) != 0) {
@@ -252,10 +354,15 @@ void config_free(struct config *cfg)
 	free(cfg->llm_model);
 	free(cfg->system_prompt);
 	free(cfg->store);
+	free(cfg->s3_endpoint);
+	free(cfg->s3_region);
+	free(cfg->s3_key_id);
+	free(cfg->s3_secret);
 	free(cfg->listen_host);
 	free(cfg->webhook_path);
 	free(cfg->webhook_secret);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
+	free(cfg->ca_bundle);
 	memset(cfg, 0, sizeof *cfg);
 }

@@ -23,7 +23,12 @@ struct config {
 	char *llm_base_url; /* without a trailing slash */
 	char *llm_model;
 	char *system_prompt; /* NULL when unset */
-	char *store;         /* "sqlite:PATH" */
+	char *store;         /* "sqlite:PATH" or "s3://BUCKET[/PREFIX]" */
+	/* STORE=s3://...: NULL otherwise */
+	char *s3_endpoint;   /* without a trailing slash */
+	char *s3_region;
+	char *s3_key_id;
+	char *s3_secret;
 	size_t context_tokens;
 	long llm_timeout_s;  /* a whole model answer */
 	bool show_reasoning; /* <think> text as an expandable quote, else hidden */
@@ -36,6 +41,7 @@ struct config {
 	char *tls_cert;        /* PEM files; both or neither */
 	char *tls_key;
 	long handle_deadline_s; /* a serverless invocation must answer within this */
+	char *ca_bundle;        /* CA_BUNDLE: a PEM file of trusted CAs; NULL for the system's */
 	enum log_level log_level;
 };
 
@@ -45,6 +51,23 @@ struct config {
  * Registers the secrets with the log so they are never printed.
  */
 int config_load(struct config *cfg, char *err, size_t errlen);
+
+/*
+ * The S3 store's settings from the environment: S3_ENDPOINT (default
+ * https://storage.yandexcloud.net), S3_REGION (default ru-central1) and the
+ * key pair, YANDEX_KEY_ID and YANDEX_KEY_SECRET, else AWS_ACCESS_KEY_ID and
+ * AWS_SECRET_ACCESS_KEY. config_load checks them for STORE=s3://...; the S3
+ * store, which store_open starts from the STORE value alone, reads them here
+ * too. The strings are borrowed from the environment. On error returns -1
+ * with one line in err naming the variable.
+ */
+struct config_s3 {
+	const char *endpoint;
+	const char *region;
+	const char *key_id;
+	const char *secret;
+};
+int config_s3_load(struct config_s3 *out, char *err, size_t errlen);
 void config_free(struct config *cfg);
 
 #endif

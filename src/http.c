@@ -13,6 +13,7 @@ struct http_client {
 	CURLM *multi;
 	struct event *timer;
 	struct http_call *calls; /* doubly linked, for cancelling at shutdown */
+	char *ca_bundle;
 	int running;
 };
 
@@ -243,10 +244,21 @@ struct http_client *http_client_new(struct event_base *base)
 	return c;
 }
 
+int http_client_set_ca_bundle(struct http_client *c, const char *path)
+{
+	char *copy = path ? strdup(path) : NULL;
+	if (path && !copy)
+		return -1;
+	free(c->ca_bundle);
+	c->ca_bundle = copy;
+	return 0;
+}
+
 void http_client_free(struct http_client *c)
 {
 	if (!c)
 		return;
+	free(c->ca_bundle);
 	while (c->calls)
 		call_free(c->calls);
 	if (c->multi)
@@ -308,6 +320,8 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	SET(CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	if (c->ca_bundle)
+		SET(CURLOPT_CAINFO, c->ca_bundle);
 	if (req->timeout_ms > 0)
 		SET(CURLOPT_TIMEOUT_MS, req->timeout_ms);
 	if (req->stall_s > 0) {

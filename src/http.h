@@ -66,6 +66,11 @@ struct http_request {
 };
 
 struct http_client *http_client_new(struct event_base *base);
+/*
+ * Certificate authorities to trust for HTTPS, a PEM bundle (copied); NULL
+ * for the system's. Packages for serverless platforms bring their own.
+ */
+int http_client_set_ca_bundle(struct http_client *c, const char *path);
 /* Cancels every call still running (no callbacks). NULL is a no-op. */
 void http_client_free(struct http_client *c);
 /* Starts a request; NULL when it could not be set up (then no callback runs). */

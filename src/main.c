@@ -43,6 +43,7 @@ static const char usage[] =
 	"  WEBHOOK_SECRET      the secret token Telegram must send with every update\n"
 	"  TLS_CERT, TLS_KEY   PEM files: serve HTTPS directly (e.g. a self-signed certificate)\n"
 	"  HANDLE_DEADLINE     seconds a serverless invocation may take (default 55)\n"
+	"  CA_BUNDLE           a PEM file of trusted certificate authorities (default: the system's)\n"
 	"  LOG_LEVEL           debug, info, warn or error (default info)\n";
 
 enum mode { MODE_POLL, MODE_SERVE, MODE_HANDLE, MODE_LAMBDA };

@@ -63,7 +63,7 @@ struct store {
 };
 
 /*
- * Opens the store named by spec ("sqlite:PATH"). On failure returns -1 with
+ * Opens the store named by spec ("sqlite:PATH", "s3://BUCKET[/PREFIX]"). On failure returns -1 with
  * a one-line reason in err.
  */
 int store_open(const char *spec, struct event_base *base, struct http_client *http,
@@ -72,5 +72,8 @@ int store_open(const char *spec, struct event_base *base, struct http_client *ht
 void store_free(struct store *s);
 
 int store_sqlite_open(const char *path, struct store **out, char *err, size_t errlen);
+/* spec is "s3://BUCKET[/PREFIX]"; endpoint, region and keys as config_s3_load() reads them. */
+int store_s3_open(const char *spec, struct event_base *base, struct http_client *http,
+		  struct store **out, char *err, size_t errlen);
 
 #endif
