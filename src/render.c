@@ -1730,6 +1730,38 @@ static int splitter_advance(struct splitter *sp, size_t pos)
 	return 0;
 }
 
+/* Whether a pre entity covers text[from..to], looking at the entities begun before to. */
+static bool is_in_pre(const struct splitter *sp, size_t from, size_t to)
+{
+	const struct renderer *r = sp->r;
+	for (size_t i = 0; i < sp->n_active; i++) {
+		const struct ent *e = &r->ents[sp->active[i]];
+		if (e->type == TYPE_PRE && e->b0 <= from && e->b1 > to)
+			return true;
+	}
+	for (size_t k = sp->next; k < r->n_ents && r->ents[k].b0 <= from; k++)
+		if (r->ents[k].type == TYPE_PRE && r->ents[k].b1 > to)
+			return true;
+	return false;
+}
+
+/*
+ * Where the part whose first visible character is text[p] starts. Inside a
+ * code block or table it keeps that line's indentation: indentation is
+ * meaning in code and alignment in tables, and Telegram trims leading
+ * whitespace only before the first entity, here the pre at offset 0. The
+ * indentation must leave room for a character, so the part is never blank.
+ */
+static size_t part_start(const struct splitter *sp, const char *text, size_t pos, size_t p)
+{
+	size_t ls = p;
+	while (ls > pos && (text[ls - 1] == ' ' || text[ls - 1] == '\t'))
+		ls--;
+	if (ls == p || p - ls + 2 > sp->max_units || !is_in_pre(sp, ls, p))
+		return p;
+	return ls;
+}
+
 static int add_message(struct render_output *out, size_t *cap, struct render_message m)
 {
 	if (out->n_parts == *cap) {
@@ -1756,12 +1788,15 @@ static int split_messages(struct splitter *sp, struct render_output *out)
 	size_t len = r->text.len, cap = 0;
 	size_t pos = 0, upos = 0;
 	for (;;) {
-		while (pos < len && is_space(text[pos])) {
-			pos++;
-			upos++;
-		}
-		if (pos == len)
+		/* Whitespace at a cut is dropped: one unit a byte. */
+		size_t p = pos;
+		while (p < len && is_space(text[p]))
+			p++;
+		if (p == len)
 			return 0;
+		size_t start = part_start(sp, text, pos, p);
+		upos += start - pos;
+		pos = start;
 		if (splitter_advance(sp, pos) != 0)
 			return -1;
 
@@ -1778,10 +1813,11 @@ static int split_messages(struct splitter *sp, struct render_output *out)
 		size_t room = sp->n_active < sp->max_ents ? sp->max_ents - sp->n_active : 0;
 		if (sp->next + room < r->n_ents) {
 			size_t s = r->ents[sp->next + room].b0;
-			if (s > pos && s < limit)
+			if (s > p && s < limit)
 				limit = s;
 		}
-		size_t end = limit == len ? len : find_cut(text, len, pos, limit);
+		/* Cut after the first visible character, never inside the kept indentation. */
+		size_t end = limit == len ? len : find_cut(text, len, p, limit);
 		size_t part_end = end;
 		while (part_end > pos && is_space(text[part_end - 1]))
 			part_end--;

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ struct pending {
 	size_t n, cap;
 	size_t next;    /* the next entry to read */
 	size_t running; /* reads in flight */
+	bool is_starting; /* in pending_read_next: a read that fails at once must not recurse */
 	int err;
 };
 
@@ -113,11 +115,24 @@ struct s3_op {
 	int64_t chat_id, update_id;
 	json_t *turns;      /* append: the new turns, in the stored layout */
 	size_t conflicts;   /* append: re-reads after a lost race */
+	char *record;       /* claim: the journal record to create */
 	char nonce[17];     /* claim: tells our record from another instance's */
 	struct pending *pending;
 	struct s3_op *parent; /* a read on behalf of update_pending */
 	size_t index;         /* its entry */
 };
+
+/* A new string, or NULL (asprintf leaves its pointer undefined on failure). */
+static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *str_printf(const char *fmt, ...)
+{
+	char *out;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&out, fmt, ap);
+	va_end(ap);
+	return n < 0 ? NULL : out;
+}
 
 static struct store_s3 *from(struct store *s)
 {
@@ -171,6 +186,7 @@ static void op_free(struct s3_op *op)
 	free(op->query);
 	free(op->body);
 	json_decref(op->turns);
+	free(op->record);
 	pending_free(op->pending);
 	free(op);
 }
@@ -494,7 +510,7 @@ static void log_failure(const struct s3_op *op, const struct http_response *resp
 	char where[512];
 	op_where(op, where, sizeof where);
 	if (resp->is_transport_error) {
-		log_error("store: s3: %s %s: cannot reach %s: %s", op->what, where, op->s->endpoint, resp->error);
+		log_error("store: s3: %s %s: no answer from %s: %s", op->what, where, op->s->endpoint, resp->error);
 		return;
 	}
 	if (resp->is_too_big) {
@@ -517,20 +533,17 @@ static void log_failure(const struct s3_op *op, const struct http_response *resp
 
 static char *history_key(const struct store_s3 *s, int64_t chat_id)
 {
-	char *k;
-	return asprintf(&k, "%s%lld.json", s->prefix, (long long)chat_id) < 0 ? NULL : k;
+	return str_printf("%s%lld.json", s->prefix, (long long)chat_id);
 }
 
 static char *journal_key(const struct store_s3 *s, int64_t update_id)
 {
-	char *k;
-	return asprintf(&k, "%s" JOURNAL_DIR "%lld.json", s->prefix, (long long)update_id) < 0 ? NULL : k;
+	return str_printf("%s" JOURNAL_DIR "%lld.json", s->prefix, (long long)update_id);
 }
 
 static char *setting_key(const struct store_s3 *s, int64_t scope, const char *name)
 {
-	char *k;
-	return asprintf(&k, "%s" SETTINGS_DIR "%lld/%s", s->prefix, (long long)scope, name) < 0 ? NULL : k;
+	return str_printf("%s" SETTINGS_DIR "%lld/%s", s->prefix, (long long)scope, name);
 }
 
 /* ---- history ---- */
@@ -771,7 +784,6 @@ static void append_put(struct s3_op *op, const struct http_response *resp)
 			log_info("store: s3: chat=%lld: the history changed while it was written (%ld); "
 				 "reading it again",
 				 (long long)op->chat_id, resp->status);
-			op->is_uncertain = op->is_uncertain || op->tries > 1;
 			append_read(op);
 			return;
 		}
@@ -845,7 +857,7 @@ static void mark_done_send(struct s3_op *op, s3_step step)
 	op_send(op);
 }
 
-static void done_marked(struct s3_op *op, const struct http_response *resp)
+static void write_done(struct s3_op *op, const struct http_response *resp)
 {
 	if (!is_ok(resp)) {
 		log_failure(op, resp);
@@ -865,7 +877,7 @@ static void update_done(struct store *base, int64_t update_id, store_done_cb cb,
 	op->update_id = update_id;
 	op->cb.done = cb;
 	op->arg = arg;
-	mark_done_send(op, done_marked);
+	mark_done_send(op, write_done);
 }
 
 static void claim_got(struct s3_op *op, const struct http_response *resp);
@@ -917,20 +929,9 @@ static void update_claim(struct store *base, int64_t update_id, int64_t chat_id,
 				   "body", body ? body : json_string(raw), "claim", op->nonce);
 	char *text = record ? json_dumps(record, JSON_COMPACT) : NULL;
 	json_decref(record);
-	/* The record is built now and sent after the GET: op->body holds it meanwhile. */
-	int rc = text ? op_set_request(op, "GET", text, strlen(text), NULL, S3_SMALL_MAX, claim_got) : -1;
-	free(text);
-	if (rc != 0) {
+	op->record = text;
+	if (!text || op_set_request(op, "GET", NULL, 0, NULL, S3_SMALL_MAX, claim_got) != 0) {
 		log_error("store: s3: update=%lld: out of memory journaling it", (long long)update_id);
-		claim_finish(op, -1, true);
-		return;
-	}
-	/* Keep the record aside; a GET carries no body. */
-	op->turns = json_stringn(op->body, op->body_len);
-	free(op->body);
-	op->body = NULL;
-	op->body_len = 0;
-	if (!op->turns) {
 		claim_finish(op, -1, true);
 		return;
 	}
@@ -948,8 +949,7 @@ static void claim_got(struct s3_op *op, const struct http_response *resp)
 		claim_finish(op, -1, true);
 		return;
 	}
-	const char *record = json_string_value(op->turns);
-	if (op_set_request(op, "PUT", record, json_string_length(op->turns), "application/json", S3_SMALL_MAX,
+	if (op_set_request(op, "PUT", op->record, strlen(op->record), "application/json", S3_SMALL_MAX,
 			   claim_put) != 0) {
 		claim_finish(op, -1, true);
 		return;
@@ -1005,12 +1005,10 @@ static int pending_list_page(struct s3_op *op, const char *token)
 {
 	struct buf q;
 	buf_init(&q, S3_URL_MAX);
-	char *dir = NULL;
+	char *dir = str_printf("%s" JOURNAL_DIR, op->s->prefix);
 	int rc = -1;
-	if (asprintf(&dir, "%s" JOURNAL_DIR, op->s->prefix) < 0) {
-		dir = NULL;
+	if (!dir)
 		goto out;
-	}
 	/* Sorted by name and RFC 3986-encoded: libcurl signs the query as it is sent. */
 	if (token && (buf_append_str(&q, "continuation-token=") != BUF_OK || append_encoded(&q, token, false) != 0 ||
 		      buf_append_str(&q, "&") != BUF_OK))
@@ -1160,6 +1158,9 @@ static void pruned(struct s3_op *op, const struct http_response *resp);
 static void pending_read_next(struct s3_op *parent)
 {
 	struct pending *p = parent->pending;
+	if (p->is_starting)
+		return;
+	p->is_starting = true;
 	while (p->running < S3_PENDING_PARALLEL && p->next < p->n) {
 		size_t i = p->next++;
 		struct s3_op *op = op_new(parent->s, "reading the update journal");
@@ -1175,6 +1176,7 @@ static void pending_read_next(struct s3_op *parent)
 		p->running++;
 		op_send(op);
 	}
+	p->is_starting = false;
 	if (p->running == 0 && p->next == p->n)
 		pending_finish(parent, p->err);
 }
@@ -1274,7 +1276,7 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 	struct s3_op *op = op_new(s, "writing a setting");
 	if (!op || !(op->key = setting_key(s, scope, key)) ||
 	    op_set_request(op, "PUT", value, strlen(value), "text/plain; charset=utf-8", S3_SMALL_MAX,
-			   done_marked) != 0) {
+			   write_done) != 0) {
 		if (op)
 			op_free(op);
 		cb(arg, -1);
@@ -1319,11 +1321,12 @@ int store_s3_open(const char *spec, struct event_base *base, struct http_client 
 		  char *err, size_t errlen)
 {
 	struct config_s3 env;
-	if (strncmp(spec, "s3://", 5) != 0 || config_s3_load(spec + 5, &env, err, errlen) != 0) {
-		if (strncmp(spec, "s3://", 5) != 0)
-			snprintf(err, errlen, "'%s' is not s3://BUCKET[/PREFIX]", spec);
+	if (strncmp(spec, "s3://", 5) != 0) {
+		snprintf(err, errlen, "'%s' is not s3://BUCKET[/PREFIX]", spec);
 		return -1;
 	}
+	if (config_s3_load(&env, err, errlen) != 0)
+		return -1;
 	struct store_s3 *s = calloc(1, sizeof *s);
 	if (!s) {
 		snprintf(err, errlen, "out of memory");
@@ -1343,11 +1346,15 @@ int store_s3_open(const char *spec, struct event_base *base, struct http_client 
 	/* A prefix names a folder: "s3://b/chats" keeps chats/<chat_id>.json. */
 	bool needs_slash = plen > 0 && prefix[plen - 1] != '/';
 	if (!(s->bucket = slash ? strndup(bucket, (size_t)(slash - bucket)) : strdup(bucket)) ||
-	    asprintf(&s->prefix, "%s%s", prefix, needs_slash ? "/" : "") < 0 ||
-	    !(s->endpoint = strndup(env.endpoint, elen)) || asprintf(&s->sigv4, "aws:amz:%s:s3", env.region) < 0 ||
+	    !(s->prefix = str_printf("%s%s", prefix, needs_slash ? "/" : "")) ||
+	    !(s->endpoint = strndup(env.endpoint, elen)) || !(s->sigv4 = str_printf("aws:amz:%s:s3", env.region)) ||
 	    !(s->key_id = strdup(env.key_id)) || !(s->secret = strdup(env.secret))) {
 		snprintf(err, errlen, "out of memory");
-		/* asprintf leaves its pointer undefined on failure. */
+		store_s3_free(&s->base);
+		return -1;
+	}
+	if (!s->bucket[0]) {
+		snprintf(err, errlen, "'%s' names no bucket: s3://BUCKET[/PREFIX]", spec);
 		store_s3_free(&s->base);
 		return -1;
 	}

@@ -43,6 +43,7 @@ class Reply:
     delay: float = 0.0               # seconds before the response starts
     chunk_delay: float = 0.0         # seconds between streamed events
     chunks: int = DEFAULT_CHUNKS     # content pieces the answer is streamed in
+    pieces: Optional[list] = None    # the exact content pieces (then text = their concatenation)
     crlf: bool = False               # SSE lines end in CRLF
     comments: bool = False           # ": ping" comment lines between events
     multiline_data: bool = False     # each event's JSON spread over several "data:" lines
@@ -54,6 +55,11 @@ class Reply:
 
 def answer(text: str, **kw) -> Reply:
     return Reply(text=text, **kw)
+
+
+def streamed(pieces: list, chunk_delay: float = 0.0, **kw) -> Reply:
+    """Streams exactly these content pieces, chunk_delay seconds apart."""
+    return Reply(text="".join(pieces), pieces=list(pieces), chunks=len(pieces), chunk_delay=chunk_delay, **kw)
 
 
 def error(status: int, message: str = "error", type: str = "server_error",  # noqa: A002 - API field name
@@ -377,7 +383,7 @@ class FakeOpenAI:
             write(f": OPENROUTER PROCESSING{eol}{eol}")
         write(event(dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
                                          "logprobs": None, "finish_reason": None}])))
-        pieces = _split(text, reply.chunks)
+        pieces = list(reply.pieces) if reply.pieces is not None else _split(text, reply.chunks)
         for i, piece in enumerate(pieces):
             if reply.cut_after is not None and i >= reply.cut_after:
                 break

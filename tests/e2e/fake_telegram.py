@@ -11,8 +11,18 @@ What a test can do with it:
   messages with growing update_id and message_id);
 - inject failures (the next N calls of a method answer an error; a chat
   that blocked the bot answers 403 to everything sent to it);
+- make Telegram refuse the formatting of the next N messages that carry
+  entities (reject_entities), on top of the checks every sendMessage,
+  editMessageText and sendMessageDraft gets (entity types, integer UTF-16
+  offsets and lengths inside the text, the 4096-unit limit);
 - hand the next getUpdates a scripted answer: a batch of raw updates
   (re-sent or id-less ones) or a raw, even malformed, body;
+- keep a webhook like Telegram does: setWebhook (JSON, form or
+  multipart/form-data with an uploaded certificate), deleteWebhook and
+  getWebhookInfo share one state (`webhook`); drop_pending_updates forgets
+  the pending updates; a test can set the last delivery error
+  (set_webhook_error) or pretend a webhook is set (set_webhook); while one
+  is set, getUpdates answers 409 as the real server does;
 - read every call (method, params, time, answer) and the messages the bot
   left in each chat (after edits and deletions), and wait for conditions.
 
@@ -21,7 +31,8 @@ getUpdates follows the real API: it returns updates with update_id >= offset
 with a higher offset, and a long poll waits up to `timeout` seconds (capped
 at `poll_cap`, so that a bot under test stops quickly) and returns as soon
 as an update is pushed. Like the real server, a second getUpdates while one
-is waiting ends the first with 409 Conflict. Unlike the real server, the
+is waiting ends the first with 409 Conflict, and getUpdates answers 409
+while a webhook is set. Unlike the real server, the
 fake delivers every update kind whatever allowed_updates says, so tests can
 prove the bot survives kinds it did not ask for.
 
@@ -29,6 +40,8 @@ Python standard library only.
 """
 
 import collections
+import email.parser
+import email.policy
 import http.server
 import json
 import re
@@ -119,6 +132,7 @@ class Call:
     content_type: str = ""  # of the request body
     status: int = 0      # HTTP status answered
     response: Any = None  # the JSON answered (None for raw bodies)
+    files: dict = field(default_factory=dict)  # multipart file parts: name -> UploadedFile
 
     @property
     def ok(self) -> bool:
@@ -145,6 +159,42 @@ class BotMessage:
     reply_to: Optional[int] = None   # message_id it replies to
     edits: list = field(default_factory=list)  # texts set by editMessageText
     deleted: bool = False
+    entities: list = field(default_factory=list)  # as shown now (the last send or edit)
+
+
+@dataclass
+class UploadedFile:
+    """A file part of a multipart/form-data request."""
+
+    filename: Optional[str]
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class Webhook:
+    """The webhook as Telegram keeps it (url "" = none: getUpdates works)."""
+
+    url: str = ""
+    secret_token: Optional[str] = None
+    allowed_updates: Optional[list] = None
+    certificate: Optional[UploadedFile] = None   # the uploaded public key, if any
+    max_connections: Optional[int] = None
+    ip_address: Optional[str] = None
+    last_error_date: Optional[int] = None
+    last_error_message: Optional[str] = None
+
+    @property
+    def has_custom_certificate(self) -> bool:
+        return self.certificate is not None
+
+
+@dataclass
+class _EntityRejection:
+    methods: tuple
+    remaining: int
+    description: str
+    chat_id: Optional[int]
 
 
 @dataclass
@@ -262,8 +312,11 @@ class FakeTelegram:
         self.blocked: dict[int, str] = {}      # chat_id -> 403 description
         self.chats: dict[int, Chat] = {}
         self.bot_messages: list[BotMessage] = []
-        self.drafts: list[dict] = []
+        self.drafts: list[dict] = []           # accepted sendMessageDraft parameters
+        self.entity_rejections: list[_EntityRejection] = []
         self.conflicts = 0                     # getUpdates ended by a newer one (409)
+        self.webhook = Webhook()               # the current webhook (url "" = none)
+        self.dropped_updates: list[dict] = []  # forgotten by drop_pending_updates
         self.next_update_id = 500000
         self.next_message_id = 1
         self._poll_generation = 0
@@ -407,10 +460,69 @@ class FakeTelegram:
         with self.cond:
             self.failures.append(_Failure(method.lower(), times, error_code, description, retry_after, chat_id))
 
+    def reject_entities(self, times: int = 1, methods=("sendMessage",), chat_id: Optional[int] = None,
+                        description: str = "Bad Request: can't parse entities: Can't find end of the entity "
+                                           "starting at byte offset 0"):
+        """The next `times` calls of methods (for chat_id, if given) that carry a
+        non-empty "entities" answer 400 with description, as Telegram does for
+        entities it cannot use; calls without entities are not affected."""
+        with self.cond:
+            self.entity_rejections.append(_EntityRejection(tuple(m.lower() for m in methods), times, description,
+                                                           chat_id))
+
+    def _entity_rejection(self, call: "Call") -> Optional[str]:
+        if not call.params.get("entities"):
+            return None
+        with self.cond:
+            for r in self.entity_rejections:
+                if r.remaining > 0 and call.name in r.methods and (r.chat_id is None or r.chat_id == call.chat_id()):
+                    r.remaining -= 1
+                    return r.description
+        return None
+
+    def drafts_in(self, chat_id: int) -> list[dict]:
+        """The accepted sendMessageDraft parameters for a chat, oldest first."""
+        with self.cond:
+            return [d for d in self.drafts if _as_int(d.get("chat_id")) == chat_id]
+
     def block(self, chat_id: int, description: str = "Forbidden: bot was blocked by the user"):
         """From now on everything sent to chat_id answers 403."""
         with self.cond:
             self.blocked[chat_id] = description
+
+    # ---- the webhook -----------------------------------------------------
+
+    def set_webhook(self, url: str, secret_token: Optional[str] = None, allowed_updates: Optional[list] = None,
+                    certificate: Optional[bytes] = None):
+        """Pretends setWebhook was called (e.g. by whoever ran the bot before)."""
+        with self.cond:
+            self.webhook = Webhook(url=url, secret_token=secret_token, allowed_updates=allowed_updates,
+                                   certificate=UploadedFile("cert.pem", "application/octet-stream", certificate)
+                                   if certificate is not None else None)
+            self.cond.notify_all()
+
+    def set_webhook_error(self, message: Optional[str], date: Optional[int] = None):
+        """What getWebhookInfo reports as the last delivery error (None clears it)."""
+        with self.cond:
+            self.webhook.last_error_message = message
+            self.webhook.last_error_date = (date if date is not None else int(time.time())) if message else None
+
+    def webhook_info(self) -> dict:
+        """The WebhookInfo object getWebhookInfo answers now."""
+        with self.cond:
+            w = self.webhook
+            info: dict = {"url": w.url, "has_custom_certificate": w.has_custom_certificate,
+                          "pending_update_count": len(self.pending)}
+            if w.url:
+                if w.ip_address:
+                    info["ip_address"] = w.ip_address
+                info["max_connections"] = w.max_connections or 40
+                if w.allowed_updates is not None:
+                    info["allowed_updates"] = list(w.allowed_updates)
+            if w.last_error_message:
+                info["last_error_date"] = w.last_error_date
+                info["last_error_message"] = w.last_error_message
+            return info
 
     # ---- reading what happened -------------------------------------------
 
@@ -462,6 +574,8 @@ class FakeTelegram:
             p = dict(c.params)
             if isinstance(p.get("text"), str) and len(p["text"]) > 80:
                 p["text"] = p["text"][:77] + "..."
+            for name, f in c.files.items():
+                p[name] = f"<file {f.filename!r}, {len(f.data)} bytes>"
             lines.append(f"  +{c.time - t0:7.3f}s {c.method} {json.dumps(p, ensure_ascii=False)[:200]} -> {c.status}")
         return "\n".join(lines)
 
@@ -481,8 +595,9 @@ class FakeTelegram:
             return self._answer(h, None, 404, {"ok": False, "error_code": 404, "description": "Not Found"})
         token, method = m.group(1), m.group(2)
         params, bad = self._params(h, url.query, body)
+        files = params.pop("_files", {}) if isinstance(params.get("_files"), dict) else {}
         call = Call(method=method, params=params, time=time.monotonic(), token_ok=(token == self.token),
-                    content_type=(h.headers.get("Content-Type") or "") if body else "")
+                    content_type=(h.headers.get("Content-Type") or "") if body else "", files=files)
         with self.cond:
             self.calls.append(call)
             self.cond.notify_all()
@@ -527,6 +642,13 @@ class FakeTelegram:
             elif ctype == "application/x-www-form-urlencoded":
                 for k, v in urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
                     params[k] = _maybe_json(v)
+            elif ctype == "multipart/form-data":
+                fields, files, bad = _parse_multipart(h.headers.get("Content-Type") or "", body)
+                if bad:
+                    return params, bad
+                params.update(fields)
+                if files:
+                    params["_files"] = files
             else:
                 params["_raw_body"] = body.decode("utf-8", "replace")
         return params, None
@@ -558,6 +680,11 @@ class FakeTelegram:
         return self._ok(h, call, me)
 
     def _m_getupdates(self, h, call):
+        with self.cond:
+            webhook_active = bool(self.webhook.url)
+        if webhook_active:
+            return self._error(h, call, 409, "Conflict: can't use getUpdates method while webhook is active; "
+                               "use deleteWebhook to delete the webhook first")
         p = call.params
         offset = _as_int(p.get("offset")) or 0
         limit = _as_int(p.get("limit")) or 100
@@ -624,6 +751,9 @@ class FakeTelegram:
         bad = _check_entities(shown, p.get("entities"))
         if bad:
             return self._error(h, call, 400, f"Bad Request: can't parse entities: {bad}")
+        rejected = self._entity_rejection(call)
+        if rejected:
+            return self._error(h, call, 400, rejected)
         thread_id = _as_int(p.get("message_thread_id"))
         known = self.chats.get(chat_id)
         if thread_id and known is not None and known.type != "private" and not known.is_forum:
@@ -649,7 +779,8 @@ class FakeTelegram:
                                           "date": int(time.time())}
         with self.cond:
             self.bot_messages.append(BotMessage(message_id=mid, chat_id=chat_id, text=shown, time=call.time,
-                                                params=p, thread_id=thread_id, reply_to=reply_to))
+                                                params=p, thread_id=thread_id, reply_to=reply_to,
+                                                entities=list(p.get("entities") or [])))
         return self._ok(h, call, result)
 
     def _find(self, chat_id, message_id) -> Optional[BotMessage]:
@@ -673,12 +804,18 @@ class FakeTelegram:
         bad = _check_entities(shown, p.get("entities"))
         if bad:
             return self._error(h, call, 400, f"Bad Request: can't parse entities: {bad}")
-        if shown == m.text:
+        rejected = self._entity_rejection(call)
+        if rejected:
+            return self._error(h, call, 400, rejected)
+        entities = list(p.get("entities") or [])
+        # Like Telegram: new formatting of the same text is a modification.
+        if shown == m.text and entities == m.entities:
             return self._error(h, call, 400, "Bad Request: message is not modified: specified new message "
                                "content and reply markup are exactly the same as a current content and reply "
                                "markup of the message")
         with self.cond:
             m.text = shown
+            m.entities = entities
             m.edits.append(shown)
         return self._ok(h, call, {"message_id": m.message_id, "from": self.bot.to_json(),
                                   "chat": self._chat_json(m.chat_id), "date": int(time.time()),
@@ -693,9 +830,89 @@ class FakeTelegram:
         return self._ok(h, call, True)
 
     def _m_sendmessagedraft(self, h, call):
+        # Bot API 9.5: chat_id, draft_id (non-zero), text (1-4096 characters), entities.
+        p = call.params
+        if call.chat_id() is None:
+            return self._error(h, call, 400, "Bad Request: chat_id is empty")
+        draft_id = p.get("draft_id")
+        if not isinstance(draft_id, int) or isinstance(draft_id, bool) or draft_id == 0:
+            return self._error(h, call, 400, "Bad Request: draft_id must be non-zero")
+        text = p.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return self._error(h, call, 400, "Bad Request: text is empty")
+        shown = visible_text(text, p.get("parse_mode"))
+        if utf16_len(shown) > MAX_MESSAGE_UNITS:
+            return self._error(h, call, 400, "Bad Request: TEXT_TOO_LONG")
+        bad = _check_entities(shown, p.get("entities"))
+        if bad:
+            return self._error(h, call, 400, f"Bad Request: can't parse entities: {bad}")
+        rejected = self._entity_rejection(call)
+        if rejected:
+            return self._error(h, call, 400, rejected)
         with self.cond:
-            self.drafts.append(call.params)
+            self.drafts.append(p)
         return self._ok(h, call, True)
+
+    def _m_setwebhook(self, h, call):
+        p = call.params
+        url = p.get("url", "")
+        if not isinstance(url, str):
+            return self._error(h, call, 400, "Bad Request: url must be a string")
+        url = url.strip()
+        secret = p.get("secret_token")
+        if secret is not None and (not isinstance(secret, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret)):
+            return self._error(h, call, 400, "Bad Request: secret token contains unallowed characters")
+        allowed = p.get("allowed_updates")
+        if allowed is not None and not (isinstance(allowed, list) and all(isinstance(a, str) for a in allowed)):
+            return self._error(h, call, 400, "Bad Request: can't parse allowed updates")
+        cert = call.files.get("certificate")
+        if "certificate" in p and cert is None:
+            # Telegram wants the public key uploaded as a file, not a string.
+            return self._error(h, call, 400, "Bad Request: wrong HTTP URL specified")
+        if url:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme != "https" or not parts.hostname:
+                return self._error(h, call, 400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+            try:
+                port = parts.port or 443
+            except ValueError:
+                return self._error(h, call, 400, "Bad Request: bad webhook: Failed to resolve host")
+            if port not in (80, 88, 443, 8443):
+                return self._error(h, call, 400, "Bad Request: bad webhook: Webhook can be set up only on ports "
+                                   "80, 88, 443 or 8443")
+        with self.cond:
+            was = self.webhook.url
+            if p.get("drop_pending_updates") in (True, "true", "True", "1", 1):
+                self.dropped_updates.extend(self.pending)
+                self.pending = []
+            if url:
+                self.webhook = Webhook(url=url, secret_token=secret, allowed_updates=allowed, certificate=cert,
+                                       max_connections=_as_int(p.get("max_connections")),
+                                       ip_address=p.get("ip_address") if isinstance(p.get("ip_address"), str)
+                                       else None)
+            else:
+                self.webhook = Webhook()
+            self.cond.notify_all()
+        if not url:
+            desc = "Webhook was deleted" if was else "Webhook is already deleted"
+        else:
+            desc = "Webhook is already set" if was == url else "Webhook was set"
+        return self._answer(h, call, 200, {"ok": True, "result": True, "description": desc})
+
+    def _m_deletewebhook(self, h, call):
+        with self.cond:
+            was = self.webhook.url
+            if call.params.get("drop_pending_updates") in (True, "true", "True", "1", 1):
+                self.dropped_updates.extend(self.pending)
+                self.pending = []
+            self.webhook = Webhook()
+            self.cond.notify_all()
+        return self._answer(h, call, 200, {"ok": True, "result": True,
+                                           "description": "Webhook was deleted" if was else
+                                           "Webhook is already deleted"})
+
+    def _m_getwebhookinfo(self, h, call):
+        return self._ok(h, call, self.webhook_info())
 
     def _m_sendchataction(self, h, call):
         if call.chat_id() is None:
@@ -703,6 +920,30 @@ class FakeTelegram:
         if not call.params.get("action"):
             return self._error(h, call, 400, "Bad Request: wrong parameter action in request")
         return self._ok(h, call, True)
+
+
+def _parse_multipart(content_type: str, body: bytes) -> tuple[dict, dict, Optional[str]]:
+    """Fields (text parts, JSON-looking values decoded) and files (parts with
+    a filename) of a multipart/form-data body, or a reason it is malformed."""
+    if "boundary=" not in content_type:
+        return {}, {}, "multipart/form-data without a boundary"
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not msg.is_multipart():
+        return {}, {}, "can't parse multipart/form-data body"
+    fields: dict = {}
+    files: dict = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            return {}, {}, "multipart part without a name"
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            files[name] = UploadedFile(filename, part.get_content_type(), data)
+        else:
+            fields[name] = _maybe_json(data.decode("utf-8", "replace"))
+    return fields, files, None
 
 
 def _maybe_json(v: str):
@@ -715,7 +956,23 @@ def _maybe_json(v: str):
     return v
 
 
+# https://core.telegram.org/bots/api#messageentity
+ENTITY_TYPES = frozenset({
+    "mention", "hashtag", "cashtag", "bot_command", "url", "email", "phone_number", "bold", "italic",
+    "underline", "strikethrough", "spoiler", "blockquote", "expandable_blockquote", "code", "pre",
+    "text_link", "text_mention", "custom_emoji",
+})
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _check_entities(text: str, entities) -> Optional[str]:
+    """What Telegram would refuse in entities for text (None when fine): a
+    known type, integer offset and length in UTF-16 units, length > 0, inside
+    the text, and the fields the type needs (text_link: url; pre: language,
+    if any, a string)."""
     if entities is None:
         return None
     if not isinstance(entities, list):
@@ -724,9 +981,21 @@ def _check_entities(text: str, entities) -> Optional[str]:
     for e in entities:
         if not isinstance(e, dict):
             return "entity must be an object"
-        off, ln = _as_int(e.get("offset")), _as_int(e.get("length"))
-        if off is None or ln is None or off < 0 or ln <= 0 or off + ln > n:
-            return f"entity {json.dumps(e)} is outside the text of {n} UTF-16 units"
+        if e.get("type") not in ENTITY_TYPES:
+            return f"unsupported entity type in {json.dumps(e, ensure_ascii=False)}"
+        off, ln = e.get("offset"), e.get("length")
+        if not _is_int(off) or not _is_int(ln):
+            return f"entity {json.dumps(e, ensure_ascii=False)} needs integer offset and length"
+        if off < 0 or ln <= 0 or off + ln > n:
+            return f"entity {json.dumps(e, ensure_ascii=False)} is outside the text of {n} UTF-16 units"
+        if e["type"] == "text_link" and not (isinstance(e.get("url"), str) and e["url"]):
+            return f"text_link {json.dumps(e, ensure_ascii=False)} has no url"
+        if e["type"] == "pre" and "language" in e and not isinstance(e["language"], str):
+            return f"pre {json.dumps(e, ensure_ascii=False)} has a language that is not a string"
+        if e["type"] == "text_mention" and not isinstance(e.get("user"), dict):
+            return f"text_mention {json.dumps(e, ensure_ascii=False)} has no user"
+        if e["type"] == "custom_emoji" and not e.get("custom_emoji_id"):
+            return f"custom_emoji {json.dumps(e, ensure_ascii=False)} has no custom_emoji_id"
     return None
 
 

@@ -911,6 +911,15 @@ static void test_entity_limit_starts_a_new_message(void **state)
 	free(md);
 }
 
+static void test_entity_limit_below_nesting_keeps_the_outer_entities(void **state)
+{
+	(void)state;
+	struct render_options opt = {.max_entities = 1};
+	expect_messages("***x*** y", &opt, (const char *const[]){"x y", "italic 0 1", NULL});
+	opt.max_units = 1; /* taken as 2, one surrogate pair */
+	expect_messages("😀😀", &opt, (const char *const[]){"😀", "", "😀", "", NULL});
+}
+
 static void test_long_answer_fits_4096_units_a_message(void **state)
 {
 	(void)state;
@@ -1293,6 +1302,7 @@ int main(void)
 	    cmocka_unit_test(test_entity_crossing_a_cut_becomes_one_in_each_message),
 	    cmocka_unit_test(test_code_block_cut_is_reopened_with_its_language),
 	    cmocka_unit_test(test_entity_limit_starts_a_new_message),
+	    cmocka_unit_test(test_entity_limit_below_nesting_keeps_the_outer_entities),
 	    cmocka_unit_test(test_long_answer_fits_4096_units_a_message),
 	    cmocka_unit_test(test_entities_json_lists_message_entities),
 	    cmocka_unit_test(test_property_rendered_messages_are_well_formed_and_complete),

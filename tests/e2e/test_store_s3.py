@@ -1,0 +1,302 @@
+"""STORE=s3://BUCKET/PREFIX against an S3 server that checks SigV4 signatures
+(@20minutes/s3rver 4.0.4 from npm, started by s3_server.py; skipped with the
+reason when node/npm are missing).
+
+What these tests prove and what they cannot:
+  - every request tgllm sends is SigV4-signed in a way s3rver's own verifier
+    accepts (it recomputes the signature over method, path, sorted query,
+    signed headers and x-amz-content-sha256), and a wrong secret is refused;
+  - the history object is <prefix><chat_id>.json in the original bot's layout
+    (a JSON array of {"role","content"}), readable by Python's json module and
+    by boto3, an S3 client that is not ours; the original bot's objects are
+    continued;
+  - the journal, settings, /new and replay of pending updates work over S3;
+  - two bot processes appending to one chat lose no turns. s3rver ignores
+    If-Match / If-None-Match, so the launcher in s3_server.py enforces them
+    with S3's semantics: the test proves tgllm sends the conditions and
+    re-reads and retries on 412; that real S3 / Yandex Object Storage enforce
+    them the same way is their documented behaviour, not something shown here;
+  - a server that answers 501 to conditional writes (as OpenStack Swift does)
+    gets plain writes and one warning.
+"""
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from fake_telegram import FakeTelegram
+from harness import ALICE, IVAN, MALLORY, BotTestCase, main
+from s3_server import S3Server
+
+HERE = Path(__file__).resolve().parent
+BUCKET = "bucket"
+PREFIX = "prefix/"
+REGION = "us-east-1"
+STORE_FAILED = "Something went wrong with the conversation storage"
+
+
+class S3TestCase(BotTestCase):
+    """A BotTestCase with an S3 emulator; s3_env() points the bot at it."""
+
+    s3_options: dict = {}
+
+    def setUp(self):
+        super().setUp()
+        self.s3 = S3Server(**self.s3_options).start()
+        self.addCleanup(self.s3.stop)
+
+    def tearDown(self):
+        if self._failed() or os.environ.get("TGLLM_E2E_VERBOSE"):
+            import sys
+            sys.stderr.write(f"\n===== {self.id()}: S3 requests (last 60) =====\n{self.s3.describe()}\n")
+        super().tearDown()
+        log = self.log()
+        if not self._failed():
+            self.assertNotIn(self.s3.secret_key, log, "expected the S3 secret never to appear in the bot's stderr")
+
+    def s3_env(self, **env) -> dict:
+        base = {
+            "STORE": f"s3://{BUCKET}/{PREFIX}",
+            "S3_ENDPOINT": self.s3.endpoint,
+            "S3_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": self.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+        }
+        base.update(env)
+        return base
+
+    def history(self, chat_id: int):
+        """The chat's history object as stored (parsed), or None when there is none."""
+        raw = self.s3.read_object(BUCKET, f"{PREFIX}{chat_id}.json")
+        return None if raw is None else json.loads(raw)
+
+    def wait_history(self, chat_id: int, turns: int, timeout: float = 10.0) -> list:
+        """The history object once it holds `turns` entries (it is written after the reply is sent)."""
+        return self.tg.wait_for(lambda: len(self.history(chat_id) or []) == turns and self.history(chat_id),
+                                timeout, f"{PREFIX}{chat_id}.json to hold {turns} turns; it holds "
+                                         f"{self.history(chat_id)!r}")
+
+    def journal_record(self, update_id: int):
+        raw = self.s3.read_object(BUCKET, f"{PREFIX}tgllm/updates/{update_id}.json")
+        return None if raw is None else json.loads(raw)
+
+    def requests_to(self, key: str, method: str = None) -> list:
+        return [r for r in self.s3.requests()
+                if r["url"].split("?")[0] == f"/{BUCKET}/{key}" and (method is None or r["method"] == method)]
+
+
+class S3HistoryTest(S3TestCase):
+
+    def test_history_lands_in_the_original_layout_and_survives_a_restart(self):
+        bot = self.start_bot(**self.s3_env())
+        self.ask(IVAN, "Запомни число 42")
+        self.assertEqual(self.wait_history(IVAN.id, 2), [
+            {"role": "user", "content": "Запомни число 42"},
+            {"role": "assistant", "content": "Echo: Запомни число 42"},
+        ], f"expected {PREFIX}{IVAN.id}.json to hold the exchange as a JSON array of role/content")
+        raw = self.s3.read_object(BUCKET, f"{PREFIX}{IVAN.id}.json")
+        self.assertIn("Запомни".encode(), raw, "expected compact UTF-8 JSON (not \\u escapes)")
+
+        self.restart_bot(bot, **self.s3_env())
+        self.ask(IVAN, "Какое число я назвал?")
+        self.assertEqual(self.llm.requests[-1].messages, [
+            {"role": "user", "content": "Запомни число 42"},
+            {"role": "assistant", "content": "Echo: Запомни число 42"},
+            {"role": "user", "content": "Какое число я назвал?"},
+        ], "expected the turns from before the restart in the request")
+        self.wait_history(IVAN.id, 4)
+
+        # How it was written: signed with our key, the payload hash sent, and
+        # conditional: a new object with If-None-Match: *, then If-Match on its ETag.
+        for r in self.s3.requests():
+            self.assertTrue(r["credential"] and r["credential"].startswith(self.s3.access_key + "/")
+                            and f"/{REGION}/s3/aws4_request" in r["credential"],
+                            f"expected every request signed with the key and region; got {r}")
+            self.assertRegex(r["contentSha256"] or "", "^[0-9a-f]{64}$",
+                             f"expected x-amz-content-sha256 on every request; got {r}")
+            self.assertIn("x-amz-content-sha256", r["signed"], f"expected the payload hash signed; got {r}")
+        puts = self.requests_to(f"{PREFIX}{IVAN.id}.json", "PUT")
+        self.assertEqual([(p["ifNoneMatch"], bool(p["ifMatch"])) for p in puts], [("*", False), (None, True)],
+                         "expected the first write with If-None-Match: * and the second with If-Match")
+
+    def test_history_of_the_original_bot_is_continued(self):
+        # What the Python bot wrote: json.dumps(history), ASCII escapes and ", " separators.
+        old = [{"role": "user", "content": "Привет, меня зовут Алиса"},
+               {"role": "assistant", "content": "Здравствуйте, Алиса!"}]
+        self.s3.put_object(BUCKET, f"{PREFIX}{ALICE.id}.json", json.dumps(old).encode())
+        self.start_bot(**self.s3_env())
+        self.ask(ALICE, "What is my name?")
+        self.assertEqual(self.llm.requests[-1].messages, old + [{"role": "user", "content": "What is my name?"}],
+                         "expected the original bot's history in the request")
+        self.assertEqual(self.wait_history(ALICE.id, 4), old + [
+            {"role": "user", "content": "What is my name?"},
+            {"role": "assistant", "content": "Echo: What is my name?"},
+        ], "expected the exchange appended to the original bot's history, which stays as it was")
+
+    def test_new_conversation_deletes_the_history_object(self):
+        self.start_bot(**self.s3_env())
+        self.ask(ALICE, "Forget this later")
+        self.wait_history(ALICE.id, 2)
+        self.tg.send_private(ALICE, "/new")
+        self.wait_text(ALICE.id, "new conversation")
+        self.assertIsNone(self.history(ALICE.id), "expected /new to delete the history object")
+        self.ask(ALICE, "Fresh start")
+        self.assertEqual(self.llm.requests[-1].messages, [{"role": "user", "content": "Fresh start"}])
+        self.wait_history(ALICE.id, 2)
+
+    def test_refusal_time_is_a_setting_object(self):
+        self.start_bot(**self.s3_env())
+        self.ask(MALLORY, "Let me in")
+        value = self.s3.read_object(BUCKET, f"{PREFIX}tgllm/settings/{MALLORY.id}/refused_at")
+        self.assertIsNotNone(value, "expected the refusal time stored as a setting object")
+        self.assertAlmostEqual(int(value), time.time(), delta=60)
+        msg = self.tg.send_private(MALLORY, "Again")
+        self.settle(1.5)
+        self.assertEqual(self.tg.replies_to(msg), [], "expected no second refusal within the hour")
+
+
+class S3JournalTest(S3TestCase):
+    # s3rver as it is: conditions ignored, so a known update must be found by reading first.
+    s3_options = {"conditions": "ignore"}
+
+    def test_update_resent_by_telegram_is_not_answered_again(self):
+        self.start_bot(**self.s3_env())
+        msg = self.tg.message(self.tg_chat(ALICE), ALICE, "Only once please")
+        update = self.tg.update("message", msg)
+        self.tg.push(update)
+        self.wait_reply(msg)
+        self.tg.inject_updates([update])
+        self.ask(ALICE, "Next message")
+        self.settle(1.0)
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Only once please"],
+                         "expected exactly one answer to the re-sent update")
+        self.assertEqual(self.journal_record(update["update_id"]), {"state": "done"},
+                         "expected the journal record marked done")
+
+    def test_pending_update_is_replayed_at_start(self):
+        msg = self.tg.message(self.tg_chat(ALICE), ALICE, "Left unanswered by a crash")
+        update = self.tg.update("message", msg)
+        record = {"state": "pending", "chat_id": ALICE.id, "body": update}
+        self.s3.put_object(BUCKET, f"{PREFIX}tgllm/updates/{update['update_id']}.json", json.dumps(record).encode())
+        done = {"state": "done"}
+        self.s3.put_object(BUCKET, f"{PREFIX}tgllm/updates/{update['update_id'] - 1}.json", json.dumps(done).encode())
+        self.start_bot(**self.s3_env())
+        reply = self.wait_reply(msg)
+        self.assertEqual(reply.text, "Echo: Left unanswered by a crash")
+        self.tg.wait_for(lambda: self.journal_record(update["update_id"]) == {"state": "done"}, 5,
+                         "the replayed update to be marked done")
+        self.assertEqual(len(self.llm.requests_with("Left unanswered")), 1)
+
+    def tg_chat(self, user):
+        from fake_telegram import Chat
+        return Chat.private(user)
+
+
+class S3FailureTest(S3TestCase):
+
+    def test_wrong_secret_is_refused_and_the_user_told(self):
+        wrong = "wrong-secret-not-the-real-one"
+        bot = self.start_bot(**self.s3_env(AWS_SECRET_ACCESS_KEY=wrong))
+        reply = self.ask(ALICE, "Hello?")
+        self.assertIn(STORE_FAILED, reply.text, "expected the storage-failure message")
+        self.assertLogged(r"store: s3: .*HTTP 403 SignatureDoesNotMatch.*check the key pair", levels=("error",),
+                          what="naming the S3 error and what to check")
+        self.assertBotRunning(bot)
+        self.assertNotIn(wrong, self.log(), "expected the secret never in the log")
+        self.assertEqual([r["status"] for r in self.s3.requests()], [403] * len(self.s3.requests()),
+                         "expected the emulator to refuse every request signed with the wrong secret")
+        self.assertEqual(self.s3.keys(BUCKET), [], "expected nothing written")
+
+    def test_server_without_conditional_writes_gets_plain_writes_and_one_warning(self):
+        self.s3.stop()
+        self.s3 = S3Server(conditions="501").start()
+        self.start_bot(**self.s3_env())
+        self.ask(ALICE, "One")
+        self.ask(ALICE, "Two")
+        self.assertEqual([t["content"] for t in self.wait_history(ALICE.id, 4)],
+                         ["One", "Echo: One", "Two", "Echo: Two"])
+        warnings = [ln for ln in self.log_lines("warn") if "does not support conditional writes" in ln]
+        self.assertEqual(len(warnings), 1, f"expected one warning about conditional writes; got {warnings}")
+        refused = [r for r in self.s3.requests() if r["status"] == 501]
+        self.assertEqual(len(refused), 1, f"expected one conditional write refused, then none tried; got {refused}")
+        history_puts = self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT")
+        self.assertEqual([(p["status"], p["ifMatch"], p["ifNoneMatch"]) for p in history_puts],
+                         [(200, None, None)] * 2, "expected plain history writes")
+
+    def test_unreachable_server_is_a_storage_failure(self):
+        self.s3.stop()
+        bot = self.start_bot(**self.s3_env(S3_ENDPOINT="http://127.0.0.1:9"))
+        reply = self.ask(ALICE, "Anyone there?", timeout=60)
+        self.assertIn(STORE_FAILED, reply.text)
+        self.assertLogged(r"store: s3: reading history s3://bucket/prefix/111001\.json: no answer from",
+                          levels=("error",))
+        self.assertBotRunning(bot)
+
+
+class S3ConcurrencyTest(S3TestCase):
+    # GETs of history objects are served in pairs, so both bots read the same version and race.
+    s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 3000}
+
+    def test_two_bots_sharing_a_chat_lose_no_turns(self):
+        # Two instances of one bot, each fed by its own fake Telegram (with
+        # distinct update ids, as one bot's updates have), one bucket and chat.
+        tg2 = FakeTelegram().start()
+        self.addCleanup(tg2.stop)
+        tg2.next_update_id = 900000
+        self.start_bot(**self.s3_env())
+        polls = len(tg2.calls_of("getUpdates"))
+        bot2 = self.start_bot(wait_polling=False, **self.s3_env(TELEGRAM_API_BASE=tg2.base_url))
+        tg2.wait_for(lambda: len(tg2.calls_of("getUpdates")) > polls or not bot2.running(), 15,
+                     "the second bot to poll")
+        self.assertBotRunning(bot2)
+
+        rounds = 2
+        for i in range(rounds):
+            m1 = self.tg.send_private(ALICE, f"first bot, round {i}")
+            m2 = tg2.send_private(ALICE, f"second bot, round {i}")
+            self.wait_reply(m1, timeout=30)
+            tg2.wait_for(lambda: tg2.replies_to(m2), 30, "the second bot's reply")
+
+        def settled():
+            h = self.history(ALICE.id) or []
+            return len(h) == 4 * rounds and h
+        history = self.tg.wait_for(settled, 30, f"all {4 * rounds} turns stored; have {self.history(ALICE.id)}")
+        pairs = [(history[k]["content"], history[k + 1]["content"]) for k in range(0, len(history), 2)]
+        expected = {(f"{who} bot, round {i}", f"Echo: {who} bot, round {i}")
+                    for who in ("first", "second") for i in range(rounds)}
+        self.assertEqual(set(pairs), expected, "expected every exchange stored once, question then answer")
+        conflicts = [r for r in self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT") if r["status"] in (409, 412)]
+        self.assertTrue(conflicts, "expected the two bots to collide at least once (a 412 on a history write); "
+                                   "without a collision this test proves nothing")
+        self.assertLogged(r"the history changed while it was written", levels=("info",))
+
+
+class S3ClientInteropTest(S3TestCase):
+
+    def test_an_s3_client_that_is_not_ours_reads_what_tgllm_wrote(self):
+        python = "/usr/bin/python3"
+        probe = subprocess.run([python, "-c", "import boto3"], capture_output=True)
+        if probe.returncode != 0:
+            self.skipTest("boto3 is not importable by /usr/bin/python3 (apt-get install python3-boto3)")
+        self.start_bot(**self.s3_env())
+        self.ask(IVAN, "Привет из Telegram")
+        self.wait_history(IVAN.id, 2)
+        out = subprocess.run(
+            [python, str(HERE / "s3_client_check.py"), self.s3.endpoint, REGION, BUCKET, PREFIX],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AWS_ACCESS_KEY_ID": self.s3.access_key,
+                 "AWS_SECRET_ACCESS_KEY": self.s3.secret_key, "HOME": str(self.tmp)},
+            capture_output=True, timeout=60)
+        self.assertEqual(out.returncode, 0, f"boto3 failed:\n{out.stderr.decode('utf-8', 'replace')}")
+        seen = json.loads(out.stdout)
+        self.assertIn(f"{PREFIX}{IVAN.id}.json", seen["keys"])
+        self.assertEqual(seen["objects"][f"{PREFIX}{IVAN.id}.json"], [
+            {"role": "user", "content": "Привет из Telegram"},
+            {"role": "assistant", "content": "Echo: Привет из Telegram"},
+        ], "expected boto3 to read the history as tgllm wrote it")
+
+
+if __name__ == "__main__":
+    main()
