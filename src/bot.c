@@ -360,6 +360,49 @@ void bot_identify(struct bot *b, bool may_use_cache, void (*done)(void *arg, int
 		ask_me(id);
 }
 
+struct abandon {
+	size_t left;
+	void (*done)(void *arg);
+	void *arg;
+};
+
+static void on_released(void *arg, int err)
+{
+	struct abandon *a = arg;
+	(void)err; /* logged by the store: that update is then skipped as a repeat */
+	if (--a->left > 0)
+		return;
+	void (*done)(void *arg) = a->done;
+	void *done_arg = a->arg;
+	free(a);
+	done(done_arg);
+}
+
+void bot_abandon(struct bot *b, void (*done)(void *arg), void *arg)
+{
+	size_t n = chats_busy(b->chats);
+	int64_t *ids = calloc(n + 1, sizeof *ids);
+	struct abandon *a = calloc(1, sizeof *a);
+	if (!ids || !a) {
+		log_error("bot: out of memory abandoning updates");
+		chats_abandon(b->chats, NULL, 0);
+		free(ids);
+		free(a);
+		done(arg);
+		return;
+	}
+	n = chats_abandon(b->chats, ids, n);
+	a->left = n + 1; /* one more, released below, so done cannot run before the loop ends */
+	a->done = done;
+	a->arg = arg;
+	for (size_t i = 0; i < n; i++) {
+		log_warn("bot: update=%lld: unfinished; left for Telegram to deliver again", (long long)ids[i]);
+		b->store->ops->update_release(b->store, ids[i], on_released, a);
+	}
+	free(ids);
+	on_released(a, 0);
+}
+
 void bot_hurry(struct bot *b)
 {
 	chats_hurry(b->chats);

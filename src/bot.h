@@ -71,6 +71,12 @@ typedef void (*bot_accepted_cb)(void *arg);
 void bot_receive(struct bot *b, json_t *raw, bot_accepted_cb accepted, void *arg);
 /* Queues the updates a previous run journaled but did not finish. */
 void bot_resume(struct bot *b);
+/*
+ * Out of time (serverless): stops every job and forgets their updates in the
+ * journal, so that Telegram's redelivery (the caller answers 5xx) counts as
+ * new. done runs once the store has forgotten them.
+ */
+void bot_abandon(struct bot *b, void (*done)(void *arg), void *arg);
 /* Cuts answers short to deliver them now (see chats_hurry). */
 void bot_hurry(struct bot *b);
 /* Updates queued or being handled. */

@@ -171,10 +171,9 @@ struct chats *chats_new(struct bot *b)
 	return cs;
 }
 
-void chats_free(struct chats *cs)
+size_t chats_abandon(struct chats *cs, int64_t *update_ids, size_t max)
 {
-	if (!cs)
-		return;
+	size_t n = 0;
 	for (size_t i = 0; i < CHAT_BUCKETS; i++) {
 		while (cs->buckets[i]) {
 			struct chat *c = cs->buckets[i];
@@ -182,11 +181,22 @@ void chats_free(struct chats *cs)
 			while (c->head) {
 				struct job *job = c->head;
 				c->head = job->next;
+				if (n < max)
+					update_ids[n++] = job->u.update_id;
 				job_free(job);
 			}
 			free(c);
 		}
 	}
+	cs->n_jobs = 0;
+	return n;
+}
+
+void chats_free(struct chats *cs)
+{
+	if (!cs)
+		return;
+	chats_abandon(cs, NULL, 0);
 	free(cs);
 }
 

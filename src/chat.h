@@ -16,6 +16,7 @@
 #define TGLLM_CHAT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bot.h"
 #include "update.h"
@@ -27,6 +28,11 @@ struct chats *chats_new(struct bot *b);
 void chats_free(struct chats *cs);
 /* Queues u (ownership moves to the queue; *u is left cleared) for action. -1 when out of memory. */
 int chats_submit(struct chats *cs, struct tg_update *u, enum bot_action action);
+/*
+ * Stops every job at once (no callbacks, nothing marked done) and writes the
+ * update ids of up to max of them to update_ids; returns how many it wrote.
+ */
+size_t chats_abandon(struct chats *cs, int64_t *update_ids, size_t max);
 /* Jobs queued or running. */
 size_t chats_busy(const struct chats *cs);
 void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg);

@@ -239,109 +239,123 @@ static int load_store(struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-int config_load(struct config *cfg, char *err, size_t errlen)
+/* What every command needs: the bot token, where Telegram is, the log level, webhook settings. */
+static int load_telegram(struct config *cfg, char *err, size_t errlen)
 {
-	memset(cfg, 0, sizeof *cfg);
-	char why[256];
-	const char *v;
-
-	if (!(v = env("TG_BOT_TOKEN"))) {
+	const char *v = env("TG_BOT_TOKEN");
+	if (!v) {
 		snprintf(err, errlen, "TG_BOT_TOKEN is not set: get a token from @BotFather");
-		goto fail;
+		return -1;
 	}
 	if (strchr(v, '/') || strchr(v, ' ') || !strchr(v, ':')) {
 		snprintf(err, errlen, "TG_BOT_TOKEN does not look like a bot token (123456:ABC...)");
-		goto fail;
+		return -1;
 	}
-	cfg->tg_token = strdup(v);
-
-	/* A bot that pays for every message must not be open by accident. */
-	if (!(v = getenv("TG_BOT_CHATS"))) {
-		snprintf(err, errlen,
-			 "TG_BOT_CHATS is not set: list the usernames or ids allowed to use the bot, "
-			 "or '*' for everyone");
-		goto fail;
-	}
-	if (access_parse(v, &cfg->allow, why, sizeof why) != 0) {
-		snprintf(err, errlen, "TG_BOT_CHATS: %s", why);
-		goto fail;
-	}
-
-	static const char *const key_names[] = {"PROXY_API_KEY", "OPENAI_API_KEY"};
-	if (!(v = env_first(key_names, 2))) {
-		snprintf(err, errlen, "PROXY_API_KEY (or OPENAI_API_KEY) is not set: the model API key");
-		goto fail;
-	}
-	cfg->llm_key = strdup(v);
-
-	v = env("OPENAI_BASE_URL");
-	if (!v)
-		v = env("PROXY_API_KEY") ? PROXYAPI_BASE : OPENAI_BASE;
-	if (!is_http_url(v)) {
-		snprintf(err, errlen, "OPENAI_BASE_URL must be an http:// or https:// URL");
-		goto fail;
-	}
-	cfg->llm_base_url = dup_url(v);
+	if (!(cfg->tg_token = strdup(v)))
+		goto oom;
+	log_add_secret(cfg->tg_token);
 
 	v = env("TELEGRAM_API_BASE");
 	if (!v)
 		v = "https://api.telegram.org";
 	if (!is_http_url(v)) {
 		snprintf(err, errlen, "TELEGRAM_API_BASE must be an http:// or https:// URL");
-		goto fail;
+		return -1;
 	}
-	cfg->tg_api_base = dup_url(v);
+	if (!(cfg->tg_api_base = dup_url(v)))
+		goto oom;
+
+	cfg->log_level = LOG_LEVEL_INFO;
+	if ((v = env("LOG_LEVEL")) && log_level_parse(v, &cfg->log_level) != 0) {
+		snprintf(err, errlen, "LOG_LEVEL must be debug, info, warn or error");
+		return -1;
+	}
+	return load_webhook(cfg, err, errlen);
+oom:
+	snprintf(err, errlen, "out of memory while reading the configuration");
+	return -1;
+}
+
+/* What running the bot needs on top: who may use it, the model, the store. */
+static int load_bot(struct config *cfg, char *err, size_t errlen)
+{
+	char why[256];
+	const char *v;
+
+	/* A bot that pays for every message must not be open by accident. */
+	if (!(v = getenv("TG_BOT_CHATS"))) {
+		snprintf(err, errlen,
+			 "TG_BOT_CHATS is not set: list the usernames or ids allowed to use the bot, "
+			 "or '*' for everyone");
+		return -1;
+	}
+	if (access_parse(v, &cfg->allow, why, sizeof why) != 0) {
+		snprintf(err, errlen, "TG_BOT_CHATS: %s", why);
+		return -1;
+	}
+
+	static const char *const key_names[] = {"PROXY_API_KEY", "OPENAI_API_KEY"};
+	if (!(v = env_first(key_names, 2))) {
+		snprintf(err, errlen, "PROXY_API_KEY (or OPENAI_API_KEY) is not set: the model API key");
+		return -1;
+	}
+	if (!(cfg->llm_key = strdup(v)))
+		goto oom;
+	log_add_secret(cfg->llm_key);
+
+	v = env("OPENAI_BASE_URL");
+	if (!v)
+		v = env("PROXY_API_KEY") ? PROXYAPI_BASE : OPENAI_BASE;
+	if (!is_http_url(v)) {
+		snprintf(err, errlen, "OPENAI_BASE_URL must be an http:// or https:// URL");
+		return -1;
+	}
+	if (!(cfg->llm_base_url = dup_url(v)))
+		goto oom;
 
 	v = env("OPENAI_MODEL");
-	cfg->llm_model = strdup(v ? v : "gpt-4o-mini");
-	v = env("SYSTEM_PROMPT");
-	if (v)
-		cfg->system_prompt = strdup(v);
+	if (!(cfg->llm_model = strdup(v ? v : "gpt-4o-mini")))
+		goto oom;
+	if ((v = env("SYSTEM_PROMPT")) && !(cfg->system_prompt = strdup(v)))
+		goto oom;
 
 	if (load_store(cfg, err, errlen) != 0)
-		goto fail;
+		return -1;
 
 	long n = 16000;
 	if ((v = env("CONTEXT_TOKENS")) && parse_positive(v, 10000000, &n) != 0) {
 		snprintf(err, errlen, "CONTEXT_TOKENS must be a positive number of tokens");
-		goto fail;
+		return -1;
 	}
 	cfg->context_tokens = (size_t)n;
 
 	n = 300;
 	if ((v = env("OPENAI_TIMEOUT")) && parse_positive(v, 3600, &n) != 0) {
 		snprintf(err, errlen, "OPENAI_TIMEOUT must be a number of seconds (1-3600)");
-		goto fail;
+		return -1;
 	}
 	cfg->llm_timeout_s = n;
 
 	v = env("REASONING");
 	if (v && strcmp(v, "quote") != 0 && strcmp(v, "hide") != 0) {
 		snprintf(err, errlen, "REASONING must be hide or quote");
-		goto fail;
+		return -1;
 	}
 	cfg->show_reasoning = v && strcmp(v, "quote") == 0;
-
-	if (load_webhook(cfg, err, errlen) != 0)
-		goto fail;
-
-	cfg->log_level = LOG_LEVEL_INFO;
-	if ((v = env("LOG_LEVEL")) && log_level_parse(v, &cfg->log_level) != 0) {
-		snprintf(err, errlen, "LOG_LEVEL must be debug, info, warn or error");
-		goto fail;
-	}
-
-	if (!cfg->tg_token || !cfg->llm_key || !cfg->llm_base_url || !cfg->tg_api_base ||
-	    !cfg->llm_model || !cfg->store || (env("SYSTEM_PROMPT") && !cfg->system_prompt)) {
-		snprintf(err, errlen, "out of memory while reading the configuration");
-		goto fail;
-	}
-	log_add_secret(cfg->tg_token);
-	log_add_secret(cfg->llm_key);
 	return 0;
-fail:
-	config_free(cfg);
+oom:
+	snprintf(err, errlen, "out of memory while reading the configuration");
 	return -1;
+}
+
+int config_load(struct config *cfg, enum config_scope scope, char *err, size_t errlen)
+{
+	memset(cfg, 0, sizeof *cfg);
+	if (load_telegram(cfg, err, errlen) != 0 || (scope == CONFIG_BOT && load_bot(cfg, err, errlen) != 0)) {
+		config_free(cfg);
+		return -1;
+	}
+	return 0;
 }
 
 void config_free(struct config *cfg)

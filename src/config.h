@@ -45,12 +45,17 @@ struct config {
 	enum log_level log_level;
 };
 
+enum config_scope {
+	CONFIG_BOT,      /* everything running the bot needs */
+	CONFIG_TELEGRAM, /* the token, Telegram's address and webhook settings only (webhook commands) */
+};
+
 /*
  * Fills cfg from the environment. On error returns -1 with one line in err
  * naming the variable and what is wrong; cfg is then left empty.
  * Registers the secrets with the log so they are never printed.
  */
-int config_load(struct config *cfg, char *err, size_t errlen);
+int config_load(struct config *cfg, enum config_scope scope, char *err, size_t errlen);
 
 /*
  * The S3 store's settings from the environment: S3_ENDPOINT (default

@@ -74,14 +74,20 @@ static void on_hurry(evutil_socket_t fd, short kind, void *arg)
 	bot_hurry(h->bot);
 }
 
+static void on_abandoned(void *arg)
+{
+	/* Not 200: Telegram then delivers the update again, to an invocation with more luck. */
+	finish(arg, 503, "out of time");
+}
+
 static void on_deadline(evutil_socket_t fd, short kind, void *arg)
 {
 	(void)fd;
 	(void)kind;
 	struct handling *h = arg;
-	log_error("handle: the deadline passed with %zu updates unfinished; they stay in the journal",
-		  bot_busy(h->bot));
-	finish(h, 200, "ok");
+	log_error("handle: the deadline passed with %zu updates unfinished", bot_busy(h->bot));
+	bot_on_idle(h->bot, NULL, NULL);
+	bot_abandon(h->bot, on_abandoned, h);
 }
 
 static void on_identified(void *arg, int status)

@@ -138,7 +138,7 @@ static int run(int argc, char **argv)
 
 	struct config cfg;
 	char err[512];
-	if (config_load(&cfg, err, sizeof err) != 0) {
+	if (config_load(&cfg, mode >= 0 ? CONFIG_BOT : CONFIG_TELEGRAM, err, sizeof err) != 0) {
 		fprintf(stderr, "tgllm: %s\n", err);
 		return 2;
 	}

@@ -148,9 +148,15 @@ long render_split_plain(const char *text, size_t len, size_t max_units, struct r
 	return (long)n;
 }
 
-/* ------------------------------------------------------------------------- */
-/* Markdown rendering                                                         */
-/* ------------------------------------------------------------------------- */
+/*
+ * Markdown rendering, in stages:
+ *   1. sanitize_input: the answer as valid UTF-8 with LF line ends;
+ *   2. split_think: the leading <think>...</think> taken out;
+ *   3. close_open_inlines (streaming only): markup open at the end closed;
+ *   4. md4c's callbacks write the whole plain text once, recording entities
+ *      (struct ent) in bytes and UTF-16 units as their spans and blocks close;
+ *   5. split_messages cuts that text into messages and each entity with it.
+ */
 
 #define REPLACEMENT_CHAR "\xEF\xBF\xBD" /* U+FFFD */
 

@@ -14,7 +14,7 @@
  *    loses nothing and a redelivered update is not answered twice;
  *  - settings: small key/value strings per scope (a chat or a user id),
  *    e.g. when a stranger was last refused.
- * docs/internals/STORE.md describes the SQLite schema.
+ * docs/internals/STORE.md describes the SQLite schema and the S3 objects.
  */
 #ifndef TGLLM_STORE_H
 #define TGLLM_STORE_H
@@ -51,6 +51,8 @@ struct store_ops {
 	void (*update_claim)(struct store *s, int64_t update_id, int64_t chat_id, const char *raw,
 			     store_claim_cb cb, void *arg);
 	void (*update_done)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
+	/* Forgets a pending update, so that when Telegram delivers it again it counts as new. */
+	void (*update_release)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 	void (*update_pending)(struct store *s, store_pending_cb cb, void *arg);
 	void (*setting_get)(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
 	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value,

@@ -26,36 +26,36 @@
 #include "log.h"
 #include "store.h"
 
-#define S3_TIMEOUT_MS 60000        /* one request, an 8 MB history included */
-#define S3_STALL_S 20
-#define S3_HISTORY_MAX (8u << 20)  /* bytes of one history object */
-#define S3_SMALL_MAX (1u << 20)    /* journal records, settings, error bodies */
-#define S3_LIST_MAX (8u << 20)     /* one ListObjectsV2 page (1000 keys) */
-#define S3_URL_MAX 8192
-#define S3_TRIES 6                 /* sends of one request: throttling, 5xx, broken connections */
-#define S3_CONFLICTS 6             /* re-reads of a history after losing a race to another writer */
-#define S3_BACKOFF_MS 200
-#define S3_BACKOFF_MAX_MS 10000
-#define S3_PENDING_PARALLEL 8      /* journal records read at once by update_pending */
-#define S3_PENDING_MAX 100000      /* journal records considered by update_pending */
-#define JOURNAL_KEEP_S (7 * 86400) /* done records older than this are deleted */
+#define S3_TIMEOUT_MS       60000 /* one request, an 8 MB history included */
+#define S3_STALL_S          20
+#define S3_HISTORY_MAX      (8u << 20) /* bytes of one history object */
+#define S3_SMALL_MAX        (1u << 20) /* journal records, settings, error bodies */
+#define S3_LIST_MAX         (8u << 20) /* one ListObjectsV2 page (1000 keys) */
+#define S3_URL_MAX          8192
+#define S3_TRIES            6 /* sends of one request: throttling, 5xx, broken connections */
+#define S3_CONFLICTS        6 /* re-reads of a history after losing a race to another writer */
+#define S3_BACKOFF_MS       200
+#define S3_BACKOFF_MAX_MS   10000
+#define S3_PENDING_PARALLEL 8           /* journal records read at once by update_pending */
+#define S3_PENDING_MAX      100000      /* journal records considered by update_pending */
+#define JOURNAL_KEEP_S      (7 * 86400) /* done records older than this are deleted */
 
-#define JOURNAL_DIR "tgllm/updates/"
+#define JOURNAL_DIR  "tgllm/updates/"
 #define SETTINGS_DIR "tgllm/settings/"
 
 struct store_s3 {
 	struct store base;
 	struct event_base *ev;
 	struct http_client *http;
-	char *endpoint;          /* scheme://host[:port][/path], no trailing '/' */
+	char *endpoint; /* scheme://host[:port][/path], no trailing '/' */
 	char *bucket;
-	char *prefix;            /* "" or ending in '/' */
-	char *sigv4;             /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
+	char *prefix; /* "" or ending in '/' */
+	char *sigv4;  /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
 	char *key_id;
-	char *secret;            /* only ever handed to curl as the password */
-	bool has_no_conditions;  /* the server answered 501 to a conditional write */
-	struct s3_op *ops;       /* in flight (doubly linked), freed by store_s3_free */
-	unsigned seed;           /* for backoff jitter */
+	char *secret;           /* only ever handed to curl as the password */
+	bool has_no_conditions; /* the server answered 501 to a conditional write */
+	struct s3_op *ops;      /* in flight (doubly linked), freed by store_s3_free */
+	unsigned seed;          /* for backoff jitter */
 };
 
 struct s3_op;
@@ -73,8 +73,8 @@ struct pending_entry {
 struct pending {
 	struct pending_entry *v;
 	size_t n, cap;
-	size_t next;    /* the next entry to read */
-	size_t running; /* reads in flight */
+	size_t next;      /* the next entry to read */
+	size_t running;   /* reads in flight */
 	bool is_starting; /* in pending_read_next: a read that fails at once must not recurse */
 	int err;
 };
@@ -92,17 +92,16 @@ struct s3_op {
 	struct store_s3 *s;
 
 	/* the request, kept as it is for retries */
-	const char *what;  /* for log lines: "reading history" */
+	const char *what; /* for log lines: "reading history" */
 	const char *method;
-	char *key;         /* with the prefix; NULL for a listing */
-	char *query;       /* the canonical (sorted, encoded) query string, or NULL */
+	char *key;   /* with the prefix; NULL for a listing */
+	char *query; /* the canonical (sorted, encoded) query string, or NULL */
 	char *body;
 	size_t body_len;
 	const char *content_type;
 	char condition[192]; /* "If-Match: ..." / "If-None-Match: *", or "" */
 	size_t max_body;
 	int tries;
-	bool is_uncertain; /* a write was sent and its answer lost: it may have landed */
 	struct http_call *call;
 	struct event *timer;
 	s3_step step;
@@ -113,10 +112,11 @@ struct s3_op {
 
 	/* the operation's */
 	int64_t chat_id, update_id;
-	json_t *turns;      /* append: the new turns, in the stored layout */
-	size_t conflicts;   /* append: re-reads after a lost race */
-	char *record;       /* claim: the journal record to create */
-	char nonce[17];     /* claim: tells our record from another instance's */
+	json_t *turns;    /* append: the new turns, in the stored layout */
+	json_t *written;  /* append: the whole history as last sent in a PUT */
+	size_t conflicts; /* append: re-reads after a lost race */
+	char *record;     /* claim: the journal record to create */
+	char nonce[17];   /* claim: tells our record from another instance's */
 	struct pending *pending;
 	struct s3_op *parent; /* a read on behalf of update_pending */
 	size_t index;         /* its entry */
@@ -186,6 +186,7 @@ static void op_free(struct s3_op *op)
 	free(op->query);
 	free(op->body);
 	json_decref(op->turns);
+	json_decref(op->written);
 	free(op->record);
 	pending_free(op->pending);
 	free(op);
@@ -193,7 +194,7 @@ static void op_free(struct s3_op *op)
 
 /* The request to send next: the op's key, body and condition are replaced. */
 static int op_set_request(struct s3_op *op, const char *method, const char *body, size_t body_len,
-			  const char *content_type, size_t max_body, s3_step step)
+                          const char *content_type, size_t max_body, s3_step step)
 {
 	free(op->body);
 	op->body = NULL;
@@ -210,7 +211,6 @@ static int op_set_request(struct s3_op *op, const char *method, const char *body
 	op->condition[0] = '\0';
 	op->max_body = max_body;
 	op->tries = 0;
-	op->is_uncertain = false;
 	op->step = step;
 	return 0;
 }
@@ -271,6 +271,7 @@ static int sha256_hex(const char *data, size_t len, char out[65])
 }
 
 static void on_http_done(void *arg, const struct http_response *resp);
+static char *xml_take(const char **from, const char *end, const char *tag);
 
 /* The object's address for log lines: never carries a secret. */
 static void op_where(const struct s3_op *op, char *out, size_t n)
@@ -313,19 +314,19 @@ static void op_send(struct s3_op *op)
 	headers[n] = NULL;
 
 	struct http_request req = {
-		.method = op->method,
-		.url = url,
-		.headers = headers,
-		.body = op->body,
-		.body_len = op->body_len,
-		.timeout_ms = S3_TIMEOUT_MS,
-		.stall_s = S3_STALL_S,
-		.max_body = op->max_body,
-		.on_done = on_http_done,
-		.arg = op,
-		.aws_sigv4 = op->s->sigv4,
-		.username = op->s->key_id,
-		.password = op->s->secret,
+	    .method = op->method,
+	    .url = url,
+	    .headers = headers,
+	    .body = op->body,
+	    .body_len = op->body_len,
+	    .timeout_ms = S3_TIMEOUT_MS,
+	    .stall_s = S3_STALL_S,
+	    .max_body = op->max_body,
+	    .on_done = on_http_done,
+	    .arg = op,
+	    .aws_sigv4 = op->s->sigv4,
+	    .username = op->s->key_id,
+	    .password = op->s->secret,
 	};
 	/* A PUT always carries a body (JSON or a setting); DELETE and GET none. */
 	op->tries++;
@@ -340,11 +341,6 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 	(void)fd;
 	(void)kind;
 	op_send(arg);
-}
-
-static bool is_write(const struct s3_op *op)
-{
-	return strcmp(op->method, "PUT") == 0 || strcmp(op->method, "DELETE") == 0;
 }
 
 /* Throttling (429, 503 SlowDown), other passing server trouble, a lost connection. */
@@ -365,7 +361,8 @@ static long backoff_ms(struct s3_op *op, const struct http_response *resp)
 		ms = resp->retry_after * 1000;
 	} else {
 		ms = S3_BACKOFF_MS << (op->tries - 1 < 6 ? op->tries - 1 : 6);
-		ms += (long)(rand_r(&op->s->seed) % (unsigned)(ms / 2 + 1)); /* jitter: writers must not keep colliding */
+		ms += (long)(rand_r(&op->s->seed) %
+		             (unsigned)(ms / 2 + 1)); /* jitter: writers must not keep colliding */
 	}
 	return ms > S3_BACKOFF_MAX_MS ? S3_BACKOFF_MAX_MS : ms;
 }
@@ -387,18 +384,20 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	op->call = NULL; /* it ended: http frees it after this callback */
 	op_where(op, where, sizeof where);
 	log_debug("store: s3: %s %s: %ld%s%s", op->method, where, resp->status,
-		  resp->is_transport_error ? " " : "", resp->is_transport_error ? resp->error : "");
+	          resp->is_transport_error ? " " : "", resp->is_transport_error ? resp->error : "");
 
 	if (is_transient(resp) && op->tries < S3_TRIES) {
-		/* The server may have done a write whose answer we lost. */
-		if (resp->is_transport_error && is_write(op))
-			op->is_uncertain = true;
 		long ms = backoff_ms(op, resp);
-		log_warn("store: s3: %s %s: %s; retrying in %ld ms", op->what, where,
-			 resp->is_transport_error ? resp->error
-			 : resp->status == 503 || resp->status == 429 ? "the server asks to slow down"
-								   : "server error",
-			 ms);
+		if (resp->is_transport_error) {
+			log_warn("store: s3: %s %s: %s; retrying in %ld ms", op->what, where, resp->error,
+			         ms);
+		} else {
+			const char *from = resp->body;
+			char *code = xml_take(&from, resp->body + resp->body_len, "Code");
+			log_warn("store: s3: %s %s: HTTP %ld %s; retrying in %ld ms", op->what, where,
+			         resp->status, code ? code : "", ms);
+			free(code);
+		}
 		op_send_later(op, ms);
 		return;
 	}
@@ -406,9 +405,9 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	if (resp->status == 501 && op->condition[0]) {
 		if (!s->has_no_conditions)
 			log_warn("store: s3: the server does not support conditional writes (501 to %s); "
-				 "writing unconditionally from now on: two bot instances sharing a chat may "
-				 "overwrite each other's turns",
-				 op->condition);
+			         "writing unconditionally from now on: two bot instances sharing a chat may "
+			         "overwrite each other's turns",
+			         op->condition);
 		s->has_no_conditions = true;
 		op->condition[0] = '\0';
 		op->tries = 0;
@@ -510,12 +509,13 @@ static void log_failure(const struct s3_op *op, const struct http_response *resp
 	char where[512];
 	op_where(op, where, sizeof where);
 	if (resp->is_transport_error) {
-		log_error("store: s3: %s %s: no answer from %s: %s", op->what, where, op->s->endpoint, resp->error);
+		log_error("store: s3: %s %s: no answer from %s: %s", op->what, where, op->s->endpoint,
+		          resp->error);
 		return;
 	}
 	if (resp->is_too_big) {
-		log_error("store: s3: %s %s: the object is larger than the %zu bytes accepted", op->what, where,
-			  op->max_body);
+		log_error("store: s3: %s %s: the object is larger than the %zu bytes accepted", op->what,
+		          where, op->max_body);
 		return;
 	}
 	const char *from = resp->body, *end = resp->body + resp->body_len;
@@ -523,8 +523,8 @@ static void log_failure(const struct s3_op *op, const struct http_response *resp
 	from = resp->body;
 	char *message = xml_take(&from, end, "Message");
 	log_error("store: s3: %s %s: HTTP %ld %s%s%.200s%s", op->what, where, resp->status,
-		  code ? code : "(no S3 error code)", message ? ": " : "", message ? message : "",
-		  auth_hint(code ? code : ""));
+	          code ? code : "(no S3 error code)", message ? ": " : "", message ? message : "",
+	          auth_hint(code ? code : ""));
 	free(code);
 	free(message);
 }
@@ -581,7 +581,7 @@ static json_t *parse_history(const struct s3_op *op, const struct http_response 
 		log_error("store: s3: %s: %s is not a JSON array; leaving it as it is", op->what, where);
 	else
 		log_error("store: s3: %s: %s is not valid JSON (line %d: %s); leaving it as it is", op->what,
-			  where, e.line, e.text);
+		          where, e.line, e.text);
 	json_decref(arr);
 	return NULL;
 }
@@ -596,11 +596,12 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 		json_t *arr = parse_history(op, resp);
 		int skipped = arr ? history_append_json(&h, arr) : -1;
 		if (arr && skipped < 0)
-			log_error("store: s3: out of memory reading the history of chat %lld", (long long)op->chat_id);
+			log_error("store: s3: out of memory reading the history of chat %lld",
+			          (long long)op->chat_id);
 		else if (skipped > 0)
 			log_warn("store: s3: chat=%lld: skipped %d history entries that are not "
-				 "{\"role\",\"content\"} turns",
-				 (long long)op->chat_id, skipped);
+			         "{\"role\",\"content\"} turns",
+			         (long long)op->chat_id, skipped);
 		json_decref(arr);
 		err = skipped < 0 ? -1 : 0;
 	} else {
@@ -630,7 +631,7 @@ static void op_done(struct s3_op *op, int err)
 }
 
 static void history_append(struct store *base, int64_t chat_id, const struct turn *turns, size_t n,
-			   int64_t update_id, store_done_cb cb, void *arg)
+                           int64_t update_id, store_done_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "writing history");
@@ -652,23 +653,21 @@ static void history_append(struct store *base, int64_t chat_id, const struct tur
 /* Read, append, write back on the ETag read: a lost race starts here again. */
 static void append_read(struct s3_op *op)
 {
-	bool was_uncertain = op->is_uncertain;
 	if (op_set_request(op, "GET", NULL, 0, NULL, S3_HISTORY_MAX, append_got) != 0) {
 		op_done(op, -1);
 		return;
 	}
-	op->is_uncertain = was_uncertain;
 	op_send(op);
 }
 
-/* Whether arr already ends with the turns (a write of ours whose answer was lost). */
-static bool ends_with(const json_t *arr, const json_t *turns)
+/* Whether arr begins with all of prefix. */
+static bool starts_with(const json_t *arr, const json_t *prefix)
 {
-	size_t n = json_array_size(arr), k = json_array_size(turns);
-	if (k == 0 || n < k)
+	size_t k = json_array_size(prefix);
+	if (k == 0 || json_array_size(arr) < k)
 		return false;
 	for (size_t i = 0; i < k; i++)
-		if (!json_equal(json_array_get(arr, n - k + i), json_array_get(turns, i)))
+		if (!json_equal(json_array_get(arr, i), json_array_get(prefix, i)))
 			return false;
 	return true;
 }
@@ -686,8 +685,8 @@ static char *dump_bounded(const struct s3_op *op, json_t *arr, size_t keep)
 		if (!text || strlen(text) <= S3_HISTORY_MAX) {
 			if (text && dropped)
 				log_warn("store: s3: chat=%lld: the history object reached %u bytes; dropped "
-					 "its %zu oldest entries",
-					 (long long)op->chat_id, S3_HISTORY_MAX, dropped);
+				         "its %zu oldest entries",
+				         (long long)op->chat_id, S3_HISTORY_MAX, dropped);
 			return text;
 		}
 		free(text);
@@ -718,13 +717,22 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		op_done(op, -1);
 		return;
 	}
-	/* After a lost answer to our write, a 412 may mean the write itself landed. */
-	if (op->is_uncertain && ends_with(arr, op->turns)) {
+	/*
+	 * A conflict may be our own write: when a connection breaks before the
+	 * answer, the write may be done all the same, and libcurl itself resends a
+	 * request once when a reused connection closes before answering. If the
+	 * history begins with what we wrote, our write landed.
+	 */
+	if (op->written && starts_with(arr, op->written)) {
 		log_info("store: s3: chat=%lld: the history write whose answer was lost did land",
-			 (long long)op->chat_id);
+		         (long long)op->chat_id);
 		json_decref(arr);
-		append_put(op, &(struct http_response){.status = 200, .body = "", .etag = "",
-							.content_type = "", .error = "", .retry_after = -1});
+		append_put(op, &(struct http_response){.status = 200,
+		                                       .body = "",
+		                                       .etag = "",
+		                                       .content_type = "",
+		                                       .error = "",
+		                                       .retry_after = -1});
 		return;
 	}
 	char etag[sizeof op->condition - 16];
@@ -733,21 +741,20 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 	if (!arr || json_array_extend(arr, op->turns) != 0 ||
 	    !(text = dump_bounded(op, arr, json_array_size(op->turns)))) {
 		log_error("store: s3: chat=%lld: cannot build the history object (out of memory, or a "
-			  "single exchange over %u bytes)",
-			  (long long)op->chat_id, S3_HISTORY_MAX);
+		          "single exchange over %u bytes)",
+		          (long long)op->chat_id, S3_HISTORY_MAX);
 		json_decref(arr);
 		op_done(op, -1);
 		return;
 	}
-	json_decref(arr);
-	bool was_uncertain = op->is_uncertain;
+	json_decref(op->written);
+	op->written = arr;
 	int rc = op_set_request(op, "PUT", text, strlen(text), "application/json", S3_SMALL_MAX, append_put);
 	free(text);
 	if (rc != 0) {
 		op_done(op, -1);
 		return;
 	}
-	op->is_uncertain = was_uncertain;
 	/* The write must land on exactly what was read: another writer's turns are never lost. */
 	if (s->has_no_conditions)
 		op->condition[0] = '\0';
@@ -757,8 +764,8 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		snprintf(op->condition, sizeof op->condition, "If-Match: %s", etag);
 	else
 		log_warn("store: s3: chat=%lld: the server sent no ETag with the history; writing it "
-			 "unconditionally",
-			 (long long)op->chat_id);
+		         "unconditionally",
+		         (long long)op->chat_id);
 	op_send(op);
 }
 
@@ -782,13 +789,13 @@ static void append_put(struct s3_op *op, const struct http_response *resp)
 	if ((resp->status == 412 || resp->status == 409 || resp->status == 404) && op->condition[0]) {
 		if (++op->conflicts < S3_CONFLICTS) {
 			log_info("store: s3: chat=%lld: the history changed while it was written (%ld); "
-				 "reading it again",
-				 (long long)op->chat_id, resp->status);
+			         "reading it again",
+			         (long long)op->chat_id, resp->status);
 			append_read(op);
 			return;
 		}
 		log_error("store: s3: chat=%lld: gave up writing the history after %zu conflicting writes",
-			  (long long)op->chat_id, op->conflicts);
+		          (long long)op->chat_id, op->conflicts);
 		op_done(op, -1);
 		return;
 	}
@@ -802,8 +809,8 @@ static void append_marked(struct s3_op *op, const struct http_response *resp)
 	if (!is_ok(resp)) {
 		log_failure(op, resp);
 		log_warn("store: s3: update=%lld stays pending in the journal: it may be answered again "
-			 "after a restart",
-			 (long long)op->update_id);
+		         "after a restart",
+		         (long long)op->update_id);
 	}
 	op_done(op, 0);
 }
@@ -848,9 +855,14 @@ static void mark_done_send(struct s3_op *op, s3_step step)
 	free(op->key);
 	op->what = "marking an update done";
 	if (!(op->key = journal_key(op->s, op->update_id)) ||
-	    op_set_request(op, "PUT", record, sizeof record - 1, "application/json", S3_SMALL_MAX, step) != 0) {
-		struct http_response resp = {.is_transport_error = true, .error = "out of memory", .body = "",
-					     .etag = "", .content_type = "", .retry_after = -1};
+	    op_set_request(op, "PUT", record, sizeof record - 1, "application/json", S3_SMALL_MAX, step) !=
+	        0) {
+		struct http_response resp = {.is_transport_error = true,
+		                             .error = "out of memory",
+		                             .body = "",
+		                             .etag = "",
+		                             .content_type = "",
+		                             .retry_after = -1};
 		step(op, &resp);
 		return;
 	}
@@ -878,6 +890,54 @@ static void update_done(struct store *base, int64_t update_id, store_done_cb cb,
 	op->cb.done = cb;
 	op->arg = arg;
 	mark_done_send(op, write_done);
+}
+
+static void release_got(struct s3_op *op, const struct http_response *resp)
+{
+	if (resp->status == 404) {
+		op_done(op, 0);
+		return;
+	}
+	if (!is_ok(resp)) {
+		log_failure(op, resp);
+		op_done(op, -1);
+		return;
+	}
+	json_t *record = json_loadb(resp->body, resp->body_len, JSON_ALLOW_NUL, NULL);
+	const char *state = json_string_value(json_object_get(record, "state"));
+	bool is_pending = state && strcmp(state, "pending") == 0;
+	json_decref(record);
+	if (!is_pending) {
+		op_done(op, 0); /* done meanwhile: nothing to forget */
+		return;
+	}
+	op->what = "releasing an update";
+	if (op_set_request(op, "DELETE", NULL, 0, NULL, S3_SMALL_MAX, clear_done) != 0) {
+		op_done(op, -1);
+		return;
+	}
+	op_send(op);
+}
+
+/*
+ * Deletes the record if it is still pending. Between the GET and the DELETE
+ * another instance could mark it done; the cost is at most one answer twice.
+ */
+static void update_release(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
+{
+	struct store_s3 *s = from(base);
+	struct s3_op *op = op_new(s, "reading the update journal");
+	if (!op || !(op->key = journal_key(s, update_id)) ||
+	    op_set_request(op, "GET", NULL, 0, NULL, S3_SMALL_MAX, release_got) != 0) {
+		if (op)
+			op_free(op);
+		cb(arg, -1);
+		return;
+	}
+	op->update_id = update_id;
+	op->cb.done = cb;
+	op->arg = arg;
+	op_send(op);
 }
 
 static void claim_got(struct s3_op *op, const struct http_response *resp);
@@ -908,7 +968,7 @@ static void make_nonce(struct store_s3 *s, char out[17])
  * If-None-Match: *, so two instances claiming one update cannot both win.
  */
 static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
-			 store_claim_cb cb, void *arg)
+                         store_claim_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "journaling an update");
@@ -926,7 +986,7 @@ static void update_claim(struct store *base, int64_t update_id, int64_t chat_id,
 
 	json_t *body = json_loads(raw, JSON_ALLOW_NUL, NULL);
 	json_t *record = json_pack("{s:s, s:I, s:o, s:s}", "state", "pending", "chat_id", (json_int_t)chat_id,
-				   "body", body ? body : json_string(raw), "claim", op->nonce);
+	                           "body", body ? body : json_string(raw), "claim", op->nonce);
 	char *text = record ? json_dumps(record, JSON_COMPACT) : NULL;
 	json_decref(record);
 	op->record = text;
@@ -950,7 +1010,7 @@ static void claim_got(struct s3_op *op, const struct http_response *resp)
 		return;
 	}
 	if (op_set_request(op, "PUT", op->record, strlen(op->record), "application/json", S3_SMALL_MAX,
-			   claim_put) != 0) {
+	                   claim_put) != 0) {
 		claim_finish(op, -1, true);
 		return;
 	}
@@ -966,11 +1026,11 @@ static void claim_put(struct s3_op *op, const struct http_response *resp)
 		return;
 	}
 	if (resp->status == 412 || resp->status == 409) {
-		if (!op->is_uncertain) {
-			claim_finish(op, 0, false); /* another instance has it */
-			return;
-		}
-		/* Our first PUT may have landed before its answer was lost: whose record is it? */
+		/*
+		 * Known: by another instance, or by us, when our PUT was done but its
+		 * answer lost (libcurl resends once on a reused connection that closed
+		 * without answering). The record's nonce tells.
+		 */
 		if (op_set_request(op, "GET", NULL, 0, NULL, S3_SMALL_MAX, claim_checked) != 0) {
 			claim_finish(op, -1, true);
 			return;
@@ -1010,8 +1070,8 @@ static int pending_list_page(struct s3_op *op, const char *token)
 	if (!dir)
 		goto out;
 	/* Sorted by name and RFC 3986-encoded: libcurl signs the query as it is sent. */
-	if (token && (buf_append_str(&q, "continuation-token=") != BUF_OK || append_encoded(&q, token, false) != 0 ||
-		      buf_append_str(&q, "&") != BUF_OK))
+	if (token && (buf_append_str(&q, "continuation-token=") != BUF_OK ||
+	              append_encoded(&q, token, false) != 0 || buf_append_str(&q, "&") != BUF_OK))
 		goto out;
 	if (buf_append_str(&q, "list-type=2&prefix=") != BUF_OK || append_encoded(&q, dir, false) != 0)
 		goto out;
@@ -1142,12 +1202,12 @@ static void pending_listed(struct s3_op *op, const struct http_response *resp)
 		return;
 	}
 	free(token);
-	qsort(p->v, p->n, sizeof *p->v, by_update_id);
 	log_debug("store: s3: the update journal holds %zu records", p->n);
 	if (p->n == 0) {
 		pending_finish(op, 0);
 		return;
 	}
+	qsort(p->v, p->n, sizeof *p->v, by_update_id);
 	pending_read_next(op);
 }
 
@@ -1212,7 +1272,7 @@ static void pending_got(struct s3_op *op, const struct http_response *resp)
 		json_t *body = json_object_get(record, "body");
 		if (state && strcmp(state, "pending") == 0 && body) {
 			e->raw = json_is_string(body) ? strdup(json_string_value(body))
-						      : json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+			                              : json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
 			if (!e->raw)
 				p->err = -1;
 		} else if (state && strcmp(state, "done") == 0) {
@@ -1270,13 +1330,13 @@ static void setting_get(struct store *base, int64_t scope, const char *key, stor
 }
 
 static void setting_set(struct store *base, int64_t scope, const char *key, const char *value,
-			store_done_cb cb, void *arg)
+                        store_done_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "writing a setting");
 	if (!op || !(op->key = setting_key(s, scope, key)) ||
 	    op_set_request(op, "PUT", value, strlen(value), "text/plain; charset=utf-8", S3_SMALL_MAX,
-			   write_done) != 0) {
+	                   write_done) != 0) {
 		if (op)
 			op_free(op);
 		cb(arg, -1);
@@ -1305,20 +1365,21 @@ static void store_s3_free(struct store *base)
 }
 
 static const struct store_ops s3_ops = {
-	.name = "s3",
-	.history_load = history_load,
-	.history_append = history_append,
-	.history_clear = history_clear,
-	.update_claim = update_claim,
-	.update_done = update_done,
-	.update_pending = update_pending,
-	.setting_get = setting_get,
-	.setting_set = setting_set,
-	.free = store_s3_free,
+    .name = "s3",
+    .history_load = history_load,
+    .history_append = history_append,
+    .history_clear = history_clear,
+    .update_claim = update_claim,
+    .update_done = update_done,
+    .update_release = update_release,
+    .update_pending = update_pending,
+    .setting_get = setting_get,
+    .setting_set = setting_set,
+    .free = store_s3_free,
 };
 
 int store_s3_open(const char *spec, struct event_base *base, struct http_client *http, struct store **out,
-		  char *err, size_t errlen)
+                  char *err, size_t errlen)
 {
 	struct config_s3 env;
 	if (strncmp(spec, "s3://", 5) != 0) {
@@ -1347,8 +1408,9 @@ int store_s3_open(const char *spec, struct event_base *base, struct http_client 
 	bool needs_slash = plen > 0 && prefix[plen - 1] != '/';
 	if (!(s->bucket = slash ? strndup(bucket, (size_t)(slash - bucket)) : strdup(bucket)) ||
 	    !(s->prefix = str_printf("%s%s", prefix, needs_slash ? "/" : "")) ||
-	    !(s->endpoint = strndup(env.endpoint, elen)) || !(s->sigv4 = str_printf("aws:amz:%s:s3", env.region)) ||
-	    !(s->key_id = strdup(env.key_id)) || !(s->secret = strdup(env.secret))) {
+	    !(s->endpoint = strndup(env.endpoint, elen)) ||
+	    !(s->sigv4 = str_printf("aws:amz:%s:s3", env.region)) || !(s->key_id = strdup(env.key_id)) ||
+	    !(s->secret = strdup(env.secret))) {
 		snprintf(err, errlen, "out of memory");
 		store_s3_free(&s->base);
 		return -1;
@@ -1358,8 +1420,8 @@ int store_s3_open(const char *spec, struct event_base *base, struct http_client 
 		store_s3_free(&s->base);
 		return -1;
 	}
-	log_info("store: s3: bucket %s, prefix '%s', endpoint %s, region %s", s->bucket, s->prefix, s->endpoint,
-		 env.region);
+	log_info("store: s3: bucket %s, prefix '%s', endpoint %s, region %s", s->bucket, s->prefix,
+	         s->endpoint, env.region);
 	*out = &s->base;
 	return 0;
 }

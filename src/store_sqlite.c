@@ -14,8 +14,8 @@
 struct store_sqlite {
 	struct store base;
 	sqlite3 *db;
-	sqlite3_stmt *load, *append, *clear, *claim, *done, *pending, *get, *set, *begin, *commit,
-		*rollback;
+	sqlite3_stmt *load, *append, *clear, *claim, *done, *release, *pending, *get, *set, *begin,
+		*commit, *rollback;
 };
 
 /* Each entry moves the schema from version i to i + 1. */
@@ -148,6 +148,13 @@ static void update_done(struct store *base, int64_t update_id, store_done_cb cb,
 	cb(arg, mark_done(from(base), update_id));
 }
 
+static void update_release(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_bind_int64(s->release, 1, update_id);
+	cb(arg, run(s, s->release, "releasing an update"));
+}
+
 static void update_pending(struct store *base, store_pending_cb cb, void *arg)
 {
 	struct store_sqlite *s = from(base);
@@ -222,8 +229,8 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 static void store_sqlite_free(struct store *base)
 {
 	struct store_sqlite *s = from(base);
-	sqlite3_stmt *all[] = {s->load, s->append, s->clear,  s->claim,    s->done, s->pending,
-			       s->get,  s->set,    s->begin, s->commit, s->rollback};
+	sqlite3_stmt *all[] = {s->load, s->append, s->clear, s->claim,  s->done,   s->release,
+			       s->pending, s->get, s->set,  s->begin, s->commit, s->rollback};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sqlite3_finalize(all[i]);
 	sqlite3_close(s->db);
@@ -237,13 +244,14 @@ static const struct store_ops sqlite_ops = {
 	.history_clear = history_clear,
 	.update_claim = update_claim,
 	.update_done = update_done,
+	.update_release = update_release,
 	.update_pending = update_pending,
 	.setting_get = setting_get,
 	.setting_set = setting_set,
 	.free = store_sqlite_free,
 };
 
-static int migrate(struct store_sqlite *s, char *err, size_t errlen)
+static int read_version(struct store_sqlite *s)
 {
 	sqlite3_stmt *st;
 	int version = -1;
@@ -251,31 +259,51 @@ static int migrate(struct store_sqlite *s, char *err, size_t errlen)
 	    sqlite3_step(st) == SQLITE_ROW)
 		version = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
-	if (version < 0) {
-		snprintf(err, errlen, "cannot read the schema version: %s", sqlite3_errmsg(s->db));
+	return version;
+}
+
+/*
+ * Brings the schema up to date in one write transaction. Several processes
+ * may open a new database at once (parallel serverless invocations): the
+ * version is read inside the transaction, so only one of them migrates.
+ */
+static int migrate(struct store_sqlite *s, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot lock the database: %s", msg ? msg : sqlite3_errmsg(s->db));
+		sqlite3_free(msg);
 		return -1;
 	}
-	if (version > SCHEMA_VERSION) {
-		snprintf(err, errlen, "the database has schema version %d, newer than this tgllm (%d)",
-			 version, SCHEMA_VERSION);
-		return -1;
+	int version = read_version(s);
+	if (version < 0 || version > SCHEMA_VERSION) {
+		if (version < 0)
+			snprintf(err, errlen, "cannot read the schema version: %s", sqlite3_errmsg(s->db));
+		else
+			snprintf(err, errlen, "the database has schema version %d, newer than this tgllm (%d)",
+				 version, SCHEMA_VERSION);
+		goto fail;
 	}
 	for (; version < SCHEMA_VERSION; version++) {
 		char sql[64];
 		snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version + 1);
-		char *msg = NULL;
-		if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, &msg) != SQLITE_OK ||
-		    sqlite3_exec(s->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK ||
-		    sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
-		    sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+		if (sqlite3_exec(s->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
 			snprintf(err, errlen, "cannot upgrade the schema to version %d: %s", version + 1,
 				 msg ? msg : "unknown error");
 			sqlite3_free(msg);
-			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-			return -1;
+			goto fail;
 		}
 	}
+	if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot commit the schema: %s", msg ? msg : "unknown error");
+		sqlite3_free(msg);
+		goto fail;
+	}
 	return 0;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
 }
 
 static int prepare(struct store_sqlite *s, sqlite3_stmt **st, const char *sql, char *err, size_t errlen)
@@ -323,6 +351,8 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 		    "VALUES (?1, ?2, 'pending', ?3, ?4)",
 		    err, errlen) ||
 	    prepare(s, &s->done, "UPDATE updates SET state = 'done', body = NULL WHERE update_id = ?1", err,
+		    errlen) ||
+	    prepare(s, &s->release, "DELETE FROM updates WHERE update_id = ?1 AND state = 'pending'", err,
 		    errlen) ||
 	    prepare(s, &s->pending, "SELECT body FROM updates WHERE state = 'pending' ORDER BY update_id",
 		    err, errlen) ||

@@ -10,7 +10,8 @@ What a test can do with it:
 - push updates (helpers build realistic private, group and forum-topic
   messages with growing update_id and message_id);
 - inject failures (the next N calls of a method answer an error; a chat
-  that blocked the bot answers 403 to everything sent to it);
+  that blocked the bot answers 403 to everything sent to it) and slowness
+  (the next N calls of a method wait before they are answered: slow());
 - make Telegram refuse the formatting of the next N messages that carry
   entities (reject_entities), on top of the checks every sendMessage,
   editMessageText and sendMessageDraft gets (entity types, integer UTF-16
@@ -207,6 +208,14 @@ class _Failure:
     chat_id: Optional[int]
 
 
+@dataclass
+class _Slowdown:
+    method: str
+    remaining: int
+    seconds: float
+    chat_id: Optional[int]
+
+
 def _as_int(v) -> Optional[int]:
     if isinstance(v, bool):
         return None
@@ -309,6 +318,7 @@ class FakeTelegram:
         self.pending: list[dict] = []          # unconfirmed updates, in update_id order
         self.scripted = collections.deque()    # next getUpdates answers
         self.failures: list[_Failure] = []
+        self.slowdowns: list[_Slowdown] = []
         self.blocked: dict[int, str] = {}      # chat_id -> 403 description
         self.chats: dict[int, Chat] = {}
         self.bot_messages: list[BotMessage] = []
@@ -460,6 +470,12 @@ class FakeTelegram:
         with self.cond:
             self.failures.append(_Failure(method.lower(), times, error_code, description, retry_after, chat_id))
 
+    def slow(self, method: str, seconds: float, times: int = 1, chat_id: Optional[int] = None):
+        """The next `times` calls of method (for chat_id, if given) are answered only
+        after `seconds` (a slow or hanging Telegram); the call is recorded at once."""
+        with self.cond:
+            self.slowdowns.append(_Slowdown(method.lower(), times, seconds, chat_id))
+
     def reject_entities(self, times: int = 1, methods=("sendMessage",), chat_id: Optional[int] = None,
                         description: str = "Bad Request: can't parse entities: Can't find end of the entity "
                                            "starting at byte offset 0"):
@@ -607,6 +623,16 @@ class FakeTelegram:
             return self._error(h, call, 400, f"Bad Request: {bad}")
         name = method.lower()
 
+        with self.cond:
+            pause = 0.0
+            for d in self.slowdowns:
+                if d.remaining > 0 and d.method == name and (d.chat_id is None or d.chat_id == call.chat_id()):
+                    d.remaining -= 1
+                    pause = d.seconds
+                    break
+        if pause and self._stopping.wait(pause):
+            h.close_connection = True
+            return
         with self.cond:
             failure = None
             for f in self.failures:
@@ -925,10 +951,13 @@ class FakeTelegram:
 def _parse_multipart(content_type: str, body: bytes) -> tuple[dict, dict, Optional[str]]:
     """Fields (text parts, JSON-looking values decoded) and files (parts with
     a filename) of a multipart/form-data body, or a reason it is malformed."""
-    if "boundary=" not in content_type:
-        return {}, {}, "multipart/form-data without a boundary"
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
     msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    boundary = msg.get_boundary()
+    if not boundary:
+        return {}, {}, "multipart/form-data without a boundary"
+    if body.strip() == b"--" + boundary.encode("latin-1", "replace") + b"--":
+        return {}, {}, None  # no parts at all (curl's form without fields)
     if not msg.is_multipart():
         return {}, {}, "can't parse multipart/form-data body"
     fields: dict = {}

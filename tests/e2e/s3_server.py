@@ -21,6 +21,10 @@ temporary directory) therefore:
   - can pair GETs of matching keys (pair_gets): such a GET waits until a
     second one arrives (or pair_wait_ms pass), then both are served, so two
     writers surely read the same version of an object and race;
+  - can answer 503 SlowDown to the first `slow_down` PUTs of matching keys
+    (slow_down_keys), as S3 does when throttling;
+  - can do the first `drop_after_put` PUTs of matching keys (drop_keys) and
+    then close the connection without an answer, as a network failure may;
   - writes a JSON-lines log of every request: method, key, status, the
     conditions and payload hash sent, and the signed headers.
 
@@ -64,6 +68,10 @@ const port = Number(env.S3_PORT || 0);
 const buckets = (env.S3_BUCKETS || 'bucket').split(',').filter(Boolean);
 const conditions = env.S3_CONDITIONS || 'enforce';
 const pairMs = Number(env.S3_PAIR_WAIT_MS || 0);
+let slowDowns = Number(env.S3_SLOW_DOWN || 0);
+const slowRe = env.S3_SLOW_DOWN_KEYS ? new RegExp(env.S3_SLOW_DOWN_KEYS) : null;
+let drops = Number(env.S3_DROP_AFTER_PUT || 0);
+const dropRe = env.S3_DROP_KEYS ? new RegExp(env.S3_DROP_KEYS) : null;
 const pairRe = env.S3_PAIR_GETS ? new RegExp(env.S3_PAIR_GETS) : null;
 const log = fs.createWriteStream(env.S3_LOG, { flags: 'a' });
 
@@ -120,6 +128,10 @@ const qkey = (ctx) => ctx.params.bucket + '/' + ctx.params.key;
 
 // These run after s3rver's authentication: a bad signature is refused first.
 objects.putObject = (ctx) => exclusive(qkey(ctx), async () => {
+  if (slowDowns > 0 && slowRe && slowRe.test(ctx.params.key)) {
+    slowDowns--;
+    throw new S3Error('SlowDown', 'Please reduce your request rate.');
+  }
   const ifMatch = ctx.get('if-match');
   const ifNoneMatch = ctx.get('if-none-match');
   if ((ifMatch || ifNoneMatch) && conditions === '501') {
@@ -137,7 +149,11 @@ objects.putObject = (ctx) => exclusive(qkey(ctx), async () => {
       throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
     }
   }
-  return originalPut(ctx);
+  await originalPut(ctx);
+  if (drops > 0 && dropRe && dropRe.test(ctx.params.key)) {
+    drops--;
+    ctx.req.socket.destroy(); // written, but the client never hears so
+  }
 });
 
 objects.getObject = async (ctx) => {
@@ -246,13 +262,18 @@ class S3Server:
 
     def __init__(self, access_key: str = "TGLLMTESTKEY", secret_key: str = "tgllm-test-secret-0123456789",
                  buckets=("bucket",), conditions: str = "enforce", pair_gets: Optional[str] = None,
-                 pair_wait_ms: int = 3000):
+                 pair_wait_ms: int = 3000, slow_down: int = 0, slow_down_keys: Optional[str] = None,
+                 drop_after_put: int = 0, drop_keys: Optional[str] = None):
         self.access_key = access_key
         self.secret_key = secret_key
         self.buckets = list(buckets)
         self.conditions = conditions
         self.pair_gets = pair_gets
         self.pair_wait_ms = pair_wait_ms
+        self.slow_down = slow_down
+        self.slow_down_keys = slow_down_keys
+        self.drop_after_put = drop_after_put
+        self.drop_keys = drop_keys
         self.proc: Optional[subprocess.Popen] = None
         self.port = 0
         self.tmp: Optional[Path] = None
@@ -289,8 +310,16 @@ class S3Server:
         if self.pair_gets:
             env["S3_PAIR_GETS"] = self.pair_gets
             env["S3_PAIR_WAIT_MS"] = str(self.pair_wait_ms)
+        if self.slow_down and self.slow_down_keys:
+            env["S3_SLOW_DOWN"] = str(self.slow_down)
+            env["S3_SLOW_DOWN_KEYS"] = self.slow_down_keys
+        if self.drop_after_put and self.drop_keys:
+            env["S3_DROP_AFTER_PUT"] = str(self.drop_after_put)
+            env["S3_DROP_KEYS"] = self.drop_keys
         self._out = open(self.tmp / "server.out", "wb+")
-        self.proc = subprocess.Popen(["node", str(launcher)], env=env, stdin=subprocess.DEVNULL,
+        # s3rver makes ListObjectsV2 continuation tokens with DES, which OpenSSL 3
+        # keeps in its legacy provider: without it a listing of over 1000 keys is a 500.
+        self.proc = subprocess.Popen(["node", "--openssl-legacy-provider", str(launcher)], env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

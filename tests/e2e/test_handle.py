@@ -174,8 +174,9 @@ class HandleTestCase(BotTestCase):
                     + proc.stdout + b"-----\n" + proc.stderr)
         out = proc.stdout.decode("utf-8", "replace")
         self.assertTokenNotIn(out, "handle's stdout")
+        err = proc.stderr.decode("utf-8", "replace")[-2000:]
         self.assertEqual(proc.returncode, 0, f"expected `tgllm handle` to exit 0 (even for bad input), got "
-                                             f"{proc.returncode}; stderr:\n{proc.stderr.decode('utf-8', 'replace')[-2000:]}")
+                                             f"{proc.returncode}; stderr:\n{err}")
         lines = out.splitlines()
         self.assertEqual(len(lines), 1, f"expected exactly one line on stdout, got {len(lines)}: {out!r}")
         try:
@@ -234,6 +235,7 @@ class HandleEventShapesTest(HandleTestCase):
         run = self.handle(aws_v2_event(json.dumps(update), headers=headers), WEBHOOK_SECRET=SECRET)
         self.assertEqual(run.status, 200, f"expected 200, got {run.response}")
         self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Hello from Lambda"])
+        self.assertNotIn(SECRET, self.log(), "expected the secret never to appear in the log")
 
     def test_aws_base64_bodies_standard_and_url_safe_unpadded(self):
         # "???>>>" makes '/' and '+' (or '_' and '-') appear in the base64.
@@ -368,6 +370,34 @@ class HandleStateTest(HandleTestCase):
                                          f"store); its calls were {later}")
 
 
+class HandleConcurrencyTest(HandleTestCase):
+
+    def test_parallel_cold_invocations_on_a_fresh_store_all_answer(self):
+        # A platform starts several instances at once when updates arrive together; on the first
+        # deployment they all find the store empty and create it at the same moment.
+        self.llm.default = Reply(delay=0.5)
+        users = [ALICE, BOB, User(id=555005, first_name="Dora", username="dora"),
+                 User(id=555006, first_name="Eve", username="eve")]
+        for rnd in range(6):  # a race: several rounds make it show
+            store = f"sqlite:{self.tmp / f'fresh-{rnd}.db'}"
+            procs = []
+            for u in users:
+                update, msg = self.new_update(u, f"Parallel round {rnd} from {u.first_name}")
+                p = subprocess.Popen([harness.BIN, "handle"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, preexec_fn=harness._die_with_parent,
+                                     env=harness.minimal_env(self.bot_env(STORE=store, TG_BOT_CHATS="*")))
+                procs.append((p, msg, json.dumps(yandex_event(json.dumps(update))).encode()))
+            results = [(p.communicate(data, timeout=20), p.returncode, msg) for p, msg, data in procs]
+            for (out, err), code, msg in results:
+                with open(self.log_path, "ab") as f:
+                    f.write(f"----- parallel round {rnd}: exit {code}; stdout: ".encode() + out + b"-----\n" + err)
+                self.assertEqual(code, 0, f"round {rnd}: expected every parallel invocation to exit 0 with a JSON "
+                                          f"line, one exited {code} with stdout {out!r}; stderr:\n"
+                                          f"{err.decode('utf-8', 'replace')[-500:]}")
+                self.assertEqual(json.loads(out)["statusCode"], 200)
+                self.assertEqual(len(self.tg.replies_to(msg)), 1, f"round {rnd}: expected {msg['text']!r} answered")
+
+
 class HandleDeadlineTest(HandleTestCase):
 
     def test_deadline_delivers_the_answer_so_far_and_keeps_it_in_history(self):
@@ -404,6 +434,49 @@ class HandleDeadlineTest(HandleTestCase):
         replies = self.tg.replies_to(msg)
         self.assertTrue(replies and DEADLINE_NOTHING in replies[0].text,
                         f"expected {DEADLINE_NOTHING!r}...; the chat has {self.tg.texts_in(ALICE.id)!r}")
+
+    def test_deadline_over_10_s_cuts_the_answer_5_s_before_it(self):
+        self.llm.enqueue(Stall(pieces=["Slowly, ", "very slowly. ", "Never sent."], stall_after=2, chunk_delay=0.2))
+        update, msg = self.new_update(ALICE, "A long deadline")
+        run = self.handle(yandex_event(json.dumps(update)), timeout=25, HANDLE_DEADLINE=12)
+        self.assertEqual(run.status, 200)
+        self.assertTrue(6.0 <= run.elapsed <= 8.5, f"expected the answer cut at N-5 = 7 s with HANDLE_DEADLINE=12, "
+                                                  f"the invocation took {run.elapsed:.2f} s")
+        shown = "\n".join(self.tg.texts_in(ALICE.id))
+        self.assertIn("Slowly, very slowly.", shown)
+        self.assertIn(DEADLINE_CUT, shown)
+
+    def test_hanging_telegram_does_not_keep_the_invocation_past_the_deadline(self):
+        self.tg.slow("sendMessage", 30, times=5)
+        update, _ = self.new_update(ALICE, "Telegram is slow today")
+        run = self.handle(yandex_event(json.dumps(update)), timeout=20, HANDLE_DEADLINE=4)
+        self.assertLessEqual(run.elapsed, 5.5, f"expected the invocation over within ~N+1 = 5 s although "
+                                               f"sendMessage hangs, took {run.elapsed:.2f} s")
+
+    def test_hanging_getme_on_a_cold_start_does_not_keep_the_invocation_past_the_deadline(self):
+        self.tg.slow("getMe", 30, times=5)
+        update, _ = self.new_update(ALICE, "Who are you")
+        run = self.handle(yandex_event(json.dumps(update)), timeout=20, HANDLE_DEADLINE=4)
+        self.assertLessEqual(run.elapsed, 5.5, f"expected the invocation over within ~N+1 = 5 s although getMe "
+                                               f"hangs, took {run.elapsed:.2f} s")
+
+    def test_question_left_unanswered_at_the_deadline_is_answered_by_a_later_invocation(self):
+        # Telegram's flood limit outlasts the invocation: the answer cannot be delivered in time.
+        self.tg.fail("sendMessage", error_code=429, retry_after=10)
+        update, msg = self.new_update(ALICE, "Rate limited question")
+        event = yandex_event(json.dumps(update))
+        run = self.handle(event, timeout=20, HANDLE_DEADLINE=4)
+        self.assertLessEqual(run.elapsed, 5.5, f"expected the invocation over within ~5 s, took {run.elapsed:.2f} s")
+        self.assertEqual(self.tg.replies_to(msg), [], "the flood limit kept the answer from being delivered")
+        # The update was not handled (nobody got an answer), so neither a redelivery of it nor the
+        # next invocation may leave the question unanswered for good.
+        self.handle(event, HANDLE_DEADLINE=4)
+        later, later_msg = self.new_update(ALICE, "Hello again")
+        self.handle(yandex_event(json.dumps(later)), HANDLE_DEADLINE=4)
+        self.assertEqual(len(self.tg.replies_to(later_msg)), 1, "expected the next question answered")
+        self.assertTrue(self.tg.replies_to(msg),
+                        f"expected the question the deadline left unanswered to be answered by the redelivery "
+                        f"or the next invocation; it never was. The chat has {self.tg.texts_in(ALICE.id)!r}")
 
     def test_fast_answer_is_not_cut_by_a_short_deadline(self):
         self.llm.enqueue(answer("A quick and complete answer."))

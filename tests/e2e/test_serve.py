@@ -112,6 +112,22 @@ class ServeBasicsTest(ServeTestCase):
         self.assertLess(took, 1.0, f"expected 200 at once (before the answer), took {took:.2f} s")
         self.assertEqual(self.wait_reply(msg, timeout=15).text, "Echo: Take your time")
 
+    def test_several_updates_over_one_keep_alive_connection(self):
+        # Telegram keeps its connections to a webhook open between updates.
+        self.start_serve()
+        c = self.connection()
+        self.addCleanup(c.close)
+        msgs = []
+        for user in (ALICE, BOB, IVAN):
+            update, msg = self.new_update(user, f"Kept alive for {user.first_name}")
+            c.request("POST", "/", body=json.dumps(update).encode(), headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200, f"expected 200 for the update of {user.first_name} on a kept connection")
+            msgs.append(msg)
+        for msg in msgs:
+            self.wait_reply(msg)
+
     def test_healthz_is_200(self):
         self.start_serve()
         status, _ = self.request("GET", "/healthz")
@@ -360,6 +376,23 @@ class ServeLifecycleTest(ServeTestCase):
         code = bot.wait(10)
         self.assertEqual(code, 0, f"expected exit 0 within 10 s of SIGTERM, got {code}")
         self.assertEqual(self.tg.replies_to(later_msg), [], "expected the update refused after SIGTERM unanswered")
+
+    def test_sigterm_with_a_reply_longer_than_10_s_exits_0_and_the_update_resumes_at_the_next_start(self):
+        bot = self.start_serve()
+        self.llm.enqueue(Reply(delay=60.0))
+        update, msg = self.new_update(ALICE, "A very slow answer")
+        self.assertEqual(self.post_update(update), 200)
+        self.llm.wait_requests(1)
+        stopped = time.monotonic()
+        bot.signal(signal.SIGTERM)
+        code = bot.wait(15)
+        took = time.monotonic() - stopped
+        self.assertIsNotNone(code, "expected serve to exit within ~10 s of SIGTERM with a reply still running")
+        self.assertEqual(code, 0, f"expected exit 0 after the 10 s drain, got {code}")
+        self.assertLessEqual(took, 12.0, f"expected the drain to last at most ~10 s, took {took:.1f} s")
+        self.start_serve()
+        self.assertEqual(self.wait_reply(msg, timeout=15).text, "Echo: A very slow answer",
+                         "expected the unfinished update answered after the next start")
 
     def test_journaled_update_is_answered_after_a_crash(self):
         bot = self.start_serve()

@@ -27,8 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-from fake_telegram import FakeTelegram
-from harness import ALICE, IVAN, MALLORY, BotTestCase, main
+from fake_telegram import Chat, FakeTelegram, User
+from harness import ALICE, IVAN, MALLORY, BotTestCase, main, run_bin
 from s3_server import S3Server
 
 HERE = Path(__file__).resolve().parent
@@ -158,6 +158,57 @@ class S3HistoryTest(S3TestCase):
         self.assertEqual(self.tg.replies_to(msg), [], "expected no second refusal within the hour")
 
 
+class S3ConfigTest(BotTestCase):
+    """Configuration of the S3 store: errors exit 2 with one line naming the variable."""
+
+    def config_error(self, **env) -> str:
+        result = run_bin(["poll"], self.bot_env(**env), timeout=15)
+        err = result.stderr.decode("utf-8", "replace").strip()
+        self.assertEqual(result.returncode, 2, f"expected exit status 2; got {result.returncode}: {err!r}")
+        self.assertEqual(len(err.splitlines()), 1, f"expected one line on stderr; got {err!r}")
+        self.assertEqual(self.tg.calls, [], "expected no Telegram call with a bad configuration")
+        return err
+
+    def test_s3_store_without_a_key_pair_names_the_variables(self):
+        err = self.config_error(STORE="s3://bucket/prefix")
+        self.assertIn("YANDEX_KEY_ID", err)
+        self.assertIn("AWS_ACCESS_KEY_ID", err)
+
+    def test_half_a_key_pair_names_the_missing_half(self):
+        self.assertIn("YANDEX_KEY_SECRET", self.config_error(STORE="s3://bucket", YANDEX_KEY_ID="id"))
+        self.assertIn("AWS_ACCESS_KEY_ID", self.config_error(STORE="s3://bucket", AWS_SECRET_ACCESS_KEY="secret"))
+
+    def test_bucket_alone_selects_the_s3_store(self):
+        err = self.config_error(STORE=None, YANDEX_BUCKET="bucket")
+        self.assertIn("YANDEX_BUCKET", err, "expected YANDEX_BUCKET alone to select the S3 store, which needs keys")
+
+    def test_bad_store_values_name_both_forms(self):
+        for value in ("bogus:x", "s3://", "s3://bad bucket/x", "sqlite:"):
+            with self.subTest(STORE=value):
+                self.assertIn("STORE must be sqlite:PATH or s3://BUCKET[/PREFIX]", self.config_error(STORE=value))
+
+    def test_bad_endpoint_and_region_are_named(self):
+        keys = {"STORE": "s3://bucket", "YANDEX_KEY_ID": "id", "YANDEX_KEY_SECRET": "secret-value"}
+        self.assertIn("S3_ENDPOINT", self.config_error(S3_ENDPOINT="ftp://x", **keys))
+        self.assertIn("S3_REGION", self.config_error(S3_REGION="us:east", **keys))
+
+
+class S3OriginalBotVariablesTest(S3TestCase):
+
+    def test_the_original_bots_variables_alone_keep_histories_at_the_bucket_root(self):
+        # No STORE: YANDEX_BUCKET and the YANDEX_KEY_* pair, as the Python bot was deployed.
+        self.s3.put_object(BUCKET, f"{ALICE.id}.json", json.dumps(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]).encode())
+        self.start_bot(STORE=None, YANDEX_BUCKET=BUCKET, YANDEX_KEY_ID=self.s3.access_key,
+                       YANDEX_KEY_SECRET=self.s3.secret_key, S3_ENDPOINT=self.s3.endpoint, S3_REGION=REGION)
+        self.ask(ALICE, "Again")
+        self.assertEqual(self.llm.requests[-1].contents(), ["Hi", "Hello!", "Again"])
+        history = self.tg.wait_for(lambda: len(json.loads(self.s3.read_object(BUCKET, f"{ALICE.id}.json"))) == 4
+                                   and json.loads(self.s3.read_object(BUCKET, f"{ALICE.id}.json")), 10,
+                                   f"{ALICE.id}.json to hold 4 turns")
+        self.assertEqual(history[-1], {"role": "assistant", "content": "Echo: Again"})
+
+
 class S3JournalTest(S3TestCase):
     # s3rver as it is: conditions ignored, so a known update must be found by reading first.
     s3_options = {"conditions": "ignore"}
@@ -190,8 +241,39 @@ class S3JournalTest(S3TestCase):
                          "the replayed update to be marked done")
         self.assertEqual(len(self.llm.requests_with("Left unanswered")), 1)
 
+    def test_a_long_journal_is_paged_replayed_in_order_and_pruned(self):
+        # Over 1000 records: ListObjectsV2 answers in pages (continuation tokens).
+        # Written as s3rver's files directly, which is what a PUT leaves behind.
+        root = self.s3.data_dir / BUCKET / PREFIX.rstrip("/") / "tgllm" / "updates"
+        root.mkdir(parents=True, exist_ok=True)
+        first = 400000
+        old = time.time() - 8 * 86400
+        for i in range(1100):
+            path = root / f"{first + i}.json._S3rver_object"
+            path.write_text('{"state":"done"}')
+            if i < 50:
+                os.utime(path, (old, old))   # done over 7 days ago: to be pruned
+        msgs = []
+        for uid in (first + 1100, first + 700):   # pending, journaled out of order
+            msg = self.tg.message(self.tg_chat(ALICE), ALICE, f"pending {uid}")
+            update = {"update_id": uid, "message": msg}
+            (root / f"{uid}.json._S3rver_object").write_text(
+                json.dumps({"state": "pending", "chat_id": ALICE.id, "body": update}))
+            msgs.append(msg)
+        self.start_bot(**self.s3_env())
+        for msg in msgs:
+            self.wait_reply(msg, timeout=30)
+        asked = [r.last_content for r in self.llm.requests]
+        self.assertEqual(asked, [f"pending {first + 700}", f"pending {first + 1100}"],
+                         "expected both pending updates replayed, oldest update id first")
+        lists = [r for r in self.s3.requests() if "list-type=2" in r["url"]]
+        self.assertGreaterEqual(len(lists), 2, "expected the listing to take more than one page")
+        self.assertTrue(any("continuation-token=" in r["url"] for r in lists))
+        self.tg.wait_for(lambda: not any((root / f"{first + i}.json._S3rver_object").exists() for i in range(50)),
+                         15, "the done records older than 7 days to be deleted")
+        self.assertTrue((root / f"{first + 50}.json._S3rver_object").exists(), "expected recent records kept")
+
     def tg_chat(self, user):
-        from fake_telegram import Chat
         return Chat.private(user)
 
 
@@ -234,6 +316,85 @@ class S3FailureTest(S3TestCase):
         self.assertLogged(r"store: s3: reading history s3://bucket/prefix/111001\.json: no answer from",
                           levels=("error",))
         self.assertBotRunning(bot)
+
+
+class S3ThrottlingTest(S3TestCase):
+    s3_options = {"slow_down": 2, "slow_down_keys": r"^prefix/-?\d+\.json$"}
+
+    def test_slow_down_is_waited_out(self):
+        self.start_bot(**self.s3_env())
+        self.ask(ALICE, "Busy day")
+        self.assertEqual([t["content"] for t in self.wait_history(ALICE.id, 2)], ["Busy day", "Echo: Busy day"])
+        puts = self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT")
+        self.assertEqual([p["status"] for p in puts], [503, 503, 200], "expected two SlowDowns, then the write")
+        self.assertLogged(r"writing history s3://bucket/prefix/111001\.json: HTTP 503 SlowDown; retrying in \d+ ms",
+                          levels=("warn",))
+
+
+class S3LostAnswerTest(S3TestCase):
+    # The claim and the history write are done, but their answers are lost.
+    s3_options = {"drop_after_put": 2, "drop_keys": r"^prefix/(tgllm/updates/)?-?\d+\.json$"}
+
+    def test_a_write_whose_answer_was_lost_is_not_done_twice(self):
+        self.start_bot(**self.s3_env())
+        msg = self.tg.send_private(ALICE, "Did it land?")
+        self.wait_reply(msg)
+        self.assertEqual([t["content"] for t in self.wait_history(ALICE.id, 2)],
+                         ["Did it land?", "Echo: Did it land?"], "expected the exchange stored once")
+        self.tg.wait_for(lambda: self.journal_record(msg and 500000) == {"state": "done"}, 10,
+                         "the update to be marked done")
+        self.settle(1.0)
+        self.assertEqual(len(self.tg.replies_to(msg)), 1, "expected one answer: the update was claimed by us")
+        self.assertEqual(len(self.history(ALICE.id)), 2, "expected no turn written twice")
+        statuses = [r["status"] for r in self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT")]
+        self.assertEqual(statuses[-1], 412, f"expected the retried write refused as already done; got {statuses}")
+        self.assertLogged(r"the history write whose answer was lost did land", levels=("info",))
+
+
+class S3ServerlessTest(S3TestCase):
+    """`tgllm handle` (one update per process, as on Yandex Cloud Functions) with the S3 store."""
+
+    # History reads wait up to 6 s for a partner: long enough to pass a 3 s deadline.
+    s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 6000}
+
+    def handle(self, update: dict, **env) -> int:
+        import harness
+        proc = subprocess.run([harness.BIN, "handle"], input=json.dumps(update).encode(),
+                              env=harness.minimal_env(self.bot_env(**self.s3_env(**env))), capture_output=True,
+                              timeout=40, preexec_fn=harness._die_with_parent)
+        with open(self.log_path, "ab") as f:
+            f.write(b"----- handle: " + proc.stdout + b"\n" + proc.stderr)
+        self.assertEqual(proc.returncode, 0, proc.stderr.decode("utf-8", "replace")[-2000:])
+        return json.loads(proc.stdout)["statusCode"]
+
+    def test_an_invocation_out_of_time_releases_the_update_for_the_next(self):
+        # As in test_handle.py: the cached identity is checked against the token's bot id.
+        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
+                           username=self.tg.bot.username, is_bot=True)
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Slow storage today")
+        update = self.tg.update("message", msg)
+        self.assertEqual(self.handle(update, HANDLE_DEADLINE=3), 503, "expected the out-of-time invocation to "
+                                                                      "ask Telegram to deliver again")
+        self.assertIsNone(self.journal_record(update["update_id"]),
+                          "expected the unfinished update released from the journal")
+        self.assertLogged(r"update=\d+: unfinished; left for Telegram", levels=("warn",))
+        self.assertEqual(self.handle(update, HANDLE_DEADLINE=30), 200)
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Slow storage today"])
+        self.assertEqual(self.journal_record(update["update_id"]), {"state": "done"})
+        self.assertEqual(len(self.wait_history(ALICE.id, 2)), 2)
+
+
+class S3ShutdownTest(S3TestCase):
+    # A history GET waits up to 5 s for a partner that never comes: the bot is stopped meanwhile.
+    s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 5000}
+
+    def test_stop_while_a_request_is_in_flight(self):
+        bot = self.start_bot(**self.s3_env())
+        self.tg.send_private(ALICE, "Hello")
+        self.tg.wait_for(lambda: any(r["method"] == "GET" for r in self.s3.requests() if "tgllm" in r["url"]), 10,
+                         "the bot to journal the update")
+        time.sleep(0.3)
+        self.assertEqual(bot.stop(), 0, "expected a clean exit (under ASan: no leak) with an S3 request in flight")
 
 
 class S3ConcurrencyTest(S3TestCase):

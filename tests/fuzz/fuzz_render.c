@@ -6,10 +6,11 @@
  * ending with whitespace, and only whitespace left out between them.
  *
  * render_markdown: every message within its limits, valid UTF-8 without
- * whitespace at its ends, its entities non-empty, inside it, on character
- * boundaries, sorted, and nested only as Telegram allows; and the messages
- * together are the unsplit rendering, cut only at whitespace, with every
- * visible character under the same entity types.
+ * whitespace at its ends (but a pre block's indentation), its entities
+ * non-empty, inside it, on character boundaries, sorted, and nested only as
+ * Telegram allows; and the messages together are the unsplit rendering, cut
+ * only at whitespace, with every visible character under the same entity
+ * types.
  */
 #include "render.h"
 
@@ -105,7 +106,17 @@ static unsigned type_bit(const struct render_entity *e)
 
 static void check_message(const struct render_message *m, size_t max_units, size_t max_entities)
 {
-	if (m->len == 0 || strlen(m->text) != m->len || is_space(m->text[0]) || is_space(m->text[m->len - 1]))
+	if (m->len == 0 || strlen(m->text) != m->len || is_space(m->text[m->len - 1]))
+		abort();
+	/* Only a code block or table keeps its first line's indentation. */
+	size_t indent = 0;
+	while (m->text[indent] == ' ' || m->text[indent] == '\t')
+		indent++;
+	bool is_pre_indent = false;
+	for (size_t k = 0; k < m->n_entities && m->entities[k].offset == 0; k++)
+		is_pre_indent =
+		    is_pre_indent || (is_type(&m->entities[k], "pre") && m->entities[k].length > indent);
+	if (is_space(m->text[indent]) || (indent > 0 && !is_pre_indent))
 		abort();
 	size_t *at = unit_offsets(m->text, m->len);
 	size_t units = at[m->len];
@@ -200,11 +211,16 @@ static void check_render(const char *md, size_t len, const struct render_options
 	size_t pos = 0, full_len = strlen(full);
 	for (size_t i = 0; i < split.n_parts; i++) {
 		const struct render_message *m = &split.parts[i];
+		size_t indent = 0;
+		while (is_space(m->text[indent]))
+			indent++;
 		while (pos < full_len && is_space(full[pos]))
 			pos++;
-		if (full_len - pos < m->len || memcmp(full + pos, m->text, m->len) != 0)
+		size_t n = m->len - indent;
+		if (pos < indent || memcmp(full + pos - indent, m->text, indent) != 0 || full_len - pos < n ||
+		    memcmp(full + pos, m->text + indent, n) != 0)
 			abort();
-		pos += m->len;
+		pos += n;
 	}
 	while (pos < full_len && is_space(full[pos]))
 		pos++;

@@ -894,6 +894,22 @@ static void test_code_block_cut_is_reopened_with_its_language(void **state)
 	                                      "let c = 3;", "pre 0 10 rust", NULL});
 }
 
+static void test_code_block_cut_keeps_the_next_lines_indentation(void **state)
+{
+	(void)state;
+	struct render_options opt = {.max_units = 14};
+	expect_messages("```py\ndef f():\n    return 1\n```", &opt,
+	                (const char *const[]){"def f():", "pre 0 8 py", "    return 1", "pre 0 12 py", NULL});
+	expect_render("```\n    indented first\n```", "    indented first", "pre 0 18");
+	opt.max_units = 9;
+	expect_messages("| a | n |\n|---|--:|\n| x | 100 |\n| y | 7 |", &opt,
+	                (const char *const[]){"a │   n", "pre 0 7", "──┼────", "pre 0 7", "x │ 100",
+	                                      "pre 0 7", "y │   7", "pre 0 7", NULL});
+	/* Outside code, leading spaces at a cut go. */
+	opt.max_units = 6;
+	expect_messages("aaaa\n    bb", &opt, (const char *const[]){"aaaa", "", "bb", "", NULL});
+}
+
 static void test_entity_limit_starts_a_new_message(void **state)
 {
 	(void)state;
@@ -997,19 +1013,26 @@ static void check_message(const struct render_message *m, const struct render_op
 {
 	if (m->len == 0 || strlen(m->text) != m->len)
 		fail_msg("%s message %zu: expected non-empty text of len bytes", what, index);
-	if (is_ws(m->text[0]) || is_ws(m->text[m->len - 1]))
-		fail_msg("%s message %zu: expected no whitespace at its ends, got \"%s\"", what, index,
+	if (is_ws(m->text[m->len - 1]))
+		fail_msg("%s message %zu: expected no whitespace at its end, got \"%s\"", what, index,
 		         m->text);
+	/* Only a code block or table keeps its first line's indentation. */
+	size_t indent = 0;
+	while (m->text[indent] == ' ' || m->text[indent] == '\t')
+		indent++;
+	bool is_pre_indent = false;
+	for (size_t k = 0; k < m->n_entities && m->entities[k].offset == 0; k++)
+		is_pre_indent =
+		    is_pre_indent || (is_type(&m->entities[k], "pre") && m->entities[k].length > indent);
+	if (is_ws(m->text[indent]) || (indent > 0 && !is_pre_indent))
+		fail_msg("%s message %zu: expected no whitespace at its start outside pre, got \"%s\"", what,
+		         index, m->text);
 	for (size_t i = 0; i < m->len;) {
-		size_t u,
-		    n = render_utf16_len(m->text + i, 1) == 1 && (unsigned char)m->text[i] < 0x80 ? 1 : 0;
-		(void)u;
-		if (n == 0) {
-			unsigned char c = (unsigned char)m->text[i];
-			n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-			if (i + n > m->len || render_utf16_len(m->text + i, n) != (n == 4 ? 2 : 1))
-				fail_msg("%s message %zu: expected valid UTF-8 at byte %zu", what, index, i);
-		}
+		unsigned char c = (unsigned char)m->text[i];
+		size_t n = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+		if ((c >= 0x80 && c < 0xC2) || i + n > m->len ||
+		    render_utf16_len(m->text + i, n) != (n == 4 ? 2 : 1))
+			fail_msg("%s message %zu: expected valid UTF-8 at byte %zu", what, index, i);
 		i += n;
 	}
 	size_t *at = unit_offsets(m->text, m->len);
@@ -1150,13 +1173,18 @@ static void check_render(const char *md, size_t len, const struct render_options
 	size_t pos = 0, full_len = strlen(full);
 	for (size_t i = 0; i < split.n_parts; i++) {
 		const struct render_message *m = &split.parts[i];
+		size_t indent = 0;
+		while (is_ws(m->text[indent]))
+			indent++;
 		while (pos < full_len && is_ws(full[pos]))
 			pos++;
-		if (full_len - pos < m->len || memcmp(full + pos, m->text, m->len) != 0)
+		size_t n = m->len - indent;
+		if (pos < indent || memcmp(full + pos - indent, m->text, indent) != 0 || full_len - pos < n ||
+		    memcmp(full + pos, m->text + indent, n) != 0)
 			fail_msg(
 			    "%s: message %zu \"%.40s\" is not the next piece of the whole text at byte %zu",
 			    what, i, m->text, pos);
-		pos += m->len;
+		pos += n;
 	}
 	while (pos < full_len && is_ws(full[pos]))
 		pos++;
@@ -1301,6 +1329,7 @@ int main(void)
 	    cmocka_unit_test(test_messages_are_cut_at_paragraph_then_line_then_word),
 	    cmocka_unit_test(test_entity_crossing_a_cut_becomes_one_in_each_message),
 	    cmocka_unit_test(test_code_block_cut_is_reopened_with_its_language),
+	    cmocka_unit_test(test_code_block_cut_keeps_the_next_lines_indentation),
 	    cmocka_unit_test(test_entity_limit_starts_a_new_message),
 	    cmocka_unit_test(test_entity_limit_below_nesting_keeps_the_outer_entities),
 	    cmocka_unit_test(test_long_answer_fits_4096_units_a_message),
