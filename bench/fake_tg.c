@@ -294,8 +294,9 @@ static void on_request(struct evhttp_request *req, void *arg)
 			evtimer_add(held_timer, &tv);
 		}
 	} else if (strcmp(method, "getMe") == 0) {
-		reply_json(req, "{\"ok\":true,\"result\":{\"id\":1000,\"is_bot\":true,\"first_name\":\"B\","
-				"\"username\":\"bench_bot\"}}");
+		/* A bot's id is the number before ':' in its token. */
+		reply_json(req, "{\"ok\":true,\"result\":{\"id\":%ld,\"is_bot\":true,\"first_name\":\"B\","
+				"\"username\":\"bench_bot\"}}", strtol(uri + 4, NULL, 10));
 	} else if (strcmp(method, "getWebhookInfo") == 0) {
 		reply_json(req, "{\"ok\":true,\"result\":{\"url\":\"\",\"pending_update_count\":0}}");
 	} else if (strcmp(method, "sendMessage") == 0) {

@@ -192,7 +192,7 @@ static void op_free(struct s3_op *op)
 	free(op);
 }
 
-/* The request to send next: the op's key, body and condition are replaced. */
+/* The request to send next, on the op's key: method, body and step are replaced, the condition cleared. */
 static int op_set_request(struct s3_op *op, const char *method, const char *body, size_t body_len,
                           const char *content_type, size_t max_body, s3_step step)
 {

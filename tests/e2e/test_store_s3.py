@@ -23,7 +23,7 @@ What these tests prove and what they cannot:
 import json
 import os
 import subprocess
-import threading
+import sys
 import time
 from pathlib import Path
 
@@ -50,7 +50,6 @@ class S3TestCase(BotTestCase):
 
     def tearDown(self):
         if self._failed() or os.environ.get("TGLLM_E2E_VERBOSE"):
-            import sys
             sys.stderr.write(f"\n===== {self.id()}: S3 requests (last 60) =====\n{self.s3.describe()}\n")
         super().tearDown()
         log = self.log()
