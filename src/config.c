@@ -175,6 +175,9 @@ int config_s3_load(struct config_s3 *out, char *err, size_t errlen)
 		snprintf(err, errlen, "%s must be an access key id, without ':'", id_name);
 		return -1;
 	}
+	/* Temporary credentials (an AWS role, e.g. Lambda's) come with a token to send along. */
+	if (strcmp(id_name, "AWS_ACCESS_KEY_ID") == 0)
+		out->session_token = env("AWS_SESSION_TOKEN");
 	return 0;
 }
 

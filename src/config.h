@@ -71,6 +71,7 @@ struct config_s3 {
 	const char *region;
 	const char *key_id;
 	const char *secret;
+	const char *session_token; /* AWS_SESSION_TOKEN with temporary AWS credentials (Lambda's role), or NULL */
 };
 int config_s3_load(struct config_s3 *out, char *err, size_t errlen);
 void config_free(struct config *cfg);

@@ -53,6 +53,7 @@ struct store_s3 {
 	char *sigv4;  /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
 	char *key_id;
 	char *secret;           /* only ever handed to curl as the password */
+	char *token_header;     /* "x-amz-security-token: ..." with temporary credentials, else NULL */
 	bool has_no_conditions; /* the server answered 501 to a conditional write */
 	struct s3_op *ops;      /* in flight (doubly linked), freed by store_s3_free */
 	unsigned seed;          /* for backoff jitter */
@@ -295,7 +296,7 @@ static void fail_to_start(struct s3_op *op)
 static void op_send(struct s3_op *op)
 {
 	char sha[65], sha_header[96], type_header[128];
-	const char *headers[5];
+	const char *headers[6];
 	size_t n = 0;
 	char *url = op_url(op);
 	if (!url || sha256_hex(op->body, op->body_len, sha) != 0) {
@@ -311,6 +312,8 @@ static void op_send(struct s3_op *op)
 	}
 	if (op->condition[0])
 		headers[n++] = op->condition;
+	if (op->s->token_header)
+		headers[n++] = op->s->token_header;
 	headers[n] = NULL;
 
 	struct http_request req = {
@@ -1361,6 +1364,7 @@ static void store_s3_free(struct store *base)
 	free(s->sigv4);
 	free(s->key_id);
 	free(s->secret);
+	free(s->token_header);
 	free(s);
 }
 
@@ -1414,6 +1418,14 @@ int store_s3_open(const char *spec, struct event_base *base, struct http_client 
 		snprintf(err, errlen, "out of memory");
 		store_s3_free(&s->base);
 		return -1;
+	}
+	if (env.session_token) {
+		log_add_secret(env.session_token);
+		if (!(s->token_header = str_printf("x-amz-security-token: %s", env.session_token))) {
+			snprintf(err, errlen, "out of memory");
+			store_s3_free(&s->base);
+			return -1;
+		}
 	}
 	if (!s->bucket[0]) {
 		snprintf(err, errlen, "'%s' names no bucket: s3://BUCKET[/PREFIX]", spec);
