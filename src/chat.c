@@ -49,6 +49,7 @@ struct job {
 	struct event *typing_timer;
 	struct tg_call *typing_call;
 	struct tg_call *send_call;
+	void (*after_send)(struct job *job); /* what follows the message being sent */
 };
 
 struct chat {
@@ -260,12 +261,6 @@ static void typing_stop(struct job *job)
 
 typedef void (*sent_cb)(struct job *job);
 
-/* What to do once a message is sent (or could not be). */
-struct sending {
-	struct job *job;
-	sent_cb next;
-};
-
 static void log_send_failure(struct job *job, const struct tg_result *res)
 {
 	if (res->error_code == 403) {
@@ -278,22 +273,10 @@ static void log_send_failure(struct job *job, const struct tg_result *res)
 		  res->description);
 }
 
-static struct sending *sending_new(struct job *job, sent_cb next)
-{
-	struct sending *s = malloc(sizeof *s);
-	if (s) {
-		s->job = job;
-		s->next = next;
-	}
-	return s;
-}
-
 static void on_sent(void *arg, const struct tg_result *res)
 {
-	struct sending *s = arg;
-	struct job *job = s->job;
-	sent_cb next = s->next;
-	free(s);
+	struct job *job = arg;
+	sent_cb next = job->after_send;
 	job->send_call = NULL;
 	if (!res->ok)
 		log_send_failure(job, res);
@@ -307,21 +290,20 @@ static void on_sent(void *arg, const struct tg_result *res)
 static void send_text(struct job *job, const char *text, size_t len, bool is_reply, sent_cb next)
 {
 	const struct tg_message *m = &job->u.message;
-	struct sending *s = job->is_blocked ? NULL : sending_new(job, next);
-	json_t *params = s ? json_pack("{s:I, s:s%}", "chat_id", (json_int_t)m->chat_id, "text", text, len)
-			   : NULL;
+	json_t *params = job->is_blocked ? NULL
+					 : json_pack("{s:I, s:s%}", "chat_id", (json_int_t)m->chat_id, "text", text, len);
 	if (params && is_reply)
 		json_object_set_new(params, "reply_parameters",
 				    json_pack("{s:I, s:b}", "message_id", (json_int_t)m->message_id,
 					      "allow_sending_without_reply", 1));
 	if (params && m->is_topic_message)
 		json_object_set_new(params, "message_thread_id", json_integer(m->thread_id));
+	job->after_send = next;
 	if (params)
-		job->send_call = tg_call(job->bot->tg, "sendMessage", params, m->chat_id, 0, SEND_TIMEOUT_S, on_sent, s);
+		job->send_call = tg_call(job->bot->tg, "sendMessage", params, m->chat_id, 0, SEND_TIMEOUT_S, on_sent, job);
 	if (!job->send_call) {
 		if (!job->is_blocked)
 			log_error("chat=%lld: cannot send a message", (long long)job->chat->id);
-		free(s);
 		next(job);
 	}
 }

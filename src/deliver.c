@@ -31,6 +31,7 @@ struct delivery {
 	bool is_visible;
 	struct event *timer;    /* the next frame, or the next step of finishing */
 	struct tg_call *call;   /* one call at a time, frames and final parts alike */
+	struct pending *part;   /* the part that call sends, when it sends one */
 	struct shown *shown;    /* parts sent as real messages, in order */
 	size_t n_shown;
 	size_t n_final;         /* leading parts of shown that are complete */
@@ -148,11 +149,19 @@ struct pending {
 	bool is_edit;
 };
 
+static void pending_free(struct pending *pd)
+{
+	if (pd)
+		free(pd->body);
+	free(pd);
+}
+
 static void on_part_done(void *arg, const struct tg_result *res)
 {
 	struct pending *pd = arg;
 	struct delivery *d = pd->d;
 	d->call = NULL;
+	d->part = NULL;
 	bool ok = res->ok || (pd->is_edit && is_not_modified(res));
 	if (ok && !pd->is_edit) {
 		json_t *id = json_object_get(res->result, "message_id");
@@ -190,8 +199,7 @@ static void on_part_done(void *arg, const struct tg_result *res)
 			}
 		}
 	}
-	free(pd->body);
-	free(pd);
+	pending_free(pd);
 	next_step(d);
 }
 
@@ -231,13 +239,12 @@ static int put_part(struct delivery *d, size_t index, const struct render_messag
 			  on_part_done, pd);
 	if (!d->call)
 		goto fail_started;
+	d->part = pd;
 	return 0;
 fail:
 	json_decref(params);
 fail_started:
-	if (pd)
-		free(pd->body);
-	free(pd);
+	pending_free(pd);
 	return -1;
 }
 
@@ -385,6 +392,7 @@ void delivery_free(struct delivery *d)
 	if (!d)
 		return;
 	tg_call_cancel(d->call);
+	pending_free(d->part);
 	event_free(d->timer);
 	for (size_t i = 0; i < d->n_shown; i++)
 		free(d->shown[i].body);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "buf.h"
 #include "log.h"
@@ -14,6 +15,7 @@ struct http_client {
 	struct event *timer;
 	struct http_call *calls; /* doubly linked, for cancelling at shutdown */
 	char *ca_bundle;
+	bool has_ca_dir; /* libcurl's default CA directory exists: no need for its bundle file */
 	int running;
 };
 
@@ -225,6 +227,17 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 	return len;
 }
 
+static bool has_default_ca_dir(void)
+{
+	CURL *e = curl_easy_init();
+	char *dir = NULL;
+	struct stat st;
+	bool has = e && curl_easy_getinfo(e, CURLINFO_CAPATH, &dir) == CURLE_OK && dir &&
+		   stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+	curl_easy_cleanup(e);
+	return has;
+}
+
 struct http_client *http_client_new(struct event_base *base)
 {
 	struct http_client *c = calloc(1, sizeof *c);
@@ -237,6 +250,7 @@ struct http_client *http_client_new(struct event_base *base)
 		http_client_free(c);
 		return NULL;
 	}
+	c->has_ca_dir = has_default_ca_dir();
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
@@ -325,8 +339,15 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	SET(CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	/*
+	 * OpenSSL parses a whole bundle file (~150 certificates, 20-35 ms) at the
+	 * first HTTPS connection of every process; a hashed directory costs a
+	 * few ms (docs/lean-build.md). Cold serverless starts pay it each time.
+	 */
 	if (c->ca_bundle)
 		SET(CURLOPT_CAINFO, c->ca_bundle);
+	else if (c->has_ca_dir)
+		SET(CURLOPT_CAINFO, NULL);
 	if (req->timeout_ms > 0)
 		SET(CURLOPT_TIMEOUT_MS, req->timeout_ms);
 	if (req->stall_s > 0) {
