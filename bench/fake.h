@@ -35,6 +35,7 @@ enum fake_feed {
 struct fake_chat {
 	double t_token;   /* the model wrote the first token (0: not yet) */
 	double t_visible; /* the first draft or message with text arrived */
+	double timer_late; /* FAKE_LATENCY: how late the first-token timer fired (the machine's noise) */
 	long answers;
 	long bad_answers; /* a final text that is not the answer the model streamed */
 };

@@ -19,6 +19,7 @@ struct stream {
 	struct event *timer; /* FAKE_LATENCY */
 	long chat;           /* index, or -1 */
 	int sent;            /* tokens written */
+	double due;          /* FAKE_LATENCY: when the first-token timer should fire */
 	bool is_first_sent;
 };
 
@@ -137,8 +138,10 @@ static void on_latency_timer(evutil_socket_t fd, short kind, void *arg)
 	struct evbuffer *out = evbuffer_new();
 	if (!s->is_first_sent) {
 		add_token(out, s->sent++);
-		if (s->chat >= 0 && f->chats[s->chat].t_token == 0)
+		if (s->chat >= 0 && f->chats[s->chat].t_token == 0) {
 			f->chats[s->chat].t_token = fake_now();
+			f->chats[s->chat].timer_late = f->chats[s->chat].t_token - s->due;
+		}
 		evhttp_send_reply_chunk(s->req, out);
 		evbuffer_free(out);
 		s->is_first_sent = true;
@@ -192,6 +195,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	}
 	s->timer = evtimer_new(f->base, on_latency_timer, s);
 	struct timeval tv = {f->first_ms / 1000, (f->first_ms % 1000) * 1000};
+	s->due = fake_now() + f->first_ms / 1000.0;
 	evtimer_add(s->timer, &tv);
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """bench/run's table: merges the rows one run measured (JSON lines) into the
-results file (rows of figures not run this time are kept) and prints it."""
+results file (rows of figures not run this time are kept) and prints it.
+`results.py --markdown bench/results.json` prints the table as Markdown."""
 import json
 import os
 import platform
@@ -14,7 +15,21 @@ def passes(r):
     return r["value"] <= r["target"] if r["op"] == "<=" else r["value"] >= r["target"]
 
 
+def markdown(path):
+    """The table of a results file as Markdown (for bench/README.md)."""
+    print("| # | figure | value | target | | method |")
+    print("|---|---|---|---|---|---|")
+    for r in json.load(open(path))["rows"]:
+        v = "–" if r["value"] is None else f"{r['value']:g} {r['unit']}"
+        t = f"{r['op']} {r['target']:g} {r['unit']}" if r["target"] is not None else ""
+        ok = {True: "met", False: "**missed**", None: ""}[r["pass"]]
+        print(f"| {r['id']} | {r['name']} | {v} | {t} | {ok} | {r['method']} |")
+
+
 def main():
+    if sys.argv[1] == "--markdown":
+        markdown(sys.argv[2])
+        return
     rows_path, out_path = sys.argv[1], sys.argv[2]
     is_smoke = "--smoke" in sys.argv[3:]
     new = [json.loads(line) for line in open(rows_path) if line.strip()]

@@ -42,6 +42,8 @@ struct tg_call {
 	int64_t chat_id;
 	bool is_action; /* sendChatAction: the overall budget only */
 	bool is_droppable;
+	enum { STAGE_CHAT_SLOT, STAGE_GLOBAL_SLOT, STAGE_SEND } stage;
+	double not_before; /* monotonic seconds */
 	char *url;
 	char *body;
 	long timeout_s;
@@ -126,20 +128,10 @@ static double pace_peek(struct tg_client *tg, int64_t chat_id, double now)
 	return p && p->next > at ? p->next : at;
 }
 
-/* Takes the first slot at or after not_before for a call; returns its time. */
-static double pace_reserve(struct tg_call *call, double now, double not_before)
+static bool is_paced(const struct tg_call *call)
 {
-	struct tg_client *tg = call->tg;
-	if (!call->chat_id)
-		return not_before;
-	struct pace *p = call->is_action ? NULL : pace_get(tg, call->chat_id, now);
-	double at = not_before > tg->global_next ? not_before : tg->global_next;
-	if (p && p->next > at)
-		at = p->next;
-	tg->global_next = at + PACE_GLOBAL;
-	if (p)
-		p->next = at + pace_interval(call->chat_id);
-	return at;
+	/* Chat actions are no messages: they would only delay the answer they announce. */
+	return call->chat_id && !call->is_action;
 }
 
 /* A 429 pauses the whole chat: every call to it waits, not just this one. */
@@ -158,27 +150,70 @@ double tg_chat_wait(struct tg_client *tg, int64_t chat_id)
 
 static int send_attempt(struct tg_call *call);
 
+static int advance(struct tg_call *call);
+
 static void on_slot(evutil_socket_t fd, short kind, void *arg)
 {
 	(void)fd;
 	(void)kind;
 	struct tg_call *call = arg;
-	if (send_attempt(call) != 0)
+	if (advance(call) != 0)
 		finish_error(call, 0, "cannot start the request");
+}
+
+static int wait_for(struct tg_call *call, double seconds)
+{
+	if (!call->retry_timer)
+		call->retry_timer = evtimer_new(call->tg->base, on_slot, call);
+	long us = (long)(seconds * 1e6);
+	struct timeval tv = {us / 1000000, us % 1000000};
+	return call->retry_timer && evtimer_add(call->retry_timer, &tv) == 0 ? 0 : -1;
+}
+
+/*
+ * Moves a call towards sending, in two steps so that one chat's distant turn
+ * never holds up the other chats: first it takes its chat's next slot (and
+ * waits for it), then, when that comes, the next overall slot.
+ */
+static int advance(struct tg_call *call)
+{
+	struct tg_client *tg = call->tg;
+	double now = now_s(), at;
+	switch (call->stage) {
+	case STAGE_CHAT_SLOT:
+		at = call->not_before;
+		if (is_paced(call)) {
+			struct pace *p = pace_get(tg, call->chat_id, now);
+			if (p && p->next > at)
+				at = p->next;
+			if (p)
+				p->next = at + pace_interval(call->chat_id);
+		}
+		call->stage = STAGE_GLOBAL_SLOT;
+		if (at - now > 0.0005)
+			return wait_for(call, at - now);
+		/* fall through */
+	case STAGE_GLOBAL_SLOT:
+		call->stage = STAGE_SEND;
+		if (is_paced(call)) {
+			at = tg->global_next > now ? tg->global_next : now;
+			tg->global_next = at + PACE_GLOBAL;
+			if (at - now > 0.0005)
+				return wait_for(call, at - now);
+		}
+		/* fall through */
+	case STAGE_SEND:
+		break;
+	}
+	return send_attempt(call);
 }
 
 /* Sends the call in its first free slot after delay seconds. 0, or -1 when it cannot be scheduled. */
 static int schedule(struct tg_call *call, double delay)
 {
-	double now = now_s();
-	double wait = pace_reserve(call, now, now + delay) - now;
-	if (wait <= 0.0005)
-		return send_attempt(call);
-	if (!call->retry_timer)
-		call->retry_timer = evtimer_new(call->tg->base, on_slot, call);
-	long us = (long)(wait * 1e6);
-	struct timeval tv = {us / 1000000, us % 1000000};
-	return call->retry_timer && evtimer_add(call->retry_timer, &tv) == 0 ? 0 : -1;
+	call->not_before = now_s() + delay;
+	call->stage = STAGE_CHAT_SLOT;
+	return advance(call);
 }
 
 static void retry_later(struct tg_call *call, long seconds)

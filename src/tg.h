@@ -15,8 +15,8 @@
  * So does the one rate limiter for all calls that write to a chat
  * (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this):
  * about 30 calls a second overall, one a second per private chat, 20 a
- * minute per group. A call waits for its slot; a 429 pauses its whole chat
- * for retry_after. See docs/internals/RATE-LIMITS.md.
+ * minute per group. A call waits for its chat's slot, then for an overall
+ * one; a 429 pauses its whole chat for retry_after.
  */
 #ifndef TGLLM_TG_H
 #define TGLLM_TG_H
@@ -59,8 +59,8 @@ void tg_client_free(struct tg_client *tg);
 /*
  * Calls method with params (a JSON object; the reference is stolen).
  * chat_id names the chat the call writes to, for the rate limiter; 0 for
- * calls that write to no chat (getMe, getUpdates), which are not limited.
- * sendChatAction counts against the overall budget only.
+ * calls that write to no chat (getMe, getUpdates), which are not limited;
+ * neither is sendChatAction (no message: pacing it would only delay the answer).
  * timeout_s bounds one attempt (getUpdates passes its long-poll timeout plus
  * a margin). done is called exactly once unless the call is cancelled.
  * Returns NULL if the call could not even be started (done is not called).
