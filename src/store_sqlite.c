@@ -314,6 +314,24 @@ static int prepare(struct store_sqlite *s, sqlite3_stmt **st, const char *sql, c
 	return -1;
 }
 
+/*
+ * Switching a new database to WAL needs it to itself, and SQLite answers
+ * "locked" at once rather than through the busy handler while another
+ * process (a parallel cold start) is doing the same: so wait here, bounded.
+ */
+static int set_wal(struct store_sqlite *s)
+{
+	int rc = SQLITE_BUSY;
+	for (int i = 0; i < 200 && (rc == SQLITE_BUSY || rc == SQLITE_LOCKED); i++) {
+		if (i > 0) {
+			struct timespec pause = {0, 25 * 1000 * 1000};
+			nanosleep(&pause, NULL);
+		}
+		rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+	}
+	return rc;
+}
+
 int store_sqlite_open(const char *path, struct store **out, char *err, size_t errlen)
 {
 	struct store_sqlite *s = calloc(1, sizeof *s);
@@ -329,9 +347,8 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 	}
 	char *msg = NULL;
 	/* WAL: readers never wait for the writer; NORMAL sync is durable across crashes of the process. */
-	if (sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK ||
-	    sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON",
-			 NULL, NULL, &msg) != SQLITE_OK) {
+	if (sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK || set_wal(s) != SQLITE_OK ||
+	    sqlite3_exec(s->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", NULL, NULL, &msg) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot set up %s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
 		sqlite3_free(msg);
 		goto fail;
