@@ -13,12 +13,7 @@
 
 #include "render.h"
 
-#define expect_int(what, expected, actual)                                                                   \
-	do {                                                                                                 \
-		long long e_ = (expected), a_ = (actual);                                                    \
-		if (e_ != a_)                                                                                \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                             \
-	} while (0)
+#include "expect.h"
 
 static size_t units_of(const char *s)
 {

@@ -11,28 +11,7 @@
 
 #include "update.h"
 
-#define expect_int(what, expected, actual)                                                                   \
-	do {                                                                                                 \
-		long long e_ = (expected), a_ = (actual);                                                    \
-		if (e_ != a_)                                                                                \
-			fail_msg("%s: expected %lld, got %lld", (what), e_, a_);                             \
-	} while (0)
-
-#define expect_str(what, expected, actual)                                                                   \
-	do {                                                                                                 \
-		const char *e_ = (expected), *a_ = (actual);                                                 \
-		if (!a_)                                                                                     \
-			fail_msg("%s: expected \"%s\", got NULL", (what), e_);                               \
-		if (strcmp(e_, a_) != 0)                                                                     \
-			fail_msg("%s: expected \"%s\", got \"%s\"", (what), e_, a_);                         \
-	} while (0)
-
-#define expect_null(what, actual)                                                                            \
-	do {                                                                                                 \
-		const char *a_ = (actual);                                                                   \
-		if (a_)                                                                                      \
-			fail_msg("%s: expected NULL, got \"%s\"", (what), a_);                               \
-	} while (0)
+#include "expect.h"
 
 static void decode_ok(const char *json, struct tg_update *u)
 {
