@@ -294,9 +294,7 @@ static void on_me(void *arg, const struct tg_result *res)
 	struct bot *b = id->bot;
 	id->call = NULL;
 	if (!res->ok) {
-		if (res->error_code == 401 || res->error_code == 404) {
-			log_error("bot: Telegram rejects the bot token (%ld %s): check TG_BOT_TOKEN",
-				  res->error_code, res->description);
+		if (tg_is_token_rejected(res)) {
 			identify_end(id, -1);
 			return;
 		}

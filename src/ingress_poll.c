@@ -57,9 +57,7 @@ static void on_updates(void *arg, const struct tg_result *res)
 	struct poller *p = arg;
 	p->call = NULL;
 	if (!res->ok) {
-		if (res->error_code == 401 || res->error_code == 404) {
-			log_error("poll: Telegram rejects the bot token (%ld %s): check TG_BOT_TOKEN",
-				  res->error_code, res->description);
+		if (tg_is_token_rejected(res)) {
 			daemon_fail(&p->daemon, 1);
 			return;
 		}

@@ -379,6 +379,15 @@ fail:
 	return NULL;
 }
 
+bool tg_is_token_rejected(const struct tg_result *res)
+{
+	if (res->ok || (res->error_code != 401 && res->error_code != 404))
+		return false;
+	log_error("tg: Telegram rejects the bot token (%ld %s): check TG_BOT_TOKEN", res->error_code,
+		  res->description);
+	return true;
+}
+
 void tg_call_cancel(struct tg_call *call)
 {
 	call_free(call);

@@ -80,6 +80,12 @@ struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params
  * streaming uses it to send frames no faster than the chat's budget.
  */
 double tg_chat_wait(struct tg_client *tg, int64_t chat_id);
+/*
+ * True when a failed call says the token is wrong (Telegram answers 401, or
+ * 404 for a token of the right shape that names no bot); then also logs the
+ * line that tells the operator what to fix.
+ */
+bool tg_is_token_rejected(const struct tg_result *res);
 /* Cancels a call, including one waiting to retry; done is not called. */
 void tg_call_cancel(struct tg_call *call);
 
