@@ -549,30 +549,25 @@ static void ask(struct job *job)
 	for (size_t i = from; i < job->history.len; i++)
 		estimated += estimate(job, job->history.turns[i].content, job->history.turns[i].len);
 
-	json_t *messages = json_array();
-	json_t *past = history_to_json(&job->history, from);
-	if (!messages || !past)
-		goto oom;
-	if (cfg->system_prompt &&
-	    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system", "content",
-						      cfg->system_prompt)) != 0)
-		goto oom;
-	if (json_array_extend(messages, past) != 0 ||
-	    json_array_append_new(messages, json_pack("{s:s, s:s%}", "role", "user", "content",
-						      job->user_turn, job->user_turn_len)) != 0)
-		goto oom;
-	json_decref(past);
+	/* A view of the request's turns: the strings stay where they are. */
+	size_t n = 0, most = job->history.len - from + 2;
+	struct turn *turns = malloc(most * sizeof *turns);
+	if (!turns) {
+		log_error("chat=%lld: out of memory building a request", (long long)job->chat->id);
+		fail_with(job, TEXT_MODEL_DOWN);
+		return;
+	}
+	if (cfg->system_prompt)
+		turns[n++] = (struct turn){TURN_SYSTEM, cfg->system_prompt, strlen(cfg->system_prompt)};
+	for (size_t i = from; i < job->history.len; i++)
+		turns[n++] = job->history.turns[i];
+	turns[n++] = (struct turn){TURN_USER, job->user_turn, job->user_turn_len};
 	job->asked_tokens = estimated;
 	job->asked_from = from;
-	job->llm = llm_complete(job->bot->llm, messages, on_progress, on_answer, job);
+	job->llm = llm_complete(job->bot->llm, turns, n, on_progress, on_answer, job);
+	free(turns);
 	if (!job->llm)
 		fail_with(job, TEXT_MODEL_DOWN);
-	return;
-oom:
-	json_decref(messages);
-	json_decref(past);
-	log_error("chat=%lld: out of memory building a request", (long long)job->chat->id);
-	fail_with(job, TEXT_MODEL_DOWN);
 }
 
 static void on_history_loaded(void *arg, int err, struct history *h)

@@ -23,7 +23,7 @@
 /* A message of the answer that is in the chat. */
 struct shown {
 	int64_t message_id;
-	char *body; /* text + entities as sent, to skip edits that change nothing */
+	char *body; /* text + entities as sent, to skip edits that change nothing; NULL: unknown */
 };
 
 struct delivery {
@@ -150,7 +150,7 @@ static void note_failure(struct delivery *d, const char *method, const struct tg
 struct pending {
 	struct delivery *d;
 	size_t index;  /* the part */
-	char *body;    /* what it will show */
+	char *body;    /* what it will show; NULL for a final new message, never compared */
 	bool is_complete; /* the part will not change any more */
 	bool is_final;    /* sent while finishing */
 	bool is_edit;
@@ -218,14 +218,17 @@ static int put_part(struct delivery *d, size_t index, const struct render_messag
 	bool is_plain = is_final && d->is_plain_retry;
 	json_t *params = part_params(d, m, is_plain);
 	struct pending *pd = calloc(1, sizeof *pd);
-	if (!params || !pd || !(pd->body = body_of(params)))
+	if (!params || !pd)
 		goto fail;
 	pd->d = d;
 	pd->index = index;
 	pd->is_complete = is_complete;
 	pd->is_final = is_final;
 	pd->is_edit = index < d->n_shown;
-	if (pd->is_edit && strcmp(d->shown[index].body, pd->body) == 0) {
+	/* Serialising the body again only pays when an edit may be compared with it. */
+	if ((pd->is_edit || !is_final) && !(pd->body = body_of(params)))
+		goto fail;
+	if (pd->is_edit && d->shown[index].body && strcmp(d->shown[index].body, pd->body) == 0) {
 		/* Already showing exactly this. */
 		json_decref(params);
 		struct tg_result same = {true, 0, "", NULL};

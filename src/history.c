@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "jsonw.h"
 #include "utf8.h"
 
 static const char *const role_names[] = {
@@ -169,6 +170,23 @@ json_t *history_to_json(const struct history *h, size_t from)
 		}
 	}
 	return arr;
+}
+
+int history_write_json(struct buf *out, const struct turn *turns, size_t n)
+{
+	int rc = buf_append(out, "[", 1);
+	for (size_t i = 0; i < n && rc == BUF_OK; i++) {
+		rc = buf_append_str(out, i ? ",{\"role\":\"" : "{\"role\":\"");
+		if (rc == BUF_OK)
+			rc = buf_append_str(out, turn_role_name(turns[i].role));
+		if (rc == BUF_OK)
+			rc = buf_append_str(out, "\",\"content\":");
+		if (rc == BUF_OK)
+			rc = jsonw_string(out, turns[i].content, turns[i].len);
+		if (rc == BUF_OK)
+			rc = buf_append(out, "}", 1);
+	}
+	return rc == BUF_OK ? buf_append(out, "]", 1) : rc;
 }
 
 /*

@@ -12,6 +12,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "buf.h"
+
 enum turn_role { TURN_SYSTEM, TURN_USER, TURN_ASSISTANT };
 
 struct turn {
@@ -64,6 +66,11 @@ size_t history_fit(const struct history *h, size_t budget, double scale);
  * JSON cannot carry, becomes U+FFFD.
  */
 json_t *history_to_json(const struct history *h, size_t from);
+/*
+ * Appends turns as the same JSON array, written directly (the model request
+ * is built on every update). BUF_OK or a buf_error.
+ */
+int history_write_json(struct buf *out, const struct turn *turns, size_t n);
 /*
  * Appends the turns of a JSON array in that layout. Entries that are not
  * objects with a known "role" and a string "content" are skipped (content that

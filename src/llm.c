@@ -1,11 +1,14 @@
 #include "llm.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
+#include "chunk.h"
+#include "jsonw.h"
 #include "log.h"
 #include "sse.h"
 
@@ -40,6 +43,7 @@ struct llm_call {
 	struct sse_parser *sse;
 	struct buf json;
 	struct buf text;
+	struct buf delta;   /* one chunk's content, read by chunk_read */
 	bool is_finished; /* [DONE] or a finish_reason arrived */
 	bool has_stream_error;
 	bool is_answer_too_big;
@@ -65,6 +69,7 @@ static void reset_attempt(struct llm_call *call)
 	call->sse = NULL;
 	buf_free(&call->json);
 	buf_free(&call->text);
+	buf_free(&call->delta);
 	call->kind = BODY_UNKNOWN;
 	call->is_finished = false;
 	call->has_stream_error = false;
@@ -135,6 +140,22 @@ static int on_event(void *arg, const char *event, const char *data, size_t len)
 	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
 		call->is_finished = true;
 		return 0;
+	}
+	struct chunk c;
+	buf_reset(&call->delta);
+	switch (chunk_read(data, len, &c, &call->delta)) {
+	case CHUNK_READ:
+		if (c.prompt_tokens >= 0)
+			call->prompt_tokens = c.prompt_tokens;
+		if (c.completion_tokens >= 0)
+			call->completion_tokens = c.completion_tokens;
+		call->is_finished |= c.is_finished;
+		return append_text(call, call->delta.data, call->delta.len);
+	case CHUNK_NO_MEMORY:
+		call->is_answer_too_big = true;
+		return 1;
+	case CHUNK_OTHER:
+		break; /* errors and unusual shapes: jansson */
 	}
 	json_error_t jerr;
 	json_t *chunk = json_loadb(data, len, 0, &jerr);
@@ -337,6 +358,7 @@ static int start_attempt(struct llm_call *call)
 	reset_attempt(call);
 	buf_init(&call->json, LLM_MAX_BODY);
 	buf_init(&call->text, LLM_MAX_ANSWER);
+	buf_init(&call->delta, LLM_MAX_ANSWER);
 	struct http_request req = {
 		.method = "POST",
 		.url = llm->url,
@@ -385,29 +407,43 @@ void llm_client_free(struct llm_client *llm)
 	free(llm);
 }
 
-struct llm_call *llm_complete(struct llm_client *llm, json_t *messages, llm_progress_cb progress,
-			      llm_done_cb done, void *arg)
+/* The request body: the model, the turns, streaming with usage in the last chunk. */
+static char *request_body(const struct llm_client *llm, const struct turn *turns, size_t n)
 {
-	struct llm_call *call = NULL;
-	json_t *req = json_pack("{s:s, s:o, s:b, s:{s:b}}", "model", llm->model, "messages", messages,
-				"stream", 1, "stream_options", "include_usage", 1);
-	if (!req)
-		goto fail;
-	call = calloc(1, sizeof *call);
+	struct buf b;
+	buf_init(&b, SIZE_MAX - 1);
+	int rc = buf_append_str(&b, "{\"model\":");
+	if (rc == BUF_OK)
+		rc = jsonw_string(&b, llm->model, strlen(llm->model));
+	if (rc == BUF_OK)
+		rc = buf_append_str(&b, ",\"messages\":");
+	if (rc == BUF_OK)
+		rc = history_write_json(&b, turns, n);
+	if (rc == BUF_OK)
+		rc = buf_append_str(&b, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+	if (rc != BUF_OK) {
+		buf_free(&b);
+		return NULL;
+	}
+	return buf_take(&b);
+}
+
+struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, size_t n,
+			      llm_progress_cb progress, llm_done_cb done, void *arg)
+{
+	struct llm_call *call = calloc(1, sizeof *call);
 	if (!call)
 		goto fail;
 	call->llm = llm;
 	call->progress = progress;
 	call->done = done;
 	call->arg = arg;
-	call->body = json_dumps(req, JSON_COMPACT);
+	call->body = request_body(llm, turns, n);
 	if (!call->body || start_attempt(call) != 0)
 		goto fail;
-	json_decref(req);
 	return call;
 fail:
 	log_error("llm: cannot start a request");
-	json_decref(req);
 	call_free(call);
 	return NULL;
 }

@@ -15,10 +15,10 @@
 #define TGLLM_LLM_H
 
 #include <event2/event.h>
-#include <jansson.h>
 #include <stddef.h>
 
 #include "config.h"
+#include "history.h"
 #include "http.h"
 
 enum llm_status {
@@ -54,12 +54,12 @@ struct llm_client *llm_client_new(struct event_base *base, struct http_client *h
 void llm_client_free(struct llm_client *llm);
 
 /*
- * Asks for a completion of messages (a JSON array of {"role","content"};
- * the reference is stolen). progress may be NULL. done runs exactly once
- * unless cancelled. NULL when the request cannot be started.
+ * Asks for a completion of the n turns (read during the call only).
+ * progress may be NULL. done runs exactly once unless cancelled. NULL when
+ * the request cannot be started.
  */
-struct llm_call *llm_complete(struct llm_client *llm, json_t *messages, llm_progress_cb progress,
-			      llm_done_cb done, void *arg);
+struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, size_t n,
+			      llm_progress_cb progress, llm_done_cb done, void *arg);
 void llm_cancel(struct llm_call *call);
 /* The answer received so far (borrowed; valid until the call goes on or ends). */
 const char *llm_call_text(const struct llm_call *call, size_t *len);

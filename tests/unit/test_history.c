@@ -325,6 +325,63 @@ static void test_invalid_utf8_is_saved_as_replacement_chars(void **state)
 	history_free(&h);
 }
 
+/* history_write_json writes exactly what jansson's compact dump of history_to_json gives. */
+static void expect_written_as_jansson_dumps(const struct history *h)
+{
+	json_t *tree = history_to_json(h, 0);
+	char *want = tree ? json_dumps(tree, JSON_COMPACT) : NULL;
+	if (!want)
+		fail_msg("jansson could not dump the reference");
+	struct buf got;
+	buf_init(&got, SIZE_MAX - 1);
+	expect_int("history_write_json", BUF_OK, history_write_json(&got, h->turns, h->len));
+	expect_str("written JSON", want, buf_str(&got));
+	buf_free(&got);
+	free(want);
+	json_decref(tree);
+}
+
+static void test_write_json_matches_jansson(void **state)
+{
+	(void)state;
+	struct history h = HISTORY_INIT;
+	expect_written_as_jansson_dumps(&h);
+	push(&h, TURN_SYSTEM, "You are helpful.");
+	push(&h, TURN_USER, "Привет! \"quoted\" back\\slash a/b \t tab\nnew line\r\b\f \x01\x1f\x7f 😀");
+	push(&h, TURN_ASSISTANT, "");
+	const char bad[] = "bad \xff\xfe utf-8 \xe2\x82 cut \xed\xa0\x80 surrogate \xc0\xaf overlong end\xf0";
+	if (history_push(&h, TURN_USER, bad, sizeof bad - 1) != 0)
+		fail_msg("history_push failed");
+	const char nul[] = "a\0b";
+	if (history_push(&h, TURN_ASSISTANT, nul, sizeof nul - 1) != 0)
+		fail_msg("history_push failed");
+	expect_written_as_jansson_dumps(&h);
+
+	/* Every single byte value, alone and between text, and pseudo-random byte strings. */
+	struct history bytes = HISTORY_INIT;
+	for (int c = 0; c < 256; c++) {
+		char one[3] = {'x', (char)c, 'y'};
+		if (history_push(&bytes, TURN_USER, one + 1, 1) != 0 ||
+		    history_push(&bytes, TURN_USER, one, 3) != 0)
+			fail_msg("history_push failed");
+	}
+	uint32_t seed = 12345;
+	for (int i = 0; i < 500; i++) {
+		char s[40];
+		size_t n = (size_t)(i % 40);
+		for (size_t k = 0; k < n; k++) {
+			seed = seed * 1103515245u + 12345u;
+			/* Mostly UTF-8 lead and continuation bytes, so that valid sequences occur too. */
+			s[k] = (char)(seed >> 16 & 1 ? 0x80 | (seed >> 8 & 0x7f) : seed >> 8);
+		}
+		if (history_push(&bytes, TURN_ASSISTANT, s, n) != 0)
+			fail_msg("history_push failed");
+	}
+	expect_written_as_jansson_dumps(&bytes);
+	history_free(&bytes);
+	history_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -342,6 +399,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_entries_are_skipped_and_counted),
 	    cmocka_unit_test(test_append_json_of_non_array_is_an_error),
 	    cmocka_unit_test(test_invalid_utf8_is_saved_as_replacement_chars),
+	    cmocka_unit_test(test_write_json_matches_jansson),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

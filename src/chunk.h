@@ -1,0 +1,44 @@
+/*
+ * chunk: reads one streamed chat-completion chunk, the JSON of an SSE event
+ * such as
+ *   {"id":"…","object":"chat.completion.chunk","choices":[{"index":0,
+ *    "delta":{"content":"Hel"},"finish_reason":null}]}
+ * without building a JSON tree. A model answer arrives as hundreds of these,
+ * and decoding each with jansson was a third of the bot's CPU per update
+ * (bench/README.md, figure 2).
+ *
+ * The reader validates the whole text as strict JSON (the grammar jansson
+ * accepts) but only understands the usual shape. Whatever it is not sure
+ * about it refuses, and the caller decodes that chunk with jansson instead:
+ * an "error" key, a key written with escapes, a key of interest given twice,
+ * numbers with an exponent or more than 18 digits, \u0000, nesting deeper
+ * than 32, and anything that is not valid JSON or UTF-8. So a chunk it reads
+ * means exactly what jansson's reading would.
+ */
+#ifndef TGLLM_CHUNK_H
+#define TGLLM_CHUNK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+
+struct chunk {
+	bool is_finished;        /* choices[0].finish_reason is a string */
+	long prompt_tokens;      /* usage.prompt_tokens when an integer, else -1 */
+	long completion_tokens;  /* usage.completion_tokens when an integer, else -1 */
+};
+
+enum chunk_result {
+	CHUNK_READ,  /* *out filled; choices[0].delta.content (if a string) appended to content */
+	CHUNK_OTHER, /* not read: decode it with jansson; content may hold a part (reset it) */
+	CHUNK_NO_MEMORY /* content could not grow (BUF_TOO_BIG or out of memory) */
+};
+
+/*
+ * Reads the len bytes at json. The content string is appended unescaped
+ * (valid UTF-8, no NUL bytes) to content.
+ */
+enum chunk_result chunk_read(const char *json, size_t len, struct chunk *out, struct buf *content);
+
+#endif

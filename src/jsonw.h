@@ -1,0 +1,22 @@
+/*
+ * jsonw: writing JSON text straight into a buffer, for the bodies built on
+ * every update (the model request carries the whole history). Building a
+ * jansson tree and dumping it was a fifth of the bot's CPU per update
+ * (bench/README.md, figure 2); jansson stays for reading and for small,
+ * irregular bodies.
+ */
+#ifndef TGLLM_JSONW_H
+#define TGLLM_JSONW_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+/*
+ * Appends s as a quoted JSON string, escaped as jansson's json_dumps does
+ * by default (UTF-8 kept, "/" not escaped). Invalid UTF-8, which JSON cannot
+ * carry, becomes U+FFFD, one per bad byte. BUF_OK or a buf_error.
+ */
+int jsonw_string(struct buf *b, const char *s, size_t len);
+
+#endif
