@@ -194,9 +194,9 @@ static bool read_number(struct reader *r, long *value, bool *is_integer)
 	long v = 0;
 	int n = 0;
 	while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
-		v = v * 10 + (*r->p++ - '0');
 		if (++n > MAX_DIGITS)
 			return false;
+		v = v * 10 + (*r->p++ - '0');
 	}
 	if (n == 0 || (n > 1 && *digits == '0'))
 		return false;

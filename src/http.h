@@ -6,7 +6,9 @@
  * curl_multi_socket_action (curl's "hiperfifo" pattern). Nothing blocks the
  * loop; thousands of requests can wait at once.
  *
- * A call copies everything it is given. Its callbacks run on the loop, never
+ * A call copies everything it is given but the request body, which must
+ * stay until on_done has run or the call is cancelled (a model request
+ * carries the whole history; thousands wait at once). Its callbacks run on the loop, never
  * inside another http function, and on_done runs exactly once unless the call
  * is cancelled. Retrying is the caller's business: only the caller knows
  * what is safe to repeat.
@@ -47,7 +49,7 @@ struct http_request {
 	const char *method;          /* "GET", "POST", "PUT", ...; NULL = GET, or POST with a body */
 	const char *url;             /* may contain secrets: it is never logged */
 	const char *const *headers;  /* NULL-terminated "Name: value" list, or NULL */
-	const char *body;            /* NULL for none */
+	const char *body;            /* NULL for none; borrowed for the whole call (see above) */
 	size_t body_len;
 	long timeout_ms;             /* the whole transfer; 0 = none */
 	long stall_s;                /* give up when nothing arrives for this long; 0 = none */
