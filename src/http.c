@@ -376,12 +376,13 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	if (req->timeout_ms > 0)
 		SET(CURLOPT_TIMEOUT_MS, req->timeout_ms);
 	/*
-	 * A stream (a model answer) trickles in small events for a long time,
-	 * thousands at once: curl's default 16 KB receive buffer per transfer
-	 * would be most of the memory of a waiting conversation.
+	 * The receive buffer (curl's default is 16 KB per transfer) is most of
+	 * the memory of a waiting conversation, thousands at once. A stream (a
+	 * model answer) trickles in events of a hundred bytes for a long time:
+	 * curl's smallest buffer will do.
 	 */
 	if (req->on_data)
-		SET(CURLOPT_BUFFERSIZE, 4096L);
+		SET(CURLOPT_BUFFERSIZE, 1024L);
 	if (req->stall_s > 0) {
 		SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
 		SET(CURLOPT_LOW_SPEED_TIME, req->stall_s);

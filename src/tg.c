@@ -19,6 +19,12 @@
 #define PACE_GROUP 3.0 /* 20 a minute */
 #define PACE_BUCKETS 1024
 #define PACE_FORGET_S 60.0 /* a chat idle this long needs no record */
+/*
+ * Requests in flight at once; the rest wait in order. Thousands of chats
+ * starting at once would otherwise open a connection each (a TLS session,
+ * a libcurl handle and buffers) for calls Telegram answers in milliseconds.
+ */
+#define TG_MAX_IN_FLIGHT 32
 
 /* When a chat may next be written to. */
 struct pace {
@@ -34,6 +40,9 @@ struct tg_client {
 	char *token;
 	double global_next;
 	struct pace *paces[PACE_BUCKETS];
+	size_t in_flight;
+	struct tg_call *waiting_head, *waiting_tail; /* for a free request slot, oldest first */
+	struct event *kick; /* starts waiting calls from the loop */
 };
 
 struct tg_call {
@@ -50,16 +59,47 @@ struct tg_call {
 	int attempts;
 	int waits_429;
 	struct http_call *http;
+	struct tg_call *next_waiting, *prev_waiting;
+	bool is_waiting;
 	struct event *retry_timer;
 	tg_done_cb done;
 	void *arg;
 };
 
+static void unwait(struct tg_call *call)
+{
+	struct tg_client *tg = call->tg;
+	if (!call->is_waiting)
+		return;
+	if (call->prev_waiting)
+		call->prev_waiting->next_waiting = call->next_waiting;
+	else
+		tg->waiting_head = call->next_waiting;
+	if (call->next_waiting)
+		call->next_waiting->prev_waiting = call->prev_waiting;
+	else
+		tg->waiting_tail = call->prev_waiting;
+	call->next_waiting = call->prev_waiting = NULL;
+	call->is_waiting = false;
+}
+
+/* A request ended: its slot goes to the oldest waiting call, from the loop. */
+static void slot_freed(struct tg_client *tg)
+{
+	tg->in_flight--;
+	if (tg->waiting_head)
+		event_active(tg->kick, 0, 0);
+}
+
 static void call_free(struct tg_call *call)
 {
 	if (!call)
 		return;
-	http_cancel(call->http);
+	unwait(call);
+	if (call->http) {
+		http_cancel(call->http);
+		slot_freed(call->tg);
+	}
 	if (call->retry_timer)
 		event_free(call->retry_timer);
 	free(call->url);
@@ -69,7 +109,6 @@ static void call_free(struct tg_call *call)
 
 static void finish(struct tg_call *call, const struct tg_result *res)
 {
-	call->http = NULL; /* it ended: http frees its own call after this callback */
 	call->done(call->arg, res);
 	call_free(call);
 }
@@ -205,7 +244,29 @@ static int advance(struct tg_call *call)
 	case STAGE_SEND:
 		break;
 	}
-	return send_attempt(call);
+	if (tg->in_flight < TG_MAX_IN_FLIGHT)
+		return send_attempt(call);
+	call->prev_waiting = tg->waiting_tail;
+	if (tg->waiting_tail)
+		tg->waiting_tail->next_waiting = call;
+	else
+		tg->waiting_head = call;
+	tg->waiting_tail = call;
+	call->is_waiting = true;
+	return 0;
+}
+
+static void on_kick(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct tg_client *tg = arg;
+	while (tg->waiting_head && tg->in_flight < TG_MAX_IN_FLIGHT) {
+		struct tg_call *call = tg->waiting_head;
+		unwait(call);
+		if (send_attempt(call) != 0)
+			finish_error(call, 0, "cannot start the request");
+	}
 }
 
 /* Sends the call in its first free slot after delay seconds. 0, or -1 when it cannot be scheduled. */
@@ -218,7 +279,6 @@ static int schedule(struct tg_call *call, double delay)
 
 static void retry_later(struct tg_call *call, long seconds)
 {
-	call->http = NULL;
 	if (schedule(call, (double)seconds) != 0)
 		finish_error(call, 0, "cannot schedule a retry");
 }
@@ -226,6 +286,8 @@ static void retry_later(struct tg_call *call, long seconds)
 static void on_http_done(void *arg, const struct http_response *resp)
 {
 	struct tg_call *call = arg;
+	call->http = NULL; /* it ended: http frees its own call after this callback */
+	slot_freed(call->tg);
 	call->attempts++;
 
 	if (resp->is_transport_error) {
@@ -313,7 +375,10 @@ static int send_attempt(struct tg_call *call)
 		.arg = call,
 	};
 	call->http = http_start(call->tg->http, &req);
-	return call->http ? 0 : -1;
+	if (!call->http)
+		return -1;
+	call->tg->in_flight++;
+	return 0;
 }
 
 struct tg_client *tg_client_new(struct event_base *base, struct http_client *http,
@@ -326,7 +391,8 @@ struct tg_client *tg_client_new(struct event_base *base, struct http_client *htt
 	tg->http = http;
 	tg->api_base = strdup(api_base);
 	tg->token = strdup(token);
-	if (!tg->api_base || !tg->token) {
+	tg->kick = event_new(base, -1, 0, on_kick, tg);
+	if (!tg->api_base || !tg->token || !tg->kick) {
 		tg_client_free(tg);
 		return NULL;
 	}
@@ -344,6 +410,8 @@ void tg_client_free(struct tg_client *tg)
 			free(p);
 		}
 	}
+	if (tg->kick)
+		event_free(tg->kick);
 	free(tg->api_base);
 	free(tg->token);
 	free(tg);

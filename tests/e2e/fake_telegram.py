@@ -325,6 +325,8 @@ class FakeTelegram:
         self.drafts: list[dict] = []           # accepted sendMessageDraft parameters
         self.entity_rejections: list[_EntityRejection] = []
         self.conflicts = 0                     # getUpdates ended by a newer one (409)
+        self.in_flight = 0                     # requests being answered now
+        self.max_in_flight = 0
         self.webhook = Webhook()               # the current webhook (url "" = none)
         self.dropped_updates: list[dict] = []  # forgotten by drop_pending_updates
         self.next_update_id = 500000
@@ -598,10 +600,16 @@ class FakeTelegram:
     # ---- serving ---------------------------------------------------------
 
     def _serve(self, h: _Handler):
+        with self.cond:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             self._serve_unsafe(h)
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True
+        finally:
+            with self.cond:
+                self.in_flight -= 1
 
     def _serve_unsafe(self, h: _Handler):
         url = urllib.parse.urlsplit(h.path)

@@ -71,6 +71,27 @@ class ParallelChatsTest(BotTestCase):
         self.assertGreaterEqual(self.llm.max_in_flight, 10,
                                 f"expected many model requests at once, at most {self.llm.max_in_flight} were")
 
+    def test_a_crowd_of_chats_does_not_open_a_connection_each_to_telegram(self):
+        # 80 chats at once while Telegram takes a second for each "typing": the
+        # bot keeps at most 32 requests to Telegram in flight (one connection
+        # each) and the rest wait their turn; every chat is still answered.
+        self.start_bot(TG_BOT_CHATS="*")
+        self.llm.default = Reply(delay=3.0)  # no answer cancels a "typing" while it is slow
+        self.tg.slow("sendChatAction", 1.0, times=80)
+        users = [User(id=8900000 + i, first_name=f"User{i}", username=f"crowd_{i}") for i in range(80)]
+        msgs = [self.tg.message(Chat.private(u), u, f"crowd {i}") for i, u in enumerate(users)]
+        self.tg.push(*[self.tg.update("message", m) for m in msgs])
+        self.tg.wait_for(lambda: all(self.tg.replies_to(m) for m in msgs), 60,
+                         "all 80 chats to be answered; answered: "
+                         f"{sum(1 for m in msgs if self.tg.replies_to(m))}")
+        for i, m in enumerate(msgs):
+            self.assertEqual(self.tg.replies_to(m)[0].text, f"Echo: crowd {i}")
+        self.assertLessEqual(self.tg.max_in_flight, 32,
+                             f"expected at most 32 Telegram requests at once, {self.tg.max_in_flight} were")
+        self.assertGreaterEqual(self.tg.max_in_flight, 16, "expected Telegram requests to run in parallel")
+        self.assertEqual(len({c.chat_id() for c in self.tg.calls_of("sendChatAction")}), 80,
+                         "expected every chat to get its typing indicator")
+
 
 if __name__ == "__main__":
     main()
