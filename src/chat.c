@@ -41,8 +41,7 @@ struct job {
 	size_t asked_tokens; /* the prompt of the request in flight, by our estimate */
 	size_t asked_from;   /* the first history turn it carries */
 	struct delivery *delivery;
-	char *answer;         /* what is stored as the assistant turn */
-	size_t answer_len;
+	struct buf answer;    /* the model's text as it streams in; stored as the assistant turn */
 	enum text_id after_text; /* a notice sent after the answer, TEXT_COUNT for none */
 	bool is_blocked;         /* Telegram said 403: stop sending */
 
@@ -113,7 +112,7 @@ static void job_free(struct job *job)
 		event_free(job->typing_timer);
 	history_free(&job->history);
 	free(job->user_turn);
-	free(job->answer);
+	buf_free(&job->answer);
 	update_clear(&job->u);
 	free(job);
 }
@@ -392,7 +391,7 @@ static void save_exchange(struct job *job)
 {
 	struct turn turns[2] = {
 		{TURN_USER, job->user_turn, job->user_turn_len},
-		{TURN_ASSISTANT, job->answer, job->answer_len},
+		{TURN_ASSISTANT, job->answer.data, job->answer.len},
 	};
 	job->bot->store->ops->history_append(job->bot->store, job->chat->id, turns, 2, job->u.update_id,
 					     on_saved, job);
@@ -419,15 +418,13 @@ static void on_delivered(void *arg, bool is_delivered)
 }
 
 /* The answer is complete: the final messages, then a notice if any, then the history. */
-static void deliver(struct job *job, const char *answer, size_t len, const char *suffix)
+static void deliver(struct job *job, const char *suffix)
 {
 	typing_stop(job);
 	char *shown = NULL;
-	job->answer = strndup(answer, len);
-	job->answer_len = len;
-	if (asprintf(&shown, "%.*s%s%s", (int)len, answer, suffix ? "\n\n" : "", suffix ? suffix : "") < 0)
+	if (asprintf(&shown, "%s%s%s", buf_str(&job->answer), suffix ? "\n\n" : "", suffix ? suffix : "") < 0)
 		shown = NULL;
-	if (!job->answer || !shown) {
+	if (!shown) {
 		free(shown);
 		log_error("chat=%lld: out of memory delivering an answer", (long long)job->chat->id);
 		mark_done_and_finish(job);
@@ -470,13 +467,13 @@ static void on_answer(void *arg, const struct llm_result *res)
 			job->after_text = TEXT_CONTEXT_DROPPED;
 		log_info("chat=%lld update=%lld: answered (%zu bytes, %ld+%ld tokens)", chat,
 			 (long long)job->u.update_id, res->len, res->prompt_tokens, res->completion_tokens);
-		deliver(job, res->text, res->len, NULL);
+		deliver(job, NULL);
 		return;
 	case LLM_CUT:
 		log_warn("chat=%lld: the model's answer broke off (%s); delivering the part", chat, res->detail);
 		if (job->min_from > 0)
 			job->after_text = TEXT_CONTEXT_DROPPED;
-		deliver(job, res->text, res->len, text_get(TEXT_ANSWER_CUT, job->lang));
+		deliver(job, text_get(TEXT_ANSWER_CUT, job->lang));
 		return;
 	case LLM_CONTEXT:
 		log_warn("chat=%lld: the prompt (~%zu tokens) is over the model's context: %s", chat,
@@ -518,10 +515,10 @@ static void on_answer(void *arg, const struct llm_result *res)
 	}
 }
 
-static void on_progress(void *arg, const char *text, size_t len)
+static void on_progress(void *arg)
 {
 	struct job *job = arg;
-	delivery_progress(job->delivery, text, len);
+	delivery_progress(job->delivery);
 }
 
 /* Builds the request from the system prompt, what fits of the history and the new turn. */
@@ -564,7 +561,7 @@ static void ask(struct job *job)
 	turns[n++] = (struct turn){TURN_USER, job->user_turn, job->user_turn_len};
 	job->asked_tokens = estimated;
 	job->asked_from = from;
-	job->llm = llm_complete(job->bot->llm, turns, n, on_progress, on_answer, job);
+	job->llm = llm_complete(job->bot->llm, turns, n, &job->answer, on_progress, on_answer, job);
 	free(turns);
 	if (!job->llm)
 		fail_with(job, TEXT_MODEL_DOWN);
@@ -614,7 +611,7 @@ static void start_reply(struct job *job)
 		.thread_id = m->is_topic_message ? m->thread_id : 0,
 		.is_private = m->chat_type == TG_CHAT_PRIVATE,
 	};
-	job->delivery = delivery_new(job->bot, &target, on_visible, job);
+	job->delivery = delivery_new(job->bot, &target, &job->answer, on_visible, job);
 	if (!job->delivery) {
 		fail_with(job, TEXT_MODEL_DOWN);
 		return;
@@ -652,18 +649,14 @@ static void job_start(struct job *job)
 /* Cuts one answer short and delivers what there is. */
 static void hurry(struct job *job)
 {
-	size_t len;
-	const char *text = llm_call_text(job->llm, &len);
-	char *part = len ? strndup(text, len) : NULL;
 	log_warn("chat=%lld update=%lld: out of time; delivering the %zu bytes there are",
-		 (long long)job->chat->id, (long long)job->u.update_id, len);
+		 (long long)job->chat->id, (long long)job->u.update_id, job->answer.len);
 	llm_cancel(job->llm);
 	job->llm = NULL;
-	if (part)
-		deliver(job, part, len, text_get(TEXT_DEADLINE_CUT, job->lang));
+	if (job->answer.len)
+		deliver(job, text_get(TEXT_DEADLINE_CUT, job->lang));
 	else
 		fail_with(job, TEXT_DEADLINE);
-	free(part);
 }
 
 void chats_hurry(struct chats *cs)

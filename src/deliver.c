@@ -10,7 +10,6 @@
 #include "tg.h"
 
 #define SEND_TIMEOUT_S 30
-#define MAX_ANSWER (1u << 20)
 #define MIN_FRAME_GAP_S 0.25 /* even with budget to spare, no faster than this */
 /*
  * Where the answer is shown by editing a message, every edit costs a slot of
@@ -29,7 +28,7 @@ struct shown {
 struct delivery {
 	struct bot *bot;
 	struct delivery_target target;
-	struct buf text;        /* the Markdown so far */
+	const struct buf *text; /* the Markdown so far: the caller's */
 	size_t rendered_len;    /* text.len at the last frame */
 	bool is_draft;          /* streaming as a draft (else by edits) */
 	bool is_finishing;
@@ -295,11 +294,11 @@ static void send_frame(struct delivery *d)
 {
 	struct render_output out = {0};
 	struct render_options o = options(d, true);
-	if (render_markdown(buf_str(&d->text), d->text.len, &o, &out) != 0 || out.n_parts == 0) {
+	if (render_markdown(buf_str(d->text), d->text->len, &o, &out) != 0 || out.n_parts == 0) {
 		render_output_free(&out);
 		return;
 	}
-	d->rendered_len = d->text.len;
+	d->rendered_len = d->text->len;
 	size_t last = out.n_parts - 1;
 	int rc;
 	if (d->n_final < last)
@@ -329,7 +328,7 @@ static void tick(struct delivery *d)
 	if (d->call)
 		return; /* its callback carries on */
 	if (!d->is_finishing) {
-		if (d->is_stopped || d->text.len == d->rendered_len)
+		if (d->is_stopped || d->text->len == d->rendered_len)
 			return;
 		double wait = tg_chat_wait(d->bot->tg, d->target.chat_id);
 		if (wait > 0.001) {
@@ -350,8 +349,8 @@ static void tick(struct delivery *d)
 	finish_done(d);
 }
 
-struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, delivery_visible_cb visible,
-			      void *arg)
+struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, const struct buf *text,
+			      delivery_visible_cb visible, void *arg)
 {
 	struct delivery *d = calloc(1, sizeof *d);
 	if (!d)
@@ -361,7 +360,7 @@ struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, de
 	d->is_draft = t->is_private && !b->has_no_drafts;
 	d->visible = visible;
 	d->arg = arg;
-	buf_init(&d->text, MAX_ANSWER);
+	d->text = text;
 	d->timer = evtimer_new(b->base, on_timer, d);
 	if (!d->timer) {
 		free(d);
@@ -370,12 +369,10 @@ struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, de
 	return d;
 }
 
-void delivery_progress(struct delivery *d, const char *text, size_t len)
+void delivery_progress(struct delivery *d)
 {
-	if (d->is_finishing || len <= d->text.len)
+	if (d->is_finishing)
 		return;
-	if (buf_append(&d->text, text + d->text.len, len - d->text.len) != BUF_OK)
-		return; /* the final text still comes whole through delivery_finish */
 	/* Called from inside the HTTP layer's callbacks: send from the loop, not from here. */
 	if (!d->call)
 		schedule(d, d->rendered_len ? MIN_FRAME_GAP_S : d->is_draft ? 0 : FIRST_EDIT_DELAY_S);
@@ -408,6 +405,5 @@ void delivery_free(struct delivery *d)
 		free(d->shown[i].body);
 	free(d->shown);
 	render_output_free(&d->out);
-	buf_free(&d->text);
 	free(d);
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "bot.h"
+#include "buf.h"
 
 struct delivery_target {
 	int64_t chat_id;
@@ -34,13 +35,14 @@ typedef void (*delivery_visible_cb)(void *arg);
 
 struct delivery;
 
-struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, delivery_visible_cb visible,
-			      void *arg);
 /*
- * The answer so far (Markdown), the whole of it each time; it only grows.
- * Safe to call from inside other callbacks: nothing is sent from here.
+ * text is the answer as the model writes it (Markdown), read live: owned by
+ * the caller, kept until the delivery is freed, only growing while it streams.
  */
-void delivery_progress(struct delivery *d, const char *text, size_t len);
+struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, const struct buf *text,
+			      delivery_visible_cb visible, void *arg);
+/* The text grew. Safe to call from inside other callbacks: nothing is sent from here. */
+void delivery_progress(struct delivery *d);
 /*
  * The complete answer: replaces what came before. done runs once everything
  * is sent. After this, no more progress.

@@ -42,7 +42,7 @@ struct llm_call {
 	enum body_kind kind;
 	struct sse_parser *sse;
 	struct buf json;
-	struct buf text;
+	struct buf *text;   /* the caller's */
 	struct buf delta;   /* one chunk's content, read by chunk_read */
 	bool is_finished; /* [DONE] or a finish_reason arrived */
 	bool has_stream_error;
@@ -68,7 +68,6 @@ static void reset_attempt(struct llm_call *call)
 	sse_free(call->sse);
 	call->sse = NULL;
 	buf_free(&call->json);
-	buf_free(&call->text);
 	buf_free(&call->delta);
 	call->kind = BODY_UNKNOWN;
 	call->is_finished = false;
@@ -124,12 +123,12 @@ static int append_text(struct llm_call *call, const char *s, size_t n)
 {
 	if (n == 0)
 		return 0;
-	if (buf_append(&call->text, s, n) != BUF_OK) {
+	if (buf_append(call->text, s, n) != BUF_OK) {
 		call->is_answer_too_big = true;
 		return 1;
 	}
 	if (call->progress)
-		call->progress(call->arg, buf_str(&call->text), call->text.len);
+		call->progress(call->arg);
 	return 0;
 }
 
@@ -221,8 +220,8 @@ static void finish(struct llm_call *call, enum llm_status status)
 	call->http = NULL;
 	struct llm_result res = {
 		.status = status,
-		.text = buf_str(&call->text),
-		.len = call->text.len,
+		.text = buf_str(call->text),
+		.len = call->text->len,
 		.prompt_tokens = call->prompt_tokens,
 		.completion_tokens = call->completion_tokens,
 		.detail = call->detail,
@@ -307,7 +306,7 @@ static void on_json_answer(struct llm_call *call)
 	if (json_is_string(content))
 		(void)append_text(call, json_string_value(content), json_string_length(content));
 	json_decref(root);
-	finish(call, call->is_answer_too_big ? LLM_CUT : call->text.len ? LLM_OK : LLM_EMPTY);
+	finish(call, call->is_answer_too_big ? LLM_CUT : call->text->len ? LLM_OK : LLM_EMPTY);
 }
 
 static void on_http_done(void *arg, const struct http_response *resp)
@@ -336,14 +335,14 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	bool is_cut = resp->is_transport_error || resp->is_aborted ||
 		      (call->sse && sse_finish(call->sse)) || !call->is_finished;
 	if (!is_cut) {
-		finish(call, call->text.len ? LLM_OK : LLM_EMPTY);
+		finish(call, call->text->len ? LLM_OK : LLM_EMPTY);
 		return;
 	}
 	snprintf(call->detail, sizeof call->detail, "%s",
 		 resp->is_transport_error ? resp->error
 		 : resp->is_aborted	 ? "a stream event was too big or malformed"
 					 : "the stream ended before [DONE]");
-	if (call->text.len) {
+	if (call->text->len) {
 		finish(call, LLM_CUT);
 		return;
 	}
@@ -357,7 +356,8 @@ static int start_attempt(struct llm_call *call)
 				 llm->auth, NULL};
 	reset_attempt(call);
 	buf_init(&call->json, LLM_MAX_BODY);
-	buf_init(&call->text, LLM_MAX_ANSWER);
+	buf_free(call->text);
+	buf_init(call->text, LLM_MAX_ANSWER);
 	buf_init(&call->delta, LLM_MAX_ANSWER);
 	struct http_request req = {
 		.method = "POST",
@@ -429,12 +429,14 @@ static char *request_body(const struct llm_client *llm, const struct turn *turns
 }
 
 struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, size_t n,
-			      llm_progress_cb progress, llm_done_cb done, void *arg)
+			      struct buf *answer, llm_progress_cb progress, llm_done_cb done,
+			      void *arg)
 {
 	struct llm_call *call = calloc(1, sizeof *call);
 	if (!call)
 		goto fail;
 	call->llm = llm;
+	call->text = answer;
 	call->progress = progress;
 	call->done = done;
 	call->arg = arg;
@@ -446,12 +448,6 @@ fail:
 	log_error("llm: cannot start a request");
 	call_free(call);
 	return NULL;
-}
-
-const char *llm_call_text(const struct llm_call *call, size_t *len)
-{
-	*len = call->text.len;
-	return buf_str(&call->text);
 }
 
 void llm_cancel(struct llm_call *call)

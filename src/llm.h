@@ -43,8 +43,8 @@ struct llm_result {
 };
 
 typedef void (*llm_done_cb)(void *arg, const struct llm_result *res);
-/* The answer so far, each time it grows (for live display). */
-typedef void (*llm_progress_cb)(void *arg, const char *text, size_t len);
+/* The answer grew (for live display). */
+typedef void (*llm_progress_cb)(void *arg);
 
 struct llm_client;
 struct llm_call;
@@ -54,15 +54,17 @@ struct llm_client *llm_client_new(struct event_base *base, struct http_client *h
 void llm_client_free(struct llm_client *llm);
 
 /*
- * Asks for a completion of the n turns (read during the call only).
- * progress may be NULL. done runs exactly once unless cancelled. NULL when
- * the request cannot be started.
+ * Asks for a completion of the n turns (read during the call only). The
+ * answer's text is written into *answer, which the caller owns and keeps
+ * until done has run or the call is cancelled: it is the one copy of a
+ * streaming answer, read live by whoever shows it (emptied before each
+ * attempt; its limit is set here). progress may be NULL. done runs exactly
+ * once unless cancelled. NULL when the request cannot be started.
  */
 struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, size_t n,
-			      llm_progress_cb progress, llm_done_cb done, void *arg);
+			      struct buf *answer, llm_progress_cb progress, llm_done_cb done,
+			      void *arg);
 void llm_cancel(struct llm_call *call);
-/* The answer received so far (borrowed; valid until the call goes on or ends). */
-const char *llm_call_text(const struct llm_call *call, size_t *len);
 
 /* "ok", "context", ... for log lines. */
 const char *llm_status_name(enum llm_status status);
