@@ -34,7 +34,6 @@ struct http_call {
 	struct curl_slist *headers;
 	struct buf body;
 	long retry_after;
-	char content_type[128];
 	char etag[128];
 	char error[CURL_ERROR_SIZE];
 	bool is_too_big;
@@ -170,7 +169,6 @@ static void check_finished(struct http_client *c)
 		resp.body = buf_str(&call->body);
 		resp.body_len = call->body.len;
 		resp.retry_after = call->retry_after;
-		resp.content_type = call->content_type;
 		resp.etag = call->etag;
 
 		call->on_done(call->arg, &resp);
@@ -228,7 +226,6 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 	if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
 		/* A new response (after a 100 Continue or a redirect) starts afresh. */
 		call->retry_after = -1;
-		call->content_type[0] = '\0';
 		call->etag[0] = '\0';
 	} else if (len > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
 		trim_copy(value, sizeof value, data + 12, len - 12);
@@ -242,8 +239,6 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 			if (when > 0)
 				call->retry_after = when > now ? (long)(when - now) : 0;
 		}
-	} else if (len > 13 && strncasecmp(data, "Content-Type:", 13) == 0) {
-		trim_copy(call->content_type, sizeof call->content_type, data + 13, len - 13);
 	} else if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
 		trim_copy(call->etag, sizeof call->etag, data + 5, len - 5);
 	}

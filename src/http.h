@@ -33,7 +33,6 @@ struct http_response {
 	const char *body;       /* the buffered body, NUL-terminated; borrowed for the callback */
 	size_t body_len;
 	long retry_after;       /* seconds from a Retry-After header, -1 when absent */
-	const char *content_type; /* "" when absent */
 	const char *etag;       /* the ETag header as sent (quotes kept); "" when absent */
 };
 

@@ -1,5 +1,6 @@
 #include "llm.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #define LLM_MAX_EVENT (1u << 20)    /* one SSE event */
 #define LLM_MAX_BODY (4u << 20)     /* a non-streamed answer or an error body */
 #define LLM_STALL_S 60
+#define LLM_MAX_DETAIL 1024
 
 struct llm_client {
 	struct event_base *base;
@@ -49,7 +51,7 @@ struct llm_call {
 	bool is_answer_too_big;
 	long prompt_tokens;
 	long completion_tokens;
-	char detail[512];
+	struct buf detail; /* the operator's account of a failure; empty (unallocated) when none */
 
 	llm_progress_cb progress;
 	llm_done_cb done;
@@ -61,6 +63,17 @@ const char *llm_status_name(enum llm_status status)
 	static const char *const names[] = {"ok", "context", "quota", "auth", "busy",
 					    "down", "rejected", "cut", "empty"};
 	return (unsigned)status < sizeof names / sizeof names[0] ? names[status] : "?";
+}
+
+/* Adds to the failure's account (a piece is cut at 512 bytes; the whole at LLM_MAX_DETAIL). */
+static void add_detail(struct llm_call *call, const char *fmt, ...)
+{
+	char piece[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(piece, sizeof piece, fmt, ap);
+	va_end(ap);
+	(void)buf_append_str(&call->detail, piece);
 }
 
 static void reset_attempt(struct llm_call *call)
@@ -75,7 +88,7 @@ static void reset_attempt(struct llm_call *call)
 	call->is_answer_too_big = false;
 	call->prompt_tokens = -1;
 	call->completion_tokens = -1;
-	call->detail[0] = '\0';
+	buf_free(&call->detail);
 }
 
 static void call_free(struct llm_call *call)
@@ -113,8 +126,7 @@ static bool read_error(struct llm_call *call, const json_t *obj, const char **co
 					      : json_string_value(json_object_get(err, "message"));
 	*code = json_string_value(json_object_get(err, "code"));
 	*type = json_string_value(json_object_get(err, "type"));
-	snprintf(call->detail + strlen(call->detail), sizeof call->detail - strlen(call->detail),
-		 "%s%s", call->detail[0] ? ": " : "", msg ? msg : "(no message)");
+	add_detail(call, "%s%s", call->detail.len ? ": " : "", msg ? msg : "(no message)");
 	return true;
 }
 
@@ -224,7 +236,7 @@ static void finish(struct llm_call *call, enum llm_status status)
 		.len = call->text->len,
 		.prompt_tokens = call->prompt_tokens,
 		.completion_tokens = call->completion_tokens,
-		.detail = call->detail,
+		.detail = buf_str(&call->detail),
 	};
 	call->done(call->arg, &res);
 	call_free(call);
@@ -240,8 +252,8 @@ static void retry_or_finish(struct llm_call *call, enum llm_status status, long 
 		finish(call, status);
 		return;
 	}
-	log_warn("llm: attempt %d failed (%s), retrying in %ld ms", call->attempts, call->detail,
-		 delay_ms);
+	log_warn("llm: attempt %d failed (%s), retrying in %ld ms", call->attempts,
+		 buf_str(&call->detail), delay_ms);
 	call->http = NULL;
 	if (!call->retry_timer)
 		call->retry_timer = evtimer_new(call->llm->base, on_retry_timer, call);
@@ -260,14 +272,15 @@ static void on_error_status(struct llm_call *call, const struct http_response *r
 {
 	const char *code = NULL, *type = NULL;
 	json_t *root = json_loadb(resp->body, resp->body_len, 0, NULL);
-	snprintf(call->detail, sizeof call->detail, "HTTP %ld", resp->status);
+	buf_reset(&call->detail);
+	add_detail(call, "HTTP %ld", resp->status);
 	if (!read_error(call, root, &code, &type) && resp->body_len)
-		snprintf(call->detail + strlen(call->detail), sizeof call->detail - strlen(call->detail),
-			 ": %.200s", resp->body);
+		add_detail(call, ": %.200s", resp->body);
 	bool is_quota = (code && strcmp(code, "insufficient_quota") == 0) ||
 			(type && strcmp(type, "insufficient_quota") == 0) || resp->status == 402;
 	bool is_context = (code && strcmp(code, "context_length_exceeded") == 0) ||
-			  ((resp->status == 400 || resp->status == 413) && mentions_context(call->detail));
+			  ((resp->status == 400 || resp->status == 413) &&
+			   mentions_context(buf_str(&call->detail)));
 	json_decref(root);
 
 	if (is_quota)
@@ -297,7 +310,8 @@ static void on_json_answer(struct llm_call *call)
 	const json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
 	const json_t *content = json_object_get(json_object_get(choice, "message"), "content");
 	if (!json_is_object(root) || !choice) {
-		snprintf(call->detail, sizeof call->detail, "the answer is not a chat completion");
+		buf_reset(&call->detail);
+		add_detail(call, "the answer is not a chat completion");
 		json_decref(root);
 		retry_or_finish(call, LLM_DOWN, -1);
 		return;
@@ -338,7 +352,8 @@ static void on_http_done(void *arg, const struct http_response *resp)
 		finish(call, call->text->len ? LLM_OK : LLM_EMPTY);
 		return;
 	}
-	snprintf(call->detail, sizeof call->detail, "%s",
+	buf_reset(&call->detail);
+	add_detail(call, "%s",
 		 resp->is_transport_error ? resp->error
 		 : resp->is_aborted	 ? "a stream event was too big or malformed"
 					 : "the stream ended before [DONE]");
@@ -437,6 +452,7 @@ struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, 
 		goto fail;
 	call->llm = llm;
 	call->text = answer;
+	buf_init(&call->detail, LLM_MAX_DETAIL);
 	call->progress = progress;
 	call->done = done;
 	call->arg = arg;

@@ -286,7 +286,6 @@ static void fail_to_start(struct s3_op *op)
 	resp.is_transport_error = true;
 	resp.error = "the request could not be set up (out of memory?)";
 	resp.body = "";
-	resp.content_type = "";
 	resp.etag = "";
 	resp.retry_after = -1;
 	op->step(op, &resp);
@@ -733,7 +732,6 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		append_put(op, &(struct http_response){.status = 200,
 		                                       .body = "",
 		                                       .etag = "",
-		                                       .content_type = "",
 		                                       .error = "",
 		                                       .retry_after = -1});
 		return;
@@ -864,7 +862,6 @@ static void mark_done_send(struct s3_op *op, s3_step step)
 		                             .error = "out of memory",
 		                             .body = "",
 		                             .etag = "",
-		                             .content_type = "",
 		                             .retry_after = -1};
 		step(op, &resp);
 		return;
