@@ -88,31 +88,6 @@ static bool append(struct reader *r, struct buf *to, const void *s, size_t n)
 	return false;
 }
 
-static bool append_code_point(struct reader *r, struct buf *to, unsigned long cp)
-{
-	unsigned char u[4];
-	size_t n;
-	if (cp < 0x80) {
-		u[0] = (unsigned char)cp;
-		n = 1;
-	} else if (cp < 0x800) {
-		u[0] = (unsigned char)(0xC0 | cp >> 6);
-		u[1] = (unsigned char)(0x80 | (cp & 0x3F));
-		n = 2;
-	} else if (cp < 0x10000) {
-		u[0] = (unsigned char)(0xE0 | cp >> 12);
-		u[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-		u[2] = (unsigned char)(0x80 | (cp & 0x3F));
-		n = 3;
-	} else {
-		u[0] = (unsigned char)(0xF0 | cp >> 18);
-		u[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
-		u[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-		u[3] = (unsigned char)(0x80 | (cp & 0x3F));
-		n = 4;
-	}
-	return append(r, to, u, n);
-}
 
 /* A string at r->p (the opening quote); its unescaped bytes go to `to` unless NULL. */
 static bool read_string(struct reader *r, struct buf *to)
@@ -153,7 +128,8 @@ static bool read_string(struct reader *r, struct buf *to)
 				return false;
 			r->p++;
 			unsigned long cp = unicode_escape(r);
-			if (cp == 0 || !append_code_point(r, to, cp))
+			unsigned char u[4];
+			if (cp == 0 || !append(r, to, u, utf8_encode(cp, u)))
 				return false;
 		}
 		run = r->p;

@@ -513,30 +513,10 @@ out:
 static int append_code_point(struct buf *b, uint32_t cp)
 {
 	unsigned char u[4];
-	size_t n;
 	/* CommonMark: NUL, surrogates and values past U+10FFFF become U+FFFD. */
 	if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
 		cp = 0xFFFD;
-	if (cp < 0x80) {
-		u[0] = (unsigned char)cp;
-		n = 1;
-	} else if (cp < 0x800) {
-		u[0] = (unsigned char)(0xC0 | cp >> 6);
-		u[1] = (unsigned char)(0x80 | (cp & 0x3F));
-		n = 2;
-	} else if (cp < 0x10000) {
-		u[0] = (unsigned char)(0xE0 | cp >> 12);
-		u[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-		u[2] = (unsigned char)(0x80 | (cp & 0x3F));
-		n = 3;
-	} else {
-		u[0] = (unsigned char)(0xF0 | cp >> 18);
-		u[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
-		u[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-		u[3] = (unsigned char)(0x80 | (cp & 0x3F));
-		n = 4;
-	}
-	return buf_append(b, u, n) == BUF_OK ? 0 : -1;
+	return buf_append(b, u, utf8_encode(cp, u)) == BUF_OK ? 0 : -1;
 }
 
 /*

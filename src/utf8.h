@@ -14,5 +14,7 @@
  * a 4-byte sequence is exactly a code point outside the BMP: two UTF-16 units.
  */
 size_t utf8_seq_len(const unsigned char *s, size_t n);
+/* Writes the code point cp (a scalar value: no surrogate, at most U+10FFFF) to u; returns its bytes. */
+size_t utf8_encode(unsigned long cp, unsigned char u[4]);
 
 #endif

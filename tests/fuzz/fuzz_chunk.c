@@ -13,6 +13,7 @@
  */
 #include "buf.h"
 #include "chunk.h"
+#include "../unit/chunk_reference.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -23,47 +24,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define BIG ((size_t)1 << 28)
-
-enum ref_outcome { REF_READ, REF_ERROR, REF_NOT_OBJECT };
-
-struct reading {
-	enum ref_outcome outcome;
-	struct chunk chunk;
-	struct buf content;
-};
-
-static void ref_read(const char *json, size_t len, struct reading *r)
-{
-	r->chunk = (struct chunk){false, -1, -1};
-	buf_init(&r->content, BIG);
-	json_t *root = json_loadb(json, len, 0, NULL);
-	if (!json_is_object(root)) {
-		r->outcome = REF_NOT_OBJECT;
-		goto out;
-	}
-	if (json_object_get(root, "error")) {
-		r->outcome = REF_ERROR;
-		goto out;
-	}
-	r->outcome = REF_READ;
-	const json_t *usage = json_object_get(root, "usage");
-	if (json_is_object(usage)) {
-		const json_t *p = json_object_get(usage, "prompt_tokens");
-		const json_t *c = json_object_get(usage, "completion_tokens");
-		if (json_is_integer(p))
-			r->chunk.prompt_tokens = (long)json_integer_value(p);
-		if (json_is_integer(c))
-			r->chunk.completion_tokens = (long)json_integer_value(c);
-	}
-	const json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
-	const json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
-	if (json_is_string(content) &&
-	    buf_append(&r->content, json_string_value(content), json_string_length(content)) != BUF_OK)
-		abort(); /* the input is far below BIG */
-	r->chunk.is_finished = json_is_string(json_object_get(choice, "finish_reason"));
-out:
-	json_decref(root);
-}
 
 static const char prefix[] = "» ";
 
@@ -97,7 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *json = (const char *)data;
 	struct reading ref;
-	ref_read(json, size, &ref);
+	if (!ref_read(json, size, BIG, &ref))
+		abort(); /* the input is far below BIG */
 
 	struct chunk c;
 	struct buf content;

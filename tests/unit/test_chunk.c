@@ -22,57 +22,11 @@
 #include "buf.h"
 #include "chunk.h"
 
+#include "chunk_reference.h"
 #include "expect.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 #define BIG      ((size_t)1 << 24) /* a content buffer no test chunk can fill */
-
-/* --- The reference: llm.c's on_event, read_usage and read_error ------------ */
-
-enum ref_outcome {
-	REF_READ,       /* an object without "error": on_event takes usage, content and finish_reason */
-	REF_ERROR,      /* an object with an "error" key, whatever its value: the stream fails */
-	REF_NOT_OBJECT, /* invalid JSON, or not an object: on_event skips it */
-};
-
-struct reading {
-	enum ref_outcome outcome;
-	struct chunk chunk;
-	struct buf content; /* choices[0].delta.content when a string */
-};
-
-static void ref_read(const char *json, size_t len, struct reading *r)
-{
-	r->chunk = (struct chunk){false, -1, -1};
-	buf_init(&r->content, BIG);
-	json_t *root = json_loadb(json, len, 0, NULL);
-	if (!json_is_object(root)) {
-		r->outcome = REF_NOT_OBJECT;
-		goto out;
-	}
-	if (json_object_get(root, "error")) {
-		r->outcome = REF_ERROR;
-		goto out;
-	}
-	r->outcome = REF_READ;
-	const json_t *usage = json_object_get(root, "usage");
-	if (json_is_object(usage)) {
-		const json_t *p = json_object_get(usage, "prompt_tokens");
-		const json_t *c = json_object_get(usage, "completion_tokens");
-		if (json_is_integer(p))
-			r->chunk.prompt_tokens = (long)json_integer_value(p);
-		if (json_is_integer(c))
-			r->chunk.completion_tokens = (long)json_integer_value(c);
-	}
-	const json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
-	const json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
-	if (json_is_string(content) &&
-	    buf_append(&r->content, json_string_value(content), json_string_length(content)) != BUF_OK)
-		fail_msg("the reference reader ran out of memory");
-	r->chunk.is_finished = json_is_string(json_object_get(choice, "finish_reason"));
-out:
-	json_decref(root);
-}
 
 /* --- Running chunk_read and comparing ----------------------------------------- */
 
@@ -195,7 +149,8 @@ static bool same_reading(const struct attempt *a, const char *prefix, const stru
 static enum chunk_result check_agreement(const char *json, size_t len, const char *prefix)
 {
 	struct reading ref;
-	ref_read(json, len, &ref);
+	if (!ref_read(json, len, BIG, &ref))
+		fail_msg("the reference reader ran out of memory");
 	/* Fields chunk_read leaves alone would keep values no reading has. */
 	struct chunk poison = {!ref.chunk.is_finished, ~ref.chunk.prompt_tokens,
 	                       ~ref.chunk.completion_tokens};
@@ -447,7 +402,8 @@ static void test_real_chunks_are_read_as_jansson_reads_them(void **state)
 		size_t len = strlen(k->json);
 		/* The reference must itself say what the case says, or the case is wrong. */
 		struct reading ref;
-		ref_read(k->json, len, &ref);
+		if (!ref_read(k->json, len, BIG, &ref))
+			fail_msg("the reference reader ran out of memory");
 		if (ref.outcome != REF_READ || ref.chunk.is_finished != k->is_finished ||
 		    ref.chunk.prompt_tokens != k->prompt_tokens ||
 		    ref.chunk.completion_tokens != k->completion_tokens ||
@@ -645,7 +601,8 @@ static void test_refused_chunks_are_other(void **state)
 		const struct refused_chunk *k = &refused_chunks[i];
 		size_t len = k->len ? k->len : strlen(k->json);
 		struct reading ref;
-		ref_read(k->json, len, &ref);
+		if (!ref_read(k->json, len, BIG, &ref))
+			fail_msg("the reference reader ran out of memory");
 		if (ref.outcome != expected_ref[k->why])
 			fail_msg("%s: the jansson reference finds %s, the case says %s", k->name,
 			         outcome_name(ref.outcome), outcome_name(expected_ref[k->why]));
@@ -722,7 +679,8 @@ static void test_real_too_big_for_a_double_is_refused(void **state)
 	if (rc != BUF_OK)
 		fail_msg("cannot build a chunk with a 400-digit real");
 	struct reading ref;
-	ref_read(b.data, b.len, &ref);
+	if (!ref_read(b.data, b.len, BIG, &ref))
+		fail_msg("the reference reader ran out of memory");
 	expect_int("the reference on a 400-digit real (REF_NOT_OBJECT)", REF_NOT_OBJECT, ref.outcome);
 	buf_free(&ref.content);
 	enum chunk_result r = check_agreement(b.data, b.len, "");
@@ -1313,7 +1271,8 @@ static void check_case(const char *json, size_t len, size_t case_no, struct tall
 {
 	static const char prefix[] = "» ";
 	struct reading ref;
-	ref_read(json, len, &ref);
+	if (!ref_read(json, len, BIG, &ref))
+		fail_msg("the reference reader ran out of memory");
 	enum chunk_result r = check_agreement(json, len, prefix);
 	if (r == CHUNK_READ) {
 		t->read++;
