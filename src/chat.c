@@ -466,7 +466,7 @@ static void on_answer(void *arg, const struct llm_result *res)
 		if (job->min_from > 0)
 			job->after_text = TEXT_CONTEXT_DROPPED;
 		log_info("chat=%lld update=%lld: answered (%zu bytes, %ld+%ld tokens)", chat,
-			 (long long)job->u.update_id, res->len, res->prompt_tokens, res->completion_tokens);
+			 (long long)job->u.update_id, job->answer.len, res->prompt_tokens, res->completion_tokens);
 		deliver(job, NULL);
 		return;
 	case LLM_CUT:

@@ -221,7 +221,7 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 	(void)kind;
 	struct llm_call *call = arg;
 	if (start_attempt(call) != 0) {
-		struct llm_result res = {LLM_DOWN, "", 0, -1, -1, "cannot start the request"};
+		struct llm_result res = {LLM_DOWN, -1, -1, "cannot start the request"};
 		call->done(call->arg, &res);
 		call_free(call);
 	}
@@ -232,8 +232,6 @@ static void finish(struct llm_call *call, enum llm_status status)
 	call->http = NULL;
 	struct llm_result res = {
 		.status = status,
-		.text = buf_str(call->text),
-		.len = call->text->len,
 		.prompt_tokens = call->prompt_tokens,
 		.completion_tokens = call->completion_tokens,
 		.detail = buf_str(&call->detail),

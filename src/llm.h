@@ -34,9 +34,7 @@ enum llm_status {
 };
 
 struct llm_result {
-	enum llm_status status;
-	const char *text;   /* the answer (or its part, for LLM_CUT); borrowed */
-	size_t len;
+	enum llm_status status; /* the answer (or its part, for LLM_CUT) is in the caller's buffer */
 	long prompt_tokens; /* from the usage chunk, -1 when not reported */
 	long completion_tokens;
 	const char *detail; /* for the operator's log: status and the API's message */
