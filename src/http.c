@@ -14,6 +14,12 @@
 struct http_client {
 	struct event_base *base;
 	CURLM *multi;
+	/*
+	 * Holds the TLS session cache for all transfers. Without it each easy
+	 * handle allocates its own (~0.9 KB, even for plain HTTP), and a new
+	 * connection could not resume a session another transfer negotiated.
+	 */
+	CURLSH *share;
 	struct event *timer;
 	struct http_call *calls; /* doubly linked, for cancelling at shutdown */
 	char *ca_bundle;
@@ -31,28 +37,37 @@ struct http_call {
 	struct http_client *client;
 	struct http_call *prev, *next;
 	CURL *easy;
-	struct curl_slist *headers;
+	struct curl_slist *headers; /* into header_nodes, or NULL */
 	struct buf body;
 	long retry_after;
-	char etag[128];
+	char *etag; /* NULL until a response carries one */
 	char error[CURL_ERROR_SIZE];
 	bool is_too_big;
 	bool is_aborted;
 	http_data_cb on_data;
 	http_done_cb on_done;
 	void *arg;
-};
-
-/* Per-socket state handed to curl_multi_assign. */
-struct http_socket {
-	struct event *ev;
+	/*
+	 * The request's header list and the copies of its lines, in the call's
+	 * own allocation: a list of curl_slist_append costs two allocations
+	 * per line, for every request.
+	 */
+	struct curl_slist header_nodes[];
 };
 
 static void check_finished(struct http_client *c);
 
+/* curl_easy_reset keeps the share: only new handles need it set. */
 static CURL *get_easy(struct http_client *c)
 {
-	return c->n_idle ? c->idle[--c->n_idle] : curl_easy_init();
+	if (c->n_idle)
+		return c->idle[--c->n_idle];
+	CURL *easy = curl_easy_init();
+	if (easy && curl_easy_setopt(easy, CURLOPT_SHARE, c->share) != CURLE_OK) {
+		curl_easy_cleanup(easy);
+		return NULL;
+	}
+	return easy;
 }
 
 static void put_easy(struct http_client *c, CURL *easy)
@@ -76,8 +91,8 @@ static void call_free(struct http_call *call)
 		call->next->prev = call->prev;
 	curl_multi_remove_handle(c->multi, call->easy);
 	put_easy(c, call->easy);
-	curl_slist_free_all(call->headers);
 	buf_free(&call->body);
+	free(call->etag);
 	free(call);
 }
 
@@ -106,27 +121,26 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
 {
 	(void)easy;
 	struct http_client *c = userp;
-	struct http_socket *hs = socketp;
+	struct event *ev = socketp;
 
 	if (what == CURL_POLL_REMOVE) {
-		if (hs) {
-			event_free(hs->ev);
-			free(hs);
+		if (ev) {
+			event_del(ev);
+			free(ev);
 			curl_multi_assign(c->multi, s, NULL);
 		}
 		return 0;
 	}
-	if (!hs) {
-		hs = calloc(1, sizeof *hs);
-		if (!hs)
+	if (!ev) {
+		ev = malloc(event_get_struct_event_size());
+		if (!ev)
 			return -1;
-		curl_multi_assign(c->multi, s, hs);
+		curl_multi_assign(c->multi, s, ev);
 	} else {
-		event_free(hs->ev);
+		event_del(ev);
 	}
 	short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-	hs->ev = event_new(c->base, s, kind, on_socket_event, c);
-	if (!hs->ev || event_add(hs->ev, NULL) != 0) {
+	if (event_assign(ev, c->base, s, kind, on_socket_event, c) != 0 || event_add(ev, NULL) != 0) {
 		log_error("http: cannot watch a socket");
 		return -1;
 	}
@@ -169,7 +183,7 @@ static void check_finished(struct http_client *c)
 		resp.body = buf_str(&call->body);
 		resp.body_len = call->body.len;
 		resp.retry_after = call->retry_after;
-		resp.etag = call->etag;
+		resp.etag = call->etag ? call->etag : "";
 
 		call->on_done(call->arg, &resp);
 		call_free(call);
@@ -203,44 +217,54 @@ static size_t on_body(char *data, size_t size, size_t n, void *userp)
 	return len;
 }
 
-static void trim_copy(char *dst, size_t cap, const char *src, size_t len)
+/* The value of a header line: without the blanks and the line end around it. */
+static const char *header_value(const char *s, size_t len, size_t *value_len)
 {
-	while (len && (*src == ' ' || *src == '\t')) {
-		src++;
+	while (len && (*s == ' ' || *s == '\t')) {
+		s++;
 		len--;
 	}
-	while (len && (src[len - 1] == '\r' || src[len - 1] == '\n' || src[len - 1] == ' '))
+	while (len && (s[len - 1] == '\r' || s[len - 1] == '\n' || s[len - 1] == ' '))
 		len--;
-	if (len >= cap)
-		len = cap - 1;
-	memcpy(dst, src, len);
-	dst[len] = '\0';
+	*value_len = len;
+	return s;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *userp)
 {
 	struct http_call *call = userp;
 	size_t len = size * n;
-	char value[128];
+	size_t value_len;
+	const char *value;
 
 	if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
 		/* A new response (after a 100 Continue or a redirect) starts afresh. */
 		call->retry_after = -1;
-		call->etag[0] = '\0';
+		free(call->etag);
+		call->etag = NULL;
 	} else if (len > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
-		trim_copy(value, sizeof value, data + 12, len - 12);
+		char text[64];
+		value = header_value(data + 12, len - 12, &value_len);
+		if (value_len >= sizeof text)
+			return len;
+		memcpy(text, value, value_len);
+		text[value_len] = '\0';
 		char *end;
-		long secs = strtol(value, &end, 10);
-		if (end != value && *end == '\0' && secs >= 0) {
+		long secs = strtol(text, &end, 10);
+		if (end != text && *end == '\0' && secs >= 0) {
 			call->retry_after = secs;
 		} else {
-			time_t when = curl_getdate(value, NULL);
+			time_t when = curl_getdate(text, NULL);
 			time_t now = time(NULL);
 			if (when > 0)
 				call->retry_after = when > now ? (long)(when - now) : 0;
 		}
 	} else if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
-		trim_copy(call->etag, sizeof call->etag, data + 5, len - 5);
+		value = header_value(data + 5, len - 5, &value_len);
+		free(call->etag);
+		call->etag = strndup(value, value_len);
+		if (!call->etag)
+			return 0; /* curl stops the transfer: an answer without its ETag would mislead */
 	}
 	return len;
 }
@@ -263,8 +287,10 @@ struct http_client *http_client_new(struct event_base *base)
 		return NULL;
 	c->base = base;
 	c->multi = curl_multi_init();
+	c->share = curl_share_init();
 	c->timer = evtimer_new(base, on_timeout, c);
-	if (!c->multi || !c->timer) {
+	if (!c->multi || !c->share || !c->timer ||
+	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
 		http_client_free(c);
 		return NULL;
 	}
@@ -297,37 +323,50 @@ void http_client_free(struct http_client *c)
 		curl_easy_cleanup(c->idle[--c->n_idle]);
 	if (c->multi)
 		curl_multi_cleanup(c->multi);
+	if (c->share)
+		curl_share_cleanup(c->share); /* after the handles: it refuses while in use */
 	if (c->timer)
 		event_free(c->timer);
 	free(c);
 }
 
-static int set_headers(struct http_call *call, const char *const *headers, bool is_signed)
+/*
+ * Without "Expect:" curl waits up to a second for "100 Continue" on larger
+ * bodies. But libcurl 7.88's SigV4 signs it as an empty "expect" header the
+ * server never sees, and the signature fails: signed requests keep curl's
+ * default (S3 answers 100 Continue at once).
+ */
+static const char no_expect[] = "Expect:";
+
+/* A call with room for its header list: the lines' copies follow the nodes. */
+static struct http_call *call_new(const struct http_request *req)
 {
-	/*
-	 * Without "Expect:" curl waits up to a second for "100 Continue" on larger
-	 * bodies. But libcurl 7.88's SigV4 signs it as an empty "expect" header
-	 * the server never sees, and the signature fails: signed requests keep
-	 * curl's default (S3 answers 100 Continue at once).
-	 */
-	struct curl_slist *list = NULL;
-	if (!is_signed && !(list = curl_slist_append(NULL, "Expect:")))
-		return -1;
-	for (size_t i = 0; headers && headers[i]; i++) {
-		struct curl_slist *next = curl_slist_append(list, headers[i]);
-		if (!next) {
-			curl_slist_free_all(list);
-			return -1;
-		}
-		list = next;
+	bool is_signed = req->aws_sigv4 != NULL;
+	size_t n = is_signed ? 0 : 1, text = 0;
+	for (size_t i = 0; req->headers && req->headers[i]; i++, n++)
+		text += strlen(req->headers[i]) + 1;
+	struct http_call *call = calloc(1, sizeof *call + n * sizeof call->header_nodes[0] + text);
+	if (!call)
+		return NULL;
+	char *copy = (char *)&call->header_nodes[n];
+	size_t k = 0;
+	if (!is_signed)
+		call->header_nodes[k++].data = (char *)no_expect; /* curl only reads the lines */
+	for (size_t i = 0; req->headers && req->headers[i]; i++) {
+		size_t len = strlen(req->headers[i]) + 1;
+		memcpy(copy, req->headers[i], len);
+		call->header_nodes[k++].data = copy;
+		copy += len;
 	}
-	call->headers = list;
-	return 0;
+	for (size_t i = 0; i + 1 < n; i++)
+		call->header_nodes[i].next = &call->header_nodes[i + 1];
+	call->headers = n ? call->header_nodes : NULL;
+	return call;
 }
 
 struct http_call *http_start(struct http_client *c, const struct http_request *req)
 {
-	struct http_call *call = calloc(1, sizeof *call);
+	struct http_call *call = call_new(req);
 	if (!call)
 		return NULL;
 	call->client = c;
@@ -337,7 +376,7 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	call->arg = req->arg;
 	buf_init(&call->body, req->max_body);
 	call->easy = get_easy(c);
-	if (!call->easy || set_headers(call, req->headers, req->aws_sigv4 != NULL) != 0)
+	if (!call->easy)
 		goto fail;
 
 	CURL *e = call->easy;
@@ -411,7 +450,6 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 fail:
 	if (call->easy)
 		put_easy(c, call->easy);
-	curl_slist_free_all(call->headers);
 	buf_free(&call->body);
 	free(call);
 	return NULL;
