@@ -1,6 +1,8 @@
 #include "jsonw.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "utf8.h"
 
@@ -23,12 +25,39 @@ static const char *escape_of(unsigned char c, char hex[7])
 	}
 }
 
+#define ONES 0x0101010101010101u
+#define HIGHS 0x8080808080808080u
+
+/* High bit set in each byte of v that is zero (and perhaps above one that is: enough for "any"). */
+static uint64_t zero_bytes(uint64_t v)
+{
+	return (v - ONES) & ~v & HIGHS;
+}
+
+/*
+ * Bytes from p on, a word at a time, that need no look: printable ASCII
+ * other than a quote or backslash. Histories are kilobytes of such text
+ * on every request.
+ */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+	while (end - p >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		if ((w & HIGHS) || zero_bytes(w & ~(ONES * 0x1f)) || zero_bytes(w ^ (ONES * '"')) ||
+		    zero_bytes(w ^ (ONES * '\\')))
+			break;
+		p += 8;
+	}
+	return p;
+}
+
 int jsonw_string(struct buf *b, const char *s, size_t len)
 {
 	static const char replacement[] = "\xEF\xBF\xBD";
 	const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
 	int rc = buf_append(b, "\"", 1);
-	while (rc == BUF_OK && p < end) {
+	while (rc == BUF_OK && (p = plain_run(p, end)) < end) {
 		char hex[7];
 		const char *esc;
 		if (*p >= 0x80) {

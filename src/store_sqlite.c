@@ -90,6 +90,12 @@ static void history_load(struct store *base, int64_t chat_id, store_history_cb c
 		log_db_error(s, "reading history");
 		err = -1;
 	}
+	/* Read newest first (the index's order, no sort of the contents): put them back in order. */
+	for (size_t i = 0; i < h.len / 2; i++) {
+		struct turn t = h.turns[i];
+		h.turns[i] = h.turns[h.len - 1 - i];
+		h.turns[h.len - 1 - i] = t;
+	}
 	sqlite3_reset(s->load);
 	sqlite3_clear_bindings(s->load);
 	if (err)
@@ -356,8 +362,7 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 	if (migrate(s, err, errlen) != 0)
 		goto fail;
 	if (prepare(s, &s->load,
-		    "SELECT role, content FROM (SELECT id, role, content FROM messages WHERE chat_id = ?1 "
-		    "ORDER BY id DESC LIMIT ?2) ORDER BY id",
+		    "SELECT role, content FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2",
 		    err, errlen) ||
 	    prepare(s, &s->append,
 		    "INSERT INTO messages (chat_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)", err,

@@ -382,10 +382,35 @@ static void test_write_json_matches_jansson(void **state)
 	history_free(&h);
 }
 
+/*
+ * Long plain text is passed over a word (8 bytes) at a time: a byte that
+ * needs a look must be found at every offset of a word, also next to another.
+ */
+static void test_write_json_finds_special_bytes_at_every_offset(void **state)
+{
+	(void)state;
+	static const char *const specials[] = {"\x01", "\x1f", "\"", "\\", "\x7f", " ", "\x80",
+					       "\xc3\xa9", "\xe2\x82\xac", "\xff", "\n", "\"\\"};
+	struct history h = HISTORY_INIT;
+	for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++) {
+		for (size_t at = 0; at <= 24; at++) {
+			char s[64];
+			memset(s, 'a' + (int)(at % 26), sizeof s);
+			size_t n = strlen(specials[k]);
+			memcpy(s + at, specials[k], n);
+			if (history_push(&h, TURN_USER, s, at + n + 17) != 0)
+				fail_msg("history_push failed");
+		}
+	}
+	expect_written_as_jansson_dumps(&h);
+	history_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_role_names_round_trip),
+	    cmocka_unit_test(test_write_json_finds_special_bytes_at_every_offset),
 	    cmocka_unit_test(test_push_copies_and_drop_front_removes_oldest),
 	    cmocka_unit_test(test_estimate_is_four_plus_a_third_of_the_bytes),
 	    cmocka_unit_test(test_fit_keeps_newest_turns_within_budget),
