@@ -7,6 +7,7 @@
 
 #include "deliver.h"
 #include "history.h"
+#include "jsonw.h"
 #include "llm.h"
 #include "log.h"
 #include "store.h"
@@ -222,14 +223,32 @@ static void on_action_sent(void *arg, const struct tg_result *res)
 			  res->description);
 }
 
+/* Opens a request body to the job's chat: {"chat_id":...[,"message_thread_id":...]. */
+static int open_chat_params(struct buf *b, const struct tg_message *m)
+{
+	buf_init(b, SIZE_MAX - 1);
+	int rc = buf_append_str(b, "{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_int(b, "chat_id", m->chat_id);
+	if (rc == BUF_OK && m->is_topic_message)
+		rc = jsonw_member_int(b, "message_thread_id", m->thread_id);
+	return rc;
+}
+
 static void send_typing(struct job *job)
 {
 	if (job->typing_call)
 		return;
-	json_t *params = json_pack("{s:I, s:s}", "chat_id", (json_int_t)job->chat->id, "action", "typing");
-	if (params && job->u.message.is_topic_message)
-		json_object_set_new(params, "message_thread_id", json_integer(job->u.message.thread_id));
-	job->typing_call = tg_call(job->bot->tg, "sendChatAction", params, job->chat->id, 0, SEND_TIMEOUT_S, on_action_sent, job);
+	struct buf b;
+	int rc = open_chat_params(&b, &job->u.message);
+	if (rc == BUF_OK)
+		rc = buf_append_str(&b, ",\"action\":\"typing\"}");
+	if (rc != BUF_OK) {
+		buf_free(&b);
+		return;
+	}
+	job->typing_call = tg_call(job->bot->tg, "sendChatAction", buf_take(&b), job->chat->id, 0, SEND_TIMEOUT_S,
+				   on_action_sent, job);
 }
 
 static void on_typing_timer(evutil_socket_t fd, short kind, void *arg)
@@ -289,14 +308,16 @@ static void on_sent(void *arg, const struct tg_result *res)
 static void send_text(struct job *job, const char *text, size_t len, bool is_reply, sent_cb next)
 {
 	const struct tg_message *m = &job->u.message;
-	json_t *params = job->is_blocked ? NULL
-					 : json_pack("{s:I, s:s%}", "chat_id", (json_int_t)m->chat_id, "text", text, len);
-	if (params && is_reply)
-		json_object_set_new(params, "reply_parameters",
-				    json_pack("{s:I, s:b}", "message_id", (json_int_t)m->message_id,
-					      "allow_sending_without_reply", 1));
-	if (params && m->is_topic_message)
-		json_object_set_new(params, "message_thread_id", json_integer(m->thread_id));
+	struct buf b;
+	int rc = open_chat_params(&b, m);
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(&b, "text", text, len);
+	if (rc == BUF_OK && is_reply)
+		rc = tg_write_reply_parameters(&b, m->message_id);
+	if (rc == BUF_OK)
+		rc = buf_append_str(&b, "}");
+	char *params = rc == BUF_OK && !job->is_blocked ? buf_take(&b) : NULL;
+	buf_free(&b);
 	job->after_send = next;
 	if (params)
 		job->send_call = tg_call(job->bot->tg, "sendMessage", params, m->chat_id, 0, SEND_TIMEOUT_S, on_sent, job);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "jsonw.h"
 #include "log.h"
 #include "render.h"
 #include "tg.h"
@@ -90,31 +91,44 @@ static struct render_options options(const struct delivery *d, bool is_partial)
 	return o;
 }
 
-/* The request body of a part: chat, text, entities (unless plain), thread. */
-static json_t *part_params(const struct delivery *d, const struct render_message *m, bool is_plain)
+/* What a part shows, as members of its request: text and entities (unless plain). */
+static char *part_content(const struct render_message *m, bool is_plain)
 {
-	json_t *p = json_pack("{s:I, s:s%}", "chat_id", (json_int_t)d->target.chat_id, "text", m->text, m->len);
-	if (!p)
-		return NULL;
-	if (!is_plain && m->n_entities) {
-		json_t *e = render_entities_json(m);
-		if (!e || json_object_set_new(p, "entities", e) != 0) {
-			json_decref(p);
-			return NULL;
-		}
+	struct buf b;
+	buf_init(&b, SIZE_MAX - 1);
+	int rc = jsonw_member_string(&b, "text", m->text, m->len);
+	if (rc == BUF_OK && !is_plain && m->n_entities) {
+		rc = jsonw_member(&b, "entities");
+		if (rc == BUF_OK)
+			rc = render_write_entities(&b, m);
 	}
-	if (d->target.thread_id)
-		json_object_set_new(p, "message_thread_id", json_integer(d->target.thread_id));
-	return p;
+	char *content = rc == BUF_OK ? buf_take(&b) : NULL;
+	buf_free(&b);
+	return content;
 }
 
-static char *body_of(const json_t *params)
+/* Opens a part's request body: the chat and the part's content; the method adds the rest. */
+static int open_part_params(struct buf *b, const struct delivery *d, const char *content)
 {
-	json_t *copy = json_pack("{s:O, s:O*}", "text", json_object_get(params, "text"), "entities",
-				 json_object_get(params, "entities"));
-	char *s = copy ? json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-	json_decref(copy);
-	return s;
+	buf_init(b, SIZE_MAX - 1);
+	int rc = buf_append_str(b, "{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_int(b, "chat_id", d->target.chat_id);
+	if (rc == BUF_OK)
+		rc = jsonw_member(b, NULL);
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, content);
+	return rc;
+}
+
+/* Closes a body; NULL (and the buffer freed) when rc or the closing failed. */
+static char *close_params(struct buf *b, int rc)
+{
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, "}");
+	char *params = rc == BUF_OK ? buf_take(b) : NULL;
+	buf_free(b);
+	return params;
 }
 
 static void became_visible(struct delivery *d)
@@ -215,44 +229,52 @@ static int put_part(struct delivery *d, size_t index, const struct render_messag
 {
 	bool is_final = d->is_finishing;
 	bool is_plain = is_final && d->is_plain_retry;
-	json_t *params = part_params(d, m, is_plain);
+	char *content = part_content(m, is_plain);
 	struct pending *pd = calloc(1, sizeof *pd);
-	if (!params || !pd)
+	if (!content || !pd)
 		goto fail;
 	pd->d = d;
 	pd->index = index;
 	pd->is_complete = is_complete;
 	pd->is_final = is_final;
 	pd->is_edit = index < d->n_shown;
-	/* Serialising the body again only pays when an edit may be compared with it. */
-	if ((pd->is_edit || !is_final) && !(pd->body = body_of(params)))
-		goto fail;
-	if (pd->is_edit && d->shown[index].body && strcmp(d->shown[index].body, pd->body) == 0) {
+	if (pd->is_edit && d->shown[index].body && strcmp(d->shown[index].body, content) == 0) {
 		/* Already showing exactly this. */
-		json_decref(params);
+		pd->body = content;
 		struct tg_result same = {true, 0, "", NULL};
 		d->call = NULL;
 		on_part_done(pd, &same);
 		return 0;
 	}
-	const char *method = pd->is_edit ? "editMessageText" : "sendMessage";
+	struct buf b;
+	int rc = open_part_params(&b, d, content);
 	if (pd->is_edit) {
-		json_object_set_new(params, "message_id", json_integer(d->shown[index].message_id));
-		json_object_del(params, "message_thread_id");
-	} else if (index == 0) {
-		json_object_set_new(params, "reply_parameters",
-				    json_pack("{s:I, s:b}", "message_id", (json_int_t)d->target.reply_to,
-					      "allow_sending_without_reply", 1));
+		if (rc == BUF_OK)
+			rc = jsonw_member_int(&b, "message_id", d->shown[index].message_id);
+	} else {
+		if (rc == BUF_OK && d->target.thread_id)
+			rc = jsonw_member_int(&b, "message_thread_id", d->target.thread_id);
+		if (rc == BUF_OK && index == 0)
+			rc = tg_write_reply_parameters(&b, d->target.reply_to);
 	}
+	char *params = close_params(&b, rc);
+	/* What a message shows is kept only when an edit may be compared with it. */
+	if (pd->is_edit || !is_final)
+		pd->body = content;
+	else
+		free(content);
+	content = NULL;
+	if (!params)
+		goto fail;
+	const char *method = pd->is_edit ? "editMessageText" : "sendMessage";
 	d->call = tg_call(d->bot->tg, method, params, d->target.chat_id, flags, SEND_TIMEOUT_S,
 			  on_part_done, pd);
 	if (!d->call)
-		goto fail_started;
+		goto fail;
 	d->part = pd;
 	return 0;
 fail:
-	json_decref(params);
-fail_started:
+	free(content);
 	pending_free(pd);
 	return -1;
 }
@@ -280,10 +302,19 @@ static void on_draft_done(void *arg, const struct tg_result *res)
 
 static int put_draft(struct delivery *d, const struct render_message *m)
 {
-	json_t *params = part_params(d, m, false);
+	char *content = part_content(m, false);
+	if (!content)
+		return -1;
+	struct buf b;
+	int rc = open_part_params(&b, d, content);
+	free(content);
+	if (rc == BUF_OK && d->target.thread_id)
+		rc = jsonw_member_int(&b, "message_thread_id", d->target.thread_id);
+	if (rc == BUF_OK)
+		rc = jsonw_member_int(&b, "draft_id", d->target.reply_to ? d->target.reply_to : 1);
+	char *params = close_params(&b, rc);
 	if (!params)
 		return -1;
-	json_object_set_new(params, "draft_id", json_integer(d->target.reply_to ? d->target.reply_to : 1));
 	d->call = tg_call(d->bot->tg, "sendMessageDraft", params, d->target.chat_id, TG_CALL_DROPPABLE,
 			  SEND_TIMEOUT_S, on_draft_done, d);
 	return d->call ? 0 : -1;

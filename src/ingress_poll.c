@@ -96,9 +96,12 @@ static void on_updates(void *arg, const struct tg_result *res)
 
 static void poll_next(struct poller *p)
 {
-	json_t *params = json_pack("{s:I, s:i, s:[s]}", "offset", (json_int_t)p->offset, "timeout",
-				   POLL_TIMEOUT_S, "allowed_updates", "message");
-	p->call = tg_call(p->bot->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S, on_updates, p);
+	char *params;
+	p->call = NULL;
+	if (asprintf(&params, "{\"offset\":%lld,\"timeout\":%d,\"allowed_updates\":[\"message\"]}",
+		     (long long)p->offset, POLL_TIMEOUT_S) >= 0)
+		p->call = tg_call(p->bot->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S,
+				  on_updates, p);
 	if (!p->call)
 		retry_in(p, backoff(p));
 }

@@ -80,3 +80,34 @@ int jsonw_string(struct buf *b, const char *s, size_t len)
 		rc = buf_append(b, run, (size_t)(p - run));
 	return rc == BUF_OK ? buf_append(b, "\"", 1) : rc;
 }
+
+int jsonw_member(struct buf *b, const char *key)
+{
+	char last = b->len ? b->data[b->len - 1] : '{';
+	int rc = last == '{' || last == '[' ? BUF_OK : buf_append(b, ",", 1);
+	if (rc == BUF_OK && key) {
+		rc = jsonw_string(b, key, strlen(key));
+		if (rc == BUF_OK)
+			rc = buf_append(b, ":", 1);
+	}
+	return rc;
+}
+
+int jsonw_int(struct buf *b, long long v)
+{
+	char digits[24];
+	int n = snprintf(digits, sizeof digits, "%lld", v);
+	return buf_append(b, digits, (size_t)n);
+}
+
+int jsonw_member_int(struct buf *b, const char *key, long long v)
+{
+	int rc = jsonw_member(b, key);
+	return rc == BUF_OK ? jsonw_int(b, v) : rc;
+}
+
+int jsonw_member_string(struct buf *b, const char *key, const char *s, size_t len)
+{
+	int rc = jsonw_member(b, key);
+	return rc == BUF_OK ? jsonw_string(b, s, len) : rc;
+}

@@ -18,5 +18,15 @@
  * carry, becomes U+FFFD, one per bad byte. BUF_OK or a buf_error.
  */
 int jsonw_string(struct buf *b, const char *s, size_t len);
+/*
+ * Starts a member of the object (or an element of the array) being
+ * written: a comma unless it is the first (the buffer is empty or ends
+ * with a bracket), then "key": (no key: NULL). Callers write the brackets.
+ */
+int jsonw_member(struct buf *b, const char *key);
+int jsonw_int(struct buf *b, long long v);
+/* A member with its value. */
+int jsonw_member_int(struct buf *b, const char *key, long long v);
+int jsonw_member_string(struct buf *b, const char *key, const char *s, size_t len);
 
 #endif

@@ -66,7 +66,7 @@ const char *llm_status_name(enum llm_status status)
 }
 
 /* Adds to the failure's account (a piece is cut at 512 bytes; the whole at LLM_MAX_DETAIL). */
-static void add_detail(struct llm_call *call, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void add_detail(struct llm_call *call, const char *fmt, ...)
 {
 	char piece[512];
 	va_list ap;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "jsonw.h"
 #include "utf8.h"
 
 
@@ -1913,30 +1914,19 @@ out:
 	return rc;
 }
 
-json_t *render_entities_json(const struct render_message *m)
+int render_write_entities(struct buf *b, const struct render_message *m)
 {
-	json_t *arr = json_array();
-	if (!arr)
-		return NULL;
-	for (size_t i = 0; i < m->n_entities; i++) {
+	int rc = buf_append(b, "[", 1);
+	for (size_t i = 0; i < m->n_entities && rc == BUF_OK; i++) {
 		const struct render_entity *e = &m->entities[i];
-		json_t *o = json_pack("{s:s, s:I, s:I}", "type", e->type, "offset", (json_int_t)e->offset,
-		                      "length", (json_int_t)e->length);
-		if (!o)
-			goto fail;
-		if (e->url && json_object_set_new(o, "url", json_string(e->url)) != 0) {
-			json_decref(o);
-			goto fail;
-		}
-		if (e->language && json_object_set_new(o, "language", json_string(e->language)) != 0) {
-			json_decref(o);
-			goto fail;
-		}
-		if (json_array_append_new(arr, o) != 0)
-			goto fail;
+		if ((rc = jsonw_member(b, NULL)) || (rc = buf_append(b, "{", 1)) ||
+		    (rc = jsonw_member_string(b, "type", e->type, strlen(e->type))) ||
+		    (rc = jsonw_member_int(b, "offset", (long long)e->offset)) ||
+		    (rc = jsonw_member_int(b, "length", (long long)e->length)) ||
+		    (e->url && (rc = jsonw_member_string(b, "url", e->url, strlen(e->url)))) ||
+		    (e->language && (rc = jsonw_member_string(b, "language", e->language, strlen(e->language)))))
+			break;
+		rc = buf_append(b, "}", 1);
 	}
-	return arr;
-fail:
-	json_decref(arr);
-	return NULL;
+	return rc == BUF_OK ? buf_append(b, "]", 1) : rc;
 }

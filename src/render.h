@@ -19,7 +19,7 @@
 #ifndef TGLLM_RENDER_H
 #define TGLLM_RENDER_H
 
-#include <jansson.h>
+#include "buf.h"
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -131,9 +131,9 @@ int render_markdown(const char *md, size_t len, const struct render_options *opt
 void render_output_free(struct render_output *out);
 
 /*
- * The entities of one part as a JSON array of MessageEntity objects, for
- * sendMessage's "entities" (new reference, the caller owns it). NULL on OOM.
+ * Appends the entities of one part as a JSON array of MessageEntity
+ * objects, for sendMessage's "entities". BUF_OK or a buf_error.
  */
-json_t *render_entities_json(const struct render_message *m);
+int render_write_entities(struct buf *b, const struct render_message *m);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonw.h"
 #include "log.h"
 
 #define TG_MAX_ATTEMPTS 4       /* for 5xx and connection failures */
@@ -417,12 +418,14 @@ void tg_client_free(struct tg_client *tg)
 	free(tg);
 }
 
-struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, int64_t chat_id,
+struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id,
 			unsigned flags, long timeout_s, tg_done_cb done, void *arg)
 {
 	struct tg_call *call = calloc(1, sizeof *call);
 	if (!call)
 		goto fail;
+	call->body = params;
+	params = NULL;
 	call->tg = tg;
 	snprintf(call->method, sizeof call->method, "%s", method);
 	call->chat_id = chat_id;
@@ -435,16 +438,26 @@ struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params
 		call->url = NULL;
 		goto fail;
 	}
-	call->body = params ? json_dumps(params, JSON_COMPACT) : strdup("{}");
-	if (!call->body || schedule(call, 0) != 0)
+	if ((!call->body && !(call->body = strdup("{}"))) || schedule(call, 0) != 0)
 		goto fail;
-	json_decref(params);
 	return call;
 fail:
 	log_error("tg: cannot start %s", method);
-	json_decref(params);
+	free(params);
 	call_free(call);
 	return NULL;
+}
+
+int tg_write_reply_parameters(struct buf *b, int64_t message_id)
+{
+	int rc = jsonw_member(b, "reply_parameters");
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, "{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_int(b, "message_id", message_id);
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, ",\"allow_sending_without_reply\":true}");
+	return rc;
 }
 
 bool tg_is_token_rejected(const struct tg_result *res)

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "http.h"
 
 struct tg_client;
@@ -57,7 +58,8 @@ struct tg_client *tg_client_new(struct event_base *base, struct http_client *htt
 void tg_client_free(struct tg_client *tg);
 
 /*
- * Calls method with params (a JSON object; the reference is stolen).
+ * Calls method with params, the text of a JSON object (taken: freed by the
+ * call, also when it fails to start; NULL for a method without any).
  * chat_id names the chat the call writes to, for the rate limiter; 0 for
  * calls that write to no chat (getMe, getUpdates), which are not limited;
  * neither is sendChatAction (no message: pacing it would only delay the answer).
@@ -73,8 +75,10 @@ enum tg_call_flags {
 	TG_CALL_DROPPABLE = 1,
 };
 
-struct tg_call *tg_call(struct tg_client *tg, const char *method, json_t *params, int64_t chat_id,
+struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id,
 			unsigned flags, long timeout_s, tg_done_cb done, void *arg);
+/* Appends the member that makes a message a reply to message_id (kept if that is gone). */
+int tg_write_reply_parameters(struct buf *b, int64_t message_id);
 /*
  * Seconds until a new call to chat_id would go out (0 when it would go now):
  * streaming uses it to send frames no faster than the chat's budget.
