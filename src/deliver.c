@@ -184,11 +184,10 @@ static void on_part_done(void *arg, const struct tg_result *res)
 	d->part = NULL;
 	bool ok = res->ok || (pd->is_edit && is_not_modified(res));
 	if (ok && !pd->is_edit) {
-		json_t *id = json_object_get(res->result, "message_id");
 		struct shown *grown = realloc(d->shown, (d->n_shown + 1) * sizeof *grown);
 		if (grown) {
 			d->shown = grown;
-			d->shown[d->n_shown].message_id = json_integer_value(id);
+			d->shown[d->n_shown].message_id = res->message_id;
 			d->shown[d->n_shown].body = pd->body;
 			pd->body = NULL;
 			d->n_shown++;
@@ -241,7 +240,7 @@ static int put_part(struct delivery *d, size_t index, const struct render_messag
 	if (pd->is_edit && d->shown[index].body && strcmp(d->shown[index].body, content) == 0) {
 		/* Already showing exactly this. */
 		pd->body = content;
-		struct tg_result same = {true, 0, "", NULL};
+		struct tg_result same = {.ok = true, .description = ""};
 		d->call = NULL;
 		on_part_done(pd, &same);
 		return 0;

@@ -116,7 +116,7 @@ static void finish(struct tg_call *call, const struct tg_result *res)
 
 static void finish_error(struct tg_call *call, long code, const char *description)
 {
-	struct tg_result res = {false, code, description, NULL};
+	struct tg_result res = {.ok = false, .error_code = code, .description = description};
 	finish(call, &res);
 }
 
@@ -333,25 +333,88 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	tg_answer_free(&ans);
 }
 
+/* True when s[0..len) is one bracketed value whose brackets balance only at its end (a whole answer). */
+static bool is_whole_value(const char *s, size_t len)
+{
+	size_t depth = 0;
+	bool in_string = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+		} else if (c == '{' || c == '[') {
+			depth++;
+		} else if (c == '}' || c == ']') {
+			if (depth == 0 || (--depth == 0 && i + 1 != len))
+				return false;
+		}
+	}
+	return depth == 0 && !in_string;
+}
+
+/*
+ * Reads, without building a tree, a success as Telegram writes it for most
+ * calls: {"ok":true,"result":true} or a Message that starts with its
+ * message_id (the answer to sendMessage echoes the whole message, ~30 k
+ * instructions through jansson). Anything else is for jansson.
+ */
+static bool decode_plain_success(struct tg_answer *a, const char *body, size_t len)
+{
+	static const char ok[] = "{\"ok\":true,\"result\":";
+	static const char message[] = "{\"message_id\":";
+	while (len && (body[len - 1] == ' ' || body[len - 1] == '\n' || body[len - 1] == '\r' || body[len - 1] == '\t'))
+		len--;
+	if (len < sizeof ok - 1 + 5 || memcmp(body, ok, sizeof ok - 1) != 0)
+		return false;
+	const char *p = body + sizeof ok - 1, *end = body + len;
+	if (end - p == 5 && memcmp(p, "true}", 5) == 0) {
+		a->result = (struct tg_result){.ok = true, .description = ""};
+		return true;
+	}
+	if ((size_t)(end - p) < sizeof message - 1 || memcmp(p, message, sizeof message - 1) != 0 ||
+	    !is_whole_value(body, len))
+		return false;
+	p += sizeof message - 1;
+	int64_t id = 0;
+	int digits = 0;
+	for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
+		id = id * 10 + (*p - '0');
+	if (id == 0 || p == end || (*p != ',' && *p != '}'))
+		return false;
+	a->result = (struct tg_result){.ok = true, .description = "", .message_id = id};
+	return true;
+}
+
 void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long http_status)
 {
 	memset(a, 0, sizeof *a);
+	if (decode_plain_success(a, body, len))
+		return;
 	a->root = json_loadb(body, len, 0, NULL);
 	const json_t *ok = json_object_get(a->root, "ok");
 	if (!json_is_boolean(ok)) {
 		snprintf(a->what, sizeof a->what, "HTTP %ld with a body that is not a Bot API answer", http_status);
-		a->result = (struct tg_result){false, http_status, a->what, NULL};
+		a->result = (struct tg_result){.ok = false, .error_code = http_status, .description = a->what};
 		return;
 	}
 	if (json_is_true(ok)) {
-		a->result = (struct tg_result){true, 0, "", json_object_get(a->root, "result")};
+		json_t *result = json_object_get(a->root, "result");
+		json_t *id = json_object_get(result, "message_id");
+		a->result = (struct tg_result){.ok = true, .description = "", .result = result,
+					       .message_id = json_is_integer(id) ? json_integer_value(id) : 0};
 		return;
 	}
 	json_int_t code = json_integer_value(json_object_get(a->root, "error_code"));
 	const char *desc = json_string_value(json_object_get(a->root, "description"));
 	json_int_t retry_after =
 		json_integer_value(json_object_get(json_object_get(a->root, "parameters"), "retry_after"));
-	a->result = (struct tg_result){false, code ? (long)code : http_status, desc ? desc : "no description", NULL};
+	a->result = (struct tg_result){.ok = false, .error_code = code ? (long)code : http_status,
+				       .description = desc ? desc : "no description"};
 	a->retry_after = retry_after < 1 ? 1 : retry_after > LONG_MAX ? LONG_MAX : (long)retry_after;
 }
 

@@ -36,7 +36,13 @@ struct tg_result {
 	bool ok;
 	long error_code;         /* Bot API error_code, or the HTTP status; 0 for transport errors */
 	const char *description; /* Telegram's description or the transport error; never NULL */
-	json_t *result;          /* borrowed for the callback; NULL unless ok */
+	/*
+	 * The answer's result, borrowed for the callback; NULL unless ok, and
+	 * NULL for "true" and for a Message, of which only message_id is read:
+	 * Telegram echoes the whole message, and nothing here needs more.
+	 */
+	json_t *result;
+	int64_t message_id; /* the Message's, when the result is one; else 0 */
 };
 
 typedef void (*tg_done_cb)(void *arg, const struct tg_result *res);
