@@ -38,7 +38,8 @@ struct http_call {
 	struct http_call *prev, *next;
 	CURL *easy;
 	struct curl_slist *headers; /* into header_nodes, or NULL */
-	struct buf body;
+	struct buf body;     /* the response's, when buffered */
+	size_t request_len; /* the request body's */
 	long retry_after;
 	char *etag; /* NULL until a response carries one */
 	char error[CURL_ERROR_SIZE];
@@ -374,6 +375,7 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	call->on_data = req->on_data;
 	call->on_done = req->on_done;
 	call->arg = req->arg;
+	call->request_len = req->body ? req->body_len : 0;
 	buf_init(&call->body, req->max_body);
 	call->easy = get_easy(c);
 	if (!call->easy)
@@ -459,4 +461,13 @@ void http_cancel(struct http_call *call)
 {
 	if (call)
 		call_free(call);
+}
+
+bool http_is_body_sent(struct http_call *call)
+{
+	curl_off_t sent = -1;
+	long status = 0;
+	return curl_easy_getinfo(call->easy, CURLINFO_SIZE_UPLOAD_T, &sent) == CURLE_OK &&
+	       sent == (curl_off_t)call->request_len &&
+	       curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status != 0;
 }

@@ -7,8 +7,8 @@
  * loop; thousands of requests can wait at once.
  *
  * A call copies everything it is given but the request body, which must
- * stay until on_done has run or the call is cancelled (a model request
- * carries the whole history; thousands wait at once). Its callbacks run on the loop, never
+ * stay until on_done has run, the call is cancelled, or http_is_body_sent
+ * (a model request carries the whole history; thousands wait at once). Its callbacks run on the loop, never
  * inside another http function, and on_done runs exactly once unless the call
  * is cancelled. Retrying is the caller's business: only the caller knows
  * what is safe to repeat.
@@ -78,5 +78,11 @@ void http_client_free(struct http_client *c);
 struct http_call *http_start(struct http_client *c, const struct http_request *req);
 /* Stops a call; its callbacks never run. Not to be called from its own callbacks. */
 void http_cancel(struct http_call *call);
+/*
+ * True when the request body has all gone out and the response has begun:
+ * libcurl reads the body no more (it resends a request only when no response
+ * came, and redirects are not followed), so the caller may free it.
+ */
+bool http_is_body_sent(struct http_call *call);
 
 #endif

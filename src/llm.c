@@ -35,7 +35,7 @@ enum body_kind { BODY_UNKNOWN, BODY_SSE, BODY_JSON };
 
 struct llm_call {
 	struct llm_client *llm;
-	char *body;
+	char *body; /* the request; freed once the answer's text has begun */
 	struct http_call *http;
 	struct event *retry_timer;
 	int attempts;
@@ -138,6 +138,15 @@ static int append_text(struct llm_call *call, const char *s, size_t n)
 	if (buf_append(call->text, s, n) != BUF_OK) {
 		call->is_answer_too_big = true;
 		return 1;
+	}
+	/*
+	 * With text in hand no attempt follows (a cut stream is delivered as
+	 * cut), so the request, the whole history, need not wait the answer
+	 * out: thousands of answers stream at once.
+	 */
+	if (call->body && call->http && http_is_body_sent(call->http)) {
+		free(call->body);
+		call->body = NULL;
 	}
 	if (call->progress)
 		call->progress(call->arg);

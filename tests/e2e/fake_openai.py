@@ -50,6 +50,8 @@ class Reply:
     force_json: bool = False         # answer a chat.completion object even when stream=true
     cut_after: Optional[int] = None  # close the connection after this many content pieces, no [DONE]
     tiny_writes: bool = False        # send the stream a few bytes per TCP write
+    early: bool = False              # (queued, stream) answer before reading the request body, read it after
+                                     # the first piece: legal HTTP/1.1 that leaves the client still sending
     finish_reason: str = "stop"
 
 
@@ -297,7 +299,29 @@ class FakeOpenAI:
                 return self.queue.popleft()
             return self.default
 
+    def _take_early(self) -> Optional[Reply]:
+        with self.lock:
+            return self.queue.popleft() if self.queue and self.queue[0].early else None
+
+    def _serve_early(self, h: _Handler, reply: Reply):
+        req = Request(body={}, headers={k.lower(): v for k, v in h.headers.items()}, path=h.path.split("?")[0],
+                      time=time.monotonic(), status=200)
+
+        def read_request():
+            req.body = json.loads(h.read_body())  # the whole request, or the test fails here
+            with self.lock:
+                self.requests.append(req)
+                self.lock.notify_all()
+
+        try:
+            self._stream(h, reply, reply.text or "", "gpt-4o-mini", 0, req, after_first=read_request)
+        finally:
+            req.finished = time.monotonic()
+
     def _serve(self, h: _Handler):
+        early = self._take_early()
+        if early:
+            return self._serve_early(h, early)
         raw = h.read_body()
         path = h.path.split("?")[0]
         try:
@@ -342,7 +366,8 @@ class FakeOpenAI:
                 self.in_flight -= 1
                 self.lock.notify_all()
 
-    def _stream(self, h: _Handler, reply: Reply, text: str, model: str, n: int, req: Request):
+    def _stream(self, h: _Handler, reply: Reply, text: str, model: str, n: int, req: Request,
+                after_first: Optional[Callable[[], None]] = None):
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream; charset=utf-8")
         h.send_header("Cache-Control", "no-cache")
@@ -392,6 +417,8 @@ class FakeOpenAI:
                 write(f": ping{eol}{eol}")
             write(event(dict(base, choices=[{"index": 0, "delta": {"content": piece}, "logprobs": None,
                                              "finish_reason": None}])))
+            if i == 0 and after_first:
+                after_first()
         if reply.cut_after is not None:
             # Cut: close without the final zero-length chunk, as a dropped connection looks.
             h.close_connection = True

@@ -1,6 +1,8 @@
 """The model's answer arrives as Server-Sent Events in the shapes real
 servers send; each is read into the same text."""
 
+import sqlite3
+
 from fake_openai import Reply, answer
 from harness import ALICE, BotTestCase, main
 
@@ -46,6 +48,32 @@ class StreamParsingTest(BotTestCase):
         self.ask(ALICE, "First")
         self.ask(ALICE, "Second")
         self.assertEqual(self.llm.requests[-1].contents(), ["First", "Stored in pieces", "Second"])
+
+
+class RequestBodyTest(BotTestCase):
+
+    def test_answer_that_starts_before_the_request_is_read(self):
+        """The bot frees a request once the answer's text has begun, but only
+        when curl has sent all of it: here the server streams its first piece
+        before reading a request larger than the sockets' buffers (under
+        AddressSanitizer, reading a freed request aborts the bot)."""
+        bot = self.start_bot()
+        bot.stop()
+        turns = 60
+        con = sqlite3.connect(self.store.split(":", 1)[1])
+        con.executemany("INSERT INTO messages (chat_id, role, content, created_at) VALUES (?, ?, ?, 0)",
+                        [(ALICE.id, "user" if i % 2 == 0 else "assistant", f"{i} " + "x" * 50000)
+                         for i in range(turns)])
+        con.commit()
+        con.close()
+        self.start_bot(CONTEXT_TOKENS="5000000")
+        self.llm.enqueue(answer("Early and whole", chunks=5, chunk_delay=0.05, early=True))
+        got = self.ask(ALICE, "After a long history", timeout=30)
+        self.assertEqual(got.text, "Early and whole")
+        req = self.llm.wait_requests(1)[-1]
+        self.assertEqual(len(req.messages), turns + 1, "expected the whole history in the request")
+        self.assertEqual([len(m["content"]) for m in req.messages[:turns]],
+                         [len(f"{i} ") + 50000 for i in range(turns)])
 
 
 if __name__ == "__main__":
