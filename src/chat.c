@@ -242,13 +242,11 @@ static void send_typing(struct job *job)
 	struct buf b;
 	int rc = open_chat_params(&b, &job->u.message);
 	if (rc == BUF_OK)
-		rc = buf_append_str(&b, ",\"action\":\"typing\"}");
-	if (rc != BUF_OK) {
-		buf_free(&b);
-		return;
-	}
-	job->typing_call = tg_call(job->bot->tg, "sendChatAction", buf_take(&b), job->chat->id, 0, SEND_TIMEOUT_S,
-				   on_action_sent, job);
+		rc = jsonw_member_string(&b, "action", "typing", 6);
+	char *params = jsonw_finish_object(&b, rc);
+	if (params)
+		job->typing_call = tg_call(job->bot->tg, "sendChatAction", params, job->chat->id, 0,
+					   SEND_TIMEOUT_S, on_action_sent, job);
 }
 
 static void on_typing_timer(evutil_socket_t fd, short kind, void *arg)
@@ -308,16 +306,16 @@ static void on_sent(void *arg, const struct tg_result *res)
 static void send_text(struct job *job, const char *text, size_t len, bool is_reply, sent_cb next)
 {
 	const struct tg_message *m = &job->u.message;
-	struct buf b;
-	int rc = open_chat_params(&b, m);
-	if (rc == BUF_OK)
-		rc = jsonw_member_string(&b, "text", text, len);
-	if (rc == BUF_OK && is_reply)
-		rc = tg_write_reply_parameters(&b, m->message_id);
-	if (rc == BUF_OK)
-		rc = buf_append_str(&b, "}");
-	char *params = rc == BUF_OK && !job->is_blocked ? buf_take(&b) : NULL;
-	buf_free(&b);
+	char *params = NULL;
+	if (!job->is_blocked) {
+		struct buf b;
+		int rc = open_chat_params(&b, m);
+		if (rc == BUF_OK)
+			rc = jsonw_member_string(&b, "text", text, len);
+		if (rc == BUF_OK && is_reply)
+			rc = tg_write_reply_parameters(&b, m->message_id);
+		params = jsonw_finish_object(&b, rc);
+	}
 	job->after_send = next;
 	if (params)
 		job->send_call = tg_call(job->bot->tg, "sendMessage", params, m->chat_id, 0, SEND_TIMEOUT_S, on_sent, job);

@@ -121,16 +121,6 @@ static int open_part_params(struct buf *b, const struct delivery *d, const char 
 	return rc;
 }
 
-/* Closes a body; NULL (and the buffer freed) when rc or the closing failed. */
-static char *close_params(struct buf *b, int rc)
-{
-	if (rc == BUF_OK)
-		rc = buf_append_str(b, "}");
-	char *params = rc == BUF_OK ? buf_take(b) : NULL;
-	buf_free(b);
-	return params;
-}
-
 static void became_visible(struct delivery *d)
 {
 	if (d->is_visible)
@@ -256,7 +246,7 @@ static int put_part(struct delivery *d, size_t index, const struct render_messag
 		if (rc == BUF_OK && index == 0)
 			rc = tg_write_reply_parameters(&b, d->target.reply_to);
 	}
-	char *params = close_params(&b, rc);
+	char *params = jsonw_finish_object(&b, rc);
 	/* What a message shows is kept only when an edit may be compared with it. */
 	if (pd->is_edit || !is_final)
 		pd->body = content;
@@ -311,7 +301,7 @@ static int put_draft(struct delivery *d, const struct render_message *m)
 		rc = jsonw_member_int(&b, "message_thread_id", d->target.thread_id);
 	if (rc == BUF_OK)
 		rc = jsonw_member_int(&b, "draft_id", d->target.reply_to ? d->target.reply_to : 1);
-	char *params = close_params(&b, rc);
+	char *params = jsonw_finish_object(&b, rc);
 	if (!params)
 		return -1;
 	d->call = tg_call(d->bot->tg, "sendMessageDraft", params, d->target.chat_id, TG_CALL_DROPPABLE,

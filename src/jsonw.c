@@ -111,3 +111,12 @@ int jsonw_member_string(struct buf *b, const char *key, const char *s, size_t le
 	int rc = jsonw_member(b, key);
 	return rc == BUF_OK ? jsonw_string(b, s, len) : rc;
 }
+
+char *jsonw_finish_object(struct buf *b, int rc)
+{
+	if (rc == BUF_OK)
+		rc = buf_append(b, "}", 1);
+	char *text = rc == BUF_OK ? buf_take(b) : NULL;
+	buf_free(b);
+	return text;
+}

@@ -25,6 +25,11 @@ int jsonw_string(struct buf *b, const char *s, size_t len);
  */
 int jsonw_member(struct buf *b, const char *key);
 int jsonw_int(struct buf *b, long long v);
+/*
+ * Ends an object written into b: appends "}" when rc (the writing so far)
+ * is BUF_OK and hands over the text; NULL when anything failed. Frees b.
+ */
+char *jsonw_finish_object(struct buf *b, int rc);
 /* A member with its value. */
 int jsonw_member_int(struct buf *b, const char *key, long long v);
 int jsonw_member_string(struct buf *b, const char *key, const char *s, size_t len);
