@@ -7,13 +7,10 @@
  * and decoding each with jansson was a third of the bot's CPU per update
  * (bench/README.md, figure 2).
  *
- * The reader validates the whole text as strict JSON (the grammar jansson
- * accepts) but only understands the usual shape. Whatever it is not sure
- * about it refuses, and the caller decodes that chunk with jansson instead:
- * an "error" key, a key written with escapes, a key of interest given twice,
- * numbers with an exponent or more than 18 digits, \u0000, nesting deeper
- * than 32, and anything that is not valid JSON or UTF-8. So a chunk it reads
- * means exactly what jansson's reading would.
+ * It reads with jsonr, so it validates the whole text as strict JSON and
+ * refuses what jsonr.h lists, and also an "error" key and a key of interest
+ * given twice. The caller decodes a refused chunk with jansson instead, so a
+ * chunk it reads means exactly what jansson's reading would.
  */
 #ifndef TGLLM_CHUNK_H
 #define TGLLM_CHUNK_H
