@@ -171,37 +171,28 @@ static void on_claimed(void *arg, int err, bool is_new)
 	free(r);
 }
 
-void bot_receive(struct bot *b, json_t *raw, bot_accepted_cb accepted, void *arg)
+int64_t bot_receive(struct bot *b, const char *text, size_t len, bot_accepted_cb accepted, void *arg)
 {
 	char err[160];
-	struct receipt *r = calloc(1, sizeof *r);
-	char *text = NULL;
-	if (!r) {
-		log_error("bot: out of memory receiving an update");
-		goto skip;
-	}
-	if (update_decode(raw, &r->update, err, sizeof err) != 0) {
+	struct tg_update u;
+	if (update_parse(text, len, &u, err, sizeof err) != 0) {
 		log_warn("bot: skipping an update that cannot be decoded: %s", err);
-		goto skip;
+		if (accepted)
+			accepted(arg);
+		return u.update_id;
 	}
-	text = json_dumps(raw, JSON_COMPACT);
-	if (!text) {
-		log_error("bot: update=%lld: out of memory", (long long)r->update.update_id);
-		goto skip;
+	int64_t id = u.update_id;
+	struct receipt *r = malloc(sizeof *r);
+	if (!r) {
+		log_error("bot: update=%lld: out of memory", (long long)id);
+		update_clear(&u);
+		if (accepted)
+			accepted(arg);
+		return id;
 	}
-	r->bot = b;
-	r->accepted = accepted;
-	r->arg = arg;
-	b->store->ops->update_claim(b->store, r->update.update_id, r->update.message.chat_id, text,
-				    on_claimed, r);
-	free(text);
-	return;
-skip:
-	if (r)
-		update_clear(&r->update);
-	free(r);
-	if (accepted)
-		accepted(arg);
+	*r = (struct receipt){.bot = b, .update = u, .accepted = accepted, .arg = arg};
+	b->store->ops->update_claim(b->store, id, u.message.chat_id, text, len, on_claimed, r);
+	return id;
 }
 
 static void on_pending(void *arg, int err, const char *raw)

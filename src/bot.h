@@ -1,8 +1,8 @@
 /*
  * bot: the running bot — its clients, its store, and the routing of updates.
  *
- * Every ingress (long polling now; webhook and serverless later) hands raw
- * Update objects to bot_receive(): the update is journaled in the store,
+ * Every ingress (long polling, webhook, serverless) hands the text of each
+ * Update to bot_receive(): the update is journaled in the store,
  * decoded, gated (allowlist, group triggers, commands) and queued for its
  * chat (chat.h), which does the work.
  */
@@ -67,8 +67,13 @@ void bot_identify(struct bot *b, bool may_use_cache, void (*done)(void *arg, int
 
 /* Called once the update is safely journaled (or found to be a repeat, or broken). */
 typedef void (*bot_accepted_cb)(void *arg);
-/* Takes an Update object (borrowed) from an ingress. */
-void bot_receive(struct bot *b, json_t *raw, bot_accepted_cb accepted, void *arg);
+/*
+ * Takes the JSON text of an Update (borrowed) from an ingress; the same bytes
+ * are journaled. Returns its update_id, also when the rest of it cannot be
+ * decoded (the update is then skipped), and 0 when the text has none: it is
+ * not an Update.
+ */
+int64_t bot_receive(struct bot *b, const char *text, size_t len, bot_accepted_cb accepted, void *arg);
 /* Queues the updates a previous run journaled but did not finish. */
 void bot_resume(struct bot *b);
 /*

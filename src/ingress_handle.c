@@ -17,6 +17,7 @@
 #include "ingress.h"
 #include "invocation.h"
 #include "log.h"
+#include "update.h"
 #include "webhook.h"
 
 #define MAX_EVENT (8u << 20)
@@ -27,7 +28,6 @@ typedef void (*handled_cb)(void *arg, int status, const char *text);
 struct handling {
 	struct bot *bot;
 	struct invocation inv;
-	json_t *update;
 	struct event *hurry_timer;
 	struct event *deadline_timer;
 	handled_cb done;
@@ -40,7 +40,6 @@ static void handling_free(struct handling *h)
 		event_free(h->hurry_timer);
 	if (h->deadline_timer)
 		event_free(h->deadline_timer);
-	json_decref(h->update);
 	invocation_clear(&h->inv);
 	free(h);
 }
@@ -98,7 +97,7 @@ static void on_identified(void *arg, int status)
 		return;
 	}
 	bot_on_idle(h->bot, on_idle, h);
-	bot_receive(h->bot, h->update, on_accepted, h);
+	bot_receive(h->bot, h->inv.body, h->inv.body_len, on_accepted, h);
 }
 
 static int arm(struct handling *h, struct event **ev, event_callback_fn cb, double seconds)
@@ -136,10 +135,12 @@ static void handle_event(struct bot *b, const char *input, size_t len, double de
 		finish(h, 401, "unauthorized");
 		return;
 	}
-	json_error_t jerr;
-	h->update = json_loadb(h->inv.body, h->inv.body_len, 0, &jerr);
-	if (!json_is_integer(json_object_get(h->update, "update_id"))) {
-		log_warn("handle: the body is not a Telegram Update (%s)", h->update ? "no update_id" : jerr.text);
+	/* Checked before the bot identifies itself, which may cost a call to Telegram. */
+	struct tg_update u;
+	bool is_update = update_parse(h->inv.body, h->inv.body_len, &u, err, sizeof err) == 0 || u.update_id;
+	update_clear(&u);
+	if (!is_update) {
+		log_warn("handle: the body is not a Telegram Update (%s)", err);
 		finish(h, 400, "not a Telegram update");
 		return;
 	}

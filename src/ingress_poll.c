@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ingress.h"
+#include "jsonr.h"
 #include "log.h"
 #include "tg.h"
 
@@ -52,6 +53,15 @@ static void on_accepted(void *arg)
 		poll_next(p);
 }
 
+/* The offset moves past every update with an id, even one that fails to decode. */
+static void receive(struct poller *p, const char *update, size_t len)
+{
+	p->unaccepted++;
+	int64_t id = bot_receive(p->bot, update, len, on_accepted, p);
+	if (id >= p->offset)
+		p->offset = id + 1;
+}
+
 static void on_updates(void *arg, const struct tg_result *res)
 {
 	struct poller *p = arg;
@@ -72,26 +82,37 @@ static void on_updates(void *arg, const struct tg_result *res)
 		retry_in(p, wait);
 		return;
 	}
-	if (!json_is_array(res->result)) {
+	if (!res->list && !json_is_array(res->result)) {
 		log_warn("poll: getUpdates answered something that is not a list of updates");
 		retry_in(p, backoff(p));
 		return;
 	}
 	p->failures = 0;
-	size_t n = json_array_size(res->result);
-	if (n == 0) {
-		poll_next(p);
-		return;
+	/* One more than handed over: the next poll waits until the offset has passed them all. */
+	p->unaccepted = 1;
+	if (res->list) {
+		struct jsonr r;
+		const char *update;
+		size_t len;
+		jsonr_init(&r, res->list, res->list_len);
+		if (jsonr_take(&r, '[') && !jsonr_take(&r, ']'))
+			do {
+				if (!jsonr_span(&r, 1, &update, &len))
+					break; /* not met: tg checked the list */
+				receive(p, update, len);
+			} while (jsonr_take(&r, ','));
+	} else {
+		for (size_t i = 0; i < json_array_size(res->result); i++) {
+			char *update = json_dumps(json_array_get(res->result, i), JSON_COMPACT | JSON_ENCODE_ANY);
+			if (!update) {
+				log_error("poll: out of memory reading an update; it comes again after a restart");
+				continue;
+			}
+			receive(p, update, strlen(update));
+			free(update);
+		}
 	}
-	/* All ids first: the offset must move past even the updates that fail to decode. */
-	for (size_t i = 0; i < n; i++) {
-		json_t *id = json_object_get(json_array_get(res->result, i), "update_id");
-		if (json_is_integer(id) && json_integer_value(id) >= p->offset)
-			p->offset = json_integer_value(id) + 1;
-	}
-	p->unaccepted = n;
-	for (size_t i = 0; i < n; i++)
-		bot_receive(p->bot, json_array_get(res->result, i), on_accepted, p);
+	on_accepted(p);
 }
 
 static void poll_next(struct poller *p)

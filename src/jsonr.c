@@ -264,6 +264,16 @@ bool jsonr_skip(struct jsonr *r, int depth)
 	}
 }
 
+bool jsonr_span(struct jsonr *r, int depth, const char **start, size_t *len)
+{
+	skip_space(r);
+	*start = (const char *)r->p;
+	if (!jsonr_skip(r, depth))
+		return false;
+	*len = (size_t)((const char *)r->p - *start);
+	return true;
+}
+
 bool jsonr_is_key(const unsigned char *key, size_t len, const char *name)
 {
 	return len == strlen(name) && memcmp(key, name, len) == 0;

@@ -55,6 +55,8 @@ bool jsonr_boolean(struct jsonr *r, bool *value);
 bool jsonr_object(struct jsonr *r, int depth, jsonr_member_fn fn, void *ctx);
 /* Any value, checked and passed over. */
 bool jsonr_skip(struct jsonr *r, int depth);
+/* Any value, passed over as jsonr_skip does; *start and *len give its text. */
+bool jsonr_span(struct jsonr *r, int depth, const char **start, size_t *len);
 
 bool jsonr_is_key(const unsigned char *key, size_t len, const char *name);
 /*

@@ -47,9 +47,9 @@ struct store_ops {
 	void (*history_append)(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
 			       int64_t update_id, store_done_cb cb, void *arg);
 	void (*history_clear)(struct store *s, int64_t chat_id, store_done_cb cb, void *arg);
-	/* Journals an update (raw is its JSON) unless its id is known. */
+	/* Journals an update (raw is its JSON text, borrowed for the call) unless its id is known. */
 	void (*update_claim)(struct store *s, int64_t update_id, int64_t chat_id, const char *raw,
-			     store_claim_cb cb, void *arg);
+			     size_t raw_len, store_claim_cb cb, void *arg);
 	void (*update_done)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 	/* Forgets a pending update, so that when Telegram delivers it again it counts as new. */
 	void (*update_release)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);

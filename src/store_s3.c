@@ -968,7 +968,7 @@ static void make_nonce(struct store_s3 *s, char out[17])
  * If-None-Match: *, so two instances claiming one update cannot both win.
  */
 static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
-                         store_claim_cb cb, void *arg)
+                         size_t raw_len, store_claim_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "journaling an update");
@@ -984,9 +984,9 @@ static void update_claim(struct store *base, int64_t update_id, int64_t chat_id,
 	op->arg = arg;
 	make_nonce(s, op->nonce);
 
-	json_t *body = json_loads(raw, JSON_ALLOW_NUL, NULL);
+	json_t *body = json_loadb(raw, raw_len, JSON_ALLOW_NUL, NULL);
 	json_t *record = json_pack("{s:s, s:I, s:o, s:s}", "state", "pending", "chat_id", (json_int_t)chat_id,
-	                           "body", body ? body : json_string(raw), "claim", op->nonce);
+	                           "body", body ? body : json_stringn(raw, raw_len), "claim", op->nonce);
 	char *text = record ? json_dumps(record, JSON_COMPACT) : NULL;
 	json_decref(record);
 	op->record = text;

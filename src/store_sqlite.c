@@ -138,12 +138,12 @@ static void history_clear(struct store *base, int64_t chat_id, store_done_cb cb,
 }
 
 static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
-			 store_claim_cb cb, void *arg)
+			 size_t raw_len, store_claim_cb cb, void *arg)
 {
 	struct store_sqlite *s = from(base);
 	sqlite3_bind_int64(s->claim, 1, update_id);
 	sqlite3_bind_int64(s->claim, 2, chat_id);
-	sqlite3_bind_text(s->claim, 3, raw, -1, SQLITE_STATIC);
+	sqlite3_bind_text64(s->claim, 3, raw, raw_len, SQLITE_STATIC, SQLITE_UTF8);
 	sqlite3_bind_int64(s->claim, 4, (sqlite3_int64)time(NULL));
 	int err = run(s, s->claim, "journaling an update");
 	cb(arg, err, !err && sqlite3_changes(s->db) > 0);

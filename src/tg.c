@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonr.h"
 #include "jsonw.h"
 #include "log.h"
 
@@ -359,9 +360,10 @@ static bool is_whole_value(const char *s, size_t len)
 
 /*
  * Reads, without building a tree, a success as Telegram writes it for most
- * calls: {"ok":true,"result":true} or a Message that starts with its
+ * calls: {"ok":true,"result":true}, a Message that starts with its
  * message_id (the answer to sendMessage echoes the whole message, ~30 k
- * instructions through jansson). Anything else is for jansson.
+ * instructions through jansson) or a list (getUpdates: each update is read
+ * from its own text). Anything else is for jansson.
  */
 static bool decode_plain_success(struct tg_answer *a, const char *body, size_t len)
 {
@@ -369,11 +371,21 @@ static bool decode_plain_success(struct tg_answer *a, const char *body, size_t l
 	static const char message[] = "{\"message_id\":";
 	while (len && (body[len - 1] == ' ' || body[len - 1] == '\n' || body[len - 1] == '\r' || body[len - 1] == '\t'))
 		len--;
-	if (len < sizeof ok - 1 + 5 || memcmp(body, ok, sizeof ok - 1) != 0)
+	if (len <= sizeof ok - 1 || memcmp(body, ok, sizeof ok - 1) != 0)
 		return false;
 	const char *p = body + sizeof ok - 1, *end = body + len;
 	if (end - p == 5 && memcmp(p, "true}", 5) == 0) {
 		a->result = (struct tg_result){.ok = true, .description = ""};
+		return true;
+	}
+	if (*p == '[') {
+		struct jsonr r;
+		const char *list;
+		size_t list_len;
+		jsonr_init(&r, p, (size_t)(end - p));
+		if (!jsonr_span(&r, 2, &list, &list_len) || !jsonr_take(&r, '}') || !jsonr_is_end(&r))
+			return false;
+		a->result = (struct tg_result){.ok = true, .description = "", .list = list, .list_len = list_len};
 		return true;
 	}
 	if ((size_t)(end - p) < sizeof message - 1 || memcmp(p, message, sizeof message - 1) != 0 ||

@@ -43,6 +43,13 @@ struct tg_result {
 	 */
 	json_t *result;
 	int64_t message_id; /* the Message's, when the result is one; else 0 */
+	/*
+	 * A list result as Telegram writes it (getUpdates), as text and not as
+	 * a tree: borrowed, checked to be a well-formed JSON array; NULL when
+	 * result holds the list instead.
+	 */
+	const char *list;
+	size_t list_len;
 };
 
 typedef void (*tg_done_cb)(void *arg, const struct tg_result *res);

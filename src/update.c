@@ -200,7 +200,9 @@ int update_decode(const json_t *obj, struct tg_update *out, char *err, size_t er
 	out->kind = TG_UPDATE_MESSAGE;
 	snprintf(out->kind_name, sizeof out->kind_name, "message");
 	if (decode_message(message, &out->message, err, errlen) != 0) {
+		int64_t id = out->update_id;
 		update_clear(out);
+		out->update_id = id;
 		return -1;
 	}
 	return 0;

@@ -71,7 +71,8 @@ struct tg_update {
  * message_id / chat.id / chat.type, with a short reason in err.
  * Fields of wrong type that are optional are treated as absent, and so are
  * malformed entities. Entity offsets are not checked against the text.
- * out need not be initialised; on failure it is left cleared (nothing to free).
+ * out need not be initialised; on failure it is left cleared (nothing to
+ * free) but for update_id, which keeps the id of an update that has one.
  */
 int update_decode(const json_t *obj, struct tg_update *out, char *err, size_t errlen);
 /*

@@ -688,7 +688,8 @@ class FakeTelegram:
         return params, None
 
     def _answer(self, h: _Handler, call: Optional[Call], status: int, obj: dict):
-        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        # Compact, as the real server writes: the bot reads that layout without a tree.
+        data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         if call is not None:
             call.status = status
             call.response = obj

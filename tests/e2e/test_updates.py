@@ -1,6 +1,7 @@
 """Updates the bot does not act on are logged and skipped, never a crash:
 after each, the bot still answers a normal message."""
 
+import json
 import time
 
 from fake_telegram import Chat
@@ -13,6 +14,9 @@ class WeirdUpdateTest(BotTestCase):
         """Pushes update, then a normal message from Alice, which must be answered."""
         bot = self.start_bot()
         self.tg.push(update)
+        # Confirmed by the next getUpdates, alone in its batch: else Telegram would hand it over forever.
+        self.tg.wait_for(lambda: max(o or 0 for o in self.tg.offsets()) > update["update_id"], 10,
+                         "a getUpdates that confirms the skipped update")
         reply = self.ask(ALICE, "Normal message after it", timeout=15)
         self.assertEqual(reply.text, "Echo: Normal message after it")
         self.assertBotRunning(bot)
@@ -82,6 +86,19 @@ class WeirdUpdateTest(BotTestCase):
         self.assertEqual(self.wait_reply(good_msg).text, "Echo: message in the same batch")
         self.assertEqual(self.ask(ALICE, "and the next one").text, "Echo: and the next one")
         self.assertNoModelRequest("without update id")
+        self.assertBotRunning(bot)
+
+    def test_batch_spaced_and_ordered_otherwise_is_handled(self):
+        """Telegram writes compact JSON, read without a tree; any other layout is read through one."""
+        bot = self.start_bot()
+        first = self.tg.message(Chat.private(ALICE), ALICE, "first of a spaced batch")
+        second = self.tg.message(Chat.private(ALICE), ALICE, "second of a spaced batch")
+        updates = [self.tg.update("message", first), self.tg.update("message", second)]
+        self.tg.inject_body(json.dumps({"result": updates, "ok": True}, indent=2).encode())
+        self.assertEqual(self.wait_reply(first).text, "Echo: first of a spaced batch")
+        self.assertEqual(self.wait_reply(second).text, "Echo: second of a spaced batch")
+        self.assertGreater(max(o or 0 for o in self.tg.offsets()), updates[1]["update_id"],
+                           "expected the offset to move past the batch")
         self.assertBotRunning(bot)
 
     def test_huge_text_is_answered_or_refused_gracefully(self):

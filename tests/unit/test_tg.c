@@ -65,13 +65,33 @@ static void test_other_shapes_go_to_jansson(void **state)
 	expect_decoded("{\"ok\": true, \"result\": {\"message_id\": 42}}", true, 42, true);
 	expect_decoded("{\"ok\":true,\"result\":{\"chat\":{\"id\":1},\"message_id\":7}}", true, 7, true);
 	expect_decoded("{\"result\":true,\"ok\":true}", true, 0, true);
-	/* Results the callers read whole. */
-	expect_decoded("{\"ok\":true,\"result\":[{\"update_id\":1}]}", true, 0, true);
+	/* Results the callers read whole; a list only when it is well formed and all of the result. */
+	expect_decoded("{\"ok\": true, \"result\": [{\"update_id\":1}]}", true, 0, true);
+	expect_decoded("{\"ok\":true,\"result\":[{\"update_id\":1}],\"more\":[2]}", true, 0, true);
+	expect_decoded("{\"ok\":true,\"result\":[{\"update_id\":1,\"x\":1e5}]}", true, 0, true);
 	expect_decoded("{\"ok\":true,\"result\":{\"id\":1,\"is_bot\":true,\"username\":\"b\"}}", true, 0, true);
 	/* A message_id the scanner does not take: zero, or too many digits for it. */
 	expect_decoded("{\"ok\":true,\"result\":{\"message_id\":0}}", true, 0, true);
 	expect_decoded("{\"ok\":true,\"result\":{\"message_id\":1234567890123456789}}", true, 1234567890123456789,
 		       true);
+}
+
+static const char updates[] =
+    "{\"ok\":true,\"result\":[{\"update_id\":5,\"message\":{\"message_id\":1,\"chat\":{\"id\":1,"
+    "\"type\":\"private\"},\"text\":\"]} ,[\"}} ,\n {\"update_id\":6,\"edited_message\":{}}] }\n";
+
+static void test_a_list_is_read_as_its_text(void **state)
+{
+	(void)state;
+	struct tg_answer a;
+	tg_answer_decode(&a, updates, strlen(updates), 200);
+	expect_int("ok of a list", true, a.result.ok);
+	expect_int("a tree for a list", false, a.result.result != NULL);
+	const char *open = strchr(updates, '['), *close = strrchr(updates, ']');
+	expect_int("where the list starts", 0, a.result.list - open);
+	expect_int("the list's length", close + 1 - open, (long long)a.result.list_len);
+	tg_answer_free(&a);
+	expect_decoded("{\"ok\":true,\"result\":[]}", true, 0, false);
 }
 
 static void test_failures_and_broken_bodies(void **state)
@@ -104,7 +124,7 @@ static void test_failures_and_broken_bodies(void **state)
 static void test_every_prefix_reads_as_jansson_reads(void **state)
 {
 	(void)state;
-	const char *const bodies[] = {sent, "{\"ok\":true,\"result\":true}",
+	const char *const bodies[] = {sent, updates, "{\"ok\":true,\"result\":true}",
 				      "{\"ok\":true,\"result\":{\"message_id\":31,\"text\":\"a\\\\\\\"}{[\"}}"};
 	for (size_t k = 0; k < sizeof bodies / sizeof bodies[0]; k++) {
 		size_t n = strlen(bodies[k]);
@@ -126,6 +146,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_plain_successes_need_no_tree),
 	    cmocka_unit_test(test_other_shapes_go_to_jansson),
+	    cmocka_unit_test(test_a_list_is_read_as_its_text),
 	    cmocka_unit_test(test_failures_and_broken_bodies),
 	    cmocka_unit_test(test_every_prefix_reads_as_jansson_reads),
 	};

@@ -389,6 +389,22 @@ static void test_decode_accepts_a_parsed_object(void **state)
 	update_clear(&u);
 }
 
+/* The poll's offset must move past an update that fails to decode, and a webhook must tell it from a non-Update. */
+static void test_a_failure_keeps_the_update_id(void **state)
+{
+	(void)state;
+	struct tg_update u;
+	char err[160];
+	const char broken[] = "{\"update_id\":77,\"message\":{\"message_id\":1,\"chat\":\"no\"}}";
+	if (update_parse(broken, sizeof broken - 1, &u, err, sizeof err) != -1)
+		fail_msg("update_parse: expected -1 for %s", broken);
+	expect_int("update_id after a failure", 77, u.update_id);
+	const char named[] = "{\"update_id\":\"77\"}";
+	if (update_parse(named, sizeof named - 1, &u, err, sizeof err) != -1)
+		fail_msg("update_parse: expected -1 for a string update_id");
+	expect_int("update_id of a text without one", 0, u.update_id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -408,6 +424,7 @@ int main(void)
 	    cmocka_unit_test(test_optional_fields_of_wrong_type_are_absent),
 	    cmocka_unit_test(test_deeply_nested_input_fails_cleanly),
 	    cmocka_unit_test(test_decode_accepts_a_parsed_object),
+	    cmocka_unit_test(test_a_failure_keeps_the_update_id),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
