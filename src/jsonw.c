@@ -85,12 +85,12 @@ int jsonw_member(struct buf *b, const char *key)
 {
 	char last = b->len ? b->data[b->len - 1] : '{';
 	int rc = last == '{' || last == '[' ? BUF_OK : buf_append(b, ",", 1);
-	if (rc == BUF_OK && key) {
-		rc = jsonw_string(b, key, strlen(key));
-		if (rc == BUF_OK)
-			rc = buf_append(b, ":", 1);
-	}
-	return rc;
+	if (rc != BUF_OK || !key)
+		return rc;
+	rc = buf_append(b, "\"", 1);
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, key);
+	return rc == BUF_OK ? buf_append(b, "\":", 2) : rc;
 }
 
 int jsonw_int(struct buf *b, long long v)

@@ -21,7 +21,8 @@ int jsonw_string(struct buf *b, const char *s, size_t len);
 /*
  * Starts a member of the object (or an element of the array) being
  * written: a comma unless it is the first (the buffer is empty or ends
- * with a bracket), then "key": (no key: NULL). Callers write the brackets.
+ * with a bracket), then "key": (no key: NULL). The key is written as it
+ * is: a name of the API, which needs no escapes. Callers write the brackets.
  */
 int jsonw_member(struct buf *b, const char *key);
 int jsonw_int(struct buf *b, long long v);

@@ -126,6 +126,16 @@ static int skip_bom(struct sse_parser *p, const char **bytes, size_t *n)
 	return SSE_OK;
 }
 
+/* Where the line starting at s ends: its CR or LF, or end when the line goes on. */
+static const char *line_end(const char *s, const char *end)
+{
+	/* memchr, which reads a vector at a time, for the LF; a CR is rare and only looked for before it. */
+	const char *lf = memchr(s, '\n', (size_t)(end - s));
+	const char *stop = lf ? lf : end;
+	const char *cr = memchr(s, '\r', (size_t)(stop - s));
+	return cr ? cr : stop;
+}
+
 static int feed(struct sse_parser *p, const char *bytes, size_t n)
 {
 	int rc = skip_bom(p, &bytes, &n);
@@ -142,9 +152,7 @@ static int feed(struct sse_parser *p, const char *bytes, size_t n)
 				continue;
 			}
 		}
-		size_t j = i;
-		while (j < n && bytes[j] != '\n' && bytes[j] != '\r')
-			j++;
+		size_t j = (size_t)(line_end(bytes + i, bytes + n) - bytes);
 		if (j == n) {
 			rc = buf_append(&p->line, bytes + i, n - i);
 			return rc == BUF_OK ? SSE_OK : from_buf_error(rc);
