@@ -11,33 +11,6 @@ void jsonr_init(struct jsonr *r, const char *text, size_t len)
 	*r = (struct jsonr){(const unsigned char *)text, (const unsigned char *)text + len, false};
 }
 
-static void skip_space(struct jsonr *r)
-{
-	while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
-		r->p++;
-}
-
-bool jsonr_is_end(struct jsonr *r)
-{
-	skip_space(r);
-	return r->p == r->end;
-}
-
-bool jsonr_take(struct jsonr *r, unsigned char c)
-{
-	skip_space(r);
-	if (r->p == r->end || *r->p != c)
-		return false;
-	r->p++;
-	return true;
-}
-
-bool jsonr_at(struct jsonr *r, unsigned char c)
-{
-	skip_space(r);
-	return r->p < r->end && *r->p == c;
-}
-
 static int hex4(const unsigned char *s)
 {
 	int v = 0;
@@ -153,7 +126,7 @@ static bool read_key(struct jsonr *r, const unsigned char **key, size_t *len)
 
 bool jsonr_number(struct jsonr *r, int64_t *value, bool *is_integer)
 {
-	skip_space(r);
+	jsonr_skip_space(r);
 	bool is_negative = r->p < r->end && *r->p == '-';
 	if (is_negative)
 		r->p++;
@@ -197,7 +170,7 @@ static bool literal(struct jsonr *r, const char *word)
 
 bool jsonr_boolean(struct jsonr *r, bool *value)
 {
-	skip_space(r);
+	jsonr_skip_space(r);
 	*value = r->p < r->end && *r->p == 't';
 	return literal(r, *value ? "true" : "false");
 }
@@ -248,7 +221,7 @@ static bool skip_array(struct jsonr *r, int depth)
 
 bool jsonr_skip(struct jsonr *r, int depth)
 {
-	skip_space(r);
+	jsonr_skip_space(r);
 	if (r->p == r->end)
 		return false;
 	int64_t v;
@@ -266,23 +239,10 @@ bool jsonr_skip(struct jsonr *r, int depth)
 
 bool jsonr_span(struct jsonr *r, int depth, const char **start, size_t *len)
 {
-	skip_space(r);
+	jsonr_skip_space(r);
 	*start = (const char *)r->p;
 	if (!jsonr_skip(r, depth))
 		return false;
 	*len = (size_t)((const char *)r->p - *start);
-	return true;
-}
-
-bool jsonr_is_key(const unsigned char *key, size_t len, const char *name)
-{
-	return len == strlen(name) && memcmp(key, name, len) == 0;
-}
-
-bool jsonr_first_time(unsigned *seen, unsigned bit)
-{
-	if (*seen & bit)
-		return false;
-	*seen |= bit;
 	return true;
 }

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 
@@ -38,12 +39,36 @@ typedef bool (*jsonr_member_fn)(struct jsonr *r, void *ctx, const unsigned char 
 				int depth, unsigned *seen);
 
 void jsonr_init(struct jsonr *r, const char *text, size_t len);
+
+/* The helpers below run for every token: inline, as they were when one reader had them. */
+static inline void jsonr_skip_space(struct jsonr *r)
+{
+	while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+		r->p++;
+}
+
 /* True when only whitespace is left. */
-bool jsonr_is_end(struct jsonr *r);
+static inline bool jsonr_is_end(struct jsonr *r)
+{
+	jsonr_skip_space(r);
+	return r->p == r->end;
+}
+
 /* True when the next value starts with c (nothing is taken). */
-bool jsonr_at(struct jsonr *r, unsigned char c);
+static inline bool jsonr_at(struct jsonr *r, unsigned char c)
+{
+	jsonr_skip_space(r);
+	return r->p < r->end && *r->p == c;
+}
+
 /* Takes c, the next byte after whitespace. */
-bool jsonr_take(struct jsonr *r, unsigned char c);
+static inline bool jsonr_take(struct jsonr *r, unsigned char c)
+{
+	if (!jsonr_at(r, c))
+		return false;
+	r->p++;
+	return true;
+}
 
 /* A string, unescaped (valid UTF-8, no NUL) and appended to `to` unless it is NULL. */
 bool jsonr_string(struct jsonr *r, struct buf *to);
@@ -58,11 +83,21 @@ bool jsonr_skip(struct jsonr *r, int depth);
 /* Any value, passed over as jsonr_skip does; *start and *len give its text. */
 bool jsonr_span(struct jsonr *r, int depth, const char **start, size_t *len);
 
-bool jsonr_is_key(const unsigned char *key, size_t len, const char *name);
+static inline bool jsonr_is_key(const unsigned char *key, size_t len, const char *name)
+{
+	return len == strlen(name) && memcmp(key, name, len) == 0;
+}
+
 /*
  * Marks a key of interest as seen in *seen; false the second time, which
  * refuses the text: jansson keeps the last of duplicate keys.
  */
-bool jsonr_first_time(unsigned *seen, unsigned bit);
+static inline bool jsonr_first_time(unsigned *seen, unsigned bit)
+{
+	if (*seen & bit)
+		return false;
+	*seen |= bit;
+	return true;
+}
 
 #endif

@@ -263,20 +263,13 @@ static bool user_member(struct jsonr *r, void *ctx, const unsigned char *key, si
 	return jsonr_skip(r, depth);
 }
 
-/* Just the id of an object (a chat, a sender); *has_id says whether it came. */
-struct id_reading {
-	int64_t *id;
-	bool has_id;
-};
-
+/* Just the id of an object (a sender), into the int64_t at ctx; left as it is when absent. */
 static bool id_member(struct jsonr *r, void *ctx, const unsigned char *key, size_t len, int depth,
 		      unsigned *seen)
 {
-	struct id_reading *id = ctx;
 	if (!jsonr_is_key(key, len, "id"))
 		return jsonr_skip(r, depth);
-	id->has_id = true;
-	return jsonr_first_time(seen, USER_ID) && read_int(r, id->id);
+	return jsonr_first_time(seen, USER_ID) && read_int(r, ctx);
 }
 
 enum { CHAT_ID = 1, CHAT_TYPE = 2 };
@@ -311,11 +304,9 @@ static bool entity_member(struct jsonr *r, void *ctx, const unsigned char *key, 
 		return jsonr_first_time(seen, ENTITY_OFFSET) && read_int(r, &e->offset);
 	if (jsonr_is_key(key, len, "length"))
 		return jsonr_first_time(seen, ENTITY_LENGTH) && read_int(r, &e->length);
-	if (jsonr_is_key(key, len, "user")) {
-		struct id_reading id = {&e->user_id, false};
+	if (jsonr_is_key(key, len, "user"))
 		return jsonr_first_time(seen, ENTITY_USER) && jsonr_at(r, '{') &&
-		       jsonr_object(r, depth, id_member, &id);
-	}
+		       jsonr_object(r, depth, id_member, &e->user_id);
 	return jsonr_skip(r, depth);
 }
 
@@ -354,11 +345,9 @@ static bool reply_member(struct jsonr *r, void *ctx, const unsigned char *key, s
 	struct tg_message *m = ctx;
 	if (jsonr_is_key(key, len, "message_id"))
 		return jsonr_first_time(seen, REPLY_ID) && read_int(r, &m->reply_to_message_id);
-	if (jsonr_is_key(key, len, "from")) {
-		struct id_reading id = {&m->reply_to_from_id, false};
+	if (jsonr_is_key(key, len, "from"))
 		return jsonr_first_time(seen, REPLY_FROM) && jsonr_at(r, '{') &&
-		       jsonr_object(r, depth, id_member, &id);
-	}
+		       jsonr_object(r, depth, id_member, &m->reply_to_from_id);
 	return jsonr_skip(r, depth);
 }
 
@@ -439,6 +428,7 @@ static bool read_update(const char *json, size_t len, struct tg_update *u)
 		return true;
 	}
 	struct tg_message *m = &u->message;
+	/* 0 stands for absent here; a text whose id really is 0 goes to jansson. */
 	if (m->message_id == 0 || m->chat_id == 0 || !rd.has_chat_type)
 		return false;
 	snprintf(u->kind_name, sizeof u->kind_name, "message");
