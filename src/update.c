@@ -220,6 +220,8 @@ int update_decode(const json_t *obj, struct tg_update *out, char *err, size_t er
 
 struct reading {
 	struct tg_update *u;
+	struct buf scratch;        /* a string being read: kept strings are copied out at their size */
+	struct tg_entity *entity;  /* the entity being read */
 	size_t entities_cap;
 	bool has_chat_type;
 	bool has_kind_name; /* the first key but update_id named the kind (it may be "") */
@@ -231,16 +233,19 @@ static bool read_int(struct jsonr *r, int64_t *to)
 	return jsonr_number(r, to, &is_integer) && is_integer;
 }
 
-/* A string member into *to, which must be NULL (a key of interest is read once). */
-static bool read_str(struct jsonr *r, char **to)
+/* A string into the scratch buffer. */
+static bool read_scratch(struct jsonr *r, struct reading *rd)
 {
-	struct buf b;
-	buf_init(&b, MAX_STRING);
-	if (*to || !jsonr_at(r, '"') || !jsonr_string(r, &b)) {
-		buf_free(&b);
+	buf_reset(&rd->scratch);
+	return jsonr_at(r, '"') && jsonr_string(r, &rd->scratch);
+}
+
+/* A string member into *to, which must be NULL (a key of interest is read once). */
+static bool read_str(struct jsonr *r, struct reading *rd, char **to)
+{
+	if (*to || !read_scratch(r, rd))
 		return false;
-	}
-	*to = buf_take(&b);
+	*to = strndup(buf_str(&rd->scratch), rd->scratch.len);
 	return *to != NULL;
 }
 
@@ -249,17 +254,18 @@ enum { USER_ID = 1, IS_BOT = 2 };
 static bool user_member(struct jsonr *r, void *ctx, const unsigned char *key, size_t len, int depth,
 			unsigned *seen)
 {
-	struct tg_user *u = &((struct reading *)ctx)->u->message.from;
+	struct reading *rd = ctx;
+	struct tg_user *u = &rd->u->message.from;
 	if (jsonr_is_key(key, len, "id"))
 		return jsonr_first_time(seen, USER_ID) && read_int(r, &u->id);
 	if (jsonr_is_key(key, len, "is_bot"))
 		return jsonr_first_time(seen, IS_BOT) && jsonr_boolean(r, &u->is_bot);
 	if (jsonr_is_key(key, len, "first_name"))
-		return read_str(r, &u->first_name);
+		return read_str(r, rd, &u->first_name);
 	if (jsonr_is_key(key, len, "username"))
-		return read_str(r, &u->username);
+		return read_str(r, rd, &u->username);
 	if (jsonr_is_key(key, len, "language_code"))
-		return read_str(r, &u->language_code);
+		return read_str(r, rd, &u->language_code);
 	return jsonr_skip(r, depth);
 }
 
@@ -281,12 +287,10 @@ static bool chat_member(struct jsonr *r, void *ctx, const unsigned char *key, si
 	if (jsonr_is_key(key, len, "id"))
 		return jsonr_first_time(seen, CHAT_ID) && read_int(r, &rd->u->message.chat_id);
 	if (jsonr_is_key(key, len, "type")) {
-		char *type = NULL;
-		if (!jsonr_first_time(seen, CHAT_TYPE) || !read_str(r, &type))
+		if (!jsonr_first_time(seen, CHAT_TYPE) || !read_scratch(r, rd))
 			return false;
-		rd->u->message.chat_type = chat_type_parse(type);
+		rd->u->message.chat_type = chat_type_parse(buf_str(&rd->scratch));
 		rd->has_chat_type = true;
-		free(type);
 		return true;
 	}
 	return jsonr_skip(r, depth);
@@ -297,9 +301,10 @@ enum { ENTITY_OFFSET = 1, ENTITY_LENGTH = 2, ENTITY_USER = 4 };
 static bool entity_member(struct jsonr *r, void *ctx, const unsigned char *key, size_t len, int depth,
 			  unsigned *seen)
 {
-	struct tg_entity *e = ctx;
+	struct reading *rd = ctx;
+	struct tg_entity *e = rd->entity;
 	if (jsonr_is_key(key, len, "type"))
-		return read_str(r, &e->type);
+		return read_str(r, rd, &e->type);
 	if (jsonr_is_key(key, len, "offset"))
 		return jsonr_first_time(seen, ENTITY_OFFSET) && read_int(r, &e->offset);
 	if (jsonr_is_key(key, len, "length"))
@@ -330,7 +335,8 @@ static bool read_entities(struct jsonr *r, struct reading *rd, int depth)
 		struct tg_entity *e = &m->entities[m->n_entities];
 		*e = (struct tg_entity){.offset = -1, .length = -1};
 		m->n_entities++; /* owned from here on, for update_clear */
-		if (!jsonr_at(r, '{') || !jsonr_object(r, depth + 1, entity_member, e) || !e->type ||
+		rd->entity = e;
+		if (!jsonr_at(r, '{') || !jsonr_object(r, depth + 1, entity_member, rd) || !e->type ||
 		    e->offset < 0 || e->length < 0)
 			return false;
 	} while (jsonr_take(r, ','));
@@ -384,7 +390,7 @@ static bool message_member(struct jsonr *r, void *ctx, const unsigned char *key,
 	if (jsonr_is_key(key, len, "is_topic_message"))
 		return jsonr_first_time(seen, IS_TOPIC) && jsonr_boolean(r, &m->is_topic_message);
 	if (jsonr_is_key(key, len, "text"))
-		return read_str(r, &m->text);
+		return read_str(r, rd, &m->text);
 	if (jsonr_is_key(key, len, "entities"))
 		return jsonr_first_time(seen, ENTITIES) && read_entities(r, rd, depth);
 	if (jsonr_is_key(key, len, "reply_to_message"))
@@ -413,23 +419,23 @@ static bool update_member(struct jsonr *r, void *ctx, const unsigned char *key, 
 	return jsonr_skip(r, depth);
 }
 
-static bool read_update(const char *json, size_t len, struct tg_update *u)
+static bool read_fields(const char *json, size_t len, struct reading *rd)
 {
-	struct reading rd = {.u = u};
+	struct tg_update *u = rd->u;
 	struct jsonr r;
 	jsonr_init(&r, json, len);
 	u->kind = TG_UPDATE_OTHER;
 	u->update_id = INT64_MIN;
-	if (!jsonr_object(&r, 1, update_member, &rd) || !jsonr_is_end(&r) || u->update_id == INT64_MIN)
+	if (!jsonr_object(&r, 1, update_member, rd) || !jsonr_is_end(&r) || u->update_id == INT64_MIN)
 		return false;
 	if (u->kind == TG_UPDATE_OTHER) {
-		if (!rd.has_kind_name)
+		if (!rd->has_kind_name)
 			snprintf(u->kind_name, sizeof u->kind_name, "unknown");
 		return true;
 	}
 	struct tg_message *m = &u->message;
 	/* 0 stands for absent here; a text whose id really is 0 goes to jansson. */
-	if (m->message_id == 0 || m->chat_id == 0 || !rd.has_chat_type)
+	if (m->message_id == 0 || m->chat_id == 0 || !rd->has_chat_type)
 		return false;
 	snprintf(u->kind_name, sizeof u->kind_name, "message");
 	if (m->has_from && !m->from.first_name && !(m->from.first_name = strdup("")))
@@ -440,8 +446,22 @@ static bool read_update(const char *json, size_t len, struct tg_update *u)
 		free(m->entities);
 		m->entities = NULL;
 		m->n_entities = 0;
+	} else if (m->n_entities && m->n_entities < rd->entities_cap) {
+		/* The update lives as long as its conversation: held at its size. */
+		struct tg_entity *fit = realloc(m->entities, m->n_entities * sizeof *fit);
+		if (fit)
+			m->entities = fit;
 	}
 	return true;
+}
+
+static bool read_update(const char *json, size_t len, struct tg_update *u)
+{
+	struct reading rd = {.u = u};
+	buf_init(&rd.scratch, MAX_STRING);
+	bool ok = read_fields(json, len, &rd);
+	buf_free(&rd.scratch);
+	return ok;
 }
 
 bool update_read(const char *json, size_t len, struct tg_update *out)
