@@ -334,64 +334,37 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	tg_answer_free(&ans);
 }
 
-/* True when s[0..len) is one bracketed value whose brackets balance only at its end (a whole answer). */
-static bool is_whole_value(const char *s, size_t len)
-{
-	size_t depth = 0;
-	bool in_string = false;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		if (in_string) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-		} else if (c == '"') {
-			in_string = true;
-		} else if (c == '{' || c == '[') {
-			depth++;
-		} else if (c == '}' || c == ']') {
-			if (depth == 0 || (--depth == 0 && i + 1 != len))
-				return false;
-		}
-	}
-	return depth == 0 && !in_string;
-}
-
 /*
  * Reads, without building a tree, a success as Telegram writes it for most
  * calls: {"ok":true,"result":true}, a Message that starts with its
  * message_id (the answer to sendMessage echoes the whole message, ~30 k
  * instructions through jansson) or a list (getUpdates: each update is read
- * from its own text). Anything else is for jansson.
+ * from its own text). The answer is checked whole by jsonr first; anything
+ * else is for jansson.
  */
 static bool decode_plain_success(struct tg_answer *a, const char *body, size_t len)
 {
 	static const char ok[] = "{\"ok\":true,\"result\":";
 	static const char message[] = "{\"message_id\":";
-	while (len && (body[len - 1] == ' ' || body[len - 1] == '\n' || body[len - 1] == '\r' || body[len - 1] == '\t'))
-		len--;
-	if (len <= sizeof ok - 1 || memcmp(body, ok, sizeof ok - 1) != 0)
+	struct jsonr r;
+	const char *result;
+	size_t n;
+	if (len < sizeof ok - 1 || memcmp(body, ok, sizeof ok - 1) != 0)
 		return false;
-	const char *p = body + sizeof ok - 1, *end = body + len;
-	if (end - p == 5 && memcmp(p, "true}", 5) == 0) {
+	jsonr_init(&r, body + sizeof ok - 1, len - (sizeof ok - 1));
+	if (!jsonr_span(&r, 2, &result, &n) || !jsonr_take(&r, '}') || !jsonr_is_end(&r))
+		return false;
+	if (n == 4 && memcmp(result, "true", 4) == 0) {
 		a->result = (struct tg_result){.ok = true, .description = ""};
 		return true;
 	}
-	if (*p == '[') {
-		struct jsonr r;
-		const char *list;
-		size_t list_len;
-		jsonr_init(&r, p, (size_t)(end - p));
-		if (!jsonr_span(&r, 2, &list, &list_len) || !jsonr_take(&r, '}') || !jsonr_is_end(&r))
-			return false;
-		a->result = (struct tg_result){.ok = true, .description = "", .list = list, .list_len = list_len};
+	if (*result == '[') {
+		a->result = (struct tg_result){.ok = true, .description = "", .list = result, .list_len = n};
 		return true;
 	}
-	if ((size_t)(end - p) < sizeof message - 1 || memcmp(p, message, sizeof message - 1) != 0 ||
-	    !is_whole_value(body, len))
+	if (n < sizeof message - 1 || memcmp(result, message, sizeof message - 1) != 0)
 		return false;
-	p += sizeof message - 1;
+	const char *p = result + sizeof message - 1, *end = result + n;
 	int64_t id = 0;
 	int digits = 0;
 	for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
