@@ -73,7 +73,7 @@ const slowRe = env.S3_SLOW_DOWN_KEYS ? new RegExp(env.S3_SLOW_DOWN_KEYS) : null;
 let drops = Number(env.S3_DROP_AFTER_PUT || 0);
 const dropRe = env.S3_DROP_KEYS ? new RegExp(env.S3_DROP_KEYS) : null;
 const pairRe = env.S3_PAIR_GETS ? new RegExp(env.S3_PAIR_GETS) : null;
-const log = fs.createWriteStream(env.S3_LOG, { flags: 'a' });
+const logFd = fs.openSync(env.S3_LOG, 'a');
 
 // Our key pair only: s3rver's built-in S3RVER/S3RVER is revoked.
 const account = AWSAccount.DUMMY_ACCOUNT;
@@ -188,8 +188,11 @@ function signedHeaders(h) {
   await app.configureBuckets();
   const handler = app.callback();
   const server = http.createServer((req, res) => {
-    res.on('finish', () => {
-      log.write(JSON.stringify({
+    // Logged synchronously before the answer's last bytes go out, so a test
+    // that has seen the answer's effect also finds the request in the log.
+    const end = res.end;
+    res.end = function (...args) {
+      fs.writeSync(logFd, JSON.stringify({
         method: req.method, url: req.url, status: res.statusCode,
         signed: req.headers.authorization ? signedHeaders(req.headers.authorization) : null,
         credential: (/Credential=([^,]+)/.exec(req.headers.authorization || '') || [])[1] || null,
@@ -197,7 +200,8 @@ function signedHeaders(h) {
         ifMatch: req.headers['if-match'] || null,
         ifNoneMatch: req.headers['if-none-match'] || null,
       }) + '\n');
-    });
+      return end.apply(this, args);
+    };
     if (!('authorization' in req.headers) && !/[?&]X-Amz-Signature=/.test(req.url)) {
       res.statusCode = 403;
       res.setHeader('Content-Type', 'application/xml');

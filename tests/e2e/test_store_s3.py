@@ -86,6 +86,12 @@ class S3TestCase(BotTestCase):
         return [r for r in self.s3.requests()
                 if r["url"].split("?")[0] == f"/{BUCKET}/{key}" and (method is None or r["method"] == method)]
 
+    def wait_requests_to(self, key: str, method: str, n: int, timeout: float = 10.0) -> list:
+        """The requests to key once the log holds n of them: an object lands
+        before its request's answer is logged."""
+        return self.tg.wait_for(lambda: len(self.requests_to(key, method)) >= n and self.requests_to(key, method),
+                                timeout, f"{n} {method} request(s) to {key}; have {self.requests_to(key, method)}")
+
 
 class S3HistoryTest(S3TestCase):
 
@@ -117,7 +123,7 @@ class S3HistoryTest(S3TestCase):
             self.assertRegex(r["contentSha256"] or "", "^[0-9a-f]{64}$",
                              f"expected x-amz-content-sha256 on every request; got {r}")
             self.assertIn("x-amz-content-sha256", r["signed"], f"expected the payload hash signed; got {r}")
-        puts = self.requests_to(f"{PREFIX}{IVAN.id}.json", "PUT")
+        puts = self.wait_requests_to(f"{PREFIX}{IVAN.id}.json", "PUT", 2)
         self.assertEqual([(p["ifNoneMatch"], bool(p["ifMatch"])) for p in puts], [("*", False), (None, True)],
                          "expected the first write with If-None-Match: * and the second with If-Match")
 
@@ -303,7 +309,7 @@ class S3FailureTest(S3TestCase):
         self.assertEqual(len(warnings), 1, f"expected one warning about conditional writes; got {warnings}")
         refused = [r for r in self.s3.requests() if r["status"] == 501]
         self.assertEqual(len(refused), 1, f"expected one conditional write refused, then none tried; got {refused}")
-        history_puts = self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT")
+        history_puts = self.wait_requests_to(f"{PREFIX}{ALICE.id}.json", "PUT", 2)
         self.assertEqual([(p["status"], p["ifMatch"], p["ifNoneMatch"]) for p in history_puts],
                          [(200, None, None)] * 2, "expected plain history writes")
 
@@ -324,7 +330,7 @@ class S3ThrottlingTest(S3TestCase):
         self.start_bot(**self.s3_env())
         self.ask(ALICE, "Busy day")
         self.assertEqual([t["content"] for t in self.wait_history(ALICE.id, 2)], ["Busy day", "Echo: Busy day"])
-        puts = self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT")
+        puts = self.wait_requests_to(f"{PREFIX}{ALICE.id}.json", "PUT", 3)
         self.assertEqual([p["status"] for p in puts], [503, 503, 200], "expected two SlowDowns, then the write")
         self.assertLogged(r"writing history s3://bucket/prefix/111001\.json: HTTP 503 SlowDown; retrying in \d+ ms",
                           levels=("warn",))
