@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "jsonw.h"
 #include "log.h"
 #include "store.h"
 
@@ -984,11 +986,19 @@ static void update_claim(struct store *base, int64_t update_id, int64_t chat_id,
 	op->arg = arg;
 	make_nonce(s, op->nonce);
 
-	json_t *body = json_loadb(raw, raw_len, JSON_ALLOW_NUL, NULL);
-	json_t *record = json_pack("{s:s, s:I, s:o, s:s}", "state", "pending", "chat_id", (json_int_t)chat_id,
-	                           "body", body ? body : json_stringn(raw, raw_len), "claim", op->nonce);
-	char *text = record ? json_dumps(record, JSON_COMPACT) : NULL;
-	json_decref(record);
+	/* raw is an Update the bot has decoded, so valid JSON: embedded as it is. */
+	struct buf record;
+	buf_init(&record, SIZE_MAX - 1);
+	int rc = buf_append_str(&record, "{\"state\":\"pending\"");
+	if (rc == BUF_OK)
+		rc = jsonw_member_int(&record, "chat_id", chat_id);
+	if (rc == BUF_OK)
+		rc = jsonw_member(&record, "body");
+	if (rc == BUF_OK)
+		rc = buf_append(&record, raw, raw_len);
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(&record, "claim", op->nonce, strlen(op->nonce));
+	char *text = jsonw_finish_object(&record, rc);
 	op->record = text;
 	if (!text || op_set_request(op, "GET", NULL, 0, NULL, S3_SMALL_MAX, claim_got) != 0) {
 		log_error("store: s3: update=%lld: out of memory journaling it", (long long)update_id);
@@ -1271,8 +1281,7 @@ static void pending_got(struct s3_op *op, const struct http_response *resp)
 		const char *state = json_string_value(json_object_get(record, "state"));
 		json_t *body = json_object_get(record, "body");
 		if (state && strcmp(state, "pending") == 0 && body) {
-			e->raw = json_is_string(body) ? strdup(json_string_value(body))
-			                              : json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+			e->raw = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
 			if (!e->raw)
 				p->err = -1;
 		} else if (state && strcmp(state, "done") == 0) {
