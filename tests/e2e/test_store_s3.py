@@ -89,8 +89,8 @@ class S3TestCase(BotTestCase):
     def wait_requests_to(self, key: str, method: str, n: int, timeout: float = 10.0) -> list:
         """The requests to key once the log holds n of them: an object lands
         before its request's answer is logged."""
-        return self.tg.wait_for(lambda: len(self.requests_to(key, method)) >= n and self.requests_to(key, method),
-                                timeout, f"{n} {method} request(s) to {key}; have {self.requests_to(key, method)}")
+        return self.tg.wait_for(lambda: len(r := self.requests_to(key, method)) >= n and r, timeout,
+                                f"{n} {method} request(s) to {key} in the emulator's log")
 
 
 class S3HistoryTest(S3TestCase):
