@@ -8,8 +8,8 @@
  *
  * Prints one line per figure: the median of 11 timed runs after a warm-up.
  */
-#include "buf.h"
-#include "render.h"
+#include "lib/buf.h"
+#include "telegram/render.h"
 
 #include <stdint.h>
 #include <stdio.h>

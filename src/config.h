@@ -12,8 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "access.h"
-#include "log.h"
+#include "gate/access.h"
+#include "lib/log.h"
 
 struct config {
 	char *tg_token;

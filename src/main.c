@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "bot.h"
+#include "gate/bot.h"
 #include "config.h"
-#include "ingress.h"
-#include "log.h"
-#include "webhook.h"
+#include "ingress/ingress.h"
+#include "lib/log.h"
+#include "telegram/webhook.h"
 
 static const char usage[] =
 	"usage: tgllm COMMAND [OPTIONS]\n"

@@ -11,8 +11,8 @@
  * to spare. A chunk it reads it reads again into a buffer of exactly the
  * needed size, and one byte less is CHUNK_NO_MEMORY.
  */
-#include "buf.h"
-#include "chunk.h"
+#include "lib/buf.h"
+#include "model/chunk.h"
 #include "../unit/chunk_reference.h"
 
 #include <jansson.h>

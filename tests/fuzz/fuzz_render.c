@@ -12,7 +12,7 @@
  * only at whitespace, with every visible character under the same entity
  * types.
  */
-#include "render.h"
+#include "telegram/render.h"
 
 #include <jansson.h>
 #include <stdbool.h>

@@ -3,8 +3,8 @@
  * the size of the pieces; the rest is the stream. The stream is parsed twice,
  * whole and in pieces, and both must give the same events and results.
  */
-#include "buf.h"
-#include "sse.h"
+#include "lib/buf.h"
+#include "model/sse.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
  * update_read (the reader without a tree) reads must decode as jansson's
  * tree decodes through update_decode.
  */
-#include "update.h"
+#include "telegram/update.h"
 #include "../unit/update_difference.h"
 
 #include <stdint.h>

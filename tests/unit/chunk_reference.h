@@ -9,8 +9,8 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-#include "buf.h"
-#include "chunk.h"
+#include "lib/buf.h"
+#include "model/chunk.h"
 
 enum ref_outcome {
 	REF_READ,       /* an object without "error": on_event takes usage, content and finish_reason */

@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-#include "access.h"
+#include "gate/access.h"
 
 static struct access_list *parse_ok(const char *spec)
 {

@@ -8,9 +8,9 @@
 
 #include <cmocka.h>
 
-#include "access.h"
-#include "bot.h"
-#include "update.h"
+#include "gate/access.h"
+#include "gate/bot.h"
+#include "telegram/update.h"
 
 #define SELF_ID 1000
 #define SELF "TgLLM_bot"

@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "chunk.h"
+#include "lib/buf.h"
+#include "model/chunk.h"
 
 #include "chunk_reference.h"
 #include "expect.h"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "history.h"
+#include "lib/history.h"
 
 #include "expect.h"
 

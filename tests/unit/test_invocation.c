@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "invocation.h"
+#include "ingress/invocation.h"
 
 #define UPDATE                                                                                               \
 	"{\"update_id\":7,\"message\":{\"message_id\":1,\"date\":1,\"chat\":{\"id\":5,\"type\":\"private\"}" \

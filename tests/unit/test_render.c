@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "render.h"
+#include "telegram/render.h"
 
 #include "expect.h"
 

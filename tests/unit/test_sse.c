@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sse.h"
+#include "model/sse.h"
 
 #include "expect.h"
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tg.h"
+#include "telegram/tg.h"
 
 #include "expect.h"
 

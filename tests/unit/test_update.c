@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "update.h"
+#include "telegram/update.h"
 
 #include "expect.h"
 

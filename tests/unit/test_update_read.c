@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "update.h"
+#include "telegram/update.h"
 
 #include "expect.h"
 #include "update_difference.h"

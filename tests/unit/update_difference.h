@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "update.h"
+#include "telegram/update.h"
 
 static inline bool same_text(const char *a, const char *b)
 {

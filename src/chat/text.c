@@ -1,0 +1,108 @@
+#include "chat/text.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+struct text_pair {
+	const char *en;
+	const char *ru;
+};
+
+static const struct text_pair texts[TEXT_COUNT] = {
+	[TEXT_START] = {
+		"Hi! I am a bot that answers with a language model. Just write to me; I remember our "
+		"conversation. /new starts a fresh one, /help tells more.",
+		"Привет! Я бот, который отвечает с помощью языковой модели. Просто напишите мне — я "
+		"помню наш разговор. /new начинает новый, /help расскажет больше.",
+	},
+	[TEXT_HELP] = {
+		"Write a message and I will answer, keeping the context of our conversation.\n"
+		"In groups, mention me or reply to my message.\n\n"
+		"/new — forget this conversation and start a fresh one\n"
+		"/help — this help",
+		"Напишите сообщение, и я отвечу, помня контекст разговора.\n"
+		"В группах упомяните меня или ответьте на моё сообщение.\n\n"
+		"/new — забыть этот разговор и начать новый\n"
+		"/help — эта справка",
+	},
+	[TEXT_NEW_DONE] = {
+		"Started a new conversation: I have forgotten the previous one.",
+		"Начинаем новый разговор: предыдущий я забыл.",
+	},
+	[TEXT_REFUSED] = {
+		"Sorry, this bot is private. Your Telegram id is %lld: send it to the bot's owner "
+		"to get access.",
+		"Извините, это частный бот. Ваш id в Telegram: %lld — отправьте его владельцу бота, "
+		"чтобы получить доступ.",
+	},
+	[TEXT_CONTEXT_DROPPED] = {
+		"(Older messages of this conversation no longer fit the model's memory and were left "
+		"out. /new starts afresh.)",
+		"(Старые сообщения этого разговора больше не помещаются в память модели и были "
+		"пропущены. /new начинает заново.)",
+	},
+	[TEXT_TOO_LONG] = {
+		"This message is too long for the model. Please shorten it.",
+		"Это сообщение слишком длинное для модели. Пожалуйста, сократите его.",
+	},
+	[TEXT_MODEL_BUSY] = {
+		"The model is overloaded right now. Please try again in a minute.",
+		"Модель сейчас перегружена. Попробуйте ещё раз через минуту.",
+	},
+	[TEXT_MODEL_DOWN] = {
+		"The model is not answering right now. Please try again in a minute.",
+		"Модель сейчас не отвечает. Попробуйте ещё раз через минуту.",
+	},
+	[TEXT_MODEL_QUOTA] = {
+		"The bot's model account has run out of credit. The owner has been told in the log.",
+		"На счёте модели у бота закончились средства. Владелец увидит это в журнале.",
+	},
+	[TEXT_MODEL_AUTH] = {
+		"The bot cannot reach its model: its API key is not accepted. The owner has been told "
+		"in the log.",
+		"Бот не может обратиться к модели: его ключ API не принят. Владелец увидит это в "
+		"журнале.",
+	},
+	[TEXT_MODEL_REJECTED] = {
+		"The model refused this request. Please rephrase it or try /new.",
+		"Модель отклонила запрос. Попробуйте переформулировать или начните заново: /new.",
+	},
+	[TEXT_MODEL_EMPTY] = {
+		"The model returned an empty answer. Please try again.",
+		"Модель вернула пустой ответ. Попробуйте ещё раз.",
+	},
+	[TEXT_ANSWER_CUT] = {
+		"(the answer was cut off)",
+		"(ответ оборвался)",
+	},
+	[TEXT_DEADLINE_CUT] = {
+		"(time ran out: this is the answer so far)",
+		"(время вышло: это ответ на данный момент)",
+	},
+	[TEXT_DEADLINE] = {
+		"The model took too long to answer. Please try again, perhaps with a shorter question.",
+		"Модель отвечала слишком долго. Попробуйте ещё раз, возможно, с более коротким вопросом.",
+	},
+	[TEXT_STORE_FAILED] = {
+		"Something went wrong with the conversation storage. Please try again later.",
+		"Не удалось прочитать или сохранить историю разговора. Попробуйте позже.",
+	},
+};
+
+static bool prefers_russian(const char *code)
+{
+	if (!code)
+		return false;
+	static const char *const langs[] = {"ru", "be", "uk", "kk"};
+	for (size_t i = 0; i < sizeof langs / sizeof langs[0]; i++)
+		if (strncmp(code, langs[i], 2) == 0 && (code[2] == '\0' || code[2] == '-'))
+			return true;
+	return false;
+}
+
+const char *text_get(enum text_id id, const char *language_code)
+{
+	if ((unsigned)id >= TEXT_COUNT)
+		return "";
+	return prefers_russian(language_code) ? texts[id].ru : texts[id].en;
+}

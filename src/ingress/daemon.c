@@ -1,0 +1,90 @@
+/* What the long-running ingresses share: signals and a bounded drain. */
+#include <signal.h>
+
+#include "ingress/ingress.h"
+#include "lib/log.h"
+
+static void on_idle(void *arg)
+{
+	struct daemon *d = arg;
+	if (d->is_stopping)
+		event_base_loopbreak(d->bot->base);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct daemon *d = arg;
+	log_warn("%zu updates still in progress after %d s; they resume at the next start",
+		 bot_busy(d->bot), DAEMON_DRAIN_S);
+	event_base_loopbreak(d->bot->base);
+}
+
+static void on_signal(evutil_socket_t sig, short kind, void *arg)
+{
+	(void)kind;
+	struct daemon *d = arg;
+	if (d->is_stopping) {
+		log_warn("second signal, stopping now");
+		event_base_loopbreak(d->bot->base);
+		return;
+	}
+	d->is_stopping = true;
+	log_info("%s received, stopping (%zu updates in progress)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+		 bot_busy(d->bot));
+	d->stop_taking(d->arg);
+	if (bot_busy(d->bot) == 0) {
+		event_base_loopbreak(d->bot->base);
+		return;
+	}
+	struct timeval tv = {DAEMON_DRAIN_S, 0};
+	if (evtimer_add(d->drain_timer, &tv) != 0)
+		event_base_loopbreak(d->bot->base);
+}
+
+int daemon_init(struct daemon *d, struct bot *b, void (*stop_taking)(void *arg), void *arg)
+{
+	*d = (struct daemon){.bot = b, .stop_taking = stop_taking, .arg = arg};
+	struct event_base *base = b->base;
+	d->drain_timer = evtimer_new(base, on_drain_timeout, d);
+	d->sigint = evsignal_new(base, SIGINT, on_signal, d);
+	d->sigterm = evsignal_new(base, SIGTERM, on_signal, d);
+	if (!d->drain_timer || !d->sigint || !d->sigterm || evsignal_add(d->sigint, NULL) != 0 ||
+	    evsignal_add(d->sigterm, NULL) != 0) {
+		log_error("cannot set up the event loop");
+		daemon_free(d);
+		return -1;
+	}
+	bot_on_idle(b, on_idle, d);
+	return 0;
+}
+
+int daemon_run(struct daemon *d)
+{
+	if (event_base_dispatch(d->bot->base) < 0) {
+		log_error("the event loop failed");
+		d->exit_status = 1;
+	}
+	log_info("stopped");
+	return d->exit_status;
+}
+
+void daemon_fail(struct daemon *d, int status)
+{
+	d->exit_status = status;
+	event_base_loopbreak(d->bot->base);
+}
+
+void daemon_free(struct daemon *d)
+{
+	if (d->bot)
+		bot_on_idle(d->bot, NULL, NULL);
+	if (d->drain_timer)
+		event_free(d->drain_timer);
+	if (d->sigint)
+		event_free(d->sigint);
+	if (d->sigterm)
+		event_free(d->sigterm);
+	*d = (struct daemon){0};
+}

@@ -1,0 +1,400 @@
+/* The SQLite store: one database file in WAL mode; see docs/internals/STORE.md. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/log.h"
+#include "store/store.h"
+
+#define HISTORY_LOAD_MAX 2000 /* turns; far beyond any context window */
+#define JOURNAL_KEEP_S (7 * 86400)
+
+struct store_sqlite {
+	struct store base;
+	sqlite3 *db;
+	sqlite3_stmt *load, *append, *clear, *claim, *done, *release, *pending, *get, *set, *begin,
+		*commit, *rollback;
+};
+
+/* Each entry moves the schema from version i to i + 1. */
+static const char *const migrations[] = {
+	"CREATE TABLE messages ("
+	"  id INTEGER PRIMARY KEY,"
+	"  chat_id INTEGER NOT NULL,"
+	"  role TEXT NOT NULL,"
+	"  content TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL);"
+	"CREATE INDEX messages_by_chat ON messages (chat_id, id);"
+	"CREATE TABLE updates ("
+	"  update_id INTEGER PRIMARY KEY,"
+	"  chat_id INTEGER NOT NULL,"
+	"  state TEXT NOT NULL CHECK (state IN ('pending', 'done')),"
+	"  body TEXT,"
+	"  received_at INTEGER NOT NULL);"
+	"CREATE INDEX updates_pending ON updates (state, update_id);"
+	"CREATE TABLE settings ("
+	"  scope INTEGER NOT NULL,"
+	"  key TEXT NOT NULL,"
+	"  value TEXT NOT NULL,"
+	"  PRIMARY KEY (scope, key));",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+static struct store_sqlite *from(struct store *s)
+{
+	return (struct store_sqlite *)s;
+}
+
+static void log_db_error(struct store_sqlite *s, const char *what)
+{
+	log_error("store: sqlite: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+/* Runs a prepared statement that returns no rows, and resets it. */
+static int run(struct store_sqlite *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE) {
+		log_db_error(s, what);
+		return -1;
+	}
+	return 0;
+}
+
+static void history_load(struct store *base, int64_t chat_id, store_history_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	struct history h = HISTORY_INIT;
+	int err = 0, rc;
+	sqlite3_bind_int64(s->load, 1, chat_id);
+	sqlite3_bind_int(s->load, 2, HISTORY_LOAD_MAX);
+	while ((rc = sqlite3_step(s->load)) == SQLITE_ROW) {
+		enum turn_role role;
+		const char *name = (const char *)sqlite3_column_text(s->load, 0);
+		const char *content = (const char *)sqlite3_column_text(s->load, 1);
+		int len = sqlite3_column_bytes(s->load, 1);
+		if (!name || !content || turn_role_parse(name, &role) != 0) {
+			log_warn("store: chat=%lld: skipping a stored turn with a bad role", (long long)chat_id);
+			continue;
+		}
+		if (history_push(&h, role, content, (size_t)len) != 0) {
+			err = -1;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE && !err) {
+		log_db_error(s, "reading history");
+		err = -1;
+	}
+	/* Read newest first (the index's order, no sort of the contents): put them back in order. */
+	for (size_t i = 0; i < h.len / 2; i++) {
+		struct turn t = h.turns[i];
+		h.turns[i] = h.turns[h.len - 1 - i];
+		h.turns[h.len - 1 - i] = t;
+	}
+	sqlite3_reset(s->load);
+	sqlite3_clear_bindings(s->load);
+	if (err)
+		history_free(&h);
+	cb(arg, err, &h);
+}
+
+static int mark_done(struct store_sqlite *s, int64_t update_id)
+{
+	sqlite3_bind_int64(s->done, 1, update_id);
+	return run(s, s->done, "marking an update done");
+}
+
+static void history_append(struct store *base, int64_t chat_id, const struct turn *turns, size_t n,
+			   int64_t update_id, store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	int err = run(s, s->begin, "BEGIN");
+	for (size_t i = 0; i < n && !err; i++) {
+		sqlite3_bind_int64(s->append, 1, chat_id);
+		sqlite3_bind_text(s->append, 2, turn_role_name(turns[i].role), -1, SQLITE_STATIC);
+		sqlite3_bind_text(s->append, 3, turns[i].content, (int)turns[i].len, SQLITE_STATIC);
+		sqlite3_bind_int64(s->append, 4, (sqlite3_int64)time(NULL));
+		err = run(s, s->append, "appending a turn");
+	}
+	if (!err && update_id)
+		err = mark_done(s, update_id);
+	if (!err)
+		err = run(s, s->commit, "COMMIT");
+	if (err && run(s, s->rollback, "ROLLBACK") != 0)
+		log_error("store: sqlite: the transaction could not be rolled back");
+	cb(arg, err);
+}
+
+static void history_clear(struct store *base, int64_t chat_id, store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_bind_int64(s->clear, 1, chat_id);
+	cb(arg, run(s, s->clear, "clearing history"));
+}
+
+static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
+			 size_t raw_len, store_claim_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_bind_int64(s->claim, 1, update_id);
+	sqlite3_bind_int64(s->claim, 2, chat_id);
+	sqlite3_bind_text64(s->claim, 3, raw, raw_len, SQLITE_STATIC, SQLITE_UTF8);
+	sqlite3_bind_int64(s->claim, 4, (sqlite3_int64)time(NULL));
+	int err = run(s, s->claim, "journaling an update");
+	cb(arg, err, !err && sqlite3_changes(s->db) > 0);
+}
+
+static void update_done(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
+{
+	cb(arg, mark_done(from(base), update_id));
+}
+
+static void update_release(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_bind_int64(s->release, 1, update_id);
+	cb(arg, run(s, s->release, "releasing an update"));
+}
+
+static void update_pending(struct store *base, store_pending_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	char **raws = NULL;
+	size_t n = 0, cap = 0;
+	int rc, err = 0;
+	while ((rc = sqlite3_step(s->pending)) == SQLITE_ROW) {
+		const char *raw = (const char *)sqlite3_column_text(s->pending, 0);
+		if (!raw)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			char **p = realloc(raws, ncap * sizeof *p);
+			if (!p)
+				break;
+			raws = p;
+			cap = ncap;
+		}
+		if (!(raws[n] = strdup(raw)))
+			break;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		log_db_error(s, "reading the update journal");
+		err = -1;
+	}
+	sqlite3_reset(s->pending);
+	for (size_t i = 0; i < n; i++) {
+		cb(arg, 0, raws[i]);
+		free(raws[i]);
+	}
+	free(raws);
+	cb(arg, err, NULL);
+}
+
+/*
+ * The callbacks below run after the statement is reset: a callback may well
+ * call the store again, and SQLite statements are not reentrant.
+ */
+static void setting_get(struct store *base, int64_t scope, const char *key, store_value_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	char *value = NULL;
+	int err = 0;
+	sqlite3_bind_int64(s->get, 1, scope);
+	sqlite3_bind_text(s->get, 2, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s->get);
+	if (rc == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(s->get, 0);
+		if (v && !(value = strdup(v)))
+			err = -1;
+	} else if (rc != SQLITE_DONE) {
+		log_db_error(s, "reading a setting");
+		err = -1;
+	}
+	sqlite3_reset(s->get);
+	sqlite3_clear_bindings(s->get);
+	cb(arg, err, value);
+	free(value);
+}
+
+static void setting_set(struct store *base, int64_t scope, const char *key, const char *value,
+			store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_bind_int64(s->set, 1, scope);
+	sqlite3_bind_text(s->set, 2, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s->set, 3, value, -1, SQLITE_STATIC);
+	cb(arg, run(s, s->set, "writing a setting"));
+}
+
+static void store_sqlite_free(struct store *base)
+{
+	struct store_sqlite *s = from(base);
+	sqlite3_stmt *all[] = {s->load, s->append, s->clear, s->claim,  s->done,   s->release,
+			       s->pending, s->get, s->set,  s->begin, s->commit, s->rollback};
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+		sqlite3_finalize(all[i]);
+	sqlite3_close(s->db);
+	free(s);
+}
+
+static const struct store_ops sqlite_ops = {
+	.name = "sqlite",
+	.history_load = history_load,
+	.history_append = history_append,
+	.history_clear = history_clear,
+	.update_claim = update_claim,
+	.update_done = update_done,
+	.update_release = update_release,
+	.update_pending = update_pending,
+	.setting_get = setting_get,
+	.setting_set = setting_set,
+	.free = store_sqlite_free,
+};
+
+static int read_version(struct store_sqlite *s)
+{
+	sqlite3_stmt *st;
+	int version = -1;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return version;
+}
+
+/*
+ * Brings the schema up to date in one write transaction. Several processes
+ * may open a new database at once (parallel serverless invocations): the
+ * version is read inside the transaction, so only one of them migrates.
+ */
+static int migrate(struct store_sqlite *s, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot lock the database: %s", msg ? msg : sqlite3_errmsg(s->db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	int version = read_version(s);
+	if (version < 0 || version > SCHEMA_VERSION) {
+		if (version < 0)
+			snprintf(err, errlen, "cannot read the schema version: %s", sqlite3_errmsg(s->db));
+		else
+			snprintf(err, errlen, "the database has schema version %d, newer than this tgllm (%d)",
+				 version, SCHEMA_VERSION);
+		goto fail;
+	}
+	for (; version < SCHEMA_VERSION; version++) {
+		char sql[64];
+		snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version + 1);
+		if (sqlite3_exec(s->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+			snprintf(err, errlen, "cannot upgrade the schema to version %d: %s", version + 1,
+				 msg ? msg : "unknown error");
+			sqlite3_free(msg);
+			goto fail;
+		}
+	}
+	if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot commit the schema: %s", msg ? msg : "unknown error");
+		sqlite3_free(msg);
+		goto fail;
+	}
+	return 0;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+static int prepare(struct store_sqlite *s, sqlite3_stmt **st, const char *sql, char *err, size_t errlen)
+{
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) == SQLITE_OK)
+		return 0;
+	snprintf(err, errlen, "cannot prepare a statement: %s", sqlite3_errmsg(s->db));
+	return -1;
+}
+
+/*
+ * Switching a new database to WAL needs it to itself, and SQLite answers
+ * "locked" at once rather than through the busy handler while another
+ * process (a parallel cold start) is doing the same: so wait here, bounded.
+ */
+static int set_wal(struct store_sqlite *s)
+{
+	int rc = SQLITE_BUSY;
+	for (int i = 0; i < 200 && (rc == SQLITE_BUSY || rc == SQLITE_LOCKED); i++) {
+		if (i > 0) {
+			struct timespec pause = {0, 25 * 1000 * 1000};
+			nanosleep(&pause, NULL);
+		}
+		rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+	}
+	return rc;
+}
+
+int store_sqlite_open(const char *path, struct store **out, char *err, size_t errlen)
+{
+	struct store_sqlite *s = calloc(1, sizeof *s);
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	s->base.ops = &sqlite_ops;
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		goto fail;
+	}
+	char *msg = NULL;
+	/* WAL: readers never wait for the writer; NORMAL sync is durable across crashes of the process. */
+	if (sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK || set_wal(s) != SQLITE_OK ||
+	    sqlite3_exec(s->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot set up %s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
+		sqlite3_free(msg);
+		goto fail;
+	}
+	if (migrate(s, err, errlen) != 0)
+		goto fail;
+	if (prepare(s, &s->load,
+		    "SELECT role, content FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2",
+		    err, errlen) ||
+	    prepare(s, &s->append,
+		    "INSERT INTO messages (chat_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)", err,
+		    errlen) ||
+	    prepare(s, &s->clear, "DELETE FROM messages WHERE chat_id = ?1", err, errlen) ||
+	    prepare(s, &s->claim,
+		    "INSERT OR IGNORE INTO updates (update_id, chat_id, state, body, received_at) "
+		    "VALUES (?1, ?2, 'pending', ?3, ?4)",
+		    err, errlen) ||
+	    prepare(s, &s->done, "UPDATE updates SET state = 'done', body = NULL WHERE update_id = ?1", err,
+		    errlen) ||
+	    prepare(s, &s->release, "DELETE FROM updates WHERE update_id = ?1 AND state = 'pending'", err,
+		    errlen) ||
+	    prepare(s, &s->pending, "SELECT body FROM updates WHERE state = 'pending' ORDER BY update_id",
+		    err, errlen) ||
+	    prepare(s, &s->get, "SELECT value FROM settings WHERE scope = ?1 AND key = ?2", err, errlen) ||
+	    prepare(s, &s->set, "INSERT OR REPLACE INTO settings (scope, key, value) VALUES (?1, ?2, ?3)",
+		    err, errlen) ||
+	    prepare(s, &s->begin, "BEGIN IMMEDIATE", err, errlen) ||
+	    prepare(s, &s->commit, "COMMIT", err, errlen) || prepare(s, &s->rollback, "ROLLBACK", err, errlen))
+		goto fail;
+
+	char prune[128];
+	snprintf(prune, sizeof prune, "DELETE FROM updates WHERE state = 'done' AND received_at < %lld",
+		 (long long)time(NULL) - JOURNAL_KEEP_S);
+	if (sqlite3_exec(s->db, prune, NULL, NULL, &msg) != SQLITE_OK) {
+		log_warn("store: sqlite: cannot prune the update journal: %s", msg ? msg : "?");
+		sqlite3_free(msg);
+	}
+	*out = &s->base;
+	return 0;
+fail:
+	store_sqlite_free(&s->base);
+	return -1;
+}

@@ -1,0 +1,54 @@
+/*
+ * deliver: one answer from the model to the chat, live.
+ *
+ * While the model streams, the answer so far is rendered (render.h) and
+ * shown: in private chats as a draft (sendMessageDraft, Bot API 9.5), in
+ * groups — or where drafts fail — as a message that is edited as it grows.
+ * Frames go out no faster than the chat's rate budget (tg_chat_wait); a
+ * frame hit by a 429 is dropped, the next one carries the newer text. When
+ * the answer is complete, the final parts are sent (or the streamed messages
+ * edited into them) in order, the first as a reply to the user's message.
+ * A part Telegram rejects (400) is sent again as plain text, without
+ * entities, rather than lost.
+ */
+#ifndef TGLLM_DELIVER_H
+#define TGLLM_DELIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gate/bot.h"
+#include "lib/buf.h"
+
+struct delivery_target {
+	int64_t chat_id;
+	int64_t reply_to;  /* the user's message_id */
+	int64_t thread_id; /* message_thread_id to send into, 0 for none */
+	bool is_private;
+};
+
+/* is_delivered: every part reached the chat (in some form). */
+typedef void (*delivery_done_cb)(void *arg, bool is_delivered);
+/* The first text became visible: the typing indicator can stop. */
+typedef void (*delivery_visible_cb)(void *arg);
+
+struct delivery;
+
+/*
+ * text is the answer as the model writes it (Markdown), read live: owned by
+ * the caller, kept until the delivery is freed, only growing while it streams.
+ */
+struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, const struct buf *text,
+			      delivery_visible_cb visible, void *arg);
+/* The text grew. Safe to call from inside other callbacks: nothing is sent from here. */
+void delivery_progress(struct delivery *d);
+/*
+ * The complete answer: replaces what came before. done runs once everything
+ * is sent. After this, no more progress.
+ */
+void delivery_finish(struct delivery *d, const char *text, size_t len, delivery_done_cb done);
+/* Stops at once; no callback runs afterwards. NULL is a no-op. */
+void delivery_free(struct delivery *d);
+
+#endif

@@ -1,0 +1,523 @@
+#include "telegram/tg.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/jsonr.h"
+#include "lib/jsonw.h"
+#include "lib/log.h"
+
+#define TG_MAX_ATTEMPTS 4       /* for 5xx and connection failures */
+#define TG_MAX_429_WAITS 10     /* a flood-wait loop must end some day */
+#define TG_MAX_RETRY_AFTER 3600 /* seconds; beyond that, give up */
+#define TG_MAX_RESPONSE (16u << 20)
+
+/* Telegram's published limits, in seconds between calls. */
+#define PACE_GLOBAL (1.0 / 30)
+#define PACE_PRIVATE 1.0
+#define PACE_GROUP 3.0 /* 20 a minute */
+#define PACE_BUCKETS 1024
+#define PACE_FORGET_S 60.0 /* a chat idle this long needs no record */
+/*
+ * Requests in flight at once; the rest wait in order. Thousands of chats
+ * starting at once would otherwise open a connection each (a TLS session,
+ * a libcurl handle and buffers) for calls Telegram answers in milliseconds.
+ */
+#define TG_MAX_IN_FLIGHT 32
+
+/* When a chat may next be written to. */
+struct pace {
+	struct pace *next_in_bucket;
+	int64_t chat_id;
+	double next;
+};
+
+struct tg_client {
+	struct event_base *base;
+	struct http_client *http;
+	char *api_base;
+	char *token;
+	double global_next;
+	struct pace *paces[PACE_BUCKETS];
+	size_t in_flight;
+	struct tg_call *waiting_head, *waiting_tail; /* for a free request slot, oldest first */
+	struct event *kick; /* starts waiting calls from the loop */
+};
+
+struct tg_call {
+	struct tg_client *tg;
+	char method[64];
+	int64_t chat_id;
+	bool is_action; /* sendChatAction: the overall budget only */
+	bool is_droppable;
+	enum { STAGE_CHAT_SLOT, STAGE_GLOBAL_SLOT, STAGE_SEND } stage;
+	double not_before; /* monotonic seconds */
+	char *url;
+	char *body;
+	long timeout_s;
+	int attempts;
+	int waits_429;
+	struct http_call *http;
+	struct tg_call *next_waiting, *prev_waiting;
+	bool is_waiting;
+	struct event *retry_timer;
+	tg_done_cb done;
+	void *arg;
+};
+
+static void unwait(struct tg_call *call)
+{
+	struct tg_client *tg = call->tg;
+	if (!call->is_waiting)
+		return;
+	if (call->prev_waiting)
+		call->prev_waiting->next_waiting = call->next_waiting;
+	else
+		tg->waiting_head = call->next_waiting;
+	if (call->next_waiting)
+		call->next_waiting->prev_waiting = call->prev_waiting;
+	else
+		tg->waiting_tail = call->prev_waiting;
+	call->next_waiting = call->prev_waiting = NULL;
+	call->is_waiting = false;
+}
+
+/* A request ended: its slot goes to the oldest waiting call, from the loop. */
+static void slot_freed(struct tg_client *tg)
+{
+	tg->in_flight--;
+	if (tg->waiting_head)
+		event_active(tg->kick, 0, 0);
+}
+
+static void call_free(struct tg_call *call)
+{
+	if (!call)
+		return;
+	unwait(call);
+	if (call->http) {
+		http_cancel(call->http);
+		slot_freed(call->tg);
+	}
+	if (call->retry_timer)
+		event_free(call->retry_timer);
+	free(call->url);
+	free(call->body);
+	free(call);
+}
+
+static void finish(struct tg_call *call, const struct tg_result *res)
+{
+	call->done(call->arg, res);
+	call_free(call);
+}
+
+static void finish_error(struct tg_call *call, long code, const char *description)
+{
+	struct tg_result res = {.ok = false, .error_code = code, .description = description};
+	finish(call, &res);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Group and channel ids are negative (https://core.telegram.org/bots/api#chat). */
+static double pace_interval(int64_t chat_id)
+{
+	return chat_id < 0 ? PACE_GROUP : PACE_PRIVATE;
+}
+
+/* The chat's record, made when missing (NULL when out of memory); forgets idle chats on the way. */
+static struct pace *pace_get(struct tg_client *tg, int64_t chat_id, double now)
+{
+	uint64_t h = (uint64_t)chat_id * 0x9E3779B97F4A7C15u;
+	struct pace **p = &tg->paces[h >> 54]; /* 10 bits: PACE_BUCKETS */
+	struct pace *found = NULL;
+	while (*p) {
+		struct pace *x = *p;
+		if (x->chat_id == chat_id) {
+			found = x;
+		} else if (x->next < now - PACE_FORGET_S) {
+			*p = x->next_in_bucket;
+			free(x);
+			continue;
+		}
+		p = &x->next_in_bucket;
+	}
+	if (found)
+		return found;
+	found = calloc(1, sizeof *found);
+	if (found) {
+		found->chat_id = chat_id;
+		found->next_in_bucket = tg->paces[h >> 54];
+		tg->paces[h >> 54] = found;
+	}
+	return found;
+}
+
+static double pace_peek(struct tg_client *tg, int64_t chat_id, double now)
+{
+	struct pace *p = pace_get(tg, chat_id, now);
+	double at = tg->global_next > now ? tg->global_next : now;
+	return p && p->next > at ? p->next : at;
+}
+
+static bool is_paced(const struct tg_call *call)
+{
+	/* Chat actions are no messages: they would only delay the answer they announce. */
+	return call->chat_id && !call->is_action;
+}
+
+/* A 429 pauses the whole chat: every call to it waits, not just this one. */
+static void pace_pause(struct tg_call *call, double now, long seconds)
+{
+	struct pace *p = call->chat_id ? pace_get(call->tg, call->chat_id, now) : NULL;
+	if (p && p->next < now + (double)seconds)
+		p->next = now + (double)seconds;
+}
+
+double tg_chat_wait(struct tg_client *tg, int64_t chat_id)
+{
+	double now = now_s();
+	return pace_peek(tg, chat_id, now) - now;
+}
+
+static int send_attempt(struct tg_call *call);
+
+static int advance(struct tg_call *call);
+
+static void on_slot(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct tg_call *call = arg;
+	if (advance(call) != 0)
+		finish_error(call, 0, "cannot start the request");
+}
+
+static int wait_for(struct tg_call *call, double seconds)
+{
+	if (!call->retry_timer)
+		call->retry_timer = evtimer_new(call->tg->base, on_slot, call);
+	long us = (long)(seconds * 1e6);
+	struct timeval tv = {us / 1000000, us % 1000000};
+	return call->retry_timer && evtimer_add(call->retry_timer, &tv) == 0 ? 0 : -1;
+}
+
+/*
+ * Moves a call towards sending, in two steps so that one chat's distant turn
+ * never holds up the other chats: first it takes its chat's next slot (and
+ * waits for it), then, when that comes, the next overall slot.
+ */
+static int advance(struct tg_call *call)
+{
+	struct tg_client *tg = call->tg;
+	double now = now_s(), at;
+	switch (call->stage) {
+	case STAGE_CHAT_SLOT:
+		at = call->not_before;
+		if (is_paced(call)) {
+			struct pace *p = pace_get(tg, call->chat_id, now);
+			if (p && p->next > at)
+				at = p->next;
+			if (p)
+				p->next = at + pace_interval(call->chat_id);
+		}
+		call->stage = STAGE_GLOBAL_SLOT;
+		if (at - now > 0.0005)
+			return wait_for(call, at - now);
+		/* fall through */
+	case STAGE_GLOBAL_SLOT:
+		call->stage = STAGE_SEND;
+		if (is_paced(call)) {
+			at = tg->global_next > now ? tg->global_next : now;
+			tg->global_next = at + PACE_GLOBAL;
+			if (at - now > 0.0005)
+				return wait_for(call, at - now);
+		}
+		/* fall through */
+	case STAGE_SEND:
+		break;
+	}
+	if (tg->in_flight < TG_MAX_IN_FLIGHT)
+		return send_attempt(call);
+	call->prev_waiting = tg->waiting_tail;
+	if (tg->waiting_tail)
+		tg->waiting_tail->next_waiting = call;
+	else
+		tg->waiting_head = call;
+	tg->waiting_tail = call;
+	call->is_waiting = true;
+	return 0;
+}
+
+static void on_kick(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct tg_client *tg = arg;
+	while (tg->waiting_head && tg->in_flight < TG_MAX_IN_FLIGHT) {
+		struct tg_call *call = tg->waiting_head;
+		unwait(call);
+		if (send_attempt(call) != 0)
+			finish_error(call, 0, "cannot start the request");
+	}
+}
+
+/* Sends the call in its first free slot after delay seconds. 0, or -1 when it cannot be scheduled. */
+static int schedule(struct tg_call *call, double delay)
+{
+	call->not_before = now_s() + delay;
+	call->stage = STAGE_CHAT_SLOT;
+	return advance(call);
+}
+
+static void retry_later(struct tg_call *call, long seconds)
+{
+	if (schedule(call, (double)seconds) != 0)
+		finish_error(call, 0, "cannot schedule a retry");
+}
+
+static void on_http_done(void *arg, const struct http_response *resp)
+{
+	struct tg_call *call = arg;
+	call->http = NULL; /* it ended: http frees its own call after this callback */
+	slot_freed(call->tg);
+	call->attempts++;
+
+	if (resp->is_transport_error) {
+		/* A timeout may hide a delivered message: only failures to connect are repeated. */
+		bool is_safe = resp->status == 0 && !resp->is_timeout && resp->body_len == 0;
+		if (is_safe && call->attempts < TG_MAX_ATTEMPTS) {
+			log_warn("tg: %s failed (%s), retrying", call->method, resp->error);
+			retry_later(call, 1L << (call->attempts - 1));
+			return;
+		}
+		finish_error(call, 0, resp->error);
+		return;
+	}
+
+	struct tg_answer ans;
+	tg_answer_decode(&ans, resp->body, resp->body_len, resp->status);
+	const struct tg_result *res = &ans.result;
+	if (res->ok) {
+		finish(call, res);
+		tg_answer_free(&ans);
+		return;
+	}
+	long code = res->error_code;
+	if (code == 429)
+		pace_pause(call, now_s(), ans.retry_after);
+	if (code == 429 && !call->is_droppable && call->waits_429 < TG_MAX_429_WAITS &&
+	    ans.retry_after <= TG_MAX_RETRY_AFTER) {
+		call->waits_429++;
+		call->attempts--; /* waiting as told is not a failed attempt */
+		log_warn("tg: %s: flood limit, retrying in %ld s", call->method, ans.retry_after);
+		retry_later(call, ans.retry_after);
+		tg_answer_free(&ans);
+		return;
+	}
+	if (code >= 500 && call->attempts < TG_MAX_ATTEMPTS) {
+		log_warn("tg: %s: %ld %s, retrying", call->method, code, res->description);
+		retry_later(call, 1L << (call->attempts - 1));
+		tg_answer_free(&ans);
+		return;
+	}
+	finish(call, res);
+	tg_answer_free(&ans);
+}
+
+/*
+ * Reads, without building a tree, a success as Telegram writes it for most
+ * calls: {"ok":true,"result":true}, a Message that starts with its
+ * message_id (the answer to sendMessage echoes the whole message, ~30 k
+ * instructions through jansson) or a list (getUpdates: each update is read
+ * from its own text). The answer is checked whole by jsonr first; anything
+ * else is for jansson.
+ */
+static bool decode_plain_success(struct tg_answer *a, const char *body, size_t len)
+{
+	static const char ok[] = "{\"ok\":true,\"result\":";
+	static const char message[] = "{\"message_id\":";
+	struct jsonr r;
+	const char *result;
+	size_t n;
+	if (len < sizeof ok - 1 || memcmp(body, ok, sizeof ok - 1) != 0)
+		return false;
+	jsonr_init(&r, body + sizeof ok - 1, len - (sizeof ok - 1));
+	if (!jsonr_span(&r, 2, &result, &n) || !jsonr_take(&r, '}') || !jsonr_is_end(&r))
+		return false;
+	if (n == 4 && memcmp(result, "true", 4) == 0) {
+		a->result = (struct tg_result){.ok = true, .description = ""};
+		return true;
+	}
+	if (*result == '[') {
+		a->result = (struct tg_result){.ok = true, .description = "", .list = result, .list_len = n};
+		return true;
+	}
+	if (n < sizeof message - 1 || memcmp(result, message, sizeof message - 1) != 0)
+		return false;
+	const char *p = result + sizeof message - 1, *end = result + n;
+	int64_t id = 0;
+	int digits = 0;
+	for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
+		id = id * 10 + (*p - '0');
+	if (id == 0 || p == end || (*p != ',' && *p != '}'))
+		return false;
+	a->result = (struct tg_result){.ok = true, .description = "", .message_id = id};
+	return true;
+}
+
+void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long http_status)
+{
+	memset(a, 0, sizeof *a);
+	if (decode_plain_success(a, body, len))
+		return;
+	a->root = json_loadb(body, len, 0, NULL);
+	const json_t *ok = json_object_get(a->root, "ok");
+	if (!json_is_boolean(ok)) {
+		snprintf(a->what, sizeof a->what, "HTTP %ld with a body that is not a Bot API answer", http_status);
+		a->result = (struct tg_result){.ok = false, .error_code = http_status, .description = a->what};
+		return;
+	}
+	if (json_is_true(ok)) {
+		json_t *result = json_object_get(a->root, "result");
+		json_t *id = json_object_get(result, "message_id");
+		a->result = (struct tg_result){.ok = true, .description = "", .result = result,
+					       .message_id = json_is_integer(id) ? json_integer_value(id) : 0};
+		return;
+	}
+	json_int_t code = json_integer_value(json_object_get(a->root, "error_code"));
+	const char *desc = json_string_value(json_object_get(a->root, "description"));
+	json_int_t retry_after =
+		json_integer_value(json_object_get(json_object_get(a->root, "parameters"), "retry_after"));
+	a->result = (struct tg_result){.ok = false, .error_code = code ? (long)code : http_status,
+				       .description = desc ? desc : "no description"};
+	a->retry_after = retry_after < 1 ? 1 : retry_after > LONG_MAX ? LONG_MAX : (long)retry_after;
+}
+
+void tg_answer_free(struct tg_answer *a)
+{
+	json_decref(a->root);
+	a->root = NULL;
+}
+
+static int send_attempt(struct tg_call *call)
+{
+	static const char *const headers[] = {"Content-Type: application/json", NULL};
+	struct http_request req = {
+		.method = "POST",
+		.url = call->url,
+		.headers = headers,
+		.body = call->body,
+		.body_len = strlen(call->body),
+		.timeout_ms = call->timeout_s * 1000,
+		.max_body = TG_MAX_RESPONSE,
+		.on_done = on_http_done,
+		.arg = call,
+	};
+	call->http = http_start(call->tg->http, &req);
+	if (!call->http)
+		return -1;
+	call->tg->in_flight++;
+	return 0;
+}
+
+struct tg_client *tg_client_new(struct event_base *base, struct http_client *http,
+				const char *api_base, const char *token)
+{
+	struct tg_client *tg = calloc(1, sizeof *tg);
+	if (!tg)
+		return NULL;
+	tg->base = base;
+	tg->http = http;
+	tg->api_base = strdup(api_base);
+	tg->token = strdup(token);
+	tg->kick = event_new(base, -1, 0, on_kick, tg);
+	if (!tg->api_base || !tg->token || !tg->kick) {
+		tg_client_free(tg);
+		return NULL;
+	}
+	return tg;
+}
+
+void tg_client_free(struct tg_client *tg)
+{
+	if (!tg)
+		return;
+	for (size_t i = 0; i < PACE_BUCKETS; i++) {
+		while (tg->paces[i]) {
+			struct pace *p = tg->paces[i];
+			tg->paces[i] = p->next_in_bucket;
+			free(p);
+		}
+	}
+	if (tg->kick)
+		event_free(tg->kick);
+	free(tg->api_base);
+	free(tg->token);
+	free(tg);
+}
+
+struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id,
+			unsigned flags, long timeout_s, tg_done_cb done, void *arg)
+{
+	struct tg_call *call = calloc(1, sizeof *call);
+	if (!call)
+		goto fail;
+	call->body = params;
+	params = NULL;
+	call->tg = tg;
+	snprintf(call->method, sizeof call->method, "%s", method);
+	call->chat_id = chat_id;
+	call->is_action = strcmp(method, "sendChatAction") == 0;
+	call->is_droppable = flags & TG_CALL_DROPPABLE;
+	call->timeout_s = timeout_s;
+	call->done = done;
+	call->arg = arg;
+	if (asprintf(&call->url, "%s/bot%s/%s", tg->api_base, tg->token, method) < 0) {
+		call->url = NULL;
+		goto fail;
+	}
+	if ((!call->body && !(call->body = strdup("{}"))) || schedule(call, 0) != 0)
+		goto fail;
+	return call;
+fail:
+	log_error("tg: cannot start %s", method);
+	free(params);
+	call_free(call);
+	return NULL;
+}
+
+int tg_write_reply_parameters(struct buf *b, int64_t message_id)
+{
+	int rc = jsonw_member(b, "reply_parameters");
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, "{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_int(b, "message_id", message_id);
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, ",\"allow_sending_without_reply\":true}");
+	return rc;
+}
+
+bool tg_is_token_rejected(const struct tg_result *res)
+{
+	if (res->ok || (res->error_code != 401 && res->error_code != 404))
+		return false;
+	log_error("tg: Telegram rejects the bot token (%ld %s): check TG_BOT_TOKEN", res->error_code,
+		  res->description);
+	return true;
+}
+
+void tg_call_cancel(struct tg_call *call)
+{
+	call_free(call);
+}
