@@ -242,6 +242,32 @@ static int load_store(struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * TELEGRAM_PACING=PRIVATE_S,GROUP_S,PER_SECOND: seconds between calls to one
+ * private chat, to one group, and calls a second overall (0: no limit).
+ * Telegram's limits are the default; a bot allowed more (paid broadcasts,
+ * a local Bot API server of one's own) may say so.
+ */
+static int load_pacing(struct config *cfg, char *err, size_t errlen)
+{
+	const char *v = env("TELEGRAM_PACING");
+	cfg->tg_pacing = TG_PACING_DEFAULT;
+	if (!v)
+		return 0;
+	double private_s, group_s, per_s;
+	int used = 0;
+	if (sscanf(v, "%lf,%lf,%lf%n", &private_s, &group_s, &per_s, &used) != 3 || v[used] ||
+	    !(private_s >= 0 && private_s <= 3600) || !(group_s >= 0 && group_s <= 3600) ||
+	    !(per_s >= 0 && per_s <= 1e6)) {
+		snprintf(err, errlen,
+			 "TELEGRAM_PACING must be PRIVATE_SECONDS,GROUP_SECONDS,CALLS_PER_SECOND (Telegram's "
+			 "limits are 1,3,30; 0 means no limit)");
+		return -1;
+	}
+	cfg->tg_pacing = (struct tg_pacing){private_s, group_s, per_s > 0 ? 1.0 / per_s : 0};
+	return 0;
+}
+
 /* What every command needs: the bot token, where Telegram is, the log level, webhook settings. */
 static int load_telegram(struct config *cfg, char *err, size_t errlen)
 {
@@ -267,6 +293,9 @@ static int load_telegram(struct config *cfg, char *err, size_t errlen)
 	}
 	if (!(cfg->tg_api_base = dup_url(v)))
 		goto oom;
+
+	if (load_pacing(cfg, err, errlen) != 0)
+		return -1;
 
 	cfg->log_level = LOG_LEVEL_INFO;
 	if ((v = env("LOG_LEVEL")) && log_level_parse(v, &cfg->log_level) != 0) {

@@ -14,10 +14,12 @@
 
 #include "gate/access.h"
 #include "lib/log.h"
+#include "telegram/tg.h"
 
 struct config {
 	char *tg_token;
 	char *tg_api_base; /* without a trailing slash */
+	struct tg_pacing tg_pacing;
 	struct access_list *allow;
 	char *llm_key;
 	char *llm_base_url; /* without a trailing slash */

@@ -43,6 +43,8 @@ static const char usage[] =
 	"  OPENAI_TIMEOUT      seconds one answer may take (default 300)\n"
 	"  REASONING           <think> text of reasoning models: hide or quote (default hide)\n"
 	"  TELEGRAM_API_BASE   the Bot API server (default https://api.telegram.org)\n"
+	"  TELEGRAM_PACING     seconds between messages to a private chat and to a group, and calls\n"
+	"                      a second overall (default 1,3,30: Telegram's limits; 0 is no limit)\n"
 	"  LISTEN, PORT        the webhook server's address (default port 8080, all interfaces)\n"
 	"  WEBHOOK_PATH        the path Telegram posts to (default /)\n"
 	"  WEBHOOK_SECRET      the secret token Telegram must send with every update\n"

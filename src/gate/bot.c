@@ -418,7 +418,7 @@ int bot_init(struct bot *b, struct event_base *base, const struct config *cfg, c
 	if (b->http && http_client_set_ca_bundle(b->http, cfg->ca_bundle) != 0)
 		goto oom;
 	if (b->http) {
-		b->tg = tg_client_new(base, b->http, cfg->tg_api_base, cfg->tg_token);
+		b->tg = tg_client_new(base, b->http, cfg->tg_api_base, cfg->tg_token, &cfg->tg_pacing);
 		b->llm = llm_client_new(base, b->http, cfg);
 	}
 	b->chats = chats_new(b);

@@ -15,10 +15,6 @@
 #define TG_MAX_RETRY_AFTER 3600 /* seconds; beyond that, give up */
 #define TG_MAX_RESPONSE (16u << 20)
 
-/* Telegram's published limits, in seconds between calls. */
-#define PACE_GLOBAL (1.0 / 30)
-#define PACE_PRIVATE 1.0
-#define PACE_GROUP 3.0 /* 20 a minute */
 #define PACE_BUCKETS 1024
 #define PACE_FORGET_S 60.0 /* a chat idle this long needs no record */
 /*
@@ -40,6 +36,7 @@ struct tg_client {
 	struct http_client *http;
 	char *api_base;
 	char *token;
+	struct tg_pacing pacing;
 	double global_next;
 	struct pace *paces[PACE_BUCKETS];
 	size_t in_flight;
@@ -129,9 +126,9 @@ static double now_s(void)
 }
 
 /* Group and channel ids are negative (https://core.telegram.org/bots/api#chat). */
-static double pace_interval(int64_t chat_id)
+static double pace_interval(const struct tg_client *tg, int64_t chat_id)
 {
-	return chat_id < 0 ? PACE_GROUP : PACE_PRIVATE;
+	return chat_id < 0 ? tg->pacing.group_s : tg->pacing.private_s;
 }
 
 /* The chat's record, made when missing (NULL when out of memory); forgets idle chats on the way. */
@@ -228,7 +225,7 @@ static int advance(struct tg_call *call)
 			if (p && p->next > at)
 				at = p->next;
 			if (p)
-				p->next = at + pace_interval(call->chat_id);
+				p->next = at + pace_interval(tg, call->chat_id);
 		}
 		call->stage = STAGE_GLOBAL_SLOT;
 		if (at - now > 0.0005)
@@ -238,7 +235,7 @@ static int advance(struct tg_call *call)
 		call->stage = STAGE_SEND;
 		if (is_paced(call)) {
 			at = tg->global_next > now ? tg->global_next : now;
-			tg->global_next = at + PACE_GLOBAL;
+			tg->global_next = at + tg->pacing.global_s;
 			if (at - now > 0.0005)
 				return wait_for(call, at - now);
 		}
@@ -430,14 +427,15 @@ static int send_attempt(struct tg_call *call)
 	return 0;
 }
 
-struct tg_client *tg_client_new(struct event_base *base, struct http_client *http,
-				const char *api_base, const char *token)
+struct tg_client *tg_client_new(struct event_base *base, struct http_client *http, const char *api_base,
+				const char *token, const struct tg_pacing *pacing)
 {
 	struct tg_client *tg = calloc(1, sizeof *tg);
 	if (!tg)
 		return NULL;
 	tg->base = base;
 	tg->http = http;
+	tg->pacing = *pacing;
 	tg->api_base = strdup(api_base);
 	tg->token = strdup(token);
 	tg->kick = event_new(base, -1, 0, on_kick, tg);

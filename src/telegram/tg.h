@@ -66,8 +66,19 @@ struct tg_answer {
 void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long http_status);
 void tg_answer_free(struct tg_answer *a);
 
-struct tg_client *tg_client_new(struct event_base *base, struct http_client *http,
-				const char *api_base, const char *token);
+/*
+ * Seconds between calls: Telegram's published limits, or an operator's
+ * (TELEGRAM_PACING). 0 leaves that limit out.
+ */
+struct tg_pacing {
+	double private_s; /* to one private chat */
+	double group_s;   /* to one group or channel */
+	double global_s;  /* between any two paced calls */
+};
+#define TG_PACING_DEFAULT ((struct tg_pacing){1.0, 3.0, 1.0 / 30})
+
+struct tg_client *tg_client_new(struct event_base *base, struct http_client *http, const char *api_base,
+				const char *token, const struct tg_pacing *pacing);
 void tg_client_free(struct tg_client *tg);
 
 /*
