@@ -133,7 +133,21 @@ oom:
 	return -1;
 }
 
-int config_s3_load(struct config_s3 *out, char *err, size_t errlen)
+/*
+ * The S3 store's settings: S3_ENDPOINT (default https://storage.yandexcloud.net),
+ * S3_REGION (default ru-central1) and the key pair, YANDEX_KEY_ID and
+ * YANDEX_KEY_SECRET, else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. The
+ * strings are borrowed from the environment.
+ */
+struct config_s3 {
+	const char *endpoint;
+	const char *region;
+	const char *key_id;
+	const char *secret;
+	const char *session_token;
+};
+
+static int config_s3_load(struct config_s3 *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof *out);
 	out->endpoint = env("S3_ENDPOINT");
@@ -234,11 +248,14 @@ static int load_store(struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	if (!(cfg->s3_endpoint = dup_url(s3.endpoint)) || !(cfg->s3_region = strdup(s3.region)) ||
-	    !(cfg->s3_key_id = strdup(s3.key_id)) || !(cfg->s3_secret = strdup(s3.secret))) {
+	    !(cfg->s3_key_id = strdup(s3.key_id)) || !(cfg->s3_secret = strdup(s3.secret)) ||
+	    (s3.session_token && !(cfg->s3_session_token = strdup(s3.session_token)))) {
 		snprintf(err, errlen, "out of memory while reading the configuration");
 		return -1;
 	}
 	log_add_secret(cfg->s3_secret);
+	if (cfg->s3_session_token)
+		log_add_secret(cfg->s3_session_token);
 	return 0;
 }
 
@@ -404,6 +421,7 @@ void config_free(struct config *cfg)
 	free(cfg->s3_region);
 	free(cfg->s3_key_id);
 	free(cfg->s3_secret);
+	free(cfg->s3_session_token);
 	free(cfg->listen_host);
 	free(cfg->webhook_path);
 	free(cfg->webhook_secret);

@@ -31,6 +31,7 @@ struct config {
 	char *s3_region;
 	char *s3_key_id;
 	char *s3_secret;
+	char *s3_session_token; /* AWS_SESSION_TOKEN with temporary AWS credentials (Lambda's role), or NULL */
 	size_t context_tokens;
 	long llm_timeout_s;  /* a whole model answer */
 	bool show_reasoning; /* <think> text as an expandable quote, else hidden */
@@ -59,23 +60,6 @@ enum config_scope {
  */
 int config_load(struct config *cfg, enum config_scope scope, char *err, size_t errlen);
 
-/*
- * The S3 store's settings from the environment: S3_ENDPOINT (default
- * https://storage.yandexcloud.net), S3_REGION (default ru-central1) and the
- * key pair, YANDEX_KEY_ID and YANDEX_KEY_SECRET, else AWS_ACCESS_KEY_ID and
- * AWS_SECRET_ACCESS_KEY. config_load checks them for STORE=s3://...; the S3
- * store, which store_open starts from the STORE value alone, reads them here
- * too. The strings are borrowed from the environment. On error returns -1
- * with one line in err naming the variable.
- */
-struct config_s3 {
-	const char *endpoint;
-	const char *region;
-	const char *key_id;
-	const char *secret;
-	const char *session_token; /* AWS_SESSION_TOKEN with temporary AWS credentials (Lambda's role), or NULL */
-};
-int config_s3_load(struct config_s3 *out, char *err, size_t errlen);
 void config_free(struct config *cfg);
 
 #endif

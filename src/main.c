@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gate/bot.h"
+#include "bot.h"
 #include "config.h"
 #include "ingress/ingress.h"
+#include "ingress/webhook.h"
 #include "lib/log.h"
-#include "telegram/webhook.h"
 
 static const char usage[] =
 	"usage: tgllm COMMAND [OPTIONS]\n"
@@ -73,25 +73,25 @@ static int run_bot(const struct config *cfg, enum mode mode, const struct option
 		return 1;
 	}
 	int status = 1;
-	if (bot_init(&bot, base, cfg, err, sizeof err) != 0) {
+	if (bot_open(&bot, base, cfg, err, sizeof err) != 0) {
 		fprintf(stderr, "tgllm: %s\n", err);
 		status = 2;
 	} else {
 		switch (mode) {
 		case MODE_POLL:
-			status = ingress_poll_run(&bot, opt->delete_webhook);
+			status = ingress_poll_run(&bot.ingress, opt->delete_webhook);
 			break;
 		case MODE_SERVE:
-			status = ingress_serve_run(&bot);
+			status = ingress_serve_run(&bot.ingress);
 			break;
 		case MODE_HANDLE:
-			status = ingress_handle_run(&bot);
+			status = ingress_handle_run(&bot.ingress);
 			break;
 		case MODE_LAMBDA:
-			status = ingress_lambda_run(&bot);
+			status = ingress_lambda_run(&bot.ingress);
 			break;
 		}
-		bot_free(&bot);
+		bot_close(&bot);
 	}
 	event_base_free(base);
 	return status;

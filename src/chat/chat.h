@@ -1,40 +1,70 @@
 /*
- * chat: per-chat queues and the conversation state machine.
+ * chat: the conversation stage. The gate hands it updates that are for the
+ * bot, each with the job it chose; this stage does the job and says what it
+ * did to the store's journal.
  *
  * Updates of one chat are handled strictly in order, one at a time, so a
  * history is never read and written by two jobs at once; different chats
- * run concurrently on the loop. A reply is a chain of steps, each starting
- * one asynchronous operation and naming its continuation:
+ * run concurrently on the loop (chat/queue.c). A job is a conversation
+ * (chat/conversation.h): a chain of steps, each starting one asynchronous
+ * operation and naming its continuation:
  *
  *   load history -> ask the model (trim, retry on context overflow)
  *     -> deliver the answer -> save both turns -> next job
  *
- * "typing…" is shown from the start of a job until the answer is delivered
+ * "typing…" is shown from the start of a job until the answer is visible
  * or the job fails. See docs/internals/CONVERSATION.md.
  */
 #ifndef TGLLM_CHAT_H
 #define TGLLM_CHAT_H
 
+#include <event2/event.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gate/bot.h"
+#include "model/llm.h"
+#include "store/store.h"
+#include "telegram/render.h"
+#include "telegram/tg.h"
 #include "telegram/update.h"
+
+/* What the gate asks for an update. */
+enum chat_job {
+	CHAT_REPLY,  /* a message for the model */
+	CHAT_START,  /* /start: the greeting */
+	CHAT_HELP,   /* /help */
+	CHAT_NEW,    /* /new: forget the conversation */
+	CHAT_REFUSE, /* from someone not on the allowlist: say so, at most once an hour */
+	/*
+	 * The journal could not take the update, so it is left for Telegram to
+	 * deliver again: tell the user the storage is failing (nothing is
+	 * marked done, there being nothing in the journal).
+	 */
+	CHAT_NOT_JOURNALED,
+};
+
+/* What the conversations work with; all borrowed, living longer than the chats. */
+struct chat_env {
+	struct event_base *base;
+	struct tg_client *tg;
+	struct llm_client *llm;
+	struct store *store;
+	const char *system_prompt; /* NULL for none */
+	size_t context_tokens;     /* the prompt budget */
+	enum render_think think;   /* what becomes of the model's <think> text */
+};
 
 struct chats;
 
-struct chats *chats_new(struct bot *b);
-/* Cancels whatever is running; unfinished updates stay pending in the journal. */
+/* env is copied. NULL when out of memory. */
+struct chats *chats_new(const struct chat_env *env);
+/* Cancels whatever is running; unfinished updates stay pending in the journal. NULL is a no-op. */
 void chats_free(struct chats *cs);
-/* Queues u (ownership moves to the queue; *u is left cleared) for action. -1 when out of memory. */
-int chats_submit(struct chats *cs, struct tg_update *u, enum bot_action action);
-/*
- * Stops every job at once (no callbacks, nothing marked done) and writes the
- * update ids of up to max of them to update_ids; returns how many it wrote.
- */
-size_t chats_abandon(struct chats *cs, int64_t *update_ids, size_t max);
+/* Queues u (ownership moves to the queue; *u is left cleared) for job. -1 when out of memory. */
+int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job job);
 /* Jobs queued or running. */
 size_t chats_busy(const struct chats *cs);
+/* cb runs each time the last job ends (chats_busy() drops to 0); NULL to stop. */
 void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg);
 /*
  * Time is nearly up (serverless): every answer still streaming from the
@@ -42,5 +72,12 @@ void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg);
  * history stays consistent.
  */
 void chats_hurry(struct chats *cs);
+/*
+ * Out of time (serverless): stops every job at once and forgets their
+ * updates in the journal, so that Telegram's redelivery counts as new.
+ * done runs once the store has forgotten them: from the loop, or at once
+ * when there was nothing to forget.
+ */
+void chats_abandon(struct chats *cs, void (*done)(void *arg), void *arg);
 
 #endif

@@ -1,9 +1,13 @@
 /*
- * ingress: the ways updates reach the bot.
+ * ingress: the ways updates reach the bot, the first stage of the pipeline.
+ * Each hands the updates it gets to the gate (gate/gate.h) and tells
+ * Telegram an update arrived (the 200, the next offset, the serverless
+ * response) only once the gate says it is journaled.
  *
- *  - poll: getUpdates long polling (ingress_poll.c);
- *  - serve: a webhook HTTP(S) server (ingress_serve.c);
- *  - handle / lambda: serverless, one event at a time (ingress_handle.c).
+ *  - poll: getUpdates long polling (ingress/poll.c);
+ *  - serve: a webhook HTTP(S) server (ingress/serve.c);
+ *  - handle / lambda: serverless, one event at a time (ingress/handle.c,
+ *    ingress/lambda.c).
  *
  * The long-running modes share struct daemon: it runs the loop, and on
  * SIGINT/SIGTERM tells the mode to stop taking updates, lets running jobs
@@ -15,13 +19,38 @@
 
 #include <event2/event.h>
 #include <stdbool.h>
+#include <stddef.h>
 
-#include "gate/bot.h"
+#include "chat/chat.h"
+#include "config.h"
+#include "gate/gate.h"
+#include "lib/http.h"
+#include "telegram/tg.h"
+#include "telegram/update.h"
 
 #define DAEMON_DRAIN_S 10
 
+/* What an ingress works with; all borrowed. */
+struct ingress {
+	struct event_base *base;
+	const struct config *cfg;
+	struct gate *gate;
+	struct chats *chats;
+	struct tg_client *tg;     /* poll: getUpdates */
+	struct http_client *http; /* lambda: the runtime API */
+};
+
+enum ingress_read {
+	INGRESS_UPDATE,     /* decoded: for gate_receive */
+	INGRESS_BROKEN,     /* an Update (it has an update_id) that cannot be decoded: skipped, logged */
+	INGRESS_NOT_UPDATE, /* not an Update at all */
+};
+
+/* Decodes the JSON text of an Update into u (cleared unless INGRESS_UPDATE), logging what it skips. */
+enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u);
+
 struct daemon {
-	struct bot *bot;
+	const struct ingress *in;
 	struct event *sigint, *sigterm, *drain_timer;
 	bool is_stopping;
 	int exit_status;
@@ -30,7 +59,7 @@ struct daemon {
 };
 
 /* -1 when the loop cannot be set up (logged). */
-int daemon_init(struct daemon *d, struct bot *b, void (*stop_taking)(void *arg), void *arg);
+int daemon_init(struct daemon *d, const struct ingress *in, void (*stop_taking)(void *arg), void *arg);
 /* Runs the loop until stopped; returns the exit status. */
 int daemon_run(struct daemon *d);
 /* Stops the loop now with status (a fatal error, already logged). */
@@ -42,10 +71,14 @@ void daemon_free(struct daemon *d);
  * until SIGINT or SIGTERM. Returns 0, or 1 when Telegram rejects the token.
  * Refuses to start (exit 1) while a webhook is set, unless delete_webhook.
  */
-int ingress_poll_run(struct bot *b, bool delete_webhook);
+int ingress_poll_run(const struct ingress *in, bool delete_webhook);
 
-/* The webhook server, until SIGINT or SIGTERM. Returns 0, or 1 on a fatal error. */
-int ingress_serve_run(struct bot *b);
+/*
+ * The webhook server, until SIGINT or SIGTERM. An update is answered 200
+ * once it is journaled (5xx when it cannot be: Telegram tries again).
+ * Returns 0, or 1 on a fatal error.
+ */
+int ingress_serve_run(const struct ingress *in);
 
 /*
  * Serverless: reads one event (a Yandex Cloud Functions or AWS HTTP event,
@@ -53,9 +86,22 @@ int ingress_serve_run(struct bot *b);
  * and writes the HTTP response object on stdout. Returns 0 even for bad
  * input (the response says 4xx); 1 only when nothing can be answered.
  */
-int ingress_handle_run(struct bot *b);
+int ingress_handle_run(const struct ingress *in);
+
+/* The largest serverless event read. */
+#define INGRESS_MAX_EVENT (8u << 20)
+
+/* The HTTP status and body of a serverless response. */
+typedef void (*ingress_handled_cb)(void *arg, int status, const char *text);
+/*
+ * handle's and lambda's work: one event (input, borrowed for the call),
+ * handled within deadline_s seconds; done gets the response, at once for
+ * bad input, else from the loop.
+ */
+void ingress_handle_event(const struct ingress *in, const char *input, size_t len, double deadline_s,
+			  ingress_handled_cb done, void *arg);
 
 /* The AWS Lambda custom runtime: events from AWS_LAMBDA_RUNTIME_API, one at a time, forever. */
-int ingress_lambda_run(struct bot *b);
+int ingress_lambda_run(const struct ingress *in);
 
 #endif

@@ -1,38 +1,41 @@
 /*
- * Long polling. An update is journaled in the store before the next
- * getUpdates confirms it to Telegram (a higher offset confirms every update
- * below it: https://core.telegram.org/bots/api#getupdates), so a crash
- * between the two loses nothing; the journal also remembers handled ids, so
- * updates Telegram hands over again are not answered twice.
+ * Long polling. A higher offset in getUpdates confirms every update below it
+ * to Telegram (https://core.telegram.org/bots/api#getupdates), so the next
+ * getUpdates goes out only once every update of the batch is journaled by
+ * the gate; an update the journal did not take is asked for again (the
+ * offset stays at it), after a pause. The journal also remembers handled
+ * ids, so updates Telegram hands over again are not answered twice.
  */
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ingress/ingress.h"
-#include "lib/jsonr.h"
+#include "lib/backoff.h"
 #include "lib/log.h"
-#include "telegram/tg.h"
 
 #define POLL_TIMEOUT_S 30
 #define POLL_MARGIN_S 15 /* on top of the long-poll timeout, for the network */
-#define MAX_BACKOFF_S 30
+
+static const struct backoff poll_backoff = {1000, 30000, false};
 
 struct poller {
-	struct bot *bot;
+	const struct ingress *in;
 	struct daemon daemon;
 	struct tg_call *call;
 	struct event *retry_timer;
 	int64_t offset;
-	size_t unaccepted; /* updates of the last batch not yet journaled */
+	size_t waiting;       /* updates of the batch the gate has not answered for */
+	int64_t not_journaled; /* the lowest update id of the batch the journal did not take; 0: none */
 	int failures;
 	bool may_delete_webhook;
 };
 
 static void poll_next(struct poller *p);
 
-static void retry_in(struct poller *p, long seconds)
+static void retry_in(struct poller *p, long ms)
 {
-	struct timeval tv = {seconds, 0};
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 	if (evtimer_add(p->retry_timer, &tv) != 0) {
 		log_error("poll: cannot schedule the next poll");
 		daemon_fail(&p->daemon, 1);
@@ -41,25 +44,90 @@ static void retry_in(struct poller *p, long seconds)
 
 static long backoff(struct poller *p)
 {
-	long s = 1L << (p->failures < 5 ? p->failures : 5);
-	p->failures++;
-	return s < MAX_BACKOFF_S ? s : MAX_BACKOFF_S;
+	return backoff_ms(&poll_backoff, ++p->failures);
 }
 
-static void on_accepted(void *arg)
+/* The batch is journaled, or what of it is not will be asked for again. */
+static void batch_done(struct poller *p)
+{
+	if (p->daemon.is_stopping)
+		return;
+	if (!p->not_journaled) {
+		poll_next(p);
+		return;
+	}
+	long ms = backoff(p);
+	log_warn("poll: update=%lld and later were not journaled; asking for them again in %ld ms",
+		 (long long)p->not_journaled, ms);
+	p->offset = p->not_journaled;
+	p->not_journaled = 0;
+	retry_in(p, ms);
+}
+
+static void on_accepted(void *arg, int64_t update_id, bool is_journaled)
 {
 	struct poller *p = arg;
-	if (--p->unaccepted == 0 && !p->daemon.is_stopping)
-		poll_next(p);
+	if (!is_journaled && (!p->not_journaled || update_id < p->not_journaled))
+		p->not_journaled = update_id;
+	if (--p->waiting == 0)
+		batch_done(p);
 }
 
-/* The offset moves past every update with an id, even one that fails to decode. */
-static void receive(struct poller *p, const char *update, size_t len)
+struct received {
+	struct tg_update update;
+	char *text;
+};
+
+/*
+ * Reads the batch (every update of it, first: the count of answers to wait
+ * for is known before any is handed over), moves the offset past every
+ * update with an id, even one that cannot be decoded, and hands the rest to
+ * the gate.
+ */
+static void receive_batch(struct poller *p, const json_t *list)
 {
-	p->unaccepted++;
-	int64_t id = bot_receive(p->bot, update, len, on_accepted, p);
-	if (id >= p->offset)
-		p->offset = id + 1;
+	size_t n = json_array_size(list), k = 0;
+	struct received *batch = calloc(n + 1, sizeof *batch);
+	if (!batch) {
+		log_error("poll: out of memory reading updates; asking for them again");
+		retry_in(p, backoff(p));
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const json_t *item = json_array_get(list, i);
+		char err[160];
+		struct tg_update *u = &batch[k].update;
+		int rc = update_decode(item, u, err, sizeof err);
+		if (u->update_id >= p->offset)
+			p->offset = u->update_id + 1;
+		if (rc != 0) {
+			if (u->update_id)
+				log_warn("bot: update=%lld: skipped, it cannot be decoded: %s", (long long)u->update_id, err);
+			else
+				log_warn("poll: getUpdates listed something that is not an Update (%s)", err);
+			update_clear(u);
+			continue;
+		}
+		/* The journal keeps the update's text. */
+		if (!(batch[k].text = json_dumps(item, JSON_COMPACT))) {
+			log_error("bot: update=%lld: out of memory; asking for it again", (long long)u->update_id);
+			if (!p->not_journaled || u->update_id < p->not_journaled)
+				p->not_journaled = u->update_id;
+			update_clear(u);
+			continue;
+		}
+		k++;
+	}
+	p->waiting = k;
+	for (size_t i = 0; i < k; i++) {
+		int64_t id = batch[i].update.update_id;
+		if (gate_receive(p->in->gate, &batch[i].update, batch[i].text, strlen(batch[i].text), on_accepted, p) != 0)
+			on_accepted(p, id, false);
+		free(batch[i].text);
+	}
+	free(batch);
+	if (k == 0)
+		batch_done(p);
 }
 
 static void on_updates(void *arg, const struct tg_result *res)
@@ -71,48 +139,24 @@ static void on_updates(void *arg, const struct tg_result *res)
 			daemon_fail(&p->daemon, 1);
 			return;
 		}
-		long wait = backoff(p);
+		long ms = backoff(p);
 		if (res->error_code == 409)
 			log_error("poll: getUpdates conflicts with a webhook or another running instance "
-				  "(%s); retrying in %ld s",
-				  res->description, wait);
+				  "(%s); retrying in %ld ms",
+				  res->description, ms);
 		else
-			log_warn("poll: getUpdates failed (%ld %s); retrying in %ld s", res->error_code,
-				 res->description, wait);
-		retry_in(p, wait);
+			log_warn("poll: getUpdates failed (%ld %s); retrying in %ld ms", res->error_code,
+				 res->description, ms);
+		retry_in(p, ms);
 		return;
 	}
-	if (!res->list && !json_is_array(res->result)) {
+	if (!json_is_array(res->result)) {
 		log_warn("poll: getUpdates answered something that is not a list of updates");
 		retry_in(p, backoff(p));
 		return;
 	}
 	p->failures = 0;
-	/* One more than handed over: the next poll waits until the offset has passed them all. */
-	p->unaccepted = 1;
-	if (res->list) {
-		struct jsonr r;
-		const char *update;
-		size_t len;
-		jsonr_init(&r, res->list, res->list_len);
-		if (jsonr_take(&r, '[') && !jsonr_take(&r, ']'))
-			do {
-				if (!jsonr_span(&r, 1, &update, &len))
-					break; /* not met: tg checked the list */
-				receive(p, update, len);
-			} while (jsonr_take(&r, ','));
-	} else {
-		for (size_t i = 0; i < json_array_size(res->result); i++) {
-			char *update = json_dumps(json_array_get(res->result, i), JSON_COMPACT | JSON_ENCODE_ANY);
-			if (!update) {
-				log_error("poll: out of memory reading an update; it comes again after a restart");
-				continue;
-			}
-			receive(p, update, strlen(update));
-			free(update);
-		}
-	}
-	on_accepted(p);
+	receive_batch(p, res->result);
 }
 
 static void poll_next(struct poller *p)
@@ -121,8 +165,8 @@ static void poll_next(struct poller *p)
 	p->call = NULL;
 	if (asprintf(&params, "{\"offset\":%lld,\"timeout\":%d,\"allowed_updates\":[\"message\"]}",
 		     (long long)p->offset, POLL_TIMEOUT_S) >= 0)
-		p->call = tg_call(p->bot->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S,
-				  on_updates, p);
+		p->call = tg_call(p->in->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S, on_updates,
+				  p);
 	if (!p->call)
 		retry_in(p, backoff(p));
 }
@@ -144,7 +188,7 @@ static void stop_taking(void *arg)
 
 static void start_polling(struct poller *p)
 {
-	bot_resume(p->bot);
+	gate_resume(p->in->gate);
 	poll_next(p);
 }
 
@@ -181,7 +225,7 @@ static void on_webhook_info(void *arg, const struct tg_result *res)
 		daemon_fail(&p->daemon, 1);
 		return;
 	}
-	p->call = tg_call(p->bot->tg, "deleteWebhook", NULL, 0, 0, POLL_MARGIN_S, on_webhook_deleted, p);
+	p->call = tg_call(p->in->tg, "deleteWebhook", NULL, 0, 0, POLL_MARGIN_S, on_webhook_deleted, p);
 	if (!p->call)
 		daemon_fail(&p->daemon, 1);
 }
@@ -193,22 +237,23 @@ static void on_identified(void *arg, int status)
 		daemon_fail(&p->daemon, 1);
 		return;
 	}
-	p->call = tg_call(p->bot->tg, "getWebhookInfo", NULL, 0, 0, POLL_MARGIN_S, on_webhook_info, p);
+	p->call = tg_call(p->in->tg, "getWebhookInfo", NULL, 0, 0, POLL_MARGIN_S, on_webhook_info, p);
 	if (!p->call)
 		daemon_fail(&p->daemon, 1);
 }
 
-int ingress_poll_run(struct bot *b, bool delete_webhook)
+int ingress_poll_run(const struct ingress *in, bool delete_webhook)
 {
-	struct poller p = {.bot = b, .may_delete_webhook = delete_webhook};
-	p.retry_timer = evtimer_new(b->base, on_retry_timer, &p);
-	if (!p.retry_timer || daemon_init(&p.daemon, b, stop_taking, &p) != 0) {
+	struct poller p = {.in = in, .may_delete_webhook = delete_webhook};
+	p.retry_timer = evtimer_new(in->base, on_retry_timer, &p);
+	if (!p.retry_timer || daemon_init(&p.daemon, in, stop_taking, &p) != 0) {
 		if (p.retry_timer)
 			event_free(p.retry_timer);
 		return 1;
 	}
-	bot_identify(b, false, on_identified, &p);
-	int status = daemon_run(&p.daemon);
+	int status = 1;
+	if (gate_identify(in->gate, false, on_identified, &p) == 0)
+		status = daemon_run(&p.daemon);
 	stop_taking(&p);
 	daemon_free(&p.daemon);
 	event_free(p.retry_timer);

@@ -1,10 +1,11 @@
 /*
  * The webhook server: Telegram POSTs each Update to WEBHOOK_PATH
- * (https://core.telegram.org/bots/api#setwebhook). The answer is 200 at once;
- * the update is journaled and goes through the same pipeline as in polling,
- * and a redelivered update id is acknowledged without a second answer.
- * With WEBHOOK_SECRET, a request without the matching
- * X-Telegram-Bot-Api-Secret-Token header gets 401 and is not looked at.
+ * (https://core.telegram.org/bots/api#setwebhook). The answer is 200 once
+ * the update is journaled (the job goes on after it), 500 when the journal
+ * cannot take it, so that Telegram delivers it again; a redelivered update
+ * id is acknowledged without a second answer. With WEBHOOK_SECRET, a request
+ * without the matching X-Telegram-Bot-Api-Secret-Token header gets 401 and
+ * is not looked at.
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -17,14 +18,14 @@
 
 #include "ingress/ingress.h"
 #include "lib/log.h"
-#include "telegram/webhook.h"
+#include "ingress/webhook.h"
 
 #define MAX_BODY (1u << 20)     /* Telegram's updates are far smaller */
 #define MAX_HEADERS (16u << 10)
 #define REQUEST_TIMEOUT_S 10    /* per read/write: a slow client cannot hold a connection */
 
 struct server {
-	struct bot *bot;
+	const struct ingress *in;
 	struct daemon daemon;
 	struct evhttp *http;
 	struct evhttp_bound_socket *listener;
@@ -42,11 +43,26 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
 		evbuffer_free(out);
 }
 
+/*
+ * The gate has journaled the update, or could not. The request waits for
+ * this: should its client be gone meanwhile, libevent keeps the request for
+ * the reply, which then only frees it.
+ */
+static void on_accepted(void *arg, int64_t update_id, bool is_journaled)
+{
+	struct evhttp_request *req = arg;
+	if (is_journaled)
+		reply(req, 200, "OK", "ok");
+	else
+		reply(req, 500, "Internal Server Error", "not journaled: deliver it again");
+	(void)update_id;
+}
+
 static void on_update_request(struct server *s, struct evhttp_request *req)
 {
 	const char *secret =
 		evhttp_find_header(evhttp_request_get_input_headers(req), "X-Telegram-Bot-Api-Secret-Token");
-	if (!webhook_secret_matches(s->bot->cfg->webhook_secret, secret)) {
+	if (!webhook_secret_matches(s->in->cfg->webhook_secret, secret)) {
 		log_warn("serve: a request without the right secret token was refused");
 		reply(req, 401, "Unauthorized", "unauthorized");
 		return;
@@ -54,13 +70,20 @@ static void on_update_request(struct server *s, struct evhttp_request *req)
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(in);
 	const char *body = (const char *)evbuffer_pullup(in, -1);
-	/* The update is journaled, or on its way to the journal, before Telegram hears 200. */
-	if (!body || bot_receive(s->bot, body, len, NULL, NULL) == 0) {
+	struct tg_update u;
+	switch (body ? ingress_read(body, len, &u) : INGRESS_NOT_UPDATE) {
+	case INGRESS_NOT_UPDATE:
 		log_warn("serve: a POST that is not an Update was refused");
 		reply(req, 400, "Bad Request", "not a Telegram Update");
 		return;
+	case INGRESS_BROKEN:
+		reply(req, 200, "OK", "skipped");
+		return;
+	case INGRESS_UPDATE:
+		break;
 	}
-	reply(req, 200, "OK", "ok");
+	if (gate_receive(s->in->gate, &u, body, len, on_accepted, req) != 0)
+		reply(req, 500, "Internal Server Error", "out of memory");
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -70,14 +93,14 @@ static void on_request(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	if (!path)
 		path = "/";
-	if (strcmp(path, "/healthz") == 0 && strcmp(s->bot->cfg->webhook_path, "/healthz") != 0) {
+	if (strcmp(path, "/healthz") == 0 && strcmp(s->in->cfg->webhook_path, "/healthz") != 0) {
 		if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD)
 			reply(req, 200, "OK", s->daemon.is_stopping ? "stopping" : "ok");
 		else
 			reply(req, 405, "Method Not Allowed", "use GET");
 		return;
 	}
-	if (strcmp(path, s->bot->cfg->webhook_path) != 0) {
+	if (strcmp(path, s->in->cfg->webhook_path) != 0) {
 		reply(req, 404, "Not Found", "not found");
 		return;
 	}
@@ -104,7 +127,7 @@ static struct bufferevent *make_tls_connection(struct event_base *base, void *ar
 
 static int setup_tls(struct server *s)
 {
-	const struct config *cfg = s->bot->cfg;
+	const struct config *cfg = s->in->cfg;
 	s->tls = SSL_CTX_new(TLS_server_method());
 	if (!s->tls || SSL_CTX_set_min_proto_version(s->tls, TLS1_2_VERSION) != 1)
 		goto fail;
@@ -136,7 +159,7 @@ static void stop_taking(void *arg)
 static void on_identified(void *arg, int status)
 {
 	struct server *s = arg;
-	const struct config *cfg = s->bot->cfg;
+	const struct config *cfg = s->in->cfg;
 	if (status != 0) {
 		daemon_fail(&s->daemon, 1);
 		return;
@@ -153,14 +176,14 @@ static void on_identified(void *arg, int status)
 		 cfg->webhook_path, cfg->webhook_secret ? " (secret token required)" : "");
 	if (!cfg->webhook_secret)
 		log_warn("serve: WEBHOOK_SECRET is not set: anyone who finds this URL can post updates");
-	bot_resume(s->bot);
+	gate_resume(s->in->gate);
 }
 
-int ingress_serve_run(struct bot *b)
+int ingress_serve_run(const struct ingress *in)
 {
-	struct server s = {.bot = b};
+	struct server s = {.in = in};
 	int status = 1;
-	s.http = evhttp_new(b->base);
+	s.http = evhttp_new(in->base);
 	if (!s.http) {
 		log_error("serve: cannot create the HTTP server");
 		return 1;
@@ -171,12 +194,12 @@ int ingress_serve_run(struct bot *b)
 	evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
 						   EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(s.http, on_request, &s);
-	if (b->cfg->tls_cert && setup_tls(&s) != 0)
+	if (in->cfg->tls_cert && setup_tls(&s) != 0)
 		goto out;
-	if (daemon_init(&s.daemon, b, stop_taking, &s) != 0)
+	if (daemon_init(&s.daemon, in, stop_taking, &s) != 0)
 		goto out;
-	bot_identify(b, false, on_identified, &s);
-	status = daemon_run(&s.daemon);
+	if (gate_identify(in->gate, false, on_identified, &s) == 0)
+		status = daemon_run(&s.daemon);
 	daemon_free(&s.daemon);
 out:
 	evhttp_free(s.http);

@@ -38,10 +38,12 @@ struct http_call {
 	struct http_call *prev, *next;
 	CURL *easy;
 	struct curl_slist *headers; /* into header_nodes, or NULL */
+	curl_mime *form;            /* a multipart body, or NULL */
 	struct buf body;     /* the response's, when buffered */
 	size_t request_len; /* the request body's */
 	long retry_after;
-	char *etag; /* NULL until a response carries one */
+	const char *const *keep_headers;
+	char *kept[HTTP_MAX_KEPT]; /* their values; NULL until a response carries one */
 	char error[CURL_ERROR_SIZE];
 	bool is_too_big;
 	bool is_aborted;
@@ -57,6 +59,14 @@ struct http_call {
 };
 
 static void check_finished(struct http_client *c);
+
+static void forget_kept(struct http_call *call)
+{
+	for (size_t i = 0; i < HTTP_MAX_KEPT; i++) {
+		free(call->kept[i]);
+		call->kept[i] = NULL;
+	}
+}
 
 /* curl_easy_reset keeps the share: only new handles need it set. */
 static CURL *get_easy(struct http_client *c)
@@ -92,8 +102,9 @@ static void call_free(struct http_call *call)
 		call->next->prev = call->prev;
 	curl_multi_remove_handle(c->multi, call->easy);
 	put_easy(c, call->easy);
+	curl_mime_free(call->form);
 	buf_free(&call->body);
-	free(call->etag);
+	forget_kept(call);
 	free(call);
 }
 
@@ -184,7 +195,10 @@ static void check_finished(struct http_client *c)
 		resp.body = buf_str(&call->body);
 		resp.body_len = call->body.len;
 		resp.retry_after = call->retry_after;
-		resp.etag = call->etag ? call->etag : "";
+		const char *kept[HTTP_MAX_KEPT];
+		for (size_t i = 0; i < HTTP_MAX_KEPT; i++)
+			kept[i] = call->kept[i] ? call->kept[i] : "";
+		resp.headers = kept;
 
 		call->on_done(call->arg, &resp);
 		call_free(call);
@@ -231,6 +245,22 @@ static const char *header_value(const char *s, size_t len, size_t *value_len)
 	return s;
 }
 
+/* Keeps the value of a header the request named; false when out of memory. */
+static bool keep_header(struct http_call *call, const char *line, size_t len)
+{
+	for (size_t i = 0; call->keep_headers && i < HTTP_MAX_KEPT && call->keep_headers[i]; i++) {
+		size_t name_len = strlen(call->keep_headers[i]);
+		if (len <= name_len || line[name_len] != ':' || strncasecmp(line, call->keep_headers[i], name_len) != 0)
+			continue;
+		size_t value_len;
+		const char *value = header_value(line + name_len + 1, len - name_len - 1, &value_len);
+		free(call->kept[i]);
+		call->kept[i] = strndup(value, value_len);
+		return call->kept[i] != NULL;
+	}
+	return true;
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *userp)
 {
 	struct http_call *call = userp;
@@ -241,8 +271,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 	if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
 		/* A new response (after a 100 Continue or a redirect) starts afresh. */
 		call->retry_after = -1;
-		free(call->etag);
-		call->etag = NULL;
+		forget_kept(call);
 	} else if (len > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
 		char text[64];
 		value = header_value(data + 12, len - 12, &value_len);
@@ -260,12 +289,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 			if (when > 0)
 				call->retry_after = when > now ? (long)(when - now) : 0;
 		}
-	} else if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
-		value = header_value(data + 5, len - 5, &value_len);
-		free(call->etag);
-		call->etag = strndup(value, value_len);
-		if (!call->etag)
-			return 0; /* curl stops the transfer: an answer without its ETag would mislead */
+	} else if (!keep_header(call, data, len)) {
+		return 0; /* curl stops the transfer: an answer without a header asked for would mislead */
 	}
 	return len;
 }
@@ -339,6 +364,30 @@ void http_client_free(struct http_client *c)
  */
 static const char no_expect[] = "Expect:";
 
+/* The form's fields as a curl_mime, data copied; NULL when out of memory or a file cannot be read. */
+static curl_mime *make_form(CURL *easy, const struct http_form_field *fields, size_t n)
+{
+	curl_mime *mime = curl_mime_init(easy);
+	CURLcode rc = mime ? CURLE_OK : CURLE_OUT_OF_MEMORY;
+	for (size_t i = 0; i < n && rc == CURLE_OK; i++) {
+		const struct http_form_field *f = &fields[i];
+		curl_mimepart *part = curl_mime_addpart(mime);
+		rc = part ? curl_mime_name(part, f->name) : CURLE_OUT_OF_MEMORY;
+		if (rc == CURLE_OK)
+			rc = f->data ? curl_mime_data(part, f->data, f->len) : curl_mime_filedata(part, f->path);
+		if (rc == CURLE_OK && f->filename)
+			rc = curl_mime_filename(part, f->filename);
+		if (rc == CURLE_OK && f->type)
+			rc = curl_mime_type(part, f->type);
+	}
+	if (rc != CURLE_OK) {
+		log_error("http: cannot build a form: %s", curl_easy_strerror(rc));
+		curl_mime_free(mime);
+		return NULL;
+	}
+	return mime;
+}
+
 /* A call with room for its header list: the lines' copies follow the nodes. */
 static struct http_call *call_new(const struct http_request *req)
 {
@@ -373,6 +422,7 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	call->client = c;
 	call->retry_after = -1;
 	call->on_data = req->on_data;
+	call->keep_headers = req->keep_headers;
 	call->on_done = req->on_done;
 	call->arg = req->arg;
 	call->request_len = req->body ? req->body_len : 0;
@@ -426,13 +476,17 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	if (req->body) {
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 		SET(CURLOPT_POSTFIELDS, req->body);
+	} else if (req->form) {
+		if (!(call->form = make_form(e, req->form, req->n_form)))
+			goto fail;
+		SET(CURLOPT_MIMEPOST, call->form);
 	}
 	if (req->aws_sigv4) {
 		SET(CURLOPT_AWS_SIGV4, req->aws_sigv4);
 		SET(CURLOPT_USERNAME, req->username ? req->username : "");
 		SET(CURLOPT_PASSWORD, req->password ? req->password : "");
 	}
-	if (req->method && strcmp(req->method, req->body ? "POST" : "GET") != 0)
+	if (req->method && strcmp(req->method, req->body || req->form ? "POST" : "GET") != 0)
 		SET(CURLOPT_CUSTOMREQUEST, req->method);
 #undef SET
 	if (rc != CURLE_OK) {
@@ -452,6 +506,7 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 fail:
 	if (call->easy)
 		put_easy(c, call->easy);
+	curl_mime_free(call->form);
 	buf_free(&call->body);
 	free(call);
 	return NULL;

@@ -20,6 +20,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#define HTTP_MAX_KEPT 4
+
 struct http_client;
 struct http_call;
 
@@ -33,10 +35,21 @@ struct http_response {
 	const char *body;       /* the buffered body, NUL-terminated; borrowed for the callback */
 	size_t body_len;
 	long retry_after;       /* seconds from a Retry-After header, -1 when absent */
-	const char *etag;       /* the ETag header as sent (quotes kept); "" when absent */
+	/* The values of the headers the request asked to keep, in its order; "" when absent. */
+	const char *const *headers;
 };
 
 typedef void (*http_done_cb)(void *arg, const struct http_response *resp);
+
+/* One field of a multipart/form-data body (RFC 7578): a value, or a file to upload. */
+struct http_form_field {
+	const char *name;
+	const char *data;     /* the value (len bytes), or NULL for a file */
+	size_t len;
+	const char *path;     /* the file to upload when data is NULL */
+	const char *filename; /* the file name the server is told; NULL: none for a value, the file's own for a file */
+	const char *type;     /* its Content-Type, or NULL */
+};
 /*
  * Streaming: body bytes of a 2xx response as they arrive (other statuses are
  * buffered for on_done). Return 0 to go on, non-zero to stop the transfer;
@@ -50,10 +63,19 @@ struct http_request {
 	const char *const *headers;  /* NULL-terminated "Name: value" list, or NULL */
 	const char *body;            /* NULL for none; borrowed for the whole call (see above) */
 	size_t body_len;
+	/* A multipart/form-data body instead (POST), copied by http_start; NULL for none. */
+	const struct http_form_field *form;
+	size_t n_form;
 	long timeout_ms;             /* the whole transfer; 0 = none */
 	long stall_s;                /* give up when nothing arrives for this long; 0 = none */
 	size_t max_body;             /* largest buffered body accepted */
 	http_data_cb on_data;        /* NULL: buffer the body */
+	/*
+	 * Names of response headers whose values to keep (at most
+	 * HTTP_MAX_KEPT, NULL-terminated, case-insensitive), or NULL; borrowed
+	 * for the whole call.
+	 */
+	const char *const *keep_headers;
 	/*
 	 * AWS Signature V4 by libcurl (CURLOPT_AWS_SIGV4), e.g. "aws:amz:ru-central1:s3",
 	 * with the key id and secret as username and password; NULL for none.

@@ -1,5 +1,6 @@
 #include "model/llm.h"
 
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -7,14 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/backoff.h"
 #include "lib/buf.h"
-#include "model/chunk.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
+#include "model/chunk.h"
 #include "model/sse.h"
+#include "model/tokens.h"
 
 #define LLM_MAX_ATTEMPTS 3
-#define LLM_BACKOFF_MS 500
 #define LLM_MAX_RETRY_AFTER 30     /* seconds; a longer wait is not worth a person's time */
 #define LLM_MAX_ANSWER (512u << 10) /* bytes of answer text */
 #define LLM_MAX_EVENT (1u << 20)    /* one SSE event */
@@ -29,13 +31,17 @@ struct llm_client {
 	char *auth;
 	char *model;
 	long timeout_s;
+	double token_scale;
 };
+
+static const struct backoff retry_backoff = {500, 8000, false};
 
 enum body_kind { BODY_UNKNOWN, BODY_SSE, BODY_JSON };
 
 struct llm_call {
 	struct llm_client *llm;
 	char *body; /* the request; freed once the answer's text has begun */
+	size_t estimated_tokens; /* the prompt's, unscaled (model/tokens.h) */
 	struct http_call *http;
 	struct event *retry_timer;
 	int attempts;
@@ -239,6 +245,9 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 static void finish(struct llm_call *call, enum llm_status status)
 {
 	call->http = NULL;
+	if (status == LLM_OK)
+		call->llm->token_scale =
+			tokens_calibrate(call->llm->token_scale, call->estimated_tokens, call->prompt_tokens);
 	struct llm_result res = {
 		.status = status,
 		.prompt_tokens = call->prompt_tokens,
@@ -252,7 +261,7 @@ static void finish(struct llm_call *call, enum llm_status status)
 /* Retries when attempts remain (status is what the user gets otherwise). */
 static void retry_or_finish(struct llm_call *call, enum llm_status status, long retry_after)
 {
-	long delay_ms = (long)LLM_BACKOFF_MS << (call->attempts - 1);
+	long delay_ms = backoff_ms(&retry_backoff, call->attempts);
 	if (retry_after >= 0)
 		delay_ms = retry_after * 1000;
 	if (call->attempts >= LLM_MAX_ATTEMPTS || retry_after > LLM_MAX_RETRY_AFTER) {
@@ -399,24 +408,30 @@ static int start_attempt(struct llm_call *call)
 }
 
 struct llm_client *llm_client_new(struct event_base *base, struct http_client *http,
-				  const struct config *cfg)
+				  const struct llm_options *o)
 {
 	struct llm_client *llm = calloc(1, sizeof *llm);
 	if (!llm)
 		return NULL;
 	llm->base = base;
 	llm->http = http;
-	llm->timeout_s = cfg->llm_timeout_s;
-	llm->model = strdup(cfg->llm_model);
-	if (asprintf(&llm->url, "%s/chat/completions", cfg->llm_base_url) < 0)
+	llm->timeout_s = o->timeout_s;
+	llm->token_scale = 1.0;
+	llm->model = strdup(o->model);
+	if (asprintf(&llm->url, "%s/chat/completions", o->base_url) < 0)
 		llm->url = NULL;
-	if (asprintf(&llm->auth, "Authorization: Bearer %s", cfg->llm_key) < 0)
+	if (asprintf(&llm->auth, "Authorization: Bearer %s", o->key) < 0)
 		llm->auth = NULL;
 	if (!llm->model || !llm->url || !llm->auth) {
 		llm_client_free(llm);
 		return NULL;
 	}
 	return llm;
+}
+
+double llm_token_scale(const struct llm_client *llm)
+{
+	return llm->token_scale;
 }
 
 void llm_client_free(struct llm_client *llm)
@@ -463,6 +478,7 @@ struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, 
 	call->progress = progress;
 	call->done = done;
 	call->arg = arg;
+	call->estimated_tokens = tokens_estimate_turns(turns, n);
 	call->body = request_body(llm, turns, n);
 	if (!call->body || start_attempt(call) != 0)
 		goto fail;

@@ -9,7 +9,8 @@
  * Transient failures (429 rate limits, 5xx, timeouts, a stream cut before any
  * text) are retried here with backoff, obeying Retry-After. Everything else
  * is classified for the caller, who words it for the user: only the caller
- * can trim the history on LLM_CONTEXT.
+ * can trim the history on LLM_CONTEXT. The client also learns how the
+ * model counts tokens (llm_token_scale), which the caller's budget needs.
  */
 #ifndef TGLLM_LLM_H
 #define TGLLM_LLM_H
@@ -17,7 +18,6 @@
 #include <event2/event.h>
 #include <stddef.h>
 
-#include "config.h"
 #include "lib/history.h"
 #include "lib/http.h"
 
@@ -47,9 +47,22 @@ typedef void (*llm_progress_cb)(void *arg);
 struct llm_client;
 struct llm_call;
 
+struct llm_options {
+	const char *base_url; /* requests go to <base_url>/chat/completions */
+	const char *key;      /* a secret: sent as the bearer token, never logged */
+	const char *model;
+	long timeout_s;       /* a whole answer */
+};
+
 struct llm_client *llm_client_new(struct event_base *base, struct http_client *http,
-				  const struct config *cfg);
+				  const struct llm_options *o);
 void llm_client_free(struct llm_client *llm);
+
+/*
+ * Real tokens per estimated token (model/tokens.h), learned from the usage
+ * the API reports with every answer; 1 until then.
+ */
+double llm_token_scale(const struct llm_client *llm);
 
 /*
  * Asks for a completion of the n turns (read during the call only). The

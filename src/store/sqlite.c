@@ -1,4 +1,8 @@
-/* The SQLite store: one database file in WAL mode; see docs/internals/STORE.md. */
+/*
+ * The SQLite store: one database file in WAL mode; see docs/internals/STORE.md.
+ * A statement runs at once (local and short: it does not hold up the loop);
+ * its outcome is answered through the loop, as store.h promises.
+ */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +10,7 @@
 #include <time.h>
 
 #include "lib/log.h"
-#include "store/store.h"
+#include "store/backend.h"
 
 #define HISTORY_LOAD_MAX 2000 /* turns; far beyond any context window */
 #define JOURNAL_KEEP_S (7 * 86400)
@@ -100,7 +104,7 @@ static void history_load(struct store *base, int64_t chat_id, store_history_cb c
 	sqlite3_clear_bindings(s->load);
 	if (err)
 		history_free(&h);
-	cb(arg, err, &h);
+	store_answer_history(base, cb, arg, err, &h);
 }
 
 static int mark_done(struct store_sqlite *s, int64_t update_id)
@@ -127,14 +131,14 @@ static void history_append(struct store *base, int64_t chat_id, const struct tur
 		err = run(s, s->commit, "COMMIT");
 	if (err && run(s, s->rollback, "ROLLBACK") != 0)
 		log_error("store: sqlite: the transaction could not be rolled back");
-	cb(arg, err);
+	store_answer_done(base, cb, arg, err);
 }
 
 static void history_clear(struct store *base, int64_t chat_id, store_done_cb cb, void *arg)
 {
 	struct store_sqlite *s = from(base);
 	sqlite3_bind_int64(s->clear, 1, chat_id);
-	cb(arg, run(s, s->clear, "clearing history"));
+	store_answer_done(base, cb, arg, run(s, s->clear, "clearing history"));
 }
 
 static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
@@ -146,19 +150,19 @@ static void update_claim(struct store *base, int64_t update_id, int64_t chat_id,
 	sqlite3_bind_text64(s->claim, 3, raw, raw_len, SQLITE_STATIC, SQLITE_UTF8);
 	sqlite3_bind_int64(s->claim, 4, (sqlite3_int64)time(NULL));
 	int err = run(s, s->claim, "journaling an update");
-	cb(arg, err, !err && sqlite3_changes(s->db) > 0);
+	store_answer_claim(base, cb, arg, err, !err && sqlite3_changes(s->db) > 0);
 }
 
 static void update_done(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
 {
-	cb(arg, mark_done(from(base), update_id));
+	store_answer_done(base, cb, arg, mark_done(from(base), update_id));
 }
 
 static void update_release(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
 {
 	struct store_sqlite *s = from(base);
 	sqlite3_bind_int64(s->release, 1, update_id);
-	cb(arg, run(s, s->release, "releasing an update"));
+	store_answer_done(base, cb, arg, run(s, s->release, "releasing an update"));
 }
 
 static void update_pending(struct store *base, store_pending_cb cb, void *arg)
@@ -184,42 +188,30 @@ static void update_pending(struct store *base, store_pending_cb cb, void *arg)
 		n++;
 	}
 	if (rc != SQLITE_DONE) {
-		log_db_error(s, "reading the update journal");
+		log_error("store: sqlite: reading the update journal: %s",
+			  rc == SQLITE_ROW ? "out of memory" : sqlite3_errmsg(s->db));
 		err = -1;
 	}
 	sqlite3_reset(s->pending);
-	for (size_t i = 0; i < n; i++) {
-		cb(arg, 0, raws[i]);
-		free(raws[i]);
-	}
-	free(raws);
-	cb(arg, err, NULL);
+	store_answer_pending(base, cb, arg, err, raws, n);
 }
 
-/*
- * The callbacks below run after the statement is reset: a callback may well
- * call the store again, and SQLite statements are not reentrant.
- */
 static void setting_get(struct store *base, int64_t scope, const char *key, store_value_cb cb, void *arg)
 {
 	struct store_sqlite *s = from(base);
-	char *value = NULL;
 	int err = 0;
 	sqlite3_bind_int64(s->get, 1, scope);
 	sqlite3_bind_text(s->get, 2, key, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s->get);
-	if (rc == SQLITE_ROW) {
-		const char *v = (const char *)sqlite3_column_text(s->get, 0);
-		if (v && !(value = strdup(v)))
-			err = -1;
-	} else if (rc != SQLITE_DONE) {
+	const char *value = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s->get, 0) : NULL;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
 		log_db_error(s, "reading a setting");
 		err = -1;
 	}
+	/* Copied before the statement is reset, which frees the row. */
+	store_answer_value(base, cb, arg, err, value);
 	sqlite3_reset(s->get);
 	sqlite3_clear_bindings(s->get);
-	cb(arg, err, value);
-	free(value);
 }
 
 static void setting_set(struct store *base, int64_t scope, const char *key, const char *value,
@@ -229,7 +221,7 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 	sqlite3_bind_int64(s->set, 1, scope);
 	sqlite3_bind_text(s->set, 2, key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s->set, 3, value, -1, SQLITE_STATIC);
-	cb(arg, run(s, s->set, "writing a setting"));
+	store_answer_done(base, cb, arg, run(s, s->set, "writing a setting"));
 }
 
 static void store_sqlite_free(struct store *base)
@@ -240,6 +232,7 @@ static void store_sqlite_free(struct store *base)
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sqlite3_finalize(all[i]);
 	sqlite3_close(s->db);
+	store_clear(&s->base);
 	free(s);
 }
 
@@ -338,14 +331,14 @@ static int set_wal(struct store_sqlite *s)
 	return rc;
 }
 
-int store_sqlite_open(const char *path, struct store **out, char *err, size_t errlen)
+int store_sqlite_open(const char *path, struct event_base *base, struct store **out, char *err, size_t errlen)
 {
 	struct store_sqlite *s = calloc(1, sizeof *s);
-	if (!s) {
+	if (!s || store_init(&s->base, &sqlite_ops, base) != 0) {
+		free(s);
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	s->base.ops = &sqlite_ops;
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");

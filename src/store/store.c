@@ -1,16 +1,20 @@
 #include "store/store.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-int store_open(const char *spec, struct event_base *base, struct http_client *http,
+#include "lib/log.h"
+#include "store/backend.h"
+
+int store_open(const struct store_options *o, struct event_base *base, struct http_client *http,
 	       struct store **out, char *err, size_t errlen)
 {
-	if (strncmp(spec, "sqlite:", 7) == 0)
-		return store_sqlite_open(spec + 7, out, err, errlen);
-	if (strncmp(spec, "s3://", 5) == 0)
-		return store_s3_open(spec, base, http, out, err, errlen);
-	snprintf(err, errlen, "unknown store '%s'", spec);
+	if (strncmp(o->spec, "sqlite:", 7) == 0)
+		return store_sqlite_open(o->spec + 7, base, out, err, errlen);
+	if (strncmp(o->spec, "s3://", 5) == 0)
+		return store_s3_open(o, base, http, out, err, errlen);
+	snprintf(err, errlen, "unknown store '%s'", o->spec);
 	return -1;
 }
 
@@ -18,4 +22,240 @@ void store_free(struct store *s)
 {
 	if (s)
 		s->ops->free(s);
+}
+
+/* ---- the wrappers: every caller goes through these, never through the table ---- */
+
+void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, void *arg)
+{
+	s->ops->history_load(s, chat_id, cb, arg);
+}
+
+void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n, int64_t update_id,
+			  store_done_cb cb, void *arg)
+{
+	s->ops->history_append(s, chat_id, turns, n, update_id, cb, arg);
+}
+
+void store_history_clear(struct store *s, int64_t chat_id, store_done_cb cb, void *arg)
+{
+	s->ops->history_clear(s, chat_id, cb, arg);
+}
+
+void store_update_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t raw_len,
+			store_claim_cb cb, void *arg)
+{
+	s->ops->update_claim(s, update_id, chat_id, raw, raw_len, cb, arg);
+}
+
+void store_update_done(struct store *s, int64_t update_id, store_done_cb cb, void *arg)
+{
+	s->ops->update_done(s, update_id, cb, arg);
+}
+
+void store_update_release(struct store *s, int64_t update_id, store_done_cb cb, void *arg)
+{
+	s->ops->update_release(s, update_id, cb, arg);
+}
+
+void store_update_pending(struct store *s, store_pending_cb cb, void *arg)
+{
+	s->ops->update_pending(s, cb, arg);
+}
+
+void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg)
+{
+	s->ops->setting_get(s, scope, key, cb, arg);
+}
+
+void store_setting_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
+		       void *arg)
+{
+	s->ops->setting_set(s, scope, key, value, cb, arg);
+}
+
+/* ---- answers through the loop ---- */
+
+enum answer_kind { ANSWER_DONE, ANSWER_HISTORY, ANSWER_CLAIM, ANSWER_VALUE, ANSWER_PENDING };
+
+struct store_answer {
+	struct store_answer *next;
+	enum answer_kind kind;
+	union {
+		store_done_cb done;
+		store_history_cb history;
+		store_claim_cb claim;
+		store_value_cb value;
+		store_pending_cb pending;
+	} cb;
+	void *arg;
+	int err;
+	bool is_new;
+	struct history history;
+	char *value;
+	char **raws;
+	size_t n_raws;
+};
+
+static void answer_free(struct store_answer *a)
+{
+	history_free(&a->history);
+	free(a->value);
+	for (size_t i = 0; i < a->n_raws; i++)
+		free(a->raws[i]);
+	free(a->raws);
+	free(a);
+}
+
+/* Gives one answer; the callback may start new operations (they queue behind). */
+static void answer_give(struct store_answer *a)
+{
+	switch (a->kind) {
+	case ANSWER_DONE:
+		a->cb.done(a->arg, a->err);
+		break;
+	case ANSWER_HISTORY:
+		a->cb.history(a->arg, a->err, &a->history);
+		break;
+	case ANSWER_CLAIM:
+		a->cb.claim(a->arg, a->err, a->is_new);
+		break;
+	case ANSWER_VALUE:
+		a->cb.value(a->arg, a->err, a->value);
+		break;
+	case ANSWER_PENDING:
+		for (size_t i = 0; i < a->n_raws; i++)
+			a->cb.pending(a->arg, 0, a->raws[i]);
+		a->cb.pending(a->arg, a->err, NULL);
+		break;
+	}
+	answer_free(a);
+}
+
+static void on_kick(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct store *s = arg;
+	/* Only the answers waiting now: those their callbacks queue wait for the next turn of the loop. */
+	struct store_answer *a = s->head;
+	s->head = s->tail = NULL;
+	while (a) {
+		struct store_answer *next = a->next;
+		answer_give(a);
+		a = next;
+	}
+}
+
+static void answer_queue(struct store *s, struct store_answer *a)
+{
+	if (s->tail)
+		s->tail->next = a;
+	else
+		s->head = a;
+	s->tail = a;
+	event_active(s->kick, 0, 0);
+}
+
+/* A new answer, or NULL when out of memory (then the callback runs at once, with an error). */
+static struct store_answer *answer_new(enum answer_kind kind, void *arg, int err)
+{
+	struct store_answer *a = calloc(1, sizeof *a);
+	if (!a) {
+		log_error("store: out of memory: an operation is answered at once, as failed");
+		return NULL;
+	}
+	a->kind = kind;
+	a->arg = arg;
+	a->err = err;
+	return a;
+}
+
+void store_answer_done(struct store *s, store_done_cb cb, void *arg, int err)
+{
+	struct store_answer *a = answer_new(ANSWER_DONE, arg, err);
+	if (!a) {
+		cb(arg, -1);
+		return;
+	}
+	a->cb.done = cb;
+	answer_queue(s, a);
+}
+
+void store_answer_history(struct store *s, store_history_cb cb, void *arg, int err, struct history *h)
+{
+	struct store_answer *a = answer_new(ANSWER_HISTORY, arg, err);
+	if (!a) {
+		history_free(h);
+		cb(arg, -1, h);
+		return;
+	}
+	a->cb.history = cb;
+	a->history = *h;
+	*h = (struct history)HISTORY_INIT;
+	answer_queue(s, a);
+}
+
+void store_answer_claim(struct store *s, store_claim_cb cb, void *arg, int err, bool is_new)
+{
+	struct store_answer *a = answer_new(ANSWER_CLAIM, arg, err);
+	if (!a) {
+		cb(arg, -1, false);
+		return;
+	}
+	a->cb.claim = cb;
+	a->is_new = is_new;
+	answer_queue(s, a);
+}
+
+void store_answer_value(struct store *s, store_value_cb cb, void *arg, int err, const char *value)
+{
+	struct store_answer *a = answer_new(ANSWER_VALUE, arg, err);
+	if (a && value && !(a->value = strdup(value))) {
+		free(a);
+		a = NULL;
+	}
+	if (!a) {
+		cb(arg, -1, NULL);
+		return;
+	}
+	a->cb.value = cb;
+	answer_queue(s, a);
+}
+
+void store_answer_pending(struct store *s, store_pending_cb cb, void *arg, int err, char **raws, size_t n)
+{
+	struct store_answer *a = answer_new(ANSWER_PENDING, arg, err);
+	if (!a) {
+		for (size_t i = 0; i < n; i++)
+			free(raws[i]);
+		free(raws);
+		cb(arg, -1, NULL);
+		return;
+	}
+	a->cb.pending = cb;
+	a->raws = raws;
+	a->n_raws = n;
+	answer_queue(s, a);
+}
+
+int store_init(struct store *s, const struct store_ops *ops, struct event_base *base)
+{
+	s->ops = ops;
+	s->head = s->tail = NULL;
+	s->kick = event_new(base, -1, 0, on_kick, s);
+	return s->kick ? 0 : -1;
+}
+
+void store_clear(struct store *s)
+{
+	while (s->head) {
+		struct store_answer *a = s->head;
+		s->head = a->next;
+		answer_free(a);
+	}
+	s->tail = NULL;
+	if (s->kick)
+		event_free(s->kick);
+	s->kick = NULL;
 }

@@ -1,17 +1,23 @@
 /*
- * store: where conversations and the update journal live.
+ * store: where conversations, the update journal and settings live.
  *
- * One interface, several backends (a table of function pointers, as curl's
- * vtls does): SQLite is the default; S3 and PostgreSQL plug in behind the
- * same table. Operations are asynchronous — a backend that talks to a server
- * answers later, on the loop; SQLite answers before the call returns. Callers
- * must accept both.
+ * One interface, several backends behind a table of functions
+ * (store/backend.h, as curl's vtls): SQLite is the default (store/sqlite.c),
+ * S3-compatible object storage the shared one (store/s3.c); PostgreSQL plugs
+ * in the same way.
+ *
+ * The contract: every operation is asynchronous and its callback runs once,
+ * from the event loop, never inside the call that started it, whatever the
+ * backend (SQLite does its work at once but answers through the loop too).
+ * Only when not even the few bytes to schedule it can be had does a callback
+ * run at once, with an error. Freeing the store drops the callbacks of
+ * operations still running.
  *
  * What is kept:
  *  - history: per chat, an append-only list of turns since the last /new;
- *  - the update journal: every update received is recorded before Telegram is
- *    told it arrived ("claimed"), and marked done once handled, so a crash
- *    loses nothing and a redelivered update is not answered twice;
+ *  - the update journal: every update received is recorded ("claimed")
+ *    before Telegram is told it arrived, and marked done once handled, so a
+ *    crash loses nothing and a redelivered update is not answered twice;
  *  - settings: small key/value strings per scope (a chat or a user id),
  *    e.g. when a stranger was last refused.
  * docs/internals/STORE.md describes the SQLite schema and the S3 objects.
@@ -29,9 +35,25 @@
 
 struct store;
 
+struct store_options {
+	const char *spec; /* "sqlite:PATH" or "s3://BUCKET[/PREFIX]" */
+	/* The S3 store's server and key pair (the secret and token are never logged). */
+	const char *s3_endpoint; /* scheme://host[:port][/path] */
+	const char *s3_region;
+	const char *s3_key_id;
+	const char *s3_secret;
+	const char *s3_session_token; /* with temporary credentials, else NULL */
+};
+
+/* Opens the store o->spec names; -1 with a one-line reason in err. http is for network stores. */
+int store_open(const struct store_options *o, struct event_base *base, struct http_client *http,
+	       struct store **out, char *err, size_t errlen);
+/* NULL is a no-op. Operations still running end without their callbacks. */
+void store_free(struct store *s);
+
 /* err is 0 on success, -1 on failure (already logged by the backend). */
 typedef void (*store_done_cb)(void *arg, int err);
-/* h is the caller's to keep (move its contents out) or to history_free. */
+/* h is the callee's to keep (move its contents out) or to history_free. */
 typedef void (*store_history_cb)(void *arg, int err, struct history *h);
 /* is_new is false when the update id was seen before. */
 typedef void (*store_claim_cb)(void *arg, int err, bool is_new);
@@ -40,42 +62,20 @@ typedef void (*store_value_cb)(void *arg, int err, const char *value);
 /* Called once per journaled update not yet done, oldest first, then once with raw NULL. */
 typedef void (*store_pending_cb)(void *arg, int err, const char *raw);
 
-struct store_ops {
-	const char *name;
-	void (*history_load)(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
-	/* Appends turns and, when update_id is not 0, marks that update done, atomically. */
-	void (*history_append)(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
-			       int64_t update_id, store_done_cb cb, void *arg);
-	void (*history_clear)(struct store *s, int64_t chat_id, store_done_cb cb, void *arg);
-	/* Journals an update (raw is its JSON text, borrowed for the call) unless its id is known. */
-	void (*update_claim)(struct store *s, int64_t update_id, int64_t chat_id, const char *raw,
-			     size_t raw_len, store_claim_cb cb, void *arg);
-	void (*update_done)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
-	/* Forgets a pending update, so that when Telegram delivers it again it counts as new. */
-	void (*update_release)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
-	void (*update_pending)(struct store *s, store_pending_cb cb, void *arg);
-	void (*setting_get)(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
-	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value,
-			    store_done_cb cb, void *arg);
-	void (*free)(struct store *s);
-};
-
-struct store {
-	const struct store_ops *ops;
-};
-
-/*
- * Opens the store named by spec ("sqlite:PATH", "s3://BUCKET[/PREFIX]"). On failure returns -1 with
- * a one-line reason in err.
- */
-int store_open(const char *spec, struct event_base *base, struct http_client *http,
-	       struct store **out, char *err, size_t errlen);
-/* NULL is a no-op. */
-void store_free(struct store *s);
-
-int store_sqlite_open(const char *path, struct store **out, char *err, size_t errlen);
-/* spec is "s3://BUCKET[/PREFIX]"; endpoint, region and keys as config_s3_load() reads them. */
-int store_s3_open(const char *spec, struct event_base *base, struct http_client *http,
-		  struct store **out, char *err, size_t errlen);
+void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
+/* Appends turns and, when update_id is not 0, marks that update done, at once (atomically where the backend can). */
+void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n, int64_t update_id,
+			  store_done_cb cb, void *arg);
+void store_history_clear(struct store *s, int64_t chat_id, store_done_cb cb, void *arg);
+/* Journals an update (raw is its JSON text, borrowed for the call) unless its id is known. */
+void store_update_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t raw_len,
+			store_claim_cb cb, void *arg);
+void store_update_done(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
+/* Forgets a pending update, so that when Telegram delivers it again it counts as new. */
+void store_update_release(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
+void store_update_pending(struct store *s, store_pending_cb cb, void *arg);
+void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
+void store_setting_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
+		       void *arg);
 
 #endif

@@ -1,6 +1,5 @@
 #include "telegram/deliver.h"
 
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,8 +26,9 @@ struct shown {
 };
 
 struct delivery {
-	struct bot *bot;
-	struct delivery_target target;
+	struct tg_client *tg;
+	enum render_think think;
+	struct tg_target target;
 	const struct buf *text; /* the Markdown so far: the caller's */
 	size_t rendered_len;    /* text.len at the last frame */
 	bool is_draft;          /* streaming as a draft (else by edits) */
@@ -76,7 +76,7 @@ static void next_step(struct delivery *d)
 		tick(d);
 		return;
 	}
-	double wait = tg_chat_wait(d->bot->tg, d->target.chat_id);
+	double wait = tg_chat_wait(d->tg, d->target.chat_id);
 	schedule(d, wait > MIN_FRAME_GAP_S ? wait : MIN_FRAME_GAP_S);
 }
 
@@ -85,7 +85,7 @@ static struct render_options options(const struct delivery *d, bool is_partial)
 	struct render_options o = {
 		.max_units = RENDER_MAX_UNITS,
 		.max_entities = RENDER_MAX_ENTITIES,
-		.think = d->bot->cfg->show_reasoning ? RENDER_THINK_QUOTE : RENDER_THINK_HIDE,
+		.think = d->think,
 		.is_partial = is_partial,
 	};
 	return o;
@@ -107,13 +107,9 @@ static char *part_content(const struct render_message *m, bool is_plain)
 	return content;
 }
 
-/* Opens a part's request body: the chat and the part's content; the method adds the rest. */
-static int open_part_params(struct buf *b, const struct delivery *d, const char *content)
+/* Appends a part's content (members written by part_content) to a request body. */
+static int add_content(struct buf *b, int rc, const char *content)
 {
-	buf_init(b, SIZE_MAX - 1);
-	int rc = buf_append_str(b, "{");
-	if (rc == BUF_OK)
-		rc = jsonw_member_int(b, "chat_id", d->target.chat_id);
 	if (rc == BUF_OK)
 		rc = jsonw_member(b, NULL);
 	if (rc == BUF_OK)
@@ -236,17 +232,17 @@ static int put_part(struct delivery *d, size_t index, const struct render_messag
 		return 0;
 	}
 	struct buf b;
-	int rc = open_part_params(&b, d, content);
+	int rc;
 	if (pd->is_edit) {
+		/* An edit names the message; its chat is enough of the target. */
+		struct tg_target chat = {.chat_id = d->target.chat_id};
+		rc = tg_open_target(&b, &chat, false);
 		if (rc == BUF_OK)
 			rc = jsonw_member_int(&b, "message_id", d->shown[index].message_id);
 	} else {
-		if (rc == BUF_OK && d->target.thread_id)
-			rc = jsonw_member_int(&b, "message_thread_id", d->target.thread_id);
-		if (rc == BUF_OK && index == 0)
-			rc = tg_write_reply_parameters(&b, d->target.reply_to);
+		rc = tg_open_target(&b, &d->target, index == 0);
 	}
-	char *params = jsonw_finish_object(&b, rc);
+	char *params = jsonw_finish_object(&b, add_content(&b, rc, content));
 	/* What a message shows is kept only when an edit may be compared with it. */
 	if (pd->is_edit || !is_final)
 		pd->body = content;
@@ -256,7 +252,7 @@ static int put_part(struct delivery *d, size_t index, const struct render_messag
 	if (!params)
 		goto fail;
 	const char *method = pd->is_edit ? "editMessageText" : "sendMessage";
-	d->call = tg_call(d->bot->tg, method, params, d->target.chat_id, flags, SEND_TIMEOUT_S,
+	d->call = tg_call(d->tg, method, params, d->target.chat_id, flags, SEND_TIMEOUT_S,
 			  on_part_done, pd);
 	if (!d->call)
 		goto fail;
@@ -282,7 +278,7 @@ static void on_draft_done(void *arg, const struct tg_result *res)
 			 (long long)d->target.chat_id, res->error_code, res->description);
 		d->is_draft = false;
 		if (res->error_code != 403)
-			d->bot->has_no_drafts = true;
+			tg_note_no_drafts(d->tg);
 		else
 			d->is_stopped = true;
 	}
@@ -295,16 +291,14 @@ static int put_draft(struct delivery *d, const struct render_message *m)
 	if (!content)
 		return -1;
 	struct buf b;
-	int rc = open_part_params(&b, d, content);
-	free(content);
-	if (rc == BUF_OK && d->target.thread_id)
-		rc = jsonw_member_int(&b, "message_thread_id", d->target.thread_id);
+	int rc = tg_open_target(&b, &d->target, false);
 	if (rc == BUF_OK)
 		rc = jsonw_member_int(&b, "draft_id", d->target.reply_to ? d->target.reply_to : 1);
-	char *params = jsonw_finish_object(&b, rc);
+	char *params = jsonw_finish_object(&b, add_content(&b, rc, content));
+	free(content);
 	if (!params)
 		return -1;
-	d->call = tg_call(d->bot->tg, "sendMessageDraft", params, d->target.chat_id, TG_CALL_DROPPABLE,
+	d->call = tg_call(d->tg, "sendMessageDraft", params, d->target.chat_id, TG_CALL_DROPPABLE,
 			  SEND_TIMEOUT_S, on_draft_done, d);
 	return d->call ? 0 : -1;
 }
@@ -350,7 +344,7 @@ static void tick(struct delivery *d)
 	if (!d->is_finishing) {
 		if (d->is_stopped || d->text->len == d->rendered_len)
 			return;
-		double wait = tg_chat_wait(d->bot->tg, d->target.chat_id);
+		double wait = tg_chat_wait(d->tg, d->target.chat_id);
 		if (wait > 0.001) {
 			schedule(d, wait);
 			return;
@@ -369,19 +363,21 @@ static void tick(struct delivery *d)
 	finish_done(d);
 }
 
-struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, const struct buf *text,
-			      delivery_visible_cb visible, void *arg)
+struct delivery *delivery_new(struct tg_client *tg, struct event_base *base, enum render_think think,
+			      const struct tg_target *t, const struct buf *text, delivery_visible_cb visible,
+			      void *arg)
 {
 	struct delivery *d = calloc(1, sizeof *d);
 	if (!d)
 		return NULL;
-	d->bot = b;
+	d->tg = tg;
+	d->think = think;
 	d->target = *t;
-	d->is_draft = t->is_private && !b->has_no_drafts;
+	d->is_draft = t->is_private && tg_has_drafts(tg);
 	d->visible = visible;
 	d->arg = arg;
 	d->text = text;
-	d->timer = evtimer_new(b->base, on_timer, d);
+	d->timer = evtimer_new(base, on_timer, d);
 	if (!d->timer) {
 		free(d);
 		return NULL;

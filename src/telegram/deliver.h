@@ -18,15 +18,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gate/bot.h"
-#include "lib/buf.h"
+#include <event2/event.h>
 
-struct delivery_target {
-	int64_t chat_id;
-	int64_t reply_to;  /* the user's message_id */
-	int64_t thread_id; /* message_thread_id to send into, 0 for none */
-	bool is_private;
-};
+#include "lib/buf.h"
+#include "telegram/render.h"
+#include "telegram/send.h"
+#include "telegram/tg.h"
 
 /* is_delivered: every part reached the chat (in some form). */
 typedef void (*delivery_done_cb)(void *arg, bool is_delivered);
@@ -36,11 +33,14 @@ typedef void (*delivery_visible_cb)(void *arg);
 struct delivery;
 
 /*
- * text is the answer as the model writes it (Markdown), read live: owned by
- * the caller, kept until the delivery is freed, only growing while it streams.
+ * An answer to t->reply_to in t's chat. text is the answer as the model
+ * writes it (Markdown), read live: owned by the caller, kept until the
+ * delivery is freed, only growing while it streams. think says what becomes
+ * of the model's <think> text.
  */
-struct delivery *delivery_new(struct bot *b, const struct delivery_target *t, const struct buf *text,
-			      delivery_visible_cb visible, void *arg);
+struct delivery *delivery_new(struct tg_client *tg, struct event_base *base, enum render_think think,
+			      const struct tg_target *t, const struct buf *text, delivery_visible_cb visible,
+			      void *arg);
 /* The text grew. Safe to call from inside other callbacks: nothing is sent from here. */
 void delivery_progress(struct delivery *d);
 /*

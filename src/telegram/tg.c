@@ -1,16 +1,19 @@
 #include "telegram/tg.h"
 
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "lib/backoff.h"
 #include "lib/jsonr.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
 
 #define TG_MAX_ATTEMPTS 4       /* for 5xx and connection failures */
+static const struct backoff retry_backoff = {1000, 8000, false};
 #define TG_MAX_429_WAITS 10     /* a flood-wait loop must end some day */
 #define TG_MAX_RETRY_AFTER 3600 /* seconds; beyond that, give up */
 #define TG_MAX_RESPONSE (16u << 20)
@@ -37,6 +40,7 @@ struct tg_client {
 	char *api_base;
 	char *token;
 	struct tg_pacing pacing;
+	bool has_no_drafts; /* sendMessageDraft failed once: answers stream by edits */
 	double global_next;
 	struct pace *paces[PACE_BUCKETS];
 	size_t in_flight;
@@ -50,10 +54,13 @@ struct tg_call {
 	int64_t chat_id;
 	bool is_action; /* sendChatAction: the overall budget only */
 	bool is_droppable;
+	bool is_once;
 	enum { STAGE_CHAT_SLOT, STAGE_GLOBAL_SLOT, STAGE_SEND } stage;
 	double not_before; /* monotonic seconds */
 	char *url;
-	char *body;
+	char *body;                    /* JSON parameters, or NULL with a form */
+	struct http_form_field *form;  /* multipart parameters (a file to upload); strings owned */
+	size_t n_form;
 	long timeout_s;
 	int attempts;
 	int waits_429;
@@ -64,6 +71,55 @@ struct tg_call {
 	tg_done_cb done;
 	void *arg;
 };
+
+static void form_free(struct http_form_field *form, size_t n)
+{
+	for (size_t i = 0; form && i < n; i++) {
+		free((char *)form[i].name);
+		free((char *)form[i].data);
+		free((char *)form[i].path);
+		free((char *)form[i].filename);
+		free((char *)form[i].type);
+	}
+	free(form);
+}
+
+static char *copy_or_null(const char *s, size_t len, bool *has_failed)
+{
+	if (!s)
+		return NULL;
+	char *copy = malloc(len + 1);
+	if (!copy) {
+		*has_failed = true;
+		return NULL;
+	}
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+/* A deep copy: a call outlives its caller's fields (it waits for its slot, and may be repeated). */
+static struct http_form_field *form_copy(const struct http_form_field *form, size_t n)
+{
+	struct http_form_field *copy = calloc(n ? n : 1, sizeof *copy);
+	bool has_failed = !copy;
+	for (size_t i = 0; copy && i < n; i++) {
+		const struct http_form_field *f = &form[i];
+		copy[i] = (struct http_form_field){
+			.name = copy_or_null(f->name, strlen(f->name), &has_failed),
+			.data = copy_or_null(f->data, f->len, &has_failed),
+			.len = f->len,
+			.path = copy_or_null(f->path, f->path ? strlen(f->path) : 0, &has_failed),
+			.filename = copy_or_null(f->filename, f->filename ? strlen(f->filename) : 0, &has_failed),
+			.type = copy_or_null(f->type, f->type ? strlen(f->type) : 0, &has_failed),
+		};
+	}
+	if (has_failed) {
+		form_free(copy, n);
+		return NULL;
+	}
+	return copy;
+}
 
 static void unwait(struct tg_call *call)
 {
@@ -103,6 +159,7 @@ static void call_free(struct tg_call *call)
 		event_free(call->retry_timer);
 	free(call->url);
 	free(call->body);
+	form_free(call->form, call->n_form);
 	free(call);
 }
 
@@ -276,9 +333,9 @@ static int schedule(struct tg_call *call, double delay)
 	return advance(call);
 }
 
-static void retry_later(struct tg_call *call, long seconds)
+static void retry_later(struct tg_call *call, double seconds)
 {
-	if (schedule(call, (double)seconds) != 0)
+	if (schedule(call, seconds) != 0)
 		finish_error(call, 0, "cannot schedule a retry");
 }
 
@@ -292,9 +349,9 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	if (resp->is_transport_error) {
 		/* A timeout may hide a delivered message: only failures to connect are repeated. */
 		bool is_safe = resp->status == 0 && !resp->is_timeout && resp->body_len == 0;
-		if (is_safe && call->attempts < TG_MAX_ATTEMPTS) {
+		if (is_safe && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
 			log_warn("tg: %s failed (%s), retrying", call->method, resp->error);
-			retry_later(call, 1L << (call->attempts - 1));
+			retry_later(call, backoff_ms(&retry_backoff, call->attempts) / 1000.0);
 			return;
 		}
 		finish_error(call, 0, resp->error);
@@ -312,18 +369,18 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	long code = res->error_code;
 	if (code == 429)
 		pace_pause(call, now_s(), ans.retry_after);
-	if (code == 429 && !call->is_droppable && call->waits_429 < TG_MAX_429_WAITS &&
+	if (code == 429 && !call->is_droppable && !call->is_once && call->waits_429 < TG_MAX_429_WAITS &&
 	    ans.retry_after <= TG_MAX_RETRY_AFTER) {
 		call->waits_429++;
 		call->attempts--; /* waiting as told is not a failed attempt */
 		log_warn("tg: %s: flood limit, retrying in %ld s", call->method, ans.retry_after);
-		retry_later(call, ans.retry_after);
+		retry_later(call, (double)ans.retry_after);
 		tg_answer_free(&ans);
 		return;
 	}
-	if (code >= 500 && call->attempts < TG_MAX_ATTEMPTS) {
+	if (code >= 500 && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
 		log_warn("tg: %s: %ld %s, retrying", call->method, code, res->description);
-		retry_later(call, 1L << (call->attempts - 1));
+		retry_later(call, backoff_ms(&retry_backoff, call->attempts) / 1000.0);
 		tg_answer_free(&ans);
 		return;
 	}
@@ -333,11 +390,10 @@ static void on_http_done(void *arg, const struct http_response *resp)
 
 /*
  * Reads, without building a tree, a success as Telegram writes it for most
- * calls: {"ok":true,"result":true}, a Message that starts with its
+ * calls: {"ok":true,"result":true}, or a Message that starts with its
  * message_id (the answer to sendMessage echoes the whole message, ~30 k
- * instructions through jansson) or a list (getUpdates: each update is read
- * from its own text). The answer is checked whole by jsonr first; anything
- * else is for jansson.
+ * instructions through jansson). The answer is checked whole by jsonr
+ * first; anything else is for jansson.
  */
 static bool decode_plain_success(struct tg_answer *a, const char *body, size_t len)
 {
@@ -353,10 +409,6 @@ static bool decode_plain_success(struct tg_answer *a, const char *body, size_t l
 		return false;
 	if (n == 4 && memcmp(result, "true", 4) == 0) {
 		a->result = (struct tg_result){.ok = true, .description = ""};
-		return true;
-	}
-	if (*result == '[') {
-		a->result = (struct tg_result){.ok = true, .description = "", .list = result, .list_len = n};
 		return true;
 	}
 	if (n < sizeof message - 1 || memcmp(result, message, sizeof message - 1) != 0)
@@ -385,7 +437,7 @@ void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long ht
 		return;
 	}
 	if (json_is_true(ok)) {
-		json_t *result = json_object_get(a->root, "result");
+		const json_t *result = json_object_get(a->root, "result");
 		json_t *id = json_object_get(result, "message_id");
 		a->result = (struct tg_result){.ok = true, .description = "", .result = result,
 					       .message_id = json_is_integer(id) ? json_integer_value(id) : 0};
@@ -412,9 +464,11 @@ static int send_attempt(struct tg_call *call)
 	struct http_request req = {
 		.method = "POST",
 		.url = call->url,
-		.headers = headers,
+		.headers = call->body ? headers : NULL,
 		.body = call->body,
-		.body_len = strlen(call->body),
+		.body_len = call->body ? strlen(call->body) : 0,
+		.form = call->form,
+		.n_form = call->n_form,
 		.timeout_ms = call->timeout_s * 1000,
 		.max_body = TG_MAX_RESPONSE,
 		.on_done = on_http_done,
@@ -464,27 +518,38 @@ void tg_client_free(struct tg_client *tg)
 	free(tg);
 }
 
-struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id,
-			unsigned flags, long timeout_s, tg_done_cb done, void *arg)
+static struct tg_call *call_new(struct tg_client *tg, const char *method, int64_t chat_id, unsigned flags,
+			       long timeout_s, tg_done_cb done, void *arg)
 {
 	struct tg_call *call = calloc(1, sizeof *call);
 	if (!call)
-		goto fail;
-	call->body = params;
-	params = NULL;
+		return NULL;
 	call->tg = tg;
 	snprintf(call->method, sizeof call->method, "%s", method);
 	call->chat_id = chat_id;
 	call->is_action = strcmp(method, "sendChatAction") == 0;
 	call->is_droppable = flags & TG_CALL_DROPPABLE;
+	call->is_once = flags & TG_CALL_ONCE;
 	call->timeout_s = timeout_s;
 	call->done = done;
 	call->arg = arg;
 	if (asprintf(&call->url, "%s/bot%s/%s", tg->api_base, tg->token, method) < 0) {
 		call->url = NULL;
-		goto fail;
+		call_free(call);
+		return NULL;
 	}
-	if ((!call->body && !(call->body = strdup("{}"))) || schedule(call, 0) != 0)
+	return call;
+}
+
+struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id,
+			unsigned flags, long timeout_s, tg_done_cb done, void *arg)
+{
+	struct tg_call *call = call_new(tg, method, chat_id, flags, timeout_s, done, arg);
+	if (!call)
+		goto fail;
+	call->body = params ? params : strdup("{}");
+	params = NULL;
+	if (!call->body || schedule(call, 0) != 0)
 		goto fail;
 	return call;
 fail:
@@ -494,16 +559,28 @@ fail:
 	return NULL;
 }
 
-int tg_write_reply_parameters(struct buf *b, int64_t message_id)
+struct tg_call *tg_call_form(struct tg_client *tg, const char *method, const struct http_form_field *form,
+			     size_t n, int64_t chat_id, unsigned flags, long timeout_s, tg_done_cb done, void *arg)
 {
-	int rc = jsonw_member(b, "reply_parameters");
-	if (rc == BUF_OK)
-		rc = buf_append_str(b, "{");
-	if (rc == BUF_OK)
-		rc = jsonw_member_int(b, "message_id", message_id);
-	if (rc == BUF_OK)
-		rc = buf_append_str(b, ",\"allow_sending_without_reply\":true}");
-	return rc;
+	struct tg_call *call = call_new(tg, method, chat_id, flags, timeout_s, done, arg);
+	if (call && (call->form = form_copy(form, n))) {
+		call->n_form = n;
+		if (schedule(call, 0) == 0)
+			return call;
+	}
+	log_error("tg: cannot start %s", method);
+	call_free(call);
+	return NULL;
+}
+
+bool tg_has_drafts(const struct tg_client *tg)
+{
+	return !tg->has_no_drafts;
+}
+
+void tg_note_no_drafts(struct tg_client *tg)
+{
+	tg->has_no_drafts = true;
 }
 
 bool tg_is_token_rejected(const struct tg_result *res)

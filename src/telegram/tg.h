@@ -22,7 +22,6 @@
 #define TGLLM_TG_H
 
 #include <event2/event.h>
-#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -37,28 +36,24 @@ struct tg_result {
 	long error_code;         /* Bot API error_code, or the HTTP status; 0 for transport errors */
 	const char *description; /* Telegram's description or the transport error; never NULL */
 	/*
-	 * The answer's result, borrowed for the callback; NULL unless ok, and
-	 * NULL for "true" and for a Message, of which only message_id is read:
-	 * Telegram echoes the whole message, and nothing here needs more.
+	 * The answer's result as a jansson tree (getMe's User, getUpdates' list),
+	 * borrowed for the callback; NULL unless ok, and NULL for "true" and for
+	 * a Message, of which only message_id is read: Telegram echoes the whole
+	 * message, and nothing here needs more.
 	 */
-	json_t *result;
+	const struct json_t *result;
 	int64_t message_id; /* the Message's, when the result is one; else 0 */
-	/*
-	 * A list result as Telegram writes it (getUpdates), as text and not as
-	 * a tree: borrowed, checked to be a well-formed JSON array; NULL when
-	 * result holds the list instead.
-	 */
-	const char *list;
-	size_t list_len;
 };
 
 typedef void (*tg_done_cb)(void *arg, const struct tg_result *res);
+
+struct json_t; /* jansson's */
 
 /* A decoded Bot API answer; result borrows from root. */
 struct tg_answer {
 	struct tg_result result;
 	long retry_after; /* seconds, from parameters.retry_after; at least 1 */
-	json_t *root;
+	struct json_t *root;
 	char what[96];
 };
 
@@ -97,17 +92,27 @@ enum tg_call_flags {
 	 * not repeated; it fails with error_code 429 (a later frame supersedes it).
 	 */
 	TG_CALL_DROPPABLE = 1,
+	/* Tried once: no retry after a 429, a 5xx or a failed connection (a person at a command line decides). */
+	TG_CALL_ONCE = 2,
 };
 
 struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id,
 			unsigned flags, long timeout_s, tg_done_cb done, void *arg);
-/* Appends the member that makes a message a reply to message_id (kept if that is gone). */
-int tg_write_reply_parameters(struct buf *b, int64_t message_id);
+/* tg_call with multipart/form-data parameters (copied), for methods that upload a file. */
+struct tg_call *tg_call_form(struct tg_client *tg, const char *method, const struct http_form_field *form,
+			     size_t n, int64_t chat_id, unsigned flags, long timeout_s, tg_done_cb done, void *arg);
 /*
  * Seconds until a new call to chat_id would go out (0 when it would go now):
  * streaming uses it to send frames no faster than the chat's budget.
  */
 double tg_chat_wait(struct tg_client *tg, int64_t chat_id);
+/*
+ * Whether streaming by drafts (sendMessageDraft, Bot API 9.5) is worth
+ * trying: true until tg_note_no_drafts says the server does not know it,
+ * and then for as long as the client lives.
+ */
+bool tg_has_drafts(const struct tg_client *tg);
+void tg_note_no_drafts(struct tg_client *tg);
 /*
  * True when a failed call says the token is wrong (Telegram answers 401, or
  * 404 for a token of the right shape that names no bot); then also logs the

@@ -10,7 +10,6 @@
 #ifndef TGLLM_UPDATE_H
 #define TGLLM_UPDATE_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -74,18 +73,10 @@ struct tg_update {
  * out need not be initialised; on failure it is left cleared (nothing to
  * free) but for update_id, which keeps the id of an update that has one.
  */
-int update_decode(const json_t *obj, struct tg_update *out, char *err, size_t errlen);
-/*
- * Parses text then decodes; malformed JSON is an error with jansson's reason.
- * Updates as Telegram writes them are read without building a tree (update_read).
- */
+struct json_t; /* jansson's json_t, for those who have a tree already (getUpdates' list) */
+int update_decode(const struct json_t *obj, struct tg_update *out, char *err, size_t errlen);
+/* Parses text (with jansson) then decodes; malformed JSON is an error with jansson's reason. */
 int update_parse(const char *json, size_t len, struct tg_update *out, char *err, size_t errlen);
-/*
- * update_parse's reader: true when it read the text, which then decodes
- * exactly as update_decode would decode jansson's tree of it; false (out
- * cleared) when it is not sure, and the text needs jansson.
- */
-bool update_read(const char *json, size_t len, struct tg_update *out);
 /* Frees what a decoded update owns and zeroes it; safe on a zeroed update. */
 void update_clear(struct tg_update *u);
 

@@ -1,4 +1,4 @@
-/* Unit tests for src/history.c: turns, token estimate, trimming, JSON layout. */
+/* Unit tests for src/lib/history.c: turns, and a history written as the request's JSON. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,11 +6,12 @@
 
 #include <cmocka.h>
 
-#include <math.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lib/history.h"
+#include "store/history_json.h"
 
 #include "expect.h"
 
@@ -29,18 +30,6 @@ static void expect_turn(const struct history *h, size_t i, enum turn_role role, 
 		         turn_role_name(h->turns[i].role));
 	expect_str("turn content", content, h->turns[i].content);
 	expect_int("turn len", strlen(content), h->turns[i].len);
-}
-
-/* Parses text into a history appended to h; returns what history_append_json returned. */
-static int append_text(struct history *h, const char *text)
-{
-	json_error_t jerr;
-	json_t *arr = json_loads(text, 0, &jerr);
-	if (!arr)
-		fail_msg("test JSON does not parse: %s: %s", jerr.text, text);
-	int rc = history_append_json(h, arr);
-	json_decref(arr);
-	return rc;
 }
 
 static void test_role_names_round_trip(void **state)
@@ -83,246 +72,6 @@ static void test_push_copies_and_drop_front_removes_oldest(void **state)
 	if (h.turns)
 		fail_msg("expected turns NULL after history_free");
 	history_free(&h); /* twice is harmless */
-}
-
-static void test_estimate_is_four_plus_a_third_of_the_bytes(void **state)
-{
-	(void)state;
-	expect_int("empty", 4, history_estimate_tokens("", 0));
-	expect_int("1 byte", 5, history_estimate_tokens("a", 1));
-	expect_int("3 bytes", 5, history_estimate_tokens("abc", 3));
-	expect_int("4 bytes", 6, history_estimate_tokens("abcd", 4));
-	/* 12 bytes of Cyrillic: 6 letters, about 3-6 real tokens. */
-	expect_int("\"Привет\"", 8, history_estimate_tokens("Привет", strlen("Привет")));
-	expect_int("SIZE_MAX bytes", 4 + SIZE_MAX / 3, history_estimate_tokens("", SIZE_MAX));
-}
-
-/* U A U A U, each turn 6 bytes, so each costs 4 + 2 = 6 estimated tokens. */
-static void make_five_turns(struct history *h)
-{
-	push(h, TURN_USER, "u1----");
-	push(h, TURN_ASSISTANT, "a1----");
-	push(h, TURN_USER, "u2----");
-	push(h, TURN_ASSISTANT, "a2----");
-	push(h, TURN_USER, "u3----");
-}
-
-static void test_fit_keeps_newest_turns_within_budget(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	make_five_turns(&h);
-	static const struct {
-		size_t budget;
-		size_t first;
-	} cases[] = {
-	    {1000, 0}, {30, 0}, /* everything fits, exactly at 30 */
-	    {29, 2},            /* 4 turns fit, but they would start with a1 */
-	    {24, 2},   {18, 2}, /* u2 a2 u3 */
-	    {17, 4},   {12, 4}, /* a2 u3 fit; a2 is dropped */
-	    {6, 4},             /* u3 alone */
-	    {5, 5},    {0, 5},  /* not even the last turn */
-	};
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		size_t got = history_fit(&h, cases[i].budget, 1.0);
-		if (got != cases[i].first)
-			fail_msg("history_fit(budget %zu): expected first turn %zu, got %zu", cases[i].budget,
-			         cases[i].first, got);
-	}
-	history_free(&h);
-}
-
-static void test_fit_scales_each_turn_cost(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	make_five_turns(&h);
-	expect_int("scale 2, budget 24: two turns, a2 dropped", 4, history_fit(&h, 24, 2.0));
-	expect_int("scale 2, budget 36: three turns", 2, history_fit(&h, 36, 2.0));
-	expect_int("scale 0.5, budget 15: all five", 0, history_fit(&h, 15, 0.5));
-	expect_int("scale 1.5, budget 8: nothing", 5, history_fit(&h, 8, 1.5));
-	expect_int("scale NaN counts as 1", 2, history_fit(&h, 18, NAN));
-	expect_int("scale 0 counts as 1", 2, history_fit(&h, 18, 0.0));
-	expect_int("scale -1 counts as 1", 2, history_fit(&h, 18, -1.0));
-	expect_int("scale infinity counts as 1", 2, history_fit(&h, 18, INFINITY));
-	history_free(&h);
-}
-
-static void test_fit_never_starts_with_an_assistant_turn(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	push(&h, TURN_ASSISTANT, "a");
-	push(&h, TURN_ASSISTANT, "b");
-	push(&h, TURN_USER, "c");
-	expect_int("two leading assistant turns are skipped", 2, history_fit(&h, 1000, 1.0));
-	push(&h, TURN_ASSISTANT, "d");
-	expect_int("a history of only a trailing assistant turn sends nothing", 4, history_fit(&h, 5, 1.0));
-	history_free(&h);
-
-	struct history empty = HISTORY_INIT;
-	expect_int("empty history", 0, history_fit(&empty, 100, 1.0));
-}
-
-static void test_fit_on_huge_turn_returns_len(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	push(&h, TURN_USER, "short");
-	size_t n = 100000;
-	char *big = malloc(n + 1);
-	if (!big)
-		fail_msg("out of memory in the test");
-	memset(big, 'x', n);
-	big[n] = '\0';
-	push(&h, TURN_USER, big);
-	free(big);
-	expect_int("a 100000-byte message with budget 1000", 2, history_fit(&h, 1000, 1.0));
-	history_free(&h);
-}
-
-static void test_json_layout_is_role_and_content(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	push(&h, TURN_SYSTEM, "Be brief.");
-	push(&h, TURN_USER, "Привет 👋");
-	push(&h, TURN_ASSISTANT, "Hi \"there\"\n");
-	json_t *arr = history_to_json(&h, 0);
-	if (!arr)
-		fail_msg("history_to_json: expected an array, got NULL");
-	char *text = json_dumps(arr, JSON_COMPACT);
-	expect_str("JSON of the history",
-	           "[{\"role\":\"system\",\"content\":\"Be brief.\"},"
-	           "{\"role\":\"user\",\"content\":\"Привет 👋\"},"
-	           "{\"role\":\"assistant\",\"content\":\"Hi \\\"there\\\"\\n\"}]",
-	           text);
-	free(text);
-	json_decref(arr);
-
-	arr = history_to_json(&h, 2);
-	expect_int("turns from index 2", 1, json_array_size(arr));
-	json_decref(arr);
-	arr = history_to_json(&h, 3);
-	expect_int("turns from len", 0, json_array_size(arr));
-	json_decref(arr);
-	history_free(&h);
-}
-
-static void test_json_round_trip_keeps_cyrillic_and_emoji(void **state)
-{
-	(void)state;
-	static const char *const texts[] = {
-	    "Привет! Как дела?",
-	    "Хорошо 😀👍🏽, а у тебя?",
-	    "🇷🇺 флаг и 家族 и ё",
-	    "",
-	    "line\nbreaks\tand \"quotes\" \\ \x01",
-	};
-	struct history h = HISTORY_INIT;
-	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
-		push(&h, i % 2 ? TURN_ASSISTANT : TURN_USER, texts[i]);
-	json_t *arr = history_to_json(&h, 0);
-	char *dumped = json_dumps(arr, JSON_ENSURE_ASCII); /* as Python's json.dumps writes */
-	json_decref(arr);
-	if (!dumped)
-		fail_msg("json_dumps failed");
-
-	struct history back = HISTORY_INIT;
-	expect_int("entries skipped", 0, append_text(&back, dumped));
-	free(dumped);
-	expect_int("turns read back", h.len, back.len);
-	for (size_t i = 0; i < h.len; i++)
-		expect_turn(&back, i, h.turns[i].role, h.turns[i].content);
-	history_free(&back);
-	history_free(&h);
-}
-
-static void test_original_bot_file_with_escapes_loads(void **state)
-{
-	(void)state;
-	/* json.dumps(history) in the Python bot escapes non-ASCII, emoji as surrogate pairs. */
-	struct history h = HISTORY_INIT;
-	int rc = append_text(&h, "[{\"role\": \"user\", \"content\": \"\\u041f\\u0440\\u0438"
-	                         "\\u0432\\u0435\\u0442 \\ud83d\\udc4b\"}, "
-	                         "{\"role\": \"assistant\", \"content\": \"Hello!\"}]");
-	expect_int("entries skipped", 0, rc);
-	expect_turn(&h, 0, TURN_USER, "Привет 👋");
-	expect_turn(&h, 1, TURN_ASSISTANT, "Hello!");
-	history_free(&h);
-}
-
-static void test_content_parts_are_concatenated(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	int rc = append_text(&h, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Что на \"},"
-	                         "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}},"
-	                         "{\"type\":\"text\",\"text\":\"картинке?\"},{\"type\":\"text\"},7]},"
-	                         "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"\"}]}]");
-	expect_int("entries skipped", 0, rc);
-	expect_turn(&h, 0, TURN_USER, "Что на картинке?");
-	expect_turn(&h, 1, TURN_ASSISTANT, "");
-	history_free(&h);
-}
-
-static void test_bad_entries_are_skipped_and_counted(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	push(&h, TURN_SYSTEM, "already here");
-	int rc = append_text(&h, "[42, \"user\", null, [],"
-	                         "{\"role\":\"user\"},"
-	                         "{\"role\":\"user\",\"content\":\"first\"},"
-	                         "{\"role\":\"tool\",\"content\":\"x\"},"
-	                         "{\"role\":1,\"content\":\"x\"},"
-	                         "{\"content\":\"x\"},"
-	                         "{\"role\":\"assistant\",\"content\":null},"
-	                         "{\"role\":\"assistant\",\"content\":{\"text\":\"x\"}},"
-	                         "{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]},"
-	                         "{\"role\":\"assistant\",\"content\":\"second\"}]");
-	expect_int("entries skipped", 11, rc);
-	expect_int("turns after append", 3, h.len);
-	expect_turn(&h, 0, TURN_SYSTEM, "already here");
-	expect_turn(&h, 1, TURN_USER, "first");
-	expect_turn(&h, 2, TURN_ASSISTANT, "second");
-	history_free(&h);
-}
-
-static void test_append_json_of_non_array_is_an_error(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	json_t *obj = json_pack("{s:s, s:s}", "role", "user", "content", "hi");
-	expect_int("history_append_json of an object", -1, history_append_json(&h, obj));
-	expect_int("history_append_json of NULL", -1, history_append_json(&h, NULL));
-	expect_int("turns after failed appends", 0, h.len);
-	json_decref(obj);
-	history_free(&h);
-}
-
-static void test_invalid_utf8_is_saved_as_replacement_chars(void **state)
-{
-	(void)state;
-	struct history h = HISTORY_INIT;
-	/* A stray byte, a cut 3-byte sequence, an encoded surrogate, then valid text. */
-	push(&h, TURN_USER,
-	     "a\xff"
-	     "b\xe2\x82"
-	     "c\xed\xa0\x80"
-	     "d ok ё");
-	json_t *arr = history_to_json(&h, 0);
-	if (!arr)
-		fail_msg("history_to_json: expected an array despite invalid UTF-8, got NULL");
-	const char *content = json_string_value(json_object_get(json_array_get(arr, 0), "content"));
-	expect_str("repaired content",
-	           "a\xEF\xBF\xBD"
-	           "b\xEF\xBF\xBD\xEF\xBF\xBD"
-	           "c\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
-	           "d ok ё",
-	           content);
-	json_decref(arr);
-	history_free(&h);
 }
 
 /* history_write_json writes exactly what jansson's compact dump of history_to_json gives. */
@@ -386,6 +135,7 @@ static void test_write_json_matches_jansson(void **state)
  * Long plain text is passed over a word (8 bytes) at a time: a byte that
  * needs a look must be found at every offset of a word, also next to another.
  */
+
 static void test_write_json_finds_special_bytes_at_every_offset(void **state)
 {
 	(void)state;
@@ -409,22 +159,10 @@ static void test_write_json_finds_special_bytes_at_every_offset(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_role_names_round_trip),
-	    cmocka_unit_test(test_write_json_finds_special_bytes_at_every_offset),
-	    cmocka_unit_test(test_push_copies_and_drop_front_removes_oldest),
-	    cmocka_unit_test(test_estimate_is_four_plus_a_third_of_the_bytes),
-	    cmocka_unit_test(test_fit_keeps_newest_turns_within_budget),
-	    cmocka_unit_test(test_fit_scales_each_turn_cost),
-	    cmocka_unit_test(test_fit_never_starts_with_an_assistant_turn),
-	    cmocka_unit_test(test_fit_on_huge_turn_returns_len),
-	    cmocka_unit_test(test_json_layout_is_role_and_content),
-	    cmocka_unit_test(test_json_round_trip_keeps_cyrillic_and_emoji),
-	    cmocka_unit_test(test_original_bot_file_with_escapes_loads),
-	    cmocka_unit_test(test_content_parts_are_concatenated),
-	    cmocka_unit_test(test_bad_entries_are_skipped_and_counted),
-	    cmocka_unit_test(test_append_json_of_non_array_is_an_error),
-	    cmocka_unit_test(test_invalid_utf8_is_saved_as_replacement_chars),
-	    cmocka_unit_test(test_write_json_matches_jansson),
+		cmocka_unit_test(test_role_names_round_trip),
+		cmocka_unit_test(test_push_copies_and_drop_front_removes_oldest),
+		cmocka_unit_test(test_write_json_matches_jansson),
+		cmocka_unit_test(test_write_json_finds_special_bytes_at_every_offset),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

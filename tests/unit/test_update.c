@@ -1,4 +1,4 @@
-/* Unit tests for src/update.c: Bot API Update JSON -> struct tg_update. */
+/* Unit tests for src/telegram/update.c: Bot API Update JSON -> struct tg_update. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +6,8 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* Routing: which updates reach the model, which are commands, refusals or ignored. */
+/* gate/route.c: which updates reach the model, which are commands, refusals or ignored. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "gate/access.h"
-#include "gate/bot.h"
+#include "gate/route.h"
 #include "telegram/update.h"
 
 #define SELF_ID 1000
@@ -31,17 +31,23 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Routes an Update given as JSON. */
-static enum bot_action route(const char *json)
+#define IGNORED (-1)
+
+/* Routes an Update given as JSON: the chat job, or IGNORED. */
+static int route(const char *json)
 {
 	struct tg_update u;
 	char err[128];
 	if (update_parse(json, strlen(json), &u, err, sizeof err) != 0)
 		fail_msg("test update does not decode: %s", err);
-	const char *why;
-	enum bot_action a = bot_route(&u, allow, SELF_ID, SELF, &why);
+	const char *why = NULL;
+	enum chat_job job;
+	struct route_self self = {SELF_ID, SELF};
+	bool is_for_bot = route_update(&u, allow, &self, &job, &why);
 	update_clear(&u);
-	return a;
+	if (!is_for_bot && (!why || !*why))
+		fail_msg("an update not for the bot must say why");
+	return is_for_bot ? (int)job : IGNORED;
 }
 
 #define PRIVATE(from, text)                                                                        \
@@ -58,64 +64,67 @@ static enum bot_action route(const char *json)
 static void test_private_text_goes_to_the_model(void **state)
 {
 	(void)state;
-	assert_int_equal(route(PRIVATE(ALICE, "hello")), BOT_REPLY);
-	assert_int_equal(route(PRIVATE(BY_ID, "hello")), BOT_REPLY);
+	assert_int_equal(route(PRIVATE(ALICE, "hello")), CHAT_REPLY);
+	assert_int_equal(route(PRIVATE(BY_ID, "hello")), CHAT_REPLY);
 }
 
 static void test_commands_are_recognised_with_and_without_the_bot_name(void **state)
 {
 	(void)state;
-	assert_int_equal(route(PRIVATE(ALICE, "/start")), BOT_START);
-	assert_int_equal(route(PRIVATE(ALICE, "/help")), BOT_HELP);
-	assert_int_equal(route(PRIVATE(ALICE, "/new")), BOT_NEW);
-	assert_int_equal(route(PRIVATE(ALICE, "/new@tgllm_BOT")), BOT_NEW);
-	assert_int_equal(route(PRIVATE(ALICE, "/NEW please")), BOT_NEW);
-	assert_int_equal(route(PRIVATE(ALICE, "/new@other_bot")), BOT_IGNORE);
+	assert_int_equal(route(PRIVATE(ALICE, "/start")), CHAT_START);
+	assert_int_equal(route(PRIVATE(ALICE, "/help")), CHAT_HELP);
+	assert_int_equal(route(PRIVATE(ALICE, "/new")), CHAT_NEW);
+	assert_int_equal(route(PRIVATE(ALICE, "/new@tgllm_BOT")), CHAT_NEW);
+	assert_int_equal(route(PRIVATE(ALICE, "/NEW please")), CHAT_NEW);
+	assert_int_equal(route(PRIVATE(ALICE, "/new@other_bot")), IGNORED);
 	/* Not a command: the model gets it. */
-	assert_int_equal(route(PRIVATE(ALICE, "/newish")), BOT_REPLY);
+	assert_int_equal(route(PRIVATE(ALICE, "/newish")), CHAT_REPLY);
 }
 
 static void test_strangers_are_refused(void **state)
 {
 	(void)state;
-	assert_int_equal(route(PRIVATE(EVE, "hello")), BOT_REFUSE);
-	assert_int_equal(route(PRIVATE(EVE, "/start")), BOT_REFUSE);
+	assert_int_equal(route(PRIVATE(EVE, "hello")), CHAT_REFUSE);
+	assert_int_equal(route(PRIVATE(EVE, "/start")), CHAT_REFUSE);
 }
 
 static void test_group_messages_need_a_mention_a_reply_or_a_command(void **state)
 {
 	(void)state;
-	assert_int_equal(route(GROUP("-100500", EVE, "just chatting", "")), BOT_IGNORE);
-	assert_int_equal(route(GROUP("-100500", EVE, "hey @tgllm_bot what's up", "")), BOT_REPLY);
-	assert_int_equal(route(GROUP("-100500", EVE, "hey @tgllm_botty", "")), BOT_IGNORE);
+	assert_int_equal(route(GROUP("-100500", EVE, "just chatting", "")), IGNORED);
+	assert_int_equal(route(GROUP("-100500", EVE, "hey @tgllm_bot what's up", "")), CHAT_REPLY);
+	assert_int_equal(route(GROUP("-100500", EVE, "hey @tgllm_botty", "")), IGNORED);
 	assert_int_equal(
 		route(GROUP("-100500", EVE, "sure",
 			    ",\"reply_to_message\":{\"message_id\":4,\"chat\":{\"id\":-100500,"
 			    "\"type\":\"supergroup\"},\"from\":{\"id\":1000,\"is_bot\":true,"
 			    "\"first_name\":\"Bot\"}}")),
-		BOT_REPLY);
+		CHAT_REPLY);
 	assert_int_equal(
 		route(GROUP("-100500", EVE, "sure",
 			    ",\"reply_to_message\":{\"message_id\":4,\"chat\":{\"id\":-100500,"
 			    "\"type\":\"supergroup\"},\"from\":{\"id\":9,\"is_bot\":false,"
 			    "\"first_name\":\"X\"}}")),
-		BOT_IGNORE);
-	assert_int_equal(route(GROUP("-100500", EVE, "/new", "")), BOT_NEW);
-	assert_int_equal(route(GROUP("-100500", EVE, "/ask@tgllm_bot why", "")), BOT_REPLY);
-	assert_int_equal(route(GROUP("-100500", EVE, "/ask why", "")), BOT_IGNORE);
-	assert_int_equal(route(GROUP("-100500", EVE, "/new@other_bot", "")), BOT_IGNORE);
+		IGNORED);
+	assert_int_equal(route(GROUP("-100500", EVE, "/new", "")), CHAT_NEW);
+	assert_int_equal(route(GROUP("-100500", EVE, "/help@TgLLM_bot", "")), CHAT_HELP);
+	assert_int_equal(route(GROUP("-100500", EVE, "/start@tgllm_bot", "")), CHAT_START);
+	assert_int_equal(route(GROUP("-100500", EVE, "/help", "")), CHAT_HELP);
+	assert_int_equal(route(GROUP("-100500", EVE, "/ask@tgllm_bot why", "")), CHAT_REPLY);
+	assert_int_equal(route(GROUP("-100500", EVE, "/ask why", "")), IGNORED);
+	assert_int_equal(route(GROUP("-100500", EVE, "/new@other_bot", "")), IGNORED);
 }
 
 static void test_group_access_by_chat_or_sender(void **state)
 {
 	(void)state;
 	/* The group is allowed: anyone in it. */
-	assert_int_equal(route(GROUP("-100500", EVE, "@tgllm_bot hi", "")), BOT_REPLY);
+	assert_int_equal(route(GROUP("-100500", EVE, "@tgllm_bot hi", "")), CHAT_REPLY);
 	/* Another group: only allowed senders; strangers addressed to the bot are refused. */
-	assert_int_equal(route(GROUP("-999", ALICE, "@tgllm_bot hi", "")), BOT_REPLY);
-	assert_int_equal(route(GROUP("-999", EVE, "@tgllm_bot hi", "")), BOT_REFUSE);
+	assert_int_equal(route(GROUP("-999", ALICE, "@tgllm_bot hi", "")), CHAT_REPLY);
+	assert_int_equal(route(GROUP("-999", EVE, "@tgllm_bot hi", "")), CHAT_REFUSE);
 	/* Strangers not addressing the bot are not told anything. */
-	assert_int_equal(route(GROUP("-999", EVE, "hi all", "")), BOT_IGNORE);
+	assert_int_equal(route(GROUP("-999", EVE, "hi all", "")), IGNORED);
 }
 
 static void test_other_updates_and_messages_are_ignored(void **state)
@@ -124,17 +133,31 @@ static void test_other_updates_and_messages_are_ignored(void **state)
 	assert_int_equal(
 		route("{\"update_id\":1,\"edited_message\":{\"message_id\":5,\"chat\":{\"id\":7,"
 		      "\"type\":\"private\"},\"from\":" ALICE ",\"text\":\"x\"}}"),
-		BOT_IGNORE);
+		IGNORED);
 	assert_int_equal(route("{\"update_id\":1,\"message\":{\"message_id\":5,\"chat\":{\"id\":7,"
 			       "\"type\":\"private\"},\"from\":" ALICE ",\"sticker\":{}}}"),
-			 BOT_IGNORE);
+			 IGNORED);
 	assert_int_equal(route("{\"update_id\":1,\"message\":{\"message_id\":5,\"chat\":{\"id\":7,"
 			       "\"type\":\"private\"},\"text\":\"no sender\"}}"),
-			 BOT_IGNORE);
-	assert_int_equal(route(PRIVATE(A_BOT, "hello")), BOT_IGNORE);
+			 IGNORED);
+	assert_int_equal(route(PRIVATE(A_BOT, "hello")), IGNORED);
 	assert_int_equal(route("{\"update_id\":1,\"message\":{\"message_id\":5,\"chat\":{\"id\":-5,"
 			       "\"type\":\"channel\"},\"from\":" ALICE ",\"text\":\"x\"}}"),
-			 BOT_IGNORE);
+			 IGNORED);
+}
+
+static void test_a_text_mention_of_the_bot_addresses_it(void **state)
+{
+	(void)state;
+	/* A mention of a bot without a username is a text_mention entity carrying its id. */
+	assert_int_equal(route(GROUP("-100500", EVE, "Bot, hi",
+				     ",\"entities\":[{\"type\":\"text_mention\",\"offset\":0,\"length\":3,"
+				     "\"user\":{\"id\":1000,\"is_bot\":true,\"first_name\":\"Bot\"}}]")),
+			 CHAT_REPLY);
+	assert_int_equal(route(GROUP("-100500", EVE, "Bob, hi",
+				     ",\"entities\":[{\"type\":\"text_mention\",\"offset\":0,\"length\":3,"
+				     "\"user\":{\"id\":9,\"is_bot\":false,\"first_name\":\"Bob\"}}]")),
+			 IGNORED);
 }
 
 int main(void)
@@ -146,6 +169,7 @@ int main(void)
 		cmocka_unit_test(test_group_messages_need_a_mention_a_reply_or_a_command),
 		cmocka_unit_test(test_group_access_by_chat_or_sender),
 		cmocka_unit_test(test_other_updates_and_messages_are_ignored),
+		cmocka_unit_test(test_a_text_mention_of_the_bot_addresses_it),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

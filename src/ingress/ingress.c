@@ -1,14 +1,28 @@
-/* What the long-running ingresses share: signals and a bounded drain. */
+/* What the ingresses share: reading an update, and for the long-running ones signals and a bounded drain. */
+#include "ingress/ingress.h"
+
 #include <signal.h>
 
-#include "ingress/ingress.h"
 #include "lib/log.h"
+
+enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u)
+{
+	char err[160];
+	if (update_parse(text, len, u, err, sizeof err) == 0)
+		return INGRESS_UPDATE;
+	int64_t id = u->update_id;
+	update_clear(u);
+	if (!id)
+		return INGRESS_NOT_UPDATE;
+	log_warn("bot: update=%lld: skipped, it cannot be decoded: %s", (long long)id, err);
+	return INGRESS_BROKEN;
+}
 
 static void on_idle(void *arg)
 {
 	struct daemon *d = arg;
 	if (d->is_stopping)
-		event_base_loopbreak(d->bot->base);
+		event_base_loopbreak(d->in->base);
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short kind, void *arg)
@@ -17,8 +31,8 @@ static void on_drain_timeout(evutil_socket_t fd, short kind, void *arg)
 	(void)kind;
 	struct daemon *d = arg;
 	log_warn("%zu updates still in progress after %d s; they resume at the next start",
-		 bot_busy(d->bot), DAEMON_DRAIN_S);
-	event_base_loopbreak(d->bot->base);
+		 chats_busy(d->in->chats), DAEMON_DRAIN_S);
+	event_base_loopbreak(d->in->base);
 }
 
 static void on_signal(evutil_socket_t sig, short kind, void *arg)
@@ -27,26 +41,26 @@ static void on_signal(evutil_socket_t sig, short kind, void *arg)
 	struct daemon *d = arg;
 	if (d->is_stopping) {
 		log_warn("second signal, stopping now");
-		event_base_loopbreak(d->bot->base);
+		event_base_loopbreak(d->in->base);
 		return;
 	}
 	d->is_stopping = true;
 	log_info("%s received, stopping (%zu updates in progress)", sig == SIGINT ? "SIGINT" : "SIGTERM",
-		 bot_busy(d->bot));
+		 chats_busy(d->in->chats));
 	d->stop_taking(d->arg);
-	if (bot_busy(d->bot) == 0) {
-		event_base_loopbreak(d->bot->base);
+	if (chats_busy(d->in->chats) == 0) {
+		event_base_loopbreak(d->in->base);
 		return;
 	}
 	struct timeval tv = {DAEMON_DRAIN_S, 0};
 	if (evtimer_add(d->drain_timer, &tv) != 0)
-		event_base_loopbreak(d->bot->base);
+		event_base_loopbreak(d->in->base);
 }
 
-int daemon_init(struct daemon *d, struct bot *b, void (*stop_taking)(void *arg), void *arg)
+int daemon_init(struct daemon *d, const struct ingress *in, void (*stop_taking)(void *arg), void *arg)
 {
-	*d = (struct daemon){.bot = b, .stop_taking = stop_taking, .arg = arg};
-	struct event_base *base = b->base;
+	*d = (struct daemon){.in = in, .stop_taking = stop_taking, .arg = arg};
+	struct event_base *base = in->base;
 	d->drain_timer = evtimer_new(base, on_drain_timeout, d);
 	d->sigint = evsignal_new(base, SIGINT, on_signal, d);
 	d->sigterm = evsignal_new(base, SIGTERM, on_signal, d);
@@ -56,13 +70,13 @@ int daemon_init(struct daemon *d, struct bot *b, void (*stop_taking)(void *arg),
 		daemon_free(d);
 		return -1;
 	}
-	bot_on_idle(b, on_idle, d);
+	chats_on_idle(in->chats, on_idle, d);
 	return 0;
 }
 
 int daemon_run(struct daemon *d)
 {
-	if (event_base_dispatch(d->bot->base) < 0) {
+	if (event_base_dispatch(d->in->base) < 0) {
 		log_error("the event loop failed");
 		d->exit_status = 1;
 	}
@@ -73,13 +87,13 @@ int daemon_run(struct daemon *d)
 void daemon_fail(struct daemon *d, int status)
 {
 	d->exit_status = status;
-	event_base_loopbreak(d->bot->base);
+	event_base_loopbreak(d->in->base);
 }
 
 void daemon_free(struct daemon *d)
 {
-	if (d->bot)
-		bot_on_idle(d->bot, NULL, NULL);
+	if (d->in)
+		chats_on_idle(d->in->chats, NULL, NULL);
 	if (d->drain_timer)
 		event_free(d->drain_timer);
 	if (d->sigint)

@@ -1,0 +1,444 @@
+#include "chat/conversation.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat/policy.h"
+#include "chat/text.h"
+#include "lib/history.h"
+#include "lib/log.h"
+#include "model/llm.h"
+#include "store/store.h"
+#include "telegram/deliver.h"
+#include "telegram/send.h"
+
+#define CONTEXT_RETRIES 3
+#define MAX_USER_TEXT (64u << 10) /* bytes of one message sent to the model */
+#define REFUSED_AT "refused_at"   /* setting of the user's id: when a stranger was last refused */
+
+struct conversation {
+	const struct chat_env *env;
+	struct tg_update u;
+	enum chat_job job;
+	struct tg_target target; /* the chat, its topic, the user's message */
+	const char *lang;
+	void (*ended)(void *arg);
+	void *arg;
+
+	/* a reply from the model */
+	struct history history;
+	struct turn user;        /* the text as stored: prefixed with the sender's name in groups */
+	size_t min_from;         /* history turns before this one are left out after a context overflow */
+	int context_retries;
+	struct llm_call *llm;
+	struct prompt_plan asked; /* the request in flight */
+	struct delivery *delivery;
+	struct buf answer;        /* the model's text as it streams in; stored as the assistant turn */
+	enum text_id after_text;  /* a notice sent after the answer, TEXT_COUNT for none */
+	bool is_blocked;          /* Telegram said 403: stop sending */
+
+	struct tg_typing *typing;
+	struct tg_call *send_call;
+	void (*after_send)(struct conversation *c); /* what follows the message being sent */
+};
+
+static long long chat_of(const struct conversation *c)
+{
+	return (long long)c->target.chat_id;
+}
+
+/* The job is over, whatever happened: the queue frees it. */
+static void end(struct conversation *c)
+{
+	c->ended(c->arg);
+}
+
+/* ---- talking to Telegram ---- */
+
+static void typing_stop(struct conversation *c)
+{
+	tg_typing_stop(c->typing);
+	c->typing = NULL;
+}
+
+typedef void (*sent_cb)(struct conversation *c);
+
+static void on_sent(void *arg, const struct tg_result *res)
+{
+	struct conversation *c = arg;
+	sent_cb next = c->after_send;
+	c->send_call = NULL;
+	if (res->ok) {
+		next(c);
+		return;
+	}
+	if (res->error_code == 403) {
+		log_warn("chat=%lld: Telegram refuses messages to this chat (%s); dropping the reply", chat_of(c),
+			 res->description);
+		c->is_blocked = true;
+	} else {
+		log_error("chat=%lld: sendMessage failed: %ld %s", chat_of(c), res->error_code, res->description);
+	}
+	next(c);
+}
+
+/* Sends text (copied) as a reply to the user's message, then calls next, whether it went or not. */
+static void send_text(struct conversation *c, const char *text, size_t len, sent_cb next)
+{
+	c->after_send = next;
+	if (!c->is_blocked)
+		c->send_call = tg_send_text(c->env->tg, &c->target, text, len, on_sent, c);
+	if (!c->send_call) {
+		if (!c->is_blocked)
+			log_error("chat=%lld: cannot send a message", chat_of(c));
+		next(c);
+	}
+}
+
+static void send_notice(struct conversation *c, enum text_id id, sent_cb next)
+{
+	const char *t = text_get(id, c->lang);
+	send_text(c, t, strlen(t), next);
+}
+
+/* ---- commands ---- */
+
+static void on_update_done(void *arg, int err)
+{
+	(void)err; /* logged by the store; at worst the update is skipped as a repeat later */
+	end(arg);
+}
+
+static void mark_done_and_end(struct conversation *c)
+{
+	typing_stop(c);
+	store_update_done(c->env->store, c->u.update_id, on_update_done, c);
+}
+
+static void on_history_cleared(void *arg, int err)
+{
+	struct conversation *c = arg;
+	send_notice(c, err ? TEXT_STORE_FAILED : TEXT_NEW_DONE, mark_done_and_end);
+}
+
+static void send_refusal(struct conversation *c)
+{
+	char text[512];
+	/* The format is ours: each language's TEXT_REFUSED takes exactly one %lld. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	int n = snprintf(text, sizeof text, text_get(TEXT_REFUSED, c->lang), (long long)c->u.message.from.id);
+#pragma GCC diagnostic pop
+	send_text(c, text, n > 0 ? (size_t)n : 0, mark_done_and_end);
+}
+
+static void on_refusal_noted(void *arg, int err)
+{
+	(void)err; /* logged by the store; the worst case is one refusal more */
+	send_refusal(arg);
+}
+
+/* Strangers are told once an hour; the time is in the store so restarts keep it. */
+static void on_last_refusal(void *arg, int err, const char *value)
+{
+	struct conversation *c = arg;
+	long long now = (long long)time(NULL);
+	long long last = value ? strtoll(value, NULL, 10) : 0;
+	if (!err && !policy_refusal_is_due(last, now)) {
+		log_info("chat=%lld: user %lld was refused within the hour; not telling again", chat_of(c),
+			 (long long)c->u.message.from.id);
+		mark_done_and_end(c);
+		return;
+	}
+	char stamp[24];
+	snprintf(stamp, sizeof stamp, "%lld", now);
+	store_setting_set(c->env->store, c->u.message.from.id, REFUSED_AT, stamp, on_refusal_noted, c);
+}
+
+/* ---- a reply from the model ---- */
+
+static void ask(struct conversation *c);
+
+static void on_saved(void *arg, int err)
+{
+	struct conversation *c = arg;
+	if (err)
+		log_error("chat=%lld update=%lld: the exchange could not be stored", chat_of(c),
+			  (long long)c->u.update_id);
+	end(c);
+}
+
+static void save_exchange(struct conversation *c)
+{
+	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len}};
+	store_history_append(c->env->store, c->target.chat_id, turns, 2, c->u.update_id, on_saved, c);
+}
+
+static void send_after_text(struct conversation *c)
+{
+	if (c->after_text == TEXT_COUNT) {
+		save_exchange(c);
+		return;
+	}
+	enum text_id id = c->after_text;
+	c->after_text = TEXT_COUNT;
+	send_notice(c, id, save_exchange);
+}
+
+static void on_delivered(void *arg, bool is_delivered)
+{
+	struct conversation *c = arg;
+	if (!is_delivered)
+		log_warn("chat=%lld update=%lld: the answer did not fully reach the chat; it is stored", chat_of(c),
+			 (long long)c->u.update_id);
+	send_after_text(c);
+}
+
+/* The answer is complete: the final messages, then a notice if any, then the history. */
+static void deliver(struct conversation *c, const char *suffix)
+{
+	typing_stop(c);
+	char *shown = NULL;
+	if (asprintf(&shown, "%s%s%s", buf_str(&c->answer), suffix ? "\n\n" : "", suffix ? suffix : "") < 0) {
+		log_error("chat=%lld: out of memory delivering an answer", chat_of(c));
+		mark_done_and_end(c);
+		return;
+	}
+	delivery_finish(c->delivery, shown, strlen(shown), on_delivered);
+	free(shown);
+}
+
+static void fail_with(struct conversation *c, enum text_id id)
+{
+	typing_stop(c);
+	send_notice(c, id, mark_done_and_end);
+}
+
+static void on_answer(void *arg, const struct llm_result *res)
+{
+	struct conversation *c = arg;
+	c->llm = NULL;
+	switch (res->status) {
+	case LLM_OK:
+		if (c->min_from > 0)
+			c->after_text = TEXT_CONTEXT_DROPPED;
+		log_info("chat=%lld update=%lld: answered (%zu bytes, %ld+%ld tokens)", chat_of(c),
+			 (long long)c->u.update_id, c->answer.len, res->prompt_tokens, res->completion_tokens);
+		deliver(c, NULL);
+		return;
+	case LLM_CUT:
+		log_warn("chat=%lld: the model's answer broke off (%s); delivering the part", chat_of(c), res->detail);
+		if (c->min_from > 0)
+			c->after_text = TEXT_CONTEXT_DROPPED;
+		deliver(c, text_get(TEXT_ANSWER_CUT, c->lang));
+		return;
+	case LLM_CONTEXT:
+		log_warn("chat=%lld: the prompt (~%zu tokens) is over the model's context: %s", chat_of(c),
+			 c->asked.estimated, res->detail);
+		if (c->context_retries++ < CONTEXT_RETRIES &&
+		    policy_drop_half(c->asked.from, c->history.len, &c->min_from)) {
+			ask(c);
+			return;
+		}
+		fail_with(c, TEXT_TOO_LONG);
+		return;
+	case LLM_QUOTA:
+		log_error("llm: the API account has no credit left (%s): top it up", res->detail);
+		fail_with(c, TEXT_MODEL_QUOTA);
+		return;
+	case LLM_AUTH:
+		log_error("llm: the API key is rejected (%s): check PROXY_API_KEY / OPENAI_API_KEY", res->detail);
+		fail_with(c, TEXT_MODEL_AUTH);
+		return;
+	case LLM_BUSY:
+		log_error("chat=%lld: the model is rate limited (%s)", chat_of(c), res->detail);
+		fail_with(c, TEXT_MODEL_BUSY);
+		return;
+	case LLM_DOWN:
+		log_error("chat=%lld: the model is unreachable (%s)", chat_of(c), res->detail);
+		fail_with(c, TEXT_MODEL_DOWN);
+		return;
+	case LLM_REJECTED:
+		log_error("chat=%lld: the model refused the request (%s)", chat_of(c), res->detail);
+		fail_with(c, TEXT_MODEL_REJECTED);
+		return;
+	case LLM_EMPTY:
+		log_warn("chat=%lld: the model answered with no text", chat_of(c));
+		fail_with(c, TEXT_MODEL_EMPTY);
+		return;
+	}
+}
+
+static void on_progress(void *arg)
+{
+	struct conversation *c = arg;
+	delivery_progress(c->delivery);
+}
+
+/* Asks the model with the system prompt, what fits of the history and the new turn. */
+static void ask(struct conversation *c)
+{
+	const struct chat_env *env = c->env;
+	if (policy_plan_prompt(&c->history, c->min_from, env->system_prompt, &c->user, env->context_tokens,
+			       llm_token_scale(env->llm), &c->asked) != 0) {
+		log_warn("chat=%lld: a message of %zu bytes does not fit the budget of %zu tokens", chat_of(c),
+			 c->user.len, env->context_tokens);
+		fail_with(c, TEXT_TOO_LONG);
+		return;
+	}
+	size_t from = c->asked.from;
+	if (from > 0)
+		log_debug("chat=%lld: leaving out the %zu oldest turns", chat_of(c), from);
+
+	/* A view of the request's turns: the strings stay where they are. */
+	size_t n = 0;
+	struct turn *turns = malloc((c->history.len - from + 2) * sizeof *turns);
+	if (!turns) {
+		log_error("chat=%lld: out of memory building a request", chat_of(c));
+		fail_with(c, TEXT_MODEL_DOWN);
+		return;
+	}
+	if (env->system_prompt)
+		turns[n++] = (struct turn){TURN_SYSTEM, (char *)env->system_prompt, strlen(env->system_prompt)};
+	for (size_t i = from; i < c->history.len; i++)
+		turns[n++] = c->history.turns[i];
+	turns[n++] = c->user;
+	c->llm = llm_complete(env->llm, turns, n, &c->answer, on_progress, on_answer, c);
+	free(turns);
+	if (!c->llm)
+		fail_with(c, TEXT_MODEL_DOWN);
+}
+
+static void on_history_loaded(void *arg, int err, struct history *h)
+{
+	struct conversation *c = arg;
+	if (err) {
+		history_free(h);
+		fail_with(c, TEXT_STORE_FAILED);
+		return;
+	}
+	c->history = *h;
+	*h = (struct history)HISTORY_INIT;
+	ask(c);
+}
+
+/* Text is on the screen: "typing…" would only get in the way. */
+static void on_visible(void *arg)
+{
+	typing_stop(arg);
+}
+
+static void start_reply(struct conversation *c)
+{
+	const struct tg_message *m = &c->u.message;
+	size_t len = strlen(m->text);
+	if (len > MAX_USER_TEXT) {
+		log_warn("chat=%lld: a message of %zu bytes is over the limit", chat_of(c), len);
+		fail_with(c, TEXT_TOO_LONG);
+		return;
+	}
+	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
+	int n = is_group ? asprintf(&c->user.content, "%s: %s", m->from.first_name, m->text)
+			 : asprintf(&c->user.content, "%s", m->text);
+	if (n < 0) {
+		c->user.content = NULL;
+		fail_with(c, TEXT_MODEL_DOWN);
+		return;
+	}
+	c->user.len = (size_t)n;
+	c->delivery = delivery_new(c->env->tg, c->env->base, c->env->think, &c->target, &c->answer, on_visible, c);
+	if (!c->delivery) {
+		fail_with(c, TEXT_MODEL_DOWN);
+		return;
+	}
+	store_history_load(c->env->store, c->target.chat_id, on_history_loaded, c);
+}
+
+void conversation_start(struct conversation *c)
+{
+	log_debug("chat=%lld update=%lld: handling", chat_of(c), (long long)c->u.update_id);
+	switch (c->job) {
+	case CHAT_REPLY:
+		c->typing = tg_typing_start(c->env->tg, c->env->base, &c->target);
+		start_reply(c);
+		return;
+	case CHAT_START:
+		send_notice(c, TEXT_START, mark_done_and_end);
+		return;
+	case CHAT_HELP:
+		send_notice(c, TEXT_HELP, mark_done_and_end);
+		return;
+	case CHAT_NEW:
+		store_history_clear(c->env->store, c->target.chat_id, on_history_cleared, c);
+		return;
+	case CHAT_REFUSE:
+		store_setting_get(c->env->store, c->u.message.from.id, REFUSED_AT, on_last_refusal, c);
+		return;
+	case CHAT_NOT_JOURNALED:
+		send_notice(c, TEXT_STORE_FAILED, end);
+		return;
+	}
+	mark_done_and_end(c);
+}
+
+bool conversation_hurry(struct conversation *c)
+{
+	if (!c->llm)
+		return false;
+	log_warn("chat=%lld update=%lld: out of time; delivering the %zu bytes there are", chat_of(c),
+		 (long long)c->u.update_id, c->answer.len);
+	llm_cancel(c->llm);
+	c->llm = NULL;
+	if (c->answer.len)
+		deliver(c, text_get(TEXT_DEADLINE_CUT, c->lang));
+	else
+		fail_with(c, TEXT_DEADLINE);
+	return true;
+}
+
+int64_t conversation_update_id(const struct conversation *c)
+{
+	return c->u.update_id;
+}
+
+struct conversation *conversation_new(const struct chat_env *env, struct tg_update *u, enum chat_job job,
+				      void (*ended)(void *arg), void *arg)
+{
+	struct conversation *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->env = env;
+	c->u = *u;
+	memset(u, 0, sizeof *u);
+	c->job = job;
+	c->ended = ended;
+	c->arg = arg;
+	const struct tg_message *m = &c->u.message;
+	c->target = (struct tg_target){
+		.chat_id = m->chat_id,
+		.thread_id = m->is_topic_message ? m->thread_id : 0,
+		.reply_to = m->message_id,
+		.is_private = m->chat_type == TG_CHAT_PRIVATE,
+	};
+	c->lang = m->from.language_code;
+	c->user.role = TURN_USER;
+	c->after_text = TEXT_COUNT;
+	return c;
+}
+
+void conversation_free(struct conversation *c)
+{
+	if (!c)
+		return;
+	llm_cancel(c->llm);
+	delivery_free(c->delivery);
+	tg_typing_stop(c->typing);
+	tg_call_cancel(c->send_call);
+	history_free(&c->history);
+	free(c->user.content);
+	buf_free(&c->answer);
+	update_clear(&c->u);
+	free(c);
+}

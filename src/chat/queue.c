@@ -1,0 +1,216 @@
+/*
+ * The chats: one FIFO queue of conversations per chat, only the head
+ * running, so one chat's history is never read and written by two jobs at
+ * once; the chats themselves run side by side on the loop.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat/chat.h"
+#include "chat/conversation.h"
+#include "lib/log.h"
+
+#define CHAT_BUCKETS 1024
+
+struct job {
+	struct job *next;
+	struct chat *chat;
+	struct conversation *conversation;
+};
+
+struct chat {
+	struct chat *next_in_bucket;
+	struct chats *chats;
+	int64_t id;
+	struct job *head, *tail; /* head is running */
+};
+
+struct chats {
+	struct chat_env env;
+	struct chat *buckets[CHAT_BUCKETS];
+	size_t n_jobs;
+	void (*on_idle)(void *arg);
+	void *idle_arg;
+};
+
+static struct chat **bucket_of(struct chats *cs, int64_t id)
+{
+	uint64_t h = (uint64_t)id * 0x9E3779B97F4A7C15u;
+	return &cs->buckets[h >> 54]; /* 10 bits: CHAT_BUCKETS */
+}
+
+static struct chat *chat_get(struct chats *cs, int64_t id)
+{
+	struct chat **b = bucket_of(cs, id);
+	for (struct chat *c = *b; c; c = c->next_in_bucket)
+		if (c->id == id)
+			return c;
+	struct chat *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->chats = cs;
+	c->id = id;
+	c->next_in_bucket = *b;
+	*b = c;
+	return c;
+}
+
+static void chat_remove(struct chats *cs, struct chat *c)
+{
+	for (struct chat **p = bucket_of(cs, c->id); *p; p = &(*p)->next_in_bucket) {
+		if (*p == c) {
+			*p = c->next_in_bucket;
+			free(c);
+			return;
+		}
+	}
+}
+
+static void job_free(struct job *job)
+{
+	conversation_free(job->conversation);
+	free(job);
+}
+
+/* The head's conversation is over: free it and start the chat's next one. */
+static void on_ended(void *arg)
+{
+	struct job *job = arg;
+	struct chat *c = job->chat;
+	struct chats *cs = c->chats;
+	c->head = job->next;
+	if (!c->head)
+		c->tail = NULL;
+	job_free(job);
+	cs->n_jobs--;
+	if (c->head) {
+		conversation_start(c->head->conversation);
+		return;
+	}
+	chat_remove(cs, c);
+	if (cs->n_jobs == 0 && cs->on_idle)
+		cs->on_idle(cs->idle_arg);
+}
+
+int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job kind)
+{
+	struct chat *c = chat_get(cs, u->message.chat_id);
+	struct job *job = c ? calloc(1, sizeof *job) : NULL;
+	if (job)
+		job->conversation = conversation_new(&cs->env, u, kind, on_ended, job);
+	if (!job || !job->conversation) {
+		free(job);
+		if (c && !c->head)
+			chat_remove(cs, c);
+		return -1;
+	}
+	job->chat = c;
+	cs->n_jobs++;
+	if (c->tail) {
+		c->tail->next = job;
+		c->tail = job;
+		return 0;
+	}
+	c->head = c->tail = job;
+	conversation_start(job->conversation);
+	return 0;
+}
+
+struct chats *chats_new(const struct chat_env *env)
+{
+	struct chats *cs = calloc(1, sizeof *cs);
+	if (cs)
+		cs->env = *env;
+	return cs;
+}
+
+/* Stops every job at once (no callbacks, nothing marked done); update_ids gets up to max of their ids. */
+static size_t stop_all(struct chats *cs, int64_t *update_ids, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < CHAT_BUCKETS; i++) {
+		while (cs->buckets[i]) {
+			struct chat *c = cs->buckets[i];
+			cs->buckets[i] = c->next_in_bucket;
+			while (c->head) {
+				struct job *job = c->head;
+				c->head = job->next;
+				if (n < max)
+					update_ids[n++] = conversation_update_id(job->conversation);
+				job_free(job);
+			}
+			free(c);
+		}
+	}
+	cs->n_jobs = 0;
+	return n;
+}
+
+void chats_free(struct chats *cs)
+{
+	if (!cs)
+		return;
+	stop_all(cs, NULL, 0);
+	free(cs);
+}
+
+size_t chats_busy(const struct chats *cs)
+{
+	return cs->n_jobs;
+}
+
+void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg)
+{
+	cs->on_idle = cb;
+	cs->idle_arg = arg;
+}
+
+void chats_hurry(struct chats *cs)
+{
+	/* Nothing ends inside conversation_hurry (the store and Telegram answer from the loop): the table holds still. */
+	for (size_t i = 0; i < CHAT_BUCKETS; i++)
+		for (struct chat *c = cs->buckets[i]; c; c = c->next_in_bucket)
+			conversation_hurry(c->head->conversation);
+}
+
+struct abandon {
+	size_t left;
+	void (*done)(void *arg);
+	void *arg;
+};
+
+static void on_released(void *arg, int err)
+{
+	struct abandon *a = arg;
+	(void)err; /* logged by the store: that update is then skipped as a repeat */
+	if (--a->left > 0)
+		return;
+	a->done(a->arg);
+	free(a);
+}
+
+void chats_abandon(struct chats *cs, void (*done)(void *arg), void *arg)
+{
+	size_t n = cs->n_jobs;
+	int64_t *ids = calloc(n + 1, sizeof *ids);
+	struct abandon *a = calloc(1, sizeof *a);
+	if (!ids || !a) {
+		log_error("out of memory abandoning updates; they stay pending in the journal");
+		stop_all(cs, NULL, 0);
+		free(ids);
+		free(a);
+		done(arg);
+		return;
+	}
+	n = stop_all(cs, ids, n);
+	*a = (struct abandon){.left = n, .done = done, .arg = arg};
+	for (size_t i = 0; i < n; i++) {
+		log_warn("update=%lld: unfinished; left for Telegram to deliver again", (long long)ids[i]);
+		store_update_release(cs->env.store, ids[i], on_released, a);
+	}
+	free(ids);
+	if (n == 0) {
+		free(a);
+		done(arg);
+	}
+}

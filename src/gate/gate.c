@@ -1,0 +1,319 @@
+#include "gate/gate.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gate/route.h"
+#include "lib/backoff.h"
+#include "lib/log.h"
+
+#define IDENTITY_KEY "bot_identity" /* setting of scope 0: "<id> <username>" */
+#define TOLD_MAX 64 /* updates whose user was told the journal failed, remembered so as to tell once */
+#define GETME_TIMEOUT_S 15
+
+static const struct backoff identify_backoff = {1000, 32000, false};
+
+struct identify;
+
+struct gate {
+	struct gate_env env;
+	int64_t self_id;         /* from getMe */
+	char *self_username;     /* from getMe, without '@' */
+	struct identify *identify; /* a getMe in progress */
+	int64_t told[TOLD_MAX];    /* a ring of update ids */
+	size_t n_told;
+};
+
+/* ---- routing a journaled update ---- */
+
+/* An update received, until it is settled: queued for its chat, or marked done. */
+struct receipt {
+	struct gate *gate;
+	struct tg_update update;
+	int64_t update_id;
+	gate_accepted_cb accepted; /* NULL for an update resumed from the journal */
+	void *arg;
+};
+
+static void settle(struct receipt *r, bool is_journaled)
+{
+	if (r->accepted)
+		r->accepted(r->arg, r->update_id, is_journaled);
+	update_clear(&r->update);
+	free(r);
+}
+
+static void on_done_marked(void *arg, int err)
+{
+	(void)err; /* the store logged it; the update may be seen again after a restart, and skipped then */
+	settle(arg, true);
+}
+
+/* Routes a journaled update and queues its job, or marks it done when it is not for the bot. */
+static void dispatch(struct receipt *r)
+{
+	struct gate *g = r->gate;
+	struct tg_update *u = &r->update;
+	const char *why;
+	enum chat_job job;
+	struct route_self self = {g->self_id, g->self_username};
+	if (!route_update(u, g->env.allow, &self, &job, &why)) {
+		log_info("bot: update=%lld: skipped (%s%s%s)", (long long)u->update_id, why,
+			 u->kind == TG_UPDATE_OTHER ? ": " : "", u->kind == TG_UPDATE_OTHER ? u->kind_name : "");
+		store_update_done(g->env.store, u->update_id, on_done_marked, r);
+		return;
+	}
+	if (job == CHAT_REFUSE)
+		log_info("bot: update=%lld chat=%lld: user %lld (@%s) is not on the allowlist", (long long)u->update_id,
+			 (long long)u->message.chat_id, (long long)u->message.from.id,
+			 u->message.from.username ? u->message.from.username : "-");
+	if (chats_submit(g->env.chats, u, job) != 0)
+		log_error("bot: update=%lld: out of memory, left for a restart", (long long)u->update_id);
+	settle(r, true);
+}
+
+static struct receipt *receipt_new(struct gate *g, struct tg_update *u, gate_accepted_cb accepted, void *arg)
+{
+	struct receipt *r = malloc(sizeof *r);
+	if (!r) {
+		log_error("bot: update=%lld: out of memory; not taken", (long long)u->update_id);
+		update_clear(u);
+		return NULL;
+	}
+	*r = (struct receipt){.gate = g, .update = *u, .update_id = u->update_id, .accepted = accepted, .arg = arg};
+	memset(u, 0, sizeof *u);
+	return r;
+}
+
+/* Whether the user was told about this update already; remembers it when not. */
+static bool was_told(struct gate *g, int64_t update_id)
+{
+	size_t n = g->n_told < TOLD_MAX ? g->n_told : TOLD_MAX;
+	for (size_t i = 0; i < n; i++)
+		if (g->told[i] == update_id)
+			return true;
+	g->told[g->n_told++ % TOLD_MAX] = update_id;
+	return false;
+}
+
+/*
+ * The journal failed: the update is not taken (Telegram delivers it again
+ * until the journal works), but a person waiting is told why there is no
+ * answer, once however often it comes.
+ */
+static void tell_not_journaled(struct receipt *r)
+{
+	struct gate *g = r->gate;
+	const char *why;
+	enum chat_job job;
+	struct route_self self = {g->self_id, g->self_username};
+	if (!was_told(g, r->update_id) && route_update(&r->update, g->env.allow, &self, &job, &why) &&
+	    job != CHAT_REFUSE && chats_submit(g->env.chats, &r->update, CHAT_NOT_JOURNALED) != 0)
+		log_error("bot: update=%lld: out of memory", (long long)r->update_id);
+	settle(r, false);
+}
+
+static void on_claimed(void *arg, int err, bool is_new)
+{
+	struct receipt *r = arg;
+	if (err) {
+		log_error("bot: update=%lld could not be journaled; not taken, for Telegram to deliver again",
+			  (long long)r->update_id);
+		tell_not_journaled(r);
+	} else if (is_new) {
+		dispatch(r);
+	} else {
+		log_info("bot: update=%lld: already handled, skipped", (long long)r->update_id);
+		settle(r, true);
+	}
+}
+
+int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t len, gate_accepted_cb accepted,
+		 void *arg)
+{
+	struct receipt *r = receipt_new(g, u, accepted, arg);
+	if (!r)
+		return -1;
+	store_update_claim(g->env.store, r->update_id, r->update.message.chat_id, text, len, on_claimed, r);
+	return 0;
+}
+
+static void on_pending(void *arg, int err, const char *raw)
+{
+	struct gate *g = arg;
+	if (!raw) {
+		if (err)
+			log_error("bot: the journal of unfinished updates could not be read");
+		return;
+	}
+	struct tg_update u;
+	char why[160];
+	if (update_parse(raw, strlen(raw), &u, why, sizeof why) != 0) {
+		log_warn("bot: a journaled update cannot be decoded (%s)", why);
+		return;
+	}
+	log_info("bot: update=%lld: resuming, unfinished by the last run", (long long)u.update_id);
+	struct receipt *r = receipt_new(g, &u, NULL, NULL);
+	if (r)
+		dispatch(r);
+}
+
+void gate_resume(struct gate *g)
+{
+	store_update_pending(g->env.store, on_pending, g);
+}
+
+/* ---- who the bot is ---- */
+
+struct identify {
+	struct gate *gate;
+	struct tg_call *call;
+	struct event *timer;
+	int failures;
+	void (*done)(void *arg, int status);
+	void *arg;
+};
+
+static void identify_free(struct identify *id)
+{
+	tg_call_cancel(id->call);
+	event_free(id->timer);
+	free(id);
+}
+
+static void identify_end(struct identify *id, int status)
+{
+	struct gate *g = id->gate;
+	void (*done)(void *arg, int status) = id->done;
+	void *arg = id->arg;
+	g->identify = NULL;
+	identify_free(id);
+	if (status == 0)
+		log_info("bot: @%s (id %lld)", g->self_username, (long long)g->self_id);
+	done(arg, status);
+}
+
+static int set_identity(struct gate *g, int64_t id, const char *username)
+{
+	char *copy = strdup(username);
+	if (!copy)
+		return -1;
+	free(g->self_username);
+	g->self_username = copy;
+	g->self_id = id;
+	return 0;
+}
+
+static void ask_me(struct identify *id);
+
+static void on_identify_timer(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	ask_me(arg);
+}
+
+static void retry_identify(struct identify *id, const char *why)
+{
+	long ms = backoff_ms(&identify_backoff, ++id->failures);
+	log_warn("bot: getMe failed (%s); retrying in %ld s", why, ms / 1000);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	if (evtimer_add(id->timer, &tv) != 0)
+		identify_end(id, -1);
+}
+
+static void on_identity_saved(void *arg, int err)
+{
+	(void)err; /* only a cache: the next cold start asks Telegram again */
+	identify_end(arg, 0);
+}
+
+static void on_me(void *arg, const struct tg_result *res)
+{
+	struct identify *id = arg;
+	struct gate *g = id->gate;
+	id->call = NULL;
+	if (!res->ok) {
+		if (tg_is_token_rejected(res)) {
+			identify_end(id, -1);
+			return;
+		}
+		retry_identify(id, res->description);
+		return;
+	}
+	const json_t *user_id = json_object_get(res->result, "id");
+	const char *username = json_string_value(json_object_get(res->result, "username"));
+	if (!json_is_integer(user_id) || !username) {
+		log_error("bot: getMe did not say who the bot is");
+		identify_end(id, -1);
+		return;
+	}
+	if (set_identity(g, json_integer_value(user_id), username) != 0) {
+		identify_end(id, -1);
+		return;
+	}
+	char value[128];
+	snprintf(value, sizeof value, "%lld %s", (long long)g->self_id, g->self_username);
+	store_setting_set(g->env.store, 0, IDENTITY_KEY, value, on_identity_saved, id);
+}
+
+static void ask_me(struct identify *id)
+{
+	id->call = tg_call(id->gate->env.tg, "getMe", NULL, 0, 0, GETME_TIMEOUT_S, on_me, id);
+	if (!id->call)
+		retry_identify(id, "cannot start the request");
+}
+
+static void on_cached_identity(void *arg, int err, const char *value)
+{
+	struct identify *id = arg;
+	long long cached_id;
+	char name[65];
+	if (!err && value && sscanf(value, "%lld %64s", &cached_id, name) == 2 && cached_id == id->gate->env.bot_id &&
+	    set_identity(id->gate, cached_id, name) == 0) {
+		identify_end(id, 0);
+		return;
+	}
+	ask_me(id);
+}
+
+int gate_identify(struct gate *g, bool may_use_cache, void (*done)(void *arg, int status), void *arg)
+{
+	struct identify *id = calloc(1, sizeof *id);
+	if (!id || !(id->timer = evtimer_new(g->env.base, on_identify_timer, id))) {
+		free(id);
+		log_error("bot: out of memory");
+		return -1;
+	}
+	id->gate = g;
+	id->done = done;
+	id->arg = arg;
+	g->identify = id;
+	if (may_use_cache)
+		store_setting_get(g->env.store, 0, IDENTITY_KEY, on_cached_identity, id);
+	else
+		ask_me(id);
+	return 0;
+}
+
+/* ---- life ---- */
+
+struct gate *gate_new(const struct gate_env *env)
+{
+	struct gate *g = calloc(1, sizeof *g);
+	if (g)
+		g->env = *env;
+	return g;
+}
+
+void gate_free(struct gate *g)
+{
+	if (!g)
+		return;
+	if (g->identify)
+		identify_free(g->identify);
+	free(g->self_username);
+	free(g);
+}

@@ -1,0 +1,124 @@
+#include "gate/route.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+
+static bool is_username_char(char c)
+{
+	return isalnum((unsigned char)c) || c == '_';
+}
+
+/* "@name" in text as a whole word, case-insensitively. */
+static bool mentions(const char *text, const char *username)
+{
+	size_t n = strlen(username);
+	if (n == 0)
+		return false;
+	for (const char *p = strchr(text, '@'); p; p = strchr(p + 1, '@')) {
+		if (strncasecmp(p + 1, username, n) == 0 && !is_username_char(p[1 + n]))
+			return true;
+	}
+	return false;
+}
+
+struct command {
+	char name[33];
+	char target[65]; /* the "@bot" part, "" when absent */
+};
+
+/* Parses "/name[@target]" at the start of text; false when text is not a command. */
+static bool parse_command(const char *text, struct command *cmd)
+{
+	if (text[0] != '/')
+		return false;
+	size_t i = 1, n = 0;
+	while (is_username_char(text[i]) && n < sizeof cmd->name - 1)
+		cmd->name[n++] = (char)tolower((unsigned char)text[i++]);
+	cmd->name[n] = '\0';
+	if (n == 0)
+		return false;
+	n = 0;
+	if (text[i] == '@') {
+		i++;
+		while (is_username_char(text[i]) && n < sizeof cmd->target - 1)
+			cmd->target[n++] = text[i++];
+	}
+	cmd->target[n] = '\0';
+	return text[i] == '\0' || isspace((unsigned char)text[i]);
+}
+
+/* The job a command asks for; CHAT_REPLY for one the bot does not know (the model may). */
+static enum chat_job command_job(const char *name)
+{
+	static const struct {
+		const char *name;
+		enum chat_job job;
+	} commands[] = {
+		{"start", CHAT_START},
+		{"help", CHAT_HELP},
+		{"new", CHAT_NEW},
+	};
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(name, commands[i].name) == 0)
+			return commands[i].job;
+	return CHAT_REPLY;
+}
+
+/* Why a message is not for the bot whoever sent it, or NULL. */
+static const char *why_not_message(const struct tg_update *u)
+{
+	const struct tg_message *m = &u->message;
+	if (u->kind != TG_UPDATE_MESSAGE)
+		return "not a message";
+	if (!m->has_from)
+		return "no sender";
+	if (m->from.is_bot)
+		return "sent by a bot";
+	if (!m->text)
+		return "no text";
+	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
+	if (!is_group && m->chat_type != TG_CHAT_PRIVATE)
+		return "not a private chat or a group";
+	return NULL;
+}
+
+/* In a group: whether the message mentions the bot, replies to it, or is a command for it. */
+static bool is_addressed(const struct tg_message *m, const struct route_self *self, bool is_command,
+			 const struct command *cmd, enum chat_job job)
+{
+	if (is_command && (cmd->target[0] || job != CHAT_REPLY))
+		return true;
+	if (mentions(m->text, self->username))
+		return true;
+	if (m->reply_to_from_id != 0 && m->reply_to_from_id == self->id)
+		return true;
+	for (size_t i = 0; i < m->n_entities; i++)
+		if (strcmp(m->entities[i].type, "text_mention") == 0 && m->entities[i].user_id == self->id)
+			return true;
+	return false;
+}
+
+bool route_update(const struct tg_update *u, const struct access_list *allow, const struct route_self *self,
+		  enum chat_job *job, const char **why)
+{
+	const struct tg_message *m = &u->message;
+	*why = why_not_message(u);
+	if (*why)
+		return false;
+	struct command cmd;
+	bool is_command = parse_command(m->text, &cmd);
+	if (is_command && cmd.target[0] && strcasecmp(cmd.target, self->username) != 0) {
+		*why = "a command for another bot";
+		return false;
+	}
+	*job = is_command ? command_job(cmd.name) : CHAT_REPLY;
+	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
+	if (is_group && !is_addressed(m, self, is_command, &cmd, *job)) {
+		*why = "a group message not addressed to the bot";
+		return false;
+	}
+	if (!access_allows(allow, m->from.id, m->from.username, m->chat_id))
+		*job = CHAT_REFUSE;
+	return true;
+}

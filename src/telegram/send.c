@@ -1,0 +1,107 @@
+#include "telegram/send.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/jsonw.h"
+#include "lib/log.h"
+
+#define SEND_TIMEOUT_S 30
+#define TYPING_INTERVAL_S 4 /* Telegram shows "typing" for 5 s */
+
+int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply)
+{
+	buf_init(b, SIZE_MAX - 1);
+	int rc = buf_append_str(b, "{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_int(b, "chat_id", t->chat_id);
+	if (rc == BUF_OK && t->thread_id)
+		rc = jsonw_member_int(b, "message_thread_id", t->thread_id);
+	if (!is_reply || !t->reply_to || rc != BUF_OK)
+		return rc;
+	rc = jsonw_member(b, "reply_parameters");
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, "{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_int(b, "message_id", t->reply_to);
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, ",\"allow_sending_without_reply\":true}");
+	return rc;
+}
+
+struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
+			     tg_done_cb done, void *arg)
+{
+	struct buf b;
+	int rc = tg_open_target(&b, t, true);
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(&b, "text", text, len);
+	char *params = jsonw_finish_object(&b, rc);
+	if (!params) {
+		log_error("chat=%lld: out of memory writing a message", (long long)t->chat_id);
+		return NULL;
+	}
+	return tg_call(tg, "sendMessage", params, t->chat_id, 0, SEND_TIMEOUT_S, done, arg);
+}
+
+struct tg_typing {
+	struct tg_client *tg;
+	struct tg_target target;
+	struct event *timer;
+	struct tg_call *call;
+};
+
+static void on_action_sent(void *arg, const struct tg_result *res)
+{
+	struct tg_typing *t = arg;
+	t->call = NULL;
+	if (!res->ok)
+		log_debug("chat=%lld: sendChatAction: %ld %s", (long long)t->target.chat_id, res->error_code,
+			  res->description);
+}
+
+static void send_typing(struct tg_typing *t)
+{
+	if (t->call)
+		return;
+	struct buf b;
+	int rc = tg_open_target(&b, &t->target, false);
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(&b, "action", "typing", 6);
+	char *params = jsonw_finish_object(&b, rc);
+	if (params)
+		t->call = tg_call(t->tg, "sendChatAction", params, t->target.chat_id, 0, SEND_TIMEOUT_S,
+				  on_action_sent, t);
+}
+
+static void on_timer(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	send_typing(arg);
+}
+
+struct tg_typing *tg_typing_start(struct tg_client *tg, struct event_base *base, const struct tg_target *target)
+{
+	struct tg_typing *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	t->tg = tg;
+	t->target = *target;
+	send_typing(t);
+	t->timer = event_new(base, -1, EV_PERSIST, on_timer, t);
+	struct timeval tv = {TYPING_INTERVAL_S, 0};
+	if (!t->timer || event_add(t->timer, &tv) != 0)
+		log_warn("chat=%lld: cannot repeat the typing indicator", (long long)t->target.chat_id);
+	return t;
+}
+
+void tg_typing_stop(struct tg_typing *t)
+{
+	if (!t)
+		return;
+	if (t->timer)
+		event_free(t->timer);
+	tg_call_cancel(t->call);
+	free(t);
+}

@@ -1,0 +1,49 @@
+/*
+ * send: the messages the bot sends beside its answers, built here so that
+ * the conversation never writes a Bot API body: a notice (plain text, as a
+ * reply) and the "typing…" indicator, repeated while the model works
+ * (https://core.telegram.org/bots/api#sendchataction: it shows for 5 s).
+ * struct tg_target, where a message goes, is shared with the delivery of
+ * answers (telegram/deliver.h).
+ */
+#ifndef TGLLM_SEND_H
+#define TGLLM_SEND_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "telegram/tg.h"
+
+struct tg_target {
+	int64_t chat_id;
+	int64_t thread_id; /* message_thread_id of a forum topic to send into, 0 for none */
+	int64_t reply_to;  /* the message_id answered, 0 for none */
+	bool is_private;
+};
+
+/*
+ * Opens a request body for the target: {"chat_id":…[,"message_thread_id":…]
+ * and, with is_reply, the reply_parameters that make it an answer to
+ * reply_to (sent even if that message is gone). The caller adds its members
+ * and closes it (jsonw_finish_object).
+ */
+int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply);
+
+/*
+ * sendMessage of plain text (copied) to t, as a reply to t->reply_to when
+ * that is set. Like tg_call: NULL when it cannot start, else done runs once.
+ */
+struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
+			     tg_done_cb done, void *arg);
+
+struct tg_typing;
+
+/* Shows "typing…" in the target's chat now and every few seconds until stopped. NULL when out of memory. */
+struct tg_typing *tg_typing_start(struct tg_client *tg, struct event_base *base, const struct tg_target *t);
+/* Stops it, also a call in flight. NULL is a no-op. */
+void tg_typing_stop(struct tg_typing *typing);
+
+#endif
