@@ -1,28 +1,10 @@
 #include "store/store.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lib/log.h"
 #include "store/backend.h"
-
-int store_open(const struct store_options *o, struct event_base *base, struct http_client *http,
-	       struct store **out, char *err, size_t errlen)
-{
-	if (strncmp(o->spec, "sqlite:", 7) == 0)
-		return store_sqlite_open(o->spec + 7, base, out, err, errlen);
-	if (strncmp(o->spec, "s3://", 5) == 0)
-		return store_s3_open(o, base, http, out, err, errlen);
-	snprintf(err, errlen, "unknown store '%s'", o->spec);
-	return -1;
-}
-
-void store_free(struct store *s)
-{
-	if (s)
-		s->ops->free(s);
-}
 
 /* ---- the wrappers: every caller goes through these, never through the table ---- */
 

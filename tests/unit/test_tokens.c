@@ -116,6 +116,69 @@ static void test_fit_on_huge_turn_returns_len(void **state)
 	history_free(&h);
 }
 
+static void test_calibration_moves_a_fifth_of_the_way_to_the_reported_ratio(void **state)
+{
+	(void)state;
+	/* The API counted 300 where the estimate said 100: ratio 3. */
+	double scale = tokens_calibrate(1.0, 100, 300);
+	if (fabs(scale - 1.4) > 1e-9)
+		fail_msg("from 1 toward 3: expected 0.8 * 1 + 0.2 * 3 = 1.4, got %g", scale);
+	for (int i = 0; i < 50; i++)
+		scale = tokens_calibrate(scale, 100, 300);
+	if (fabs(scale - 3.0) > 1e-3)
+		fail_msg("after many answers of ratio 3: expected the scale near 3, got %g", scale);
+	scale = tokens_calibrate(2.0, 400, 100);
+	if (fabs(scale - (0.8 * 2 + 0.2 * 0.25)) > 1e-9)
+		fail_msg("ratio 0.25 from 2: expected %g, got %g", 0.8 * 2 + 0.2 * 0.25, scale);
+}
+
+static void test_calibration_holds_one_odd_answer_within_bounds(void **state)
+{
+	(void)state;
+	/* A ratio beyond 0.25..4 counts as the bound: one odd answer cannot swing the budget. */
+	double up = tokens_calibrate(1.0, 10, 100000);
+	if (fabs(up - (0.8 + 0.2 * 4)) > 1e-9)
+		fail_msg("ratio 10000: expected it held at 4 (scale %g), got %g", 0.8 + 0.2 * 4, up);
+	double down = tokens_calibrate(1.0, 100000, 1);
+	if (fabs(down - (0.8 + 0.2 * 0.25)) > 1e-9)
+		fail_msg("ratio 0.00001: expected it held at 0.25 (scale %g), got %g", 0.8 + 0.2 * 0.25, down);
+}
+
+static void test_calibration_without_a_report_keeps_the_scale(void **state)
+{
+	(void)state;
+	if (tokens_calibrate(1.7, 100, -1) != 1.7)
+		fail_msg("no usage reported (-1): expected the scale kept at 1.7");
+	if (tokens_calibrate(1.7, 100, 0) != 1.7)
+		fail_msg("0 prompt tokens: expected the scale kept at 1.7");
+	if (tokens_calibrate(1.7, 0, 50) != 1.7)
+		fail_msg("no estimate: expected the scale kept at 1.7");
+}
+
+static void test_a_calibrated_scale_leaves_out_more_turns(void **state)
+{
+	(void)state;
+	struct history h = HISTORY_INIT;
+	make_five_turns(&h);
+	/* Budget 30 holds all five turns at scale 1; after answers that counted 3x, only the last. */
+	double scale = 1.0;
+	expect_int("scale 1, budget 30: all five turns", 0, tokens_fit(h.turns, h.len, 30, scale));
+	for (int i = 0; i < 20; i++)
+		scale = tokens_calibrate(scale, 30, 90);
+	expect_int("scale ~3, budget 30: only u3", 4, tokens_fit(h.turns, h.len, 30, scale));
+	history_free(&h);
+}
+
+static void test_estimate_of_turns_adds_them_up(void **state)
+{
+	(void)state;
+	struct history h = HISTORY_INIT;
+	make_five_turns(&h);
+	expect_int("five turns of 6 estimated tokens", 30, tokens_estimate_turns(h.turns, h.len));
+	expect_int("no turns", 0, tokens_estimate_turns(h.turns, 0));
+	history_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -124,6 +187,11 @@ int main(void)
 		cmocka_unit_test(test_fit_scales_each_turn_cost),
 		cmocka_unit_test(test_fit_never_starts_with_an_assistant_turn),
 		cmocka_unit_test(test_fit_on_huge_turn_returns_len),
+		cmocka_unit_test(test_calibration_moves_a_fifth_of_the_way_to_the_reported_ratio),
+		cmocka_unit_test(test_calibration_holds_one_odd_answer_within_bounds),
+		cmocka_unit_test(test_calibration_without_a_report_keeps_the_scale),
+		cmocka_unit_test(test_a_calibrated_scale_leaves_out_more_turns),
+		cmocka_unit_test(test_estimate_of_turns_adds_them_up),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
