@@ -269,6 +269,9 @@ static int read_version(struct store_sqlite *s)
 static int migrate(struct store_sqlite *s, char *err, size_t errlen)
 {
 	char *msg = NULL;
+	/* Up to date: no write lock needed (a writer holding it must not stop every start). */
+	if (read_version(s) == SCHEMA_VERSION)
+		return 0;
 	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot lock the database: %s", msg ? msg : sqlite3_errmsg(s->db));
 		sqlite3_free(msg);
