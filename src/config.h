@@ -1,7 +1,7 @@
 /*
  * config: the environment -> one immutable struct config.
  *
- * Variable names are those of the original serverless bot (DESIGN.md,
+ * Variable names are those of the original serverless bot (README.md,
  * "Compatibility") plus tgllm's own. config_load() validates everything up
  * front so a misconfigured bot fails at start with one line naming the
  * variable, not at the first message.

@@ -93,11 +93,20 @@ int jsonw_member(struct buf *b, const char *key)
 	return rc == BUF_OK ? buf_append(b, "\":", 2) : rc;
 }
 
+/* Written by hand: snprintf's machinery was a tenth of the cost of a sendMessage body of entities. */
 int jsonw_int(struct buf *b, long long v)
 {
 	char digits[24];
-	int n = snprintf(digits, sizeof digits, "%lld", v);
-	return buf_append(b, digits, (size_t)n);
+	char *p = digits + sizeof digits;
+	/* In unsigned arithmetic, so that LLONG_MIN has a magnitude too. */
+	unsigned long long m = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+	do {
+		*--p = (char)('0' + m % 10);
+		m /= 10;
+	} while (m);
+	if (v < 0)
+		*--p = '-';
+	return buf_append(b, p, (size_t)(digits + sizeof digits - p));
 }
 
 int jsonw_member_int(struct buf *b, const char *key, long long v)

@@ -37,8 +37,7 @@ struct pace {
 struct tg_client {
 	struct event_base *base;
 	struct http_client *http;
-	char *api_base;
-	char *token;
+	char *url_prefix; /* "<api_base>/bot<token>/": a secret, as every URL made from it */
 	struct tg_pacing pacing;
 	bool has_no_drafts; /* sendMessageDraft failed once: answers stream by edits */
 	double global_next;
@@ -490,10 +489,10 @@ struct tg_client *tg_client_new(struct event_base *base, struct http_client *htt
 	tg->base = base;
 	tg->http = http;
 	tg->pacing = *pacing;
-	tg->api_base = strdup(api_base);
-	tg->token = strdup(token);
+	if (asprintf(&tg->url_prefix, "%s/bot%s/", api_base, token) < 0)
+		tg->url_prefix = NULL;
 	tg->kick = event_new(base, -1, 0, on_kick, tg);
-	if (!tg->api_base || !tg->token || !tg->kick) {
+	if (!tg->url_prefix || !tg->kick) {
 		tg_client_free(tg);
 		return NULL;
 	}
@@ -513,8 +512,7 @@ void tg_client_free(struct tg_client *tg)
 	}
 	if (tg->kick)
 		event_free(tg->kick);
-	free(tg->api_base);
-	free(tg->token);
+	free(tg->url_prefix);
 	free(tg);
 }
 
@@ -533,11 +531,13 @@ static struct tg_call *call_new(struct tg_client *tg, const char *method, int64_
 	call->timeout_s = timeout_s;
 	call->done = done;
 	call->arg = arg;
-	if (asprintf(&call->url, "%s/bot%s/%s", tg->api_base, tg->token, method) < 0) {
-		call->url = NULL;
+	size_t prefix_len = strlen(tg->url_prefix), method_len = strlen(method);
+	if (!(call->url = malloc(prefix_len + method_len + 1))) {
 		call_free(call);
 		return NULL;
 	}
+	memcpy(call->url, tg->url_prefix, prefix_len);
+	memcpy(call->url + prefix_len, method, method_len + 1);
 	return call;
 }
 
