@@ -1,0 +1,1012 @@
+/*
+ * Unit tests for src/store/sqlite.c through store.h: a database file in a
+ * fresh temporary directory per test, driven on an event loop until the
+ * callbacks come (bounded by a watchdog). Every operation is checked against
+ * store.h's contract: its callback runs once, from the loop, never inside
+ * the call that started it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/history.h"
+#include "store/store.h"
+
+#include "expect.h"
+
+#define WATCHDOG_MS 5000
+/* sqlite.c's HISTORY_LOAD_MAX: history_load reads at most this many turns, the newest. */
+#define LOAD_MAX 2000
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	char spec[160];
+	struct event_base *base;
+	struct event *watchdog;
+	bool has_timed_out;
+	struct store *store;
+};
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct fixture *f = arg;
+	f->has_timed_out = true;
+	event_base_loopbreak(f->base);
+}
+
+static int fixture_setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	if (!f)
+		return -1;
+	snprintf(f->dir, sizeof f->dir, "/tmp/tgllm-store-XXXXXX");
+	if (!mkdtemp(f->dir)) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->path, sizeof f->path, "%s/tgllm.db", f->dir);
+	snprintf(f->spec, sizeof f->spec, "sqlite:%s", f->path);
+	f->base = event_base_new();
+	f->watchdog = f->base ? evtimer_new(f->base, on_watchdog, f) : NULL;
+	*state = f;
+	return f->watchdog ? 0 : -1;
+}
+
+static int fixture_teardown(void **state)
+{
+	struct fixture *f = *state;
+	if (!f)
+		return 0;
+	store_free(f->store);
+	if (f->watchdog)
+		event_free(f->watchdog);
+	if (f->base)
+		event_base_free(f->base);
+	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		char p[160];
+		snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
+		unlink(p);
+	}
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static struct store *open_store(struct fixture *f)
+{
+	struct store_options o = {.spec = f->spec};
+	struct store *s = NULL;
+	char err[512] = "";
+	if (store_open(&o, f->base, NULL, &s, err, sizeof err) != 0)
+		fail_msg("store_open(%s): expected success, got -1: %s", f->spec, err);
+	if (!s)
+		fail_msg("store_open(%s): expected a store, got NULL", f->spec);
+	return s;
+}
+
+static void reopen(struct fixture *f)
+{
+	store_free(f->store);
+	f->store = open_store(f);
+}
+
+/* ---- one operation: started, then answered from the loop ---- */
+
+struct op {
+	const char *what;
+	bool has_returned; /* the call that started the operation has returned */
+	bool came_inside;  /* a callback ran before that */
+	int calls;         /* final callbacks */
+	int err;
+	bool is_new;
+	bool has_value;
+	char *value;
+	struct history h;
+	char **raws;
+	size_t n_raws;
+	bool came_after_end; /* a pending raw after the final NULL */
+};
+
+static void noted(struct op *o)
+{
+	if (!o->has_returned)
+		o->came_inside = true;
+}
+
+static void on_done(void *arg, int err)
+{
+	struct op *o = arg;
+	noted(o);
+	o->calls++;
+	o->err = err;
+}
+
+static void on_history(void *arg, int err, struct history *h)
+{
+	struct op *o = arg;
+	noted(o);
+	o->calls++;
+	o->err = err;
+	history_free(&o->h);
+	o->h = *h; /* moved out: the store frees the empty shell */
+	*h = (struct history)HISTORY_INIT;
+}
+
+static void on_claim(void *arg, int err, bool is_new)
+{
+	struct op *o = arg;
+	noted(o);
+	o->calls++;
+	o->err = err;
+	o->is_new = is_new;
+}
+
+static void on_value(void *arg, int err, const char *value)
+{
+	struct op *o = arg;
+	noted(o);
+	o->calls++;
+	o->err = err;
+	o->has_value = value != NULL;
+	free(o->value);
+	o->value = value ? strdup(value) : NULL;
+}
+
+static void on_pending(void *arg, int err, const char *raw)
+{
+	struct op *o = arg;
+	noted(o);
+	if (o->calls)
+		o->came_after_end = true;
+	if (!raw) {
+		o->calls++;
+		o->err = err;
+		return;
+	}
+	char **p = realloc(o->raws, (o->n_raws + 1) * sizeof *p);
+	if (!p)
+		return;
+	o->raws = p;
+	o->raws[o->n_raws++] = strdup(raw);
+}
+
+static void op_free(struct op *o)
+{
+	history_free(&o->h);
+	free(o->value);
+	for (size_t i = 0; i < o->n_raws; i++)
+		free(o->raws[i]);
+	free(o->raws);
+	memset(o, 0, sizeof *o);
+}
+
+/* Runs the loop until every op in ops[0..n) has been answered, bounded by the watchdog. */
+static void run_until_answered(struct fixture *f, struct op **ops, size_t n)
+{
+	struct timeval tv = {WATCHDOG_MS / 1000, (WATCHDOG_MS % 1000) * 1000};
+	f->has_timed_out = false;
+	evtimer_add(f->watchdog, &tv);
+	for (;;) {
+		size_t answered = 0;
+		for (size_t i = 0; i < n; i++)
+			answered += ops[i]->calls > 0;
+		if (answered == n || f->has_timed_out)
+			break;
+		if (event_base_loop(f->base, EVLOOP_ONCE) < 0)
+			break;
+	}
+	evtimer_del(f->watchdog);
+	/* One more turn of the loop: an answer given twice would come now. */
+	event_base_loop(f->base, EVLOOP_NONBLOCK);
+	for (size_t i = 0; i < n; i++) {
+		struct op *o = ops[i];
+		if (o->calls == 0)
+			fail_msg("%s: expected a callback within %d ms, got none", o->what, WATCHDOG_MS);
+		if (o->came_inside)
+			fail_msg("%s: expected the callback from the loop, got it inside the call", o->what);
+		if (o->calls != 1)
+			fail_msg("%s: expected one callback, got %d", o->what, o->calls);
+		if (o->came_after_end)
+			fail_msg("%s: expected no update after the final NULL, got one", o->what);
+	}
+}
+
+/* Called right after the call that starts o returns: nothing may have come yet. */
+static void started(struct op *o)
+{
+	if (o->calls || o->n_raws || o->came_inside)
+		fail_msg("%s: expected no callback inside the call, got one", o->what);
+	o->has_returned = true;
+}
+
+static void answered(struct fixture *f, struct op *o)
+{
+	run_until_answered(f, &o, 1);
+}
+
+static void expect_ok(const struct op *o)
+{
+	if (o->err != 0)
+		fail_msg("%s: expected err 0, got %d", o->what, o->err);
+}
+
+static void do_append(struct fixture *f, struct store *s, int64_t chat, const struct turn *turns, size_t n,
+                      int64_t update_id)
+{
+	struct op o = {.what = "store_history_append"};
+	store_history_append(s, chat, turns, n, update_id, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	op_free(&o);
+}
+
+static struct history do_load(struct fixture *f, struct store *s, int64_t chat)
+{
+	struct op o = {.what = "store_history_load"};
+	store_history_load(s, chat, on_history, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	struct history h = o.h;
+	o.h = (struct history)HISTORY_INIT;
+	op_free(&o);
+	return h;
+}
+
+static void do_clear(struct fixture *f, struct store *s, int64_t chat)
+{
+	struct op o = {.what = "store_history_clear"};
+	store_history_clear(s, chat, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	op_free(&o);
+}
+
+static bool do_claim(struct fixture *f, struct store *s, int64_t update_id, int64_t chat, const char *raw)
+{
+	struct op o = {.what = "store_update_claim"};
+	store_update_claim(s, update_id, chat, raw, strlen(raw), on_claim, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	bool is_new = o.is_new;
+	op_free(&o);
+	return is_new;
+}
+
+static void do_update_done(struct fixture *f, struct store *s, int64_t update_id)
+{
+	struct op o = {.what = "store_update_done"};
+	store_update_done(s, update_id, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	op_free(&o);
+}
+
+static void do_release(struct fixture *f, struct store *s, int64_t update_id)
+{
+	struct op o = {.what = "store_update_release"};
+	store_update_release(s, update_id, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	op_free(&o);
+}
+
+/* The pending updates' texts joined with '|' (e.g. "a|b"), into out. */
+static void do_pending(struct fixture *f, struct store *s, char *out, size_t n)
+{
+	struct op o = {.what = "store_update_pending"};
+	store_update_pending(s, on_pending, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	size_t used = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < o.n_raws && used < n; i++)
+		used += (size_t)snprintf(out + used, n - used, "%s%s", i ? "|" : "", o.raws[i]);
+	op_free(&o);
+}
+
+/* The setting's value (malloc'd) or NULL when not set. */
+static char *do_get(struct fixture *f, struct store *s, int64_t scope, const char *key)
+{
+	struct op o = {.what = "store_setting_get"};
+	store_setting_get(s, scope, key, on_value, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	if (o.has_value && !o.value)
+		fail_msg("store_setting_get: out of memory");
+	char *v = o.value;
+	o.value = NULL;
+	op_free(&o);
+	return v;
+}
+
+static void do_set(struct fixture *f, struct store *s, int64_t scope, const char *key, const char *value)
+{
+	struct op o = {.what = "store_setting_set"};
+	store_setting_set(s, scope, key, value, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	op_free(&o);
+}
+
+static struct turn turn(enum turn_role role, const char *content)
+{
+	return (struct turn){role, (char *)content, strlen(content)};
+}
+
+static void expect_history(const char *what, const struct turn *expected, size_t n, const struct history *h)
+{
+	if (h->len != n)
+		fail_msg("%s: expected %zu turns, got %zu", what, n, h->len);
+	for (size_t i = 0; i < n; i++) {
+		if (h->turns[i].role != expected[i].role)
+			fail_msg("%s: turn %zu: expected role %s, got %s", what, i,
+			         turn_role_name(expected[i].role), turn_role_name(h->turns[i].role));
+		if (h->turns[i].len != expected[i].len ||
+		    memcmp(h->turns[i].content, expected[i].content, expected[i].len))
+			fail_msg("%s: turn %zu: expected \"%s\", got \"%s\"", what, i, expected[i].content,
+			         h->turns[i].content);
+	}
+}
+
+static void expect_setting(struct fixture *f, struct store *s, int64_t scope, const char *key,
+                           const char *expected)
+{
+	char what[128];
+	snprintf(what, sizeof what, "setting %lld/%s", (long long)scope, key);
+	char *v = do_get(f, s, scope, key);
+	char copy[256];
+	snprintf(copy, sizeof copy, "%s", v ? v : "");
+	bool is_null = v == NULL;
+	free(v);
+	if (!expected) {
+		if (!is_null)
+			fail_msg("%s: expected NULL (not set), got \"%s\"", what, copy);
+		return;
+	}
+	if (is_null)
+		fail_msg("%s: expected \"%s\", got NULL", what, expected);
+	expect_str(what, expected, copy);
+}
+
+static void expect_pending(struct fixture *f, struct store *s, const char *expected, const char *what)
+{
+	char got[1024];
+	do_pending(f, s, got, sizeof got);
+	expect_str(what, expected, got);
+}
+
+/* ---- direct SQL on the file, for what store.h cannot show ---- */
+
+static void sql_exec(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+	if (sqlite3_open(path, &db) != SQLITE_OK || sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		char copy[256];
+		snprintf(copy, sizeof copy, "%s", msg ? msg : (db ? sqlite3_errmsg(db) : "out of memory"));
+		sqlite3_free(msg);
+		sqlite3_close(db);
+		fail_msg("SQL \"%s\" on %s: %s", sql, path, copy);
+	}
+	sqlite3_close(db);
+}
+
+/* The first column of the first row as text, into out. */
+static void sql_text(const char *path, const char *sql, char *out, size_t n)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	out[0] = '\0';
+	if (sqlite3_open(path, &db) != SQLITE_OK || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		char copy[256];
+		snprintf(copy, sizeof copy, "%s", db ? sqlite3_errmsg(db) : "out of memory");
+		sqlite3_close(db);
+		fail_msg("SQL \"%s\" on %s: %s", sql, path, copy);
+	}
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+		snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+/* ---- the tests ---- */
+
+static void test_every_operation_answers_from_the_loop_not_inside_the_call(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	struct turn t = turn(TURN_USER, "hi");
+	struct op ops[9] = {
+	    {.what = "store_update_claim"},  {.what = "store_history_append"},
+	    {.what = "store_history_load"},  {.what = "store_update_pending"},
+	    {.what = "store_update_done"},   {.what = "store_update_release"},
+	    {.what = "store_setting_set"},   {.what = "store_setting_get"},
+	    {.what = "store_history_clear"},
+	};
+	/* All started before the loop runs once: none may answer inside its call, all must answer after. */
+	store_update_claim(f->store, 1, 10, "{}", 2, on_claim, &ops[0]);
+	started(&ops[0]);
+	store_history_append(f->store, 10, &t, 1, 0, on_done, &ops[1]);
+	started(&ops[1]);
+	store_history_load(f->store, 10, on_history, &ops[2]);
+	started(&ops[2]);
+	store_update_pending(f->store, on_pending, &ops[3]);
+	started(&ops[3]);
+	store_update_done(f->store, 1, on_done, &ops[4]);
+	started(&ops[4]);
+	store_update_release(f->store, 2, on_done, &ops[5]);
+	started(&ops[5]);
+	store_setting_set(f->store, 10, "k", "v", on_done, &ops[6]);
+	started(&ops[6]);
+	store_setting_get(f->store, 10, "k", on_value, &ops[7]);
+	started(&ops[7]);
+	store_history_clear(f->store, 10, on_done, &ops[8]);
+	started(&ops[8]);
+	struct op *all[9];
+	for (size_t i = 0; i < 9; i++)
+		all[i] = &ops[i];
+	run_until_answered(f, all, 9);
+	for (size_t i = 0; i < 9; i++)
+		expect_ok(&ops[i]);
+	/* Each saw the store as the operations before it left it. */
+	expect_int("claim of a new update: is_new", 1, ops[0].is_new);
+	expect_int("history loaded after one append: turns", 1, ops[2].h.len);
+	expect_int("pending after the claim: updates", 1, ops[3].n_raws);
+	expect_str("setting read after it was set", "v", ops[7].value ? ops[7].value : "(null)");
+	for (size_t i = 0; i < 9; i++)
+		op_free(&ops[i]);
+}
+
+/* Answers come in the order the operations were started. */
+static int order[16];
+static size_t n_order;
+
+static void on_done_in_order(void *arg, int err)
+{
+	(void)err;
+	if (n_order < 16)
+		order[n_order++] = (int)(intptr_t)arg;
+}
+
+static void on_value_in_order(void *arg, int err, const char *value)
+{
+	(void)value;
+	on_done_in_order(arg, err);
+}
+
+static void test_answers_come_in_the_order_started(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	n_order = 0;
+	store_setting_set(f->store, 1, "a", "1", on_done_in_order, (void *)1);
+	store_setting_get(f->store, 1, "a", on_value_in_order, (void *)2);
+	store_history_clear(f->store, 1, on_done_in_order, (void *)3);
+	store_update_done(f->store, 5, on_done_in_order, (void *)4);
+	struct timeval tv = {WATCHDOG_MS / 1000, 0};
+	f->has_timed_out = false;
+	evtimer_add(f->watchdog, &tv);
+	while (n_order < 4 && !f->has_timed_out)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	evtimer_del(f->watchdog);
+	expect_int("answers", 4, n_order);
+	for (int i = 0; i < 4; i++) {
+		char what[32];
+		snprintf(what, sizeof what, "answer %d", i + 1);
+		expect_int(what, i + 1, order[i]);
+	}
+}
+
+/* A callback may start the next operation: it is answered on a later turn of the loop, not inside. */
+struct chain {
+	struct fixture *f;
+	struct op load;
+	bool did_start_load;
+};
+
+static void on_claim_then_load(void *arg, int err, bool is_new)
+{
+	(void)err;
+	(void)is_new;
+	struct chain *c = arg;
+	c->load.what = "store_history_load started from a claim's callback";
+	store_history_load(c->f->store, 1, on_history, &c->load);
+	started(&c->load);
+	c->did_start_load = true;
+}
+
+static void test_callback_may_start_another_operation(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	struct chain c = {.f = f};
+	store_update_claim(f->store, 1, 1, "{}", 2, on_claim_then_load, &c);
+	struct timeval tv = {WATCHDOG_MS / 1000, 0};
+	f->has_timed_out = false;
+	evtimer_add(f->watchdog, &tv);
+	while (!c.did_start_load && !f->has_timed_out)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	evtimer_del(f->watchdog);
+	if (!c.did_start_load)
+		fail_msg("claim: expected its callback within %d ms, got none", WATCHDOG_MS);
+	answered(f, &c.load);
+	expect_ok(&c.load);
+	op_free(&c.load);
+}
+
+static void test_history_comes_back_in_order_per_chat_with_roles(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	const struct turn first[] = {
+	    turn(TURN_SYSTEM, "Be brief."), turn(TURN_USER, "Привет 👋"),
+	    turn(TURN_ASSISTANT, "Hi \"there\"\nline two"),
+	    turn(TURN_USER, ""), /* an empty turn is kept, not taken for a bad row */
+	};
+	const struct turn other[] = {turn(TURN_USER, "another chat")};
+	const struct turn second[] = {turn(TURN_USER, "and then?"), turn(TURN_ASSISTANT, "then this.")};
+	do_append(f, f->store, 100, first, 4, 0);
+	do_append(f, f->store, -100200, other, 1, 0);
+	do_append(f, f->store, 100, second, 2, 0);
+
+	const struct turn all[] = {first[0], first[1], first[2], first[3], second[0], second[1]};
+	struct history h = do_load(f, f->store, 100);
+	expect_history("chat 100 after two appends", all, 6, &h);
+	history_free(&h);
+	h = do_load(f, f->store, -100200);
+	expect_history("chat -100200", other, 1, &h);
+	history_free(&h);
+	h = do_load(f, f->store, 7);
+	expect_history("a chat never written", NULL, 0, &h);
+	history_free(&h);
+}
+
+static void test_clear_forgets_only_that_chat(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	const struct turn a[] = {turn(TURN_USER, "a1"), turn(TURN_ASSISTANT, "a2")};
+	const struct turn b[] = {turn(TURN_USER, "b1")};
+	do_append(f, f->store, 1, a, 2, 0);
+	do_append(f, f->store, 2, b, 1, 0);
+	do_clear(f, f->store, 1);
+	struct history h = do_load(f, f->store, 1);
+	expect_history("chat 1 after /new", NULL, 0, &h);
+	history_free(&h);
+	h = do_load(f, f->store, 2);
+	expect_history("chat 2 after chat 1's /new", b, 1, &h);
+	history_free(&h);
+	/* A conversation starts afresh after the clear. */
+	const struct turn again[] = {turn(TURN_USER, "fresh")};
+	do_append(f, f->store, 1, again, 1, 0);
+	h = do_load(f, f->store, 1);
+	expect_history("chat 1 after /new and one turn", again, 1, &h);
+	history_free(&h);
+	do_clear(f, f->store, 999); /* clearing nothing is no error */
+}
+
+static void test_claim_is_new_only_the_first_time(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	expect_int("first claim of update 500: is_new", 1,
+	           do_claim(f, f->store, 500, 1, "{\"update_id\":500}"));
+	expect_int("second claim of update 500: is_new", 0,
+	           do_claim(f, f->store, 500, 1, "{\"update_id\":500}"));
+	expect_int("claim of update 501: is_new", 1, do_claim(f, f->store, 501, 1, "{\"update_id\":501}"));
+	do_update_done(f, f->store, 500);
+	expect_int("claim of update 500 once done: is_new", 0, do_claim(f, f->store, 500, 1, "{}"));
+}
+
+static void test_pending_gives_claimed_updates_oldest_first_until_done(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	expect_pending(f, f->store, "", "pending in a new store");
+	do_claim(f, f->store, 30, 1, "{\"update_id\":30}");
+	do_claim(f, f->store, 10, 2, "{\"update_id\":10,\"text\":\"Привет\"}");
+	do_claim(f, f->store, 20, 1, "{\"update_id\":20}");
+	expect_pending(f, f->store,
+	               "{\"update_id\":10,\"text\":\"Привет\"}|{\"update_id\":20}|{\"update_id\":30}",
+	               "pending after claims of 30, 10, 20");
+	/* A second claim keeps the first text. */
+	do_claim(f, f->store, 20, 1, "{\"update_id\":20,\"again\":true}");
+	do_update_done(f, f->store, 10);
+	expect_pending(f, f->store, "{\"update_id\":20}|{\"update_id\":30}", "pending after 10 is done");
+	do_update_done(f, f->store, 20);
+	do_update_done(f, f->store, 30);
+	expect_pending(f, f->store, "", "pending after all are done");
+}
+
+static void test_append_with_update_id_marks_that_update_done(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	do_claim(f, f->store, 77, 5, "{\"update_id\":77}");
+	do_claim(f, f->store, 78, 5, "{\"update_id\":78}");
+	const struct turn exchange[] = {turn(TURN_USER, "q"), turn(TURN_ASSISTANT, "a")};
+	do_append(f, f->store, 5, exchange, 2, 77);
+	expect_pending(f, f->store, "{\"update_id\":78}", "pending after the append for update 77");
+	expect_int("claim of update 77 after its append: is_new", 0, do_claim(f, f->store, 77, 5, "{}"));
+	/* Without an update id, nothing in the journal changes. */
+	do_append(f, f->store, 5, exchange, 2, 0);
+	expect_pending(f, f->store, "{\"update_id\":78}", "pending after an append without update id");
+	struct history h = do_load(f, f->store, 5);
+	expect_int("turns after two appends", 4, h.len);
+	history_free(&h);
+}
+
+/* The turns and the update's done mark are one transaction: when either fails, neither is kept. */
+static void test_append_is_all_or_nothing_with_the_done_mark(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	do_claim(f, f->store, 666, 3, "{\"update_id\":666}");
+	do_claim(f, f->store, 667, 3, "{\"update_id\":667}");
+	/* Triggers written by another connection make one step of each transaction fail. */
+	sql_exec(f->path,
+	         "CREATE TRIGGER refuse_done BEFORE UPDATE ON updates WHEN NEW.update_id = 666 "
+	         "BEGIN SELECT RAISE(ABORT, 'test: marking 666 done refused'); END;"
+	         "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages WHEN NEW.content = 'poison' "
+	         "BEGIN SELECT RAISE(ABORT, 'test: poison refused'); END;");
+
+	const struct turn exchange[] = {turn(TURN_USER, "q666"), turn(TURN_ASSISTANT, "a666")};
+	struct op o = {.what = "store_history_append whose done mark fails"};
+	store_history_append(f->store, 3, exchange, 2, 666, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	if (o.err == 0)
+		fail_msg("%s: expected err -1, got 0", o.what);
+	op_free(&o);
+	struct history h = do_load(f, f->store, 3);
+	expect_history("chat 3 after the append whose done mark failed", NULL, 0, &h);
+	history_free(&h);
+
+	const struct turn poisoned[] = {turn(TURN_USER, "q667"), turn(TURN_ASSISTANT, "poison")};
+	o = (struct op){.what = "store_history_append whose second turn fails"};
+	store_history_append(f->store, 3, poisoned, 2, 667, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	if (o.err == 0)
+		fail_msg("%s: expected err -1, got 0", o.what);
+	op_free(&o);
+	h = do_load(f, f->store, 3);
+	expect_history("chat 3 after the append whose second turn failed", NULL, 0, &h);
+	history_free(&h);
+	expect_pending(f, f->store, "{\"update_id\":666}|{\"update_id\":667}",
+	               "pending after both failed appends");
+
+	/* Rolled back cleanly: the store goes on working. */
+	const struct turn fine[] = {turn(TURN_USER, "q667"), turn(TURN_ASSISTANT, "a667")};
+	do_append(f, f->store, 3, fine, 2, 667);
+	h = do_load(f, f->store, 3);
+	expect_history("chat 3 after a good append", fine, 2, &h);
+	history_free(&h);
+	expect_pending(f, f->store, "{\"update_id\":666}", "pending after the good append for 667");
+}
+
+static void test_release_forgets_a_pending_update_but_not_a_done_one(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	do_claim(f, f->store, 5, 1, "{\"update_id\":5}");
+	do_release(f, f->store, 5);
+	expect_pending(f, f->store, "", "pending after releasing update 5");
+	expect_int("claim of update 5 after its release: is_new", 1,
+	           do_claim(f, f->store, 5, 1, "{\"update_id\":5}"));
+	expect_pending(f, f->store, "{\"update_id\":5}", "pending after claiming update 5 again");
+
+	do_claim(f, f->store, 6, 1, "{\"update_id\":6}");
+	do_update_done(f, f->store, 6);
+	do_release(f, f->store, 6);
+	expect_int("claim of update 6 released after done: is_new", 0, do_claim(f, f->store, 6, 1, "{}"));
+	do_release(f, f->store, 12345); /* an update never claimed: no error */
+}
+
+static void test_settings_are_per_scope_and_key(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	expect_setting(f, f->store, 1, "refused_at", NULL);
+	do_set(f, f->store, 1, "refused_at", "1700000000");
+	do_set(f, f->store, 2, "refused_at", "1700000001");
+	do_set(f, f->store, 1, "lang", "ru");
+	do_set(f, f->store, -1001234567890, "lang", "");
+	expect_setting(f, f->store, 1, "refused_at", "1700000000");
+	expect_setting(f, f->store, 2, "refused_at", "1700000001");
+	expect_setting(f, f->store, 1, "lang", "ru");
+	expect_setting(f, f->store, -1001234567890, "lang", ""); /* empty, not unset */
+	expect_setting(f, f->store, 2, "lang", NULL);
+	expect_setting(f, f->store, 3, "refused_at", NULL);
+	do_set(f, f->store, 1, "refused_at", "1800000000");
+	expect_setting(f, f->store, 1, "refused_at", "1800000000");
+	expect_setting(f, f->store, 2, "refused_at", "1700000001");
+}
+
+static void test_everything_survives_reopening(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	const struct turn t[] = {turn(TURN_USER, "remember me"), turn(TURN_ASSISTANT, "I will")};
+	do_append(f, f->store, 42, t, 2, 0);
+	do_claim(f, f->store, 900, 42, "{\"update_id\":900}");
+	do_claim(f, f->store, 901, 42, "{\"update_id\":901}");
+	do_update_done(f, f->store, 901);
+	do_set(f, f->store, 42, "refused_at", "123");
+
+	reopen(f);
+	struct history h = do_load(f, f->store, 42);
+	expect_history("chat 42 after reopening", t, 2, &h);
+	history_free(&h);
+	expect_pending(f, f->store, "{\"update_id\":900}", "pending after reopening");
+	expect_int("claim of done update 901 after reopening: is_new", 0,
+	           do_claim(f, f->store, 901, 42, "{}"));
+	expect_setting(f, f->store, 42, "refused_at", "123");
+
+	char version[32];
+	sql_text(f->path, "PRAGMA user_version", version, sizeof version);
+	if (strcmp(version, "0") == 0 || version[0] == '\0')
+		fail_msg("PRAGMA user_version after opening: expected the schema's version, got \"%s\"",
+		         version);
+}
+
+static void test_database_from_a_newer_tgllm_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	sql_exec(f->path, "CREATE TABLE future (x); PRAGMA user_version = 1000");
+	struct store_options o = {.spec = f->spec};
+	struct store *s = NULL;
+	char err[512] = "";
+	int rc = store_open(&o, f->base, NULL, &s, err, sizeof err);
+	if (rc == 0) {
+		store_free(s);
+		fail_msg("store_open of a database with user_version 1000: expected -1, got success");
+	}
+	if (!strstr(err, "newer") || !strstr(err, "1000"))
+		fail_msg(
+		    "store_open of a database with user_version 1000: expected a reason saying it is newer, "
+		    "got \"%s\"",
+		    err);
+	char version[32];
+	sql_text(f->path, "PRAGMA user_version", version, sizeof version);
+	expect_str("user_version after the refusal", "1000", version);
+}
+
+static void test_unopenable_path_and_unknown_spec_are_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = NULL;
+	char err[512] = "";
+	struct store_options o = {.spec = "sqlite:/nonexistent-tgllm-dir/sub/tgllm.db"};
+	if (store_open(&o, f->base, NULL, &s, err, sizeof err) == 0) {
+		store_free(s);
+		fail_msg("store_open in a missing directory: expected -1, got success");
+	}
+	if (!strstr(err, "/nonexistent-tgllm-dir/sub/tgllm.db"))
+		fail_msg("store_open in a missing directory: expected the path in the reason, got \"%s\"",
+		         err);
+	struct store_options unknown = {.spec = "redis://localhost"};
+	err[0] = '\0';
+	if (store_open(&unknown, f->base, NULL, &s, err, sizeof err) == 0) {
+		store_free(s);
+		fail_msg("store_open(redis://localhost): expected -1, got success");
+	}
+	if (!strstr(err, "redis://localhost"))
+		fail_msg("store_open(redis://localhost): expected the spec in the reason, got \"%s\"", err);
+}
+
+static void test_two_connections_share_one_file_in_wal_mode(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	struct store *other = open_store(f);
+	char mode[16];
+	sql_text(f->path, "PRAGMA journal_mode", mode, sizeof mode);
+	const struct turn t[] = {turn(TURN_USER, "written by one")};
+	do_append(f, f->store, 1, t, 1, 0);
+	struct history h = do_load(f, other, 1);
+	bool seen = h.len == 1;
+	history_free(&h);
+	bool is_new_there = do_claim(f, other, 3, 1, "{\"update_id\":3}");
+	bool is_new_here = do_claim(f, f->store, 3, 1, "{\"update_id\":3}");
+	do_set(f, f->store, 1, "k", "v");
+	char *v = do_get(f, other, 1, "k");
+	bool has_v = v && strcmp(v, "v") == 0;
+	free(v);
+	store_free(other);
+	expect_str("PRAGMA journal_mode of the file", "wal", mode);
+	if (!seen)
+		fail_msg("history written through one connection: expected it read through the other");
+	expect_int("claim through the second connection: is_new", 1, is_new_there);
+	expect_int("the same claim through the first: is_new", 0, is_new_here);
+	if (!has_v)
+		fail_msg("setting written through one connection: expected \"v\" read through the other");
+}
+
+static void test_long_history_loads_the_newest_turns(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	enum { N = LOAD_MAX + 100 };
+	struct turn *turns = calloc(N, sizeof *turns);
+	char(*texts)[16] = calloc(N, sizeof *texts);
+	if (!turns || !texts)
+		fail_msg("out of memory");
+	for (int i = 0; i < N; i++) {
+		snprintf(texts[i], sizeof texts[i], "turn %d", i);
+		turns[i] = turn(i % 2 ? TURN_ASSISTANT : TURN_USER, texts[i]);
+	}
+	do_append(f, f->store, 9, turns, N, 0);
+	struct history h = do_load(f, f->store, 9);
+	free(turns);
+	free(texts);
+	size_t len = h.len;
+	char first[32] = "", last[32] = "";
+	bool in_order = true;
+	for (size_t i = 0; i < h.len; i++) {
+		char want[16];
+		snprintf(want, sizeof want, "turn %zu", N - h.len + i);
+		in_order = in_order && strcmp(h.turns[i].content, want) == 0 &&
+		           h.turns[i].role == ((N - h.len + i) % 2 ? TURN_ASSISTANT : TURN_USER);
+	}
+	if (h.len) {
+		snprintf(first, sizeof first, "%s", h.turns[0].content);
+		snprintf(last, sizeof last, "%s", h.turns[h.len - 1].content);
+	}
+	history_free(&h);
+	expect_int("turns loaded of a history of LOAD_MAX + 100", LOAD_MAX, len);
+	expect_str("oldest turn loaded", "turn 100", first);
+	expect_str("newest turn loaded", "turn 2099", last);
+	if (!in_order)
+		fail_msg("turns loaded: expected turn 100 to turn 2099 in order with their roles");
+}
+
+/* A row whose role tgllm does not know (written by hand, or by a later version) is left out. */
+static void test_turn_with_unknown_role_is_skipped(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	const struct turn t[] = {turn(TURN_USER, "before")};
+	do_append(f, f->store, 4, t, 1, 0);
+	sql_exec(f->path,
+	         "INSERT INTO messages (chat_id, role, content, created_at) VALUES (4, 'robot', 'beep', 0)");
+	do_append(f, f->store, 4, (const struct turn[]){turn(TURN_ASSISTANT, "after")}, 1, 0);
+	struct history h = do_load(f, f->store, 4);
+	const struct turn expected[] = {turn(TURN_USER, "before"), turn(TURN_ASSISTANT, "after")};
+	expect_history("chat 4 with a 'robot' row between", expected, 2, &h);
+	history_free(&h);
+}
+
+/* STORE.md: done journal entries are pruned after 7 days (at open); pending ones are kept. */
+static void test_open_prunes_done_updates_older_than_a_week(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	do_claim(f, f->store, 1, 1, "{\"update_id\":1}");
+	do_claim(f, f->store, 2, 1, "{\"update_id\":2}");
+	do_claim(f, f->store, 3, 1, "{\"update_id\":3}");
+	do_update_done(f, f->store, 1);
+	do_update_done(f, f->store, 3);
+	store_free(f->store);
+	f->store = NULL;
+	char sql[256];
+	long long old = (long long)time(NULL) - 8 * 86400;
+	snprintf(sql, sizeof sql, "UPDATE updates SET received_at = %lld WHERE update_id IN (1, 2)", old);
+	sql_exec(f->path, sql);
+	f->store = open_store(f);
+	expect_int("claim of done update 1, 8 days old, after reopening: is_new", 1,
+	           do_claim(f, f->store, 1, 1, "{\"update_id\":1}"));
+	expect_int("claim of done update 3, recent: is_new", 0, do_claim(f, f->store, 3, 1, "{}"));
+	expect_pending(f, f->store, "{\"update_id\":1}|{\"update_id\":2}",
+	               "pending: the 8-day-old update 2 kept");
+}
+
+static int callbacks_after_free;
+
+static void count_done(void *arg, int err)
+{
+	(void)arg;
+	(void)err;
+	callbacks_after_free++;
+}
+static void count_history(void *arg, int err, struct history *h)
+{
+	(void)h;
+	count_done(arg, err);
+}
+static void count_claim(void *arg, int err, bool is_new)
+{
+	(void)is_new;
+	count_done(arg, err);
+}
+static void count_value(void *arg, int err, const char *value)
+{
+	(void)value;
+	count_done(arg, err);
+}
+static void count_pending(void *arg, int err, const char *raw)
+{
+	(void)raw;
+	count_done(arg, err);
+}
+
+/* Freeing the store drops the answers still queued: no callback, and (ASan) nothing leaked. */
+static void test_free_drops_queued_answers_without_calling_back(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	const struct turn t[] = {turn(TURN_USER, "queued history")};
+	do_append(f, f->store, 1, t, 1, 0);
+	do_claim(f, f->store, 8, 1, "{\"update_id\":8, \"queued\":\"raw text\"}");
+	do_set(f, f->store, 1, "k", "a queued value");
+
+	callbacks_after_free = 0;
+	/* Answers holding memory of their own: a history, a value, pending texts. */
+	store_history_load(f->store, 1, count_history, NULL);
+	store_setting_get(f->store, 1, "k", count_value, NULL);
+	store_update_pending(f->store, count_pending, NULL);
+	store_update_claim(f->store, 9, 1, "{}", 2, count_claim, NULL);
+	store_history_append(f->store, 1, t, 1, 9, count_done, NULL);
+	int inside = callbacks_after_free;
+	store_free(f->store);
+	f->store = NULL;
+	/* The answers were due on the next turn of the loop: give it a few. */
+	for (int i = 0; i < 3; i++)
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+	expect_int("callbacks inside the calls", 0, inside);
+	expect_int("callbacks after store_free", 0, callbacks_after_free);
+}
+
+#define TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    TEST(test_every_operation_answers_from_the_loop_not_inside_the_call),
+	    TEST(test_answers_come_in_the_order_started),
+	    TEST(test_callback_may_start_another_operation),
+	    TEST(test_history_comes_back_in_order_per_chat_with_roles),
+	    TEST(test_clear_forgets_only_that_chat),
+	    TEST(test_claim_is_new_only_the_first_time),
+	    TEST(test_pending_gives_claimed_updates_oldest_first_until_done),
+	    TEST(test_append_with_update_id_marks_that_update_done),
+	    TEST(test_append_is_all_or_nothing_with_the_done_mark),
+	    TEST(test_release_forgets_a_pending_update_but_not_a_done_one),
+	    TEST(test_settings_are_per_scope_and_key),
+	    TEST(test_everything_survives_reopening),
+	    TEST(test_database_from_a_newer_tgllm_is_refused),
+	    TEST(test_unopenable_path_and_unknown_spec_are_refused),
+	    TEST(test_two_connections_share_one_file_in_wal_mode),
+	    TEST(test_long_history_loads_the_newest_turns),
+	    TEST(test_turn_with_unknown_role_is_skipped),
+	    TEST(test_open_prunes_done_updates_older_than_a_week),
+	    TEST(test_free_drops_queued_answers_without_calling_back),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
