@@ -376,7 +376,21 @@ static unsigned long xml_reference(const char *p, size_t n)
 			return (unsigned char)named[i].c;
 	if (n <= 3 || p[1] != '#')
 		return 0;
-	unsigned long cp = p[2] == 'x' ? strtoul(p + 3, NULL, 16) : strtoul(p + 2, NULL, 10);
+	bool is_hex = p[2] == 'x';
+	const char *digits = p + (is_hex ? 3 : 2), *semi = p + n - 1;
+	unsigned long cp = 0;
+	/* Digits only, up to the ';' (strtoul would take blanks, signs and "0x" too). */
+	if (digits == semi)
+		return 0;
+	for (const char *d = digits; d < semi; d++) {
+		int v = *d >= '0' && *d <= '9' ? *d - '0'
+			: is_hex && *d >= 'a' && *d <= 'f' ? *d - 'a' + 10
+			: is_hex && *d >= 'A' && *d <= 'F' ? *d - 'A' + 10
+							   : -1;
+		if (v < 0 || cp > 0x10FFFF)
+			return 0;
+		cp = cp * (is_hex ? 16 : 10) + (unsigned long)v;
+	}
 	/* Only scalar values: a surrogate has no UTF-8 form. */
 	if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
 		return 0;

@@ -713,7 +713,7 @@ static void test_pacing_bad_forms_are_refused(void **state)
 /* What log_error("%s", line) writes to stderr (a malloc'd string). */
 static char *log_line_of(const char *line)
 {
-	int fds[2], saved;
+	int fds[2], saved = -1;
 	fflush(stderr);
 	if (pipe(fds) != 0 || (saved = dup(STDERR_FILENO)) < 0 || dup2(fds[1], STDERR_FILENO) < 0)
 		fail_msg("cannot redirect stderr to a pipe");
