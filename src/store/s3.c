@@ -856,7 +856,8 @@ static void pending_listed(struct s3_op *op, const struct http_response *resp)
 	}
 	free(token);
 	log_debug("store: s3: the update journal holds %zu records", p->n);
-	qsort(p->v, p->n, sizeof *p->v, by_update_id);
+	if (p->n)
+		qsort(p->v, p->n, sizeof *p->v, by_update_id);
 	pending_read_next(op);
 }
 
