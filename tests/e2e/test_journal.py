@@ -90,14 +90,6 @@ class ServeJournalTest(JournalMixin, ServeTestCase):
         self.assertEqual(self.model_requests_for("Webhook while the disk"), 1)
         self.assertEqual(len([t for t in self.tg.texts_in(ALICE.id) if STORE_FAILED in t]), 1)
 
-    def test_200_comes_after_the_claim_is_in_the_journal(self):
-        self.start_serve()
-        for i in range(5):
-            update, _ = self.new_update(ALICE, f"Journal first {i}")
-            self.assertEqual(self.post_update(update), 200)
-            self.assertIsNotNone(self.journal_state(update["update_id"]),
-                                 f"expected update {update['update_id']} journaled when 200 came")
-
 
 class HandleJournalTest(JournalMixin, HandleTestCase):
 
