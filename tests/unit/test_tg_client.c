@@ -423,7 +423,7 @@ static void test_calls_to_one_private_chat_are_spaced_and_other_chats_go_on(void
 {
 	struct fixture *f = *state;
 	struct result a = {0}, b = {0}, c = {0};
-	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.3});
+	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.2});
 	send_to(f, 1, "a", 0, &a);
 	send_to(f, 1, "b", 0, &b);
 	send_to(f, 2, "c", 0, &c);
@@ -434,15 +434,15 @@ static void test_calls_to_one_private_chat_are_spaced_and_other_chats_go_on(void
 	const struct fake_request *ra = request_with_text(f->server, "a"),
 	                          *rb = request_with_text(f->server, "b"),
 	                          *rc = request_with_text(f->server, "c");
-	expect_gap_at_least("two calls to private chat 1 (private_s 0.3)", 0.3, ra, rb);
-	expect_gap_below("the first call to chat 1 and a call to chat 2 made after the second", 0.15, ra, rc);
+	expect_gap_at_least("two calls to private chat 1 (private_s 0.2)", 0.2, ra, rb);
+	expect_gap_below("the first call to chat 1 and a call to chat 2 made after the second", 0.1, ra, rc);
 }
 
 static void test_calls_to_a_group_are_spaced_by_group_s(void **state)
 {
 	struct fixture *f = *state;
 	struct result g1 = {0}, g2 = {0}, p1 = {0}, p2 = {0};
-	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.05, .group_s = 0.4});
+	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.05, .group_s = 0.3});
 	send_to(f, -1001234567890, "g1", 0, &g1);
 	send_to(f, -1001234567890, "g2", 0, &g2);
 	send_to(f, 5, "p1", 0, &p1);
@@ -452,9 +452,9 @@ static void test_calls_to_a_group_are_spaced_by_group_s(void **state)
 	expect_ok("call g2", &g2);
 	expect_ok("call p1", &p1);
 	expect_ok("call p2", &p2);
-	expect_gap_at_least("two calls to a group (group_s 0.4)", 0.4, request_with_text(f->server, "g1"),
+	expect_gap_at_least("two calls to a group (group_s 0.3)", 0.3, request_with_text(f->server, "g1"),
 	                    request_with_text(f->server, "g2"));
-	expect_gap_below("two calls to a private chat (private_s 0.05)", 0.3,
+	expect_gap_below("two calls to a private chat (private_s 0.05)", 0.2,
 	                 request_with_text(f->server, "p1"), request_with_text(f->server, "p2"));
 }
 
@@ -462,13 +462,13 @@ static void test_global_s_spaces_calls_to_different_chats(void **state)
 {
 	struct fixture *f = *state;
 	struct result a = {0}, b = {0};
-	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.global_s = 0.25});
+	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.global_s = 0.2});
 	send_to(f, 1, "one", 0, &a);
 	send_to(f, 2, "two", 0, &b);
 	WAIT_FOR(&f->loop, a.n_done && b.n_done, "both calls to finish");
 	expect_ok("call one", &a);
 	expect_ok("call two", &b);
-	expect_gap_at_least("calls to two chats (global_s 0.25)", 0.25, request_with_text(f->server, "one"),
+	expect_gap_at_least("calls to two chats (global_s 0.2)", 0.2, request_with_text(f->server, "one"),
 	                    request_with_text(f->server, "two"));
 }
 
@@ -559,7 +559,7 @@ static void test_a_cancelled_call_never_calls_back(void **state)
 {
 	struct fixture *f = *state;
 	struct result held = {0}, waiting = {0}, first = {0}, after = {0};
-	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.3});
+	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.2});
 
 	/* In flight: its request is dropped. */
 	fake_server_queue(f->server, &(struct fake_reply){.is_held = true, .body = SENT(1)});
