@@ -417,6 +417,33 @@ static void test_a_request_the_server_dropped_unanswered_is_not_repeated(void **
 	expect_int("ok", false, r.ok);
 }
 
+/*
+ * BUG (src/telegram/tg.c, pace_pause and advance): tg.h says "a 429 pauses
+ * its whole chat for retry_after", and pace_pause "every call to it waits,
+ * not just this one". But a call takes its chat's slot when it is made
+ * (advance, STAGE_CHAT_SLOT) and then only waits for the overall budget:
+ * one made before the 429 came goes out at the slot it took, inside the
+ * pause, and meets another 429 (Telegram lengthens flood waits that are not
+ * obeyed). Only calls made after the 429 wait. Skipped so the suite stays
+ * green.
+ */
+static void test_a_429_pauses_calls_already_waiting_for_the_chat(void **state)
+{
+	struct fixture *f = *state;
+	struct result frame = {0}, part = {0};
+	if (!getenv("TGLLM_TEST_KNOWN_BUGS"))
+		skip();
+	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.2});
+	fake_server_queue(f->server, &(struct fake_reply){.status = 429, .body = FLOOD_WAIT_1S});
+	send_to(f, 42, "frame", TG_CALL_DROPPABLE, &frame);
+	send_to(f, 42, "part", 0, &part); /* its slot: 0.2 s after the frame's */
+	WAIT_FOR(&f->loop, frame.n_done && part.n_done, "both calls to finish");
+	expect_int("the frame's error_code", 429, frame.error_code);
+	expect_ok("the call after the frame", &part);
+	expect_gap_at_least("the 429 and the next call to its chat (retry_after 1)", 1.0,
+	                    request_with_text(f->server, "frame"), request_with_text(f->server, "part"));
+}
+
 /* ---- pacing ---- */
 
 static void test_calls_to_one_private_chat_are_spaced_and_other_chats_go_on(void **state)
@@ -664,6 +691,7 @@ int main(void)
 	    T(test_a_once_call_is_not_retried_when_the_connection_fails),
 	    T(test_a_connection_that_cannot_be_made_is_retried),
 	    T(test_a_request_the_server_dropped_unanswered_is_not_repeated),
+	    T(test_a_429_pauses_calls_already_waiting_for_the_chat),
 	    T(test_calls_to_one_private_chat_are_spaced_and_other_chats_go_on),
 	    T(test_calls_to_a_group_are_spaced_by_group_s),
 	    T(test_global_s_spaces_calls_to_different_chats),
