@@ -509,12 +509,6 @@ const char *fake_request_header(const struct fake_request *r, const char *name)
 	return NULL;
 }
 
-bool fake_request_is(const struct fake_request *r, const char *method, const char *path)
-{
-	size_t n = strcspn(r->uri, "?");
-	return strcmp(r->method, method) == 0 && strlen(path) == n && strncmp(r->uri, path, n) == 0;
-}
-
 /* The value of attr="..." in a header line, into out; false when absent. */
 static bool header_attr(const char *line, size_t len, const char *attr, char *out, size_t size)
 {

@@ -83,17 +83,16 @@ void fake_server_release_all(struct fake_server *s);
 void fake_server_step(struct fake_server *s, size_t i);
 
 /*
- * A round trip to the server from a connection of its own, not recorded:
- * everything the client under test had already sent has been read by the
- * server when it returns, and the loop has turned. For checking that
- * something did NOT happen. Fails the test when the watchdog fires.
+ * Two round trips to the server on a connection of its own, not recorded:
+ * for checking that something did NOT happen. Server and client share one
+ * loop, so what the client under test had already put on the wire is read
+ * before the second round trip's answer comes back. Fails the test when the
+ * watchdog fires.
  */
 void fake_server_sync(struct fake_server *s);
 
 /* The value of a request header (case-insensitive), or NULL. */
 const char *fake_request_header(const struct fake_request *r, const char *name);
-/* The path without the query. */
-bool fake_request_is(const struct fake_request *r, const char *method, const char *path);
 
 /*
  * A field of a multipart/form-data body (RFC 7578): its bytes (into the
