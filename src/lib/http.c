@@ -189,6 +189,9 @@ static void check_finished(struct http_client *c)
 		resp.is_aborted = call->is_aborted;
 		resp.is_transport_error = code != CURLE_OK && !call->is_too_big && !call->is_aborted;
 		resp.is_timeout = code == CURLE_OPERATION_TIMEDOUT;
+		long request_size = 0;
+		resp.has_sent_request = curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &request_size) == CURLE_OK &&
+					request_size > 0;
 		if (code != CURLE_OK && !call->error[0])
 			snprintf(call->error, sizeof call->error, "%s", curl_easy_strerror(code));
 		resp.error = call->error;
@@ -289,6 +292,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 			if (when > 0)
 				call->retry_after = when > now ? (long)(when - now) : 0;
 		}
+		if (!keep_header(call, data, len))
+			return 0;
 	} else if (!keep_header(call, data, len)) {
 		return 0; /* curl stops the transfer: an answer without a header asked for would mislead */
 	}

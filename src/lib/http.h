@@ -28,6 +28,11 @@ struct http_call;
 struct http_response {
 	long status;            /* HTTP status; 0 when no response came (transport error) */
 	bool is_transport_error; /* no complete response: connect, timeout, broken connection */
+	/*
+	 * Some of the request went out: after a transport error the server may
+	 * have taken it all the same (a connection closed without an answer).
+	 */
+	bool has_sent_request;
 	bool is_timeout;
 	bool is_too_big;        /* the body passed max_body and the transfer was stopped */
 	bool is_aborted;        /* on_data asked to stop */

@@ -273,13 +273,17 @@ static void on_draft_done(void *arg, const struct tg_result *res)
 	if (res->ok) {
 		became_visible(d);
 	} else if (res->error_code != 429) {
-		/* Drafts are new (Bot API 9.5); an older server or client: edits work everywhere. */
+		/*
+		 * Drafts are new (Bot API 9.5): this answer goes on by edits, which
+		 * work everywhere. A server without the method (404) has none for
+		 * any chat; a refusal for this chat (400) says nothing of others.
+		 */
 		log_warn("chat=%lld: sendMessageDraft failed (%ld %s); streaming by edits instead",
 			 (long long)d->target.chat_id, res->error_code, res->description);
 		d->is_draft = false;
-		if (res->error_code != 403)
+		if (res->error_code == 404)
 			tg_note_no_drafts(d->tg);
-		else
+		else if (res->error_code == 403)
 			d->is_stopped = true;
 	}
 	next_step(d);

@@ -31,7 +31,8 @@ static const struct backoff retry_backoff = {1000, 8000, false};
 struct pace {
 	struct pace *next_in_bucket;
 	int64_t chat_id;
-	double next;
+	double next;         /* the next free slot */
+	double paused_until; /* a 429's retry_after: no call goes before it */
 };
 
 struct tg_client {
@@ -228,12 +229,19 @@ static bool is_paced(const struct tg_call *call)
 	return call->chat_id && !call->is_action;
 }
 
-/* A 429 pauses the whole chat: every call to it waits, not just this one. */
+/*
+ * A 429 pauses the whole chat: every call to it waits, not just this one,
+ * also those that took their slot before the 429 came (advance checks).
+ */
 static void pace_pause(struct tg_call *call, double now, long seconds)
 {
 	struct pace *p = call->chat_id ? pace_get(call->tg, call->chat_id, now) : NULL;
-	if (p && p->next < now + (double)seconds)
+	if (!p)
+		return;
+	if (p->next < now + (double)seconds)
 		p->next = now + (double)seconds;
+	if (p->paused_until < now + (double)seconds)
+		p->paused_until = now + (double)seconds;
 }
 
 double tg_chat_wait(struct tg_client *tg, int64_t chat_id)
@@ -288,6 +296,15 @@ static int advance(struct tg_call *call)
 			return wait_for(call, at - now);
 		/* fall through */
 	case STAGE_GLOBAL_SLOT:
+		if (is_paced(call)) {
+			/* Paused by a 429 while it waited: it takes a new slot of its chat after the pause. */
+			struct pace *p = pace_get(tg, call->chat_id, now);
+			if (p && p->paused_until > now) {
+				call->not_before = p->paused_until;
+				call->stage = STAGE_CHAT_SLOT;
+				return advance(call);
+			}
+		}
 		call->stage = STAGE_SEND;
 		if (is_paced(call)) {
 			at = tg->global_next > now ? tg->global_next : now;
@@ -346,8 +363,8 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	call->attempts++;
 
 	if (resp->is_transport_error) {
-		/* A timeout may hide a delivered message: only failures to connect are repeated. */
-		bool is_safe = resp->status == 0 && !resp->is_timeout && resp->body_len == 0;
+		/* A request that went out may have been taken: only one that never left is repeated. */
+		bool is_safe = !resp->has_sent_request && resp->status == 0 && !resp->is_timeout && resp->body_len == 0;
 		if (is_safe && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
 			log_warn("tg: %s failed (%s), retrying", call->method, resp->error);
 			retry_later(call, backoff_ms(&retry_backoff, call->attempts) / 1000.0);

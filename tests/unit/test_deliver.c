@@ -409,18 +409,50 @@ static void test_a_403_on_a_draft_stops_the_stream(void **state)
 	           tg_has_drafts(f->tg));
 }
 
-static void test_a_draft_refused_with_400_switches_to_edits_for_good(void **state)
+static void test_a_draft_refused_for_its_chat_switches_that_answer_to_edits(void **state)
 {
 	struct fixture *f = *state;
 	override(f, "sendMessageDraft", 1,
 	         (struct fake_reply){.status = 400,
 	                             .body =
 	                                 "{\"ok\":false,\"error_code\":400,\"description\":\"Bad Request: "
-	                                 "method not found\"}"});
+	                                 "method is not available for this chat\"}"});
 	start(f, PRIVATE_CHAT, true);
 	grow(f, "Hello");
 	json_decref(expect_call(f, 0, "sendMessageDraft", "Hello"));
-	WAIT_FOR(&f->loop, !tg_has_drafts(f->tg), "tg_has_drafts to turn false after the draft's 400");
+	WAIT_FOR(&f->loop, fake_server_count(f->server) == 1, "the draft");
+	fake_server_sync(f->server); /* its 400 is answered and read */
+
+	grow(f, " world");
+	json_t *b = expect_call(f, 1, "sendMessage", "Hello world");
+	expect_int("the message the first real frame replies to", USER_MESSAGE, reply_to(b));
+	json_decref(b);
+	WAIT_FOR(&f->loop, f->n_visible == 1, "the frame to be shown");
+	grow(f, ", again");
+	b = expect_call(f, 2, "editMessageText", "Hello world, again");
+	expect_int("the edited message", FIRST_MESSAGE_ID, member_int(b, "message_id"));
+	json_decref(b);
+	/* The final text is the one shown: it costs no call. */
+	finish(f, "Hello world, again");
+	wait_done(f);
+	expect_int("is_delivered", true, f->is_delivered);
+	fake_server_sync(f->server);
+	expect_int("requests when the final text is already shown", 3,
+	           (long long)fake_server_count(f->server));
+	/* A refusal for one chat says nothing of the others. */
+	expect_int("tg_has_drafts after a 400 for one chat", true, tg_has_drafts(f->tg));
+}
+
+static void test_a_server_without_drafts_switches_to_edits_for_good(void **state)
+{
+	struct fixture *f = *state;
+	override(f, "sendMessageDraft", 1,
+	         (struct fake_reply){.status = 404,
+	                             .body = "{\"ok\":false,\"error_code\":404,\"description\":\"Not Found\"}"});
+	start(f, PRIVATE_CHAT, true);
+	grow(f, "Hello");
+	json_decref(expect_call(f, 0, "sendMessageDraft", "Hello"));
+	WAIT_FOR(&f->loop, !tg_has_drafts(f->tg), "tg_has_drafts to turn false after the draft's 404");
 
 	grow(f, " world");
 	json_t *b = expect_call(f, 1, "sendMessage", "Hello world");
@@ -564,7 +596,8 @@ int main(void)
 	    T(test_a_part_refused_for_its_entities_goes_again_as_plain_text),
 	    T(test_a_403_on_a_part_stops_the_rest),
 	    T(test_a_403_on_a_draft_stops_the_stream),
-	    T(test_a_draft_refused_with_400_switches_to_edits_for_good),
+	    T(test_a_draft_refused_for_its_chat_switches_that_answer_to_edits),
+	    T(test_a_server_without_drafts_switches_to_edits_for_good),
 	    T(test_visible_fires_once_when_the_first_text_is_shown),
 	    T(test_delivery_free_stops_without_callbacks),
 	};

@@ -336,18 +336,11 @@ static void test_kept_headers_come_back_in_the_order_asked(void **state)
 	outcome_free(&o);
 }
 
-/*
- * BUG (src/lib/http.c, on_header): a Retry-After line is read for
- * retry_after and never reaches keep_header, so a request that asks to
- * keep "Retry-After" gets "" although the answer carries one. No caller
- * asks for it today. Skipped so the suite stays green.
- */
+/* A Retry-After line is read for retry_after and kept as well, when asked for. */
 static void test_a_kept_retry_after_comes_back_too(void **state)
 {
 	struct fixture *f = *state;
 	struct outcome o;
-	if (!getenv("TGLLM_TEST_KNOWN_BUGS"))
-		skip();
 	outcome_init(&o, f);
 	static const char *const keep[] = {"Retry-After", NULL};
 	fake_server_queue(f->server, &(struct fake_reply){.status = 503, .headers = {"Retry-After: 7"}});

@@ -392,22 +392,15 @@ static void test_a_connection_that_cannot_be_made_is_retried(void **state)
 }
 
 /*
- * BUG (src/telegram/tg.c, on_http_done): tg.h promises that "a request that
- * may have reached Telegram and got no answer is not repeated, so a message
- * is never sent twice", and on_http_done says "only failures to connect are
- * repeated". But its test, status 0 && !is_timeout && no body, also holds
- * when the server read the whole request and closed the connection without
- * answering (curl: "Empty reply from server"), or reset it: such a
- * sendMessage is sent again 1 s later, and the chat may get it twice.
- * http_response says nothing of whether the connection was ever made, so
- * tg.c cannot tell the cases apart. Skipped so the suite stays green.
+ * tg.h promises that a request that may have reached Telegram and got no
+ * answer is not repeated, so a message is never sent twice: a server that
+ * read the whole request and closed the connection without answering
+ * (curl: "Empty reply from server") may have sent the message.
  */
 static void test_a_request_the_server_dropped_unanswered_is_not_repeated(void **state)
 {
 	struct fixture *f = *state;
 	struct result r = {0};
-	if (!getenv("TGLLM_TEST_KNOWN_BUGS"))
-		skip();
 	fake_server_queue(f->server, &(struct fake_reply){.is_closed = true});
 	fake_server_queue(f->server, &(struct fake_reply){.body = SENT(10)});
 	send_to(f, 42, "maybe delivered", 0, &r);
@@ -418,21 +411,14 @@ static void test_a_request_the_server_dropped_unanswered_is_not_repeated(void **
 }
 
 /*
- * BUG (src/telegram/tg.c, pace_pause and advance): tg.h says "a 429 pauses
- * its whole chat for retry_after", and pace_pause "every call to it waits,
- * not just this one". But a call takes its chat's slot when it is made
- * (advance, STAGE_CHAT_SLOT) and then only waits for the overall budget:
- * one made before the 429 came goes out at the slot it took, inside the
- * pause, and meets another 429 (Telegram lengthens flood waits that are not
- * obeyed). Only calls made after the 429 wait. Skipped so the suite stays
- * green.
+ * A 429 pauses its whole chat for retry_after: also a call that took its
+ * chat's slot before the 429 came waits (Telegram lengthens flood waits
+ * that are not obeyed).
  */
 static void test_a_429_pauses_calls_already_waiting_for_the_chat(void **state)
 {
 	struct fixture *f = *state;
 	struct result frame = {0}, part = {0};
-	if (!getenv("TGLLM_TEST_KNOWN_BUGS"))
-		skip();
 	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.2});
 	fake_server_queue(f->server, &(struct fake_reply){.status = 429, .body = FLOOD_WAIT_1S});
 	send_to(f, 42, "frame", TG_CALL_DROPPABLE, &frame);
