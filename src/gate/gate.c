@@ -22,6 +22,7 @@ struct gate {
 	int64_t self_id;         /* from getMe */
 	char *self_username;     /* from getMe, without '@' */
 	struct identify *identify; /* a getMe in progress */
+	struct receipt *receipts;  /* updates not yet settled (doubly linked) */
 	int64_t told[TOLD_MAX];    /* a ring of update ids */
 	size_t n_told;
 };
@@ -30,6 +31,7 @@ struct gate {
 
 /* An update received, until it is settled: queued for its chat, or marked done. */
 struct receipt {
+	struct receipt *prev, *next;
 	struct gate *gate;
 	struct tg_update update;
 	int64_t update_id;
@@ -37,18 +39,39 @@ struct receipt {
 	void *arg;
 };
 
-static void settle(struct receipt *r, bool is_journaled)
+static void receipt_free(struct receipt *r)
 {
-	if (r->accepted)
-		r->accepted(r->arg, r->update_id, is_journaled);
+	struct gate *g = r->gate;
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		g->receipts = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
 	update_clear(&r->update);
 	free(r);
+}
+
+static void settle(struct receipt *r, bool is_journaled)
+{
+	gate_accepted_cb accepted = r->accepted;
+	void *arg = r->arg;
+	int64_t id = r->update_id;
+	receipt_free(r);
+	if (accepted)
+		accepted(arg, id, is_journaled);
 }
 
 static void on_done_marked(void *arg, int err)
 {
 	(void)err; /* the store logged it; the update may be seen again after a restart, and skipped then */
 	settle(arg, true);
+}
+
+static bool route(const struct gate *g, const struct tg_update *u, enum chat_job *job, const char **why)
+{
+	struct route_self self = {g->self_id, g->self_username};
+	return route_update(u, g->env.allow, &self, job, why);
 }
 
 /* Routes a journaled update and queues its job, or marks it done when it is not for the bot. */
@@ -58,8 +81,7 @@ static void dispatch(struct receipt *r)
 	struct tg_update *u = &r->update;
 	const char *why;
 	enum chat_job job;
-	struct route_self self = {g->self_id, g->self_username};
-	if (!route_update(u, g->env.allow, &self, &job, &why)) {
+	if (!route(g, u, &job, &why)) {
 		log_info("bot: update=%lld: skipped (%s%s%s)", (long long)u->update_id, why,
 			 u->kind == TG_UPDATE_OTHER ? ": " : "", u->kind == TG_UPDATE_OTHER ? u->kind_name : "");
 		store_update_done(g->env.store, u->update_id, on_done_marked, r);
@@ -84,6 +106,10 @@ static struct receipt *receipt_new(struct gate *g, struct tg_update *u, gate_acc
 	}
 	*r = (struct receipt){.gate = g, .update = *u, .update_id = u->update_id, .accepted = accepted, .arg = arg};
 	memset(u, 0, sizeof *u);
+	r->next = g->receipts;
+	if (g->receipts)
+		g->receipts->prev = r;
+	g->receipts = r;
 	return r;
 }
 
@@ -108,8 +134,7 @@ static void tell_not_journaled(struct receipt *r)
 	struct gate *g = r->gate;
 	const char *why;
 	enum chat_job job;
-	struct route_self self = {g->self_id, g->self_username};
-	if (!was_told(g, r->update_id) && route_update(&r->update, g->env.allow, &self, &job, &why) &&
+	if (!was_told(g, r->update_id) && route(g, &r->update, &job, &why) &&
 	    job != CHAT_REFUSE && chats_submit(g->env.chats, &r->update, CHAT_NOT_JOURNALED) != 0)
 		log_error("bot: update=%lld: out of memory", (long long)r->update_id);
 	settle(r, false);
@@ -192,7 +217,8 @@ static void identify_end(struct identify *id, int status)
 	identify_free(id);
 	if (status == 0)
 		log_info("bot: @%s (id %lld)", g->self_username, (long long)g->self_id);
-	done(arg, status);
+	if (done)
+		done(arg, status);
 }
 
 static int set_identity(struct gate *g, int64_t id, const char *username)
@@ -308,12 +334,24 @@ struct gate *gate_new(const struct gate_env *env)
 	return g;
 }
 
+void gate_forget(struct gate *g, void *arg)
+{
+	for (struct receipt *r = g->receipts; r; r = r->next)
+		if (r->arg == arg)
+			r->accepted = NULL;
+	if (g->identify && g->identify->arg == arg)
+		g->identify->done = NULL;
+}
+
 void gate_free(struct gate *g)
 {
 	if (!g)
 		return;
 	if (g->identify)
 		identify_free(g->identify);
+	/* Their store operations are dropped with the store: nothing will settle them. */
+	while (g->receipts)
+		receipt_free(g->receipts);
 	free(g->self_username);
 	free(g);
 }

@@ -65,6 +65,13 @@ typedef void (*gate_accepted_cb)(void *arg, int64_t update_id, bool is_journaled
 int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t len, gate_accepted_cb accepted,
 		  void *arg);
 
+/*
+ * The callbacks of gate_identify and gate_receive waiting with arg will not
+ * run: whoever gave them is gone (a serverless invocation out of time). The
+ * work itself goes on: an update journaled later is still handled.
+ */
+void gate_forget(struct gate *g, void *arg);
+
 /* Queues the updates an earlier run journaled but did not finish, oldest first. */
 void gate_resume(struct gate *g);
 

@@ -44,6 +44,8 @@ static void handling_free(struct handling *h)
 static void finish(struct handling *h, int status, const char *text)
 {
 	chats_on_idle(h->in->chats, NULL, NULL);
+	/* Out of time, the gate may still be at work for h: under lambda, the loop goes on after this. */
+	gate_forget(h->in->gate, h);
 	ingress_handled_cb done = h->done;
 	void *arg = h->arg;
 	handling_free(h);
