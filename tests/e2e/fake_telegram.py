@@ -134,6 +134,7 @@ class Call:
     status: int = 0      # HTTP status answered
     response: Any = None  # the JSON answered (None for raw bodies)
     files: dict = field(default_factory=dict)  # multipart file parts: name -> UploadedFile
+    scripted: bool = False  # getUpdates answered with a scripted answer (inject_updates / inject_body)
 
     @property
     def ok(self) -> bool:
@@ -330,6 +331,7 @@ class FakeTelegram:
         self.webhook = Webhook()               # the current webhook (url "" = none)
         self.dropped_updates: list[dict] = []  # forgotten by drop_pending_updates
         self.next_update_id = 500000
+        self.update_ids: dict = {}             # (chat_id, message_id) -> update_id of the update built for it
         self.next_message_id = 1
         self._poll_generation = 0
         self._stopping = threading.Event()
@@ -400,7 +402,17 @@ class FakeTelegram:
         with self.cond:
             uid = self.next_update_id
             self.next_update_id += 1
+            if isinstance(payload, dict) and isinstance(payload.get("chat"), dict) and "message_id" in payload:
+                self.update_ids[(payload["chat"].get("id"), payload["message_id"])] = uid
         return {"update_id": uid, kind: payload}
+
+    def update_id_of(self, message: dict) -> int:
+        """The update_id of the update built (by update(), send_*()) for message."""
+        key = (message["chat"]["id"], message["message_id"])
+        with self.cond:
+            if key not in self.update_ids:
+                raise KeyError(f"no update was built for message {message['message_id']} in chat {key[0]}")
+            return self.update_ids[key]
 
     def push(self, *updates: dict) -> list[dict]:
         """Makes updates available to getUpdates, all at once (one batch)."""
@@ -568,9 +580,10 @@ class FakeTelegram:
     def offsets(self) -> list[Optional[int]]:
         return [_as_int(c.params.get("offset")) for c in self.calls_of("getUpdates")]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "a condition"):
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: Any = "a condition"):
         """Waits until predicate() is truthy; returns its value, or raises
-        AssertionError naming `what` after timeout seconds."""
+        AssertionError naming `what` after timeout seconds (a callable `what`
+        is called then, so the message shows the state at the timeout)."""
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -578,7 +591,7 @@ class FakeTelegram:
                 return value
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
             with self.cond:
                 self.cond.wait(min(remaining, 0.05))
 
@@ -740,6 +753,7 @@ class FakeTelegram:
             while True:
                 if self.scripted:
                     item = self.scripted.popleft()
+                    call.scripted = True
                     break
                 ready = [u for u in self.pending if u["update_id"] >= offset][:limit]
                 if ready:
