@@ -326,6 +326,7 @@ class FakeTelegram:
         self.drafts: list[dict] = []           # accepted sendMessageDraft parameters
         self.entity_rejections: list[_EntityRejection] = []
         self.conflicts = 0                     # getUpdates ended by a newer one (409)
+        self.polls_waiting = 0                 # getUpdates calls being answered now (long polls)
         self.in_flight = 0                     # requests being answered now
         self.max_in_flight = 0
         self.webhook = Webhook()               # the current webhook (url "" = none)
@@ -750,6 +751,8 @@ class FakeTelegram:
                 self.pending = [u for u in self.pending if u["update_id"] >= offset]
             elif offset < 0:
                 self.pending = self.pending[offset:]
+            self.polls_waiting += 1
+            self.cond.notify_all()
             while True:
                 if self.scripted:
                     item = self.scripted.popleft()
@@ -768,6 +771,7 @@ class FakeTelegram:
                     item = ("updates", [])
                     break
                 self.cond.wait(min(remaining, 0.1))
+            self.polls_waiting -= 1
         if item[0] == "raw":
             _, status, body, ctype = item
             call.status = status

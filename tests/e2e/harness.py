@@ -323,10 +323,6 @@ class BotTestCase(unittest.TestCase):
         return self.tg.wait_for(find, timeout, lambda: f"a bot message containing {needle!r} in chat {chat_id}; "
                                                        f"the chat has {self.tg.texts_in(chat_id)!r}")
 
-    def settle(self, seconds: float = 1.5):
-        """Gives the bot time to do what it should not do (for negative assertions)."""
-        time.sleep(seconds)
-
     # ---- the update journal ----------------------------------------------
 
     def journal_state(self, update_id: int) -> Optional[str]:
