@@ -13,7 +13,10 @@ A test scripts what the model does with Reply objects:
 - on(predicate, reply): a standing rule for the requests it matches
   (e.g. "every request whose last message mentions X fails");
 - context_limit = N: any request whose message contents add up to more than
-  N characters is refused with 400 context_length_exceeded, as OpenAI does.
+  N characters is refused with 400 context_length_exceeded, as OpenAI does;
+- prompt_token_factor = F: the usage it reports counts F times the tokens of
+  the bot's own estimate (a model whose tokenizer needs more, or fewer,
+  tokens for the same text).
 Precedence: context limit, then rules, then the queue, then the default.
 
 Python standard library only.
@@ -202,6 +205,7 @@ class FakeOpenAI:
         self.rules: list[tuple[Callable[[Request], bool], Reply]] = []
         self.default = Reply()
         self.context_limit: Optional[int] = None
+        self.prompt_token_factor = 1.0  # reported usage.prompt_tokens = factor x the bot's estimate
         self.in_flight = 0
         self.max_in_flight = 0
         self._stopping = threading.Event()
@@ -257,7 +261,8 @@ class FakeOpenAI:
         """Requests whose last message contains needle."""
         return [r for r in self.snapshot() if needle in r.last_content]
 
-    def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0, what: str = "a condition"):
+    def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0, what="a condition"):
+        """Like FakeTelegram.wait_for: `what` may be a callable, called at the timeout."""
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -265,13 +270,13 @@ class FakeOpenAI:
                 return value
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
             with self.lock:
                 self.lock.wait(min(remaining, 0.05))
 
     def wait_requests(self, n: int, timeout: float = 10.0) -> list:
         return self.wait_for(lambda: len(self.requests) >= n and self.snapshot(), timeout,
-                             f"{n} model request(s) (got {len(self.requests)})")
+                             lambda: f"{n} model request(s) (got {len(self.requests)})")
 
     def describe(self, limit: int = 30) -> str:
         reqs = self.snapshot()[-limit:]
@@ -359,7 +364,8 @@ class FakeOpenAI:
             if req.body.get("stream") is True and not reply.force_json:
                 self._stream(h, reply, text, model, n, req)
             else:
-                h.send_json(200, _completion(text, model, n, req, reply.finish_reason), reply.headers)
+                h.send_json(200, _completion(text, model, n, req, reply.finish_reason, self.prompt_token_factor),
+                            reply.headers)
         finally:
             req.finished = time.monotonic()
             with self.lock:
@@ -430,7 +436,7 @@ class FakeOpenAI:
         pause()
         write(event(dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None,
                                          "finish_reason": reply.finish_reason}])))
-        write(event(dict(base, choices=[], usage=_usage(req, text))))
+        write(event(dict(base, choices=[], usage=_usage(req, text, self.prompt_token_factor))))
         if reply.comments:
             write(f": done{eol}{eol}")
         write(event("[DONE]"))
@@ -444,17 +450,18 @@ def _split(text: str, pieces: int) -> list:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
-def _usage(req: Request, text: str) -> dict:
+def _usage(req: Request, text: str, factor: float = 1.0) -> dict:
     # Counted like the bot's own pessimistic estimate (4 + UTF-8 bytes / 3 per
-    # message), so whatever calibration the bot learns from usage stays ~1.
-    prompt = sum(4 + len(c.encode("utf-8")) // 3 for c in req.contents())
+    # message), so whatever calibration the bot learns from usage stays ~1,
+    # unless the test sets a factor (FakeOpenAI.prompt_token_factor).
+    prompt = round(factor * sum(4 + len(c.encode("utf-8")) // 3 for c in req.contents()))
     completion = max(1, len(text.encode("utf-8")) // 3)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _completion(text: str, model: str, n: int, req: Request, finish_reason: str) -> dict:
+def _completion(text: str, model: str, n: int, req: Request, finish_reason: str, factor: float = 1.0) -> dict:
     return {"id": f"chatcmpl-fake{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
             "system_fingerprint": "fp_fake",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                          "logprobs": None, "finish_reason": finish_reason}],
-            "usage": _usage(req, text)}
+            "usage": _usage(req, text, factor)}

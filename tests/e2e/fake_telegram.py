@@ -134,6 +134,7 @@ class Call:
     status: int = 0      # HTTP status answered
     response: Any = None  # the JSON answered (None for raw bodies)
     files: dict = field(default_factory=dict)  # multipart file parts: name -> UploadedFile
+    scripted: bool = False  # getUpdates answered with a scripted answer (inject_updates / inject_body)
 
     @property
     def ok(self) -> bool:
@@ -325,11 +326,13 @@ class FakeTelegram:
         self.drafts: list[dict] = []           # accepted sendMessageDraft parameters
         self.entity_rejections: list[_EntityRejection] = []
         self.conflicts = 0                     # getUpdates ended by a newer one (409)
+        self.polls_waiting = 0                 # getUpdates calls being answered now (long polls)
         self.in_flight = 0                     # requests being answered now
         self.max_in_flight = 0
         self.webhook = Webhook()               # the current webhook (url "" = none)
         self.dropped_updates: list[dict] = []  # forgotten by drop_pending_updates
         self.next_update_id = 500000
+        self.update_ids: dict = {}             # (chat_id, message_id) -> update_id of the update built for it
         self.next_message_id = 1
         self._poll_generation = 0
         self._stopping = threading.Event()
@@ -400,7 +403,17 @@ class FakeTelegram:
         with self.cond:
             uid = self.next_update_id
             self.next_update_id += 1
+            if isinstance(payload, dict) and isinstance(payload.get("chat"), dict) and "message_id" in payload:
+                self.update_ids[(payload["chat"].get("id"), payload["message_id"])] = uid
         return {"update_id": uid, kind: payload}
+
+    def update_id_of(self, message: dict) -> int:
+        """The update_id of the update built (by update(), send_*()) for message."""
+        key = (message["chat"]["id"], message["message_id"])
+        with self.cond:
+            if key not in self.update_ids:
+                raise KeyError(f"no update was built for message {message['message_id']} in chat {key[0]}")
+            return self.update_ids[key]
 
     def push(self, *updates: dict) -> list[dict]:
         """Makes updates available to getUpdates, all at once (one batch)."""
@@ -568,9 +581,10 @@ class FakeTelegram:
     def offsets(self) -> list[Optional[int]]:
         return [_as_int(c.params.get("offset")) for c in self.calls_of("getUpdates")]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "a condition"):
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: Any = "a condition"):
         """Waits until predicate() is truthy; returns its value, or raises
-        AssertionError naming `what` after timeout seconds."""
+        AssertionError naming `what` after timeout seconds (a callable `what`
+        is called then, so the message shows the state at the timeout)."""
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -578,7 +592,7 @@ class FakeTelegram:
                 return value
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
             with self.cond:
                 self.cond.wait(min(remaining, 0.05))
 
@@ -737,9 +751,12 @@ class FakeTelegram:
                 self.pending = [u for u in self.pending if u["update_id"] >= offset]
             elif offset < 0:
                 self.pending = self.pending[offset:]
+            self.polls_waiting += 1
+            self.cond.notify_all()
             while True:
                 if self.scripted:
                     item = self.scripted.popleft()
+                    call.scripted = True
                     break
                 ready = [u for u in self.pending if u["update_id"] >= offset][:limit]
                 if ready:
@@ -754,6 +771,7 @@ class FakeTelegram:
                     item = ("updates", [])
                     break
                 self.cond.wait(min(remaining, 0.1))
+            self.polls_waiting -= 1
         if item[0] == "raw":
             _, status, body, ctype = item
             call.status = status

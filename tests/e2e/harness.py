@@ -11,6 +11,20 @@ SIGKILL after a bound), and is also asked to die with the test runner
 runner is killed.
 
 Every test also proves the bot token never reaches the bot's stderr.
+
+No test sleeps to give the bot time: a test waits (bounded) for something it
+can observe, then asserts. For "the bot must NOT do X" the observable is the
+update journal: the bot journals each update in its store before confirming
+it and marks it done when its handling has ended (wait_handled), so once an
+update is done, whatever it was going to cause has happened. One chat's
+messages are handled in order, so a later message's answer also proves the
+earlier ones are through.
+
+Telegram's pacing (1 s between messages to a private chat, 3 s to a group,
+30 calls a second) would make most tests wait for nothing: bots get a fast
+pacing (FAST_PACING, small but not zero, so the pacing code still runs).
+Tests that prove the real intervals set `pacing = None` (the binary's
+default, Telegram's limits).
 """
 
 import atexit
@@ -55,6 +69,20 @@ FORUM = Chat.supergroup(-1004000000004, "Forum", is_forum=True)
 # Usernames with and without '@', in another case than the user's; a numeric
 # user id; a numeric chat id.
 DEFAULT_ALLOWLIST = f"@ALICE, bob_builder,Ivan_Petrov, {NONAME.id}, {GROUP_ID}, {FORUM.id}"
+
+# TELEGRAM_PACING of most tests: seconds between messages to one private chat,
+# to one group, and calls a second overall (0: no limit).
+FAST_PACING = "0.05,0.15,0"
+
+# What the bot says in English (src/chat/text.c), for tests that must tell
+# one of its answers from another.
+TEXT_START = ("Hi! I am a bot that answers with a language model. Just write to me; I remember our "
+              "conversation. /new starts a fresh one, /help tells more.")
+TEXT_HELP = ("Write a message and I will answer, keeping the context of our conversation.\n"
+             "In groups, mention me or reply to my message.\n\n"
+             "/new — forget this conversation and start a fresh one\n"
+             "/help — this help")
+TEXT_NEW_DONE = "Started a new conversation: I have forgotten the previous one."
 
 _live = set()
 
@@ -170,6 +198,14 @@ class BotTestCase(unittest.TestCase):
     """A test with fresh fakes and a temp dir; start_bot() starts the binary."""
 
     maxDiff = 4000
+    # TELEGRAM_PACING for the bots of this test; None leaves it unset (Telegram's limits).
+    pacing: Optional[str] = FAST_PACING
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        # tests/CMakeLists.txt makes one CTest test of each class named *Test; bases are *TestCase.
+        if not cls.__name__.endswith(("Test", "TestCase")):
+            raise TypeError(f"{cls.__name__}: name test classes *Test (run by CTest) or *TestCase (bases)")
 
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp(prefix="tgllm-e2e-"))
@@ -222,6 +258,7 @@ class BotTestCase(unittest.TestCase):
             "TELEGRAM_API_BASE": self.tg.base_url,
             "STORE": self.store,
             "LOG_LEVEL": "debug",
+            "TELEGRAM_PACING": self.pacing,
         }
         base.update(env)
         return base
@@ -234,7 +271,7 @@ class BotTestCase(unittest.TestCase):
         self.addCleanup(bot.kill)  # safety net: tearDown stops it gently first
         if wait_polling:
             self.tg.wait_for(lambda: len(self.tg.calls_of("getUpdates")) > polls_before or not bot.running(),
-                             15, "the bot to call getUpdates")
+                             15, lambda: f"the bot to call getUpdates; stderr:\n{_tail(bot.log(), 20)}")
             self.assertTrue(bot.running(), f"the bot exited at start with status {bot.proc.returncode}; "
                                            f"stderr:\n{_tail(bot.log(), 20)}")
         return bot
@@ -263,16 +300,17 @@ class BotTestCase(unittest.TestCase):
     def wait_reply(self, msg: dict, timeout: float = 10.0):
         """The bot's first message replying to msg."""
         replies = self.tg.wait_for(lambda: self.tg.replies_to(msg), timeout,
-                                   f"a reply to message {msg['message_id']} ({_short(msg.get('text'))}) in chat "
-                                   f"{msg['chat']['id']}; the chat has {self.tg.texts_in(msg['chat']['id'])!r}")
+                                   lambda: f"a reply to message {msg['message_id']} ({_short(msg.get('text'))}) in "
+                                           f"chat {msg['chat']['id']}; the chat has "
+                                           f"{self.tg.texts_in(msg['chat']['id'])!r}")
         return replies[0]
 
     def wait_messages(self, chat_id: int, count: int, since: int = 0, timeout: float = 10.0) -> list:
         """Waits until the bot has at least `since + count` messages in the chat; returns the new ones."""
         msgs = self.tg.wait_for(lambda: len(self.tg.messages_in(chat_id)) >= since + count
                                 and self.tg.messages_in(chat_id), timeout,
-                                f"{count} new bot message(s) in chat {chat_id}; "
-                                f"has {self.tg.texts_in(chat_id)[since:]!r}")
+                                lambda: f"{count} new bot message(s) in chat {chat_id}; "
+                                        f"has {self.tg.texts_in(chat_id)[since:]!r}")
         return msgs[since:]
 
     def wait_text(self, chat_id: int, needle: str, timeout: float = 10.0, case: bool = False):
@@ -282,12 +320,46 @@ class BotTestCase(unittest.TestCase):
                 if (needle in m.text) if case else (needle.lower() in m.text.lower()):
                     return m
             return None
-        return self.tg.wait_for(find, timeout, f"a bot message containing {needle!r} in chat {chat_id}; "
-                                               f"the chat has {self.tg.texts_in(chat_id)!r}")
+        return self.tg.wait_for(find, timeout, lambda: f"a bot message containing {needle!r} in chat {chat_id}; "
+                                                       f"the chat has {self.tg.texts_in(chat_id)!r}")
 
-    def settle(self, seconds: float = 1.5):
-        """Gives the bot time to do what it should not do (for negative assertions)."""
-        time.sleep(seconds)
+    # ---- the update journal ----------------------------------------------
+
+    def journal_state(self, update_id: int) -> Optional[str]:
+        """The update's state in the bot's journal: "pending", "done", or None
+        when it is not journaled (yet). Reads the SQLite store WAL-safely (a
+        read-only connection) while the bot runs; S3 tests override this."""
+        path = self.store.split(":", 1)[1]
+        if not os.path.exists(path):
+            return None
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = con.execute("SELECT state FROM updates WHERE update_id = ?", (update_id,)).fetchone()
+            finally:
+                con.close()
+        except sqlite3.OperationalError as e:   # the bot is still creating the store
+            self._journal_error = str(e)
+            return None
+        return row[0] if row else None
+
+    def wait_update_done(self, update_id: int, timeout: float = 10.0):
+        """Waits until the bot has marked the update done: its handling has
+        ended (answer or notice sent, history stored, or skipped)."""
+        self.tg.wait_for(lambda: self.journal_state(update_id) == "done", timeout,
+                         lambda: f"update {update_id} to be marked done in the journal; its state is "
+                                 f"{self.journal_state(update_id)!r}"
+                                 + (f" ({self._journal_error})" if getattr(self, "_journal_error", None) else ""))
+
+    def update_id(self, item: dict) -> int:
+        """The update_id of an Update, or of the update a Message was sent in."""
+        return item["update_id"] if "update_id" in item else self.tg.update_id_of(item)
+
+    def wait_handled(self, *items: dict, timeout: float = 10.0):
+        """Waits until the bot is through with each message (or update): its
+        update is done in the journal. Then a test can assert what did NOT happen."""
+        for item in items:
+            self.wait_update_done(self.update_id(item), timeout)
 
     # ---- assertions ------------------------------------------------------
 

@@ -26,7 +26,12 @@ temporary directory) therefore:
   - can do the first `drop_after_put` PUTs of matching keys (drop_keys) and
     then close the connection without an answer, as a network failure may;
   - writes a JSON-lines log of every request: method, key, status, the
-    conditions and payload hash sent, and the signed headers.
+    conditions and payload hash sent, and the signed headers (when it is
+    answered), and a log of arrivals (when it comes in);
+  - serves the test's own reads (read_object: signed GETs with the header
+    x-tgllm-test-probe) through the same per-key queue, so a test never
+    reads an object half written, without logging or pairing them: they are
+    not the bot's requests.
 
 So the signature checks are s3rver's; the conditional-write semantics are
 the launcher's (the test relies on them being S3's, which it cannot prove).
@@ -40,6 +45,7 @@ fails, tests that need the server are skipped with the reason.
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -74,6 +80,8 @@ let drops = Number(env.S3_DROP_AFTER_PUT || 0);
 const dropRe = env.S3_DROP_KEYS ? new RegExp(env.S3_DROP_KEYS) : null;
 const pairRe = env.S3_PAIR_GETS ? new RegExp(env.S3_PAIR_GETS) : null;
 const logFd = fs.openSync(env.S3_LOG, 'a');
+const arrivalsFd = fs.openSync(env.S3_ARRIVALS, 'a');
+const isProbe = (req) => req.headers['x-tgllm-test-probe'] === '1';
 
 // Our key pair only: s3rver's built-in S3RVER/S3RVER is revoked.
 const account = AWSAccount.DUMMY_ACCOUNT;
@@ -157,7 +165,7 @@ objects.putObject = (ctx) => exclusive(qkey(ctx), async () => {
 });
 
 objects.getObject = async (ctx) => {
-  if (pairRe && pairRe.test(ctx.params.key)) await pairUp();
+  if (pairRe && pairRe.test(ctx.params.key) && !isProbe(ctx.req)) await pairUp();
   return exclusive(qkey(ctx), async () => {
     await originalGet(ctx);
     // Read the file now, inside the queue, not after it.
@@ -188,6 +196,11 @@ function signedHeaders(h) {
   await app.configureBuckets();
   const handler = app.callback();
   const server = http.createServer((req, res) => {
+    if (isProbe(req)) {
+      handler(req, res);
+      return;
+    }
+    fs.writeSync(arrivalsFd, JSON.stringify({ method: req.method, url: req.url }) + '\n');
     // Logged synchronously before the answer's last bytes go out, so a test
     // that has seen the answer's effect also finds the request in the log.
     const end = res.end;
@@ -294,12 +307,17 @@ class S3Server:
     def log_path(self) -> Path:
         return self.tmp / "requests.jsonl"
 
+    @property
+    def arrivals_path(self) -> Path:
+        return self.tmp / "arrivals.jsonl"
+
     def start(self, timeout: float = 30.0) -> "S3Server":
         node_modules = ensure_s3rver()
         self.tmp = Path(tempfile.mkdtemp(prefix="tgllm-s3-"))
         launcher = self.tmp / "launch.js"
         launcher.write_text(LAUNCHER)
         self.log_path.touch()
+        self.arrivals_path.touch()
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "NODE_PATH": str(node_modules),
@@ -310,6 +328,7 @@ class S3Server:
             "S3_SECRET_KEY": self.secret_key,
             "S3_CONDITIONS": self.conditions,
             "S3_LOG": str(self.log_path),
+            "S3_ARRIVALS": str(self.arrivals_path),
         }
         if self.pair_gets:
             env["S3_PAIR_GETS"] = self.pair_gets
@@ -328,8 +347,9 @@ class S3Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = (self.tmp / "server.out").read_text("utf-8", "replace")
-            if "listening " in text:
-                self.port = int(text.split("listening ", 1)[1].split()[0])
+            m = re.search(r"^listening (\d+)\n", text, re.M)   # the whole line: it may be half written
+            if m:
+                self.port = int(m.group(1))
                 if _can_connect(self.port):
                     return self
             if self.proc.poll() is not None:
@@ -360,12 +380,12 @@ class S3Server:
             return ""
 
     def requests(self) -> list:
-        """Every request served so far (the launcher's log), oldest first."""
-        out = []
-        for line in self.log_path.read_text("utf-8", "replace").splitlines():
-            if line.strip():
-                out.append(json.loads(line))
-        return out
+        """Every request answered so far (the launcher's log), oldest first."""
+        return _read_jsonl(self.log_path)
+
+    def arrivals(self) -> list:
+        """Every request received so far, answered or not: {"method", "url"}, oldest first."""
+        return _read_jsonl(self.arrivals_path)
 
     def describe(self, limit: int = 60) -> str:
         lines = []
@@ -375,17 +395,23 @@ class S3Server:
             lines.append(f"{r['method']} {r['url']} -> {r['status']}{cond}")
         return "\n".join(lines) or "(no requests)"
 
-    # ---- the bucket's contents, read from s3rver's files (no S3 client needed) ----
+    # ---- the bucket's contents ----
 
     def object_path(self, bucket: str, key: str) -> Path:
         # s3rver's filesystem store: <dir>/<bucket>/<key>._S3rver_object
         return self.data_dir / bucket / f"{key}._S3rver_object"
 
     def read_object(self, bucket: str, key: str) -> Optional[bytes]:
-        try:
-            return self.object_path(bucket, key).read_bytes()
-        except FileNotFoundError:
+        """The object's bytes, or None when there is none. Read through the S3
+        API, in the object's queue: s3rver rewrites a file in place, so reading
+        the file while the bot writes the object could see half of it."""
+        status, body = signed_request("GET", self.endpoint, bucket, key, b"", self.access_key, self.secret_key,
+                                      {"x-tgllm-test-probe": "1"})
+        if status == 404:
             return None
+        if status != 200:
+            raise AssertionError(f"reading s3://{bucket}/{key} failed with HTTP {status}: {body[:300]!r}")
+        return body
 
     def keys(self, bucket: str) -> list:
         root = self.data_dir / bucket
@@ -435,6 +461,14 @@ def signed_request(method: str, endpoint: str, bucket: str, key: str, body: byte
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def _read_jsonl(path: Path) -> list:
+    """The complete lines of a JSON-lines file another process appends to (a
+    line still being written is left for the next read)."""
+    data = path.read_bytes()
+    return [json.loads(line) for line in data[:data.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
+            if line.strip()]
 
 
 def _can_connect(port: int) -> bool:

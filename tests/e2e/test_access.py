@@ -36,9 +36,9 @@ class AllowlistTest(BotTestCase):
         refusal = self.wait_messages(MALLORY.id, 1)[0]
         self.assertIn(str(MALLORY.id), refusal.text, "expected the refusal to tell the user their numeric id")
 
-        self.tg.send_private(MALLORY, "mallory-secret-plan-two")
-        self.ask(ALICE, "alice-note-for-the-store")   # the bot is alive and went past Mallory's messages
-        self.settle(1.0)
+        second = self.tg.send_private(MALLORY, "mallory-secret-plan-two")
+        self.ask(ALICE, "alice-note-for-the-store")
+        self.wait_handled(second)
         self.assertEqual(len(self.tg.messages_in(MALLORY.id)), 1,
                          f"expected one refusal per hour; the stranger got {self.tg.texts_in(MALLORY.id)!r}")
         self.assertEqual(self.tg.calls_of("sendChatAction", chat_id=MALLORY.id), [],
@@ -65,9 +65,8 @@ class AllowlistTest(BotTestCase):
         self.tg.send_private(MALLORY, "first try")
         self.wait_messages(MALLORY.id, 1)
         self.restart_bot(bot)
-        self.tg.send_private(MALLORY, "second try")
-        self.ask(ALICE, "still here")
-        self.settle(1.0)
+        second = self.tg.send_private(MALLORY, "second try")
+        self.wait_handled(second)
         self.assertEqual(len(self.tg.messages_in(MALLORY.id)), 1,
                          f"expected no second refusal within the hour; got {self.tg.texts_in(MALLORY.id)!r}")
 

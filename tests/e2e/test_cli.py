@@ -66,6 +66,8 @@ class CommandLineTest(BotTestCase):
             ("TELEGRAM_API_BASE", {"TELEGRAM_API_BASE": "notaurl"}),
             ("TG_BOT_CHATS", {"TG_BOT_CHATS": "bad name!"}),
         ]
+        cases += [("TELEGRAM_PACING", {"TELEGRAM_PACING": value})
+                  for value in ("1,3", "1,3,30,4", "fast", "1;3;30", "-1,3,30", "1,3,30x", "1,,30", "nan,3,30")]
         for variable, env in cases:
             with self.subTest(variable=variable, value=list(env.values())[0]):
                 self.assertConfigError(variable, **env)

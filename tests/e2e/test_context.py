@@ -46,6 +46,58 @@ class TokenBudgetTest(BotTestCase):
         self.assertEqual(self.ask(ALICE, "Short one").text, "Echo: Short one")
 
 
+class TokenCalibrationTest(BotTestCase):
+    """The bot learns from the usage the API reports how many real tokens its
+    estimate (~4 + UTF-8 bytes / 3 a message) stands for, and fits the history
+    to CONTEXT_TOKENS in real tokens: a model that counts more gets fewer old
+    turns, one that counts fewer gets more."""
+
+    def converse(self, turns: int, size: int) -> list:
+        """Alice sends `turns` messages of about size characters; returns the history (questions and answers)."""
+        history = []
+        for i in range(turns):
+            text = filler(f"Turn {i}", size)
+            history += [text, self.ask(ALICE, text).text]
+        return history
+
+    def final_request(self) -> list:
+        self.ask(ALICE, "Final question")
+        contents = self.llm.requests[-1].contents()
+        self.assertEqual(contents[-1], "Final question", "expected the new message to be sent")
+        return contents
+
+    def test_model_counting_more_tokens_than_estimated_gets_fewer_old_turns(self):
+        self.start_bot(CONTEXT_TOKENS="260")
+        self.llm.prompt_token_factor = 4.0      # usage says 4x what the bot estimates
+        history = self.converse(3, 90)          # three answers to learn from (about 70 tokens an exchange)
+        contents = self.final_request()
+        self.assertLessEqual(estimate_tokens(history + ["Final question"]), 260 * 0.9,
+                             "control: the whole history would fit 260 tokens by the estimate alone")
+        kept = contents[:-1]
+        self.assertNotIn(history[0], kept, f"expected the oldest turn left out once the bot learned the model "
+                                           f"counts 4x its estimate; the request held {len(kept)} of "
+                                           f"{len(history)} history turns")
+        self.assertTrue(kept, "expected the most recent exchange still sent")
+        self.assertEqual(kept, history[len(history) - len(kept):],
+                         "expected the kept turns to be the most recent ones, in order")
+
+    def test_without_such_usage_the_same_turns_are_kept(self):
+        self.start_bot(CONTEXT_TOKENS="260")
+        history = self.converse(3, 90)
+        contents = self.final_request()
+        self.assertEqual(contents[:-1], history, "expected every turn sent when the usage matches the estimate")
+
+    def test_model_counting_fewer_tokens_than_estimated_gets_more_old_turns(self):
+        self.start_bot(CONTEXT_TOKENS="200")
+        self.llm.prompt_token_factor = 0.25     # usage says a quarter of what the bot estimates
+        history = self.converse(4, 90)
+        contents = self.final_request()
+        self.assertGreater(estimate_tokens(history + ["Final question"]), 200,
+                           "control: the whole history would not fit 200 tokens by the estimate alone")
+        self.assertEqual(contents[:-1], history, "expected every turn sent once the bot learned the model counts "
+                                                 "a quarter of its estimate")
+
+
 class ModelContextLimitTest(BotTestCase):
 
     def test_context_overflow_drops_older_turns_answers_and_tells_the_user(self):

@@ -4,7 +4,7 @@ long answers, and what the model request looks like."""
 import re
 
 from fake_openai import Reply, answer
-from harness import ALICE, API_KEY, BOB, IVAN, BotTestCase, main, utf16_len
+from harness import ALICE, API_KEY, BOB, IVAN, TEXT_HELP, TEXT_NEW_DONE, TEXT_START, BotTestCase, main, utf16_len
 
 
 def squash(text: str) -> str:
@@ -93,17 +93,18 @@ class PrivateConversationTest(BotTestCase):
                          "expected Bob's conversation to hold none of Alice's turns")
 
     def test_typing_is_repeated_while_the_model_works_and_stops_after_the_reply(self):
+        # Telegram shows "typing" for 5 s: the bot repeats it every 4 s.
         self.start_bot()
-        self.llm.enqueue(Reply(delay=9.0))
+        self.llm.enqueue(Reply(delay=5.0))
         msg = self.tg.send_private(ALICE, "Think slowly")
         reply = self.wait_reply(msg, timeout=25)
         self.assertEqual(reply.text, "Echo: Think slowly")
         typing = [c for c in self.tg.calls_of("sendChatAction", chat_id=ALICE.id) if c.time <= reply.time]
         self.assertGreaterEqual(len(typing), 2,
-                                f"expected typing re-sent every ~4 s during a 9 s answer; got {len(typing)} action(s)")
+                                f"expected typing re-sent every ~4 s during a 5 s answer; got {len(typing)} action(s)")
         gaps = [round(b.time - a.time, 2) for a, b in zip(typing, typing[1:])]
         self.assertTrue(all(2.5 <= g <= 6.0 for g in gaps), f"expected typing every ~4 s, gaps were {gaps}")
-        self.settle(5.0)
+        self.wait_handled(msg)   # the job is over: its typing timer with it
         late = [round(c.time - reply.time, 2) for c in self.tg.calls_of("sendChatAction", chat_id=ALICE.id)
                 if c.time > reply.time]
         self.assertEqual(late, [], "expected no typing after the reply was sent; came at +seconds")
@@ -118,7 +119,7 @@ class PrivateConversationTest(BotTestCase):
         self.tg.wait_for(lambda: squash("".join(self.tg.texts_in(ALICE.id))) == squash(text), 20,
                          "the whole long answer to arrive in the chat; it has "
                          f"{[utf16_len(t) for t in self.tg.texts_in(ALICE.id)]} UTF-16 units in its messages")
-        self.settle(1.0)
+        self.wait_handled(msg)
         parts = self.tg.messages_in(ALICE.id)
         self.assertGreaterEqual(len(parts), 4, "15,000+ UTF-16 units need at least 4 messages")
         self.assertEqual(squash("".join(m.text for m in parts)), squash(text),
@@ -143,10 +144,11 @@ class CommandsTest(BotTestCase):
 
     def test_start_greets_in_english_without_asking_the_model(self):
         self.start_bot()
-        self.tg.send_private(ALICE, "/start")
-        greeting = self.wait_messages(ALICE.id, 1)[0]
-        self.assertNotRegex(greeting.text, "[А-Яа-яЁё]", "expected an English greeting for language_code en")
-        self.settle(1.0)
+        msg = self.tg.send_private(ALICE, "/start")
+        greeting = self.wait_reply(msg)
+        self.assertEqual(greeting.text, TEXT_START, "expected the English greeting for language_code en")
+        self.wait_handled(msg)
+        self.assertEqual(self.tg.texts_in(ALICE.id), [TEXT_START], "expected the greeting, once")
         self.assertEqual(self.llm.requests, [], "commands never reach the model")
 
     def test_start_greets_in_russian_for_a_russian_user(self):
@@ -157,10 +159,10 @@ class CommandsTest(BotTestCase):
 
     def test_help_explains_without_asking_the_model(self):
         self.start_bot()
-        self.tg.send_private(ALICE, "/help")
-        help_text = self.wait_messages(ALICE.id, 1)[0].text
-        self.assertIn("/new", help_text, "expected the help to mention /new")
-        self.settle(1.0)
+        msg = self.tg.send_private(ALICE, "/help")
+        self.assertEqual(self.wait_reply(msg).text, TEXT_HELP, "expected the help text")
+        self.wait_handled(msg)
+        self.assertEqual(self.tg.texts_in(ALICE.id), [TEXT_HELP], "expected the help, once")
         self.assertEqual(self.llm.requests, [], "commands never reach the model")
 
     def test_new_starts_a_fresh_conversation(self):
@@ -170,7 +172,7 @@ class CommandsTest(BotTestCase):
         before = len(self.tg.messages_in(ALICE.id))
         self.tg.send_private(ALICE, "/new")
         confirm = self.wait_messages(ALICE.id, 1, since=before)[0]
-        self.assertIn("new conversation", confirm.text.lower())
+        self.assertEqual(confirm.text, TEXT_NEW_DONE)
         self.ask(ALICE, "Second topic")
         self.assertEqual(self.llm.requests[-1].messages, [{"role": "user", "content": "Second topic"}],
                          "expected no prior turns after /new")
@@ -182,7 +184,7 @@ class CommandsTest(BotTestCase):
         before = len(self.tg.messages_in(ALICE.id))
         self.tg.send_private(ALICE, "/new@tgllm_test_bot")
         confirm = self.wait_messages(ALICE.id, 1, since=before)[0]
-        self.assertIn("new conversation", confirm.text.lower())
+        self.assertEqual(confirm.text, TEXT_NEW_DONE)
         self.ask(ALICE, "New topic")
         self.assertEqual(self.llm.requests[-1].messages, [{"role": "user", "content": "New topic"}])
 

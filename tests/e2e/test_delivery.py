@@ -3,6 +3,10 @@ drafts in private chats, a message edited as it grows in groups, long
 answers cut into parts, the rate limits of the Bot API and its 429s, and
 the typing indicator.
 
+Most tests run with fast pacing (harness.FAST_PACING); TelegramPacingTest
+proves Telegram's own intervals with the binary's default pacing, and
+CustomPacingTest that TELEGRAM_PACING changes them (test_cli.py: bad values).
+
 Answers here are plain prose (and fenced code): Markdown rendering has its
 own tests (test_render_e2e.py)."""
 
@@ -63,15 +67,15 @@ class PrivateStreamingTest(DeliveryTestCase):
     def test_private_answer_grows_as_drafts_with_one_draft_id_then_arrives_as_one_message(self):
         text = prose(40)
         self.start_bot()
-        self.llm.enqueue(answer(text, chunks=10, chunk_delay=0.5))      # ~5 s of streaming
+        self.llm.enqueue(answer(text, chunks=10, chunk_delay=0.15))     # ~1.5 s of streaming
         msg = self.tg.send_private(ALICE, "Tell me something slowly")
         reply = self.wait_reply(msg, timeout=25)
         self.assertEqual(reply.text, text, "expected the final message to hold the whole answer")
-        self.settle(1.5)
+        self.wait_handled(msg)
 
         drafts = self.tg.calls_of("sendMessageDraft", chat_id=ALICE.id, ok=True)
         self.assertGreaterEqual(len(drafts), 2,
-                                f"expected at least 2 drafts during a 5 s stream, got {len(drafts)}")
+                                f"expected at least 2 drafts during a 1.5 s stream, got {len(drafts)}")
         self.assertGrowingPrefixes([d.params.get("text", "") for d in drafts], text, "draft")
         ids = {repr(d.params.get("draft_id")) for d in drafts}
         self.assertEqual(len(ids), 1, f"expected one draft_id for one answer, got {sorted(ids)}")
@@ -87,28 +91,15 @@ class PrivateStreamingTest(DeliveryTestCase):
                          "expected no edits in a private chat that takes drafts")
         self.assertEqual(self.tg.texts_in(ALICE.id), [text])
 
-    def test_private_frames_are_at_least_a_second_apart(self):
-        text = prose(60)
-        self.start_bot()
-        self.llm.enqueue(answer(text, chunks=30, chunk_delay=0.2))      # a piece every 0.2 s for 6 s
-        msg = self.tg.send_private(ALICE, "Stream in many small pieces")
-        self.wait_reply(msg, timeout=25)
-        self.settle(1.5)
-        calls = self.showing_calls(ALICE.id)
-        self.assertGreaterEqual(len(calls), 4, f"expected several frames during 6 s, got {len(calls)} call(s)")
-        too_close = [g for g in gaps(calls) if g < 0.9]
-        self.assertEqual(too_close, [], f"expected at most one call a second to the private chat "
-                                        f"(gaps >= 0.9 s); the gaps were {gaps(calls)}")
-
     def test_typing_stops_once_the_first_draft_appears(self):
         text = prose(40)
         self.start_bot()
-        # Thinks for 4.5 s (typing is repeated), then streams for ~8 s: typing
-        # would be repeated twice more during the stream if it did not stop.
-        self.llm.enqueue(Reply(text=text, delay=4.5, chunks=10, chunk_delay=0.8))
+        # Thinks for 0.5 s, then streams for ~5 s: typing (repeated every 4 s)
+        # would come again during the stream if it did not stop.
+        self.llm.enqueue(Reply(text=text, delay=0.5, chunks=10, chunk_delay=0.5))
         msg = self.tg.send_private(ALICE, "Think, then write")
         reply = self.wait_reply(msg, timeout=30)
-        self.settle(5.0)
+        self.wait_handled(msg)
         first = self.showing_calls(ALICE.id, ok=True)[0]
         typing = self.tg.calls_of("sendChatAction", chat_id=ALICE.id)
         self.assertTrue([c for c in typing if c.time < first.time], "expected typing before the first text")
@@ -125,12 +116,13 @@ class GroupStreamingTest(DeliveryTestCase):
         self.llm.enqueue(reply)
         msg = self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "tell us slowly")
         self.wait_chat_texts(OPEN_GROUP.id, [text], timeout)
-        self.settle(2.0)
+        self.wait_handled(msg)
         return msg
 
     def test_group_answer_is_sent_then_edited_as_it_grows_into_one_message(self):
         text = prose(60)
-        msg = self.stream_in_group(text, answer(text, chunks=12, chunk_delay=0.75))   # ~9 s of streaming
+        # ~3 s of streaming: the first frame waits 1 s (a quick answer would come whole), then edits.
+        msg = self.stream_in_group(text, answer(text, chunks=12, chunk_delay=0.25))
         sends = self.tg.calls_of("sendMessage", chat_id=OPEN_GROUP.id)
         self.assertEqual(len(sends), 1, f"expected one sendMessage, then edits; got {len(sends)} sendMessage(s): "
                                         f"{[(c.status, c.params.get('text', '')[:30]) for c in sends]}")
@@ -152,24 +144,16 @@ class GroupStreamingTest(DeliveryTestCase):
         [message] = self.tg.messages_in(OPEN_GROUP.id, include_deleted=True)
         self.assertEqual(message.reply_to, msg["message_id"], "expected the answer to reply to the question")
 
-    def test_group_frames_are_at_least_three_seconds_apart(self):
-        text = prose(80)
-        self.stream_in_group(text, answer(text, chunks=40, chunk_delay=0.25))          # ~10 s of streaming
-        calls = self.showing_calls(OPEN_GROUP.id)
-        self.assertGreaterEqual(len(calls), 3, f"expected several frames during 10 s, got {len(calls)} call(s)")
-        too_close = [g for g in gaps(calls) if g < 2.9]
-        self.assertEqual(too_close, [], f"expected at most one call every 3 s to a group (gaps >= 2.9 s); "
-                                        f"the gaps were {gaps(calls)}")
-
     def test_long_group_answer_streams_into_several_messages_without_leftovers(self):
         text = "\n\n".join(prose(120, f"p{n}w") for n in range(8))       # ~7,000 characters
         self.start_bot()
-        self.llm.enqueue(answer(text, chunks=10, chunk_delay=1.0))
+        self.llm.enqueue(answer(text, chunks=10, chunk_delay=0.25))
         msg = self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "a long story please")
         self.tg.wait_for(lambda: squash("".join(self.tg.texts_in(OPEN_GROUP.id))) == squash(text), 60,
-                         "the whole answer in the group; it has "
-                         f"{[utf16_len(t) for t in self.tg.texts_in(OPEN_GROUP.id)]} UTF-16 units in its messages")
-        self.settle(4.0)
+                         lambda: "the whole answer in the group; it has "
+                                 f"{[utf16_len(t) for t in self.tg.texts_in(OPEN_GROUP.id)]} UTF-16 units in its "
+                                 "messages")
+        self.wait_handled(msg)
         parts = self.tg.messages_in(OPEN_GROUP.id)
         self.assertGreaterEqual(len(parts), 2, "expected ~7,000 characters in at least 2 messages")
         self.assertEqual(squash("".join(m.text for m in parts)), squash(text),
@@ -188,11 +172,13 @@ class NotModifiedTest(DeliveryTestCase):
         self.tg.fail("editMessageText", times=1, error_code=400, chat_id=OPEN_GROUP.id,
                      description="Bad Request: message is not modified: specified new message content and reply "
                                  "markup are exactly the same as a current content and reply markup of the message")
-        self.llm.enqueue(answer(text, chunks=12, chunk_delay=0.75))
-        self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "slowly, please")
+        self.llm.enqueue(answer(text, chunks=12, chunk_delay=0.25))
+        msg = self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "slowly, please")
         self.wait_chat_texts(OPEN_GROUP.id, [text], 40)
-        self.settle(3.5)
+        self.wait_handled(msg)
         self.assertEqual(self.tg.texts_in(OPEN_GROUP.id), [text], "expected one message with the whole answer")
+        self.assertEqual([c.status for c in self.tg.calls_of("editMessageText", chat_id=OPEN_GROUP.id)][:1], [400],
+                         "control: expected the first edit answered \"not modified\"")
         self.assertEqual(len(self.tg.calls_of("sendMessage", chat_id=OPEN_GROUP.id)), 1,
                          "expected no new message after \"not modified\"")
         complaints = [ln for ln in self.log_lines("warn") + self.log_lines("error") if "editMessageText" in ln]
@@ -215,13 +201,13 @@ class LongAnswerTest(DeliveryTestCase):
         self.assertGreater(len(text), 9000)
 
         self.start_bot()
-        self.llm.enqueue(answer(text, chunks=8, chunk_delay=0.5))       # parts fill up while it streams
+        self.llm.enqueue(answer(text, chunks=8, chunk_delay=0.15))      # parts fill up while it streams
         msg = self.tg.send_private(ALICE, "Show me a lot of code")
         plain = squash("".join(ln for ln in lines if not ln.startswith("```")))
         self.tg.wait_for(lambda: squash("".join(self.tg.texts_in(ALICE.id))) == plain, 30,
-                         "the whole answer (without the fences) in the chat; it has "
-                         f"{[utf16_len(t) for t in self.tg.texts_in(ALICE.id)]} UTF-16 units in its messages")
-        self.settle(1.5)
+                         lambda: "the whole answer (without the fences) in the chat; it has "
+                                 f"{[utf16_len(t) for t in self.tg.texts_in(ALICE.id)]} UTF-16 units in its messages")
+        self.wait_handled(msg)
         parts = self.tg.messages_in(ALICE.id)
         self.assertGreaterEqual(len(parts), 3, f"expected ~10,000 characters in at least 3 messages, "
                                                f"got {len(parts)}")
@@ -258,15 +244,18 @@ class LongAnswerTest(DeliveryTestCase):
 
 
 class RateLimitTest(DeliveryTestCase):
+    """A 429's retry_after is obeyed. With fast pacing on purpose: under
+    Telegram's 1 s per private chat, a retry 1 s later would come even if
+    retry_after were ignored."""
 
     def test_429_on_a_draft_pauses_the_chat_and_the_final_text_arrives_once(self):
         text = prose(40)
         self.start_bot()
         self.tg.fail("sendMessageDraft", times=1, error_code=429, retry_after=1, chat_id=ALICE.id)
-        self.llm.enqueue(answer(text, chunks=8, chunk_delay=0.5))
+        self.llm.enqueue(answer(text, chunks=8, chunk_delay=0.3))
         msg = self.tg.send_private(ALICE, "Slowly, please")
         self.wait_reply(msg, timeout=25)
-        self.settle(2.0)
+        self.wait_handled(msg)
         calls = self.showing_calls(ALICE.id)
         limited = [i for i, c in enumerate(calls) if c.status == 429]
         self.assertEqual(len(limited), 1, f"expected the fake's one 429, got {[c.status for c in calls]}")
@@ -283,10 +272,10 @@ class RateLimitTest(DeliveryTestCase):
         text = prose(60)
         self.start_bot()
         self.tg.fail("editMessageText", times=1, error_code=429, retry_after=1, chat_id=OPEN_GROUP.id)
-        self.llm.enqueue(answer(text, chunks=12, chunk_delay=0.75))
-        self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "slowly, please")
+        self.llm.enqueue(answer(text, chunks=12, chunk_delay=0.3))
+        msg = self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "slowly, please")
         self.wait_chat_texts(OPEN_GROUP.id, [text], 40)
-        self.settle(3.5)
+        self.wait_handled(msg)
         calls = self.showing_calls(OPEN_GROUP.id)
         self.assertEqual([c.status for c in calls].count(429), 1, f"expected the fake's one 429, got "
                                                                   f"{[(c.method, c.status) for c in calls]}")
@@ -302,7 +291,7 @@ class RateLimitTest(DeliveryTestCase):
         msg = self.tg.send_private(ALICE, "Quick question")
         reply = self.wait_reply(msg, timeout=15)
         self.assertEqual(reply.text, text)
-        self.settle(2.0)
+        self.wait_handled(msg)
         sends = self.tg.calls_of("sendMessage", chat_id=ALICE.id)
         self.assertEqual([(c.status, c.params.get("text")) for c in sends], [(429, text), (200, text)],
                          "expected the refused message sent again, once")
@@ -318,10 +307,10 @@ class DraftFallbackTest(DeliveryTestCase):
         self.start_bot()
         self.tg.fail("sendMessageDraft", times=100, error_code=400,
                      description="Bad Request: method is not available for this chat", chat_id=ALICE.id)
-        self.llm.enqueue(answer(text, chunks=10, chunk_delay=0.6))      # ~6 s of streaming
+        self.llm.enqueue(answer(text, chunks=10, chunk_delay=0.25))     # ~2.5 s of streaming
         msg = self.tg.send_private(ALICE, "Slowly, please")
         self.wait_chat_texts(ALICE.id, [text], 30)
-        self.settle(1.5)
+        self.wait_handled(msg)
         drafts = self.tg.calls_of("sendMessageDraft", chat_id=ALICE.id)
         self.assertEqual([c.status for c in drafts], [400], "expected one refused draft, then no more drafts")
         sends = self.tg.calls_of("sendMessage", chat_id=ALICE.id)
@@ -338,7 +327,7 @@ class DraftFallbackTest(DeliveryTestCase):
         first, second = prose(30, "one"), prose(30, "two")
         self.start_bot()
         self.tg.fail("sendMessageDraft", times=100, error_code=404, description="Not Found")
-        self.llm.enqueue(answer(first, chunks=8, chunk_delay=0.5), answer(second, chunks=8, chunk_delay=0.5))
+        self.llm.enqueue(answer(first, chunks=8, chunk_delay=0.3), answer(second, chunks=8, chunk_delay=0.3))
         self.ask(ALICE, "First question", timeout=25)
         self.wait_chat_texts(ALICE.id, [first], 10)
         drafts_before = len(self.tg.calls_of("sendMessageDraft"))
@@ -348,6 +337,57 @@ class DraftFallbackTest(DeliveryTestCase):
                          "expected no more drafts once the server said it has no such method")
         self.assertTrue(self.tg.calls_of("editMessageText", chat_id=ALICE.id, ok=True),
                         "expected the answers to grow by edits")
+
+
+class TelegramPacingTest(DeliveryTestCase):
+    """Telegram's limits, with the binary's default pacing: at most one message
+    a second to a private chat, one every 3 s to a group."""
+
+    pacing = None   # TELEGRAM_PACING unset
+
+    def test_private_frames_are_at_least_a_second_apart(self):
+        text = prose(60)
+        self.start_bot()
+        self.llm.enqueue(answer(text, chunks=30, chunk_delay=0.15))     # a piece every 0.15 s for 4.5 s
+        msg = self.tg.send_private(ALICE, "Stream in many small pieces")
+        self.wait_reply(msg, timeout=25)
+        self.wait_handled(msg)
+        calls = self.showing_calls(ALICE.id)
+        self.assertGreaterEqual(len(calls), 4, f"expected several frames during 4.5 s, got {len(calls)} call(s)")
+        too_close = [g for g in gaps(calls) if g < 0.9]
+        self.assertEqual(too_close, [], f"expected at most one call a second to the private chat "
+                                        f"(gaps >= 0.9 s); the gaps were {gaps(calls)}")
+
+    def test_group_frames_are_at_least_three_seconds_apart(self):
+        text = prose(80)
+        self.start_bot()
+        self.llm.enqueue(answer(text, chunks=40, chunk_delay=0.15))     # ~6 s of streaming
+        msg = self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "tell us slowly")
+        self.wait_chat_texts(OPEN_GROUP.id, [text], 40)
+        self.wait_handled(msg)
+        calls = self.showing_calls(OPEN_GROUP.id)
+        self.assertGreaterEqual(len(calls), 3, f"expected several frames during 6 s, got {len(calls)} call(s)")
+        too_close = [g for g in gaps(calls) if g < 2.9]
+        self.assertEqual(too_close, [], f"expected at most one call every 3 s to a group (gaps >= 2.9 s); "
+                                        f"the gaps were {gaps(calls)}")
+
+
+class CustomPacingTest(DeliveryTestCase):
+    """TELEGRAM_PACING=PRIVATE_SECONDS,GROUP_SECONDS,CALLS_PER_SECOND."""
+
+    pacing = "2,2,0"
+
+    def test_custom_pacing_spaces_two_answers_to_one_private_chat(self):
+        self.start_bot()
+        first = self.tg.send_private(ALICE, "First question")
+        second = self.tg.send_private(ALICE, "Second question")
+        self.wait_handled(first, second, timeout=20)
+        self.assertEqual(self.tg.texts_in(ALICE.id), ["Echo: First question", "Echo: Second question"])
+        calls = self.showing_calls(ALICE.id)
+        too_close = [g for g in gaps(calls) if g < 1.9]
+        self.assertEqual(too_close, [], f"expected TELEGRAM_PACING=2,2,0 to keep calls to the private chat 2 s "
+                                        f"apart (gaps >= 1.9 s); the gaps were {gaps(calls)} between "
+                                        f"{[c.method for c in calls]}")
 
 
 if __name__ == "__main__":

@@ -39,11 +39,11 @@ class ModelFailureTest(BotTestCase):
     def test_model_down_gives_a_short_message_and_the_bot_goes_on(self):
         self.start_bot()
         self.llm.on_message_containing("doomed", server_error(500))
-        self.tg.send_private(ALICE, "a doomed question")
+        msg = self.tg.send_private(ALICE, "a doomed question")
         note = self.wait_text(ALICE.id, "not answering", timeout=20)
+        self.wait_handled(msg)
         attempts = len(self.llm.requests_with("doomed"))
         self.assertTrue(2 <= attempts <= 5, f"expected about 3 attempts, got {attempts}")
-        self.settle(4.5)
         late = [c for c in self.tg.calls_of("sendChatAction", chat_id=ALICE.id) if c.time > note.time]
         self.assertEqual(late, [], "expected typing to stop when the error message was sent")
         self.assertEqual(len(self.llm.requests_with("doomed")), attempts, "expected no retries after giving up")
@@ -53,9 +53,9 @@ class ModelFailureTest(BotTestCase):
     def test_quota_exhausted_is_not_retried_and_the_user_hears_about_credit(self):
         self.start_bot()
         self.llm.enqueue(insufficient_quota())
-        self.tg.send_private(ALICE, "Spend money")
+        msg = self.tg.send_private(ALICE, "Spend money")
         self.wait_text(ALICE.id, "credit")
-        self.settle(2.0)
+        self.wait_handled(msg)
         self.assertEqual(len(self.llm.requests), 1, "expected no retry when the quota is exhausted")
         self.assertLogged(r"quota|credit|billing|429", what="for the operator to top up the account")
 
@@ -89,7 +89,8 @@ class TelegramFailureTest(BotTestCase):
     def test_send_message_rate_limit_is_obeyed_and_delivered_once(self):
         self.start_bot()
         self.tg.fail("sendMessage", times=1, error_code=429, retry_after=1, chat_id=ALICE.id)
-        reply = self.ask(ALICE, "Flood me", timeout=15)
+        msg = self.tg.send_private(ALICE, "Flood me")
+        reply = self.wait_reply(msg, timeout=15)
         self.assertEqual(reply.text, "Echo: Flood me")
         calls = self.tg.calls_of("sendMessage", chat_id=ALICE.id)
         refused = [c for c in calls if c.status == 429]
@@ -97,13 +98,13 @@ class TelegramFailureTest(BotTestCase):
         delivered = [c for c in calls if c.ok]
         self.assertGreaterEqual(delivered[0].time - refused[0].time, 0.9,
                                 "expected the bot to wait retry_after = 1 s before sending again")
-        self.settle(2.0)
+        self.wait_handled(msg)
         self.assertEqual(self.tg.texts_in(ALICE.id), ["Echo: Flood me"], "expected the answer exactly once")
 
     def test_blocked_user_is_dropped_and_others_are_served(self):
         bot = self.start_bot()
         self.tg.block(BOB.id)
-        self.tg.send_private(BOB, "I blocked you")
+        blocked = self.tg.send_private(BOB, "I blocked you")
         self.tg.wait_for(lambda: self.tg.calls_of("sendMessage", chat_id=BOB.id) or
                          self.llm.requests_with("I blocked you"), 10, "the bot to try to answer Bob")
         self.assertEqual(self.ask(ALICE, "Hello after block", timeout=15).text, "Echo: Hello after block")
@@ -111,7 +112,7 @@ class TelegramFailureTest(BotTestCase):
         sends = lambda: (self.tg.calls_of("sendMessage", chat_id=BOB.id) +
                          self.tg.calls_of("sendMessageDraft", chat_id=BOB.id))
         self.tg.wait_for(sends, 10, "the bot to try sending Bob the answer")
-        self.settle(1.0)
+        self.wait_handled(blocked)
         self.assertBotRunning(bot)
         self.assertLogged(r"403|blocked|forbidden", what="about the blocked chat")
         self.assertLessEqual(len(sends()), 3, "expected a 403 not to be retried over and over")

@@ -138,7 +138,7 @@ class FakeTelegramTest(unittest.TestCase):
         t = threading.Thread(target=lambda: results.setdefault("first", call(self.base, "getUpdates",
                                                                                {"timeout": 5})))
         t.start()
-        time.sleep(0.3)
+        self.tg.wait_for(lambda: self.tg.polls_waiting == 1, 5, "the first getUpdates to be waiting")
         call(self.base, "getUpdates", {"timeout": 0})
         t.join(5)
         self.assertEqual(results["first"][0], 409)

@@ -3,27 +3,37 @@ it, a command for it), keeps one history per group and knows who speaks."""
 
 import time
 
-from harness import (ALICE, BOB, BOT_ID, FORUM, IVAN, MALLORY, OPEN_GROUP, OTHER_GROUP, PLAIN_GROUP, BotTestCase,
-                     main)
+from harness import (ALICE, BOB, BOT_ID, FORUM, IVAN, MALLORY, OPEN_GROUP, OTHER_GROUP, PLAIN_GROUP, TEXT_HELP,
+                     TEXT_NEW_DONE, BotTestCase, main)
 
 
 class GroupTestCase(BotTestCase):
 
-    def assertGroupSilent(self, chat_id: int, needle: str):
-        self.settle(1.5)
-        self.assertNoModelRequest(needle)
-        sent = [c.method for c in self.tg.calls if c.chat_id() == chat_id]
+    def assertGroupSilent(self, *msgs: dict):
+        """The bot is through with msgs (all in one group) and did nothing about them."""
+        self.wait_handled(*msgs)
+        chat_id = msgs[0]["chat"]["id"]
+        for m in msgs:
+            self.assertNoModelRequest(m["text"])
+        sent = [(c.method, c.params.get("text")) for c in self.tg.calls if c.chat_id() == chat_id]
         self.assertEqual(sent, [], f"expected the bot to do nothing in group {chat_id}")
+
+    def assertHelpAnswered(self, msg: dict):
+        """msg gets the help text, as a reply, and the model is not asked."""
+        reply = self.wait_reply(msg)
+        self.assertEqual(reply.text, TEXT_HELP, "expected the help text")
+        self.wait_handled(msg)
+        self.assertEqual(self.tg.texts_in(msg["chat"]["id"]), [TEXT_HELP], "expected the help text, once")
+        self.assertEqual(self.llm.requests, [], "expected a command never to reach the model")
 
 
 class GroupTriggerTest(GroupTestCase):
 
     def test_group_message_without_mention_is_ignored(self):
         self.start_bot()
-        self.tg.send_group(OPEN_GROUP, ALICE, "just chatting among ourselves")
-        self.tg.send_group(OPEN_GROUP, BOB, "@someone_else look at this")
-        self.assertGroupSilent(OPEN_GROUP.id, "among ourselves")
-        self.assertNoModelRequest("look at this")
+        chatter = self.tg.send_group(OPEN_GROUP, ALICE, "just chatting among ourselves")
+        other = self.tg.send_group(OPEN_GROUP, BOB, "@someone_else look at this")
+        self.assertGroupSilent(chatter, other)
 
     def test_mention_triggers_an_answer_whatever_the_case(self):
         self.start_bot()
@@ -48,8 +58,8 @@ class GroupTriggerTest(GroupTestCase):
 
     def test_mention_of_a_similar_username_does_not_trigger(self):
         self.start_bot()
-        self.tg.send_group(OPEN_GROUP, ALICE, "@tgllm_test_bot_fan club meeting")
-        self.assertGroupSilent(OPEN_GROUP.id, "club meeting")
+        msg = self.tg.send_group(OPEN_GROUP, ALICE, "@tgllm_test_bot_fan club meeting")
+        self.assertGroupSilent(msg)
 
     def test_reply_to_the_bot_triggers_an_answer(self):
         self.start_bot()
@@ -64,8 +74,8 @@ class GroupTriggerTest(GroupTestCase):
     def test_reply_to_another_member_does_not_trigger(self):
         self.start_bot()
         alice_msg = self.tg.send_group(OPEN_GROUP, ALICE, "I like tea")
-        self.tg.send_group(OPEN_GROUP, BOB, "me too, tea is great", reply_to=alice_msg)
-        self.assertGroupSilent(OPEN_GROUP.id, "tea")
+        bob_msg = self.tg.send_group(OPEN_GROUP, BOB, "me too, tea is great", reply_to=alice_msg)
+        self.assertGroupSilent(alice_msg, bob_msg)
 
     def test_basic_group_works_like_a_supergroup(self):
         self.start_bot(TG_BOT_CHATS="alice")
@@ -92,8 +102,8 @@ class GroupTriggerTest(GroupTestCase):
         # Telegram marks topic messages as replies to the topic's creation message;
         # that is not a reply to the bot.
         self.start_bot()
-        self.tg.send_topic(FORUM, 78, ALICE, "talking in a topic")
-        self.assertGroupSilent(FORUM.id, "talking in a topic")
+        msg = self.tg.send_topic(FORUM, 78, ALICE, "talking in a topic")
+        self.assertGroupSilent(msg)
 
 
 class GroupHistoryTest(GroupTestCase):
@@ -122,22 +132,23 @@ class GroupHistoryTest(GroupTestCase):
 
 class GroupCommandsTest(GroupTestCase):
 
-    def test_bare_help_command_is_answered_in_a_group(self):
+    def test_bare_help_command_is_answered_with_the_help_in_a_group(self):
         self.start_bot()
-        self.tg.send_group(OPEN_GROUP, ALICE, "/help")
-        self.wait_messages(OPEN_GROUP.id, 1)
-        self.assertEqual(self.llm.requests, [])
+        self.assertHelpAnswered(self.tg.send_group(OPEN_GROUP, ALICE, "/help"))
 
-    def test_help_addressed_to_this_bot_is_answered(self):
+    def test_help_addressed_to_this_bot_is_answered_with_the_help(self):
         self.start_bot()
-        self.tg.send_group(OPEN_GROUP, ALICE, "/help@tgllm_test_bot")
-        self.wait_messages(OPEN_GROUP.id, 1)
+        self.assertHelpAnswered(self.tg.send_group(OPEN_GROUP, ALICE, "/help@tgllm_test_bot"))
+
+    def test_help_addressed_to_this_bot_in_another_case_is_answered_with_the_help(self):
+        self.start_bot()
+        self.assertHelpAnswered(self.tg.send_group(OPEN_GROUP, BOB, "/HELP@TgLLM_Test_Bot"))
 
     def test_command_addressed_to_another_bot_is_ignored(self):
         self.start_bot()
-        self.tg.send_group(OPEN_GROUP, ALICE, "/help@other_bot")
-        self.tg.send_group(OPEN_GROUP, ALICE, "/new@other_bot")
-        self.assertGroupSilent(OPEN_GROUP.id, "other_bot")
+        help_ = self.tg.send_group(OPEN_GROUP, ALICE, "/help@other_bot")
+        new = self.tg.send_group(OPEN_GROUP, ALICE, "/new@other_bot")
+        self.assertGroupSilent(help_, new)
 
     def test_new_with_bot_username_clears_the_group_history(self):
         self.start_bot()
@@ -145,7 +156,7 @@ class GroupCommandsTest(GroupTestCase):
         before = len(self.tg.messages_in(OPEN_GROUP.id))
         self.tg.send_group(OPEN_GROUP, BOB, "/new@tgllm_test_bot")
         confirm = self.wait_messages(OPEN_GROUP.id, 1, since=before)[0]
-        self.assertIn("new conversation", confirm.text.lower())
+        self.assertEqual(confirm.text, TEXT_NEW_DONE)
         self.wait_reply(self.tg.send_group(OPEN_GROUP, ALICE, "@tgllm_test_bot new business"))
         self.assertEqual(len(self.llm.requests[-1].messages), 1,
                          f"expected no prior turns after /new, got {self.llm.requests[-1].messages!r}")
@@ -166,9 +177,8 @@ class GroupAccessTest(GroupTestCase):
 
     def test_stranger_in_a_group_not_on_the_list_gets_no_model_call(self):
         self.start_bot()
-        self.tg.send_group(OTHER_GROUP, MALLORY, "@tgllm_test_bot mallory-group-secret")
-        self.ask(ALICE, "anyone there")   # the bot went past the stranger's message
-        self.settle(1.0)
+        msg = self.tg.send_group(OTHER_GROUP, MALLORY, "@tgllm_test_bot mallory-group-secret")
+        self.wait_handled(msg)
         self.assertNoModelRequest("mallory-group-secret")
         texts = self.tg.texts_in(OTHER_GROUP.id)
         self.assertLessEqual(len(texts), 1, f"expected at most one refusal in the group, got {texts!r}")

@@ -26,7 +26,7 @@ class LambdaRuntimeTest(BotTestCase):
 
     def setUp(self):
         super().setUp()
-        self.runtime = FakeLambda(idle_limit=3.0).start()
+        self.runtime = FakeLambda(idle_limit=1.0).start()   # every event is pushed before the bot starts
         self.addCleanup(self.runtime.stop)
 
     def test_events_are_answered_one_after_another_with_history(self):
@@ -47,13 +47,19 @@ class LambdaRuntimeTest(BotTestCase):
         self.assertIsNotNone(bot.wait(10), "expected the runtime to stop when the Runtime API fails")
 
     def test_a_wrong_secret_gets_401_and_no_answer(self):
-        update = self.tg.update("message", self.tg.message(Chat.private(ALICE), ALICE, "forged"))
-        self.runtime.push("req-x", function_url_event(update, secret="wrong"))
+        forged = self.tg.update("message", self.tg.message(Chat.private(ALICE), ALICE, "forged"))
+        genuine = self.tg.update("message", self.tg.message(Chat.private(ALICE), ALICE, "genuine"))
+        self.runtime.push("req-x", function_url_event(forged, secret="wrong"))
+        self.runtime.push("req-y", function_url_event(genuine, secret="lambda-secret"))
         self.start_bot_lambda()
         kind, resp = self.runtime.wait_response("req-x")
         self.assertEqual((kind, resp["statusCode"]), ("response", 401), f"got {kind} {resp}")
-        self.settle(0.5)
-        self.assertEqual(self.llm.requests, [], "expected no model call for a forged event")
+        # Events are handled one after another: once the next is answered, the forged one is through.
+        kind, resp = self.runtime.wait_response("req-y")
+        self.assertEqual((kind, resp["statusCode"]), ("response", 200), f"got {kind} {resp}")
+        self.assertEqual([r.last_content for r in self.llm.requests], ["genuine"],
+                         "expected no model call for the forged event")
+        self.assertEqual(self.tg.texts_in(ALICE.id), ["Echo: genuine"], "expected no answer to the forged event")
 
     def test_without_the_runtime_api_it_says_where_it_runs(self):
         res = run_bin(["lambda"], self.bot_env())

@@ -3,7 +3,7 @@ messages that were in the works when the bot was killed."""
 
 from fake_openai import Reply
 from fake_telegram import Chat
-from harness import ALICE, BotTestCase, main
+from harness import ALICE, TEXT_HELP, BotTestCase, main
 
 
 class HistoryPersistenceTest(BotTestCase):
@@ -35,6 +35,10 @@ class HandledUpdatesTest(BotTestCase):
         msg = self.tg.message(Chat.private(ALICE), ALICE, text)
         return msg, self.tg.update("message", msg)
 
+    def assertResentBatchTaken(self):
+        self.assertTrue(any(c.scripted for c in self.tg.calls_of("getUpdates")),
+                        "control: expected the bot to have been handed the re-sent update")
+
     def assertAnsweredOnce(self, msg: dict):
         replies = self.tg.replies_to(msg)
         self.assertEqual([r.text for r in replies], ["Echo: " + msg["text"]],
@@ -47,8 +51,10 @@ class HandledUpdatesTest(BotTestCase):
         self.tg.push(update)
         self.wait_reply(msg)
         self.tg.inject_updates([update])   # Telegram hands the same update over again
-        self.ask(ALICE, "Next message")     # answered after the re-sent batch was handled
-        self.settle(1.0)
+        # One chat is handled in order: once the next message is answered, the
+        # re-sent one has been dealt with.
+        self.ask(ALICE, "Next message")
+        self.assertResentBatchTaken()
         self.assertAnsweredOnce(msg)
 
     def test_update_handled_before_a_restart_is_not_answered_after_it(self):
@@ -58,9 +64,22 @@ class HandledUpdatesTest(BotTestCase):
         self.wait_reply(msg)
         self.restart_bot(bot)
         self.tg.inject_updates([update])
-        self.ask(ALICE, "After the restart")
-        self.settle(1.0)
+        self.ask(ALICE, "After the restart")   # one chat is handled in order
+        self.assertResentBatchTaken()
         self.assertAnsweredOnce(msg)
+
+    def test_command_handled_before_a_restart_is_not_handled_after_it(self):
+        bot = self.start_bot()
+        msg, update = self.private_update("/help")
+        self.tg.push(update)
+        self.assertEqual(self.wait_reply(msg).text, TEXT_HELP)
+        self.wait_handled(msg)
+        self.restart_bot(bot)
+        self.tg.inject_updates([update])
+        self.ask(ALICE, "After the restart")   # one chat is handled in order
+        self.assertResentBatchTaken()
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], [TEXT_HELP],
+                         "expected the command answered once: it was done before the restart")
 
     def test_message_in_the_works_when_killed_is_answered_once_after_restart(self):
         bot = self.start_bot()
@@ -79,10 +98,14 @@ class HandledUpdatesTest(BotTestCase):
         self.start_bot()
         reply = self.wait_reply(msg, timeout=20)
         self.assertEqual(reply.text, "Echo: Please survive the crash")
-        self.settle(2.0)
-        self.assertEqual([m.text for m in self.tg.messages_in(ALICE.id)], ["Echo: Please survive the crash"],
+        self.wait_handled(msg)
+        self.ask(ALICE, "Next message")   # one chat is handled in order: a second answer would come first
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Please survive the crash"],
                          "expected the message answered exactly once")
-        last = self.llm.requests[-1]
+        self.assertEqual([m.text for m in self.tg.messages_in(ALICE.id)],
+                         ["Echo: Please survive the crash", "Echo: Next message"],
+                         "expected the message answered exactly once")
+        last = self.llm.requests_with("Please survive the crash")[-1]
         self.assertEqual(last.contents().count("Please survive the crash"), 1,
                          f"expected the message once in the request after restart, got {last.messages!r}")
 

@@ -51,7 +51,7 @@ class RenderTestCase(BotTestCase):
         self.llm.enqueue(answer(markdown))
         msg = self.tg.send_private(ALICE, "Format something for me")
         self.wait_reply(msg, timeout=15)
-        self.settle(1.0)
+        self.wait_handled(msg)
         msgs = self.tg.messages_in(ALICE.id)
         self.assertEqual(len(msgs), 1, f"expected one message, got {[m.text for m in msgs]}")
         return msgs[0]
@@ -131,13 +131,15 @@ class MarkdownEntitiesTest(RenderTestCase):
         md = "Some **bold** text, then `code`, then a [link](https://example.com).\n\n" + \
              "\n".join(f"- item **{i}** with _style_" for i in range(20))
         self.start_bot()
-        self.llm.enqueue(answer(md, chunks=8, chunk_delay=0.5), answer(md, chunks=8, chunk_delay=0.7))
-        self.wait_reply(self.tg.send_private(ALICE, "Stream formatted text"), timeout=20)
+        # Streams of ~1.2 s and ~2.4 s: drafts come at once, a group's first edit after 1 s.
+        self.llm.enqueue(answer(md, chunks=8, chunk_delay=0.15), answer(md, chunks=8, chunk_delay=0.3))
+        private = self.tg.send_private(ALICE, "Stream formatted text")
+        self.wait_reply(private, timeout=20)
         msg = self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "stream formatted text here too")
         self.wait_reply(msg, timeout=20)
-        self.tg.wait_for(lambda: self.tg.texts_in(OPEN_GROUP.id) == self.tg.texts_in(ALICE.id), 20,
-                         "the group answer to reach its final text")
-        self.settle(1.0)
+        self.wait_handled(private, msg)
+        self.assertEqual(self.tg.texts_in(OPEN_GROUP.id), self.tg.texts_in(ALICE.id),
+                         "expected the group answer to reach the same final text")
         self.assertTrue(self.tg.drafts_in(ALICE.id), "expected drafts in the private chat")
         self.assertTrue(self.tg.calls_of("editMessageText", chat_id=OPEN_GROUP.id), "expected edits in the group")
         self.assertNoParseMode()
@@ -158,10 +160,10 @@ class EntitiesTelegramAcceptsTest(RenderTestCase):
         self.llm.enqueue(answer(md))
         msg = self.tg.send_private(ALICE, "Bold everything")
         words = [f"b{i}" for i in range(300)]
-        self.tg.wait_for(lambda: " ".join(self.tg.texts_in(ALICE.id)).split() == words, 20,
-                         f"all 300 words in the chat; it has {[len(t.split()) for t in self.tg.texts_in(ALICE.id)]} "
-                         "words in its messages")
-        self.settle(1.0)
+        self.wait_handled(msg, timeout=20)
+        self.assertEqual(" ".join(self.tg.texts_in(ALICE.id)).split(), words,
+                         f"expected all 300 words in the chat; it has "
+                         f"{[len(t.split()) for t in self.tg.texts_in(ALICE.id)]} words in its messages")
         parts = self.tg.messages_in(ALICE.id)
         self.assertGreaterEqual(len(parts), 3, "expected 300 entities in at least 3 messages")
         self.assertEqual([m.reply_to for m in parts], [msg["message_id"]] + [None] * (len(parts) - 1))
@@ -179,10 +181,10 @@ class EntitiesTelegramAcceptsTest(RenderTestCase):
               "```c\nint main(void) { return 0; } /* 😀 */\n```\n\n"
               "| a | б |\n|---|---|\n| 1 | 2 |\n\nКонец **совсем**.")
         self.start_bot()
-        self.llm.enqueue(answer(md, chunks=60, chunk_delay=0.1))        # cut at many places, ~6 s
+        self.llm.enqueue(answer(md, chunks=60, chunk_delay=0.04))       # cut at many places, ~2.4 s
         msg = self.tg.send_private(ALICE, "Everything at once")
         reply = self.wait_reply(msg, timeout=20)
-        self.settle(1.0)
+        self.wait_handled(msg)
         drafts = self.tg.calls_of("sendMessageDraft", chat_id=ALICE.id)
         self.assertGreaterEqual(len(drafts), 3, f"expected several drafts, got {len(drafts)}")
         refused = [(c.method, c.params.get("text"), c.response.get("description")) for c in self.tg.calls
@@ -203,7 +205,7 @@ class RefusedEntitiesTest(RenderTestCase):
         self.llm.enqueue(answer("Some **bold** and `code` here."))
         msg = self.tg.send_private(ALICE, "Format it")
         reply = self.wait_reply(msg, timeout=15)
-        self.settle(1.5)
+        self.wait_handled(msg)
         text = "Some bold and code here."
         self.assertEqual(reply.text, text)
         sends = self.tg.calls_of("sendMessage", chat_id=ALICE.id)
@@ -218,12 +220,12 @@ class RefusedEntitiesTest(RenderTestCase):
         self.tg.reject_entities(times=1000, methods=("sendMessage", "editMessageText"), chat_id=OPEN_GROUP.id)
         md = "Start **bold** " + " ".join(f"w{i}" for i in range(40)) + " and `code` at the end."
         text = "Start bold " + " ".join(f"w{i}" for i in range(40)) + " and code at the end."
-        self.llm.enqueue(answer(md, chunks=8, chunk_delay=0.6))
-        self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "format it")
-        self.tg.wait_for(lambda: self.tg.texts_in(OPEN_GROUP.id) == [text], 30,
-                         f"the group to show exactly [{text!r}]; it shows {self.tg.texts_in(OPEN_GROUP.id)!r}")
-        self.settle(3.5)
+        self.llm.enqueue(answer(md, chunks=8, chunk_delay=0.3))        # ~2.4 s: sent, then edited
+        msg = self.tg.send_group(OPEN_GROUP, ALICE, MENTION + "format it")
+        self.wait_handled(msg, timeout=30)
         self.assertEqual(self.tg.texts_in(OPEN_GROUP.id), [text], "expected the answer once, as plain text")
+        self.assertTrue([c for c in self.tg.calls if c.chat_id() == OPEN_GROUP.id and c.status == 400],
+                        "control: expected Telegram to have refused the formatting")
 
 
 class ReasoningTest(RenderTestCase):
@@ -232,10 +234,10 @@ class ReasoningTest(RenderTestCase):
 
     def test_reasoning_is_hidden_by_default_even_while_streaming(self):
         self.start_bot()
-        self.llm.enqueue(streamed(self.PIECES, chunk_delay=0.8))
+        self.llm.enqueue(streamed(self.PIECES, chunk_delay=0.3))       # a draft after (nearly) every piece
         msg = self.tg.send_private(ALICE, "Greet me")
         reply = self.wait_reply(msg, timeout=20)
-        self.settle(1.0)
+        self.wait_handled(msg)
         text = "Hello there, friend."
         self.assertEqual(reply.text, text)
         self.assertEntities(reply, [entity(text, "bold", "there")])
@@ -245,10 +247,10 @@ class ReasoningTest(RenderTestCase):
 
     def test_reasoning_is_quoted_as_an_expandable_blockquote_with_reasoning_quote(self):
         self.start_bot(REASONING="quote")
-        self.llm.enqueue(streamed(self.PIECES, chunk_delay=0.5))
+        self.llm.enqueue(streamed(self.PIECES, chunk_delay=0.3))
         msg = self.tg.send_private(ALICE, "Greet me")
         reply = self.wait_reply(msg, timeout=20)
-        self.settle(1.0)
+        self.wait_handled(msg)
         reasoning = "I should greet them politely and briefly."
         self.assertTrue(reply.text.startswith(reasoning), f"expected the reasoning first, got {reply.text!r}")
         self.assertTrue(reply.text.endswith("Hello there, friend."), f"expected the answer after it, got {reply.text!r}")

@@ -79,6 +79,29 @@ class ServeTestCase(BotTestCase):
         msg = self.tg.message(Chat.private(user), user, text)
         return self.tg.update("message", msg), msg
 
+    def barrier(self, user: User, text: str, secret: Optional[str] = None):
+        """user writes again and is answered. One chat is handled in order, so by
+        then every earlier update of that chat is through."""
+        update, msg = self.new_update(user, text)
+        self.assertEqual(self.post_update(update, secret=secret), 200)
+        self.wait_reply(msg)
+        self.wait_handled(update)
+
+    def assertNotJournaled(self, update: dict, what: str):
+        """The bot journals an update before it answers the POST: one it did not
+        take is not in the journal once the POST was answered."""
+        self.assertIsNone(self.journal_state(update["update_id"]), f"expected {what} not to be taken")
+
+    def wait_stopping(self):
+        """Waits until the server says it is stopping (or no longer answers)."""
+        def stopping():
+            try:
+                status, body = self.request("GET", "/healthz", timeout=2)
+            except (ConnectionError, http.client.HTTPException, socket.timeout, OSError):
+                return True
+            return status == 200 and body.strip() == b"stopping"
+        self.tg.wait_for(stopping, 10, "/healthz to answer \"stopping\" after SIGTERM")
+
     def assertServing(self, bot: BotProcess, what: str):
         """The server is alive: healthz answers and a fresh update is answered."""
         self.assertBotRunning(bot)
@@ -87,6 +110,7 @@ class ServeTestCase(BotTestCase):
         update, msg = self.new_update(IVAN, f"Still there? ({what})")
         self.assertEqual(self.post_update(update), 200)
         self.wait_reply(msg)
+        self.wait_handled(update)
 
 
 class ServeBasicsTest(ServeTestCase):
@@ -104,7 +128,7 @@ class ServeBasicsTest(ServeTestCase):
 
     def test_post_is_acknowledged_at_once_while_the_model_works(self):
         self.start_serve()
-        self.llm.enqueue(Reply(delay=3.0))
+        self.llm.enqueue(Reply(delay=2.0))
         update, msg = self.new_update(ALICE, "Take your time")
         started = time.monotonic()
         self.assertEqual(self.post_update(update), 200)
@@ -141,10 +165,10 @@ class ServeBasicsTest(ServeTestCase):
             with self.subTest(method=method, path=path):
                 status, _ = self.request(method, path, update if method != "GET" else None)
                 self.assertEqual(status, want, f"expected {want} for {method} {path}, got {status}")
-        self.settle(1.0)
-        self.assertEqual(self.llm.snapshot(), [], "expected none of these requests to reach the model")
-        self.assertEqual(self.tg.calls_of("sendMessage"), [])
+        self.assertNotJournaled(update, "an update posted to a wrong path or with a wrong method")
         self.assertServing(bot, "after wrong paths and methods")
+        self.assertNoModelRequest("Posted to the wrong place")
+        self.assertEqual(self.tg.calls_of("sendMessage", chat_id=ALICE.id), [])
 
     def test_body_that_is_not_an_update_is_400(self):
         bot = self.start_serve()
@@ -162,9 +186,9 @@ class ServeBasicsTest(ServeTestCase):
             with self.subTest(body=what):
                 status, _ = self.request("POST", "/", body)
                 self.assertEqual(status, 400, f"expected 400 for {what}, got {status}")
-        self.settle(1.0)
-        self.assertEqual(self.llm.snapshot(), [], "expected no model request for bad bodies")
         self.assertServing(bot, "after bad bodies")
+        self.assertEqual([r.last_content for r in self.llm.snapshot()], ["Still there? (after bad bodies)"],
+                         "expected no model request for bad bodies")
 
     def test_custom_webhook_path(self):
         self.start_serve(WEBHOOK_PATH="/tg/hook-1234")
@@ -183,7 +207,7 @@ class ServeBasicsTest(ServeTestCase):
         self.start_serve()
         update, _ = self.new_update(MALLORY, "Let me in")
         self.assertEqual(self.post_update(update), 200, "expected 200, or Telegram redelivers forever")
-        self.settle(1.5)
+        self.wait_handled(update)
         self.assertEqual(self.llm.snapshot(), [], "expected no model request for a user not on the allowlist")
 
     def test_redelivered_update_is_acknowledged_and_not_answered_again(self):
@@ -193,10 +217,10 @@ class ServeBasicsTest(ServeTestCase):
         self.wait_reply(msg)
         self.assertEqual(self.post_update(update), 200, "expected 200 for a redelivered update")
         self.assertEqual(self.post_update(update), 200, "expected 200 for a redelivered update")
-        self.settle(1.5)
+        self.barrier(ALICE, "And now this")
         self.assertEqual(len(self.tg.replies_to(msg)), 1,
                          f"expected one answer; the chat has {self.tg.texts_in(ALICE.id)!r}")
-        self.assertEqual(len(self.llm.requests), 1, "expected the model asked once")
+        self.assertEqual(len(self.llm.requests_with("Say it once")), 1, "expected the model asked once")
 
     def test_redelivery_while_the_first_is_still_running_is_not_answered_twice(self):
         self.start_serve()
@@ -206,10 +230,10 @@ class ServeBasicsTest(ServeTestCase):
         self.llm.wait_requests(1)
         self.assertEqual(self.post_update(update), 200)
         self.wait_reply(msg, timeout=10)
-        self.settle(2.0)
+        self.barrier(ALICE, "And now this")
         self.assertEqual(len(self.tg.replies_to(msg)), 1,
                          f"expected one answer; the chat has {self.tg.texts_in(ALICE.id)!r}")
-        self.assertEqual(len(self.llm.requests), 1, "expected the model asked once")
+        self.assertEqual(len(self.llm.requests_with("Patience")), 1, "expected the model asked once")
 
     def test_conversation_history_is_kept(self):
         self.start_serve()
@@ -234,7 +258,7 @@ class ServeSecretTest(ServeTestCase):
                              ("other case", SECRET.upper())):
             with self.subTest(case=what):
                 self.assertEqual(self.post_update(update, secret=secret), 401, f"expected 401 for {what}")
-        self.settle(1.5)
+        self.assertNotJournaled(update, "an update without the right secret")
         self.assertEqual(self.llm.snapshot(), [], "expected no model request without the right secret")
         self.assertEqual(self.tg.calls_of("sendMessage"), [], "expected no message without the right secret")
         self.assertEqual(self.tg.calls_of("sendChatAction"), [], "expected no typing without the right secret")
@@ -318,9 +342,9 @@ class ServeLimitsTest(ServeTestCase):
         head = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{many}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         self.assertRejected(self.raw_exchange([head, body]), "200 headers of 100 bytes")
-        self.settle(1.0)
-        self.assertEqual(self.tg.replies_to(msg), [], "expected the update with huge headers not answered")
+        self.assertNotJournaled(update, "the update with huge headers")
         self.assertServing(bot, "after huge headers")
+        self.assertEqual(self.tg.replies_to(msg), [], "expected the update with huge headers not answered")
 
     def test_silent_client_does_not_stall_the_server_and_is_cut_off(self):
         bot = self.start_serve()
@@ -364,7 +388,7 @@ class ServeLifecycleTest(ServeTestCase):
         self.assertEqual(self.post_update(update), 200)
         self.llm.wait_requests(1)
         bot.signal(signal.SIGTERM)
-        time.sleep(0.5)
+        self.wait_stopping()
         later, later_msg = self.new_update(BOB, "Too late")
         try:
             status = self.post_update(later)
@@ -404,11 +428,11 @@ class ServeLifecycleTest(ServeTestCase):
         self.start_serve()
         reply = self.wait_reply(msg, timeout=15)
         self.assertEqual(reply.text, "Echo: Survive a crash")
-        self.settle(1.0)
+        self.barrier(ALICE, "After the crash")
         self.assertEqual(len(self.tg.replies_to(msg)), 1, "expected exactly one answer after the restart")
         # A redelivery by Telegram after the restart is not answered again.
         self.assertEqual(self.post_update(update), 200)
-        self.settle(1.0)
+        self.barrier(ALICE, "After the redelivery")
         self.assertEqual(len(self.tg.replies_to(msg)), 1, "expected no second answer to the redelivered update")
 
     def test_port_in_use_fails_at_start(self):
@@ -474,7 +498,9 @@ class ServeTlsTest(ServeTestCase):
         except (ConnectionError, http.client.HTTPException, socket.timeout, OSError):
             status = None
         self.assertNotEqual(status, 200, "expected plain HTTP not to be accepted on the TLS port")
-        self.settle(1.0)
+        self.assertNotJournaled(later, "an update sent in plain HTTP to the TLS port")
+        self.tls_ctx = ctx
+        self.barrier(BOB, "Over TLS again", secret=SECRET)
         self.assertEqual(self.tg.replies_to(later_msg), [])
         self.assertBotRunning(bot)
         code = bot.stop()

@@ -74,13 +74,20 @@ class S3TestCase(BotTestCase):
 
     def wait_history(self, chat_id: int, turns: int, timeout: float = 10.0) -> list:
         """The history object once it holds `turns` entries (it is written after the reply is sent)."""
-        return self.tg.wait_for(lambda: len(self.history(chat_id) or []) == turns and self.history(chat_id),
-                                timeout, f"{PREFIX}{chat_id}.json to hold {turns} turns; it holds "
-                                         f"{self.history(chat_id)!r}")
+        def stored():
+            h = self.history(chat_id) or []
+            return len(h) == turns and h
+        return self.tg.wait_for(stored, timeout, lambda: f"{PREFIX}{chat_id}.json to hold {turns} turns; it holds "
+                                                         f"{self.history(chat_id)!r}")
 
     def journal_record(self, update_id: int):
         raw = self.s3.read_object(BUCKET, f"{PREFIX}tgllm/updates/{update_id}.json")
         return None if raw is None else json.loads(raw)
+
+    def journal_state(self, update_id: int):
+        """The update's state in the S3 journal (wait_handled uses it)."""
+        record = self.journal_record(update_id)
+        return None if record is None else record.get("state")
 
     def requests_to(self, key: str, method: str = None) -> list:
         return [r for r in self.s3.requests()
@@ -90,7 +97,8 @@ class S3TestCase(BotTestCase):
         """The requests to key once the log holds n of them: an object lands
         before its request's answer is logged."""
         return self.tg.wait_for(lambda: len(r := self.requests_to(key, method)) >= n and r, timeout,
-                                f"{n} {method} request(s) to {key} in the emulator's log")
+                                lambda: f"{n} {method} request(s) to {key} in the emulator's log; it has:\n"
+                                        f"{self.s3.describe()}")
 
 
 class S3HistoryTest(S3TestCase):
@@ -159,7 +167,7 @@ class S3HistoryTest(S3TestCase):
         self.assertIsNotNone(value, "expected the refusal time stored as a setting object")
         self.assertAlmostEqual(int(value), time.time(), delta=60)
         msg = self.tg.send_private(MALLORY, "Again")
-        self.settle(1.5)
+        self.wait_handled(msg)
         self.assertEqual(self.tg.replies_to(msg), [], "expected no second refusal within the hour")
 
 
@@ -208,9 +216,12 @@ class S3OriginalBotVariablesTest(S3TestCase):
                        YANDEX_KEY_SECRET=self.s3.secret_key, S3_ENDPOINT=self.s3.endpoint, S3_REGION=REGION)
         self.ask(ALICE, "Again")
         self.assertEqual(self.llm.requests[-1].contents(), ["Hi", "Hello!", "Again"])
-        history = self.tg.wait_for(lambda: len(json.loads(self.s3.read_object(BUCKET, f"{ALICE.id}.json"))) == 4
-                                   and json.loads(self.s3.read_object(BUCKET, f"{ALICE.id}.json")), 10,
-                                   f"{ALICE.id}.json to hold 4 turns")
+
+        def stored():
+            h = json.loads(self.s3.read_object(BUCKET, f"{ALICE.id}.json"))
+            return len(h) == 4 and h
+        history = self.tg.wait_for(stored, 10, lambda: f"{ALICE.id}.json to hold 4 turns; it holds "
+                                                       f"{self.s3.read_object(BUCKET, f'{ALICE.id}.json')!r}")
         self.assertEqual(history[-1], {"role": "assistant", "content": "Echo: Again"})
 
 
@@ -225,8 +236,9 @@ class S3JournalTest(S3TestCase):
         self.tg.push(update)
         self.wait_reply(msg)
         self.tg.inject_updates([update])
-        self.ask(ALICE, "Next message")
-        self.settle(1.0)
+        self.ask(ALICE, "Next message")   # one chat is handled in order
+        self.assertTrue(any(c.scripted for c in self.tg.calls_of("getUpdates")),
+                        "control: expected the bot to have been handed the re-sent update")
         self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Only once please"],
                          "expected exactly one answer to the re-sent update")
         self.assertEqual(self.journal_record(update["update_id"]), {"state": "done"},
@@ -347,9 +359,8 @@ class S3LostAnswerTest(S3TestCase):
         self.wait_reply(msg)
         self.assertEqual([t["content"] for t in self.wait_history(ALICE.id, 2)],
                          ["Did it land?", "Echo: Did it land?"], "expected the exchange stored once")
-        self.tg.wait_for(lambda: self.journal_record(msg and 500000) == {"state": "done"}, 10,
-                         "the update to be marked done")
-        self.settle(1.0)
+        self.wait_handled(msg)
+        self.assertEqual(self.journal_record(self.update_id(msg)), {"state": "done"})
         self.assertEqual(len(self.tg.replies_to(msg)), 1, "expected one answer: the update was claimed by us")
         self.assertEqual(len(self.history(ALICE.id)), 2, "expected no turn written twice")
         statuses = [r["status"] for r in self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT")]
@@ -391,15 +402,20 @@ class S3ServerlessTest(S3TestCase):
 
 
 class S3ShutdownTest(S3TestCase):
-    # A history GET waits up to 5 s for a partner that never comes: the bot is stopped meanwhile.
-    s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 5000}
+    # A history GET waits up to 2 s for a partner that never comes: the bot is stopped meanwhile.
+    s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 2000}
 
     def test_stop_while_a_request_is_in_flight(self):
         bot = self.start_bot(**self.s3_env())
         self.tg.send_private(ALICE, "Hello")
-        self.tg.wait_for(lambda: any(r["method"] == "GET" for r in self.s3.requests() if "tgllm" in r["url"]), 10,
-                         "the bot to journal the update")
-        time.sleep(0.3)
+        history = f"/{BUCKET}/{PREFIX}{ALICE.id}.json"
+
+        def in_flight():
+            arrived = [r for r in self.s3.arrivals() if r["method"] == "GET" and r["url"].split("?")[0] == history]
+            answered = [r for r in self.s3.requests() if r["method"] == "GET" and r["url"].split("?")[0] == history]
+            return len(arrived) > len(answered)
+        self.tg.wait_for(in_flight, 10, lambda: f"the bot's GET of {history} to be waiting for its partner; "
+                                                f"requests so far:\n{self.s3.describe()}")
         self.assertEqual(bot.stop(), 0, "expected a clean exit (under ASan: no leak) with an S3 request in flight")
 
 
@@ -430,7 +446,7 @@ class S3ConcurrencyTest(S3TestCase):
         def settled():
             h = self.history(ALICE.id) or []
             return len(h) == 4 * rounds and h
-        history = self.tg.wait_for(settled, 30, f"all {4 * rounds} turns stored; have {self.history(ALICE.id)}")
+        history = self.tg.wait_for(settled, 30, lambda: f"all {4 * rounds} turns stored; have {self.history(ALICE.id)}")
         pairs = [(history[k]["content"], history[k + 1]["content"]) for k in range(0, len(history), 2)]
         expected = {(f"{who} bot, round {i}", f"Echo: {who} bot, round {i}")
                     for who in ("first", "second") for i in range(rounds)}
