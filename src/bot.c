@@ -12,21 +12,21 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 		goto oom;
 	b->tg = tg_client_new(base, b->http, cfg->tg_api_base, cfg->tg_token, &cfg->tg_pacing);
 	struct llm_options llm = {
-		.base_url = cfg->llm_base_url,
-		.key = cfg->llm_key,
-		.model = cfg->llm_model,
-		.timeout_s = cfg->llm_timeout_s,
+	    .base_url = cfg->llm_base_url,
+	    .key = cfg->llm_key,
+	    .model = cfg->llm_model,
+	    .timeout_s = cfg->llm_timeout_s,
 	};
 	b->llm = llm_client_new(base, b->http, &llm);
 	if (!b->tg || !b->llm)
 		goto oom;
 	struct store_options so = {
-		.spec = cfg->store,
-		.s3_endpoint = cfg->s3_endpoint,
-		.s3_region = cfg->s3_region,
-		.s3_key_id = cfg->s3_key_id,
-		.s3_secret = cfg->s3_secret,
-		.s3_session_token = cfg->s3_session_token,
+	    .spec = cfg->store,
+	    .s3_endpoint = cfg->s3_endpoint,
+	    .s3_region = cfg->s3_region,
+	    .s3_key_id = cfg->s3_key_id,
+	    .s3_secret = cfg->s3_secret,
+	    .s3_session_token = cfg->s3_session_token,
 	};
 	char why[256];
 	if (store_open(&so, base, b->http, &b->store, why, sizeof why) != 0) {
@@ -34,33 +34,33 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 		goto fail;
 	}
 	struct chat_env chat = {
-		.base = base,
-		.tg = b->tg,
-		.llm = b->llm,
-		.store = b->store,
-		.system_prompt = cfg->system_prompt,
-		.context_tokens = cfg->context_tokens,
-		.think = cfg->show_reasoning ? RENDER_THINK_QUOTE : RENDER_THINK_HIDE,
+	    .base = base,
+	    .tg = b->tg,
+	    .llm = b->llm,
+	    .store = b->store,
+	    .system_prompt = cfg->system_prompt,
+	    .context_tokens = cfg->context_tokens,
+	    .think = cfg->show_reasoning ? RENDER_THINK_QUOTE : RENDER_THINK_HIDE,
 	};
 	if (!(b->chats = chats_new(&chat)))
 		goto oom;
 	struct gate_env gate = {
-		.base = base,
-		.tg = b->tg,
-		.store = b->store,
-		.chats = b->chats,
-		.allow = cfg->allow,
-		.bot_id = strtoll(cfg->tg_token, NULL, 10),
+	    .base = base,
+	    .tg = b->tg,
+	    .store = b->store,
+	    .chats = b->chats,
+	    .allow = cfg->allow,
+	    .bot_id = strtoll(cfg->tg_token, NULL, 10),
 	};
 	if (!(b->gate = gate_new(&gate)))
 		goto oom;
 	b->ingress = (struct ingress){
-		.base = base,
-		.cfg = cfg,
-		.gate = b->gate,
-		.chats = b->chats,
-		.tg = b->tg,
-		.http = b->http,
+	    .base = base,
+	    .cfg = cfg,
+	    .gate = b->gate,
+	    .chats = b->chats,
+	    .tg = b->tg,
+	    .http = b->http,
 	};
 	return 0;
 oom:

@@ -15,8 +15,8 @@
 #include "telegram/send.h"
 
 #define CONTEXT_RETRIES 3
-#define MAX_USER_TEXT (64u << 10) /* bytes of one message sent to the model */
-#define REFUSED_AT "refused_at"   /* setting of the user's id: when a stranger was last refused */
+#define MAX_USER_TEXT   (64u << 10)  /* bytes of one message sent to the model */
+#define REFUSED_AT      "refused_at" /* setting of the user's id: when a stranger was last refused */
 
 struct conversation {
 	const struct chat_env *env;
@@ -29,15 +29,15 @@ struct conversation {
 
 	/* a reply from the model */
 	struct history history;
-	struct turn user;        /* the text as stored: prefixed with the sender's name in groups */
-	size_t min_from;         /* history turns before this one are left out after a context overflow */
+	struct turn user; /* the text as stored: prefixed with the sender's name in groups */
+	size_t min_from;  /* history turns before this one are left out after a context overflow */
 	int context_retries;
 	struct llm_call *llm;
 	struct prompt_plan asked; /* the request in flight */
 	struct delivery *delivery;
-	struct buf answer;        /* the model's text as it streams in; stored as the assistant turn */
-	enum text_id after_text;  /* a notice sent after the answer, TEXT_COUNT for none */
-	bool is_blocked;          /* Telegram said 403: stop sending */
+	struct buf answer;       /* the model's text as it streams in; stored as the assistant turn */
+	enum text_id after_text; /* a notice sent after the answer, TEXT_COUNT for none */
+	bool is_blocked;         /* Telegram said 403: stop sending */
 
 	struct tg_typing *typing;
 	struct tg_call *send_call;
@@ -75,11 +75,12 @@ static void on_sent(void *arg, const struct tg_result *res)
 		return;
 	}
 	if (res->error_code == 403) {
-		log_warn("chat=%lld: Telegram refuses messages to this chat (%s); dropping the reply", chat_of(c),
-			 res->description);
+		log_warn("chat=%lld: Telegram refuses messages to this chat (%s); dropping the reply",
+		         chat_of(c), res->description);
 		c->is_blocked = true;
 	} else {
-		log_error("chat=%lld: sendMessage failed: %ld %s", chat_of(c), res->error_code, res->description);
+		log_error("chat=%lld: sendMessage failed: %ld %s", chat_of(c), res->error_code,
+		          res->description);
 	}
 	next(c);
 }
@@ -148,7 +149,7 @@ static void on_last_refusal(void *arg, int err, const char *value)
 	long long last = value ? strtoll(value, NULL, 10) : 0;
 	if (!err && !policy_refusal_is_due(last, now)) {
 		log_info("chat=%lld: user %lld was refused within the hour; not telling again", chat_of(c),
-			 (long long)c->u.message.from.id);
+		         (long long)c->u.message.from.id);
 		mark_done_and_end(c);
 		return;
 	}
@@ -166,7 +167,7 @@ static void on_saved(void *arg, int err)
 	struct conversation *c = arg;
 	if (err)
 		log_error("chat=%lld update=%lld: the exchange could not be stored", chat_of(c),
-			  (long long)c->u.update_id);
+		          (long long)c->u.update_id);
 	end(c);
 }
 
@@ -191,8 +192,8 @@ static void on_delivered(void *arg, bool is_delivered)
 {
 	struct conversation *c = arg;
 	if (!is_delivered)
-		log_warn("chat=%lld update=%lld: the answer did not fully reach the chat; it is stored", chat_of(c),
-			 (long long)c->u.update_id);
+		log_warn("chat=%lld update=%lld: the answer did not fully reach the chat; it is stored",
+		         chat_of(c), (long long)c->u.update_id);
 	send_after_text(c);
 }
 
@@ -225,18 +226,20 @@ static void on_answer(void *arg, const struct llm_result *res)
 		if (c->min_from > 0)
 			c->after_text = TEXT_CONTEXT_DROPPED;
 		log_info("chat=%lld update=%lld: answered (%zu bytes, %ld+%ld tokens)", chat_of(c),
-			 (long long)c->u.update_id, c->answer.len, res->prompt_tokens, res->completion_tokens);
+		         (long long)c->u.update_id, c->answer.len, res->prompt_tokens,
+		         res->completion_tokens);
 		deliver(c, NULL);
 		return;
 	case LLM_CUT:
-		log_warn("chat=%lld: the model's answer broke off (%s); delivering the part", chat_of(c), res->detail);
+		log_warn("chat=%lld: the model's answer broke off (%s); delivering the part", chat_of(c),
+		         res->detail);
 		if (c->min_from > 0)
 			c->after_text = TEXT_CONTEXT_DROPPED;
 		deliver(c, text_get(TEXT_ANSWER_CUT, c->lang));
 		return;
 	case LLM_CONTEXT:
 		log_warn("chat=%lld: the prompt (~%zu tokens) is over the model's context: %s", chat_of(c),
-			 c->asked.estimated, res->detail);
+		         c->asked.estimated, res->detail);
 		if (c->context_retries++ < CONTEXT_RETRIES &&
 		    policy_drop_half(c->asked.from, c->history.len, &c->min_from)) {
 			ask(c);
@@ -249,7 +252,8 @@ static void on_answer(void *arg, const struct llm_result *res)
 		fail_with(c, TEXT_MODEL_QUOTA);
 		return;
 	case LLM_AUTH:
-		log_error("llm: the API key is rejected (%s): check PROXY_API_KEY / OPENAI_API_KEY", res->detail);
+		log_error("llm: the API key is rejected (%s): check PROXY_API_KEY / OPENAI_API_KEY",
+		          res->detail);
 		fail_with(c, TEXT_MODEL_AUTH);
 		return;
 	case LLM_BUSY:
@@ -282,9 +286,9 @@ static void ask(struct conversation *c)
 {
 	const struct chat_env *env = c->env;
 	if (policy_plan_prompt(&c->history, c->min_from, env->system_prompt, &c->user, env->context_tokens,
-			       llm_token_scale(env->llm), &c->asked) != 0) {
-		log_warn("chat=%lld: a message of %zu bytes does not fit the budget of %zu tokens", chat_of(c),
-			 c->user.len, env->context_tokens);
+	                       llm_token_scale(env->llm), &c->asked) != 0) {
+		log_warn("chat=%lld: a message of %zu bytes does not fit the budget of %zu tokens",
+		         chat_of(c), c->user.len, env->context_tokens);
 		fail_with(c, TEXT_TOO_LONG);
 		return;
 	}
@@ -301,7 +305,8 @@ static void ask(struct conversation *c)
 		return;
 	}
 	if (env->system_prompt)
-		turns[n++] = (struct turn){TURN_SYSTEM, (char *)env->system_prompt, strlen(env->system_prompt)};
+		turns[n++] =
+		    (struct turn){TURN_SYSTEM, (char *)env->system_prompt, strlen(env->system_prompt)};
 	for (size_t i = from; i < c->history.len; i++)
 		turns[n++] = c->history.turns[i];
 	turns[n++] = c->user;
@@ -341,14 +346,15 @@ static void start_reply(struct conversation *c)
 	}
 	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
 	int n = is_group ? asprintf(&c->user.content, "%s: %s", m->from.first_name, m->text)
-			 : asprintf(&c->user.content, "%s", m->text);
+	                 : asprintf(&c->user.content, "%s", m->text);
 	if (n < 0) {
 		c->user.content = NULL;
 		fail_with(c, TEXT_MODEL_DOWN);
 		return;
 	}
 	c->user.len = (size_t)n;
-	c->delivery = delivery_new(c->env->tg, c->env->base, c->env->think, &c->target, &c->answer, on_visible, c);
+	c->delivery =
+	    delivery_new(c->env->tg, c->env->base, c->env->think, &c->target, &c->answer, on_visible, c);
 	if (!c->delivery) {
 		fail_with(c, TEXT_MODEL_DOWN);
 		return;
@@ -388,7 +394,7 @@ bool conversation_hurry(struct conversation *c)
 	if (!c->llm)
 		return false;
 	log_warn("chat=%lld update=%lld: out of time; delivering the %zu bytes there are", chat_of(c),
-		 (long long)c->u.update_id, c->answer.len);
+	         (long long)c->u.update_id, c->answer.len);
 	llm_cancel(c->llm);
 	c->llm = NULL;
 	if (c->answer.len)
@@ -404,7 +410,7 @@ int64_t conversation_update_id(const struct conversation *c)
 }
 
 struct conversation *conversation_new(const struct chat_env *env, struct tg_update *u, enum chat_job job,
-				      void (*ended)(void *arg), void *arg)
+                                      void (*ended)(void *arg), void *arg)
 {
 	struct conversation *c = calloc(1, sizeof *c);
 	if (!c)
@@ -417,10 +423,10 @@ struct conversation *conversation_new(const struct chat_env *env, struct tg_upda
 	c->arg = arg;
 	const struct tg_message *m = &c->u.message;
 	c->target = (struct tg_target){
-		.chat_id = m->chat_id,
-		.thread_id = m->is_topic_message ? m->thread_id : 0,
-		.reply_to = m->message_id,
-		.is_private = m->chat_type == TG_CHAT_PRIVATE,
+	    .chat_id = m->chat_id,
+	    .thread_id = m->is_topic_message ? m->thread_id : 0,
+	    .reply_to = m->message_id,
+	    .is_private = m->chat_type == TG_CHAT_PRIVATE,
 	};
 	c->lang = m->from.language_code;
 	c->user.role = TURN_USER;

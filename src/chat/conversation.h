@@ -18,7 +18,7 @@ struct conversation;
  * the loop, when the job is over, whatever happened. NULL when out of memory.
  */
 struct conversation *conversation_new(const struct chat_env *env, struct tg_update *u, enum chat_job job,
-				      void (*ended)(void *arg), void *arg);
+                                      void (*ended)(void *arg), void *arg);
 /* Starts the job's first step. */
 void conversation_start(struct conversation *c);
 /* While the model streams: cuts the answer short and delivers what there is; false when not streaming. */

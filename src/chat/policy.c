@@ -10,7 +10,7 @@ static size_t cost(const char *text, size_t len, double scale)
 }
 
 int policy_plan_prompt(const struct history *h, size_t min_from, const char *system, const struct turn *user,
-		       size_t budget, double scale, struct prompt_plan *out)
+                       size_t budget, double scale, struct prompt_plan *out)
 {
 	size_t fixed = cost(user->content, user->len, scale);
 	if (system)

@@ -27,7 +27,7 @@ struct prompt_plan {
  * turn alone do not fit.
  */
 int policy_plan_prompt(const struct history *h, size_t min_from, const char *system, const struct turn *user,
-		       size_t budget, double scale, struct prompt_plan *out);
+                       size_t budget, double scale, struct prompt_plan *out);
 
 /*
  * The model said the prompt is over its context although the estimate said

@@ -167,7 +167,8 @@ void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg)
 
 void chats_hurry(struct chats *cs)
 {
-	/* Nothing ends inside conversation_hurry (the store and Telegram answer from the loop): the table holds still. */
+	/* Nothing ends inside conversation_hurry (the store and Telegram answer from the loop): the table
+	 * holds still. */
 	for (size_t i = 0; i < CHAT_BUCKETS; i++)
 		for (struct chat *c = cs->buckets[i]; c; c = c->next_in_bucket)
 			conversation_hurry(c->head->conversation);

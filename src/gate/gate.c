@@ -9,8 +9,8 @@
 #include "lib/backoff.h"
 #include "lib/log.h"
 
-#define IDENTITY_KEY "bot_identity" /* setting of scope 0: "<id> <username>" */
-#define TOLD_MAX 64 /* updates whose user was told the journal failed, remembered so as to tell once */
+#define IDENTITY_KEY    "bot_identity" /* setting of scope 0: "<id> <username>" */
+#define TOLD_MAX        64 /* updates whose user was told the journal failed, remembered so as to tell once */
 #define GETME_TIMEOUT_S 15
 
 static const struct backoff identify_backoff = {1000, 32000, false};
@@ -19,8 +19,8 @@ struct identify;
 
 struct gate {
 	struct gate_env env;
-	int64_t self_id;         /* from getMe */
-	char *self_username;     /* from getMe, without '@' */
+	int64_t self_id;           /* from getMe */
+	char *self_username;       /* from getMe, without '@' */
 	struct identify *identify; /* a getMe in progress */
 	struct receipt *receipts;  /* updates not yet settled (doubly linked) */
 	int64_t told[TOLD_MAX];    /* a ring of update ids */
@@ -83,14 +83,16 @@ static void dispatch(struct receipt *r)
 	enum chat_job job;
 	if (!route(g, u, &job, &why)) {
 		log_info("bot: update=%lld: skipped (%s%s%s)", (long long)u->update_id, why,
-			 u->kind == TG_UPDATE_OTHER ? ": " : "", u->kind == TG_UPDATE_OTHER ? u->kind_name : "");
+		         u->kind == TG_UPDATE_OTHER ? ": " : "",
+		         u->kind == TG_UPDATE_OTHER ? u->kind_name : "");
 		store_update_done(g->env.store, u->update_id, on_done_marked, r);
 		return;
 	}
 	if (job == CHAT_REFUSE)
-		log_info("bot: update=%lld chat=%lld: user %lld (@%s) is not on the allowlist", (long long)u->update_id,
-			 (long long)u->message.chat_id, (long long)u->message.from.id,
-			 u->message.from.username ? u->message.from.username : "-");
+		log_info("bot: update=%lld chat=%lld: user %lld (@%s) is not on the allowlist",
+		         (long long)u->update_id, (long long)u->message.chat_id,
+		         (long long)u->message.from.id,
+		         u->message.from.username ? u->message.from.username : "-");
 	if (chats_submit(g->env.chats, u, job) != 0)
 		log_error("bot: update=%lld: out of memory, left for a restart", (long long)u->update_id);
 	settle(r, true);
@@ -104,7 +106,8 @@ static struct receipt *receipt_new(struct gate *g, struct tg_update *u, gate_acc
 		update_clear(u);
 		return NULL;
 	}
-	*r = (struct receipt){.gate = g, .update = *u, .update_id = u->update_id, .accepted = accepted, .arg = arg};
+	*r = (struct receipt){
+	    .gate = g, .update = *u, .update_id = u->update_id, .accepted = accepted, .arg = arg};
 	memset(u, 0, sizeof *u);
 	r->next = g->receipts;
 	if (g->receipts)
@@ -134,8 +137,8 @@ static void tell_not_journaled(struct receipt *r)
 	struct gate *g = r->gate;
 	const char *why;
 	enum chat_job job;
-	if (!was_told(g, r->update_id) && route(g, &r->update, &job, &why) &&
-	    job != CHAT_REFUSE && chats_submit(g->env.chats, &r->update, CHAT_NOT_JOURNALED) != 0)
+	if (!was_told(g, r->update_id) && route(g, &r->update, &job, &why) && job != CHAT_REFUSE &&
+	    chats_submit(g->env.chats, &r->update, CHAT_NOT_JOURNALED) != 0)
 		log_error("bot: update=%lld: out of memory", (long long)r->update_id);
 	settle(r, false);
 }
@@ -145,7 +148,7 @@ static void on_claimed(void *arg, int err, bool is_new)
 	struct receipt *r = arg;
 	if (err) {
 		log_error("bot: update=%lld could not be journaled; not taken, for Telegram to deliver again",
-			  (long long)r->update_id);
+		          (long long)r->update_id);
 		tell_not_journaled(r);
 	} else if (is_new) {
 		dispatch(r);
@@ -156,7 +159,7 @@ static void on_claimed(void *arg, int err, bool is_new)
 }
 
 int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t len, gate_accepted_cb accepted,
-		 void *arg)
+                 void *arg)
 {
 	struct receipt *r = receipt_new(g, u, accepted, arg);
 	if (!r)
@@ -297,8 +300,8 @@ static void on_cached_identity(void *arg, int err, const char *value)
 	struct identify *id = arg;
 	long long cached_id;
 	char name[65];
-	if (!err && value && sscanf(value, "%lld %64s", &cached_id, name) == 2 && cached_id == id->gate->env.bot_id &&
-	    set_identity(id->gate, cached_id, name) == 0) {
+	if (!err && value && sscanf(value, "%lld %64s", &cached_id, name) == 2 &&
+	    cached_id == id->gate->env.bot_id && set_identity(id->gate, cached_id, name) == 0) {
 		identify_end(id, 0);
 		return;
 	}

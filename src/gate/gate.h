@@ -29,7 +29,8 @@ struct gate_env {
 	struct store *store;
 	struct chats *chats;
 	const struct access_list *allow;
-	int64_t bot_id; /* the number before ':' in the token: an identity cached for another bot is ignored */
+	int64_t
+	    bot_id; /* the number before ':' in the token: an identity cached for another bot is ignored */
 };
 
 struct gate;
@@ -63,7 +64,7 @@ typedef void (*gate_accepted_cb)(void *arg, int64_t update_id, bool is_journaled
  * memory: the update is dropped and accepted does not run.
  */
 int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t len, gate_accepted_cb accepted,
-		  void *arg);
+                 void *arg);
 
 /*
  * The callbacks of gate_identify and gate_receive waiting with arg will not

@@ -55,9 +55,9 @@ static enum chat_job command_job(const char *name)
 		const char *name;
 		enum chat_job job;
 	} commands[] = {
-		{"start", CHAT_START},
-		{"help", CHAT_HELP},
-		{"new", CHAT_NEW},
+	    {"start", CHAT_START},
+	    {"help", CHAT_HELP},
+	    {"new", CHAT_NEW},
 	};
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		if (strcmp(name, commands[i].name) == 0)
@@ -85,7 +85,7 @@ static const char *why_not_message(const struct tg_update *u)
 
 /* In a group: whether the message mentions the bot, replies to it, or is a command for it. */
 static bool is_addressed(const struct tg_message *m, const struct route_self *self, bool is_command,
-			 const struct command *cmd, enum chat_job job)
+                         const struct command *cmd, enum chat_job job)
 {
 	if (is_command && (cmd->target[0] || job != CHAT_REPLY))
 		return true;
@@ -100,7 +100,7 @@ static bool is_addressed(const struct tg_message *m, const struct route_self *se
 }
 
 bool route_update(const struct tg_update *u, const struct access_list *allow, const struct route_self *self,
-		  enum chat_job *job, const char **why)
+                  enum chat_job *job, const char **why)
 {
 	const struct tg_message *m = &u->message;
 	*why = why_not_message(u);

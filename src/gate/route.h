@@ -26,6 +26,6 @@ struct route_self {
  * is not, with a short reason for the log in *why.
  */
 bool route_update(const struct tg_update *u, const struct access_list *allow, const struct route_self *self,
-		  enum chat_job *job, const char **why);
+                  enum chat_job *job, const char **why);
 
 #endif

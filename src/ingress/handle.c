@@ -120,7 +120,7 @@ static int arm(struct handling *h, struct event **ev, event_callback_fn cb, doub
 }
 
 void ingress_handle_event(const struct ingress *in, const char *input, size_t len, double deadline_s,
-			  ingress_handled_cb done, void *arg)
+                          ingress_handled_cb done, void *arg)
 {
 	char err[160];
 	struct handling *h = calloc(1, sizeof *h);
@@ -159,7 +159,8 @@ void ingress_handle_event(const struct ingress *in, const char *input, size_t le
 		break;
 	}
 	double hurry_s = deadline_s > 2 * HURRY_MARGIN_S ? deadline_s - HURRY_MARGIN_S : deadline_s * 0.7;
-	if (arm(h, &h->hurry_timer, on_hurry, hurry_s) != 0 || arm(h, &h->deadline_timer, on_deadline, deadline_s) != 0 ||
+	if (arm(h, &h->hurry_timer, on_hurry, hurry_s) != 0 ||
+	    arm(h, &h->deadline_timer, on_deadline, deadline_s) != 0 ||
 	    gate_identify(in->gate, true, on_identified, h) != 0) {
 		finish(h, 500, "cannot set up the invocation");
 		return;
@@ -200,11 +201,12 @@ int ingress_handle_run(const struct ingress *in)
 	buf_init(&input, INGRESS_MAX_EVENT);
 	struct stdin_run run = {.base = in->base};
 	if (read_all(STDIN_FILENO, &input) != 0) {
-		log_error("handle: cannot read the event from stdin (or it is over %u bytes)", INGRESS_MAX_EVENT);
+		log_error("handle: cannot read the event from stdin (or it is over %u bytes)",
+		          INGRESS_MAX_EVENT);
 		run.response = invocation_response(413, "the event is too large");
 	} else {
-		ingress_handle_event(in, buf_str(&input), input.len, (double)in->cfg->handle_deadline_s, on_handled,
-				     &run);
+		ingress_handle_event(in, buf_str(&input), input.len, (double)in->cfg->handle_deadline_s,
+		                     on_handled, &run);
 		if (!run.is_done && event_base_dispatch(in->base) < 0)
 			log_error("handle: the event loop failed");
 	}

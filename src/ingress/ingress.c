@@ -31,7 +31,7 @@ static void on_drain_timeout(evutil_socket_t fd, short kind, void *arg)
 	(void)kind;
 	struct daemon *d = arg;
 	log_warn("%zu updates still in progress after %d s; they resume at the next start",
-		 chats_busy(d->in->chats), DAEMON_DRAIN_S);
+	         chats_busy(d->in->chats), DAEMON_DRAIN_S);
 	event_base_loopbreak(d->in->base);
 }
 
@@ -46,7 +46,7 @@ static void on_signal(evutil_socket_t sig, short kind, void *arg)
 	}
 	d->is_stopping = true;
 	log_info("%s received, stopping (%zu updates in progress)", sig == SIGINT ? "SIGINT" : "SIGTERM",
-		 chats_busy(d->in->chats));
+	         chats_busy(d->in->chats));
 	d->stop_taking(d->arg);
 	if (chats_busy(d->in->chats) == 0) {
 		event_base_loopbreak(d->in->base);

@@ -99,7 +99,7 @@ typedef void (*ingress_handled_cb)(void *arg, int status, const char *text);
  * bad input, else from the loop.
  */
 void ingress_handle_event(const struct ingress *in, const char *input, size_t len, double deadline_s,
-			  ingress_handled_cb done, void *arg);
+                          ingress_handled_cb done, void *arg);
 
 /* The AWS Lambda custom runtime: events from AWS_LAMBDA_RUNTIME_API, one at a time, forever. */
 int ingress_lambda_run(const struct ingress *in);

@@ -37,7 +37,7 @@ static void on_posted(void *arg, const struct http_response *resp)
 	rt->call = NULL;
 	if (resp->status != 202)
 		log_warn("lambda: the runtime API took the response with status %ld%s%s", resp->status,
-			 resp->is_transport_error ? ": " : "", resp->is_transport_error ? resp->error : "");
+		         resp->is_transport_error ? ": " : "", resp->is_transport_error ? resp->error : "");
 	next_event(rt);
 }
 
@@ -47,18 +47,18 @@ static void on_handled(void *arg, int status, const char *text)
 	char url[512];
 	char *response = invocation_response(status, text);
 	snprintf(url, sizeof url, "http://%s/2018-06-01/runtime/invocation/%s/%s", rt->api, rt->request_id,
-		 response ? "response" : "error");
+	         response ? "response" : "error");
 	static const char failure[] = "{\"errorMessage\":\"no response\",\"errorType\":\"Runtime.Failure\"}";
 	static const char *const headers[] = {"Content-Type: application/json", NULL};
 	struct http_request req = {
-		.method = "POST",
-		.url = url,
-		.headers = headers,
-		.body = response ? response : failure,
-		.body_len = strlen(response ? response : failure),
-		.max_body = 1u << 16,
-		.on_done = on_posted,
-		.arg = rt,
+	    .method = "POST",
+	    .url = url,
+	    .headers = headers,
+	    .body = response ? response : failure,
+	    .body_len = strlen(response ? response : failure),
+	    .max_body = 1u << 16,
+	    .on_done = on_posted,
+	    .arg = rt,
 	};
 	rt->call = http_start(rt->in->http, &req);
 	free(rt->response);
@@ -84,7 +84,7 @@ static void on_event(void *arg, const struct http_response *resp)
 	const char *id = resp->headers[0], *deadline_ms = resp->headers[1];
 	if (resp->status != 200 || !id[0] || strlen(id) >= sizeof rt->request_id) {
 		log_error("lambda: no event from the runtime API (status %ld%s%s); stopping", resp->status,
-			  resp->is_transport_error ? ": " : "", resp->is_transport_error ? resp->error : "");
+		          resp->is_transport_error ? ": " : "", resp->is_transport_error ? resp->error : "");
 		stop(rt, 1);
 		return;
 	}
@@ -99,14 +99,15 @@ static void on_event(void *arg, const struct http_response *resp)
 static void next_event(struct runtime *rt)
 {
 	char url[512];
-	static const char *const keep[] = {"Lambda-Runtime-Aws-Request-Id", "Lambda-Runtime-Deadline-Ms", NULL};
+	static const char *const keep[] = {"Lambda-Runtime-Aws-Request-Id", "Lambda-Runtime-Deadline-Ms",
+	                                   NULL};
 	snprintf(url, sizeof url, "http://%s/2018-06-01/runtime/invocation/next", rt->api);
 	struct http_request req = {
-		.url = url,
-		.max_body = INGRESS_MAX_EVENT,
-		.keep_headers = keep,
-		.on_done = on_event,
-		.arg = rt,
+	    .url = url,
+	    .max_body = INGRESS_MAX_EVENT,
+	    .keep_headers = keep,
+	    .on_done = on_event,
+	    .arg = rt,
 	};
 	rt->call = http_start(rt->in->http, &req);
 	if (!rt->call) {
@@ -120,7 +121,7 @@ int ingress_lambda_run(const struct ingress *in)
 	const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
 	if (!api || !*api || strlen(api) > 256) {
 		log_error("lambda: AWS_LAMBDA_RUNTIME_API is not set: 'tgllm lambda' runs inside AWS Lambda "
-			  "(provided.al2023); elsewhere use 'tgllm handle' or 'tgllm serve'");
+		          "(provided.al2023); elsewhere use 'tgllm handle' or 'tgllm serve'");
 		return 2;
 	}
 	struct runtime rt = {.in = in, .api = api};

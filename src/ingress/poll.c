@@ -15,7 +15,7 @@
 #include "lib/log.h"
 
 #define POLL_TIMEOUT_S 30
-#define POLL_MARGIN_S 15 /* on top of the long-poll timeout, for the network */
+#define POLL_MARGIN_S  15 /* on top of the long-poll timeout, for the network */
 
 static const struct backoff poll_backoff = {1000, 30000, false};
 
@@ -25,7 +25,7 @@ struct poller {
 	struct tg_call *call;
 	struct event *retry_timer;
 	int64_t offset;
-	size_t waiting;       /* updates of the batch the gate has not answered for */
+	size_t waiting;        /* updates of the batch the gate has not answered for */
 	int64_t not_journaled; /* the lowest update id of the batch the journal did not take; 0: none */
 	int failures;
 	bool may_delete_webhook;
@@ -58,7 +58,7 @@ static void batch_done(struct poller *p)
 	}
 	long ms = backoff(p);
 	log_warn("poll: update=%lld and later were not journaled; asking for them again in %ld ms",
-		 (long long)p->not_journaled, ms);
+	         (long long)p->not_journaled, ms);
 	p->offset = p->not_journaled;
 	p->not_journaled = 0;
 	retry_in(p, ms);
@@ -102,7 +102,8 @@ static void receive_batch(struct poller *p, const json_t *list)
 			p->offset = u->update_id + 1;
 		if (rc != 0) {
 			if (u->update_id)
-				log_warn("bot: update=%lld: skipped, it cannot be decoded: %s", (long long)u->update_id, err);
+				log_warn("bot: update=%lld: skipped, it cannot be decoded: %s",
+				         (long long)u->update_id, err);
 			else
 				log_warn("poll: getUpdates listed something that is not an Update (%s)", err);
 			update_clear(u);
@@ -110,7 +111,8 @@ static void receive_batch(struct poller *p, const json_t *list)
 		}
 		/* The journal keeps the update's text. */
 		if (!(batch[k].text = json_dumps(item, JSON_COMPACT))) {
-			log_error("bot: update=%lld: out of memory; asking for it again", (long long)u->update_id);
+			log_error("bot: update=%lld: out of memory; asking for it again",
+			          (long long)u->update_id);
 			if (!p->not_journaled || u->update_id < p->not_journaled)
 				p->not_journaled = u->update_id;
 			update_clear(u);
@@ -121,7 +123,8 @@ static void receive_batch(struct poller *p, const json_t *list)
 	p->waiting = k;
 	for (size_t i = 0; i < k; i++) {
 		int64_t id = batch[i].update.update_id;
-		if (gate_receive(p->in->gate, &batch[i].update, batch[i].text, strlen(batch[i].text), on_accepted, p) != 0)
+		if (gate_receive(p->in->gate, &batch[i].update, batch[i].text, strlen(batch[i].text),
+		                 on_accepted, p) != 0)
 			on_accepted(p, id, false);
 		free(batch[i].text);
 	}
@@ -142,11 +145,11 @@ static void on_updates(void *arg, const struct tg_result *res)
 		long ms = backoff(p);
 		if (res->error_code == 409)
 			log_error("poll: getUpdates conflicts with a webhook or another running instance "
-				  "(%s); retrying in %ld ms",
-				  res->description, ms);
+			          "(%s); retrying in %ld ms",
+			          res->description, ms);
 		else
 			log_warn("poll: getUpdates failed (%ld %s); retrying in %ld ms", res->error_code,
-				 res->description, ms);
+			         res->description, ms);
 		retry_in(p, ms);
 		return;
 	}
@@ -164,9 +167,9 @@ static void poll_next(struct poller *p)
 	char *params;
 	p->call = NULL;
 	if (asprintf(&params, "{\"offset\":%lld,\"timeout\":%d,\"allowed_updates\":[\"message\"]}",
-		     (long long)p->offset, POLL_TIMEOUT_S) >= 0)
-		p->call = tg_call(p->in->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S, on_updates,
-				  p);
+	             (long long)p->offset, POLL_TIMEOUT_S) >= 0)
+		p->call = tg_call(p->in->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S,
+		                  on_updates, p);
 	if (!p->call)
 		retry_in(p, backoff(p));
 }
@@ -214,14 +217,14 @@ static void on_webhook_info(void *arg, const struct tg_result *res)
 	if (!res->ok || !url || !*url) {
 		if (!res->ok)
 			log_warn("poll: getWebhookInfo failed (%ld %s); polling anyway", res->error_code,
-				 res->description);
+			         res->description);
 		start_polling(p);
 		return;
 	}
 	if (!p->may_delete_webhook) {
 		log_error("poll: a webhook is set (%s), so long polling cannot work: run 'tgllm "
-			  "delete-webhook' or start with 'tgllm poll --delete-webhook'",
-			  url);
+		          "delete-webhook' or start with 'tgllm poll --delete-webhook'",
+		          url);
 		daemon_fail(&p->daemon, 1);
 		return;
 	}

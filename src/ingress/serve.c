@@ -17,12 +17,12 @@
 #include <string.h>
 
 #include "ingress/ingress.h"
-#include "lib/log.h"
 #include "ingress/webhook.h"
+#include "lib/log.h"
 
-#define MAX_BODY (1u << 20)     /* Telegram's updates are far smaller */
-#define MAX_HEADERS (16u << 10)
-#define REQUEST_TIMEOUT_S 10    /* per read/write: a slow client cannot hold a connection */
+#define MAX_BODY          (1u << 20) /* Telegram's updates are far smaller */
+#define MAX_HEADERS       (16u << 10)
+#define REQUEST_TIMEOUT_S 10 /* per read/write: a slow client cannot hold a connection */
 
 struct server {
 	const struct ingress *in;
@@ -35,7 +35,8 @@ struct server {
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *body)
 {
 	struct evbuffer *out = evbuffer_new();
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; charset=utf-8");
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; charset=utf-8");
 	if (out && body)
 		evbuffer_add_printf(out, "%s\n", body);
 	evhttp_send_reply(req, code, reason, out);
@@ -61,7 +62,7 @@ static void on_accepted(void *arg, int64_t update_id, bool is_journaled)
 static void on_update_request(struct server *s, struct evhttp_request *req)
 {
 	const char *secret =
-		evhttp_find_header(evhttp_request_get_input_headers(req), "X-Telegram-Bot-Api-Secret-Token");
+	    evhttp_find_header(evhttp_request_get_input_headers(req), "X-Telegram-Bot-Api-Secret-Token");
 	if (!webhook_secret_matches(s->in->cfg->webhook_secret, secret)) {
 		log_warn("serve: a request without the right secret token was refused");
 		reply(req, 401, "Unauthorized", "unauthorized");
@@ -122,7 +123,8 @@ static struct bufferevent *make_tls_connection(struct event_base *base, void *ar
 	SSL *ssl = SSL_new(arg);
 	if (!ssl)
 		return NULL;
-	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                      BEV_OPT_CLOSE_ON_FREE);
 }
 
 static int setup_tls(struct server *s)
@@ -132,12 +134,14 @@ static int setup_tls(struct server *s)
 	if (!s->tls || SSL_CTX_set_min_proto_version(s->tls, TLS1_2_VERSION) != 1)
 		goto fail;
 	if (SSL_CTX_use_certificate_chain_file(s->tls, cfg->tls_cert) != 1) {
-		log_error("serve: cannot use TLS_CERT %s: %s", cfg->tls_cert, ERR_reason_error_string(ERR_get_error()));
+		log_error("serve: cannot use TLS_CERT %s: %s", cfg->tls_cert,
+		          ERR_reason_error_string(ERR_get_error()));
 		return -1;
 	}
 	if (SSL_CTX_use_PrivateKey_file(s->tls, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(s->tls) != 1) {
-		log_error("serve: cannot use TLS_KEY %s: %s", cfg->tls_key, ERR_reason_error_string(ERR_get_error()));
+		log_error("serve: cannot use TLS_KEY %s: %s", cfg->tls_key,
+		          ERR_reason_error_string(ERR_get_error()));
 		return -1;
 	}
 	evhttp_set_bevcb(s->http, make_tls_connection, s->tls);
@@ -167,13 +171,14 @@ static void on_identified(void *arg, int status)
 	const char *host = cfg->listen_host ? cfg->listen_host : "0.0.0.0";
 	s->listener = evhttp_bind_socket_with_handle(s->http, host, (ev_uint16_t)cfg->listen_port);
 	if (!s->listener) {
-		log_error("serve: cannot listen on %s:%d (is the port taken, or the address not this host's?)",
-			  host, cfg->listen_port);
+		log_error(
+		    "serve: cannot listen on %s:%d (is the port taken, or the address not this host's?)",
+		    host, cfg->listen_port);
 		daemon_fail(&s->daemon, 1);
 		return;
 	}
 	log_info("serve: listening on %s://%s:%d%s%s", s->tls ? "https" : "http", host, cfg->listen_port,
-		 cfg->webhook_path, cfg->webhook_secret ? " (secret token required)" : "");
+	         cfg->webhook_path, cfg->webhook_secret ? " (secret token required)" : "");
 	if (!cfg->webhook_secret)
 		log_warn("serve: WEBHOOK_SECRET is not set: anyone who finds this URL can post updates");
 	gate_resume(s->in->gate);
@@ -191,8 +196,9 @@ int ingress_serve_run(const struct ingress *in)
 	evhttp_set_max_body_size(s.http, MAX_BODY);
 	evhttp_set_max_headers_size(s.http, MAX_HEADERS);
 	evhttp_set_timeout(s.http, REQUEST_TIMEOUT_S);
-	evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-						   EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+	                                       EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+	                                       EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(s.http, on_request, &s);
 	if (in->cfg->tls_cert && setup_tls(&s) != 0)
 		goto out;

@@ -54,8 +54,9 @@ static void on_answer(void *arg, const struct tg_result *res)
  * Calls method once (a person reads the outcome: no retries) with multipart
  * fields; on success on_ok prints what happened. Returns the exit status.
  */
-static int run_call(const struct config *cfg, const char *method, const struct http_form_field *form, size_t n,
-		    void (*on_ok)(const struct config *cfg, const struct tg_result *res, void *arg), void *arg)
+static int run_call(const struct config *cfg, const char *method, const struct http_form_field *form,
+                    size_t n, void (*on_ok)(const struct config *cfg, const struct tg_result *res, void *arg),
+                    void *arg)
 {
 	struct command c = {.method = method, .on_ok = on_ok, .cfg = cfg, .arg = arg, .status = 1};
 	struct http_client *http = NULL;
@@ -87,7 +88,7 @@ static void print_set(const struct config *cfg, const struct tg_result *res, voi
 	(void)res;
 	printf("Webhook set: %s%s\n", (const char *)arg,
 	       cfg->webhook_secret ? " (with the secret token from WEBHOOK_SECRET)"
-				   : " (no WEBHOOK_SECRET: anyone who learns the URL can post updates)");
+	                           : " (no WEBHOOK_SECRET: anyone who learns the URL can post updates)");
 }
 
 int webhook_set(const struct config *cfg, const char *url, const char *certificate, bool drop_pending)

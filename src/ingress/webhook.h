@@ -2,8 +2,8 @@
  * webhook: managing the bot's webhook from the command line (set-webhook,
  * delete-webhook, webhook-info: https://core.telegram.org/bots/api#setwebhook),
  * and checking the secret token Telegram sends with every webhook request.
- * The commands make one blocking Bot API call each: they run before, not
- * inside, the event loop.
+ * Each command makes one Bot API call, through the Telegram client on a loop
+ * of its own, tried once: the person who typed it reads the outcome.
  */
 #ifndef TGLLM_WEBHOOK_H
 #define TGLLM_WEBHOOK_H

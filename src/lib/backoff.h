@@ -10,8 +10,8 @@
 #include <stdbool.h>
 
 struct backoff {
-	long first_ms; /* the wait after the first failure */
-	long max_ms;   /* no wait is longer */
+	long first_ms;   /* the wait after the first failure */
+	long max_ms;     /* no wait is longer */
 	bool has_jitter; /* add up to half of the wait at random */
 };
 

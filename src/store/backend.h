@@ -13,16 +13,16 @@ struct store_ops {
 	const char *name;
 	void (*history_load)(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
 	void (*history_append)(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
-			       int64_t update_id, store_done_cb cb, void *arg);
+	                       int64_t update_id, store_done_cb cb, void *arg);
 	void (*history_clear)(struct store *s, int64_t chat_id, store_done_cb cb, void *arg);
-	void (*update_claim)(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t raw_len,
-			     store_claim_cb cb, void *arg);
+	void (*update_claim)(struct store *s, int64_t update_id, int64_t chat_id, const char *raw,
+	                     size_t raw_len, store_claim_cb cb, void *arg);
 	void (*update_done)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 	void (*update_release)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 	void (*update_pending)(struct store *s, store_pending_cb cb, void *arg);
 	void (*setting_get)(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
-	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
-			    void *arg);
+	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value,
+	                    store_done_cb cb, void *arg);
 	void (*free)(struct store *s);
 };
 
@@ -30,8 +30,8 @@ struct store_answer;
 
 struct store {
 	const struct store_ops *ops;
-	struct event *kick;                 /* runs the answers waiting below */
-	struct store_answer *head, *tail;   /* answers for the loop, oldest first */
+	struct event *kick;               /* runs the answers waiting below */
+	struct store_answer *head, *tail; /* answers for the loop, oldest first */
 };
 
 /* Sets up the common part; -1 when out of memory. */
@@ -49,8 +49,9 @@ void store_answer_value(struct store *s, store_value_cb cb, void *arg, int err, 
 /* The pending updates' texts (raws[0..n), each malloc'd, and the array) move into the answer. */
 void store_answer_pending(struct store *s, store_pending_cb cb, void *arg, int err, char **raws, size_t n);
 
-int store_sqlite_open(const char *path, struct event_base *base, struct store **out, char *err, size_t errlen);
+int store_sqlite_open(const char *path, struct event_base *base, struct store **out, char *err,
+                      size_t errlen);
 int store_s3_open(const struct store_options *o, struct event_base *base, struct http_client *http,
-		  struct store **out, char *err, size_t errlen);
+                  struct store **out, char *err, size_t errlen);
 
 #endif

@@ -5,7 +5,7 @@
 #include "store/backend.h"
 
 int store_open(const struct store_options *o, struct event_base *base, struct http_client *http,
-	       struct store **out, char *err, size_t errlen)
+               struct store **out, char *err, size_t errlen)
 {
 	if (strncmp(o->spec, "sqlite:", 7) == 0)
 		return store_sqlite_open(o->spec + 7, base, out, err, errlen);

@@ -26,15 +26,15 @@
 #include "store/history_json.h"
 #include "store/s3_client.h"
 
-#define S3_HISTORY_MAX (8u << 20) /* bytes of one history object */
-#define S3_SMALL_MAX (1u << 20)   /* journal records, settings, error bodies */
-#define S3_LIST_MAX (8u << 20)    /* one ListObjectsV2 page (1000 keys) */
-#define S3_CONFLICTS 6            /* re-reads of a history after losing a race to another writer */
-#define S3_PENDING_PARALLEL 8     /* journal records read at once by update_pending */
-#define S3_PENDING_MAX 100000     /* journal records considered by update_pending */
-#define JOURNAL_KEEP_S (7 * 86400) /* done records older than this are deleted */
+#define S3_HISTORY_MAX      (8u << 20)  /* bytes of one history object */
+#define S3_SMALL_MAX        (1u << 20)  /* journal records, settings, error bodies */
+#define S3_LIST_MAX         (8u << 20)  /* one ListObjectsV2 page (1000 keys) */
+#define S3_CONFLICTS        6           /* re-reads of a history after losing a race to another writer */
+#define S3_PENDING_PARALLEL 8           /* journal records read at once by update_pending */
+#define S3_PENDING_MAX      100000      /* journal records considered by update_pending */
+#define JOURNAL_KEEP_S      (7 * 86400) /* done records older than this are deleted */
 
-#define JOURNAL_DIR "tgllm/updates/"
+#define JOURNAL_DIR  "tgllm/updates/"
 #define SETTINGS_DIR "tgllm/settings/"
 
 struct store_s3 {
@@ -88,11 +88,11 @@ struct s3_op {
 
 	/* the operation's */
 	int64_t chat_id, update_id;
-	json_t *turns;        /* append: the new turns, in the stored layout */
-	json_t *written;      /* append: the whole history as last sent in a PUT */
-	size_t conflicts;     /* append: re-reads after a lost race */
-	char *record;         /* claim: the journal record to create */
-	char nonce[17];       /* claim: tells our record from another instance's */
+	json_t *turns;    /* append: the new turns, in the stored layout */
+	json_t *written;  /* append: the whole history as last sent in a PUT */
+	size_t conflicts; /* append: re-reads after a lost race */
+	char *record;     /* claim: the journal record to create */
+	char nonce[17];   /* claim: tells our record from another instance's */
 	struct pending *pending;
 	struct s3_op *parent; /* a read on behalf of update_pending */
 	size_t index;         /* its entry */
@@ -182,18 +182,18 @@ static void on_response(void *arg, const struct http_response *resp)
  * Sends a request on the op's key (body is taken; NULL for none); step
  * takes its response, from the loop. -1 when out of memory: no step runs.
  */
-static int op_request(struct s3_op *op, const char *method, char *body, size_t body_len, const char *content_type,
-		      const char *condition, size_t max_body, s3_step step)
+static int op_request(struct s3_op *op, const char *method, char *body, size_t body_len,
+                      const char *content_type, const char *condition, size_t max_body, s3_step step)
 {
 	struct s3_request req = {
-		.what = op->what,
-		.method = method,
-		.key = op->key,
-		.body = body,
-		.body_len = body_len,
-		.content_type = content_type,
-		.condition = condition,
-		.max_body = max_body,
+	    .what = op->what,
+	    .method = method,
+	    .key = op->key,
+	    .body = body,
+	    .body_len = body_len,
+	    .content_type = content_type,
+	    .condition = condition,
+	    .max_body = max_body,
 	};
 	op->step = step;
 	op->call = s3_send(op->s->client, &req, on_response, op);
@@ -265,8 +265,8 @@ static json_t *parse_history(const struct s3_op *op, const struct http_response 
 	if (arr)
 		log_error("store: s3: %s: %s is not a JSON array; leaving it as it is", op->what, where);
 	else
-		log_error("store: s3: %s: %s is not valid JSON (line %d: %s); leaving it as it is", op->what, where,
-			  e.line, e.text);
+		log_error("store: s3: %s: %s is not valid JSON (line %d: %s); leaving it as it is", op->what,
+		          where, e.line, e.text);
 	json_decref(arr);
 	return NULL;
 }
@@ -281,11 +281,12 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 		json_t *arr = parse_history(op, resp);
 		int skipped = arr ? history_append_json(&h, arr) : -1;
 		if (arr && skipped < 0)
-			log_error("store: s3: out of memory reading the history of chat %lld", (long long)op->chat_id);
+			log_error("store: s3: out of memory reading the history of chat %lld",
+			          (long long)op->chat_id);
 		else if (skipped > 0)
 			log_warn("store: s3: chat=%lld: skipped %d history entries that are not "
-				 "{\"role\",\"content\"} turns",
-				 (long long)op->chat_id, skipped);
+			         "{\"role\",\"content\"} turns",
+			         (long long)op->chat_id, skipped);
 		json_decref(arr);
 		err = skipped < 0 ? -1 : 0;
 	} else {
@@ -304,7 +305,7 @@ static void append_put(struct s3_op *op, const struct http_response *resp);
 static void append_marked(struct s3_op *op, const struct http_response *resp);
 
 static void history_append(struct store *base, int64_t chat_id, const struct turn *turns, size_t n,
-			   int64_t update_id, store_done_cb cb, void *arg)
+                           int64_t update_id, store_done_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "writing history", history_key(s, chat_id));
@@ -355,8 +356,8 @@ static char *dump_bounded(const struct s3_op *op, json_t *arr, size_t keep)
 		if (!text || strlen(text) <= S3_HISTORY_MAX) {
 			if (text && dropped)
 				log_warn("store: s3: chat=%lld: the history object reached %u bytes; dropped "
-					 "its %zu oldest entries",
-					 (long long)op->chat_id, S3_HISTORY_MAX, dropped);
+				         "its %zu oldest entries",
+				         (long long)op->chat_id, S3_HISTORY_MAX, dropped);
 			return text;
 		}
 		free(text);
@@ -394,17 +395,18 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 	 */
 	if (op->written && starts_with(arr, op->written)) {
 		log_info("store: s3: chat=%lld: the history write whose answer was lost did land",
-			 (long long)op->chat_id);
+		         (long long)op->chat_id);
 		json_decref(arr);
-		append_put(op, &(struct http_response){.status = 200, .body = "", .error = "",
-						       .retry_after = -1});
+		append_put(
+		    op, &(struct http_response){.status = 200, .body = "", .error = "", .retry_after = -1});
 		return;
 	}
 	char *text = NULL;
-	if (!arr || json_array_extend(arr, op->turns) != 0 || !(text = dump_bounded(op, arr, json_array_size(op->turns)))) {
+	if (!arr || json_array_extend(arr, op->turns) != 0 ||
+	    !(text = dump_bounded(op, arr, json_array_size(op->turns)))) {
 		log_error("store: s3: chat=%lld: cannot build the history object (out of memory, or a "
-			  "single exchange over %u bytes)",
-			  (long long)op->chat_id, S3_HISTORY_MAX);
+		          "single exchange over %u bytes)",
+		          (long long)op->chat_id, S3_HISTORY_MAX);
 		json_decref(arr);
 		op_done(op, -1);
 		return;
@@ -419,10 +421,10 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		snprintf(condition, sizeof condition, "If-Match: %.160s", s3_etag(resp));
 	else if (s3_has_conditions(op->s->client))
 		log_warn("store: s3: chat=%lld: the server sent no ETag with the history; writing it "
-			 "unconditionally",
-			 (long long)op->chat_id);
+		         "unconditionally",
+		         (long long)op->chat_id);
 	if (op_request(op, "PUT", text, strlen(text), "application/json", condition[0] ? condition : NULL,
-		       S3_SMALL_MAX, append_put) != 0)
+	               S3_SMALL_MAX, append_put) != 0)
 		op_done(op, -1);
 }
 
@@ -443,16 +445,17 @@ static void append_put(struct s3_op *op, const struct http_response *resp)
 	 * (AWS ConditionalRequestConflict); 404: If-Match on an object deleted
 	 * meanwhile (/new). Read again and append to what is there now.
 	 */
-	if ((resp->status == 412 || resp->status == 409 || resp->status == 404) && s3_has_conditions(op->s->client)) {
+	if ((resp->status == 412 || resp->status == 409 || resp->status == 404) &&
+	    s3_has_conditions(op->s->client)) {
 		if (++op->conflicts < S3_CONFLICTS) {
 			log_info("store: s3: chat=%lld: the history changed while it was written (%ld); "
-				 "reading it again",
-				 (long long)op->chat_id, resp->status);
+			         "reading it again",
+			         (long long)op->chat_id, resp->status);
 			append_read(op);
 			return;
 		}
 		log_error("store: s3: chat=%lld: gave up writing the history after %zu conflicting writes",
-			  (long long)op->chat_id, op->conflicts);
+		          (long long)op->chat_id, op->conflicts);
 		op_done(op, -1);
 		return;
 	}
@@ -466,8 +469,8 @@ static void append_marked(struct s3_op *op, const struct http_response *resp)
 	if (!is_ok(resp)) {
 		log_failure(op, resp);
 		log_warn("store: s3: update=%lld stays pending in the journal: it may be answered again "
-			 "after a restart",
-			 (long long)op->update_id);
+		         "after a restart",
+		         (long long)op->update_id);
 	}
 	op_done(op, 0);
 }
@@ -515,8 +518,8 @@ static void mark_done_send(struct s3_op *op, s3_step step)
 	op->what = "marking an update done";
 	if (!key || !body) {
 		free(body);
-	} else if (op_request(op, "PUT", body, sizeof record - 1, "application/json", NULL, S3_SMALL_MAX, step) ==
-		   0) {
+	} else if (op_request(op, "PUT", body, sizeof record - 1, "application/json", NULL, S3_SMALL_MAX,
+	                      step) == 0) {
 		return;
 	}
 	log_error("store: s3: update=%lld: out of memory marking it done", (long long)op->update_id);
@@ -615,8 +618,8 @@ static void make_nonce(struct store_s3 *s, char out[17])
  * update must be told apart there too. Then the record is created with
  * If-None-Match: *, so two instances claiming one update cannot both win.
  */
-static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw, size_t raw_len,
-			 store_claim_cb cb, void *arg)
+static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
+                         size_t raw_len, store_claim_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "journaling an update", journal_key(s, update_id));
@@ -662,7 +665,7 @@ static void claim_got(struct s3_op *op, const struct http_response *resp)
 	}
 	char *body = strdup(op->record);
 	if (!body || op_request(op, "PUT", body, strlen(body), "application/json", "If-None-Match: *",
-				S3_SMALL_MAX, claim_put) != 0)
+	                        S3_SMALL_MAX, claim_put) != 0)
 		claim_finish(op, -1, false);
 }
 
@@ -728,10 +731,10 @@ static int pending_list_page(struct s3_op *op, const char *token)
 		return -1;
 	}
 	struct s3_request req = {
-		.what = op->what,
-		.method = "GET",
-		.query = buf_str(&q),
-		.max_body = S3_LIST_MAX,
+	    .what = op->what,
+	    .method = "GET",
+	    .query = buf_str(&q),
+	    .max_body = S3_LIST_MAX,
 	};
 	op->step = pending_listed;
 	op->call = s3_send(op->s->client, &req, on_response, op);
@@ -966,8 +969,8 @@ static void setting_get(struct store *base, int64_t scope, const char *key, stor
 	store_answer_value(base, cb, arg, -1, NULL);
 }
 
-static void setting_set(struct store *base, int64_t scope, const char *key, const char *value, store_done_cb cb,
-			void *arg)
+static void setting_set(struct store *base, int64_t scope, const char *key, const char *value,
+                        store_done_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "writing a setting", setting_key(s, scope, key));
@@ -976,7 +979,7 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 		op->cb.done = cb;
 		op->arg = arg;
 		if (op_request(op, "PUT", body, strlen(body), "text/plain; charset=utf-8", NULL, S3_SMALL_MAX,
-			       write_done) == 0)
+		               write_done) == 0)
 			return;
 		body = NULL; /* taken */
 	}
@@ -1002,21 +1005,21 @@ static void store_s3_free(struct store *base)
 }
 
 static const struct store_ops s3_ops = {
-	.name = "s3",
-	.history_load = history_load,
-	.history_append = history_append,
-	.history_clear = history_clear,
-	.update_claim = update_claim,
-	.update_done = update_done,
-	.update_release = update_release,
-	.update_pending = update_pending,
-	.setting_get = setting_get,
-	.setting_set = setting_set,
-	.free = store_s3_free,
+    .name = "s3",
+    .history_load = history_load,
+    .history_append = history_append,
+    .history_clear = history_clear,
+    .update_claim = update_claim,
+    .update_done = update_done,
+    .update_release = update_release,
+    .update_pending = update_pending,
+    .setting_get = setting_get,
+    .setting_set = setting_set,
+    .free = store_s3_free,
 };
 
 int store_s3_open(const struct store_options *o, struct event_base *base, struct http_client *http,
-		  struct store **out, char *err, size_t errlen)
+                  struct store **out, char *err, size_t errlen)
 {
 	const char *spec = o->spec;
 	if (strncmp(spec, "s3://", 5) != 0) {
@@ -1047,19 +1050,19 @@ int store_s3_open(const struct store_options *o, struct event_base *base, struct
 		return -1;
 	}
 	struct s3_client_options co = {
-		.endpoint = o->s3_endpoint,
-		.region = o->s3_region,
-		.bucket = s->bucket,
-		.key_id = o->s3_key_id,
-		.secret = o->s3_secret,
-		.session_token = o->s3_session_token,
+	    .endpoint = o->s3_endpoint,
+	    .region = o->s3_region,
+	    .bucket = s->bucket,
+	    .key_id = o->s3_key_id,
+	    .secret = o->s3_secret,
+	    .session_token = o->s3_session_token,
 	};
 	if (!(s->client = s3_client_new(base, http, &co, err, errlen))) {
 		store_s3_free(&s->base);
 		return -1;
 	}
-	log_info("store: s3: bucket %s, prefix '%s', endpoint %s, region %s", s->bucket, s->prefix, o->s3_endpoint,
-		 o->s3_region);
+	log_info("store: s3: bucket %s, prefix '%s', endpoint %s, region %s", s->bucket, s->prefix,
+	         o->s3_endpoint, o->s3_region);
 	*out = &s->base;
 	return 0;
 }

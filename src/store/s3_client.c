@@ -10,9 +10,9 @@
 #include "lib/utf8.h"
 
 #define S3_TIMEOUT_MS 60000 /* one request, an 8 MB history included */
-#define S3_STALL_S 20
-#define S3_URL_MAX 8192
-#define S3_TRIES 6 /* sends of one request: throttling, 5xx, broken connections */
+#define S3_STALL_S    20
+#define S3_URL_MAX    8192
+#define S3_TRIES      6 /* sends of one request: throttling, 5xx, broken connections */
 
 /* Jitter: writers that collided must not keep colliding. */
 static const struct backoff retry_backoff = {200, 10000, true};
@@ -22,7 +22,7 @@ struct s3_client {
 	struct http_client *http;
 	char *endpoint; /* no trailing '/' */
 	char *bucket;
-	char *sigv4;    /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
+	char *sigv4; /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
 	char *key_id;
 	char *secret;
 	char *token_header;     /* "x-amz-security-token: ..." with temporary credentials, else NULL */
@@ -86,8 +86,8 @@ bool s3_has_conditions(const struct s3_client *c)
 
 static bool is_unreserved(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-	       c == '_' || c == '~';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+	       c == '.' || c == '_' || c == '~';
 }
 
 int s3_append_encoded(struct buf *b, const char *s, bool is_path)
@@ -164,10 +164,10 @@ static void try_later(struct s3_call *call, long ms)
 static void answer_failed_start(struct s3_call *call)
 {
 	struct http_response resp = {
-		.is_transport_error = true,
-		.error = "the request could not be set up (out of memory?)",
-		.body = "",
-		.retry_after = -1,
+	    .is_transport_error = true,
+	    .error = "the request could not be set up (out of memory?)",
+	    .body = "",
+	    .retry_after = -1,
 	};
 	s3_done_cb done = call->done;
 	void *arg = call->arg;
@@ -201,20 +201,20 @@ static void send_try(struct s3_call *call)
 	headers[n] = NULL;
 	static const char *const keep[] = {"ETag", NULL};
 	struct http_request req = {
-		.keep_headers = keep,
-		.method = call->method,
-		.url = url,
-		.headers = headers,
-		.body = call->body,
-		.body_len = call->body_len,
-		.timeout_ms = S3_TIMEOUT_MS,
-		.stall_s = S3_STALL_S,
-		.max_body = call->max_body,
-		.on_done = on_http_done,
-		.arg = call,
-		.aws_sigv4 = c->sigv4,
-		.username = c->key_id,
-		.password = c->secret,
+	    .keep_headers = keep,
+	    .method = call->method,
+	    .url = url,
+	    .headers = headers,
+	    .body = call->body,
+	    .body_len = call->body_len,
+	    .timeout_ms = S3_TIMEOUT_MS,
+	    .stall_s = S3_STALL_S,
+	    .max_body = call->max_body,
+	    .on_done = on_http_done,
+	    .arg = call,
+	    .aws_sigv4 = c->sigv4,
+	    .username = c->key_id,
+	    .password = c->secret,
 	};
 	call->tries++;
 	call->http = http_start(c->http, &req);
@@ -252,20 +252,22 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	char where[512];
 	call->http = NULL; /* it ended: http frees it after this callback */
 	s3_where(c, call->key, where, sizeof where);
-	log_debug("store: s3: %s %s: %ld%s%s", call->method, where, resp->status, resp->is_transport_error ? " " : "",
-		  resp->is_transport_error ? resp->error : "");
+	log_debug("store: s3: %s %s: %ld%s%s", call->method, where, resp->status,
+	          resp->is_transport_error ? " " : "", resp->is_transport_error ? resp->error : "");
 
 	if (is_transient(resp) && call->tries < S3_TRIES) {
-		long ms = resp->retry_after >= 0 ? resp->retry_after * 1000 : backoff_ms(&retry_backoff, call->tries);
+		long ms = resp->retry_after >= 0 ? resp->retry_after * 1000
+		                                 : backoff_ms(&retry_backoff, call->tries);
 		if (ms > retry_backoff.max_ms)
 			ms = retry_backoff.max_ms;
 		if (resp->is_transport_error) {
-			log_warn("store: s3: %s %s: %s; retrying in %ld ms", call->what, where, resp->error, ms);
+			log_warn("store: s3: %s %s: %s; retrying in %ld ms", call->what, where, resp->error,
+			         ms);
 		} else {
 			const char *from = resp->body;
 			char *code = s3_xml_take(&from, resp->body + resp->body_len, "Code");
-			log_warn("store: s3: %s %s: HTTP %ld %s; retrying in %ld ms", call->what, where, resp->status,
-				 code ? code : "", ms);
+			log_warn("store: s3: %s %s: HTTP %ld %s; retrying in %ld ms", call->what, where,
+			         resp->status, code ? code : "", ms);
 			free(code);
 		}
 		try_later(call, ms);
@@ -275,9 +277,9 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	if (resp->status == 501 && call->condition[0]) {
 		if (!c->has_no_conditions)
 			log_warn("store: s3: the server does not support conditional writes (501 to %s); "
-				 "writing unconditionally from now on: two bot instances sharing a chat may "
-				 "overwrite each other's turns",
-				 call->condition);
+			         "writing unconditionally from now on: two bot instances sharing a chat may "
+			         "overwrite each other's turns",
+			         call->condition);
 		c->has_no_conditions = true;
 		call->condition[0] = '\0';
 		call->tries = 0;
@@ -309,7 +311,8 @@ struct s3_call *s3_send(struct s3_client *c, const struct s3_request *req, s3_do
 	if (c->calls)
 		c->calls->prev = call;
 	c->calls = call;
-	if ((req->key && !(call->key = strdup(req->key))) || (req->query && !(call->query = strdup(req->query))) ||
+	if ((req->key && !(call->key = strdup(req->key))) ||
+	    (req->query && !(call->query = strdup(req->query))) ||
 	    !(call->timer = evtimer_new(c->base, on_timer, call))) {
 		call_free(call);
 		return NULL;
@@ -341,7 +344,8 @@ static const char *auth_hint(const char *code)
 	return "";
 }
 
-void s3_log_failure(const struct s3_client *c, const char *what, const char *key, const struct http_response *resp)
+void s3_log_failure(const struct s3_client *c, const char *what, const char *key,
+                    const struct http_response *resp)
 {
 	char where[512];
 	s3_where(c, key, where, sizeof where);
@@ -358,8 +362,8 @@ void s3_log_failure(const struct s3_client *c, const char *what, const char *key
 	from = resp->body;
 	char *message = s3_xml_take(&from, end, "Message");
 	log_error("store: s3: %s %s: HTTP %ld %s%s%.200s%s", what, where, resp->status,
-		  code ? code : "(no S3 error code)", message ? ": " : "", message ? message : "",
-		  auth_hint(code ? code : ""));
+	          code ? code : "(no S3 error code)", message ? ": " : "", message ? message : "",
+	          auth_hint(code ? code : ""));
 	free(code);
 	free(message);
 }
@@ -383,10 +387,10 @@ static unsigned long xml_reference(const char *p, size_t n)
 	if (digits == semi)
 		return 0;
 	for (const char *d = digits; d < semi; d++) {
-		int v = *d >= '0' && *d <= '9' ? *d - '0'
-			: is_hex && *d >= 'a' && *d <= 'f' ? *d - 'a' + 10
-			: is_hex && *d >= 'A' && *d <= 'F' ? *d - 'A' + 10
-							   : -1;
+		int v = *d >= '0' && *d <= '9'             ? *d - '0'
+		        : is_hex && *d >= 'a' && *d <= 'f' ? *d - 'a' + 10
+		        : is_hex && *d >= 'A' && *d <= 'F' ? *d - 'A' + 10
+		                                           : -1;
 		if (v < 0 || cp > 0x10FFFF)
 			return 0;
 		cp = cp * (is_hex ? 16 : 10) + (unsigned long)v;
@@ -431,7 +435,7 @@ char *s3_xml_take(const char **from, const char *end, const char *tag)
 }
 
 struct s3_client *s3_client_new(struct event_base *base, struct http_client *http,
-				const struct s3_client_options *o, char *err, size_t errlen)
+                                const struct s3_client_options *o, char *err, size_t errlen)
 {
 	struct s3_client *c = calloc(1, sizeof *c);
 	if (!c)

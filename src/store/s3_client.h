@@ -40,18 +40,18 @@ struct s3_call;
 
 /* NULL with a reason in err. */
 struct s3_client *s3_client_new(struct event_base *base, struct http_client *http,
-				const struct s3_client_options *o, char *err, size_t errlen);
+                                const struct s3_client_options *o, char *err, size_t errlen);
 /* Cancels the calls still running (no callbacks). NULL is a no-op. */
 void s3_client_free(struct s3_client *c);
 /* False once the server has answered 501 to a conditional write. */
 bool s3_has_conditions(const struct s3_client *c);
 
 struct s3_request {
-	const char *what;         /* what the request is for, in log lines: "reading history" */
-	const char *method;       /* "GET", "PUT", "DELETE" */
-	const char *key;          /* the object's key (copied); NULL for the bucket (a listing) */
-	const char *query;        /* canonical: sorted and encoded (copied); NULL for none */
-	char *body;               /* taken (freed by the call); NULL for none */
+	const char *what;   /* what the request is for, in log lines: "reading history" */
+	const char *method; /* "GET", "PUT", "DELETE" */
+	const char *key;    /* the object's key (copied); NULL for the bucket (a listing) */
+	const char *query;  /* canonical: sorted and encoded (copied); NULL for none */
+	char *body;         /* taken (freed by the call); NULL for none */
 	size_t body_len;
 	const char *content_type; /* NULL for none */
 	const char *condition;    /* "If-Match: …" or "If-None-Match: *"; NULL for none */
@@ -75,7 +75,8 @@ void s3_cancel(struct s3_call *call);
 /* The address of key for log lines (never a secret): s3://bucket/key. */
 void s3_where(const struct s3_client *c, const char *key, char *out, size_t n);
 /* One clear error line: what failed, the object, the status and S3's error Code and Message, with a hint. */
-void s3_log_failure(const struct s3_client *c, const char *what, const char *key, const struct http_response *resp);
+void s3_log_failure(const struct s3_client *c, const char *what, const char *key,
+                    const struct http_response *resp);
 
 /* RFC 3986 percent-encoding (unreserved characters kept, and '/' too when is_path). BUF_OK or a buf_error. */
 int s3_append_encoded(struct buf *b, const char *s, bool is_path);

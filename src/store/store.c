@@ -13,8 +13,8 @@ void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, v
 	s->ops->history_load(s, chat_id, cb, arg);
 }
 
-void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n, int64_t update_id,
-			  store_done_cb cb, void *arg)
+void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
+                          int64_t update_id, store_done_cb cb, void *arg)
 {
 	s->ops->history_append(s, chat_id, turns, n, update_id, cb, arg);
 }
@@ -25,7 +25,7 @@ void store_history_clear(struct store *s, int64_t chat_id, store_done_cb cb, voi
 }
 
 void store_update_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t raw_len,
-			store_claim_cb cb, void *arg)
+                        store_claim_cb cb, void *arg)
 {
 	s->ops->update_claim(s, update_id, chat_id, raw, raw_len, cb, arg);
 }
@@ -51,7 +51,7 @@ void store_setting_get(struct store *s, int64_t scope, const char *key, store_va
 }
 
 void store_setting_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
-		       void *arg)
+                       void *arg)
 {
 	s->ops->setting_set(s, scope, key, value, cb, arg);
 }

@@ -47,7 +47,7 @@ struct store_options {
 
 /* Opens the store o->spec names; -1 with a one-line reason in err. http is for network stores. */
 int store_open(const struct store_options *o, struct event_base *base, struct http_client *http,
-	       struct store **out, char *err, size_t errlen);
+               struct store **out, char *err, size_t errlen);
 /* NULL is a no-op. Operations still running end without their callbacks. */
 void store_free(struct store *s);
 
@@ -63,19 +63,20 @@ typedef void (*store_value_cb)(void *arg, int err, const char *value);
 typedef void (*store_pending_cb)(void *arg, int err, const char *raw);
 
 void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
-/* Appends turns and, when update_id is not 0, marks that update done, at once (atomically where the backend can). */
-void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n, int64_t update_id,
-			  store_done_cb cb, void *arg);
+/* Appends turns and, when update_id is not 0, marks that update done, at once (atomically where the backend
+ * can). */
+void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
+                          int64_t update_id, store_done_cb cb, void *arg);
 void store_history_clear(struct store *s, int64_t chat_id, store_done_cb cb, void *arg);
 /* Journals an update (raw is its JSON text, borrowed for the call) unless its id is known. */
 void store_update_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t raw_len,
-			store_claim_cb cb, void *arg);
+                        store_claim_cb cb, void *arg);
 void store_update_done(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 /* Forgets a pending update, so that when Telegram delivers it again it counts as new. */
 void store_update_release(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 void store_update_pending(struct store *s, store_pending_cb cb, void *arg);
 void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
 void store_setting_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
-		       void *arg);
+                       void *arg);
 
 #endif

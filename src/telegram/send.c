@@ -6,7 +6,7 @@
 #include "lib/jsonw.h"
 #include "lib/log.h"
 
-#define SEND_TIMEOUT_S 30
+#define SEND_TIMEOUT_S    30
 #define TYPING_INTERVAL_S 4 /* Telegram shows "typing" for 5 s */
 
 int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply)
@@ -30,7 +30,7 @@ int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply)
 }
 
 struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
-			     tg_done_cb done, void *arg)
+                             tg_done_cb done, void *arg)
 {
 	struct buf b;
 	int rc = tg_open_target(&b, t, true);
@@ -57,7 +57,7 @@ static void on_action_sent(void *arg, const struct tg_result *res)
 	t->call = NULL;
 	if (!res->ok)
 		log_debug("chat=%lld: sendChatAction: %ld %s", (long long)t->target.chat_id, res->error_code,
-			  res->description);
+		          res->description);
 }
 
 static void send_typing(struct tg_typing *t)
@@ -71,7 +71,7 @@ static void send_typing(struct tg_typing *t)
 	char *params = jsonw_finish_object(&b, rc);
 	if (params)
 		t->call = tg_call(t->tg, "sendChatAction", params, t->target.chat_id, 0, SEND_TIMEOUT_S,
-				  on_action_sent, t);
+		                  on_action_sent, t);
 }
 
 static void on_timer(evutil_socket_t fd, short kind, void *arg)
@@ -81,7 +81,8 @@ static void on_timer(evutil_socket_t fd, short kind, void *arg)
 	send_typing(arg);
 }
 
-struct tg_typing *tg_typing_start(struct tg_client *tg, struct event_base *base, const struct tg_target *target)
+struct tg_typing *tg_typing_start(struct tg_client *tg, struct event_base *base,
+                                  const struct tg_target *target)
 {
 	struct tg_typing *t = calloc(1, sizeof *t);
 	if (!t)

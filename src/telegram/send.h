@@ -37,7 +37,7 @@ int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply);
  * that is set. Like tg_call: NULL when it cannot start, else done runs once.
  */
 struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
-			     tg_done_cb done, void *arg);
+                             tg_done_cb done, void *arg);
 
 struct tg_typing;
 

@@ -98,7 +98,7 @@ static struct tg_call *sends[MAX_CALLS];
 static size_t n_sends;
 
 struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
-			     tg_done_cb done, void *arg)
+                             tg_done_cb done, void *arg)
 {
 	(void)tg;
 	note("send chat=%lld thread=%lld reply_to=%lld: %.*s", (long long)t->chat_id, (long long)t->thread_id,
@@ -126,7 +126,8 @@ static void answer_send(long error_code)
 		if (!call || call->is_cancelled)
 			continue;
 		sends[i] = NULL;
-		struct tg_result res = {.ok = error_code == 0, .error_code = error_code, .description = "fake"};
+		struct tg_result res = {
+		    .ok = error_code == 0, .error_code = error_code, .description = "fake"};
 		call->done(call->arg, &res);
 		free(call->text);
 		free(call);
@@ -179,7 +180,8 @@ struct delivery {
 static struct delivery *delivery; /* the one of the test's current answer */
 
 struct delivery *delivery_new(struct tg_client *tg, struct event_base *base, enum render_think think,
-			      const struct tg_target *t, const struct buf *text, delivery_visible_cb visible, void *arg)
+                              const struct tg_target *t, const struct buf *text, delivery_visible_cb visible,
+                              void *arg)
 {
 	(void)tg;
 	(void)base;
@@ -234,7 +236,7 @@ struct llm_call {
 	char *contents[64];    /* copies, to check after the caller moved on */
 };
 
-static struct llm_call *llm;     /* the latest request in flight */
+static struct llm_call *llm; /* the latest request in flight */
 static double fake_token_scale = 1.0;
 static size_t n_llm_calls;
 
@@ -244,8 +246,8 @@ double llm_token_scale(const struct llm_client *client)
 	return fake_token_scale;
 }
 
-struct llm_call *llm_complete(struct llm_client *client, const struct turn *turns, size_t n, struct buf *answer,
-			      llm_progress_cb progress, llm_done_cb done, void *arg)
+struct llm_call *llm_complete(struct llm_client *client, const struct turn *turns, size_t n,
+                              struct buf *answer, llm_progress_cb progress, llm_done_cb done, void *arg)
 {
 	(void)client;
 	struct llm_call *call = calloc(1, sizeof *call);
@@ -259,7 +261,7 @@ struct llm_call *llm_complete(struct llm_client *client, const struct turn *turn
 		call->contents[i] = strndup(turns[i].content, turns[i].len);
 		call->turns[i] = (struct turn){turns[i].role, call->contents[i], turns[i].len};
 		snprintf(line + strlen(line), sizeof line - strlen(line), "%s%s:%s", i ? " | " : "",
-			 turn_role_name(turns[i].role), call->contents[i]);
+		         turn_role_name(turns[i].role), call->contents[i]);
 	}
 	note("llm %s", line);
 	buf_free(answer);
@@ -319,7 +321,7 @@ struct fake_store {
 	struct store base;
 	struct history history; /* what history_load returns */
 	int fail_load, fail_append;
-	char *refused_at;       /* the refused_at setting's value */
+	char *refused_at; /* the refused_at setting's value */
 };
 
 static struct fake_store *fs;
@@ -329,17 +331,18 @@ static void fake_history_load(struct store *s, int64_t chat_id, store_history_cb
 	note("store load chat=%lld", (long long)chat_id);
 	struct history h = HISTORY_INIT;
 	for (size_t i = 0; !fs->fail_load && i < fs->history.len; i++)
-		history_push(&h, fs->history.turns[i].role, fs->history.turns[i].content, fs->history.turns[i].len);
+		history_push(&h, fs->history.turns[i].role, fs->history.turns[i].content,
+		             fs->history.turns[i].len);
 	store_answer_history(s, cb, arg, fs->fail_load ? -1 : 0, &h);
 }
 
 static void fake_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
-				int64_t update_id, store_done_cb cb, void *arg)
+                                int64_t update_id, store_done_cb cb, void *arg)
 {
 	char line[2048] = "";
 	for (size_t i = 0; i < n; i++)
 		snprintf(line + strlen(line), sizeof line - strlen(line), "%s%s:%.*s", i ? " | " : "",
-			 turn_role_name(turns[i].role), (int)turns[i].len, turns[i].content);
+		         turn_role_name(turns[i].role), (int)turns[i].len, turns[i].content);
 	note("store append chat=%lld update=%lld %s", (long long)chat_id, (long long)update_id, line);
 	for (size_t i = 0; !fs->fail_append && i < n; i++)
 		history_push(&fs->history, turns[i].role, turns[i].content, turns[i].len);
@@ -352,8 +355,8 @@ static void fake_history_clear(struct store *s, int64_t chat_id, store_done_cb c
 	store_answer_done(s, cb, arg, 0);
 }
 
-static void fake_update_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t len,
-			      store_claim_cb cb, void *arg)
+static void fake_update_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw,
+                              size_t len, store_claim_cb cb, void *arg)
 {
 	(void)raw;
 	(void)len;
@@ -384,8 +387,8 @@ static void fake_setting_get(struct store *s, int64_t scope, const char *key, st
 	store_answer_value(s, cb, arg, 0, strcmp(key, "refused_at") == 0 ? fs->refused_at : NULL);
 }
 
-static void fake_setting_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
-			     void *arg)
+static void fake_setting_set(struct store *s, int64_t scope, const char *key, const char *value,
+                             store_done_cb cb, void *arg)
 {
 	note("store set %lld %s", (long long)scope, key);
 	if (strcmp(key, "refused_at") == 0) {
@@ -401,17 +404,17 @@ static void fake_free(struct store *s)
 }
 
 static const struct store_ops fake_ops = {
-	.name = "fake",
-	.history_load = fake_history_load,
-	.history_append = fake_history_append,
-	.history_clear = fake_history_clear,
-	.update_claim = fake_update_claim,
-	.update_done = fake_update_done,
-	.update_release = fake_update_release,
-	.update_pending = fake_update_pending,
-	.setting_get = fake_setting_get,
-	.setting_set = fake_setting_set,
-	.free = fake_free,
+    .name = "fake",
+    .history_load = fake_history_load,
+    .history_append = fake_history_append,
+    .history_clear = fake_history_clear,
+    .update_claim = fake_update_claim,
+    .update_done = fake_update_done,
+    .update_release = fake_update_release,
+    .update_pending = fake_update_pending,
+    .setting_get = fake_setting_get,
+    .setting_set = fake_setting_set,
+    .free = fake_free,
 };
 
 /* ---- the world of one test ---- */
@@ -439,11 +442,11 @@ static void world_open(const char *system_prompt, size_t context_tokens)
 	if (!w.base || store_init(&w.store.base, &fake_ops, w.base) != 0)
 		fail_msg("cannot set up the test's loop");
 	struct chat_env env = {
-		.base = w.base,
-		.store = &w.store.base,
-		.system_prompt = system_prompt,
-		.context_tokens = context_tokens,
-		.think = RENDER_THINK_HIDE,
+	    .base = w.base,
+	    .store = &w.store.base,
+	    .system_prompt = system_prompt,
+	    .context_tokens = context_tokens,
+	    .think = RENDER_THINK_HIDE,
 	};
 	w.chats = chats_new(&env);
 	chats_on_idle(w.chats, on_idle, NULL);
@@ -518,7 +521,8 @@ static void test_a_reply_streams_then_is_delivered_then_stored(void **state)
 	find_event("delivery new chat=111 thread=0 reply_to=10 think=0 private=1", 0);
 	expect_no_event("llm");
 	run_loop(); /* the history arrives */
-	find_event("llm system:Be brief. | user:Earlier question | assistant:Earlier answer | user:What is 2+2?", 0);
+	find_event(
+	    "llm system:Be brief. | user:Earlier question | assistant:Earlier answer | user:What is 2+2?", 0);
 	stream("It is ");
 	stream("4.");
 	expect_int("progress reported to the delivery for every piece", 2, delivery->progressed);
@@ -631,7 +635,8 @@ static void test_a_message_the_model_never_takes_is_too_long(void **state)
 static void test_the_budget_counts_the_learned_token_scale(void **state)
 {
 	(void)state;
-	/* Each turn of 2 bytes costs 5 estimated tokens (+1 by the planner): 12 hold the new turn and one more. */
+	/* Each turn of 2 bytes costs 5 estimated tokens (+1 by the planner): 12 hold the new turn and one
+	 * more. */
 	world_open(NULL, 14);
 	push(&w.store.history, TURN_USER, "q1");
 	push(&w.store.history, TURN_ASSISTANT, "a1");
@@ -657,8 +662,8 @@ static void test_model_failures_are_worded_for_the_user_and_nothing_is_stored(vo
 		enum llm_status status;
 		enum text_id text;
 	} cases[] = {
-		{LLM_QUOTA, TEXT_MODEL_QUOTA}, {LLM_AUTH, TEXT_MODEL_AUTH},         {LLM_BUSY, TEXT_MODEL_BUSY},
-		{LLM_DOWN, TEXT_MODEL_DOWN},   {LLM_REJECTED, TEXT_MODEL_REJECTED}, {LLM_EMPTY, TEXT_MODEL_EMPTY},
+	    {LLM_QUOTA, TEXT_MODEL_QUOTA}, {LLM_AUTH, TEXT_MODEL_AUTH},         {LLM_BUSY, TEXT_MODEL_BUSY},
+	    {LLM_DOWN, TEXT_MODEL_DOWN},   {LLM_REJECTED, TEXT_MODEL_REJECTED}, {LLM_EMPTY, TEXT_MODEL_EMPTY},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		world_open(NULL, 16000);
@@ -666,7 +671,8 @@ static void test_model_failures_are_worded_for_the_user_and_nothing_is_stored(vo
 		run_loop();
 		answer_llm(cases[i].status, -1);
 		char want[512];
-		snprintf(want, sizeof want, "send chat=111 thread=0 reply_to=90: %s", text_get(cases[i].text, "en"));
+		snprintf(want, sizeof want, "send chat=111 thread=0 reply_to=90: %s",
+		         text_get(cases[i].text, "en"));
 		size_t sent = find_event(want, 0);
 		if (find_event("typing stop", 0) > sent)
 			fail_msg("expected typing stopped before the notice");
@@ -703,7 +709,8 @@ static void test_a_history_that_cannot_be_read_is_a_storage_failure(void **state
 	run_loop();
 	expect_int("no model request", 0, n_llm_calls);
 	char want[512];
-	snprintf(want, sizeof want, "send chat=111 thread=0 reply_to=110: %s", text_get(TEXT_STORE_FAILED, "ru"));
+	snprintf(want, sizeof want, "send chat=111 thread=0 reply_to=110: %s",
+	         text_get(TEXT_STORE_FAILED, "ru"));
 	find_event(want, 0);
 }
 
@@ -731,7 +738,8 @@ static void test_a_stranger_is_told_once_an_hour(void **state)
 	find_event("store get 666 refused_at", 0);
 	find_event("store set 666 refused_at", 0);
 	run_loop();
-	find_event("send chat=666 thread=0 reply_to=130: Sorry, this bot is private. Your Telegram id is 666", 0);
+	find_event("send chat=666 thread=0 reply_to=130: Sorry, this bot is private. Your Telegram id is 666",
+	           0);
 	answer_send(0);
 	run_loop();
 	find_event("store done update=13", 0);
@@ -812,7 +820,8 @@ static void test_a_journal_failure_is_told_and_nothing_marked(void **state)
 	world_open(NULL, 16000);
 	submit(message(22, 111, 111, "hello?"), CHAT_NOT_JOURNALED);
 	char want[512];
-	snprintf(want, sizeof want, "send chat=111 thread=0 reply_to=220: %s", text_get(TEXT_STORE_FAILED, "en"));
+	snprintf(want, sizeof want, "send chat=111 thread=0 reply_to=220: %s",
+	         text_get(TEXT_STORE_FAILED, "en"));
 	find_event(want, 0);
 	answer_send(0);
 	run_loop();
@@ -837,23 +846,27 @@ int main(void)
 {
 	log_set_level(LOG_LEVEL_ERROR);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_a_reply_streams_then_is_delivered_then_stored, world_close),
-		cmocka_unit_test_teardown(test_one_chat_waits_its_turn_while_others_go_on, world_close),
-		cmocka_unit_test_teardown(test_group_turns_name_the_speaker_and_stay_in_the_topic, world_close),
-		cmocka_unit_test_teardown(test_a_context_overflow_leaves_out_older_turns_and_says_so, world_close),
-		cmocka_unit_test_teardown(test_a_message_the_model_never_takes_is_too_long, world_close),
-		cmocka_unit_test_teardown(test_the_budget_counts_the_learned_token_scale, world_close),
-		cmocka_unit_test_teardown(test_model_failures_are_worded_for_the_user_and_nothing_is_stored, world_close),
-		cmocka_unit_test_teardown(test_a_cut_answer_is_delivered_with_a_notice_and_stored, world_close),
-		cmocka_unit_test_teardown(test_a_history_that_cannot_be_read_is_a_storage_failure, world_close),
-		cmocka_unit_test_teardown(test_new_forgets_the_history_and_says_so, world_close),
-		cmocka_unit_test_teardown(test_a_stranger_is_told_once_an_hour, world_close),
-		cmocka_unit_test_teardown(test_a_notice_telegram_refuses_still_ends_the_job, world_close),
-		cmocka_unit_test_teardown(test_out_of_time_the_answer_so_far_is_delivered_and_stored, world_close),
-		cmocka_unit_test_teardown(test_out_of_time_without_text_the_user_is_told, world_close),
-		cmocka_unit_test_teardown(test_abandoned_updates_are_released_for_telegram_to_deliver_again, world_close),
-		cmocka_unit_test_teardown(test_a_journal_failure_is_told_and_nothing_marked, world_close),
-		cmocka_unit_test_teardown(test_an_oversized_message_is_refused_before_the_model, world_close),
+	    cmocka_unit_test_teardown(test_a_reply_streams_then_is_delivered_then_stored, world_close),
+	    cmocka_unit_test_teardown(test_one_chat_waits_its_turn_while_others_go_on, world_close),
+	    cmocka_unit_test_teardown(test_group_turns_name_the_speaker_and_stay_in_the_topic, world_close),
+	    cmocka_unit_test_teardown(test_a_context_overflow_leaves_out_older_turns_and_says_so,
+	                              world_close),
+	    cmocka_unit_test_teardown(test_a_message_the_model_never_takes_is_too_long, world_close),
+	    cmocka_unit_test_teardown(test_the_budget_counts_the_learned_token_scale, world_close),
+	    cmocka_unit_test_teardown(test_model_failures_are_worded_for_the_user_and_nothing_is_stored,
+	                              world_close),
+	    cmocka_unit_test_teardown(test_a_cut_answer_is_delivered_with_a_notice_and_stored, world_close),
+	    cmocka_unit_test_teardown(test_a_history_that_cannot_be_read_is_a_storage_failure, world_close),
+	    cmocka_unit_test_teardown(test_new_forgets_the_history_and_says_so, world_close),
+	    cmocka_unit_test_teardown(test_a_stranger_is_told_once_an_hour, world_close),
+	    cmocka_unit_test_teardown(test_a_notice_telegram_refuses_still_ends_the_job, world_close),
+	    cmocka_unit_test_teardown(test_out_of_time_the_answer_so_far_is_delivered_and_stored,
+	                              world_close),
+	    cmocka_unit_test_teardown(test_out_of_time_without_text_the_user_is_told, world_close),
+	    cmocka_unit_test_teardown(test_abandoned_updates_are_released_for_telegram_to_deliver_again,
+	                              world_close),
+	    cmocka_unit_test_teardown(test_a_journal_failure_is_told_and_nothing_marked, world_close),
+	    cmocka_unit_test_teardown(test_an_oversized_message_is_refused_before_the_model, world_close),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,7 +26,7 @@
 
 #include "expect.h"
 
-#define BOT_ID 7000
+#define BOT_ID   7000
 #define BOT_NAME "tgllm_bot"
 
 /* ---- the fake chats ---- */
@@ -54,8 +54,8 @@ struct tg_call {
 static struct tg_call *getme;
 static size_t n_getme;
 
-struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id, unsigned flags,
-			long timeout_s, tg_done_cb done, void *arg)
+struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id,
+                        unsigned flags, long timeout_s, tg_done_cb done, void *arg)
 {
 	(void)tg;
 	(void)chat_id;
@@ -90,8 +90,8 @@ static void answer_getme(const char *json, long error_code)
 	struct tg_call *call = getme;
 	getme = NULL;
 	json_t *result = json ? json_loads(json, 0, NULL) : NULL;
-	struct tg_result res = {.ok = error_code == 0, .error_code = error_code, .description = "fake",
-				.result = result};
+	struct tg_result res = {
+	    .ok = error_code == 0, .error_code = error_code, .description = "fake", .result = result};
 	call->done(call->arg, &res);
 	json_decref(result);
 	free(call);
@@ -114,7 +114,7 @@ struct fake_store {
 static struct fake_store fs;
 
 static void fake_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t len,
-		       store_claim_cb cb, void *arg)
+                       store_claim_cb cb, void *arg)
 {
 	(void)chat_id;
 	(void)raw;
@@ -153,7 +153,7 @@ static void fake_get(struct store *s, int64_t scope, const char *key, store_valu
 }
 
 static void fake_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
-		     void *arg)
+                     void *arg)
 {
 	(void)scope;
 	if (strcmp(key, "bot_identity") == 0) {
@@ -169,13 +169,13 @@ static void fake_free(struct store *s)
 }
 
 static const struct store_ops fake_ops = {
-	.name = "fake",
-	.update_claim = fake_claim,
-	.update_done = fake_done,
-	.update_pending = fake_pending,
-	.setting_get = fake_get,
-	.setting_set = fake_set,
-	.free = fake_free,
+    .name = "fake",
+    .update_claim = fake_claim,
+    .update_done = fake_done,
+    .update_pending = fake_pending,
+    .setting_get = fake_get,
+    .setting_set = fake_set,
+    .free = fake_free,
 };
 
 /* ---- the world ---- */
@@ -229,7 +229,8 @@ static int setup(void **state)
 	n_getme = 0;
 	identified = -100;
 	base = event_base_new();
-	if (!base || store_init(&fs.base, &fake_ops, base) != 0 || access_parse("alice", &allow, err, sizeof err) != 0)
+	if (!base || store_init(&fs.base, &fake_ops, base) != 0 ||
+	    access_parse("alice", &allow, err, sizeof err) != 0)
 		fail_msg("setup failed");
 	struct gate_env env = {.base = base, .store = &fs.base, .allow = allow, .bot_id = BOT_ID};
 	gate = gate_new(&env);
@@ -275,9 +276,11 @@ static void receive(const char *json)
 		fail_msg("gate_receive: expected the update moved in");
 }
 
-#define PRIVATE(id, from, text)                                                                          \
-	"{\"update_id\":" #id ",\"message\":{\"message_id\":" #id ",\"chat\":{\"id\":1,\"type\":\"private\"}," \
-	"\"from\":{\"id\":1,\"is_bot\":false,\"first_name\":\"A\",\"username\":\"" from "\"},\"text\":\"" text "\"}}"
+#define PRIVATE(id, from, text)                                                                              \
+	"{\"update_id\":" #id ",\"message\":{\"message_id\":" #id                                            \
+	",\"chat\":{\"id\":1,\"type\":\"private\"},"                                                         \
+	"\"from\":{\"id\":1,\"is_bot\":false,\"first_name\":\"A\",\"username\":\"" from                      \
+	"\"},\"text\":\"" text "\"}}"
 
 static void test_an_update_is_journaled_then_queued_then_accepted(void **state)
 {
@@ -312,7 +315,8 @@ static void test_an_update_not_for_the_bot_is_accepted_once_marked_done(void **s
 {
 	(void)state;
 	identify();
-	receive("{\"update_id\":12,\"edited_message\":{\"message_id\":1,\"chat\":{\"id\":1,\"type\":\"private\"}}}");
+	receive("{\"update_id\":12,\"edited_message\":{\"message_id\":1,\"chat\":{\"id\":1,\"type\":"
+	        "\"private\"}}}");
 	run_loop();
 	expect_int("nothing queued", 0, n_submitted);
 	expect_int("marked done", 1, fs.n_done);
@@ -407,9 +411,10 @@ static void test_commands_for_the_bot_in_a_group_use_its_name(void **state)
 {
 	(void)state;
 	identify();
-	receive("{\"update_id\":17,\"message\":{\"message_id\":17,\"chat\":{\"id\":-5,\"type\":\"supergroup\"},"
-		"\"from\":{\"id\":1,\"is_bot\":false,\"first_name\":\"A\",\"username\":\"alice\"},"
-		"\"text\":\"/help@" BOT_NAME "\"}}");
+	receive(
+	    "{\"update_id\":17,\"message\":{\"message_id\":17,\"chat\":{\"id\":-5,\"type\":\"supergroup\"},"
+	    "\"from\":{\"id\":1,\"is_bot\":false,\"first_name\":\"A\",\"username\":\"alice\"},"
+	    "\"text\":\"/help@" BOT_NAME "\"}}");
 	run_loop();
 	expect_int("queued", 1, n_submitted);
 	expect_int("the help, not the model", CHAT_HELP, submitted[0]);
@@ -433,17 +438,21 @@ int main(void)
 {
 	log_set_level(LOG_LEVEL_ERROR);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_an_update_is_journaled_then_queued_then_accepted, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_a_repeat_is_accepted_without_a_second_job, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_an_update_not_for_the_bot_is_accepted_once_marked_done, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_a_stranger_is_routed_to_a_refusal, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_a_journal_failure_is_not_acknowledged_and_told_once, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_a_forgotten_caller_is_not_called_back, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_the_identity_is_cached_for_the_bot_of_the_token_only, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_a_rejected_token_fails_identification, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_commands_for_the_bot_in_a_group_use_its_name, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pending_updates_are_resumed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_an_update_is_journaled_then_queued_then_accepted, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_a_repeat_is_accepted_without_a_second_job, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_an_update_not_for_the_bot_is_accepted_once_marked_done,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_stranger_is_routed_to_a_refusal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_journal_failure_is_not_acknowledged_and_told_once, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_a_forgotten_caller_is_not_called_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_the_identity_is_cached_for_the_bot_of_the_token_only, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_a_rejected_token_fails_identification, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commands_for_the_bot_in_a_group_use_its_name, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_pending_updates_are_resumed, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,7 +19,8 @@
 static void test_integers_are_written_as_printf_writes_them(void **state)
 {
 	(void)state;
-	const long long values[] = {0, 1, -1, 9, 10, -10, 4096, 1234567890123LL, -1001234567890LL, LLONG_MAX, LLONG_MIN};
+	const long long values[] = {
+	    0, 1, -1, 9, 10, -10, 4096, 1234567890123LL, -1001234567890LL, LLONG_MAX, LLONG_MIN};
 	for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
 		struct buf b;
 		buf_init(&b, 64);
@@ -41,15 +42,18 @@ static void test_an_object_of_members_is_valid_json(void **state)
 	if (rc == BUF_OK)
 		rc = jsonw_member_int(&b, "chat_id", -1001234567890LL);
 	if (rc == BUF_OK)
-		rc = jsonw_member_string(&b, "text", "Привет \"мир\"\n\x01/", strlen("Привет \"мир\"\n\x01/"));
+		rc =
+		    jsonw_member_string(&b, "text", "Привет \"мир\"\n\x01/", strlen("Привет \"мир\"\n\x01/"));
 	char *text = jsonw_finish_object(&b, rc);
 	if (!text)
 		fail_msg("expected an object");
-	expect_str("the object", "{\"chat_id\":-1001234567890,\"text\":\"Привет \\\"мир\\\"\\n\\u0001/\"}", text);
+	expect_str("the object", "{\"chat_id\":-1001234567890,\"text\":\"Привет \\\"мир\\\"\\n\\u0001/\"}",
+	           text);
 	json_t *parsed = json_loads(text, 0, NULL);
 	if (!parsed)
 		fail_msg("expected valid JSON, got %s", text);
-	expect_int("chat_id read back", -1001234567890LL, json_integer_value(json_object_get(parsed, "chat_id")));
+	expect_int("chat_id read back", -1001234567890LL,
+	           json_integer_value(json_object_get(parsed, "chat_id")));
 	json_decref(parsed);
 	free(text);
 }
@@ -70,9 +74,9 @@ static void test_a_failed_write_hands_over_nothing(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_integers_are_written_as_printf_writes_them),
-		cmocka_unit_test(test_an_object_of_members_is_valid_json),
-		cmocka_unit_test(test_a_failed_write_hands_over_nothing),
+	    cmocka_unit_test(test_integers_are_written_as_printf_writes_them),
+	    cmocka_unit_test(test_an_object_of_members_is_valid_json),
+	    cmocka_unit_test(test_a_failed_write_hands_over_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

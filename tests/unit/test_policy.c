@@ -1,4 +1,5 @@
-/* Unit tests for src/chat/policy.c: what goes into a request, what a context overflow leaves out, refusals. */
+/* Unit tests for src/chat/policy.c: what goes into a request, what a context overflow leaves out, refusals.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -67,7 +68,8 @@ static void test_a_message_that_cannot_fit_is_refused(void **state)
 	struct prompt_plan plan;
 	expect_int("budget 6 for a turn of 7", -1, policy_plan_prompt(&h, 0, NULL, &user, 6, 1.0, &plan));
 	expect_int("budget 7 for a turn of 7", 0, policy_plan_prompt(&h, 0, NULL, &user, 7, 1.0, &plan));
-	expect_int("budget 12 with a system prompt of 6", -1, policy_plan_prompt(&h, 0, "sys", &user, 12, 1.0, &plan));
+	expect_int("budget 12 with a system prompt of 6", -1,
+	           policy_plan_prompt(&h, 0, "sys", &user, 12, 1.0, &plan));
 }
 
 static void test_the_scale_makes_turns_dearer(void **state)
@@ -76,7 +78,8 @@ static void test_the_scale_makes_turns_dearer(void **state)
 	struct history h = HISTORY_INIT;
 	make_five_turns(&h);
 	struct prompt_plan plan;
-	/* At scale 2 a turn costs 13: budget 42 - 13 leaves 29 for the history: u2? no, 2 turns of 12: a2 u3. */
+	/* At scale 2 a turn costs 13: budget 42 - 13 leaves 29 for the history: u2? no, 2 turns of 12: a2 u3.
+	 */
 	expect_int("scale 2", 0, policy_plan_prompt(&h, 0, NULL, &user, 42, 2.0, &plan));
 	expect_int("scale 2: only u3, as a2 cannot come first", 4, plan.from);
 	expect_int("scale 1 holds more", 0, policy_plan_prompt(&h, 0, NULL, &user, 42, 1.0, &plan));
@@ -134,13 +137,13 @@ static void test_a_stranger_is_told_again_only_after_an_hour(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_the_newest_turns_that_fit_are_sent),
-		cmocka_unit_test(test_the_system_prompt_counts_against_the_budget),
-		cmocka_unit_test(test_a_message_that_cannot_fit_is_refused),
-		cmocka_unit_test(test_the_scale_makes_turns_dearer),
-		cmocka_unit_test(test_min_from_leaves_out_what_the_model_refused),
-		cmocka_unit_test(test_a_context_overflow_drops_the_older_half_of_what_was_sent),
-		cmocka_unit_test(test_a_stranger_is_told_again_only_after_an_hour),
+	    cmocka_unit_test(test_the_newest_turns_that_fit_are_sent),
+	    cmocka_unit_test(test_the_system_prompt_counts_against_the_budget),
+	    cmocka_unit_test(test_a_message_that_cannot_fit_is_refused),
+	    cmocka_unit_test(test_the_scale_makes_turns_dearer),
+	    cmocka_unit_test(test_min_from_leaves_out_what_the_model_refused),
+	    cmocka_unit_test(test_a_context_overflow_drops_the_older_half_of_what_was_sent),
+	    cmocka_unit_test(test_a_stranger_is_told_again_only_after_an_hour),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

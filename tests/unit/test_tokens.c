@@ -92,7 +92,8 @@ static void test_fit_never_starts_with_an_assistant_turn(void **state)
 	push(&h, TURN_USER, "c");
 	expect_int("two leading assistant turns are skipped", 2, tokens_fit(h.turns, h.len, 1000, 1.0));
 	push(&h, TURN_ASSISTANT, "d");
-	expect_int("a history of only a trailing assistant turn sends nothing", 4, tokens_fit(h.turns, h.len, 5, 1.0));
+	expect_int("a history of only a trailing assistant turn sends nothing", 4,
+	           tokens_fit(h.turns, h.len, 5, 1.0));
 	history_free(&h);
 
 	struct history empty = HISTORY_INIT;
@@ -141,7 +142,8 @@ static void test_calibration_holds_one_odd_answer_within_bounds(void **state)
 		fail_msg("ratio 10000: expected it held at 4 (scale %g), got %g", 0.8 + 0.2 * 4, up);
 	double down = tokens_calibrate(1.0, 100000, 1);
 	if (fabs(down - (0.8 + 0.2 * 0.25)) > 1e-9)
-		fail_msg("ratio 0.00001: expected it held at 0.25 (scale %g), got %g", 0.8 + 0.2 * 0.25, down);
+		fail_msg("ratio 0.00001: expected it held at 0.25 (scale %g), got %g", 0.8 + 0.2 * 0.25,
+		         down);
 }
 
 static void test_calibration_without_a_report_keeps_the_scale(void **state)
@@ -182,16 +184,16 @@ static void test_estimate_of_turns_adds_them_up(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_estimate_is_four_plus_a_third_of_the_bytes),
-		cmocka_unit_test(test_fit_keeps_newest_turns_within_budget),
-		cmocka_unit_test(test_fit_scales_each_turn_cost),
-		cmocka_unit_test(test_fit_never_starts_with_an_assistant_turn),
-		cmocka_unit_test(test_fit_on_huge_turn_returns_len),
-		cmocka_unit_test(test_calibration_moves_a_fifth_of_the_way_to_the_reported_ratio),
-		cmocka_unit_test(test_calibration_holds_one_odd_answer_within_bounds),
-		cmocka_unit_test(test_calibration_without_a_report_keeps_the_scale),
-		cmocka_unit_test(test_a_calibrated_scale_leaves_out_more_turns),
-		cmocka_unit_test(test_estimate_of_turns_adds_them_up),
+	    cmocka_unit_test(test_estimate_is_four_plus_a_third_of_the_bytes),
+	    cmocka_unit_test(test_fit_keeps_newest_turns_within_budget),
+	    cmocka_unit_test(test_fit_scales_each_turn_cost),
+	    cmocka_unit_test(test_fit_never_starts_with_an_assistant_turn),
+	    cmocka_unit_test(test_fit_on_huge_turn_returns_len),
+	    cmocka_unit_test(test_calibration_moves_a_fifth_of_the_way_to_the_reported_ratio),
+	    cmocka_unit_test(test_calibration_holds_one_odd_answer_within_bounds),
+	    cmocka_unit_test(test_calibration_without_a_report_keeps_the_scale),
+	    cmocka_unit_test(test_a_calibrated_scale_leaves_out_more_turns),
+	    cmocka_unit_test(test_estimate_of_turns_adds_them_up),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
