@@ -18,35 +18,21 @@
 #define MAX_USER_TEXT   (64u << 10)  /* bytes of one message sent to the model */
 #define REFUSED_AT      "refused_at" /* setting of the user's id: when a stranger was last refused */
 
-struct conversation {
-	const struct chat_env *env;
-	struct tg_update u;
-	enum chat_job job;
-	struct tg_target target; /* the chat, its topic, the user's message */
-	const char *lang;
-	void (*ended)(void *arg);
-	void *arg;
-
-	/* a reply from the model */
-	struct history history;
-	struct turn user; /* the text as stored: prefixed with the sender's name in groups */
-	size_t min_from;  /* history turns before this one are left out after a context overflow */
-	int context_retries;
-	struct llm_call *llm;
-	struct prompt_plan asked; /* the request in flight */
-	struct delivery *delivery;
-	struct buf answer;       /* the model's text as it streams in; stored as the assistant turn */
-	enum text_id after_text; /* a notice sent after the answer, TEXT_COUNT for none */
-	bool is_blocked;         /* Telegram said 403: stop sending */
-
-	struct tg_typing *typing;
-	struct tg_call *send_call;
-	void (*after_send)(struct conversation *c); /* what follows the message being sent */
-};
-
 static long long chat_of(const struct conversation *c)
 {
-	return (long long)c->target.chat_id;
+	return (long long)c->u.message.chat_id;
+}
+
+/* Where the job's messages go: the chat, its topic, as answers to the user's message. */
+static struct tg_target target_of(const struct conversation *c)
+{
+	const struct tg_message *m = &c->u.message;
+	return (struct tg_target){
+	    .chat_id = m->chat_id,
+	    .thread_id = m->is_topic_message ? m->thread_id : 0,
+	    .reply_to = m->message_id,
+	    .is_private = m->chat_type == TG_CHAT_PRIVATE,
+	};
 }
 
 /* The job is over, whatever happened: the queue frees it. */
@@ -59,8 +45,7 @@ static void end(struct conversation *c)
 
 static void typing_stop(struct conversation *c)
 {
-	tg_typing_stop(c->typing);
-	c->typing = NULL;
+	tg_typing_stop(&c->typing);
 }
 
 typedef void (*sent_cb)(struct conversation *c);
@@ -89,8 +74,10 @@ static void on_sent(void *arg, const struct tg_result *res)
 static void send_text(struct conversation *c, const char *text, size_t len, sent_cb next)
 {
 	c->after_send = next;
-	if (!c->is_blocked)
-		c->send_call = tg_send_text(c->env->tg, &c->target, text, len, on_sent, c);
+	if (!c->is_blocked) {
+		struct tg_target t = target_of(c);
+		c->send_call = tg_send_text(c->env->tg, &t, text, len, on_sent, c);
+	}
 	if (!c->send_call) {
 		if (!c->is_blocked)
 			log_error("chat=%lld: cannot send a message", chat_of(c));
@@ -174,7 +161,7 @@ static void on_saved(void *arg, int err)
 static void save_exchange(struct conversation *c)
 {
 	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len}};
-	store_history_append(c->env->store, c->target.chat_id, turns, 2, c->u.update_id, on_saved, c);
+	store_history_append(c->env->store, c->u.message.chat_id, turns, 2, c->u.update_id, on_saved, c);
 }
 
 static void send_after_text(struct conversation *c)
@@ -338,6 +325,8 @@ static void on_visible(void *arg)
 static void start_reply(struct conversation *c)
 {
 	const struct tg_message *m = &c->u.message;
+	struct tg_target t = target_of(c);
+	tg_typing_start(&c->typing, c->env->tg, c->env->base, &t);
 	size_t len = strlen(m->text);
 	if (len > MAX_USER_TEXT) {
 		log_warn("chat=%lld: a message of %zu bytes is over the limit", chat_of(c), len);
@@ -353,13 +342,12 @@ static void start_reply(struct conversation *c)
 		return;
 	}
 	c->user.len = (size_t)n;
-	c->delivery =
-	    delivery_new(c->env->tg, c->env->base, c->env->think, &c->target, &c->answer, on_visible, c);
+	c->delivery = delivery_new(c->env->tg, c->env->base, c->env->think, &t, &c->answer, on_visible, c);
 	if (!c->delivery) {
 		fail_with(c, TEXT_MODEL_DOWN);
 		return;
 	}
-	store_history_load(c->env->store, c->target.chat_id, on_history_loaded, c);
+	store_history_load(c->env->store, c->u.message.chat_id, on_history_loaded, c);
 }
 
 void conversation_start(struct conversation *c)
@@ -367,7 +355,6 @@ void conversation_start(struct conversation *c)
 	log_debug("chat=%lld update=%lld: handling", chat_of(c), (long long)c->u.update_id);
 	switch (c->job) {
 	case CHAT_REPLY:
-		c->typing = tg_typing_start(c->env->tg, c->env->base, &c->target);
 		start_reply(c);
 		return;
 	case CHAT_START:
@@ -377,7 +364,7 @@ void conversation_start(struct conversation *c)
 		send_notice(c, TEXT_HELP, mark_done_and_end);
 		return;
 	case CHAT_NEW:
-		store_history_clear(c->env->store, c->target.chat_id, on_history_cleared, c);
+		store_history_clear(c->env->store, c->u.message.chat_id, on_history_cleared, c);
 		return;
 	case CHAT_REFUSE:
 		store_setting_get(c->env->store, c->u.message.from.id, REFUSED_AT, on_last_refusal, c);
@@ -409,42 +396,30 @@ int64_t conversation_update_id(const struct conversation *c)
 	return c->u.update_id;
 }
 
-struct conversation *conversation_new(const struct chat_env *env, struct tg_update *u, enum chat_job job,
-                                      void (*ended)(void *arg), void *arg)
+void conversation_init(struct conversation *c, const struct chat_env *env, struct tg_update *u,
+                       enum chat_job job, void (*ended)(void *arg), void *arg)
 {
-	struct conversation *c = calloc(1, sizeof *c);
-	if (!c)
-		return NULL;
+	memset(c, 0, sizeof *c);
 	c->env = env;
 	c->u = *u;
 	memset(u, 0, sizeof *u);
 	c->job = job;
 	c->ended = ended;
 	c->arg = arg;
-	const struct tg_message *m = &c->u.message;
-	c->target = (struct tg_target){
-	    .chat_id = m->chat_id,
-	    .thread_id = m->is_topic_message ? m->thread_id : 0,
-	    .reply_to = m->message_id,
-	    .is_private = m->chat_type == TG_CHAT_PRIVATE,
-	};
-	c->lang = m->from.language_code;
+	c->lang = c->u.message.from.language_code;
 	c->user.role = TURN_USER;
 	c->after_text = TEXT_COUNT;
-	return c;
 }
 
-void conversation_free(struct conversation *c)
+void conversation_clear(struct conversation *c)
 {
-	if (!c)
-		return;
 	llm_cancel(c->llm);
 	delivery_free(c->delivery);
-	tg_typing_stop(c->typing);
+	tg_typing_stop(&c->typing);
 	tg_call_cancel(c->send_call);
 	history_free(&c->history);
 	free(c->user.content);
 	buf_free(&c->answer);
 	update_clear(&c->u);
-	free(c);
+	memset(c, 0, sizeof *c);
 }

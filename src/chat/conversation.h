@@ -10,21 +10,54 @@
 #include <stdint.h>
 
 #include "chat/chat.h"
+#include "chat/policy.h"
+#include "chat/text.h"
+#include "lib/buf.h"
+#include "lib/history.h"
+#include "telegram/deliver.h"
+#include "telegram/send.h"
 
-struct conversation;
+/*
+ * A job's state. Its members are conversation.c's; the queue holds the
+ * struct in its own node (one allocation a job: thousands wait at once).
+ */
+struct conversation {
+	const struct chat_env *env;
+	struct tg_update u;
+	enum chat_job job;
+	const char *lang;
+	void (*ended)(void *arg);
+	void *arg;
+
+	/* a reply from the model */
+	struct history history;
+	struct turn user; /* the text as stored: prefixed with the sender's name in groups */
+	size_t min_from;  /* history turns before this one are left out after a context overflow */
+	int context_retries;
+	struct llm_call *llm;
+	struct prompt_plan asked; /* the request in flight */
+	struct delivery *delivery;
+	struct buf answer;       /* the model's text as it streams in; stored as the assistant turn */
+	enum text_id after_text; /* a notice sent after the answer, TEXT_COUNT for none */
+	bool is_blocked;         /* Telegram said 403: stop sending */
+
+	struct tg_typing typing;
+	struct tg_call *send_call;
+	void (*after_send)(struct conversation *c); /* what follows the message being sent */
+};
 
 /*
  * Takes u (its contents move in; *u is left cleared). ended runs once, from
- * the loop, when the job is over, whatever happened. NULL when out of memory.
+ * the loop, when the job is over, whatever happened.
  */
-struct conversation *conversation_new(const struct chat_env *env, struct tg_update *u, enum chat_job job,
-                                      void (*ended)(void *arg), void *arg);
+void conversation_init(struct conversation *c, const struct chat_env *env, struct tg_update *u,
+                       enum chat_job job, void (*ended)(void *arg), void *arg);
 /* Starts the job's first step. */
 void conversation_start(struct conversation *c);
 /* While the model streams: cuts the answer short and delivers what there is; false when not streaming. */
 bool conversation_hurry(struct conversation *c);
 int64_t conversation_update_id(const struct conversation *c);
-/* Stops at once: no callback runs afterwards; the update is not marked done. NULL is a no-op. */
-void conversation_free(struct conversation *c);
+/* Stops at once: no callback runs afterwards; the update is not marked done. */
+void conversation_clear(struct conversation *c);
 
 #endif

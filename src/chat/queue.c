@@ -15,7 +15,7 @@
 struct job {
 	struct job *next;
 	struct chat *chat;
-	struct conversation *conversation;
+	struct conversation conversation;
 };
 
 struct chat {
@@ -68,7 +68,7 @@ static void chat_remove(struct chats *cs, struct chat *c)
 
 static void job_free(struct job *job)
 {
-	conversation_free(job->conversation);
+	conversation_clear(&job->conversation);
 	free(job);
 }
 
@@ -84,7 +84,7 @@ static void on_ended(void *arg)
 	job_free(job);
 	cs->n_jobs--;
 	if (c->head) {
-		conversation_start(c->head->conversation);
+		conversation_start(&c->head->conversation);
 		return;
 	}
 	chat_remove(cs, c);
@@ -96,14 +96,12 @@ int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job kind)
 {
 	struct chat *c = chat_get(cs, u->message.chat_id);
 	struct job *job = c ? calloc(1, sizeof *job) : NULL;
-	if (job)
-		job->conversation = conversation_new(&cs->env, u, kind, on_ended, job);
-	if (!job || !job->conversation) {
-		free(job);
+	if (!job) {
 		if (c && !c->head)
 			chat_remove(cs, c);
 		return -1;
 	}
+	conversation_init(&job->conversation, &cs->env, u, kind, on_ended, job);
 	job->chat = c;
 	cs->n_jobs++;
 	if (c->tail) {
@@ -112,7 +110,7 @@ int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job kind)
 		return 0;
 	}
 	c->head = c->tail = job;
-	conversation_start(job->conversation);
+	conversation_start(&job->conversation);
 	return 0;
 }
 
@@ -136,7 +134,7 @@ static size_t stop_all(struct chats *cs, int64_t *update_ids, size_t max)
 				struct job *job = c->head;
 				c->head = job->next;
 				if (n < max)
-					update_ids[n++] = conversation_update_id(job->conversation);
+					update_ids[n++] = conversation_update_id(&job->conversation);
 				job_free(job);
 			}
 			free(c);
@@ -171,7 +169,7 @@ void chats_hurry(struct chats *cs)
 	 * holds still. */
 	for (size_t i = 0; i < CHAT_BUCKETS; i++)
 		for (struct chat *c = cs->buckets[i]; c; c = c->next_in_bucket)
-			conversation_hurry(c->head->conversation);
+			conversation_hurry(&c->head->conversation);
 }
 
 struct abandon {

@@ -43,7 +43,7 @@ struct http_call {
 	size_t request_len; /* the request body's */
 	long retry_after;
 	const char *const *keep_headers;
-	char *kept[HTTP_MAX_KEPT]; /* their values; NULL until a response carries one */
+	char **kept; /* their values (HTTP_MAX_KEPT); NULL until a response carries one: most calls keep none */
 	char error[CURL_ERROR_SIZE];
 	bool is_too_big;
 	bool is_aborted;
@@ -62,10 +62,10 @@ static void check_finished(struct http_client *c);
 
 static void forget_kept(struct http_call *call)
 {
-	for (size_t i = 0; i < HTTP_MAX_KEPT; i++) {
+	for (size_t i = 0; call->kept && i < HTTP_MAX_KEPT; i++)
 		free(call->kept[i]);
-		call->kept[i] = NULL;
-	}
+	free(call->kept);
+	call->kept = NULL;
 }
 
 /* curl_easy_reset keeps the share: only new handles need it set. */
@@ -200,7 +200,7 @@ static void check_finished(struct http_client *c)
 		resp.retry_after = call->retry_after;
 		const char *kept[HTTP_MAX_KEPT];
 		for (size_t i = 0; i < HTTP_MAX_KEPT; i++)
-			kept[i] = call->kept[i] ? call->kept[i] : "";
+			kept[i] = call->kept && call->kept[i] ? call->kept[i] : "";
 		resp.headers = kept;
 
 		call->on_done(call->arg, &resp);
@@ -257,6 +257,8 @@ static bool keep_header(struct http_call *call, const char *line, size_t len)
 			continue;
 		size_t value_len;
 		const char *value = header_value(line + name_len + 1, len - name_len - 1, &value_len);
+		if (!call->kept && !(call->kept = calloc(HTTP_MAX_KEPT, sizeof *call->kept)))
+			return false;
 		free(call->kept[i]);
 		call->kept[i] = strndup(value, value_len);
 		return call->kept[i] != NULL;

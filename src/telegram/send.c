@@ -44,19 +44,12 @@ struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, co
 	return tg_call(tg, "sendMessage", params, t->chat_id, 0, SEND_TIMEOUT_S, done, arg);
 }
 
-struct tg_typing {
-	struct tg_client *tg;
-	struct tg_target target;
-	struct event *timer;
-	struct tg_call *call;
-};
-
 static void on_action_sent(void *arg, const struct tg_result *res)
 {
 	struct tg_typing *t = arg;
 	t->call = NULL;
 	if (!res->ok)
-		log_debug("chat=%lld: sendChatAction: %ld %s", (long long)t->target.chat_id, res->error_code,
+		log_debug("chat=%lld: sendChatAction: %ld %s", (long long)t->chat_id, res->error_code,
 		          res->description);
 }
 
@@ -65,12 +58,13 @@ static void send_typing(struct tg_typing *t)
 	if (t->call)
 		return;
 	struct buf b;
-	int rc = tg_open_target(&b, &t->target, false);
+	struct tg_target target = {.chat_id = t->chat_id, .thread_id = t->thread_id};
+	int rc = tg_open_target(&b, &target, false);
 	if (rc == BUF_OK)
 		rc = jsonw_member_string(&b, "action", "typing", 6);
 	char *params = jsonw_finish_object(&b, rc);
 	if (params)
-		t->call = tg_call(t->tg, "sendChatAction", params, t->target.chat_id, 0, SEND_TIMEOUT_S,
+		t->call = tg_call(t->tg, "sendChatAction", params, t->chat_id, 0, SEND_TIMEOUT_S,
 		                  on_action_sent, t);
 }
 
@@ -81,28 +75,24 @@ static void on_timer(evutil_socket_t fd, short kind, void *arg)
 	send_typing(arg);
 }
 
-struct tg_typing *tg_typing_start(struct tg_client *tg, struct event_base *base,
-                                  const struct tg_target *target)
+void tg_typing_start(struct tg_typing *t, struct tg_client *tg, struct event_base *base,
+                     const struct tg_target *target)
 {
-	struct tg_typing *t = calloc(1, sizeof *t);
-	if (!t)
-		return NULL;
+	tg_typing_stop(t);
 	t->tg = tg;
-	t->target = *target;
+	t->chat_id = target->chat_id;
+	t->thread_id = target->thread_id;
 	send_typing(t);
 	t->timer = event_new(base, -1, EV_PERSIST, on_timer, t);
 	struct timeval tv = {TYPING_INTERVAL_S, 0};
 	if (!t->timer || event_add(t->timer, &tv) != 0)
-		log_warn("chat=%lld: cannot repeat the typing indicator", (long long)t->target.chat_id);
-	return t;
+		log_warn("chat=%lld: cannot repeat the typing indicator", (long long)t->chat_id);
 }
 
 void tg_typing_stop(struct tg_typing *t)
 {
-	if (!t)
-		return;
 	if (t->timer)
 		event_free(t->timer);
 	tg_call_cancel(t->call);
-	free(t);
+	memset(t, 0, sizeof *t);
 }

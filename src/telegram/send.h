@@ -39,11 +39,21 @@ int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply);
 struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
                              tg_done_cb done, void *arg);
 
-struct tg_typing;
+/*
+ * The indicator's state, held by whoever shows it (a conversation: thousands
+ * wait at once, so no allocation of its own). All zero: not running.
+ */
+struct tg_typing {
+	struct tg_client *tg;
+	int64_t chat_id, thread_id; /* the chat action's target: no reply */
+	struct event *timer;
+	struct tg_call *call;
+};
 
-/* Shows "typing…" in the target's chat now and every few seconds until stopped. NULL when out of memory. */
-struct tg_typing *tg_typing_start(struct tg_client *tg, struct event_base *base, const struct tg_target *t);
-/* Stops it, also a call in flight. NULL is a no-op. */
+/* Shows "typing…" in the target's chat now and every few seconds until stopped. */
+void tg_typing_start(struct tg_typing *typing, struct tg_client *tg, struct event_base *base,
+                     const struct tg_target *t);
+/* Stops it, also a call in flight; typing is left all zero. Stopping one not running is a no-op. */
 void tg_typing_stop(struct tg_typing *typing);
 
 #endif

@@ -12,13 +12,13 @@
 #include "lib/jsonw.h"
 #include "lib/log.h"
 
-#define TG_MAX_ATTEMPTS 4       /* for 5xx and connection failures */
+#define TG_MAX_ATTEMPTS 4 /* for 5xx and connection failures */
 static const struct backoff retry_backoff = {1000, 8000, false};
-#define TG_MAX_429_WAITS 10     /* a flood-wait loop must end some day */
+#define TG_MAX_429_WAITS   10   /* a flood-wait loop must end some day */
 #define TG_MAX_RETRY_AFTER 3600 /* seconds; beyond that, give up */
-#define TG_MAX_RESPONSE (16u << 20)
+#define TG_MAX_RESPONSE    (16u << 20)
 
-#define PACE_BUCKETS 1024
+#define PACE_BUCKETS  1024
 #define PACE_FORGET_S 60.0 /* a chat idle this long needs no record */
 /*
  * Requests in flight at once; the rest wait in order. Thousands of chats
@@ -45,12 +45,12 @@ struct tg_client {
 	struct pace *paces[PACE_BUCKETS];
 	size_t in_flight;
 	struct tg_call *waiting_head, *waiting_tail; /* for a free request slot, oldest first */
-	struct event *kick; /* starts waiting calls from the loop */
+	struct event *kick;                          /* starts waiting calls from the loop */
 };
 
 struct tg_call {
 	struct tg_client *tg;
-	char method[64];
+	const char *method; /* for log lines: the end of url */
 	int64_t chat_id;
 	bool is_action; /* sendChatAction: the overall budget only */
 	bool is_droppable;
@@ -58,9 +58,9 @@ struct tg_call {
 	enum { STAGE_CHAT_SLOT, STAGE_GLOBAL_SLOT, STAGE_SEND } stage;
 	double not_before; /* monotonic seconds */
 	char *url;
-	char *body;                    /* JSON parameters, or NULL with a form */
-	struct http_form_field *form;  /* multipart parameters (a file to upload); strings owned */
-	size_t n_form;
+	char *body; /* JSON parameters, or NULL with a form */
+	struct http_form_field
+	    *form; /* multipart parameters (a file to upload), ended by a NULL name; owned */
 	long timeout_s;
 	int attempts;
 	int waits_429;
@@ -72,7 +72,7 @@ struct tg_call {
 	void *arg;
 };
 
-static void form_free(struct http_form_field *form, size_t n)
+static void fields_free(struct http_form_field *form, size_t n)
 {
 	for (size_t i = 0; form && i < n; i++) {
 		free((char *)form[i].name);
@@ -98,24 +98,37 @@ static char *copy_or_null(const char *s, size_t len, bool *has_failed)
 	return copy;
 }
 
+static size_t form_count(const struct http_form_field *form)
+{
+	size_t n = 0;
+	while (form && form[n].name)
+		n++;
+	return n;
+}
+
+static void form_free(struct http_form_field *form)
+{
+	fields_free(form, form_count(form));
+}
+
 /* A deep copy: a call outlives its caller's fields (it waits for its slot, and may be repeated). */
 static struct http_form_field *form_copy(const struct http_form_field *form, size_t n)
 {
-	struct http_form_field *copy = calloc(n ? n : 1, sizeof *copy);
+	struct http_form_field *copy = calloc(n + 1, sizeof *copy);
 	bool has_failed = !copy;
 	for (size_t i = 0; copy && i < n; i++) {
 		const struct http_form_field *f = &form[i];
 		copy[i] = (struct http_form_field){
-			.name = copy_or_null(f->name, strlen(f->name), &has_failed),
-			.data = copy_or_null(f->data, f->len, &has_failed),
-			.len = f->len,
-			.path = copy_or_null(f->path, f->path ? strlen(f->path) : 0, &has_failed),
-			.filename = copy_or_null(f->filename, f->filename ? strlen(f->filename) : 0, &has_failed),
-			.type = copy_or_null(f->type, f->type ? strlen(f->type) : 0, &has_failed),
+		    .name = copy_or_null(f->name, strlen(f->name), &has_failed),
+		    .data = copy_or_null(f->data, f->len, &has_failed),
+		    .len = f->len,
+		    .path = copy_or_null(f->path, f->path ? strlen(f->path) : 0, &has_failed),
+		    .filename = copy_or_null(f->filename, f->filename ? strlen(f->filename) : 0, &has_failed),
+		    .type = copy_or_null(f->type, f->type ? strlen(f->type) : 0, &has_failed),
 		};
 	}
 	if (has_failed) {
-		form_free(copy, n);
+		fields_free(copy, n); /* a name that failed to copy is NULL: the count is n, not form_count */
 		return NULL;
 	}
 	return copy;
@@ -159,7 +172,7 @@ static void call_free(struct tg_call *call)
 		event_free(call->retry_timer);
 	free(call->url);
 	free(call->body);
-	form_free(call->form, call->n_form);
+	form_free(call->form);
 	free(call);
 }
 
@@ -297,7 +310,8 @@ static int advance(struct tg_call *call)
 		/* fall through */
 	case STAGE_GLOBAL_SLOT:
 		if (is_paced(call)) {
-			/* Paused by a 429 while it waited: it takes a new slot of its chat after the pause. */
+			/* Paused by a 429 while it waited: it takes a new slot of its chat after the pause.
+			 */
 			struct pace *p = pace_get(tg, call->chat_id, now);
 			if (p && p->paused_until > now) {
 				call->not_before = p->paused_until;
@@ -364,7 +378,8 @@ static void on_http_done(void *arg, const struct http_response *resp)
 
 	if (resp->is_transport_error) {
 		/* A request that went out may have been taken: only one that never left is repeated. */
-		bool is_safe = !resp->has_sent_request && resp->status == 0 && !resp->is_timeout && resp->body_len == 0;
+		bool is_safe =
+		    !resp->has_sent_request && resp->status == 0 && !resp->is_timeout && resp->body_len == 0;
 		if (is_safe && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
 			log_warn("tg: %s failed (%s), retrying", call->method, resp->error);
 			retry_later(call, backoff_ms(&retry_backoff, call->attempts) / 1000.0);
@@ -448,23 +463,29 @@ void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long ht
 	a->root = json_loadb(body, len, 0, NULL);
 	const json_t *ok = json_object_get(a->root, "ok");
 	if (!json_is_boolean(ok)) {
-		snprintf(a->what, sizeof a->what, "HTTP %ld with a body that is not a Bot API answer", http_status);
-		a->result = (struct tg_result){.ok = false, .error_code = http_status, .description = a->what};
+		snprintf(a->what, sizeof a->what, "HTTP %ld with a body that is not a Bot API answer",
+		         http_status);
+		a->result =
+		    (struct tg_result){.ok = false, .error_code = http_status, .description = a->what};
 		return;
 	}
 	if (json_is_true(ok)) {
 		const json_t *result = json_object_get(a->root, "result");
 		json_t *id = json_object_get(result, "message_id");
-		a->result = (struct tg_result){.ok = true, .description = "", .result = result,
-					       .message_id = json_is_integer(id) ? json_integer_value(id) : 0};
+		a->result =
+		    (struct tg_result){.ok = true,
+		                       .description = "",
+		                       .result = result,
+		                       .message_id = json_is_integer(id) ? json_integer_value(id) : 0};
 		return;
 	}
 	json_int_t code = json_integer_value(json_object_get(a->root, "error_code"));
 	const char *desc = json_string_value(json_object_get(a->root, "description"));
 	json_int_t retry_after =
-		json_integer_value(json_object_get(json_object_get(a->root, "parameters"), "retry_after"));
-	a->result = (struct tg_result){.ok = false, .error_code = code ? (long)code : http_status,
-				       .description = desc ? desc : "no description"};
+	    json_integer_value(json_object_get(json_object_get(a->root, "parameters"), "retry_after"));
+	a->result = (struct tg_result){.ok = false,
+	                               .error_code = code ? (long)code : http_status,
+	                               .description = desc ? desc : "no description"};
 	a->retry_after = retry_after < 1 ? 1 : retry_after > LONG_MAX ? LONG_MAX : (long)retry_after;
 }
 
@@ -478,17 +499,17 @@ static int send_attempt(struct tg_call *call)
 {
 	static const char *const headers[] = {"Content-Type: application/json", NULL};
 	struct http_request req = {
-		.method = "POST",
-		.url = call->url,
-		.headers = call->body ? headers : NULL,
-		.body = call->body,
-		.body_len = call->body ? strlen(call->body) : 0,
-		.form = call->form,
-		.n_form = call->n_form,
-		.timeout_ms = call->timeout_s * 1000,
-		.max_body = TG_MAX_RESPONSE,
-		.on_done = on_http_done,
-		.arg = call,
+	    .method = "POST",
+	    .url = call->url,
+	    .headers = call->body ? headers : NULL,
+	    .body = call->body,
+	    .body_len = call->body ? strlen(call->body) : 0,
+	    .form = call->form,
+	    .n_form = form_count(call->form),
+	    .timeout_ms = call->timeout_s * 1000,
+	    .max_body = TG_MAX_RESPONSE,
+	    .on_done = on_http_done,
+	    .arg = call,
 	};
 	call->http = http_start(call->tg->http, &req);
 	if (!call->http)
@@ -498,7 +519,7 @@ static int send_attempt(struct tg_call *call)
 }
 
 struct tg_client *tg_client_new(struct event_base *base, struct http_client *http, const char *api_base,
-				const char *token, const struct tg_pacing *pacing)
+                                const char *token, const struct tg_pacing *pacing)
 {
 	struct tg_client *tg = calloc(1, sizeof *tg);
 	if (!tg)
@@ -534,13 +555,12 @@ void tg_client_free(struct tg_client *tg)
 }
 
 static struct tg_call *call_new(struct tg_client *tg, const char *method, int64_t chat_id, unsigned flags,
-			       long timeout_s, tg_done_cb done, void *arg)
+                                long timeout_s, tg_done_cb done, void *arg)
 {
 	struct tg_call *call = calloc(1, sizeof *call);
 	if (!call)
 		return NULL;
 	call->tg = tg;
-	snprintf(call->method, sizeof call->method, "%s", method);
 	call->chat_id = chat_id;
 	call->is_action = strcmp(method, "sendChatAction") == 0;
 	call->is_droppable = flags & TG_CALL_DROPPABLE;
@@ -555,11 +575,12 @@ static struct tg_call *call_new(struct tg_client *tg, const char *method, int64_
 	}
 	memcpy(call->url, tg->url_prefix, prefix_len);
 	memcpy(call->url + prefix_len, method, method_len + 1);
+	call->method = call->url + prefix_len;
 	return call;
 }
 
 struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, int64_t chat_id,
-			unsigned flags, long timeout_s, tg_done_cb done, void *arg)
+                        unsigned flags, long timeout_s, tg_done_cb done, void *arg)
 {
 	struct tg_call *call = call_new(tg, method, chat_id, flags, timeout_s, done, arg);
 	if (!call)
@@ -577,14 +598,12 @@ fail:
 }
 
 struct tg_call *tg_call_form(struct tg_client *tg, const char *method, const struct http_form_field *form,
-			     size_t n, int64_t chat_id, unsigned flags, long timeout_s, tg_done_cb done, void *arg)
+                             size_t n, int64_t chat_id, unsigned flags, long timeout_s, tg_done_cb done,
+                             void *arg)
 {
 	struct tg_call *call = call_new(tg, method, chat_id, flags, timeout_s, done, arg);
-	if (call && (call->form = form_copy(form, n))) {
-		call->n_form = n;
-		if (schedule(call, 0) == 0)
-			return call;
-	}
+	if (call && (call->form = form_copy(form, n)) && schedule(call, 0) == 0)
+		return call;
 	log_error("tg: cannot start %s", method);
 	call_free(call);
 	return NULL;
@@ -605,7 +624,7 @@ bool tg_is_token_rejected(const struct tg_result *res)
 	if (res->ok || (res->error_code != 401 && res->error_code != 404))
 		return false;
 	log_error("tg: Telegram rejects the bot token (%ld %s): check TG_BOT_TOKEN", res->error_code,
-		  res->description);
+	          res->description);
 	return true;
 }
 

@@ -146,26 +146,21 @@ static void free_sends(void)
 	n_sends = 0;
 }
 
-struct tg_typing {
-	int64_t chat_id;
-};
-
-struct tg_typing *tg_typing_start(struct tg_client *tg, struct event_base *base, const struct tg_target *t)
+void tg_typing_start(struct tg_typing *typing, struct tg_client *tg, struct event_base *base,
+                     const struct tg_target *t)
 {
 	(void)tg;
 	(void)base;
 	note("typing start chat=%lld", (long long)t->chat_id);
-	struct tg_typing *typing = calloc(1, sizeof *typing);
 	typing->chat_id = t->chat_id;
-	return typing;
 }
 
 void tg_typing_stop(struct tg_typing *typing)
 {
-	if (!typing)
+	if (!typing->chat_id)
 		return;
 	note("typing stop chat=%lld", (long long)typing->chat_id);
-	free(typing);
+	memset(typing, 0, sizeof *typing);
 }
 
 struct delivery {

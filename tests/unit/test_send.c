@@ -31,7 +31,7 @@ struct fixture {
 	struct fake_server *server;
 	struct http_client *http;
 	struct tg_client *tg;
-	struct tg_typing *typing;
+	struct tg_typing typing;
 };
 
 struct result {
@@ -58,7 +58,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	tg_typing_stop(f->typing);
+	tg_typing_stop(&f->typing);
 	tg_client_free(f->tg);
 	http_client_free(f->http);
 	fake_server_free(f->server);
@@ -161,8 +161,8 @@ static void test_typing_is_sent_at_once_to_the_chat_and_thread(void **state)
 	struct fixture *f = *state;
 	fake_server_queue(f->server, &(struct fake_reply){.body = "{\"ok\":true,\"result\":true}"});
 	struct tg_target t = {.chat_id = -1001, .thread_id = 9, .reply_to = 7};
-	f->typing = tg_typing_start(f->tg, f->loop.base, &t);
-	assert_non_null(f->typing);
+	tg_typing_start(&f->typing, f->tg, f->loop.base, &t);
+	assert_non_null(f->typing.timer);
 	json_t *body = expect_call(f, 0, "sendChatAction");
 	expect_body("the typing indicator",
 	            "{\"action\":\"typing\",\"chat_id\":-1001,\"message_thread_id\":9}", body);
@@ -178,16 +178,17 @@ static void test_typing_stop_cancels_the_call_in_flight(void **state)
 	fake_server_queue(f->server,
 	                  &(struct fake_reply){.is_held = true, .body = "{\"ok\":true,\"result\":true}"});
 	struct tg_target t = {.chat_id = 42};
-	f->typing = tg_typing_start(f->tg, f->loop.base, &t);
-	assert_non_null(f->typing);
+	tg_typing_start(&f->typing, f->tg, f->loop.base, &t);
+	assert_non_null(f->typing.timer);
 	json_decref(expect_call(f, 0, "sendChatAction"));
-	tg_typing_stop(f->typing);
-	f->typing = NULL;
+	tg_typing_stop(&f->typing);
+	assert_null(f->typing.timer);
+	assert_null(f->typing.call);
 	WAIT_FOR(&f->loop, fake_server_request(f->server, 0)->is_abandoned,
 	         "the stopped indicator's call to be dropped");
 	fake_server_sync(f->server);
 	expect_int("requests after tg_typing_stop", 1, (long long)fake_server_count(f->server));
-	tg_typing_stop(NULL);
+	tg_typing_stop(&f->typing); /* stopping it again is a no-op */
 }
 
 int main(void)
