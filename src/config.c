@@ -185,10 +185,6 @@ static int config_s3_load(struct config_s3 *out, char *err, size_t errlen)
 				 out->key_id ? secret_name : id_name, out->key_id ? id_name : secret_name);
 		return -1;
 	}
-	if (strchr(out->key_id, ':')) {
-		snprintf(err, errlen, "%s must be an access key id, without ':'", id_name);
-		return -1;
-	}
 	/* Temporary credentials (an AWS role, e.g. Lambda's) come with a token to send along. */
 	if (strcmp(id_name, "AWS_ACCESS_KEY_ID") == 0)
 		out->session_token = env("AWS_SESSION_TOKEN");

@@ -74,7 +74,7 @@ static int run_bot(const struct config *cfg, enum mode mode, const struct option
 	}
 	int status = 1;
 	if (bot_open(&bot, base, cfg, err, sizeof err) != 0) {
-		fprintf(stderr, "tgllm: %s\n", err);
+		log_print(stderr, "tgllm: %s", err);
 		status = 2;
 	} else {
 		switch (mode) {
@@ -146,7 +146,7 @@ static int run(int argc, char **argv)
 	struct config cfg;
 	char err[512];
 	if (config_load(&cfg, mode >= 0 ? CONFIG_BOT : CONFIG_TELEGRAM, err, sizeof err) != 0) {
-		fprintf(stderr, "tgllm: %s\n", err);
+		log_print(stderr, "tgllm: %s", err);
 		return 2;
 	}
 	log_set_level(cfg.log_level);

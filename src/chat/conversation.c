@@ -12,6 +12,7 @@
 #include "model/llm.h"
 #include "store/store.h"
 #include "telegram/deliver.h"
+#include "telegram/render.h"
 #include "telegram/send.h"
 
 #define CONTEXT_RETRIES 3
@@ -204,10 +205,29 @@ static void fail_with(struct conversation *c, enum text_id id)
 	send_notice(c, id, mark_done_and_end);
 }
 
+/*
+ * An answer that renders to nothing (only reasoning, whitespace, an empty
+ * code fence…) is told as such, and not stored: an empty turn would teach
+ * the model nothing and show the user nothing.
+ */
+static bool is_blank(struct conversation *c)
+{
+	enum render_blank blank = render_blank(c->answer.data, c->answer.len);
+	if (blank == RENDER_SHOWS_TEXT)
+		return false;
+	log_warn("chat=%lld update=%lld: the model's answer (%zu bytes) shows nothing%s", chat_of(c),
+	         (long long)c->u.update_id, c->answer.len,
+	         blank == RENDER_BLANK_THINKING ? ": its reasoning never ended" : "");
+	fail_with(c, blank == RENDER_BLANK_THINKING ? TEXT_MODEL_THINKING : TEXT_MODEL_EMPTY);
+	return true;
+}
+
 static void on_answer(void *arg, const struct llm_result *res)
 {
 	struct conversation *c = arg;
 	c->llm = NULL;
+	if ((res->status == LLM_OK || res->status == LLM_CUT) && is_blank(c))
+		return;
 	switch (res->status) {
 	case LLM_OK:
 		if (c->min_from > 0)

@@ -71,6 +71,12 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"The model returned an empty answer. Please try again.",
 		"Модель вернула пустой ответ. Попробуйте ещё раз.",
 	},
+	[TEXT_MODEL_THINKING] = {
+		"The model ran out of room while thinking and gave no answer. Please try again, or ask a "
+		"narrower question.",
+		"Модель исчерпала лимит, пока рассуждала, и не дала ответа. Попробуйте ещё раз или "
+		"задайте вопрос поуже.",
+	},
 	[TEXT_ANSWER_CUT] = {
 		"(the answer was cut off)",
 		"(ответ оборвался)",

@@ -21,6 +21,7 @@ enum text_id {
 	TEXT_MODEL_AUTH,       /* the API key is rejected */
 	TEXT_MODEL_REJECTED,   /* other 4xx: the request was refused */
 	TEXT_MODEL_EMPTY,      /* the model answered nothing */
+	TEXT_MODEL_THINKING,   /* the model's reasoning used up its room: no answer after it */
 	TEXT_ANSWER_CUT,       /* the stream broke off; appended to the partial answer */
 	TEXT_STORE_FAILED,     /* history could not be read or written */
 	TEXT_DEADLINE_CUT,     /* serverless time ran out; appended to the partial answer */

@@ -147,7 +147,8 @@ void ingress_handle_event(const struct ingress *in, const char *input, size_t le
 		return;
 	}
 	/* Read before the bot identifies itself, which may cost a call to Telegram. */
-	switch (ingress_read(h->inv.body, h->inv.body_len, &h->update)) {
+	char *mended;
+	switch (ingress_read(h->inv.body, h->inv.body_len, &h->update, &mended)) {
 	case INGRESS_NOT_UPDATE:
 		log_warn("handle: the body is not a Telegram Update");
 		finish(h, 400, "not a Telegram update");
@@ -157,6 +158,11 @@ void ingress_handle_event(const struct ingress *in, const char *input, size_t le
 		return;
 	case INGRESS_UPDATE:
 		break;
+	}
+	if (mended) { /* what the journal keeps */
+		free(h->inv.body);
+		h->inv.body = mended;
+		h->inv.body_len = strlen(mended);
 	}
 	double hurry_s = deadline_s > 2 * HURRY_MARGIN_S ? deadline_s - HURRY_MARGIN_S : deadline_s * 0.7;
 	if (arm(h, &h->hurry_timer, on_hurry, hurry_s) != 0 ||

@@ -2,14 +2,28 @@
 #include "ingress/ingress.h"
 
 #include <signal.h>
+#include <stdlib.h>
 
+#include "lib/jsonr.h"
 #include "lib/log.h"
 
-enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u)
+enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u, char **mended)
 {
 	char err[160];
+	*mended = NULL;
 	if (update_parse(text, len, u, err, sizeof err) == 0)
 		return INGRESS_UPDATE;
+	size_t mended_len;
+	char *m = jsonr_mend(text, len, &mended_len, NULL);
+	char ignored[160];
+	if (m && update_parse(m, mended_len, u, ignored, sizeof ignored) == 0) {
+		log_warn(
+		    "bot: update=%lld: text that is not UTF-8, \\u0000 or a lone surrogate read as U+FFFD",
+		    (long long)u->update_id);
+		*mended = m;
+		return INGRESS_UPDATE;
+	}
+	free(m);
 	int64_t id = u->update_id;
 	update_clear(u);
 	if (!id)

@@ -46,8 +46,13 @@ enum ingress_read {
 	INGRESS_NOT_UPDATE, /* not an Update at all */
 };
 
-/* Decodes the JSON text of an Update into u (cleared unless INGRESS_UPDATE), logging what it skips. */
-enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u);
+/*
+ * Decodes the JSON text of an Update into u (cleared unless INGRESS_UPDATE),
+ * logging what it skips. Text that holds bytes that are not UTF-8, \u0000 or
+ * lone surrogates is read mended (U+FFFD): then *mended is that text, NUL
+ * terminated, for the journal to keep (the caller frees it), else NULL.
+ */
+enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u, char **mended);
 
 struct daemon {
 	const struct ingress *in;

@@ -7,6 +7,7 @@
  * ids, so updates Telegram hands over again are not answered twice.
  */
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,8 +99,8 @@ static void receive_batch(struct poller *p, const json_t *list)
 		char err[160];
 		struct tg_update *u = &batch[k].update;
 		int rc = update_decode(item, u, err, sizeof err);
-		if (u->update_id >= p->offset)
-			p->offset = u->update_id + 1;
+		if (u->update_id >= p->offset) /* past it; the last id there is stays the offset */
+			p->offset = u->update_id < INT64_MAX ? u->update_id + 1 : INT64_MAX;
 		if (rc != 0) {
 			if (u->update_id)
 				log_warn("bot: update=%lld: skipped, it cannot be decoded: %s",

@@ -14,6 +14,7 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ingress/ingress.h"
@@ -72,7 +73,8 @@ static void on_update_request(struct server *s, struct evhttp_request *req)
 	size_t len = evbuffer_get_length(in);
 	const char *body = (const char *)evbuffer_pullup(in, -1);
 	struct tg_update u;
-	switch (body ? ingress_read(body, len, &u) : INGRESS_NOT_UPDATE) {
+	char *mended = NULL;
+	switch (body ? ingress_read(body, len, &u, &mended) : INGRESS_NOT_UPDATE) {
 	case INGRESS_NOT_UPDATE:
 		log_warn("serve: a POST that is not an Update was refused");
 		reply(req, 400, "Bad Request", "not a Telegram Update");
@@ -83,7 +85,10 @@ static void on_update_request(struct server *s, struct evhttp_request *req)
 	case INGRESS_UPDATE:
 		break;
 	}
-	if (gate_receive(s->in->gate, &u, body, len, on_accepted, req) != 0)
+	int rc = gate_receive(s->in->gate, &u, mended ? mended : body, mended ? strlen(mended) : len,
+	                      on_accepted, req);
+	free(mended);
+	if (rc != 0)
 		reply(req, 500, "Internal Server Error", "out of memory");
 }
 

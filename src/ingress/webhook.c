@@ -42,10 +42,10 @@ static void on_answer(void *arg, const struct tg_result *res)
 		c->on_ok(c->cfg, res, c->arg);
 		c->status = 0;
 	} else if (res->error_code) {
-		fprintf(stderr, "tgllm: %s failed: %ld %s\n", c->method, res->error_code, res->description);
+		log_print(stderr, "tgllm: %s failed: %ld %s", c->method, res->error_code, res->description);
 	} else {
 		/* The description never holds the URL, where the token is. */
-		fprintf(stderr, "tgllm: %s: cannot reach Telegram: %s\n", c->method, res->description);
+		log_print(stderr, "tgllm: %s: cannot reach Telegram: %s", c->method, res->description);
 	}
 	event_base_loopbreak(c->base);
 }
@@ -66,9 +66,9 @@ static int run_call(const struct config *cfg, const char *method, const struct h
 	    http_client_set_ca_bundle(http, cfg->ca_bundle) != 0 ||
 	    !(tg = tg_client_new(c.base, http, cfg->tg_api_base, cfg->tg_token, &cfg->tg_pacing)) ||
 	    !(call = tg_call_form(tg, method, form, n, 0, TG_CALL_ONCE, CALL_TIMEOUT_S, on_answer, &c))) {
-		fprintf(stderr, "tgllm: %s: cannot start the call (out of memory?)\n", method);
+		log_print(stderr, "tgllm: %s: cannot start the call (out of memory?)", method);
 	} else if (event_base_dispatch(c.base) < 0) {
-		fprintf(stderr, "tgllm: the event loop failed\n");
+		log_print(stderr, "tgllm: the event loop failed");
 		tg_call_cancel(call);
 	}
 	tg_client_free(tg);
@@ -86,9 +86,9 @@ static struct http_form_field field(const char *name, const char *value)
 static void print_set(const struct config *cfg, const struct tg_result *res, void *arg)
 {
 	(void)res;
-	printf("Webhook set: %s%s\n", (const char *)arg,
-	       cfg->webhook_secret ? " (with the secret token from WEBHOOK_SECRET)"
-	                           : " (no WEBHOOK_SECRET: anyone who learns the URL can post updates)");
+	log_print(stdout, "Webhook set: %s%s", (const char *)arg,
+	          cfg->webhook_secret ? " (with the secret token from WEBHOOK_SECRET)"
+	                              : " (no WEBHOOK_SECRET: anyone who learns the URL can post updates)");
 }
 
 int webhook_set(const struct config *cfg, const char *url, const char *certificate, bool drop_pending)
@@ -104,13 +104,13 @@ int webhook_set(const struct config *cfg, const char *url, const char *certifica
 		form[n++] = field("drop_pending_updates", "true");
 	if (certificate) {
 		if (access(certificate, R_OK) != 0) {
-			fprintf(stderr, "tgllm: --certificate %s: cannot read the file\n", certificate);
+			log_print(stderr, "tgllm: --certificate %s: cannot read the file", certificate);
 			return 1;
 		}
 		form[n++] = (struct http_form_field){.name = "certificate", .path = certificate};
 	}
 	if (strncmp(url, "https://", 8) != 0)
-		fprintf(stderr, "tgllm: warning: Telegram only delivers to https:// URLs\n");
+		log_print(stderr, "tgllm: warning: Telegram only delivers to https:// URLs");
 	return run_call(cfg, "setWebhook", form, n, print_set, (void *)url);
 }
 
@@ -118,8 +118,8 @@ static void print_deleted(const struct config *cfg, const struct tg_result *res,
 {
 	(void)cfg;
 	(void)res;
-	printf("Webhook deleted%s; the bot can now run with 'tgllm poll'.\n",
-	       arg ? " and pending updates dropped" : "");
+	log_print(stdout, "Webhook deleted%s; the bot can now run with 'tgllm poll'.",
+	          arg ? " and pending updates dropped" : "");
 }
 
 int webhook_delete(const struct config *cfg, bool drop_pending)
@@ -138,22 +138,22 @@ static void print_info(const struct config *cfg, const struct tg_result *res, vo
 	const char *last_error = json_string_value(json_object_get(info, "last_error_message"));
 	json_int_t last_error_date = json_integer_value(json_object_get(info, "last_error_date"));
 	if (!url || !*url) {
-		printf("No webhook is set: the bot gets updates by long polling ('tgllm poll').\n");
+		log_print(stdout, "No webhook is set: the bot gets updates by long polling ('tgllm poll').");
 	} else {
-		printf("Webhook: %s\n", url);
+		log_print(stdout, "Webhook: %s", url);
 		if (json_is_true(json_object_get(info, "has_custom_certificate")))
-			printf("It uses an uploaded (self-signed) certificate.\n");
+			log_print(stdout, "It uses an uploaded (self-signed) certificate.");
 	}
-	printf("Updates waiting to be delivered: %lld\n", (long long)pending);
+	log_print(stdout, "Updates waiting to be delivered: %lld", (long long)pending);
 	if (last_error) {
 		time_t when = (time_t)last_error_date;
 		struct tm tm;
 		char stamp[32] = "";
 		if (gmtime_r(&when, &tm))
 			strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S UTC", &tm);
-		printf("The last delivery failed at %s: %s\n", stamp, last_error);
+		log_print(stdout, "The last delivery failed at %s: %s", stamp, last_error);
 	} else if (url && *url) {
-		printf("No delivery errors reported.\n");
+		log_print(stdout, "No delivery errors reported.");
 	}
 }
 

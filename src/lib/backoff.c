@@ -4,6 +4,11 @@
 #include <time.h>
 #include <unistd.h>
 
+long backoff_asked_s(long long seconds)
+{
+	return seconds < 0 ? 0 : seconds > BACKOFF_MAX_ASKED_S ? BACKOFF_MAX_ASKED_S : (long)seconds;
+}
+
 long backoff_ms(const struct backoff *b, int failures)
 {
 	static unsigned seed;

@@ -18,4 +18,15 @@ struct backoff {
 /* The wait in milliseconds after `failures` failures in a row (1 for the first). */
 long backoff_ms(const struct backoff *b, int failures);
 
+/*
+ * The longest wait a server may ask for (Retry-After, Telegram's
+ * retry_after). Beyond a day a number is garbage or an attack, and every
+ * wait in milliseconds computed from a clamped one fits a long.
+ */
+#define BACKOFF_MAX_ASKED_S 86400L
+
+/* A wait a server asked for, clamped to 0..BACKOFF_MAX_ASKED_S seconds: every such number goes through here.
+ */
+long backoff_asked_s(long long seconds);
+
 #endif

@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "lib/backoff.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 
@@ -285,14 +286,13 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 		memcpy(text, value, value_len);
 		text[value_len] = '\0';
 		char *end;
-		long secs = strtol(text, &end, 10);
+		long long secs = strtoll(text, &end, 10);
 		if (end != text && *end == '\0' && secs >= 0) {
-			call->retry_after = secs;
+			call->retry_after = backoff_asked_s(secs);
 		} else {
 			time_t when = curl_getdate(text, NULL);
-			time_t now = time(NULL);
 			if (when > 0)
-				call->retry_after = when > now ? (long)(when - now) : 0;
+				call->retry_after = backoff_asked_s((long long)when - (long long)time(NULL));
 		}
 		if (!keep_header(call, data, len))
 			return 0;

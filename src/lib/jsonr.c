@@ -1,5 +1,6 @@
 #include "lib/jsonr.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "lib/utf8.h"
@@ -245,4 +246,91 @@ bool jsonr_span(struct jsonr *r, int depth, const char **start, size_t *len)
 		return false;
 	*len = (size_t)((const char *)r->p - *start);
 	return true;
+}
+
+static bool is_escape(const unsigned char *p, const unsigned char *end, int lo, int hi, int *cp)
+{
+	if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+		return false;
+	*cp = hex4(p + 2);
+	return *cp >= lo && *cp <= hi;
+}
+
+char *jsonr_mend(const char *text, size_t len, size_t *out_len, struct jsonr_carry *carry)
+{
+	/* An invalid byte becomes 3; a joined pair (6 bytes of escape) 4. */
+	unsigned char *out = malloc(len * 3 + 1);
+	if (!out)
+		return NULL;
+	unsigned high = carry ? carry->high : 0;
+	if (carry)
+		*carry = (struct jsonr_carry){0};
+	const unsigned char *p = (const unsigned char *)text, *end = p + len, *string_start = NULL;
+	unsigned char *w = out;
+	bool is_mended = false;
+	static const char fffd_escape[] = "\\ufffd", fffd[] = "\xEF\xBF\xBD";
+	while (p < end) {
+		int cp;
+		if (!string_start) {
+			if (*p == '"')
+				string_start = p + 1;
+			*w++ = *p++;
+		} else if (*p == '"') {
+			string_start = NULL;
+			*w++ = *p++;
+		} else if (is_escape(p, end, 0xD800, 0xDBFF, &cp)) {
+			int lo;
+			if (is_escape(p + 6, end, 0xDC00, 0xDFFF, &lo)) {
+				memcpy(w, p, 12);
+				w += 12;
+				p += 12;
+				continue;
+			}
+			is_mended = true;
+			if (carry && end - p > 6 && p[6] == '"')
+				carry->high = (unsigned)cp; /* the next text may hold its low half */
+			else
+				w = (unsigned char *)memcpy(w, fffd_escape, 6) + 6;
+			p += 6;
+		} else if (is_escape(p, end, 0xDC00, 0xDFFF, &cp)) {
+			is_mended = true;
+			if (high && p == string_start) {
+				w += utf8_encode(0x10000 + ((high - 0xD800) << 10) + ((unsigned)cp - 0xDC00), w);
+				high = 0;
+				carry->was_joined = true;
+			} else {
+				w = (unsigned char *)memcpy(w, fffd_escape, 6) + 6;
+			}
+			p += 6;
+		} else if (is_escape(p, end, 0, 0, &cp)) {
+			is_mended = true;
+			w = (unsigned char *)memcpy(w, fffd_escape, 6) + 6;
+			p += 6;
+		} else if (*p == '\\') {
+			size_t n = end - p < 2 ? 1 : 2;
+			memcpy(w, p, n);
+			w += n;
+			p += n;
+		} else if (*p >= 0x80) {
+			size_t n = utf8_seq_len(p, (size_t)(end - p));
+			if (n == 0) {
+				is_mended = true;
+				w = (unsigned char *)memcpy(w, fffd, 3) + 3;
+				p++;
+			} else {
+				memcpy(w, p, n);
+				w += n;
+				p += n;
+			}
+		} else {
+			*w++ = *p++;
+		}
+	}
+	if (!is_mended) {
+		free(out);
+		return NULL;
+	}
+	*w = '\0';
+	*out_len = (size_t)(w - out);
+	return (char *)out;
 }

@@ -83,6 +83,25 @@ bool jsonr_skip(struct jsonr *r, int depth);
 /* Any value, passed over as jsonr_skip does; *start and *len give its text. */
 bool jsonr_span(struct jsonr *r, int depth, const char **start, size_t *len);
 
+/*
+ * A high surrogate one text ends a string with, for the next to join: some
+ * OpenAI-compatible servers split an emoji's UTF-16 pair across two events.
+ */
+struct jsonr_carry {
+	unsigned high;   /* in: what the previous text left (0: none); out: what this text leaves */
+	bool was_joined; /* out: the high given was joined with the low surrogate starting a string */
+};
+
+/*
+ * A copy of JSON text that jansson refuses only for what is not text in its
+ * strings, mended: bytes that are not UTF-8, \u0000 and lone surrogate
+ * escapes become U+FFFD. With carry, a lone high surrogate that ends a string
+ * is taken out and left in carry->high, and a carried one is joined with a
+ * lone low surrogate that starts a string. NULL when there was nothing to
+ * mend (the text is refused for another reason), or out of memory.
+ */
+char *jsonr_mend(const char *text, size_t len, size_t *out_len, struct jsonr_carry *carry);
+
 static inline bool jsonr_is_key(const unsigned char *key, size_t len, const char *name)
 {
 	return len == strlen(name) && memcmp(key, name, len) == 0;

@@ -1,6 +1,8 @@
 #include "lib/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,10 +10,18 @@
 #include <time.h>
 
 #define MAX_SECRETS 8
+#define LINE_MAX_BYTES 4096 /* of a message: longer ones are cut, after masking */
+/*
+ * A piece of a secret this long is masked on its own: text quoted by others
+ * may hold a secret cut short (an error body truncated mid-key).
+ */
+#define PIECE 8
 
 static enum log_level min_level = LOG_LEVEL_INFO;
 static char *secrets[MAX_SECRETS];
 static size_t n_secrets;
+/* One bit per hash of every PIECE bytes of every secret: most text is passed over without a search. */
+static uint64_t piece_bits[64];
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -31,13 +41,36 @@ int log_level_parse(const char *name, enum log_level *out)
 	return -1;
 }
 
+static unsigned piece_hash(const char *p)
+{
+	uint64_t v;
+	memcpy(&v, p, sizeof v);
+	return (unsigned)((v * 0x9E3779B97F4A7C15ull) >> 52); /* 12 bits */
+}
+
+static bool is_piece_of_a_secret(const char *p)
+{
+	unsigned h = piece_hash(p);
+	if (!(piece_bits[h / 64] & (1ull << (h % 64))))
+		return false;
+	for (size_t i = 0; i < n_secrets; i++)
+		if (memmem(secrets[i], strlen(secrets[i]), p, PIECE))
+			return true;
+	return false;
+}
+
 void log_add_secret(const char *s)
 {
 	if (!s || strlen(s) < 4 || n_secrets == MAX_SECRETS)
 		return;
 	char *copy = strdup(s);
-	if (copy)
-		secrets[n_secrets++] = copy;
+	if (!copy)
+		return;
+	secrets[n_secrets++] = copy;
+	for (size_t i = 0; i + PIECE <= strlen(copy); i++) {
+		unsigned h = piece_hash(copy + i);
+		piece_bits[h / 64] |= 1ull << (h % 64);
+	}
 }
 
 void log_forget_secrets(void)
@@ -45,9 +78,10 @@ void log_forget_secrets(void)
 	for (size_t i = 0; i < n_secrets; i++)
 		free(secrets[i]);
 	n_secrets = 0;
+	memset(piece_bits, 0, sizeof piece_bits);
 }
 
-/* Replaces each registered secret in line (in place; "***" is never longer). */
+/* Replaces each registered secret in line, and every run of its pieces, by "***" (in place: never longer). */
 static void mask_secrets(char *line)
 {
 	for (size_t i = 0; i < n_secrets; i++) {
@@ -58,24 +92,77 @@ static void mask_secrets(char *line)
 			memmove(p + 3, p + n, strlen(p + n) + 1);
 		}
 	}
+	if (!n_secrets)
+		return;
+	/*
+	 * A byte is masked when a piece of a secret covers it. The "***" of a run
+	 * is written when the run ends: the run's bytes are read until then.
+	 */
+	size_t len = strlen(line), w = 0, masked_to = 0;
+	for (size_t r = 0; r < len; r++) {
+		if (r + PIECE <= len && is_piece_of_a_secret(line + r))
+			masked_to = r + PIECE;
+		if (r < masked_to)
+			continue;
+		if (r > 0 && r == masked_to) {
+			memcpy(line + w, "***", 3);
+			w += 3;
+		}
+		line[w++] = line[r];
+	}
+	if (len > 0 && masked_to == len) {
+		memcpy(line + w, "***", 3);
+		w += 3;
+	}
+	line[w] = '\0';
+}
+
+/*
+ * The message formatted whole (into line when it fits, else into an
+ * allocation) and masked, then cut at LINE_MAX_BYTES (at a character's
+ * start): cutting first could leave the head of a secret, which masking no
+ * longer recognises. NULL when out of memory.
+ */
+__attribute__((format(printf, 2, 0))) static char *format_masked(char line[static LINE_MAX_BYTES + 1],
+                                                                const char *fmt, va_list ap, bool *is_cut)
+{
+	va_list again;
+	va_copy(again, ap);
+	int n = vsnprintf(line, LINE_MAX_BYTES + 1, fmt, ap);
+	char *text = line;
+	if (n > LINE_MAX_BYTES && (text = malloc((size_t)n + 1)) != NULL)
+		vsnprintf(text, (size_t)n + 1, fmt, again);
+	va_end(again);
+	if (n < 0 || !text)
+		return NULL;
+	/* One event per line: a newline inside a message would forge another. */
+	for (char *p = text; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	mask_secrets(text);
+	size_t len = strlen(text);
+	*is_cut = len > LINE_MAX_BYTES;
+	if (*is_cut) {
+		len = LINE_MAX_BYTES;
+		while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
+			len--;
+		text[len] = '\0';
+	}
+	return text;
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	if (level < min_level)
 		return;
-	char line[4096];
+	char line[LINE_MAX_BYTES + 1];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof line, fmt, ap);
+	bool is_cut = false;
+	char *text = format_masked(line, fmt, ap, &is_cut);
 	va_end(ap);
-	if (n < 0)
+	if (!text)
 		return;
-	/* One event per line: a newline inside a message would forge another. */
-	for (char *p = line; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	mask_secrets(line);
 
 	struct timespec ts;
 	struct tm tm;
@@ -83,5 +170,22 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	gmtime_r(&ts.tv_sec, &tm);
 	fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s %s%s\n", tm.tm_year + 1900,
 		tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-		level_names[level], line, (size_t)n >= sizeof line ? "…" : "");
+		level_names[level], text, is_cut ? "…" : "");
+	if (text != line)
+		free(text);
+}
+
+void log_print(FILE *to, const char *fmt, ...)
+{
+	char line[LINE_MAX_BYTES + 1];
+	va_list ap;
+	va_start(ap, fmt);
+	bool is_cut = false;
+	char *text = format_masked(line, fmt, ap, &is_cut);
+	va_end(ap);
+	if (!text)
+		return;
+	fprintf(to, "%s%s\n", text, is_cut ? "…" : "");
+	if (text != line)
+		free(text);
 }

@@ -5,10 +5,14 @@
  * key=value pairs where it helps grep (chat=123 update=456).
  * Secrets registered with log_add_secret() are replaced by "***" in every
  * line, as a safety net: the bot token is part of every Bot API URL, and a
- * library error message might quote one.
+ * library error message might quote one. So is every run of 8 bytes or more
+ * of a secret (a quoted text cut mid-secret), and a line is cut to 4 KB only
+ * after masking.
  */
 #ifndef TGLLM_LOG_H
 #define TGLLM_LOG_H
+
+#include <stdio.h>
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 
@@ -19,6 +23,12 @@ int log_level_parse(const char *name, enum log_level *out);
 void log_add_secret(const char *s);
 void log_forget_secrets(void);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * A command's output to a person (set-webhook, webhook-info…): one line, with
+ * the same masking as the log (Telegram's error descriptions may quote the
+ * token), without the log's prefix. The newline is added.
+ */
+void log_print(FILE *to, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)

@@ -10,6 +10,7 @@
 
 #include "lib/backoff.h"
 #include "lib/buf.h"
+#include "lib/jsonr.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
 #include "model/chunk.h"
@@ -52,6 +53,7 @@ struct llm_call {
 	struct buf json;
 	struct buf *text;   /* the caller's */
 	struct buf delta;   /* one chunk's content, read by chunk_read */
+	struct jsonr_carry carry; /* a surrogate half an event ended with, for the next to join */
 	bool is_finished; /* [DONE] or a finish_reason arrived */
 	bool has_stream_error;
 	bool is_answer_too_big;
@@ -92,6 +94,7 @@ static void reset_attempt(struct llm_call *call)
 	call->is_finished = false;
 	call->has_stream_error = false;
 	call->is_answer_too_big = false;
+	call->carry = (struct jsonr_carry){0};
 	call->prompt_tokens = -1;
 	call->completion_tokens = -1;
 	buf_free(&call->detail);
@@ -159,13 +162,22 @@ static int append_text(struct llm_call *call, const char *s, size_t n)
 	return 0;
 }
 
+/* A surrogate half carried from the last event that this one did not join is not lost: U+FFFD. */
+static int drop_carry(struct llm_call *call)
+{
+	if (!call->carry.high)
+		return 0;
+	call->carry.high = 0;
+	return append_text(call, "\xEF\xBF\xBD", 3);
+}
+
 static int on_event(void *arg, const char *event, const char *data, size_t len)
 {
 	(void)event;
 	struct llm_call *call = arg;
 	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
 		call->is_finished = true;
-		return 0;
+		return drop_carry(call);
 	}
 	struct chunk c;
 	buf_reset(&call->delta);
@@ -176,7 +188,7 @@ static int on_event(void *arg, const char *event, const char *data, size_t len)
 		if (c.completion_tokens >= 0)
 			call->completion_tokens = c.completion_tokens;
 		call->is_finished |= c.is_finished;
-		return append_text(call, call->delta.data, call->delta.len);
+		return drop_carry(call) || append_text(call, call->delta.data, call->delta.len);
 	case CHUNK_NO_MEMORY:
 		call->is_answer_too_big = true;
 		return 1;
@@ -185,6 +197,25 @@ static int on_event(void *arg, const char *event, const char *data, size_t len)
 	}
 	json_error_t jerr;
 	json_t *chunk = json_loadb(data, len, 0, &jerr);
+	unsigned high = call->carry.high;
+	call->carry.was_joined = false;
+	if (!chunk) {
+		/*
+		 * Text jansson refuses in a string: invalid bytes, \u0000, lone
+		 * surrogates (some servers split an emoji's pair across events).
+		 */
+		size_t mended_len;
+		char *mended = jsonr_mend(data, len, &mended_len, &call->carry);
+		if (mended)
+			chunk = json_loadb(mended, mended_len, 0, &jerr);
+		free(mended);
+	} else {
+		call->carry.high = 0;
+	}
+	if (high && !call->carry.was_joined && append_text(call, "\xEF\xBF\xBD", 3) != 0) {
+		json_decref(chunk);
+		return 1;
+	}
 	if (!json_is_object(chunk)) {
 		log_warn("llm: skipping a stream event that is not a JSON object: %s", jerr.text);
 		json_decref(chunk);
@@ -364,6 +395,7 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	}
 	bool is_cut = resp->is_transport_error || resp->is_aborted ||
 		      (call->sse && sse_finish(call->sse)) || !call->is_finished;
+	(void)drop_carry(call); /* a half that ended the stream; a full answer is flagged by append_text */
 	if (!is_cut) {
 		finish(call, call->text->len ? LLM_OK : LLM_EMPTY);
 		return;

@@ -3,11 +3,13 @@
  * A statement runs at once (local and short: it does not hold up the loop);
  * its outcome is answered through the loop, as store.h promises.
  */
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/log.h"
 #include "store/backend.h"
@@ -334,6 +336,22 @@ static int set_wal(struct store_sqlite *s)
 	return rc;
 }
 
+/*
+ * The database holds people's conversations and their pending messages: it is
+ * created readable by the bot's user only, whatever the umask (SQLite gives
+ * its WAL and shared-memory files the database file's mode). A file that
+ * exists keeps the mode its owner gave it. When this open fails, SQLite's
+ * own open says why.
+ */
+static void create_private(const char *path)
+{
+	if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
+		return;
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+}
+
 int store_sqlite_open(const char *path, struct event_base *base, struct store **out, char *err, size_t errlen)
 {
 	struct store_sqlite *s = calloc(1, sizeof *s);
@@ -342,6 +360,7 @@ int store_sqlite_open(const char *path, struct event_base *base, struct store **
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	create_private(path);
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");

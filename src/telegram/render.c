@@ -1930,3 +1930,15 @@ int render_write_entities(struct buf *b, const struct render_message *m)
 	}
 	return rc == BUF_OK ? buf_append(b, "]", 1) : rc;
 }
+
+enum render_blank render_blank(const char *md, size_t len)
+{
+	struct think_split t = split_think(md, len, false);
+	bool is_thinking = t.think_start > 0 && t.think_end == len; /* no </think> */
+	struct render_output out = {0};
+	if (render_markdown(md + t.answer_start, len - t.answer_start, NULL, &out) != 0)
+		return RENDER_SHOWS_TEXT;
+	size_t n = out.n_parts;
+	render_output_free(&out);
+	return n > 0 ? RENDER_SHOWS_TEXT : is_thinking ? RENDER_BLANK_THINKING : RENDER_BLANK;
+}

@@ -127,6 +127,21 @@ struct render_options {
  */
 int render_markdown(const char *md, size_t len, const struct render_options *opt, struct render_output *out);
 
+/* Why a complete answer would show nothing (render_blank). */
+enum render_blank {
+	RENDER_SHOWS_TEXT,     /* its answer renders to some text */
+	RENDER_BLANK,          /* empty, whitespace, or markup around nothing (">", an empty code fence…) */
+	RENDER_BLANK_THINKING, /* nothing after reasoning that never ended: <think> without </think> */
+};
+
+/*
+ * Whether the complete answer md[0..len) renders to nothing once its
+ * reasoning is set aside (shown as a quote or not, it is not an answer), so
+ * that a person is told so rather than sent nothing. RENDER_SHOWS_TEXT when
+ * out of memory: the delivery then says what it can.
+ */
+enum render_blank render_blank(const char *md, size_t len);
+
 /* Frees what out owns and empties it; a no-op on an empty output. */
 void render_output_free(struct render_output *out);
 

@@ -399,7 +399,8 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	}
 	long code = res->error_code;
 	if (code == 429)
-		pace_pause(call, now_s(), ans.retry_after);
+		pace_pause(call, now_s(),
+		           ans.retry_after < TG_MAX_RETRY_AFTER ? ans.retry_after : TG_MAX_RETRY_AFTER);
 	if (code == 429 && !call->is_droppable && !call->is_once && call->waits_429 < TG_MAX_429_WAITS &&
 	    ans.retry_after <= TG_MAX_RETRY_AFTER) {
 		call->waits_429++;
@@ -419,17 +420,26 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	tg_answer_free(&ans);
 }
 
+static bool read_message_member(struct jsonr *r, void *ctx, const unsigned char *key, size_t len, int depth,
+                                unsigned *seen)
+{
+	if (!jsonr_is_key(key, len, "message_id"))
+		return jsonr_skip(r, depth);
+	bool is_integer;
+	/* jansson keeps the last of duplicate keys: refused, for jansson to read. */
+	return jsonr_first_time(seen, 1) && jsonr_number(r, ctx, &is_integer) && is_integer;
+}
+
 /*
  * Reads, without building a tree, a success as Telegram writes it for most
- * calls: {"ok":true,"result":true}, or a Message that starts with its
- * message_id (the answer to sendMessage echoes the whole message, ~30 k
- * instructions through jansson). The answer is checked whole by jsonr
- * first; anything else is for jansson.
+ * calls: {"ok":true,"result":true}, or a Message (the answer to sendMessage
+ * echoes the whole message, ~30 k instructions through jansson), of which
+ * only message_id is read. The answer is checked whole by jsonr; anything
+ * else is for jansson.
  */
 static bool decode_plain_success(struct tg_answer *a, const char *body, size_t len)
 {
 	static const char ok[] = "{\"ok\":true,\"result\":";
-	static const char message[] = "{\"message_id\":";
 	struct jsonr r;
 	const char *result;
 	size_t n;
@@ -442,14 +452,9 @@ static bool decode_plain_success(struct tg_answer *a, const char *body, size_t l
 		a->result = (struct tg_result){.ok = true, .description = ""};
 		return true;
 	}
-	if (n < sizeof message - 1 || memcmp(result, message, sizeof message - 1) != 0)
-		return false;
-	const char *p = result + sizeof message - 1, *end = result + n;
 	int64_t id = 0;
-	int digits = 0;
-	for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
-		id = id * 10 + (*p - '0');
-	if (id == 0 || p == end || (*p != ',' && *p != '}'))
+	jsonr_init(&r, result, n);
+	if (!jsonr_at(&r, '{') || !jsonr_object(&r, 1, read_message_member, &id) || id == 0)
 		return false;
 	a->result = (struct tg_result){.ok = true, .description = "", .message_id = id};
 	return true;
@@ -458,9 +463,20 @@ static bool decode_plain_success(struct tg_answer *a, const char *body, size_t l
 void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long http_status)
 {
 	memset(a, 0, sizeof *a);
+	a->retry_after = 1; /* a 429 without parameters (a proxy's page) still waits */
 	if (decode_plain_success(a, body, len))
 		return;
 	a->root = json_loadb(body, len, 0, NULL);
+	size_t mended_len;
+	char *mended = a->root ? NULL : jsonr_mend(body, len, &mended_len, NULL);
+	if (mended) {
+		/* One odd string (a user's \u0000) must not make a whole getUpdates batch unreadable. */
+		a->root = json_loadb(mended, mended_len, 0, NULL);
+		if (a->root)
+			log_warn("tg: an answer held text that is not UTF-8, \\u0000 or a lone surrogate; "
+			         "read as U+FFFD");
+		free(mended);
+	}
 	const json_t *ok = json_object_get(a->root, "ok");
 	if (!json_is_boolean(ok)) {
 		snprintf(a->what, sizeof a->what, "HTTP %ld with a body that is not a Bot API answer",
@@ -486,7 +502,7 @@ void tg_answer_decode(struct tg_answer *a, const char *body, size_t len, long ht
 	a->result = (struct tg_result){.ok = false,
 	                               .error_code = code ? (long)code : http_status,
 	                               .description = desc ? desc : "no description"};
-	a->retry_after = retry_after < 1 ? 1 : retry_after > LONG_MAX ? LONG_MAX : (long)retry_after;
+	a->retry_after = retry_after < 1 ? 1 : backoff_asked_s(retry_after);
 }
 
 void tg_answer_free(struct tg_answer *a)

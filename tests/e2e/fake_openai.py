@@ -56,6 +56,8 @@ class Reply:
     early: bool = False              # (queued, stream) answer before reading the request body, read it after
                                      # the first piece: legal HTTP/1.1 that leaves the client still sending
     finish_reason: str = "stop"
+    ascii_escapes: bool = False      # events written with \\u escapes only: pieces may hold lone surrogates
+                                     # (an emoji's UTF-16 pair split across two events, as some servers do)
 
 
 def answer(text: str, **kw) -> Reply:
@@ -400,7 +402,7 @@ class FakeOpenAI:
             elif reply.multiline_data:
                 payload = json.dumps(obj, ensure_ascii=False, indent=1)
             else:
-                payload = json.dumps(obj, ensure_ascii=False)
+                payload = json.dumps(obj, ensure_ascii=reply.ascii_escapes)
             lines = "".join(f"data: {line}{eol}" for line in payload.split("\n"))
             return lines + eol
 

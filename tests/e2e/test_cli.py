@@ -12,7 +12,7 @@ class CommandLineTest(BotTestCase):
         result = run_bin(list(args), self.bot_env(**env), timeout=15)
         out = result.stdout.decode("utf-8", "replace")
         err = result.stderr.decode("utf-8", "replace")
-        self.assertTokenNotIn(out + err, "the bot's output")
+        self.assertNoSecretIn(out + err, "the bot's output")
         return result.returncode, out, err
 
     def assertConfigError(self, variable: str, alternatives=(), **env):

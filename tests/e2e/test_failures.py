@@ -1,7 +1,7 @@
 """When the model or Telegram fails: retries, clear messages, clear log
 lines, and the bot goes on serving."""
 
-from fake_openai import (cut, cut_before_text, insufficient_quota, invalid_api_key, rate_limited,
+from fake_openai import (Reply, answer, cut, cut_before_text, insufficient_quota, invalid_api_key, rate_limited,
                          server_error)
 from harness import ALICE, API_KEY, BOB, BotTestCase, main
 
@@ -66,6 +66,32 @@ class ModelFailureTest(BotTestCase):
         self.wait_text(ALICE.id, "API key", case=True)
         self.assertLogged(r"401|key", what="saying the API key is rejected")
         self.assertNotIn(API_KEY, self.log(), "expected the API key itself never to be logged")
+
+    def test_an_error_body_that_echoes_the_key_is_logged_without_any_of_it(self):
+        # A proxy's error page, not JSON: the log keeps its first 200 bytes. The
+        # key starts at byte 180, and a log that cut before masking kept 20 bytes of it.
+        body = "<html><body>" + "x" * 158 + " Bad key: " + API_KEY + " is not valid here</body></html>"
+        self.assertEqual(body.index(API_KEY), 180)
+        self.start_bot()
+        self.llm.enqueue(Reply(status=401, raw_body=body.encode()))
+        msg = self.tg.send_private(ALICE, "Who am I to you")
+        self.wait_text(ALICE.id, "API key", case=True)
+        self.wait_handled(msg)
+        self.assertLogged(r"HTTP 401: <html>", what="quoting the error page")
+        self.assertNoSecretIn(self.log())
+
+    def test_answers_that_show_nothing_are_told_and_not_stored(self):
+        self.start_bot()
+        for text, notice in (("<think>Reasoning until the tokens ran out", "ran out of room while thinking"),
+                             ("<think>Only reasoning</think>\n\n", "empty answer"),
+                             ("```\n```", "empty answer")):
+            self.llm.enqueue(answer(text, finish_reason="length" if "ran out" in notice else "stop"))
+            msg = self.tg.send_private(ALICE, f"Question {notice}")
+            self.assertIn(notice, self.wait_reply(msg).text)
+            self.wait_handled(msg)
+        self.ask(ALICE, "And now")
+        self.assertEqual(self.llm.requests[-1].messages, [{"role": "user", "content": "And now"}],
+                         "expected no turn stored for the answers that showed nothing")
 
     def test_cut_stream_delivers_the_partial_answer_with_a_notice(self):
         self.start_bot()

@@ -48,7 +48,7 @@ class StartupTest(BotTestCase):
             "level=error" in ln or "level=warn" in ln for ln in self.log().splitlines()), 10,
             "a warning or error about the rejected token")
         self.assertLogged(r"401|unauthori[sz]ed|token", what="saying Telegram rejected the token")
-        self.assertTokenNotIn(self.log())
+        self.assertNoSecretIn(self.log())
         self.assertEqual([c.method for c in self.tg.calls if c.token_ok], [], "control: every call was refused")
 
 

@@ -336,6 +336,20 @@ class S3FailureTest(S3TestCase):
         self.assertBotRunning(bot)
 
 
+class S3SwiftLikeTest(S3TestCase):
+    """OpenStack Swift's s3api: keys named account:user, and 501 for conditional writes."""
+    s3_options = {"access_key": "test:tester", "conditions": "501"}
+
+    def test_a_key_with_a_colon_signs_and_plain_writes_follow_the_501(self):
+        self.start_bot(**self.s3_env())
+        self.ask(ALICE, "One")
+        self.ask(ALICE, "Two")
+        self.assertEqual([t["content"] for t in self.wait_history(ALICE.id, 4)],
+                         ["One", "Echo: One", "Two", "Echo: Two"])
+        self.assertTrue(all(r["credential"].startswith("test:tester/") for r in self.s3.requests()),
+                        "expected every request signed with the account:user key")
+
+
 class S3ThrottlingTest(S3TestCase):
     s3_options = {"slow_down": 2, "slow_down_keys": r"^prefix/-?\d+\.json$"}
 

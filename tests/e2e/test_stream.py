@@ -35,6 +35,17 @@ class StreamParsingTest(BotTestCase):
         text = "Привет, мир. Ёжик 👋 и 🦔 живут тут"
         self.assertAnswerIs(answer(text, tiny_writes=True, chunks=7), text)
 
+    def test_surrogate_pair_split_across_events_is_joined(self):
+        # "😀" is \ud83d\ude00 in UTF-16: the first event ends with one half, the next starts with the other.
+        self.assertAnswerIs(Reply(pieces=["smile \ud83d", "\ude00 end"], chunks=2, ascii_escapes=True),
+                            "smile 😀 end")
+
+    def test_lone_surrogates_and_nul_become_replacement_characters(self):
+        # A half whose other half never comes (at the end of a piece, and of the stream) and a
+        # \u0000: each is one U+FFFD, and the text around them arrives.
+        self.assertAnswerIs(Reply(pieces=["a\ud83d", " b\u0000c ", "\ude00d", " e\udbff"], chunks=4,
+                                  ascii_escapes=True), "a\ufffd b\ufffdc \ufffdd e\ufffd")
+
     def test_slow_stream_is_assembled_in_order(self):
         self.assertAnswerIs(answer("one two three four five six", chunks=6, chunk_delay=0.3),
                             "one two three four five six")

@@ -5,7 +5,7 @@ import json
 import time
 
 from fake_telegram import Chat
-from harness import ALICE, OPEN_GROUP, BotTestCase, main
+from harness import ALICE, BOB, IVAN, OPEN_GROUP, BotTestCase, main
 
 
 class WeirdUpdateTest(BotTestCase):
@@ -73,6 +73,38 @@ class WeirdUpdateTest(BotTestCase):
     def test_update_of_an_unknown_kind_is_skipped(self):
         update = self.tg.update("future_kind_of_update", {"something": [1, 2, 3]})
         self.assertSurvives(update)
+
+    def test_odd_text_in_one_update_does_not_stop_the_batch(self):
+        # jansson refuses \u0000, lone surrogates and bytes that are not UTF-8:
+        # one such string made the whole getUpdates answer unreadable, and the
+        # poller asked for the same batch forever. They are read as U+FFFD.
+        self.start_bot()
+        odd = [(ALICE, "nul", b"\\u0000"), (BOB, "half", b"\\ud83d"), (IVAN, "byte", b"\xff")]
+        msgs, items = [], []
+        for user, name, raw in odd:
+            msgs.append(self.tg.message(Chat.private(user), user, f"{name} @@ here"))
+            item = json.dumps(self.tg.update("message", msgs[-1])).encode()
+            items.append(item.replace(b"@@", raw))
+        normal = self.tg.message(Chat.private(ALICE), ALICE, "a normal one after them")
+        items.append(json.dumps(self.tg.update("message", normal)).encode())
+        self.tg.inject_body(b'{"ok":true,"result":[' + b",".join(items) + b"]}")
+        for msg, (_, name, _) in zip(msgs, odd):
+            self.assertEqual(self.wait_reply(msg).text, f"Echo: {name} \ufffd here")
+        self.assertEqual(self.wait_reply(normal).text, "Echo: a normal one after them")
+
+    def test_update_id_at_the_int64_edge_moves_the_offset_to_it(self):
+        # The offset past the largest id there is cannot be written: it stays
+        # at that id (an overflow wrapped it to a negative offset, which asks
+        # Telegram for the last updates again, and UBSan aborts on it).
+        edge = 2**63 - 1
+        bot = self.start_bot()
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "at the edge")
+        self.tg.inject_updates([{"update_id": edge, "message": msg}])
+        self.tg.wait_for(lambda: self.journal_state(edge) == "done", 10, "the edge update to be handled")
+        self.tg.wait_for(lambda: edge in self.tg.offsets(), 10, "a getUpdates with the offset at the edge")
+        self.assertTrue(all(o is None or o >= 0 for o in self.tg.offsets()),
+                        f"expected no negative offset, got {self.tg.offsets()}")
+        self.assertBotRunning(bot)
 
     def test_message_with_wrongly_typed_fields_is_skipped(self):
         update = self.tg.update("message", {"message_id": "seven", "chat": "not an object", "text": 42})

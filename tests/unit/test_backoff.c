@@ -102,6 +102,18 @@ static void test_jitter_is_capped_at_max(void **state)
 		    DRAWS);
 }
 
+static void test_a_wait_asked_for_is_clamped_to_a_day(void **state)
+{
+	(void)state;
+	expect_int("asked 120 s", 120, backoff_asked_s(120));
+	expect_int("asked 0 s", 0, backoff_asked_s(0));
+	expect_int("asked -5 s", 0, backoff_asked_s(-5));
+	expect_int("asked a day", 86400, backoff_asked_s(86400));
+	expect_int("asked INT64_MAX s", 86400, backoff_asked_s(INT64_MAX));
+	expect_int("asked INT64_MIN s", 0, backoff_asked_s(INT64_MIN));
+	expect_int("a clamped wait in ms", 86400000, backoff_asked_s(INT64_MAX) * 1000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -110,6 +122,7 @@ int main(void)
 	    cmocka_unit_test(test_no_failure_or_one_gives_first_wait),
 	    cmocka_unit_test(test_jitter_stays_within_half_of_the_wait_and_moves_it),
 	    cmocka_unit_test(test_jitter_is_capped_at_max),
+	    cmocka_unit_test(test_a_wait_asked_for_is_clamped_to_a_day),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -693,6 +693,43 @@ static void test_a_cut_answer_is_delivered_with_a_notice_and_stored(void **state
 	find_event("store append chat=111 update=10 user:tell me | assistant:Once upon", 0);
 }
 
+/* An answer that renders to nothing is told as such, and no empty assistant turn is stored. */
+static void test_an_answer_that_shows_nothing_is_told_and_not_stored(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *answer;
+		enum llm_status status;
+		enum text_id text;
+	} cases[] = {
+	    {"<think>Only reasoning.</think>", LLM_OK, TEXT_MODEL_EMPTY},
+	    {"<think>Reasoning that runs out of tokens", LLM_OK, TEXT_MODEL_THINKING},
+	    {"<think>Cut while reasoning", LLM_CUT, TEXT_MODEL_THINKING},
+	    {" \n\t\n ", LLM_OK, TEXT_MODEL_EMPTY},
+	    {">", LLM_OK, TEXT_MODEL_EMPTY},
+	    {"```\n```", LLM_OK, TEXT_MODEL_EMPTY},
+	    {"<think>x</think>\n\n> \n", LLM_OK, TEXT_MODEL_EMPTY},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		world_open(NULL, 16000);
+		submit(message(12, 111, 111, "question"), CHAT_REPLY);
+		run_loop();
+		stream(cases[i].answer);
+		answer_llm(cases[i].status, -1);
+		char want[512];
+		snprintf(want, sizeof want, "send chat=111 thread=0 reply_to=120: %s",
+		         text_get(cases[i].text, "en"));
+		size_t sent = find_event(want, 0);
+		expect_no_event("delivery finish");
+		answer_send(0);
+		run_loop();
+		find_event("store done update=12", sent);
+		expect_no_event("store append");
+		world_close(NULL);
+	}
+	world_open(NULL, 16000); /* for the teardown */
+}
+
 static void test_a_history_that_cannot_be_read_is_a_storage_failure(void **state)
 {
 	(void)state;
@@ -851,6 +888,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_model_failures_are_worded_for_the_user_and_nothing_is_stored,
 	                              world_close),
 	    cmocka_unit_test_teardown(test_a_cut_answer_is_delivered_with_a_notice_and_stored, world_close),
+	    cmocka_unit_test_teardown(test_an_answer_that_shows_nothing_is_told_and_not_stored, world_close),
 	    cmocka_unit_test_teardown(test_a_history_that_cannot_be_read_is_a_storage_failure, world_close),
 	    cmocka_unit_test_teardown(test_new_forgets_the_history_and_says_so, world_close),
 	    cmocka_unit_test_teardown(test_a_stranger_is_told_once_an_hour, world_close),

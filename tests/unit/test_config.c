@@ -423,9 +423,12 @@ static void test_s3_key_pair_comes_from_one_place(void **state)
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 	expect_refused(CONFIG_BOT, "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID alone");
 
+	/* OpenStack Swift's s3api names keys account:user. */
 	set("AWS_SECRET_ACCESS_KEY", "aws-secret-value");
-	set("AWS_ACCESS_KEY_ID", "aws:key");
-	expect_refused(CONFIG_BOT, "AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID with ':'");
+	set("AWS_ACCESS_KEY_ID", "test:tester");
+	load_ok(&cfg, CONFIG_BOT, "a key id with ':' (Swift's account:user)");
+	expect_str("s3_key_id", "test:tester", cfg.s3_key_id);
+	config_free(&cfg);
 }
 
 static void test_s3_session_token_only_with_aws_keys(void **state)

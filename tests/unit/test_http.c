@@ -364,6 +364,26 @@ static void test_retry_after_in_seconds_is_read(void **state)
 	outcome_free(&o);
 }
 
+/* Absurd numbers are clamped where they are read: a wait computed from them must not overflow. */
+static void test_an_absurd_retry_after_is_clamped_to_a_day(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const absurd[] = {"Retry-After: 9223372036854775807",
+	                                     "Retry-After: 99999999999999999999999", "Retry-After: -7"};
+	static const long expected[] = {86400, 86400, -1};
+	for (size_t i = 0; i < sizeof absurd / sizeof absurd[0]; i++) {
+		struct outcome o;
+		outcome_init(&o, f);
+		fake_server_queue(f->server, &(struct fake_reply){.status = 503, .headers = {absurd[i]}});
+		start(f, (struct http_request){.url = url_of(f, "/absurd")}, &o);
+		WAIT_FOR(&f->loop, o.n_done == 1, "the call to finish");
+		char what[96];
+		snprintf(what, sizeof what, "retry_after from \"%s\"", absurd[i]);
+		expect_int(what, expected[i], o.retry_after);
+		outcome_free(&o);
+	}
+}
+
 static void http_date(char *out, size_t size, time_t when)
 {
 	struct tm tm;
@@ -548,6 +568,7 @@ int main(void)
 	    T(test_kept_headers_come_back_in_the_order_asked),
 	    T(test_a_kept_retry_after_comes_back_too),
 	    T(test_retry_after_in_seconds_is_read),
+	    T(test_an_absurd_retry_after_is_clamped_to_a_day),
 	    T(test_retry_after_as_an_http_date_is_seconds_from_now),
 	    T(test_a_refused_connection_is_a_transport_error_without_the_url),
 	    T(test_a_call_past_its_timeout_is_a_timeout),

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -776,6 +777,31 @@ static void test_everything_survives_reopening(void **state)
 		         version);
 }
 
+static void expect_private(const char *path, const char *what)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		fail_msg("%s: expected the file %s to exist", what, path);
+	if ((st.st_mode & 0777) != 0600)
+		fail_msg("%s: expected mode 0600 (the bot's user only), got 0%o", what, st.st_mode & 0777);
+}
+
+static void test_files_it_creates_are_private_whatever_the_umask(void **state)
+{
+	struct fixture *f = *state;
+	mode_t old = umask(022);
+	f->store = open_store(f);
+	const struct turn t[] = {turn(TURN_USER, "a secret"), turn(TURN_ASSISTANT, "kept")};
+	do_append(f, f->store, 42, t, 2, 0);
+	umask(old);
+	char p[160];
+	expect_private(f->path, "the database");
+	snprintf(p, sizeof p, "%s-wal", f->path);
+	expect_private(p, "the write-ahead log");
+	snprintf(p, sizeof p, "%s-shm", f->path);
+	expect_private(p, "the shared-memory index");
+}
+
 static void test_database_from_a_newer_tgllm_is_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -1000,6 +1026,7 @@ int main(void)
 	    TEST(test_release_forgets_a_pending_update_but_not_a_done_one),
 	    TEST(test_settings_are_per_scope_and_key),
 	    TEST(test_everything_survives_reopening),
+	    TEST(test_files_it_creates_are_private_whatever_the_umask),
 	    TEST(test_database_from_a_newer_tgllm_is_refused),
 	    TEST(test_unopenable_path_and_unknown_spec_are_refused),
 	    TEST(test_two_connections_share_one_file_in_wal_mode),

@@ -309,6 +309,28 @@ static void test_a_droppable_call_hit_by_429_fails_and_pauses_its_chat(void **st
 	expect_int("tg_chat_wait of another chat (ms)", 0, (long long)(tg_chat_wait(f->tg, 43) * 1000));
 }
 
+/* A retry_after beyond what is worth waiting drops the call, and pauses its chat no longer than that. */
+static void test_an_absurd_retry_after_fails_the_call_and_pauses_the_chat_an_hour_at_most(void **state)
+{
+	struct fixture *f = *state;
+	struct result r = {0};
+	fake_server_queue(f->server,
+	                  &(struct fake_reply){.status = 429,
+	                                       .body = "{\"ok\":false,\"error_code\":429,\"description\":"
+	                                               "\"Too Many Requests\",\"parameters\":"
+	                                               "{\"retry_after\":9223372036854775807}}"});
+	send_to(f, 42, "hello", 0, &r);
+	WAIT_FOR(&f->loop, r.n_done == 1, "the call to finish (requests: %zu)", fake_server_count(f->server));
+	expect_int("ok of a call told to wait INT64_MAX s", false, r.ok);
+	expect_int("error_code", 429, r.error_code);
+	expect_int("requests", 1, (long long)fake_server_count(f->server));
+	double wait = tg_chat_wait(f->tg, 42);
+	if (wait < 3590 || wait > 3600)
+		fail_msg(
+		    "tg_chat_wait of the chat told to wait INT64_MAX s: expected about an hour, got %.0f s",
+		    wait);
+}
+
 static void test_a_once_call_is_not_retried_after_a_5xx(void **state)
 {
 	struct fixture *f = *state;
@@ -673,6 +695,7 @@ int main(void)
 	    T(test_a_5xx_is_retried_then_succeeds),
 	    T(test_a_429_is_waited_out_and_sent_once_more),
 	    T(test_a_droppable_call_hit_by_429_fails_and_pauses_its_chat),
+	    T(test_an_absurd_retry_after_fails_the_call_and_pauses_the_chat_an_hour_at_most),
 	    T(test_a_once_call_is_not_retried_after_a_5xx),
 	    T(test_a_once_call_is_not_retried_when_the_connection_fails),
 	    T(test_a_connection_that_cannot_be_made_is_retried),
