@@ -84,13 +84,15 @@ int invocation_parse(const char *input, size_t len, struct invocation *out, char
 		return -1;
 	}
 	if (json_is_integer(json_object_get(ev, "update_id"))) {
-		out->body = strndup(input, len);
-		out->body_len = len;
+		/* Not strndup: body_len bytes must be there even past a NUL byte jansson let by. */
 		json_decref(ev);
-		if (!out->body) {
+		if (!(out->body = malloc(len + 1))) {
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
+		memcpy(out->body, input, len);
+		out->body[len] = '\0';
+		out->body_len = len;
 		return 0;
 	}
 

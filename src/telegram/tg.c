@@ -440,21 +440,16 @@ static bool read_message_member(struct jsonr *r, void *ctx, const unsigned char 
 static bool decode_plain_success(struct tg_answer *a, const char *body, size_t len)
 {
 	static const char ok[] = "{\"ok\":true,\"result\":";
-	struct jsonr r;
-	const char *result;
-	size_t n;
 	if (len < sizeof ok - 1 || memcmp(body, ok, sizeof ok - 1) != 0)
 		return false;
+	struct jsonr r;
 	jsonr_init(&r, body + sizeof ok - 1, len - (sizeof ok - 1));
-	if (!jsonr_span(&r, 2, &result, &n) || !jsonr_take(&r, '}') || !jsonr_is_end(&r))
-		return false;
-	if (n == 4 && memcmp(result, "true", 4) == 0) {
-		a->result = (struct tg_result){.ok = true, .description = ""};
-		return true;
-	}
 	int64_t id = 0;
-	jsonr_init(&r, result, n);
-	if (!jsonr_at(&r, '{') || !jsonr_object(&r, 1, read_message_member, &id) || id == 0)
+	bool is_true = false;
+	if (jsonr_at(&r, '{') ? !jsonr_object(&r, 2, read_message_member, &id) || id == 0
+	                      : !jsonr_boolean(&r, &is_true) || !is_true)
+		return false;
+	if (!jsonr_take(&r, '}') || !jsonr_is_end(&r))
 		return false;
 	a->result = (struct tg_result){.ok = true, .description = "", .message_id = id};
 	return true;
