@@ -151,41 +151,44 @@ __attribute__((format(printf, 2, 0))) static char *format_masked(char line[stati
 	return text;
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
+/* Writes one masked line to `to`: a log line with its time and level (is_log), or a command's output. */
+__attribute__((format(printf, 4, 0))) static void write_line(FILE *to, bool is_log, enum log_level level,
+                                                             const char *fmt, va_list ap)
 {
-	if (level < min_level)
-		return;
 	char line[LINE_MAX_BYTES + 1];
-	va_list ap;
-	va_start(ap, fmt);
 	bool is_cut = false;
 	char *text = format_masked(line, fmt, ap, &is_cut);
-	va_end(ap);
 	if (!text)
 		return;
-
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s %s%s\n", tm.tm_year + 1900,
-		tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-		level_names[level], text, is_cut ? "…" : "");
+	char stamp[64] = "";
+	if (is_log) {
+		struct timespec ts;
+		struct tm tm;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s ", tm.tm_year + 1900,
+		         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+		         level_names[level]);
+	}
+	fprintf(to, "%s%s%s\n", stamp, text, is_cut ? "…" : "");
 	if (text != line)
 		free(text);
 }
 
-void log_print(FILE *to, const char *fmt, ...)
+void log_msg(enum log_level level, const char *fmt, ...)
 {
-	char line[LINE_MAX_BYTES + 1];
+	if (level < min_level)
+		return;
 	va_list ap;
 	va_start(ap, fmt);
-	bool is_cut = false;
-	char *text = format_masked(line, fmt, ap, &is_cut);
+	write_line(stderr, true, level, fmt, ap);
 	va_end(ap);
-	if (!text)
-		return;
-	fprintf(to, "%s%s\n", text, is_cut ? "…" : "");
-	if (text != line)
-		free(text);
+}
+
+void log_print(FILE *to, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	write_line(to, false, LOG_LEVEL_INFO, fmt, ap);
+	va_end(ap);
 }
