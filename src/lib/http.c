@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "lib/backoff.h"
 #include "lib/buf.h"
@@ -22,7 +23,8 @@ struct http_client {
 	 */
 	CURLSH *share;
 	struct event *timer;
-	struct http_call *calls; /* doubly linked, for cancelling at shutdown */
+	struct event *stall_watch; /* each second while a call has a stall limit */
+	struct http_call *calls;   /* doubly linked, for cancelling at shutdown */
 	char *ca_bundle;
 	bool has_ca_dir; /* libcurl's default CA directory exists: no need for its bundle file */
 	int running;
@@ -43,6 +45,8 @@ struct http_call {
 	struct buf body;     /* the response's, when buffered */
 	size_t request_len; /* the request body's */
 	long retry_after;
+	long stall_s;            /* the request's */
+	time_t last_byte;        /* when the response last brought bytes; 0 before its first */
 	const char *const *keep_headers;
 	char **kept; /* their values (HTTP_MAX_KEPT); NULL until a response carries one: most calls keep none */
 	char error[CURL_ERROR_SIZE];
@@ -173,6 +177,33 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 	return evtimer_add(c->timer, &tv) == 0 ? 0 : -1;
 }
 
+/* The call's outcome to its caller, then the call is freed. */
+static void finish(struct http_call *call, CURLcode code)
+{
+	struct http_response resp = {0};
+	curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &resp.status);
+	resp.is_too_big = call->is_too_big;
+	resp.is_aborted = call->is_aborted;
+	resp.is_transport_error = code != CURLE_OK && !call->is_too_big && !call->is_aborted;
+	resp.is_timeout = code == CURLE_OPERATION_TIMEDOUT;
+	long request_size = 0;
+	resp.has_sent_request = curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &request_size) == CURLE_OK &&
+				request_size > 0;
+	if (code != CURLE_OK && !call->error[0])
+		snprintf(call->error, sizeof call->error, "%s", curl_easy_strerror(code));
+	resp.error = call->error;
+	resp.body = buf_str(&call->body);
+	resp.body_len = call->body.len;
+	resp.retry_after = call->retry_after;
+	const char *kept[HTTP_MAX_KEPT];
+	for (size_t i = 0; i < HTTP_MAX_KEPT; i++)
+		kept[i] = call->kept && call->kept[i] ? call->kept[i] : "";
+	resp.headers = kept;
+
+	call->on_done(call->arg, &resp);
+	call_free(call);
+}
+
 static void check_finished(struct http_client *c)
 {
 	CURLMsg *msg;
@@ -182,31 +213,40 @@ static void check_finished(struct http_client *c)
 			continue;
 		struct http_call *call = NULL;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
-		CURLcode code = msg->data.result;
-
-		struct http_response resp = {0};
-		curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &resp.status);
-		resp.is_too_big = call->is_too_big;
-		resp.is_aborted = call->is_aborted;
-		resp.is_transport_error = code != CURLE_OK && !call->is_too_big && !call->is_aborted;
-		resp.is_timeout = code == CURLE_OPERATION_TIMEDOUT;
-		long request_size = 0;
-		resp.has_sent_request = curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &request_size) == CURLE_OK &&
-					request_size > 0;
-		if (code != CURLE_OK && !call->error[0])
-			snprintf(call->error, sizeof call->error, "%s", curl_easy_strerror(code));
-		resp.error = call->error;
-		resp.body = buf_str(&call->body);
-		resp.body_len = call->body.len;
-		resp.retry_after = call->retry_after;
-		const char *kept[HTTP_MAX_KEPT];
-		for (size_t i = 0; i < HTTP_MAX_KEPT; i++)
-			kept[i] = call->kept && call->kept[i] ? call->kept[i] : "";
-		resp.headers = kept;
-
-		call->on_done(call->arg, &resp);
-		call_free(call);
+		finish(call, msg->data.result);
 	}
+}
+
+/*
+ * A stall is silence after the response has begun. libcurl's low-speed
+ * limit counts from the request, so a server that takes long to start (a
+ * local model loading its weights) would be given up as stalled: the time
+ * to the first byte is the whole transfer's timeout's to bound.
+ */
+static const struct timeval stall_tick = {1, 0};
+
+static void on_stall_watch(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct http_client *c = arg;
+	time_t now = time(NULL);
+	bool is_watching;
+	do { /* from the start after each: a caller's callback may start or cancel calls */
+		struct http_call *stalled = NULL;
+		is_watching = false;
+		for (struct http_call *call = c->calls; call && !stalled; call = call->next) {
+			if (call->stall_s && call->last_byte && now - call->last_byte >= call->stall_s)
+				stalled = call;
+			is_watching |= call->stall_s > 0;
+		}
+		if (!stalled)
+			break;
+		snprintf(stalled->error, sizeof stalled->error, "no data for %ld s", stalled->stall_s);
+		finish(stalled, CURLE_OPERATION_TIMEDOUT);
+	} while (true);
+	if (is_watching)
+		evtimer_add(c->stall_watch, &stall_tick);
 }
 
 static bool is_streaming(struct http_call *call)
@@ -222,6 +262,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userp)
 {
 	struct http_call *call = userp;
 	size_t len = size * n;
+	call->last_byte = time(NULL);
 	if (is_streaming(call)) {
 		if (call->on_data(call->arg, data, len) != 0) {
 			call->is_aborted = true;
@@ -273,6 +314,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 	size_t len = size * n;
 	size_t value_len;
 	const char *value;
+	call->last_byte = time(NULL);
 
 	if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
 		/* A new response (after a 100 Continue or a redirect) starts afresh. */
@@ -322,7 +364,8 @@ struct http_client *http_client_new(struct event_base *base)
 	c->multi = curl_multi_init();
 	c->share = curl_share_init();
 	c->timer = evtimer_new(base, on_timeout, c);
-	if (!c->multi || !c->share || !c->timer ||
+	c->stall_watch = evtimer_new(base, on_stall_watch, c);
+	if (!c->multi || !c->share || !c->timer || !c->stall_watch ||
 	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
 		http_client_free(c);
 		return NULL;
@@ -360,6 +403,8 @@ void http_client_free(struct http_client *c)
 		curl_share_cleanup(c->share); /* after the handles: it refuses while in use */
 	if (c->timer)
 		event_free(c->timer);
+	if (c->stall_watch)
+		event_free(c->stall_watch);
 	free(c);
 }
 
@@ -476,10 +521,9 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	 */
 	if (req->on_data)
 		SET(CURLOPT_BUFFERSIZE, 1024L);
-	if (req->stall_s > 0) {
-		SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
-		SET(CURLOPT_LOW_SPEED_TIME, req->stall_s);
-	}
+	call->stall_s = req->stall_s > 0 ? req->stall_s : 0;
+	if (call->stall_s && !evtimer_pending(c->stall_watch, NULL))
+		evtimer_add(c->stall_watch, &stall_tick);
 	if (req->body) {
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 		SET(CURLOPT_POSTFIELDS, req->body);

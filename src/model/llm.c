@@ -22,7 +22,7 @@
 #define LLM_MAX_ANSWER (512u << 10) /* bytes of answer text */
 #define LLM_MAX_EVENT (1u << 20)    /* one SSE event */
 #define LLM_MAX_BODY (4u << 20)     /* a non-streamed answer or an error body */
-#define LLM_STALL_S 60
+#define LLM_STALL_S 60 /* seconds of silence once the answer has begun; the first byte has the whole timeout */
 #define LLM_MAX_DETAIL 1024
 
 struct llm_client {

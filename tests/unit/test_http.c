@@ -450,6 +450,46 @@ static void test_a_call_past_its_timeout_is_a_timeout(void **state)
 	outcome_free(&o);
 }
 
+/* A server slow to start (a local model loading its weights) is waited for: the stall limit counts from its
+ * first byte. */
+static void test_a_slow_first_byte_is_not_a_stall(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o;
+	outcome_init(&o, f);
+	fake_server_queue(f->server, &(struct fake_reply){.delay_ms = 2500,
+	                                                  .pieces = {"data: a\n\n", "data: b\n\n"},
+	                                                  .piece_gap_ms = 300});
+	start(f, (struct http_request){.url = url_of(f, "/loading"), .stall_s = 1, .on_data = on_data}, &o);
+	WAIT_FOR(&f->loop, o.n_done == 1, "the call to finish after its late start");
+	expect_int("is_timeout of a late but steady answer", false, o.is_timeout);
+	expect_int("status", 200, o.status);
+	expect_str("the streamed body", "data: a\n\ndata: b\n\n", buf_str(&o.data));
+	outcome_free(&o);
+}
+
+/* Silence after the answer has begun is a stall: the call ends as a timeout, with what came before delivered.
+ */
+static void test_silence_after_the_first_byte_is_a_stall(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o;
+	outcome_init(&o, f);
+	fake_server_queue(f->server, &(struct fake_reply){.pieces = {"data: a\n\n", "data: never\n\n"},
+	                                                  .piece_gap_ms = 30000});
+	double t0 = test_now();
+	start(f, (struct http_request){.url = url_of(f, "/stalls"), .stall_s = 1, .on_data = on_data}, &o);
+	WAIT_FOR(&f->loop, o.n_done == 1, "the stalled call to end");
+	double took = test_now() - t0;
+	expect_int("is_timeout of a stall", true, o.is_timeout);
+	expect_str("what came before the stall", "data: a\n\n", buf_str(&o.data));
+	if (strstr(o.error, "no data for 1 s") == NULL)
+		fail_msg("expected the error to say \"no data for 1 s\", got \"%s\"", o.error);
+	if (took < 0.9 || took > 3.5)
+		fail_msg("a 1 s stall limit: expected the end after 1-3 s, came after %.3f s", took);
+	outcome_free(&o);
+}
+
 static void test_a_form_carries_values_and_a_file(void **state)
 {
 	struct fixture *f = *state;
@@ -572,6 +612,8 @@ int main(void)
 	    T(test_retry_after_as_an_http_date_is_seconds_from_now),
 	    T(test_a_refused_connection_is_a_transport_error_without_the_url),
 	    T(test_a_call_past_its_timeout_is_a_timeout),
+	    T(test_a_slow_first_byte_is_not_a_stall),
+	    T(test_silence_after_the_first_byte_is_a_stall),
 	    T(test_a_form_carries_values_and_a_file),
 	    T(test_callbacks_never_run_inside_http_start),
 	    T(test_a_cancelled_call_never_calls_back),
