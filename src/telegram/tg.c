@@ -410,7 +410,7 @@ static void on_http_done(void *arg, const struct http_response *resp)
 		tg_answer_free(&ans);
 		return;
 	}
-	if (code >= 500 && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
+	if (code >= 500 && !call->is_once && !call->is_droppable && call->attempts < TG_MAX_ATTEMPTS) {
 		log_warn("tg: %s: %ld %s, retrying", call->method, code, res->description);
 		retry_later(call, backoff_ms(&retry_backoff, call->attempts) / 1000.0);
 		tg_answer_free(&ans);

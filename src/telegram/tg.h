@@ -89,7 +89,9 @@ void tg_client_free(struct tg_client *tg);
 enum tg_call_flags {
 	/*
 	 * A streaming frame: on 429 the chat is paused as usual but the call is
-	 * not repeated; it fails with error_code 429 (a later frame supersedes it).
+	 * not repeated, nor after a 5xx; it fails with that error_code (a later
+	 * frame, or the final message, supersedes it: retrying a frame for
+	 * seconds would only hold the final message back).
 	 */
 	TG_CALL_DROPPABLE = 1,
 	/* Tried once: no retry after a 429, a 5xx or a failed connection (a person at a command line decides). */

@@ -323,6 +323,20 @@ class DraftFallbackTest(DeliveryTestCase):
                                    "shown text")
         self.assertEqual(self.tg.messages_in(ALICE.id)[0].reply_to, msg["message_id"])
 
+    def test_a_draft_that_meets_a_server_error_is_given_up_for_edits_at_once(self):
+        # A 500 was retried 4 times (~7 s) while the answer waited behind it.
+        text = prose(40)
+        self.start_bot()
+        self.tg.fail("sendMessageDraft", times=100, error_code=500, chat_id=ALICE.id)
+        self.llm.enqueue(answer(text, chunks=10, chunk_delay=0.25))     # ~2.5 s of streaming
+        msg = self.tg.send_private(ALICE, "Even when drafts fail")
+        self.wait_chat_texts(ALICE.id, [text], 30)
+        self.wait_handled(msg)
+        drafts = self.tg.calls_of("sendMessageDraft", chat_id=ALICE.id)
+        self.assertEqual([c.status for c in drafts], [500], "expected one failed draft, not tried again")
+        self.assertTrue(self.tg.calls_of("editMessageText", chat_id=ALICE.id, ok=True),
+                        "expected the answer to grow by edits after the failed draft")
+
     def test_after_drafts_are_unknown_later_answers_are_edited_without_trying_drafts(self):
         first, second = prose(30, "one"), prose(30, "two")
         self.start_bot()

@@ -290,6 +290,25 @@ static void test_a_429_is_waited_out_and_sent_once_more(void **state)
 	expect_gap_at_least("the 429 and the call sent again (retry_after 1)", 1.0, first, second);
 }
 
+/* A frame that meets a 5xx is not tried again: the final message must not wait behind its retries. */
+static void test_a_droppable_call_hit_by_a_5xx_fails_at_once(void **state)
+{
+	struct fixture *f = *state;
+	struct result r = {0};
+	fake_server_queue(f->server,
+	                  &(struct fake_reply){.status = 500,
+	                                       .body = "{\"ok\":false,\"error_code\":500,"
+	                                               "\"description\":\"Internal Server Error\"}"});
+	fake_server_queue(f->server, &(struct fake_reply){.body = SENT(9)});
+	send_to(f, 42, "frame", TG_CALL_DROPPABLE, &r);
+	WAIT_FOR(&f->loop, r.n_done == 1, "the droppable call to finish (requests: %zu)",
+	         fake_server_count(f->server));
+	expect_int("ok of a droppable call hit by 500", false, r.ok);
+	expect_int("error_code", 500, r.error_code);
+	fake_server_sync(f->server);
+	expect_int("requests", 1, (long long)fake_server_count(f->server));
+}
+
 static void test_a_droppable_call_hit_by_429_fails_and_pauses_its_chat(void **state)
 {
 	struct fixture *f = *state;
@@ -695,6 +714,7 @@ int main(void)
 	    T(test_a_5xx_is_retried_then_succeeds),
 	    T(test_a_429_is_waited_out_and_sent_once_more),
 	    T(test_a_droppable_call_hit_by_429_fails_and_pauses_its_chat),
+	    T(test_a_droppable_call_hit_by_a_5xx_fails_at_once),
 	    T(test_an_absurd_retry_after_fails_the_call_and_pauses_the_chat_an_hour_at_most),
 	    T(test_a_once_call_is_not_retried_after_a_5xx),
 	    T(test_a_once_call_is_not_retried_when_the_connection_fails),
