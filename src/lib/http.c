@@ -23,7 +23,7 @@ struct http_client {
 	 */
 	CURLSH *share;
 	struct event *timer;
-	struct event *stall_watch; /* each second while a call has a stall limit */
+	struct event *stall_watch; /* four times a second while a call has a stall limit */
 	struct http_call *calls;   /* doubly linked, for cancelling at shutdown */
 	char *ca_bundle;
 	bool has_ca_dir; /* libcurl's default CA directory exists: no need for its bundle file */
@@ -46,7 +46,7 @@ struct http_call {
 	size_t request_len; /* the request body's */
 	long retry_after;
 	long stall_s;            /* the request's */
-	time_t last_byte;        /* when the response last brought bytes; 0 before its first */
+	double last_byte;        /* when the response last brought bytes (monotonic s); 0 before its first */
 	const char *const *keep_headers;
 	char **kept; /* their values (HTTP_MAX_KEPT); NULL until a response carries one: most calls keep none */
 	char error[CURL_ERROR_SIZE];
@@ -223,20 +223,27 @@ static void check_finished(struct http_client *c)
  * local model loading its weights) would be given up as stalled: the time
  * to the first byte is the whole transfer's timeout's to bound.
  */
-static const struct timeval stall_tick = {1, 0};
+static const struct timeval stall_tick = {0, 250000};
+
+static double monotonic_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void on_stall_watch(evutil_socket_t fd, short kind, void *arg)
 {
 	(void)fd;
 	(void)kind;
 	struct http_client *c = arg;
-	time_t now = time(NULL);
+	double now = monotonic_s();
 	bool is_watching;
 	do { /* from the start after each: a caller's callback may start or cancel calls */
 		struct http_call *stalled = NULL;
 		is_watching = false;
 		for (struct http_call *call = c->calls; call && !stalled; call = call->next) {
-			if (call->stall_s && call->last_byte && now - call->last_byte >= call->stall_s)
+			if (call->stall_s && call->last_byte > 0 && now - call->last_byte >= (double)call->stall_s)
 				stalled = call;
 			is_watching |= call->stall_s > 0;
 		}
@@ -262,7 +269,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userp)
 {
 	struct http_call *call = userp;
 	size_t len = size * n;
-	call->last_byte = time(NULL);
+	call->last_byte = monotonic_s();
 	if (is_streaming(call)) {
 		if (call->on_data(call->arg, data, len) != 0) {
 			call->is_aborted = true;
@@ -314,7 +321,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 	size_t len = size * n;
 	size_t value_len;
 	const char *value;
-	call->last_byte = time(NULL);
+	call->last_byte = monotonic_s();
 
 	if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
 		/* A new response (after a 100 Continue or a redirect) starts afresh. */
