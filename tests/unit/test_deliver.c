@@ -527,7 +527,7 @@ static void test_a_frame_hit_by_429_is_dropped_and_the_next_carries_newer_text(v
 	json_decref(expect_call(f, 1, "sendMessageDraft", "One two three"));
 	const struct fake_request *first = fake_server_request(f->server, 0),
 	                          *next = fake_server_request(f->server, 1);
-	if (next->at - first->at < 0.995)
+	if (next->at - first->at < 0.9) /* arrivals at the fake: a busy machine delays them unevenly */
 		fail_msg("the frame after a 429 with retry_after 1: expected 1 s after it, came after %.3f s",
 		         next->at - first->at);
 	finish(f, "One two three");

@@ -168,8 +168,13 @@ static void expect_ok(const char *what, const struct result *r)
 static void expect_gap_at_least(const char *what, double seconds, const struct fake_request *a,
                                 const struct fake_request *b)
 {
-	/* libevent may fire a timer up to a millisecond early; tg.c itself sends 0.5 ms early. */
-	if (b->at - a->at < seconds - 0.005)
+	/*
+	 * The times are the requests' arrivals at the fake, which a busy machine
+	 * (ASan, CI) delays unevenly: a new connection's first request can land
+	 * 15 ms late. A tenth of the interval of slack still fails a call that
+	 * is not spaced at all.
+	 */
+	if (b->at - a->at < seconds * 0.9)
 		fail_msg("%s: expected at least %.3f s between them, came %.3f s apart", what, seconds,
 		         b->at - a->at);
 }
