@@ -256,6 +256,12 @@ static bool is_escape(const unsigned char *p, const unsigned char *end, int lo, 
 	return *cp >= lo && *cp <= hi;
 }
 
+static unsigned char *put(unsigned char *w, const void *s, size_t n)
+{
+	memcpy(w, s, n);
+	return w + n;
+}
+
 char *jsonr_mend(const char *text, size_t len, size_t *out_len, struct jsonr_carry *carry)
 {
 	/* An invalid byte becomes 3; a joined pair (6 bytes of escape) 4. */
@@ -281,8 +287,7 @@ char *jsonr_mend(const char *text, size_t len, size_t *out_len, struct jsonr_car
 		} else if (is_escape(p, end, 0xD800, 0xDBFF, &cp)) {
 			int lo;
 			if (is_escape(p + 6, end, 0xDC00, 0xDFFF, &lo)) {
-				memcpy(w, p, 12);
-				w += 12;
+				w = put(w, p, 12);
 				p += 12;
 				continue;
 			}
@@ -290,7 +295,7 @@ char *jsonr_mend(const char *text, size_t len, size_t *out_len, struct jsonr_car
 			if (carry && end - p > 6 && p[6] == '"')
 				carry->high = (unsigned)cp; /* the next text may hold its low half */
 			else
-				w = (unsigned char *)memcpy(w, fffd_escape, 6) + 6;
+				w = put(w, fffd_escape, 6);
 			p += 6;
 		} else if (is_escape(p, end, 0xDC00, 0xDFFF, &cp)) {
 			is_mended = true;
@@ -299,27 +304,25 @@ char *jsonr_mend(const char *text, size_t len, size_t *out_len, struct jsonr_car
 				high = 0;
 				carry->was_joined = true;
 			} else {
-				w = (unsigned char *)memcpy(w, fffd_escape, 6) + 6;
+				w = put(w, fffd_escape, 6);
 			}
 			p += 6;
 		} else if (is_escape(p, end, 0, 0, &cp)) {
 			is_mended = true;
-			w = (unsigned char *)memcpy(w, fffd_escape, 6) + 6;
+			w = put(w, fffd_escape, 6);
 			p += 6;
 		} else if (*p == '\\') {
 			size_t n = end - p < 2 ? 1 : 2;
-			memcpy(w, p, n);
-			w += n;
+			w = put(w, p, n);
 			p += n;
 		} else if (*p >= 0x80) {
 			size_t n = utf8_seq_len(p, (size_t)(end - p));
 			if (n == 0) {
 				is_mended = true;
-				w = (unsigned char *)memcpy(w, fffd, 3) + 3;
+				w = put(w, fffd, 3);
 				p++;
 			} else {
-				memcpy(w, p, n);
-				w += n;
+				w = put(w, p, n);
 				p += n;
 			}
 		} else {

@@ -1,5 +1,7 @@
 #include "telegram/render.h"
 
+#include <ctype.h>
+
 #include "lib/buf.h"
 
 #include <md4c.h>
@@ -1935,6 +1937,12 @@ enum render_blank render_blank(const char *md, size_t len)
 {
 	struct think_split t = split_think(md, len, false);
 	bool is_thinking = t.think_start > 0 && t.think_end == len; /* no </think> */
+	/* An answer that starts with a letter or digit is a paragraph, list or table: text, without rendering it. */
+	size_t p = t.answer_start;
+	while (p < len && is_space(md[p]))
+		p++;
+	if (p < len && isalnum((unsigned char)md[p]))
+		return RENDER_SHOWS_TEXT;
 	struct render_output out = {0};
 	if (render_markdown(md + t.answer_start, len - t.answer_start, NULL, &out) != 0)
 		return RENDER_SHOWS_TEXT;
