@@ -22,11 +22,11 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DTGLLM_TESTS=OFF \
  && /build/tgllm --version
 
 FROM debian:12-slim
-# The shared libraries tgllm links (libevent core/extra/openssl, libcurl with
+# The shared libraries tgllm links (libevent core/openssl, libcurl with
 # OpenSSL, jansson, SQLite, md4c) and the CA certificates for HTTPS.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        ca-certificates libevent-core-2.1-7 libevent-extra-2.1-7 libevent-openssl-2.1-7 \
+        ca-certificates libevent-core-2.1-7 libevent-openssl-2.1-7 \
         libcurl4 libssl3 libjansson4 libsqlite3-0 libmd4c0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home --shell /usr/sbin/nologin tgllm \

@@ -7,80 +7,63 @@
  * without the matching X-Telegram-Bot-Api-Secret-Token header gets 401 and
  * is not looked at.
  */
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
+#include "ingress/httpd.h"
 #include "ingress/ingress.h"
 #include "ingress/webhook.h"
 #include "lib/log.h"
 
-#define MAX_BODY          (1u << 20) /* Telegram's updates are far smaller */
-#define MAX_HEADERS       (16u << 10)
-#define REQUEST_TIMEOUT_S 10 /* per read/write: a slow client cannot hold a connection */
+#define MAX_BODY    (1u << 20) /* Telegram's updates are far smaller */
+#define MAX_HEAD    (16u << 10)
+#define DEADLINE_S  5.0 /* for a whole request, however slowly it trickles */
+#define FD_RESERVE  64  /* kept for the store, the model, Telegram and the log */
+#define MAX_CLIENTS 1024
 
 struct server {
 	const struct ingress *in;
 	struct daemon daemon;
-	struct evhttp *http;
-	struct evhttp_bound_socket *listener;
+	struct httpd *http;
 	SSL_CTX *tls;
 };
 
-static void reply(struct evhttp_request *req, int code, const char *reason, const char *body)
-{
-	struct evbuffer *out = evbuffer_new();
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	                  "text/plain; charset=utf-8");
-	if (out && body)
-		evbuffer_add_printf(out, "%s\n", body);
-	evhttp_send_reply(req, code, reason, out);
-	if (out)
-		evbuffer_free(out);
-}
-
 /*
  * The gate has journaled the update, or could not. The request waits for
- * this: should its client be gone meanwhile, libevent keeps the request for
- * the reply, which then only frees it.
+ * this: should its client be gone meanwhile, the reply only frees it.
  */
 static void on_accepted(void *arg, int64_t update_id, bool is_journaled)
 {
-	struct evhttp_request *req = arg;
+	struct httpd_request *req = arg;
 	if (is_journaled)
-		reply(req, 200, "OK", "ok");
+		httpd_reply(req, 200, "ok", NULL);
 	else
-		reply(req, 500, "Internal Server Error", "not journaled: deliver it again");
+		httpd_reply(req, 500, "not journaled: deliver it again", NULL);
 	(void)update_id;
 }
 
-static void on_update_request(struct server *s, struct evhttp_request *req)
+static void on_update_request(struct server *s, struct httpd_request *req)
 {
-	const char *secret =
-	    evhttp_find_header(evhttp_request_get_input_headers(req), "X-Telegram-Bot-Api-Secret-Token");
+	const char *secret = httpd_header(req, "X-Telegram-Bot-Api-Secret-Token");
 	if (!webhook_secret_matches(s->in->cfg->webhook_secret, secret)) {
 		log_warn("serve: a request without the right secret token was refused");
-		reply(req, 401, "Unauthorized", "unauthorized");
+		httpd_reply(req, 401, "unauthorized", NULL);
 		return;
 	}
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	const char *body = (const char *)evbuffer_pullup(in, -1);
+	size_t len;
+	const char *body = httpd_body(req, &len);
 	struct tg_update u;
 	char *mended = NULL;
-	switch (body ? ingress_read(body, len, &u, &mended) : INGRESS_NOT_UPDATE) {
+	switch (ingress_read(body, len, &u, &mended)) {
 	case INGRESS_NOT_UPDATE:
 		log_warn("serve: a POST that is not an Update was refused");
-		reply(req, 400, "Bad Request", "not a Telegram Update");
+		httpd_reply(req, 400, "not a Telegram Update", NULL);
 		return;
 	case INGRESS_BROKEN:
-		reply(req, 200, "OK", "skipped");
+		httpd_reply(req, 200, "skipped", NULL);
 		return;
 	case INGRESS_UPDATE:
 		break;
@@ -89,47 +72,35 @@ static void on_update_request(struct server *s, struct evhttp_request *req)
 	                      on_accepted, req);
 	free(mended);
 	if (rc != 0)
-		reply(req, 500, "Internal Server Error", "out of memory");
+		httpd_reply(req, 500, "out of memory", NULL);
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+static void on_request(void *arg, struct httpd_request *req)
 {
 	struct server *s = arg;
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-	enum evhttp_cmd_type method = evhttp_request_get_command(req);
-	if (!path)
-		path = "/";
+	const char *path = httpd_path(req);
+	const char *method = httpd_method(req);
 	if (strcmp(path, "/healthz") == 0 && strcmp(s->in->cfg->webhook_path, "/healthz") != 0) {
-		if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD)
-			reply(req, 200, "OK", s->daemon.is_stopping ? "stopping" : "ok");
+		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+			httpd_reply(req, 200, s->daemon.is_stopping ? "stopping" : "ok", NULL);
 		else
-			reply(req, 405, "Method Not Allowed", "use GET");
+			httpd_reply(req, 405, "use GET", "GET, HEAD");
 		return;
 	}
 	if (strcmp(path, s->in->cfg->webhook_path) != 0) {
-		reply(req, 404, "Not Found", "not found");
+		httpd_reply(req, 404, "not found", NULL);
 		return;
 	}
-	if (method != EVHTTP_REQ_POST) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-		reply(req, 405, "Method Not Allowed", "use POST");
+	if (strcmp(method, "POST") != 0) {
+		httpd_reply(req, 405, "use POST", "POST");
 		return;
 	}
 	if (s->daemon.is_stopping) {
 		/* Telegram will deliver it again, to whoever runs next. */
-		reply(req, 503, "Service Unavailable", "stopping");
+		httpd_reply(req, 503, "stopping", NULL);
 		return;
 	}
 	on_update_request(s, req);
-}
-
-static struct bufferevent *make_tls_connection(struct event_base *base, void *arg)
-{
-	SSL *ssl = SSL_new(arg);
-	if (!ssl)
-		return NULL;
-	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-	                                      BEV_OPT_CLOSE_ON_FREE);
 }
 
 static int setup_tls(struct server *s)
@@ -149,7 +120,6 @@ static int setup_tls(struct server *s)
 		          ERR_reason_error_string(ERR_get_error()));
 		return -1;
 	}
-	evhttp_set_bevcb(s->http, make_tls_connection, s->tls);
 	return 0;
 fail:
 	log_error("serve: cannot set up TLS: %s", ERR_reason_error_string(ERR_get_error()));
@@ -159,10 +129,19 @@ fail:
 static void stop_taking(void *arg)
 {
 	struct server *s = arg;
-	if (s->listener) {
-		evhttp_del_accept_socket(s->http, s->listener);
-		s->listener = NULL;
-	}
+	if (s->http)
+		httpd_stop_listening(s->http);
+}
+
+/* Connections served at once: below the file limit, so that accepting never starves the rest. */
+static size_t max_clients(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return MAX_CLIENTS;
+	size_t fds = (size_t)rl.rlim_cur;
+	size_t n = fds > 2 * FD_RESERVE ? fds - FD_RESERVE : fds / 2;
+	return n < MAX_CLIENTS ? n : MAX_CLIENTS;
 }
 
 static void on_identified(void *arg, int status)
@@ -173,19 +152,36 @@ static void on_identified(void *arg, int status)
 		daemon_fail(&s->daemon, 1);
 		return;
 	}
-	const char *host = cfg->listen_host ? cfg->listen_host : "0.0.0.0";
-	s->listener = evhttp_bind_socket_with_handle(s->http, host, (ev_uint16_t)cfg->listen_port);
-	if (!s->listener) {
+	struct httpd_options o = {
+	    .host = cfg->listen_host ? cfg->listen_host : "0.0.0.0",
+	    .port = cfg->listen_port,
+	    .tls = s->tls,
+	    .max_head = MAX_HEAD,
+	    .max_body = MAX_BODY,
+	    .deadline_s = DEADLINE_S,
+	    .max_connections = max_clients(),
+	};
+	s->http = httpd_new(s->in->base, &o, on_request, s);
+	if (!s->http) {
 		log_error(
 		    "serve: cannot listen on %s:%d (is the port taken, or the address not this host's?)",
-		    host, cfg->listen_port);
+		    o.host, o.port);
 		daemon_fail(&s->daemon, 1);
 		return;
 	}
-	log_info("serve: listening on %s://%s:%d%s%s", s->tls ? "https" : "http", host, cfg->listen_port,
-	         cfg->webhook_path, cfg->webhook_secret ? " (secret token required)" : "");
-	if (!cfg->webhook_secret)
-		log_warn("serve: WEBHOOK_SECRET is not set: anyone who finds this URL can post updates");
+	bool is_loopback = false;
+	httpd_port(s->http, &is_loopback);
+	log_info("serve: listening on %s://%s:%d%s%s (at most %zu connections)", s->tls ? "https" : "http",
+	         o.host, o.port, cfg->webhook_path, cfg->webhook_secret ? " (secret token required)" : "",
+	         o.max_connections);
+	if (!cfg->webhook_secret && !is_loopback)
+		log_warn("serve: WARNING: WEBHOOK_SECRET is not set and %s is reachable from other machines: "
+		         "anyone who finds this URL can post updates in any user's name and make the bot "
+		         "spend your model budget. Set WEBHOOK_SECRET (and set-webhook again), or listen on "
+		         "127.0.0.1 behind a proxy that checks it.",
+		         o.host);
+	else if (!cfg->webhook_secret)
+		log_info("serve: WEBHOOK_SECRET is not set: whatever forwards to %s must check who posts", o.host);
 	gate_resume(s->in->gate);
 }
 
@@ -193,18 +189,6 @@ int ingress_serve_run(const struct ingress *in)
 {
 	struct server s = {.in = in};
 	int status = 1;
-	s.http = evhttp_new(in->base);
-	if (!s.http) {
-		log_error("serve: cannot create the HTTP server");
-		return 1;
-	}
-	evhttp_set_max_body_size(s.http, MAX_BODY);
-	evhttp_set_max_headers_size(s.http, MAX_HEADERS);
-	evhttp_set_timeout(s.http, REQUEST_TIMEOUT_S);
-	evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-	                                       EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-	                                       EVHTTP_REQ_PATCH);
-	evhttp_set_gencb(s.http, on_request, &s);
 	if (in->cfg->tls_cert && setup_tls(&s) != 0)
 		goto out;
 	if (daemon_init(&s.daemon, in, stop_taking, &s) != 0)
@@ -213,7 +197,7 @@ int ingress_serve_run(const struct ingress *in)
 		status = daemon_run(&s.daemon);
 	daemon_free(&s.daemon);
 out:
-	evhttp_free(s.http);
+	httpd_free(s.http);
 	SSL_CTX_free(s.tls);
 	return status;
 }

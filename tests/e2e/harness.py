@@ -32,6 +32,7 @@ default, Telegram's limits).
 import atexit
 import ctypes
 import os
+import resource
 import re
 import shutil
 import signal
@@ -164,12 +165,18 @@ def check_binary():
 class BotProcess:
     """One running `tgllm poll`."""
 
-    def __init__(self, env: dict, log_path: Path, args=("poll",)):
+    def __init__(self, env: dict, log_path: Path, args=("poll",), max_files: Optional[int] = None):
+        """max_files: the bot's limit on open files (RLIMIT_NOFILE), else the runner's."""
         check_binary()
         self.log_path = log_path
         self._log = open(log_path, "ab")
+
+        def prepare():
+            _die_with_parent()
+            if max_files:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
         self.proc = subprocess.Popen([BIN, *args], env=minimal_env(env), stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=self._log, preexec_fn=_die_with_parent)
+                                     stdout=self._log, stderr=self._log, preexec_fn=prepare)
         _live.add(self.proc)
         self.started = time.monotonic()
 
@@ -179,6 +186,12 @@ class BotProcess:
 
     def running(self) -> bool:
         return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the bot has used so far (user + system)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def signal(self, sig):
         if self.running():
