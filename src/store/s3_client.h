@@ -55,13 +55,21 @@ struct s3_request {
 	size_t body_len;
 	const char *content_type; /* NULL for none */
 	const char *condition;    /* "If-Match: …" or "If-None-Match: *"; NULL for none */
-	size_t max_body;          /* the largest answer accepted */
+	/* The object's x-amz-meta-tgllm-writes (user metadata: store/s3.c's write ids); NULL for none. */
+	const char *write_ids;
+	/* A PUT that copies this object of the bucket (CopyObject), with no body; NULL for none. */
+	const char *copy_from;
+	size_t max_body; /* the largest answer accepted */
 };
 
 /* The final response, after the retries here; borrowed for the callback. */
 typedef void (*s3_done_cb)(void *arg, const struct http_response *resp);
 /* The response's ETag header (quotes kept), "" when absent. */
 const char *s3_etag(const struct http_response *resp);
+/* The response's x-amz-meta-tgllm-writes header, "" when absent. */
+const char *s3_write_ids(const struct http_response *resp);
+/* The response's Content-Length (the whole object's size, even when too big to read), -1 when absent. */
+long long s3_content_length(const struct http_response *resp);
 
 /*
  * Sends req; done runs once, from the loop (a request that cannot even be
