@@ -30,6 +30,8 @@
 #define S3_SMALL_MAX        (1u << 20)  /* journal records, settings, error bodies */
 #define S3_LIST_MAX         (8u << 20)  /* one ListObjectsV2 page (1000 keys) */
 #define S3_CONFLICTS        6           /* re-reads of a history after losing a race to another writer */
+#define S3_WRITE_IDS        8           /* write ids kept in a history object's metadata, newest first */
+#define S3_ID_LEN           16          /* hex digits of a write id or a claim nonce */
 #define S3_PENDING_PARALLEL 8           /* journal records read at once by update_pending */
 #define S3_PENDING_MAX      100000      /* journal records considered by update_pending */
 #define JOURNAL_KEEP_S      (7 * 86400) /* done records older than this are deleted */
@@ -88,11 +90,12 @@ struct s3_op {
 
 	/* the operation's */
 	int64_t chat_id, update_id;
-	json_t *turns;    /* append: the new turns, in the stored layout */
-	json_t *written;  /* append: the whole history as last sent in a PUT */
-	size_t conflicts; /* append: re-reads after a lost race */
-	char *record;     /* claim: the journal record to create */
-	char nonce[17];   /* claim: tells our record from another instance's */
+	json_t *turns;                /* append: the new turns, in the stored layout */
+	char write_id[S3_ID_LEN + 1]; /* append: names this exchange in the object's metadata */
+	bool has_put;                 /* append: a PUT was sent, so a conflict may be our own write */
+	size_t conflicts;             /* append: re-reads after a lost race */
+	char *record;                 /* claim: the journal record to create */
+	char nonce[S3_ID_LEN + 1];    /* claim: tells our record from another instance's */
 	struct pending *pending;
 	struct s3_op *parent; /* a read on behalf of update_pending */
 	size_t index;         /* its entry */
@@ -165,7 +168,6 @@ static void op_free(struct s3_op *op)
 	s3_cancel(op->call);
 	free(op->key);
 	json_decref(op->turns);
-	json_decref(op->written);
 	free(op->record);
 	pending_free(op->pending);
 	free(op);
@@ -179,25 +181,30 @@ static void on_response(void *arg, const struct http_response *resp)
 }
 
 /*
- * Sends a request on the op's key (body is taken; NULL for none); step
- * takes its response, from the loop. -1 when out of memory: no step runs.
+ * Sends req on the op's key (what and key are the op's; req.body is taken);
+ * step takes its response, from the loop. -1 when out of memory: no step runs.
  */
+static int op_send(struct s3_op *op, struct s3_request req, s3_step step)
+{
+	req.what = op->what;
+	req.key = op->key;
+	op->step = step;
+	op->call = s3_send(op->s->client, &req, on_response, op);
+	return op->call ? 0 : -1;
+}
+
 static int op_request(struct s3_op *op, const char *method, char *body, size_t body_len,
                       const char *content_type, const char *condition, size_t max_body, s3_step step)
 {
 	struct s3_request req = {
-	    .what = op->what,
 	    .method = method,
-	    .key = op->key,
 	    .body = body,
 	    .body_len = body_len,
 	    .content_type = content_type,
 	    .condition = condition,
 	    .max_body = max_body,
 	};
-	op->step = step;
-	op->call = s3_send(op->s->client, &req, on_response, op);
-	return op->call ? 0 : -1;
+	return op_send(op, req, step);
 }
 
 static int op_get(struct s3_op *op, size_t max_body, s3_step step)
@@ -214,6 +221,17 @@ static void op_done(struct s3_op *op, int err)
 {
 	store_answer_done(&op->s->base, op->cb.done, op->arg, err);
 	op_free(op);
+}
+
+/* 64 random bits in hex: a claim's nonce, a history write's id. */
+static void make_id(struct store_s3 *s, char out[S3_ID_LEN + 1])
+{
+	unsigned char r[S3_ID_LEN / 2];
+	if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+		for (size_t i = 0; i < sizeof r; i++)
+			r[i] = (unsigned char)rand_r(&s->seed);
+	for (size_t i = 0; i < sizeof r; i++)
+		snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
 /* ---- keys ---- */
@@ -321,6 +339,7 @@ static void history_append(struct store *base, int64_t chat_id, const struct tur
 	op->update_id = update_id;
 	op->cb.done = cb;
 	op->arg = arg;
+	make_id(s, op->write_id);
 	append_read(op);
 }
 
@@ -331,16 +350,50 @@ static void append_read(struct s3_op *op)
 		op_done(op, -1);
 }
 
-/* Whether arr begins with all of prefix. */
-static bool starts_with(const json_t *arr, const json_t *prefix)
+/*
+ * The write ids of a history object (x-amz-meta-tgllm-writes): the ids of
+ * its last S3_WRITE_IDS writes by tgllm, newest first, comma-separated. An
+ * id names one exchange (one history_append, whatever its retries), so a
+ * writer that lost the answer to its PUT recognises its own write, and only
+ * its own: two identical exchanges have different ids.
+ */
+static bool is_write_id(const char *s, size_t len)
 {
-	size_t k = json_array_size(prefix);
-	if (k == 0 || json_array_size(arr) < k)
+	if (len != S3_ID_LEN)
 		return false;
-	for (size_t i = 0; i < k; i++)
-		if (!json_equal(json_array_get(arr, i), json_array_get(prefix, i)))
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
 			return false;
 	return true;
+}
+
+static bool has_write_id(const char *ids, const char *id)
+{
+	for (const char *p = ids; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == S3_ID_LEN && strncmp(p, id, len) == 0)
+			return true;
+		p += len + (p[len] == ',');
+	}
+	return false;
+}
+
+/* id, then the newest of the ids read (well-formed ones only), S3_WRITE_IDS in all. */
+static void next_write_ids(const char *id, const char *read, char out[S3_WRITE_IDS * (S3_ID_LEN + 1)])
+{
+	size_t n = 1, at = S3_ID_LEN;
+	memcpy(out, id, S3_ID_LEN);
+	for (const char *p = read; *p && n < S3_WRITE_IDS;) {
+		size_t len = strcspn(p, ",");
+		if (is_write_id(p, len) && strncmp(p, id, len) != 0) {
+			out[at++] = ',';
+			memcpy(out + at, p, len);
+			at += len;
+			n++;
+		}
+		p += len + (p[len] == ',');
+	}
+	out[at] = '\0';
 }
 
 /*
@@ -391,9 +444,11 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 	 * A conflict may be our own write: when a connection breaks before the
 	 * answer, the write may be done all the same, and libcurl itself resends a
 	 * request once when a reused connection closes before answering. If the
-	 * history begins with what we wrote, our write landed.
+	 * object carries our write id, our write landed. (Not its content: another
+	 * writer's identical turns would pass for ours, and one exchange be lost.)
 	 */
-	if (op->written && starts_with(arr, op->written)) {
+	const char *ids = resp->status == 404 ? "" : s3_write_ids(resp);
+	if (op->has_put && has_write_id(ids, op->write_id)) {
 		log_info("store: s3: chat=%lld: the history write whose answer was lost did land",
 		         (long long)op->chat_id);
 		json_decref(arr);
@@ -411,8 +466,9 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		op_done(op, -1);
 		return;
 	}
-	json_decref(op->written);
-	op->written = arr;
+	json_decref(arr);
+	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
+	next_write_ids(op->write_id, ids, write_ids);
 	/* The write must land on exactly what was read: another writer's turns are never lost. */
 	char condition[192] = "";
 	if (resp->status == 404)
@@ -423,8 +479,17 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		log_warn("store: s3: chat=%lld: the server sent no ETag with the history; writing it "
 		         "unconditionally",
 		         (long long)op->chat_id);
-	if (op_request(op, "PUT", text, strlen(text), "application/json", condition[0] ? condition : NULL,
-	               S3_SMALL_MAX, append_put) != 0)
+	struct s3_request put = {
+	    .method = "PUT",
+	    .body = text,
+	    .body_len = strlen(text),
+	    .content_type = "application/json",
+	    .condition = condition[0] ? condition : NULL,
+	    .write_ids = write_ids,
+	    .max_body = S3_SMALL_MAX,
+	};
+	op->has_put = true;
+	if (op_send(op, put, append_put) != 0)
 		op_done(op, -1);
 }
 
@@ -603,16 +668,6 @@ static void claim_finish(struct s3_op *op, int err, bool is_new)
 	op_free(op);
 }
 
-static void make_nonce(struct store_s3 *s, char out[17])
-{
-	unsigned char r[8];
-	if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
-		for (size_t i = 0; i < sizeof r; i++)
-			r[i] = (unsigned char)rand_r(&s->seed);
-	for (size_t i = 0; i < sizeof r; i++)
-		snprintf(out + 2 * i, 3, "%02x", r[i]);
-}
-
 /*
  * A GET first: s3rver and others ignore If-None-Match on PUT, and a known
  * update must be told apart there too. Then the record is created with
@@ -631,7 +686,7 @@ static void update_claim(struct store *base, int64_t update_id, int64_t chat_id,
 	op->chat_id = chat_id;
 	op->cb.claim = cb;
 	op->arg = arg;
-	make_nonce(s, op->nonce);
+	make_id(s, op->nonce);
 
 	/* raw is an Update the bot has decoded, so valid JSON: embedded as it is. */
 	struct buf record;

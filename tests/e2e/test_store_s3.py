@@ -470,6 +470,33 @@ class S3ConcurrencyTest(S3TestCase):
                                    "without a collision this test proves nothing")
         self.assertLogged(r"the history changed while it was written", levels=("info",))
 
+    def test_two_identical_messages_at_once_are_both_stored(self):
+        # The same words from one user reach two instances at once: both read
+        # the same (missing) history and race. The loser must not take the
+        # winner's identical turns for its own write.
+        tg2 = FakeTelegram().start()
+        self.addCleanup(tg2.stop)
+        tg2.next_update_id = 900000
+        self.start_bot(**self.s3_env())
+        polls = len(tg2.calls_of("getUpdates"))
+        bot2 = self.start_bot(wait_polling=False, **self.s3_env(TELEGRAM_API_BASE=tg2.base_url))
+        tg2.wait_for(lambda: len(tg2.calls_of("getUpdates")) > polls or not bot2.running(), 15,
+                     "the second bot to poll")
+        m1 = self.tg.send_private(ALICE, "Same words")
+        m2 = tg2.send_private(ALICE, "Same words")
+        self.wait_reply(m1, timeout=30)
+        tg2.wait_for(lambda: tg2.replies_to(m2), 30, "the second bot's reply")
+        self.wait_handled(m1)
+        tg2.wait_for(lambda: self.journal_state(tg2.update_id_of(m2)) == "done", 30,
+                     "the second bot's update to be marked done")
+        self.assertEqual([t["content"] for t in self.history(ALICE.id)],
+                         ["Same words", "Echo: Same words"] * 2, "expected both exchanges stored")
+        conflicts = [r for r in self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT") if r["status"] in (409, 412)]
+        self.assertTrue(conflicts, "expected the two bots to collide (a 412 on a history write); "
+                                   "without a collision this test proves nothing")
+        self.assertNotIn("the history write whose answer was lost did land", self.log(),
+                         "expected no writer to take the other's identical turns for its own")
+
 
 class S3ClientInteropTest(S3TestCase):
 
