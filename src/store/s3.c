@@ -95,6 +95,9 @@ struct s3_op {
 	bool has_put;                 /* append: a PUT was sent, so a conflict may be our own write */
 	size_t conflicts;             /* append: re-reads after a lost race */
 	char *record;                 /* claim: the journal record to create */
+	char *aside;                  /* load: where an unreadable history is kept */
+	char *cause;                  /* load: why it is unreadable, for the log */
+	char etag[160];               /* load: the unreadable version's ETag */
 	char nonce[S3_ID_LEN + 1];    /* claim: tells our record from another instance's */
 	struct pending *pending;
 	struct s3_op *parent; /* a read on behalf of update_pending */
@@ -169,6 +172,8 @@ static void op_free(struct s3_op *op)
 	free(op->key);
 	json_decref(op->turns);
 	free(op->record);
+	free(op->aside);
+	free(op->cause);
 	pending_free(op->pending);
 	free(op);
 }
@@ -181,13 +186,14 @@ static void on_response(void *arg, const struct http_response *resp)
 }
 
 /*
- * Sends req on the op's key (what and key are the op's; req.body is taken);
+ * Sends req (on the op's key unless it names one; req.body is taken);
  * step takes its response, from the loop. -1 when out of memory: no step runs.
  */
 static int op_send(struct s3_op *op, struct s3_request req, s3_step step)
 {
 	req.what = op->what;
-	req.key = op->key;
+	if (!req.key)
+		req.key = op->key;
 	op->step = step;
 	op->call = s3_send(op->s->client, &req, on_response, op);
 	return op->call ? 0 : -1;
@@ -271,23 +277,58 @@ static void history_load(struct store *base, int64_t chat_id, store_history_cb c
 	store_answer_history(base, cb, arg, -1, &h);
 }
 
-/* The object as the JSON array it must be (new reference), or NULL with a log line. */
-static json_t *parse_history(const struct s3_op *op, const struct http_response *resp)
+static const char *json_kind(const json_t *j)
 {
-	char where[512];
+	switch (json_typeof(j)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+	case JSON_REAL:
+		return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	default:
+		return "null";
+	}
+}
+
+/*
+ * The answer to a GET of a history (2xx) as the JSON array it must be (new
+ * reference), or NULL with why not in a new string in *cause (NULL when out
+ * of memory).
+ */
+static json_t *parse_history(const struct http_response *resp, char **cause)
+{
 	json_error_t e;
+	*cause = NULL;
+	if (resp->is_too_big) {
+		long long size = s3_content_length(resp);
+		if (size >= 0)
+			*cause = str_printf("is %lld bytes, over the %u bytes a history may have", size,
+			                    S3_HISTORY_MAX);
+		else
+			*cause = str_printf("is over the %u bytes a history may have", S3_HISTORY_MAX);
+		return NULL;
+	}
+	if (resp->body_len == 0) {
+		*cause = str_printf("is empty (0 bytes)");
+		return NULL;
+	}
 	json_t *arr = json_loadb(resp->body, resp->body_len, JSON_ALLOW_NUL, &e);
 	if (json_is_array(arr))
 		return arr;
-	s3_where(op->s->client, op->key, where, sizeof where);
 	if (arr)
-		log_error("store: s3: %s: %s is not a JSON array; leaving it as it is", op->what, where);
+		*cause = str_printf("is not a JSON array but %s", json_kind(arr));
 	else
-		log_error("store: s3: %s: %s is not valid JSON (line %d: %s); leaving it as it is", op->what,
-		          where, e.line, e.text);
+		*cause = str_printf("is not valid JSON (line %d: %s)", e.line, e.text);
 	json_decref(arr);
 	return NULL;
 }
+
+static void set_aside(struct s3_op *op, const struct http_response *resp, char *cause);
 
 static void load_got(struct s3_op *op, const struct http_response *resp)
 {
@@ -296,7 +337,12 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 	if (resp->status == 404) {
 		/* No conversation yet. */
 	} else if (is_ok(resp)) {
-		json_t *arr = parse_history(op, resp);
+		char *cause;
+		json_t *arr = parse_history(resp, &cause);
+		if (!arr && cause) {
+			set_aside(op, resp, cause);
+			return;
+		}
 		int skipped = arr ? history_append_json(&h, arr) : -1;
 		if (arr && skipped < 0)
 			log_error("store: s3: out of memory reading the history of chat %lld",
@@ -315,6 +361,96 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 		history_free(&h);
 	store_answer_history(&op->s->base, op->cb.history, op->arg, err, &h);
 	op_free(op);
+}
+
+/*
+ * An unreadable history (not JSON, not an array, empty, too big) is kept
+ * aside: copied (CopyObject, the server does it, so size is no matter) to
+ * <key>.broken-<unix time>, then replaced by an empty array on the ETag read,
+ * so a writer that got there first is not overwritten. The chat then works
+ * again from an empty history, and the user is told (STORE_HISTORY_SET_ASIDE).
+ */
+static void aside_copied(struct s3_op *op, const struct http_response *resp);
+static void aside_replaced(struct s3_op *op, const struct http_response *resp);
+
+static void load_finish(struct s3_op *op, int err)
+{
+	struct history h = HISTORY_INIT;
+	store_answer_history(&op->s->base, op->cb.history, op->arg, err, &h);
+	op_free(op);
+}
+
+static void set_aside(struct s3_op *op, const struct http_response *resp, char *cause)
+{
+	op->what = "keeping an unreadable history aside";
+	op->cause = cause;
+	snprintf(op->etag, sizeof op->etag, "%s", s3_etag(resp));
+	free(op->aside);
+	op->aside = str_printf("%s.broken-%lld", op->key, (long long)time(NULL));
+	struct s3_request copy = {
+	    .method = "PUT", .key = op->aside, .copy_from = op->key, .max_body = S3_SMALL_MAX};
+	if (!op->aside || op_send(op, copy, aside_copied) != 0) {
+		log_error("store: s3: chat=%lld: out of memory keeping an unreadable history aside",
+		          (long long)op->chat_id);
+		load_finish(op, -1);
+	}
+}
+
+static void aside_copied(struct s3_op *op, const struct http_response *resp)
+{
+	char where[512];
+	s3_where(op->s->client, op->key, where, sizeof where);
+	/* CopyObject may answer 200 and fail all the same, with an <Error> body (AWS documents it). */
+	if (!is_ok(resp) || memmem(resp->body, resp->body_len, "<Error>", 7)) {
+		log_failure(op, resp);
+		log_error("store: s3: chat=%lld: the history %s %s, and could not be kept aside; "
+		          "leaving it as it is",
+		          (long long)op->chat_id, where, op->cause);
+		load_finish(op, -1);
+		return;
+	}
+	char condition[192] = "";
+	if (op->etag[0])
+		snprintf(condition, sizeof condition, "If-Match: %.160s", op->etag);
+	char *empty = strdup("[]");
+	struct s3_request put = {
+	    .method = "PUT",
+	    .body = empty,
+	    .body_len = 2,
+	    .content_type = "application/json",
+	    .condition = condition[0] ? condition : NULL,
+	    .max_body = S3_SMALL_MAX,
+	};
+	if (!empty || op_send(op, put, aside_replaced) != 0)
+		load_finish(op, -1);
+}
+
+static void aside_replaced(struct s3_op *op, const struct http_response *resp)
+{
+	if ((resp->status == 412 || resp->status == 409 || resp->status == 404) &&
+	    s3_has_conditions(op->s->client) && ++op->conflicts < S3_CONFLICTS) {
+		/* Changed meanwhile (another instance kept it aside, or /new): read what is there now. */
+		log_info("store: s3: chat=%lld: the unreadable history changed while it was replaced (%ld); "
+		         "reading it again",
+		         (long long)op->chat_id, resp->status);
+		free(op->cause);
+		op->cause = NULL;
+		op->what = "reading history";
+		if (op_get(op, S3_HISTORY_MAX, load_got) != 0)
+			load_finish(op, -1);
+		return;
+	}
+	if (!is_ok(resp)) {
+		log_failure(op, resp);
+		load_finish(op, -1);
+		return;
+	}
+	char where[512], aside[512];
+	s3_where(op->s->client, op->key, where, sizeof where);
+	s3_where(op->s->client, op->aside, aside, sizeof aside);
+	log_error("store: s3: chat=%lld: the history %s %s; kept it as %s and started the chat over",
+	          (long long)op->chat_id, where, op->cause, aside);
+	load_finish(op, STORE_HISTORY_SET_ASIDE);
 }
 
 static void append_read(struct s3_op *op);
@@ -430,8 +566,16 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 	if (resp->status == 404) {
 		arr = json_array();
 	} else if (is_ok(resp)) {
-		arr = parse_history(op, resp);
+		char *cause;
+		arr = parse_history(resp, &cause);
 		if (!arr) {
+			/* Read moments ago, kept aside if unreadable: broken by someone else since. */
+			char where[512];
+			s3_where(op->s->client, op->key, where, sizeof where);
+			log_error("store: s3: chat=%lld: the history %s %s; not appending to it",
+			          (long long)op->chat_id, where,
+			          cause ? cause : "cannot be read (out of memory)");
+			free(cause);
 			op_done(op, -1);
 			return;
 		}

@@ -36,6 +36,8 @@ BUCKET = "bucket"
 PREFIX = "prefix/"
 REGION = "us-east-1"
 STORE_FAILED = "Something went wrong with the conversation storage"
+HISTORY_KEPT_ASIDE = "could not read our saved conversation"
+HISTORY_KEPT_ASIDE_RU = "Не удалось прочитать сохранённый разговор"
 
 
 class S3TestCase(BotTestCase):
@@ -348,6 +350,54 @@ class S3SwiftLikeTest(S3TestCase):
                          ["One", "Echo: One", "Two", "Echo: Two"])
         self.assertTrue(all(r["credential"].startswith("test:tester/") for r in self.s3.requests()),
                         "expected every request signed with the account:user key")
+
+
+class S3BrokenHistoryTest(S3TestCase):
+    """A history object tgllm cannot read is kept aside under a key next to
+    it, the user is told, and the chat starts over at once."""
+
+    def start_over_from(self, body: bytes, cause: str, user=ALICE, notice: str = HISTORY_KEPT_ASIDE):
+        key = f"{PREFIX}{user.id}.json"
+        self.s3.put_object(BUCKET, key, body)
+        bot = self.start_bot(**self.s3_env())
+        msg = self.tg.send_private(user, "Hello again")
+        self.assertIn(notice, self.wait_reply(msg, 15).text, "expected the user told first that their "
+                                                             "conversation was kept aside")
+        replies = self.tg.wait_for(lambda: len(r := self.tg.replies_to(msg)) >= 2 and r, 15,
+                                   lambda: f"the answer to {msg['text']!r} after the notice; the chat has "
+                                           f"{self.tg.texts_in(user.id)!r}")
+        self.assertEqual(replies[1].text, "Echo: Hello again", "expected the message answered in a new chat")
+        self.assertEqual(self.llm.requests[-1].messages, [{"role": "user", "content": "Hello again"}],
+                         "expected no turn of the broken history in the request")
+        self.assertLogged(rf"store: s3: chat={user.id}: the history s3://{BUCKET}/{key} {cause}; kept it as "
+                          rf"s3://{BUCKET}/{key}\.broken-\d+ and started the chat over", levels=("error",),
+                          what="naming the real cause and where the object went")
+        aside = [k for k in self.s3.keys(BUCKET) if k.startswith(key + ".broken-")]
+        self.assertEqual(len(aside), 1, f"expected the broken object kept aside once; keys: {self.s3.keys(BUCKET)}")
+        self.assertEqual(self.s3.read_object(BUCKET, aside[0]), body, "expected the object kept aside as it was")
+        self.wait_history(user.id, 2)
+        self.assertEqual(self.ask(user, "And now?").text, "Echo: And now?", "expected the chat to work again")
+        self.assertEqual(self.llm.requests[-1].contents(), ["Hello again", "Echo: Hello again", "And now?"])
+        self.wait_history(user.id, 4)
+        self.assertEqual(len(self.tg.replies_to(msg)), 2, "expected no other message")
+        self.assertBotRunning(bot)
+
+    def test_corrupt_history_is_kept_aside(self):
+        self.start_over_from(b'[{"role": "user", "content": "cut off', r"is not valid JSON \(line 1: .+\)")
+
+    def test_history_that_is_not_an_array_is_kept_aside(self):
+        self.start_over_from(b'{"role": "user", "content": "an object"}', r"is not a JSON array but an object")
+
+    def test_empty_history_object_is_kept_aside(self):
+        self.start_over_from(b"", r"is empty \(0 bytes\)")
+
+    def test_history_over_8_mb_is_kept_aside(self):
+        turn = {"role": "user", "content": "x" * 100000}
+        body = json.dumps([turn] * 90).encode()   # ~9 MB of valid JSON
+        self.start_over_from(body, rf"is {len(body)} bytes, over the 8388608 bytes a history may have")
+
+    def test_russian_speaker_is_told_in_russian(self):
+        self.start_over_from(b"not json", r"is not valid JSON \(line 1: .+\)", user=IVAN, notice=HISTORY_KEPT_ASIDE_RU)
 
 
 class S3ThrottlingTest(S3TestCase):
