@@ -27,7 +27,9 @@ struct s3_client {
 	char *secret;
 	char *token_header;     /* "x-amz-security-token: ..." with temporary credentials, else NULL */
 	bool has_no_conditions; /* the server answered 501 to a conditional write */
-	struct s3_call *calls;  /* in flight (doubly linked), cancelled by s3_client_free */
+	void (*on_no_conditions)(void *arg, const char *condition);
+	void *arg;
+	struct s3_call *calls; /* in flight (doubly linked), cancelled by s3_client_free */
 };
 
 struct s3_call {
@@ -102,6 +104,11 @@ const char *s3_write_ids(const struct http_response *resp)
 bool s3_has_conditions(const struct s3_client *c)
 {
 	return !c->has_no_conditions;
+}
+
+void s3_drop_conditions(struct s3_client *c)
+{
+	c->has_no_conditions = true;
 }
 
 static bool is_unreserved(unsigned char c)
@@ -298,12 +305,15 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	}
 	/* OpenStack Swift's s3api, for one, cannot do conditional writes (501 Not Implemented). */
 	if (resp->status == 501 && call->condition[0]) {
-		if (!c->has_no_conditions)
+		bool is_news = !c->has_no_conditions;
+		c->has_no_conditions = true;
+		if (is_news && c->on_no_conditions)
+			c->on_no_conditions(c->arg, call->condition);
+		else if (is_news)
 			log_warn("store: s3: the server does not support conditional writes (501 to %s); "
 			         "writing unconditionally from now on: two bot instances sharing a chat may "
 			         "overwrite each other's turns",
 			         call->condition);
-		c->has_no_conditions = true;
 		call->condition[0] = '\0';
 		call->tries = 0;
 		try_later(call, 0);
@@ -500,6 +510,8 @@ struct s3_client *s3_client_new(struct event_base *base, struct http_client *htt
 		goto oom;
 	c->base = base;
 	c->http = http;
+	c->on_no_conditions = o->on_no_conditions;
+	c->arg = o->arg;
 	size_t elen = strlen(o->endpoint);
 	while (elen > 0 && o->endpoint[elen - 1] == '/')
 		elen--;

@@ -11,7 +11,7 @@
  *  - throttling (429, 503 SlowDown), other passing 5xx and broken
  *    connections retried with jittered backoff, or after Retry-After;
  *  - a server that cannot do conditional writes (501) gets plain ones from
- *    then on, with one warning;
+ *    then on, and the owner is told once (the hook below, else a warning);
  *  - S3's XML answers read for what the store needs (error codes, listings).
  *
  * What a status means for an operation is the caller's business (store/s3.c).
@@ -33,6 +33,12 @@ struct s3_client_options {
 	const char *key_id;
 	const char *secret;        /* only ever handed to libcurl as the password */
 	const char *session_token; /* temporary credentials, else NULL */
+	/*
+	 * Called once, from the first 501 to a conditional write (condition is
+	 * its header), instead of the client's own warning; NULL for the warning.
+	 */
+	void (*on_no_conditions)(void *arg, const char *condition);
+	void *arg;
 };
 
 struct s3_client;
@@ -43,8 +49,10 @@ struct s3_client *s3_client_new(struct event_base *base, struct http_client *htt
                                 const struct s3_client_options *o, char *err, size_t errlen);
 /* Cancels the calls still running (no callbacks). NULL is a no-op. */
 void s3_client_free(struct s3_client *c);
-/* False once the server has answered 501 to a conditional write. */
+/* False once the server has answered 501 to a conditional write, or s3_drop_conditions. */
 bool s3_has_conditions(const struct s3_client *c);
+/* Writes without conditions from now on, quietly: the server is known not to support them. */
+void s3_drop_conditions(struct s3_client *c);
 
 struct s3_request {
 	const char *what;   /* what the request is for, in log lines: "reading history" */
