@@ -38,6 +38,15 @@
 
 #define JOURNAL_DIR  "tgllm/updates/"
 #define SETTINGS_DIR "tgllm/settings/"
+/* A setting of scope 0: "unsupported" once the server has answered 501 to a conditional write. */
+#define CONDITIONS_SETTING "s3_conditional_writes"
+
+/* What the bucket says of conditional writes (CONDITIONS_SETTING), read once a process. */
+enum conditions_known {
+	CONDITIONS_READING,     /* the setting is being read */
+	CONDITIONS_UNKNOWN,     /* not said: conditions are tried */
+	CONDITIONS_UNSUPPORTED, /* said: plain writes from the start, no warning */
+};
 
 struct store_s3 {
 	struct store base;
@@ -46,6 +55,8 @@ struct store_s3 {
 	char *prefix;      /* "" or ending in '/' */
 	struct s3_op *ops; /* in flight (doubly linked), freed by store_s3_free */
 	unsigned seed;     /* for claim nonces when getrandom fails */
+	enum conditions_known conditions;
+	char *refused_condition; /* a 501 that came while the setting was being read, to report then */
 };
 
 struct s3_op;
@@ -1188,6 +1199,103 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 	store_answer_done(base, cb, arg, -1);
 }
 
+/*
+ * ---- conditional writes: what one process learns, the next knows ----
+ *
+ * A server without conditional writes answers 501 to them (s3_client falls
+ * back to plain writes). Serverless, every invocation is a new process: so
+ * the first to meet the 501 warns and keeps the fact as a setting in the
+ * bucket; each process reads it at start, beside its first requests, and
+ * then writes plainly and quietly. Delete the setting's object to have tgllm
+ * try conditional writes again (a server upgraded, say).
+ */
+
+static void ignore_answer(struct s3_op *op, const struct http_response *resp)
+{
+	if (!is_ok(resp))
+		log_failure(op, resp);
+	op_free(op);
+}
+
+static void report_no_conditions(struct store_s3 *s, const char *condition)
+{
+	struct s3_op *op = op_new(s, "remembering that the server has no conditional writes",
+	                          setting_key(s, 0, CONDITIONS_SETTING));
+	char where[512] = "";
+	if (op)
+		s3_where(s->client, op->key, where, sizeof where);
+	log_warn("store: s3: the server does not support conditional writes (501 to %s); writing "
+	         "unconditionally from now on: two bot instances sharing a chat may overwrite each other's "
+	         "turns (remembered in %s)",
+	         condition, where[0] ? where : "(out of memory)");
+	char *body = strdup("unsupported");
+	if (op && body &&
+	    op_request(op, "PUT", body, strlen(body), "text/plain; charset=utf-8", NULL, S3_SMALL_MAX,
+	               ignore_answer) == 0)
+		return;
+	if (op && body)
+		body = NULL; /* taken */
+	free(body);
+	if (op)
+		op_free(op);
+}
+
+static void on_no_conditions(void *arg, const char *condition)
+{
+	struct store_s3 *s = arg;
+	switch (s->conditions) {
+	case CONDITIONS_READING:
+		free(s->refused_condition);
+		s->refused_condition = strdup(condition);
+		if (!s->refused_condition)
+			report_no_conditions(s, condition);
+		return;
+	case CONDITIONS_UNKNOWN:
+		report_no_conditions(s, condition);
+		return;
+	case CONDITIONS_UNSUPPORTED:
+		return;
+	}
+}
+
+static void conditions_got(struct s3_op *op, const struct http_response *resp)
+{
+	struct store_s3 *s = op->s;
+	char where[512];
+	s3_where(s->client, op->key, where, sizeof where);
+	if (is_ok(resp) && resp->body_len >= 11 && memcmp(resp->body, "unsupported", 11) == 0) {
+		s->conditions = CONDITIONS_UNSUPPORTED;
+		s3_drop_conditions(s->client);
+		log_debug("store: s3: %s says the server does not support conditional writes: writing "
+		          "unconditionally",
+		          where);
+	} else {
+		/* Not said (404), or unreadable: conditions are tried, and a 501 is told. */
+		if (!is_ok(resp) && resp->status != 404)
+			log_debug("store: s3: cannot read %s (%ld); trying conditional writes", where,
+			          resp->status);
+		s->conditions = CONDITIONS_UNKNOWN;
+		if (s->refused_condition)
+			report_no_conditions(s, s->refused_condition);
+	}
+	free(s->refused_condition);
+	s->refused_condition = NULL;
+	op_free(op);
+}
+
+/* Starts reading CONDITIONS_SETTING; without memory for it, conditions are tried. */
+static void conditions_read(struct store_s3 *s)
+{
+	s->conditions = CONDITIONS_READING;
+	struct s3_op *op = op_new(s, "reading whether the server has conditional writes",
+	                          setting_key(s, 0, CONDITIONS_SETTING));
+	if (op && op_get(op, S3_SMALL_MAX, conditions_got) == 0)
+		return;
+	if (op)
+		op_free(op);
+	s->conditions = CONDITIONS_UNKNOWN;
+}
+
 /* ---- the store ---- */
 
 static void store_s3_free(struct store *base)
@@ -1199,6 +1307,7 @@ static void store_s3_free(struct store *base)
 	s3_client_free(s->client);
 	free(s->bucket);
 	free(s->prefix);
+	free(s->refused_condition);
 	store_clear(&s->base);
 	free(s);
 }
@@ -1255,11 +1364,14 @@ int store_s3_open(const struct store_options *o, struct event_base *base, struct
 	    .key_id = o->s3_key_id,
 	    .secret = o->s3_secret,
 	    .session_token = o->s3_session_token,
+	    .on_no_conditions = on_no_conditions,
+	    .arg = s,
 	};
 	if (!(s->client = s3_client_new(base, http, &co, err, errlen))) {
 		store_s3_free(&s->base);
 		return -1;
 	}
+	conditions_read(s);
 	log_info("store: s3: bucket %s, prefix '%s', endpoint %s, region %s", s->bucket, s->prefix,
 	         o->s3_endpoint, o->s3_region);
 	*out = &s->base;

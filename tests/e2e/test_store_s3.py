@@ -69,6 +69,23 @@ class S3TestCase(BotTestCase):
         base.update(env)
         return base
 
+    def handle(self, update: dict, **env) -> int:
+        """Runs `tgllm handle` once with the update; its statusCode. The run's stderr is in self.last_handle_log."""
+        import harness
+        proc = subprocess.run([harness.BIN, "handle"], input=json.dumps(update).encode(),
+                              env=harness.minimal_env(self.bot_env(**self.s3_env(**env))), capture_output=True,
+                              timeout=40, preexec_fn=harness._die_with_parent)
+        with open(self.log_path, "ab") as f:
+            f.write(b"----- handle: " + proc.stdout + b"\n" + proc.stderr)
+        self.last_handle_log = proc.stderr.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 0, self.last_handle_log[-2000:])
+        return json.loads(proc.stdout)["statusCode"]
+
+    def serverless_identity(self):
+        """As in test_handle.py: the cached identity is checked against the token's bot id."""
+        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
+                           username=self.tg.bot.username, is_bot=True)
+
     def history(self, chat_id: int):
         """The chat's history object as stored (parsed), or None when there is none."""
         raw = self.s3.read_object(BUCKET, f"{PREFIX}{chat_id}.json")
@@ -438,20 +455,8 @@ class S3ServerlessTest(S3TestCase):
     # History reads wait up to 6 s for a partner: long enough to pass a 3 s deadline.
     s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 6000}
 
-    def handle(self, update: dict, **env) -> int:
-        import harness
-        proc = subprocess.run([harness.BIN, "handle"], input=json.dumps(update).encode(),
-                              env=harness.minimal_env(self.bot_env(**self.s3_env(**env))), capture_output=True,
-                              timeout=40, preexec_fn=harness._die_with_parent)
-        with open(self.log_path, "ab") as f:
-            f.write(b"----- handle: " + proc.stdout + b"\n" + proc.stderr)
-        self.assertEqual(proc.returncode, 0, proc.stderr.decode("utf-8", "replace")[-2000:])
-        return json.loads(proc.stdout)["statusCode"]
-
     def test_an_invocation_out_of_time_releases_the_update_for_the_next(self):
-        # As in test_handle.py: the cached identity is checked against the token's bot id.
-        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
-                           username=self.tg.bot.username, is_bot=True)
+        self.serverless_identity()
         msg = self.tg.message(Chat.private(ALICE), ALICE, "Slow storage today")
         update = self.tg.update("message", msg)
         self.assertEqual(self.handle(update, HANDLE_DEADLINE=3), 503, "expected the out-of-time invocation to "
@@ -463,6 +468,29 @@ class S3ServerlessTest(S3TestCase):
         self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Slow storage today"])
         self.assertEqual(self.journal_record(update["update_id"]), {"state": "done"})
         self.assertEqual(len(self.wait_history(ALICE.id, 2)), 2)
+
+
+class S3ServerlessNoConditionsTest(S3TestCase):
+    """`tgllm handle` against a server that answers 501 to conditional writes:
+    each invocation is a fresh process, so what the first learned is kept in the bucket."""
+    s3_options = {"conditions": "501"}
+
+    def test_the_501_is_learned_once_across_invocations(self):
+        self.serverless_identity()
+        warning = "does not support conditional writes"
+        runs = []
+        for text in ("First", "Second"):
+            msg = self.tg.message(Chat.private(ALICE), ALICE, text)
+            self.assertEqual(self.handle(self.tg.update("message", msg)), 200)
+            self.assertEqual([r.text for r in self.tg.replies_to(msg)], [f"Echo: {text}"])
+            warned = [ln for ln in self.last_handle_log.splitlines() if "level=warn" in ln and warning in ln]
+            runs.append((warned, len([r for r in self.s3.requests() if r["status"] == 501])))
+        self.assertEqual(len(runs[0][0]), 1, f"expected the first invocation to warn once; got {runs[0][0]}")
+        self.assertEqual(runs[1][0], [], "expected the second invocation not to warn again")
+        self.assertEqual([n for _, n in runs], [1, 1], "expected one conditional write refused in the first "
+                                                        "invocation, and none tried in the second")
+        self.assertEqual([t["content"] for t in self.wait_history(ALICE.id, 4)],
+                         ["First", "Echo: First", "Second", "Echo: Second"])
 
 
 class S3ShutdownTest(S3TestCase):
