@@ -17,7 +17,12 @@ What these tests prove and what they cannot:
     re-reads and retries on 412; that real S3 / Yandex Object Storage enforce
     them the same way is their documented behaviour, not something shown here;
   - a server that answers 501 to conditional writes (as OpenStack Swift does)
-    gets plain writes and one warning.
+    gets plain writes and one warning, remembered in the bucket so a later
+    `handle` process neither warns nor tries a conditional write again;
+  - a writer recognises its own write by the write id in the object's
+    metadata: two identical exchanges stored at once both stay;
+  - a history object that cannot be read (corrupt, not an array, empty, over
+    8 MB) is kept aside next to it, the user told, and the chat starts over.
 """
 
 import json
