@@ -520,9 +520,9 @@ class S3ConcurrencyTest(S3TestCase):
     # GETs of history objects are served in pairs, so both bots read the same version and race.
     s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 3000}
 
-    def test_two_bots_sharing_a_chat_lose_no_turns(self):
-        # Two instances of one bot, each fed by its own fake Telegram (with
-        # distinct update ids, as one bot's updates have), one bucket and chat.
+    def start_two_bots(self) -> FakeTelegram:
+        """Two instances of one bot, each fed by its own fake Telegram (with
+        distinct update ids, as one bot's updates have), one bucket; the second's fake."""
         tg2 = FakeTelegram().start()
         self.addCleanup(tg2.stop)
         tg2.next_update_id = 900000
@@ -532,6 +532,10 @@ class S3ConcurrencyTest(S3TestCase):
         tg2.wait_for(lambda: len(tg2.calls_of("getUpdates")) > polls or not bot2.running(), 15,
                      "the second bot to poll")
         self.assertBotRunning(bot2)
+        return tg2
+
+    def test_two_bots_sharing_a_chat_lose_no_turns(self):
+        tg2 = self.start_two_bots()
 
         rounds = 2
         for i in range(rounds):
@@ -557,14 +561,7 @@ class S3ConcurrencyTest(S3TestCase):
         # The same words from one user reach two instances at once: both read
         # the same (missing) history and race. The loser must not take the
         # winner's identical turns for its own write.
-        tg2 = FakeTelegram().start()
-        self.addCleanup(tg2.stop)
-        tg2.next_update_id = 900000
-        self.start_bot(**self.s3_env())
-        polls = len(tg2.calls_of("getUpdates"))
-        bot2 = self.start_bot(wait_polling=False, **self.s3_env(TELEGRAM_API_BASE=tg2.base_url))
-        tg2.wait_for(lambda: len(tg2.calls_of("getUpdates")) > polls or not bot2.running(), 15,
-                     "the second bot to poll")
+        tg2 = self.start_two_bots()
         m1 = self.tg.send_private(ALICE, "Same words")
         m2 = tg2.send_private(ALICE, "Same words")
         self.wait_reply(m1, timeout=30)
