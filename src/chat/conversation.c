@@ -326,14 +326,18 @@ static void ask(struct conversation *c)
 static void on_history_loaded(void *arg, int err, struct history *h)
 {
 	struct conversation *c = arg;
-	if (err) {
+	if (err && err != STORE_HISTORY_SET_ASIDE) {
 		history_free(h);
 		fail_with(c, TEXT_STORE_FAILED);
 		return;
 	}
 	c->history = *h;
 	*h = (struct history)HISTORY_INIT;
-	ask(c);
+	/* Told before the answer, which then comes from a conversation that starts here. */
+	if (err == STORE_HISTORY_SET_ASIDE)
+		send_notice(c, TEXT_HISTORY_ASIDE, ask);
+	else
+		ask(c);
 }
 
 /* Text is on the screen: "typing…" would only get in the way. */

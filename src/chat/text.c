@@ -93,6 +93,12 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"Something went wrong with the conversation storage. Please try again later.",
 		"Не удалось прочитать или сохранить историю разговора. Попробуйте позже.",
 	},
+	[TEXT_HISTORY_ASIDE] = {
+		"I could not read our saved conversation, so I kept it aside for the bot's owner and "
+		"started a new one.",
+		"Не удалось прочитать сохранённый разговор: я отложил его для владельца бота и начал "
+		"новый.",
+	},
 };
 
 static bool prefers_russian(const char *code)

@@ -30,12 +30,23 @@
 #define S3_SMALL_MAX        (1u << 20)  /* journal records, settings, error bodies */
 #define S3_LIST_MAX         (8u << 20)  /* one ListObjectsV2 page (1000 keys) */
 #define S3_CONFLICTS        6           /* re-reads of a history after losing a race to another writer */
+#define S3_WRITE_IDS        8           /* write ids kept in a history object's metadata, newest first */
+#define S3_ID_LEN           16          /* hex digits of a write id or a claim nonce */
 #define S3_PENDING_PARALLEL 8           /* journal records read at once by update_pending */
 #define S3_PENDING_MAX      100000      /* journal records considered by update_pending */
 #define JOURNAL_KEEP_S      (7 * 86400) /* done records older than this are deleted */
 
 #define JOURNAL_DIR  "tgllm/updates/"
 #define SETTINGS_DIR "tgllm/settings/"
+/* A setting of scope 0: "unsupported" once the server has answered 501 to a conditional write. */
+#define CONDITIONS_SETTING "s3_conditional_writes"
+
+/* What the bucket says of conditional writes (CONDITIONS_SETTING), read once a process. */
+enum conditions_known {
+	CONDITIONS_READING,     /* the setting is being read */
+	CONDITIONS_UNKNOWN,     /* not said: conditions are tried */
+	CONDITIONS_UNSUPPORTED, /* said: plain writes from the start, no warning */
+};
 
 struct store_s3 {
 	struct store base;
@@ -44,6 +55,8 @@ struct store_s3 {
 	char *prefix;      /* "" or ending in '/' */
 	struct s3_op *ops; /* in flight (doubly linked), freed by store_s3_free */
 	unsigned seed;     /* for claim nonces when getrandom fails */
+	enum conditions_known conditions;
+	char *refused_condition; /* a 501 that came while the setting was being read, to report then */
 };
 
 struct s3_op;
@@ -88,11 +101,15 @@ struct s3_op {
 
 	/* the operation's */
 	int64_t chat_id, update_id;
-	json_t *turns;    /* append: the new turns, in the stored layout */
-	json_t *written;  /* append: the whole history as last sent in a PUT */
-	size_t conflicts; /* append: re-reads after a lost race */
-	char *record;     /* claim: the journal record to create */
-	char nonce[17];   /* claim: tells our record from another instance's */
+	json_t *turns;                /* append: the new turns, in the stored layout */
+	char write_id[S3_ID_LEN + 1]; /* append: names this exchange in the object's metadata */
+	bool has_put;                 /* append: a PUT was sent, so a conflict may be our own write */
+	size_t conflicts;             /* append: re-reads after a lost race */
+	char *record;                 /* claim: the journal record to create */
+	char *aside;                  /* load: where an unreadable history is kept */
+	char *cause;                  /* load: why it is unreadable, for the log */
+	char etag[160];               /* load: the unreadable version's ETag */
+	char nonce[S3_ID_LEN + 1];    /* claim: tells our record from another instance's */
 	struct pending *pending;
 	struct s3_op *parent; /* a read on behalf of update_pending */
 	size_t index;         /* its entry */
@@ -165,8 +182,9 @@ static void op_free(struct s3_op *op)
 	s3_cancel(op->call);
 	free(op->key);
 	json_decref(op->turns);
-	json_decref(op->written);
 	free(op->record);
+	free(op->aside);
+	free(op->cause);
 	pending_free(op->pending);
 	free(op);
 }
@@ -179,25 +197,31 @@ static void on_response(void *arg, const struct http_response *resp)
 }
 
 /*
- * Sends a request on the op's key (body is taken; NULL for none); step
- * takes its response, from the loop. -1 when out of memory: no step runs.
+ * Sends req (on the op's key unless it names one; req.body is taken);
+ * step takes its response, from the loop. -1 when out of memory: no step runs.
  */
+static int op_send(struct s3_op *op, struct s3_request req, s3_step step)
+{
+	req.what = op->what;
+	if (!req.key)
+		req.key = op->key;
+	op->step = step;
+	op->call = s3_send(op->s->client, &req, on_response, op);
+	return op->call ? 0 : -1;
+}
+
 static int op_request(struct s3_op *op, const char *method, char *body, size_t body_len,
                       const char *content_type, const char *condition, size_t max_body, s3_step step)
 {
 	struct s3_request req = {
-	    .what = op->what,
 	    .method = method,
-	    .key = op->key,
 	    .body = body,
 	    .body_len = body_len,
 	    .content_type = content_type,
 	    .condition = condition,
 	    .max_body = max_body,
 	};
-	op->step = step;
-	op->call = s3_send(op->s->client, &req, on_response, op);
-	return op->call ? 0 : -1;
+	return op_send(op, req, step);
 }
 
 static int op_get(struct s3_op *op, size_t max_body, s3_step step)
@@ -214,6 +238,17 @@ static void op_done(struct s3_op *op, int err)
 {
 	store_answer_done(&op->s->base, op->cb.done, op->arg, err);
 	op_free(op);
+}
+
+/* 64 random bits in hex: a claim's nonce, a history write's id. */
+static void make_id(struct store_s3 *s, char out[S3_ID_LEN + 1])
+{
+	unsigned char r[S3_ID_LEN / 2];
+	if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+		for (size_t i = 0; i < sizeof r; i++)
+			r[i] = (unsigned char)rand_r(&s->seed);
+	for (size_t i = 0; i < sizeof r; i++)
+		snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
 /* ---- keys ---- */
@@ -253,23 +288,58 @@ static void history_load(struct store *base, int64_t chat_id, store_history_cb c
 	store_answer_history(base, cb, arg, -1, &h);
 }
 
-/* The object as the JSON array it must be (new reference), or NULL with a log line. */
-static json_t *parse_history(const struct s3_op *op, const struct http_response *resp)
+static const char *json_kind(const json_t *j)
 {
-	char where[512];
+	switch (json_typeof(j)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+	case JSON_REAL:
+		return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	default:
+		return "null";
+	}
+}
+
+/*
+ * The answer to a GET of a history (2xx) as the JSON array it must be (new
+ * reference), or NULL with why not in a new string in *cause (NULL when out
+ * of memory).
+ */
+static json_t *parse_history(const struct http_response *resp, char **cause)
+{
 	json_error_t e;
+	*cause = NULL;
+	if (resp->is_too_big) {
+		long long size = s3_content_length(resp);
+		if (size >= 0)
+			*cause = str_printf("is %lld bytes, over the %u bytes a history may have", size,
+			                    S3_HISTORY_MAX);
+		else
+			*cause = str_printf("is over the %u bytes a history may have", S3_HISTORY_MAX);
+		return NULL;
+	}
+	if (resp->body_len == 0) {
+		*cause = str_printf("is empty (0 bytes)");
+		return NULL;
+	}
 	json_t *arr = json_loadb(resp->body, resp->body_len, JSON_ALLOW_NUL, &e);
 	if (json_is_array(arr))
 		return arr;
-	s3_where(op->s->client, op->key, where, sizeof where);
 	if (arr)
-		log_error("store: s3: %s: %s is not a JSON array; leaving it as it is", op->what, where);
+		*cause = str_printf("is not a JSON array but %s", json_kind(arr));
 	else
-		log_error("store: s3: %s: %s is not valid JSON (line %d: %s); leaving it as it is", op->what,
-		          where, e.line, e.text);
+		*cause = str_printf("is not valid JSON (line %d: %s)", e.line, e.text);
 	json_decref(arr);
 	return NULL;
 }
+
+static void set_aside(struct s3_op *op, const struct http_response *resp, char *cause);
 
 static void load_got(struct s3_op *op, const struct http_response *resp)
 {
@@ -278,7 +348,12 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 	if (resp->status == 404) {
 		/* No conversation yet. */
 	} else if (is_ok(resp)) {
-		json_t *arr = parse_history(op, resp);
+		char *cause;
+		json_t *arr = parse_history(resp, &cause);
+		if (!arr && cause) {
+			set_aside(op, resp, cause);
+			return;
+		}
 		int skipped = arr ? history_append_json(&h, arr) : -1;
 		if (arr && skipped < 0)
 			log_error("store: s3: out of memory reading the history of chat %lld",
@@ -297,6 +372,96 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 		history_free(&h);
 	store_answer_history(&op->s->base, op->cb.history, op->arg, err, &h);
 	op_free(op);
+}
+
+/*
+ * An unreadable history (not JSON, not an array, empty, too big) is kept
+ * aside: copied (CopyObject, the server does it, so size is no matter) to
+ * <key>.broken-<unix time>, then replaced by an empty array on the ETag read,
+ * so a writer that got there first is not overwritten. The chat then works
+ * again from an empty history, and the user is told (STORE_HISTORY_SET_ASIDE).
+ */
+static void aside_copied(struct s3_op *op, const struct http_response *resp);
+static void aside_replaced(struct s3_op *op, const struct http_response *resp);
+
+static void load_finish(struct s3_op *op, int err)
+{
+	struct history h = HISTORY_INIT;
+	store_answer_history(&op->s->base, op->cb.history, op->arg, err, &h);
+	op_free(op);
+}
+
+static void set_aside(struct s3_op *op, const struct http_response *resp, char *cause)
+{
+	op->what = "keeping an unreadable history aside";
+	op->cause = cause;
+	snprintf(op->etag, sizeof op->etag, "%s", s3_etag(resp));
+	free(op->aside);
+	op->aside = str_printf("%s.broken-%lld", op->key, (long long)time(NULL));
+	struct s3_request copy = {
+	    .method = "PUT", .key = op->aside, .copy_from = op->key, .max_body = S3_SMALL_MAX};
+	if (!op->aside || op_send(op, copy, aside_copied) != 0) {
+		log_error("store: s3: chat=%lld: out of memory keeping an unreadable history aside",
+		          (long long)op->chat_id);
+		load_finish(op, -1);
+	}
+}
+
+static void aside_copied(struct s3_op *op, const struct http_response *resp)
+{
+	char where[512];
+	s3_where(op->s->client, op->key, where, sizeof where);
+	/* CopyObject may answer 200 and fail all the same, with an <Error> body (AWS documents it). */
+	if (!is_ok(resp) || memmem(resp->body, resp->body_len, "<Error>", 7)) {
+		log_failure(op, resp);
+		log_error("store: s3: chat=%lld: the history %s %s, and could not be kept aside; "
+		          "leaving it as it is",
+		          (long long)op->chat_id, where, op->cause);
+		load_finish(op, -1);
+		return;
+	}
+	char condition[192] = "";
+	if (op->etag[0])
+		snprintf(condition, sizeof condition, "If-Match: %.160s", op->etag);
+	char *empty = strdup("[]");
+	struct s3_request put = {
+	    .method = "PUT",
+	    .body = empty,
+	    .body_len = 2,
+	    .content_type = "application/json",
+	    .condition = condition[0] ? condition : NULL,
+	    .max_body = S3_SMALL_MAX,
+	};
+	if (!empty || op_send(op, put, aside_replaced) != 0)
+		load_finish(op, -1);
+}
+
+static void aside_replaced(struct s3_op *op, const struct http_response *resp)
+{
+	if ((resp->status == 412 || resp->status == 409 || resp->status == 404) &&
+	    s3_has_conditions(op->s->client) && ++op->conflicts < S3_CONFLICTS) {
+		/* Changed meanwhile (another instance kept it aside, or /new): read what is there now. */
+		log_info("store: s3: chat=%lld: the unreadable history changed while it was replaced (%ld); "
+		         "reading it again",
+		         (long long)op->chat_id, resp->status);
+		free(op->cause);
+		op->cause = NULL;
+		op->what = "reading history";
+		if (op_get(op, S3_HISTORY_MAX, load_got) != 0)
+			load_finish(op, -1);
+		return;
+	}
+	if (!is_ok(resp)) {
+		log_failure(op, resp);
+		load_finish(op, -1);
+		return;
+	}
+	char where[512], aside[512];
+	s3_where(op->s->client, op->key, where, sizeof where);
+	s3_where(op->s->client, op->aside, aside, sizeof aside);
+	log_error("store: s3: chat=%lld: the history %s %s; kept it as %s and started the chat over",
+	          (long long)op->chat_id, where, op->cause, aside);
+	load_finish(op, STORE_HISTORY_SET_ASIDE);
 }
 
 static void append_read(struct s3_op *op);
@@ -321,6 +486,7 @@ static void history_append(struct store *base, int64_t chat_id, const struct tur
 	op->update_id = update_id;
 	op->cb.done = cb;
 	op->arg = arg;
+	make_id(s, op->write_id);
 	append_read(op);
 }
 
@@ -331,16 +497,50 @@ static void append_read(struct s3_op *op)
 		op_done(op, -1);
 }
 
-/* Whether arr begins with all of prefix. */
-static bool starts_with(const json_t *arr, const json_t *prefix)
+/*
+ * The write ids of a history object (x-amz-meta-tgllm-writes): the ids of
+ * its last S3_WRITE_IDS writes by tgllm, newest first, comma-separated. An
+ * id names one exchange (one history_append, whatever its retries), so a
+ * writer that lost the answer to its PUT recognises its own write, and only
+ * its own: two identical exchanges have different ids.
+ */
+static bool is_write_id(const char *s, size_t len)
 {
-	size_t k = json_array_size(prefix);
-	if (k == 0 || json_array_size(arr) < k)
+	if (len != S3_ID_LEN)
 		return false;
-	for (size_t i = 0; i < k; i++)
-		if (!json_equal(json_array_get(arr, i), json_array_get(prefix, i)))
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
 			return false;
 	return true;
+}
+
+static bool has_write_id(const char *ids, const char *id)
+{
+	for (const char *p = ids; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == S3_ID_LEN && strncmp(p, id, len) == 0)
+			return true;
+		p += len + (p[len] == ',');
+	}
+	return false;
+}
+
+/* id, then the newest of the ids read (well-formed ones only), S3_WRITE_IDS in all. */
+static void next_write_ids(const char *id, const char *read, char out[S3_WRITE_IDS * (S3_ID_LEN + 1)])
+{
+	size_t n = 1, at = S3_ID_LEN;
+	memcpy(out, id, S3_ID_LEN);
+	for (const char *p = read; *p && n < S3_WRITE_IDS;) {
+		size_t len = strcspn(p, ",");
+		if (is_write_id(p, len) && strncmp(p, id, len) != 0) {
+			out[at++] = ',';
+			memcpy(out + at, p, len);
+			at += len;
+			n++;
+		}
+		p += len + (p[len] == ',');
+	}
+	out[at] = '\0';
 }
 
 /*
@@ -377,8 +577,16 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 	if (resp->status == 404) {
 		arr = json_array();
 	} else if (is_ok(resp)) {
-		arr = parse_history(op, resp);
+		char *cause;
+		arr = parse_history(resp, &cause);
 		if (!arr) {
+			/* Read moments ago, kept aside if unreadable: broken by someone else since. */
+			char where[512];
+			s3_where(op->s->client, op->key, where, sizeof where);
+			log_error("store: s3: chat=%lld: the history %s %s; not appending to it",
+			          (long long)op->chat_id, where,
+			          cause ? cause : "cannot be read (out of memory)");
+			free(cause);
 			op_done(op, -1);
 			return;
 		}
@@ -391,9 +599,11 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 	 * A conflict may be our own write: when a connection breaks before the
 	 * answer, the write may be done all the same, and libcurl itself resends a
 	 * request once when a reused connection closes before answering. If the
-	 * history begins with what we wrote, our write landed.
+	 * object carries our write id, our write landed. (Not its content: another
+	 * writer's identical turns would pass for ours, and one exchange be lost.)
 	 */
-	if (op->written && starts_with(arr, op->written)) {
+	const char *ids = resp->status == 404 ? "" : s3_write_ids(resp);
+	if (op->has_put && has_write_id(ids, op->write_id)) {
 		log_info("store: s3: chat=%lld: the history write whose answer was lost did land",
 		         (long long)op->chat_id);
 		json_decref(arr);
@@ -411,8 +621,9 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		op_done(op, -1);
 		return;
 	}
-	json_decref(op->written);
-	op->written = arr;
+	json_decref(arr);
+	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
+	next_write_ids(op->write_id, ids, write_ids);
 	/* The write must land on exactly what was read: another writer's turns are never lost. */
 	char condition[192] = "";
 	if (resp->status == 404)
@@ -423,8 +634,17 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		log_warn("store: s3: chat=%lld: the server sent no ETag with the history; writing it "
 		         "unconditionally",
 		         (long long)op->chat_id);
-	if (op_request(op, "PUT", text, strlen(text), "application/json", condition[0] ? condition : NULL,
-	               S3_SMALL_MAX, append_put) != 0)
+	struct s3_request put = {
+	    .method = "PUT",
+	    .body = text,
+	    .body_len = strlen(text),
+	    .content_type = "application/json",
+	    .condition = condition[0] ? condition : NULL,
+	    .write_ids = write_ids,
+	    .max_body = S3_SMALL_MAX,
+	};
+	op->has_put = true;
+	if (op_send(op, put, append_put) != 0)
 		op_done(op, -1);
 }
 
@@ -603,16 +823,6 @@ static void claim_finish(struct s3_op *op, int err, bool is_new)
 	op_free(op);
 }
 
-static void make_nonce(struct store_s3 *s, char out[17])
-{
-	unsigned char r[8];
-	if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
-		for (size_t i = 0; i < sizeof r; i++)
-			r[i] = (unsigned char)rand_r(&s->seed);
-	for (size_t i = 0; i < sizeof r; i++)
-		snprintf(out + 2 * i, 3, "%02x", r[i]);
-}
-
 /*
  * A GET first: s3rver and others ignore If-None-Match on PUT, and a known
  * update must be told apart there too. Then the record is created with
@@ -631,7 +841,7 @@ static void update_claim(struct store *base, int64_t update_id, int64_t chat_id,
 	op->chat_id = chat_id;
 	op->cb.claim = cb;
 	op->arg = arg;
-	make_nonce(s, op->nonce);
+	make_id(s, op->nonce);
 
 	/* raw is an Update the bot has decoded, so valid JSON: embedded as it is. */
 	struct buf record;
@@ -989,6 +1199,103 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 	store_answer_done(base, cb, arg, -1);
 }
 
+/*
+ * ---- conditional writes: what one process learns, the next knows ----
+ *
+ * A server without conditional writes answers 501 to them (s3_client falls
+ * back to plain writes). Serverless, every invocation is a new process: so
+ * the first to meet the 501 warns and keeps the fact as a setting in the
+ * bucket; each process reads it at start, beside its first requests, and
+ * then writes plainly and quietly. Delete the setting's object to have tgllm
+ * try conditional writes again (a server upgraded, say).
+ */
+
+static void ignore_answer(struct s3_op *op, const struct http_response *resp)
+{
+	if (!is_ok(resp))
+		log_failure(op, resp);
+	op_free(op);
+}
+
+static void report_no_conditions(struct store_s3 *s, const char *condition)
+{
+	struct s3_op *op = op_new(s, "remembering that the server has no conditional writes",
+	                          setting_key(s, 0, CONDITIONS_SETTING));
+	char where[512] = "";
+	if (op)
+		s3_where(s->client, op->key, where, sizeof where);
+	log_warn("store: s3: the server does not support conditional writes (501 to %s); writing "
+	         "unconditionally from now on: two bot instances sharing a chat may overwrite each other's "
+	         "turns (remembered in %s)",
+	         condition, where[0] ? where : "(out of memory)");
+	char *body = strdup("unsupported");
+	if (op && body &&
+	    op_request(op, "PUT", body, strlen(body), "text/plain; charset=utf-8", NULL, S3_SMALL_MAX,
+	               ignore_answer) == 0)
+		return;
+	if (op && body)
+		body = NULL; /* taken */
+	free(body);
+	if (op)
+		op_free(op);
+}
+
+static void on_no_conditions(void *arg, const char *condition)
+{
+	struct store_s3 *s = arg;
+	switch (s->conditions) {
+	case CONDITIONS_READING:
+		free(s->refused_condition);
+		s->refused_condition = strdup(condition);
+		if (!s->refused_condition)
+			report_no_conditions(s, condition);
+		return;
+	case CONDITIONS_UNKNOWN:
+		report_no_conditions(s, condition);
+		return;
+	case CONDITIONS_UNSUPPORTED:
+		return;
+	}
+}
+
+static void conditions_got(struct s3_op *op, const struct http_response *resp)
+{
+	struct store_s3 *s = op->s;
+	char where[512];
+	s3_where(s->client, op->key, where, sizeof where);
+	if (is_ok(resp) && resp->body_len >= 11 && memcmp(resp->body, "unsupported", 11) == 0) {
+		s->conditions = CONDITIONS_UNSUPPORTED;
+		s3_drop_conditions(s->client);
+		log_debug("store: s3: %s says the server does not support conditional writes: writing "
+		          "unconditionally",
+		          where);
+	} else {
+		/* Not said (404), or unreadable: conditions are tried, and a 501 is told. */
+		if (!is_ok(resp) && resp->status != 404)
+			log_debug("store: s3: cannot read %s (%ld); trying conditional writes", where,
+			          resp->status);
+		s->conditions = CONDITIONS_UNKNOWN;
+		if (s->refused_condition)
+			report_no_conditions(s, s->refused_condition);
+	}
+	free(s->refused_condition);
+	s->refused_condition = NULL;
+	op_free(op);
+}
+
+/* Starts reading CONDITIONS_SETTING; without memory for it, conditions are tried. */
+static void conditions_read(struct store_s3 *s)
+{
+	s->conditions = CONDITIONS_READING;
+	struct s3_op *op = op_new(s, "reading whether the server has conditional writes",
+	                          setting_key(s, 0, CONDITIONS_SETTING));
+	if (op && op_get(op, S3_SMALL_MAX, conditions_got) == 0)
+		return;
+	if (op)
+		op_free(op);
+	s->conditions = CONDITIONS_UNKNOWN;
+}
+
 /* ---- the store ---- */
 
 static void store_s3_free(struct store *base)
@@ -1000,6 +1307,7 @@ static void store_s3_free(struct store *base)
 	s3_client_free(s->client);
 	free(s->bucket);
 	free(s->prefix);
+	free(s->refused_condition);
 	store_clear(&s->base);
 	free(s);
 }
@@ -1056,11 +1364,14 @@ int store_s3_open(const struct store_options *o, struct event_base *base, struct
 	    .key_id = o->s3_key_id,
 	    .secret = o->s3_secret,
 	    .session_token = o->s3_session_token,
+	    .on_no_conditions = on_no_conditions,
+	    .arg = s,
 	};
 	if (!(s->client = s3_client_new(base, http, &co, err, errlen))) {
 		store_s3_free(&s->base);
 		return -1;
 	}
+	conditions_read(s);
 	log_info("store: s3: bucket %s, prefix '%s', endpoint %s, region %s", s->bucket, s->prefix,
 	         o->s3_endpoint, o->s3_region);
 	*out = &s->base;

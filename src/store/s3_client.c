@@ -27,7 +27,9 @@ struct s3_client {
 	char *secret;
 	char *token_header;     /* "x-amz-security-token: ..." with temporary credentials, else NULL */
 	bool has_no_conditions; /* the server answered 501 to a conditional write */
-	struct s3_call *calls;  /* in flight (doubly linked), cancelled by s3_client_free */
+	void (*on_no_conditions)(void *arg, const char *condition);
+	void *arg;
+	struct s3_call *calls; /* in flight (doubly linked), cancelled by s3_client_free */
 };
 
 struct s3_call {
@@ -41,6 +43,8 @@ struct s3_call {
 	size_t body_len;
 	const char *content_type;
 	char condition[192];
+	char *write_ids_header; /* "x-amz-meta-tgllm-writes: …", or NULL */
+	char *copy_header;      /* "x-amz-copy-source: /bucket/key", or NULL */
 	size_t max_body;
 	int tries;
 	bool has_failed_to_start;
@@ -65,6 +69,8 @@ static void call_free(struct s3_call *call)
 	free(call->key);
 	free(call->query);
 	free(call->body);
+	free(call->write_ids_header);
+	free(call->copy_header);
 	free(call);
 }
 
@@ -74,14 +80,35 @@ void s3_cancel(struct s3_call *call)
 		call_free(call);
 }
 
+/* The response headers every call keeps, in the order s3_etag and the others read them. */
+static const char *const kept_headers[] = {"ETag", "Content-Length", "x-amz-meta-tgllm-writes", NULL};
+
 const char *s3_etag(const struct http_response *resp)
 {
 	return resp->headers ? resp->headers[0] : "";
 }
 
+long long s3_content_length(const struct http_response *resp)
+{
+	const char *v = resp->headers ? resp->headers[1] : "";
+	char *end;
+	long long n = strtoll(v, &end, 10);
+	return v[0] && *end == '\0' && n >= 0 ? n : -1;
+}
+
+const char *s3_write_ids(const struct http_response *resp)
+{
+	return resp->headers ? resp->headers[2] : "";
+}
+
 bool s3_has_conditions(const struct s3_client *c)
 {
 	return !c->has_no_conditions;
+}
+
+void s3_drop_conditions(struct s3_client *c)
+{
+	c->has_no_conditions = true;
 }
 
 static bool is_unreserved(unsigned char c)
@@ -180,7 +207,7 @@ static void send_try(struct s3_call *call)
 {
 	struct s3_client *c = call->client;
 	char sha[65], sha_header[96], type_header[128];
-	const char *headers[6];
+	const char *headers[8];
 	size_t n = 0;
 	char *url = call_url(call);
 	if (!url || sha256_hex(call->body, call->body_len, sha) != 0) {
@@ -196,12 +223,15 @@ static void send_try(struct s3_call *call)
 	}
 	if (call->condition[0])
 		headers[n++] = call->condition;
+	if (call->write_ids_header)
+		headers[n++] = call->write_ids_header;
+	if (call->copy_header)
+		headers[n++] = call->copy_header;
 	if (c->token_header)
 		headers[n++] = c->token_header;
 	headers[n] = NULL;
-	static const char *const keep[] = {"ETag", NULL};
 	struct http_request req = {
-	    .keep_headers = keep,
+	    .keep_headers = kept_headers,
 	    .method = call->method,
 	    .url = url,
 	    .headers = headers,
@@ -275,12 +305,15 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	}
 	/* OpenStack Swift's s3api, for one, cannot do conditional writes (501 Not Implemented). */
 	if (resp->status == 501 && call->condition[0]) {
-		if (!c->has_no_conditions)
+		bool is_news = !c->has_no_conditions;
+		c->has_no_conditions = true;
+		if (is_news && c->on_no_conditions)
+			c->on_no_conditions(c->arg, call->condition);
+		else if (is_news)
 			log_warn("store: s3: the server does not support conditional writes (501 to %s); "
 			         "writing unconditionally from now on: two bot instances sharing a chat may "
 			         "overwrite each other's turns",
 			         call->condition);
-		c->has_no_conditions = true;
 		call->condition[0] = '\0';
 		call->tries = 0;
 		try_later(call, 0);
@@ -291,6 +324,39 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	/* The response is the http call's until this returns: the call is freed after the callback. */
 	done(done_arg, resp);
 	call_free(call);
+}
+
+static char *write_ids_header(const char *ids)
+{
+	struct buf b;
+	buf_init(&b, S3_URL_MAX);
+	int rc = buf_append_str(&b, "x-amz-meta-tgllm-writes: ");
+	if (rc == BUF_OK)
+		rc = buf_append_str(&b, ids);
+	if (rc != BUF_OK) {
+		buf_free(&b);
+		return NULL;
+	}
+	return buf_take(&b);
+}
+
+/* CopyObject's source, URL-encoded as S3 wants it: /<bucket>/<key>. */
+static char *copy_source_header(const struct s3_client *c, const char *key)
+{
+	struct buf b;
+	buf_init(&b, S3_URL_MAX);
+	int rc = buf_append_str(&b, "x-amz-copy-source: /");
+	if (rc == BUF_OK)
+		rc = s3_append_encoded(&b, c->bucket, false);
+	if (rc == BUF_OK)
+		rc = buf_append_str(&b, "/");
+	if (rc == BUF_OK)
+		rc = s3_append_encoded(&b, key, true);
+	if (rc != BUF_OK) {
+		buf_free(&b);
+		return NULL;
+	}
+	return buf_take(&b);
 }
 
 struct s3_call *s3_send(struct s3_client *c, const struct s3_request *req, s3_done_cb done, void *arg)
@@ -313,6 +379,8 @@ struct s3_call *s3_send(struct s3_client *c, const struct s3_request *req, s3_do
 	c->calls = call;
 	if ((req->key && !(call->key = strdup(req->key))) ||
 	    (req->query && !(call->query = strdup(req->query))) ||
+	    (req->write_ids && !(call->write_ids_header = write_ids_header(req->write_ids))) ||
+	    (req->copy_from && !(call->copy_header = copy_source_header(c, req->copy_from))) ||
 	    !(call->timer = evtimer_new(c->base, on_timer, call))) {
 		call_free(call);
 		return NULL;
@@ -442,6 +510,8 @@ struct s3_client *s3_client_new(struct event_base *base, struct http_client *htt
 		goto oom;
 	c->base = base;
 	c->http = http;
+	c->on_no_conditions = o->on_no_conditions;
+	c->arg = o->arg;
 	size_t elen = strlen(o->endpoint);
 	while (elen > 0 && o->endpoint[elen - 1] == '/')
 		elen--;

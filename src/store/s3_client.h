@@ -11,7 +11,7 @@
  *  - throttling (429, 503 SlowDown), other passing 5xx and broken
  *    connections retried with jittered backoff, or after Retry-After;
  *  - a server that cannot do conditional writes (501) gets plain ones from
- *    then on, with one warning;
+ *    then on, and the owner is told once (the hook below, else a warning);
  *  - S3's XML answers read for what the store needs (error codes, listings).
  *
  * What a status means for an operation is the caller's business (store/s3.c).
@@ -33,6 +33,12 @@ struct s3_client_options {
 	const char *key_id;
 	const char *secret;        /* only ever handed to libcurl as the password */
 	const char *session_token; /* temporary credentials, else NULL */
+	/*
+	 * Called once, from the first 501 to a conditional write (condition is
+	 * its header), instead of the client's own warning; NULL for the warning.
+	 */
+	void (*on_no_conditions)(void *arg, const char *condition);
+	void *arg;
 };
 
 struct s3_client;
@@ -43,8 +49,10 @@ struct s3_client *s3_client_new(struct event_base *base, struct http_client *htt
                                 const struct s3_client_options *o, char *err, size_t errlen);
 /* Cancels the calls still running (no callbacks). NULL is a no-op. */
 void s3_client_free(struct s3_client *c);
-/* False once the server has answered 501 to a conditional write. */
+/* False once the server has answered 501 to a conditional write, or s3_drop_conditions. */
 bool s3_has_conditions(const struct s3_client *c);
+/* Writes without conditions from now on, quietly: the server is known not to support them. */
+void s3_drop_conditions(struct s3_client *c);
 
 struct s3_request {
 	const char *what;   /* what the request is for, in log lines: "reading history" */
@@ -55,13 +63,21 @@ struct s3_request {
 	size_t body_len;
 	const char *content_type; /* NULL for none */
 	const char *condition;    /* "If-Match: …" or "If-None-Match: *"; NULL for none */
-	size_t max_body;          /* the largest answer accepted */
+	/* The object's x-amz-meta-tgllm-writes (user metadata: store/s3.c's write ids); NULL for none. */
+	const char *write_ids;
+	/* A PUT that copies this object of the bucket (CopyObject), with no body; NULL for none. */
+	const char *copy_from;
+	size_t max_body; /* the largest answer accepted */
 };
 
 /* The final response, after the retries here; borrowed for the callback. */
 typedef void (*s3_done_cb)(void *arg, const struct http_response *resp);
 /* The response's ETag header (quotes kept), "" when absent. */
 const char *s3_etag(const struct http_response *resp);
+/* The response's x-amz-meta-tgllm-writes header, "" when absent. */
+const char *s3_write_ids(const struct http_response *resp);
+/* The response's Content-Length (the whole object's size, even when too big to read), -1 when absent. */
+long long s3_content_length(const struct http_response *resp);
 
 /*
  * Sends req; done runs once, from the loop (a request that cannot even be

@@ -53,8 +53,14 @@ void store_free(struct store *s);
 
 /* err is 0 on success, -1 on failure (already logged by the backend). */
 typedef void (*store_done_cb)(void *arg, int err);
-/* h is the callee's to keep (move its contents out) or to history_free. */
+/*
+ * h is the callee's to keep (move its contents out) or to history_free.
+ * err may also be STORE_HISTORY_SET_ASIDE: the stored history could not be
+ * read; the backend kept it aside (its log says why and where) and h is
+ * empty: the chat starts over.
+ */
 typedef void (*store_history_cb)(void *arg, int err, struct history *h);
+#define STORE_HISTORY_SET_ASIDE 1
 /* is_new is false when the update id was seen before. */
 typedef void (*store_claim_cb)(void *arg, int err, bool is_new);
 /* value is NULL when the key is not set; borrowed for the call. */

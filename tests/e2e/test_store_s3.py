@@ -17,7 +17,12 @@ What these tests prove and what they cannot:
     re-reads and retries on 412; that real S3 / Yandex Object Storage enforce
     them the same way is their documented behaviour, not something shown here;
   - a server that answers 501 to conditional writes (as OpenStack Swift does)
-    gets plain writes and one warning.
+    gets plain writes and one warning, remembered in the bucket so a later
+    `handle` process neither warns nor tries a conditional write again;
+  - a writer recognises its own write by the write id in the object's
+    metadata: two identical exchanges stored at once both stay;
+  - a history object that cannot be read (corrupt, not an array, empty, over
+    8 MB) is kept aside next to it, the user told, and the chat starts over.
 """
 
 import json
@@ -36,6 +41,8 @@ BUCKET = "bucket"
 PREFIX = "prefix/"
 REGION = "us-east-1"
 STORE_FAILED = "Something went wrong with the conversation storage"
+HISTORY_KEPT_ASIDE = "could not read our saved conversation"
+HISTORY_KEPT_ASIDE_RU = "Не удалось прочитать сохранённый разговор"
 
 
 class S3TestCase(BotTestCase):
@@ -66,6 +73,23 @@ class S3TestCase(BotTestCase):
         }
         base.update(env)
         return base
+
+    def handle(self, update: dict, **env) -> int:
+        """Runs `tgllm handle` once with the update; its statusCode. The run's stderr is in self.last_handle_log."""
+        import harness
+        proc = subprocess.run([harness.BIN, "handle"], input=json.dumps(update).encode(),
+                              env=harness.minimal_env(self.bot_env(**self.s3_env(**env))), capture_output=True,
+                              timeout=40, preexec_fn=harness._die_with_parent)
+        with open(self.log_path, "ab") as f:
+            f.write(b"----- handle: " + proc.stdout + b"\n" + proc.stderr)
+        self.last_handle_log = proc.stderr.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 0, self.last_handle_log[-2000:])
+        return json.loads(proc.stdout)["statusCode"]
+
+    def serverless_identity(self):
+        """As in test_handle.py: the cached identity is checked against the token's bot id."""
+        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
+                           username=self.tg.bot.username, is_bot=True)
 
     def history(self, chat_id: int):
         """The chat's history object as stored (parsed), or None when there is none."""
@@ -350,6 +374,54 @@ class S3SwiftLikeTest(S3TestCase):
                         "expected every request signed with the account:user key")
 
 
+class S3BrokenHistoryTest(S3TestCase):
+    """A history object tgllm cannot read is kept aside under a key next to
+    it, the user is told, and the chat starts over at once."""
+
+    def start_over_from(self, body: bytes, cause: str, user=ALICE, notice: str = HISTORY_KEPT_ASIDE):
+        key = f"{PREFIX}{user.id}.json"
+        self.s3.put_object(BUCKET, key, body)
+        bot = self.start_bot(**self.s3_env())
+        msg = self.tg.send_private(user, "Hello again")
+        self.assertIn(notice, self.wait_reply(msg, 15).text, "expected the user told first that their "
+                                                             "conversation was kept aside")
+        replies = self.tg.wait_for(lambda: len(r := self.tg.replies_to(msg)) >= 2 and r, 15,
+                                   lambda: f"the answer to {msg['text']!r} after the notice; the chat has "
+                                           f"{self.tg.texts_in(user.id)!r}")
+        self.assertEqual(replies[1].text, "Echo: Hello again", "expected the message answered in a new chat")
+        self.assertEqual(self.llm.requests[-1].messages, [{"role": "user", "content": "Hello again"}],
+                         "expected no turn of the broken history in the request")
+        self.assertLogged(rf"store: s3: chat={user.id}: the history s3://{BUCKET}/{key} {cause}; kept it as "
+                          rf"s3://{BUCKET}/{key}\.broken-\d+ and started the chat over", levels=("error",),
+                          what="naming the real cause and where the object went")
+        aside = [k for k in self.s3.keys(BUCKET) if k.startswith(key + ".broken-")]
+        self.assertEqual(len(aside), 1, f"expected the broken object kept aside once; keys: {self.s3.keys(BUCKET)}")
+        self.assertEqual(self.s3.read_object(BUCKET, aside[0]), body, "expected the object kept aside as it was")
+        self.wait_history(user.id, 2)
+        self.assertEqual(self.ask(user, "And now?").text, "Echo: And now?", "expected the chat to work again")
+        self.assertEqual(self.llm.requests[-1].contents(), ["Hello again", "Echo: Hello again", "And now?"])
+        self.wait_history(user.id, 4)
+        self.assertEqual(len(self.tg.replies_to(msg)), 2, "expected no other message")
+        self.assertBotRunning(bot)
+
+    def test_corrupt_history_is_kept_aside(self):
+        self.start_over_from(b'[{"role": "user", "content": "cut off', r"is not valid JSON \(line 1: .+\)")
+
+    def test_history_that_is_not_an_array_is_kept_aside(self):
+        self.start_over_from(b'{"role": "user", "content": "an object"}', r"is not a JSON array but an object")
+
+    def test_empty_history_object_is_kept_aside(self):
+        self.start_over_from(b"", r"is empty \(0 bytes\)")
+
+    def test_history_over_8_mb_is_kept_aside(self):
+        turn = {"role": "user", "content": "x" * 100000}
+        body = json.dumps([turn] * 90).encode()   # ~9 MB of valid JSON
+        self.start_over_from(body, rf"is {len(body)} bytes, over the 8388608 bytes a history may have")
+
+    def test_russian_speaker_is_told_in_russian(self):
+        self.start_over_from(b"not json", r"is not valid JSON \(line 1: .+\)", user=IVAN, notice=HISTORY_KEPT_ASIDE_RU)
+
+
 class S3ThrottlingTest(S3TestCase):
     s3_options = {"slow_down": 2, "slow_down_keys": r"^prefix/-?\d+\.json$"}
 
@@ -388,20 +460,8 @@ class S3ServerlessTest(S3TestCase):
     # History reads wait up to 6 s for a partner: long enough to pass a 3 s deadline.
     s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 6000}
 
-    def handle(self, update: dict, **env) -> int:
-        import harness
-        proc = subprocess.run([harness.BIN, "handle"], input=json.dumps(update).encode(),
-                              env=harness.minimal_env(self.bot_env(**self.s3_env(**env))), capture_output=True,
-                              timeout=40, preexec_fn=harness._die_with_parent)
-        with open(self.log_path, "ab") as f:
-            f.write(b"----- handle: " + proc.stdout + b"\n" + proc.stderr)
-        self.assertEqual(proc.returncode, 0, proc.stderr.decode("utf-8", "replace")[-2000:])
-        return json.loads(proc.stdout)["statusCode"]
-
     def test_an_invocation_out_of_time_releases_the_update_for_the_next(self):
-        # As in test_handle.py: the cached identity is checked against the token's bot id.
-        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
-                           username=self.tg.bot.username, is_bot=True)
+        self.serverless_identity()
         msg = self.tg.message(Chat.private(ALICE), ALICE, "Slow storage today")
         update = self.tg.update("message", msg)
         self.assertEqual(self.handle(update, HANDLE_DEADLINE=3), 503, "expected the out-of-time invocation to "
@@ -413,6 +473,29 @@ class S3ServerlessTest(S3TestCase):
         self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Slow storage today"])
         self.assertEqual(self.journal_record(update["update_id"]), {"state": "done"})
         self.assertEqual(len(self.wait_history(ALICE.id, 2)), 2)
+
+
+class S3ServerlessNoConditionsTest(S3TestCase):
+    """`tgllm handle` against a server that answers 501 to conditional writes:
+    each invocation is a fresh process, so what the first learned is kept in the bucket."""
+    s3_options = {"conditions": "501"}
+
+    def test_the_501_is_learned_once_across_invocations(self):
+        self.serverless_identity()
+        warning = "does not support conditional writes"
+        runs = []
+        for text in ("First", "Second"):
+            msg = self.tg.message(Chat.private(ALICE), ALICE, text)
+            self.assertEqual(self.handle(self.tg.update("message", msg)), 200)
+            self.assertEqual([r.text for r in self.tg.replies_to(msg)], [f"Echo: {text}"])
+            warned = [ln for ln in self.last_handle_log.splitlines() if "level=warn" in ln and warning in ln]
+            runs.append((warned, len([r for r in self.s3.requests() if r["status"] == 501])))
+        self.assertEqual(len(runs[0][0]), 1, f"expected the first invocation to warn once; got {runs[0][0]}")
+        self.assertEqual(runs[1][0], [], "expected the second invocation not to warn again")
+        self.assertEqual([n for _, n in runs], [1, 1], "expected one conditional write refused in the first "
+                                                        "invocation, and none tried in the second")
+        self.assertEqual([t["content"] for t in self.wait_history(ALICE.id, 4)],
+                         ["First", "Echo: First", "Second", "Echo: Second"])
 
 
 class S3ShutdownTest(S3TestCase):
@@ -437,9 +520,9 @@ class S3ConcurrencyTest(S3TestCase):
     # GETs of history objects are served in pairs, so both bots read the same version and race.
     s3_options = {"pair_gets": r"^prefix/-?\d+\.json$", "pair_wait_ms": 3000}
 
-    def test_two_bots_sharing_a_chat_lose_no_turns(self):
-        # Two instances of one bot, each fed by its own fake Telegram (with
-        # distinct update ids, as one bot's updates have), one bucket and chat.
+    def start_two_bots(self) -> FakeTelegram:
+        """Two instances of one bot, each fed by its own fake Telegram (with
+        distinct update ids, as one bot's updates have), one bucket; the second's fake."""
         tg2 = FakeTelegram().start()
         self.addCleanup(tg2.stop)
         tg2.next_update_id = 900000
@@ -449,6 +532,10 @@ class S3ConcurrencyTest(S3TestCase):
         tg2.wait_for(lambda: len(tg2.calls_of("getUpdates")) > polls or not bot2.running(), 15,
                      "the second bot to poll")
         self.assertBotRunning(bot2)
+        return tg2
+
+    def test_two_bots_sharing_a_chat_lose_no_turns(self):
+        tg2 = self.start_two_bots()
 
         rounds = 2
         for i in range(rounds):
@@ -469,6 +556,26 @@ class S3ConcurrencyTest(S3TestCase):
         self.assertTrue(conflicts, "expected the two bots to collide at least once (a 412 on a history write); "
                                    "without a collision this test proves nothing")
         self.assertLogged(r"the history changed while it was written", levels=("info",))
+
+    def test_two_identical_messages_at_once_are_both_stored(self):
+        # The same words from one user reach two instances at once: both read
+        # the same (missing) history and race. The loser must not take the
+        # winner's identical turns for its own write.
+        tg2 = self.start_two_bots()
+        m1 = self.tg.send_private(ALICE, "Same words")
+        m2 = tg2.send_private(ALICE, "Same words")
+        self.wait_reply(m1, timeout=30)
+        tg2.wait_for(lambda: tg2.replies_to(m2), 30, "the second bot's reply")
+        self.wait_handled(m1)
+        tg2.wait_for(lambda: self.journal_state(tg2.update_id_of(m2)) == "done", 30,
+                     "the second bot's update to be marked done")
+        self.assertEqual([t["content"] for t in self.history(ALICE.id)],
+                         ["Same words", "Echo: Same words"] * 2, "expected both exchanges stored")
+        conflicts = [r for r in self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT") if r["status"] in (409, 412)]
+        self.assertTrue(conflicts, "expected the two bots to collide (a 412 on a history write); "
+                                   "without a collision this test proves nothing")
+        self.assertNotIn("the history write whose answer was lost did land", self.log(),
+                         "expected no writer to take the other's identical turns for its own")
 
 
 class S3ClientInteropTest(S3TestCase):

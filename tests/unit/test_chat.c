@@ -316,7 +316,8 @@ struct fake_store {
 	struct store base;
 	struct history history; /* what history_load returns */
 	int fail_load, fail_append;
-	char *refused_at; /* the refused_at setting's value */
+	bool set_aside_load; /* history_load answers STORE_HISTORY_SET_ASIDE with no turns */
+	char *refused_at;    /* the refused_at setting's value */
 };
 
 static struct fake_store *fs;
@@ -325,10 +326,13 @@ static void fake_history_load(struct store *s, int64_t chat_id, store_history_cb
 {
 	note("store load chat=%lld", (long long)chat_id);
 	struct history h = HISTORY_INIT;
-	for (size_t i = 0; !fs->fail_load && i < fs->history.len; i++)
+	for (size_t i = 0; !fs->fail_load && !fs->set_aside_load && i < fs->history.len; i++)
 		history_push(&h, fs->history.turns[i].role, fs->history.turns[i].content,
 		             fs->history.turns[i].len);
-	store_answer_history(s, cb, arg, fs->fail_load ? -1 : 0, &h);
+	int err = fs->fail_load ? -1 : 0;
+	if (fs->set_aside_load)
+		err = STORE_HISTORY_SET_ASIDE;
+	store_answer_history(s, cb, arg, err, &h);
 }
 
 static void fake_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
@@ -746,6 +750,30 @@ static void test_a_history_that_cannot_be_read_is_a_storage_failure(void **state
 	find_event(want, 0);
 }
 
+/* The store kept an unreadable history aside: the user hears so, then gets an answer from a fresh start. */
+static void test_a_history_kept_aside_is_told_then_the_chat_starts_over(void **state)
+{
+	(void)state;
+	world_open(NULL, 16000);
+	history_push(&w.store.history, TURN_USER, "lost", 4);
+	w.store.set_aside_load = true;
+	submit(message(13, 111, 111, "hello"), CHAT_REPLY);
+	run_loop();
+	char want[512];
+	snprintf(want, sizeof want, "send chat=111 thread=0 reply_to=130: %s",
+	         text_get(TEXT_HISTORY_ASIDE, "en"));
+	size_t told = find_event(want, 0);
+	expect_int("no model request before the notice is sent", 0, n_llm_calls);
+	answer_send(0);
+	run_loop();
+	find_event("llm user:hello", told);
+	stream("hi");
+	answer_llm(LLM_OK, -1);
+	answer_delivery(true);
+	run_loop();
+	find_event("store append chat=111 update=13 user:hello | assistant:hi", told);
+}
+
 static void test_new_forgets_the_history_and_says_so(void **state)
 {
 	(void)state;
@@ -890,6 +918,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_a_cut_answer_is_delivered_with_a_notice_and_stored, world_close),
 	    cmocka_unit_test_teardown(test_an_answer_that_shows_nothing_is_told_and_not_stored, world_close),
 	    cmocka_unit_test_teardown(test_a_history_that_cannot_be_read_is_a_storage_failure, world_close),
+	    cmocka_unit_test_teardown(test_a_history_kept_aside_is_told_then_the_chat_starts_over,
+	                              world_close),
 	    cmocka_unit_test_teardown(test_new_forgets_the_history_and_says_so, world_close),
 	    cmocka_unit_test_teardown(test_a_stranger_is_told_once_an_hour, world_close),
 	    cmocka_unit_test_teardown(test_a_notice_telegram_refuses_still_ends_the_job, world_close),
