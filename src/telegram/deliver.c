@@ -140,8 +140,12 @@ static void note_failure(struct delivery *d, const char *method, const struct tg
 		d->is_stopped = true;
 		return;
 	}
-	log_warn("chat=%lld: %s failed: %ld %s", (long long)d->target.chat_id, method, res->error_code,
-		 res->description);
+	if (res->is_maybe_delivered)
+		log_warn("chat=%lld: %s may have reached the chat (%s); it is not sent again",
+		         (long long)d->target.chat_id, method, res->description);
+	else
+		log_warn("chat=%lld: %s failed: %ld %s", (long long)d->target.chat_id, method,
+		         res->error_code, res->description);
 }
 
 /* ---- sending and editing real messages ---- */

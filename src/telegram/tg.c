@@ -55,6 +55,7 @@ struct tg_call {
 	bool is_action; /* sendChatAction: the overall budget only */
 	bool is_droppable;
 	bool is_once;
+	bool is_at_most_once; /* the method creates something (is_creating) */
 	enum { STAGE_CHAT_SLOT, STAGE_GLOBAL_SLOT, STAGE_SEND } stage;
 	double not_before; /* monotonic seconds */
 	char *url;
@@ -377,15 +378,30 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	call->attempts++;
 
 	if (resp->is_transport_error) {
-		/* A request that went out may have been taken: only one that never left is repeated. */
-		bool is_safe =
-		    !resp->has_sent_request && resp->status == 0 && !resp->is_timeout && resp->body_len == 0;
-		if (is_safe && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
+		/* Telegram may have taken it: some of it went out, or its answer began. */
+		bool has_left = resp->has_sent_request || resp->status != 0 || resp->body_len != 0;
+		/*
+		 * A call that creates something is never repeated once it left (a
+		 * second sendMessage is a second message); an edit may be, but not
+		 * a frame (the next one supersedes it) nor after a timeout (asking
+		 * again would only wait as long once more).
+		 */
+		bool may_repeat =
+		    !has_left || (!call->is_at_most_once && !call->is_droppable && !resp->is_timeout);
+		if (may_repeat && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
 			log_warn("tg: %s failed (%s), retrying", call->method, resp->error);
 			retry_later(call, backoff_ms(&retry_backoff, call->attempts) / 1000.0);
 			return;
 		}
-		finish_error(call, 0, resp->error);
+		struct tg_result res = {.description = resp->error};
+		if (has_left && call->is_at_most_once) {
+			res.is_maybe_delivered = true;
+			log_warn(
+			    "tg: %s: %s after the request went out; it may have reached Telegram, so it is "
+			    "not sent again",
+			    call->method, resp->error);
+		}
+		finish(call, &res);
 		return;
 	}
 
@@ -518,6 +534,7 @@ static int send_attempt(struct tg_call *call)
 	    .form = call->form,
 	    .n_form = form_count(call->form),
 	    .timeout_ms = call->timeout_s * 1000,
+	    .is_at_most_once = call->is_at_most_once,
 	    .max_body = TG_MAX_RESPONSE,
 	    .on_done = on_http_done,
 	    .arg = call,
@@ -565,6 +582,19 @@ void tg_client_free(struct tg_client *tg)
 	free(tg);
 }
 
+/*
+ * Methods that create something in a chat (a message, a photo, a poll, a
+ * copy): sent twice, they show twice. Edits, deletions, drafts, chat actions
+ * and reads may be repeated.
+ */
+static bool is_creating(const char *method)
+{
+	if (strcmp(method, "sendChatAction") == 0 || strcmp(method, "sendMessageDraft") == 0)
+		return false;
+	return strncmp(method, "send", 4) == 0 || strncmp(method, "copyMessage", 11) == 0 ||
+	       strncmp(method, "forwardMessage", 14) == 0;
+}
+
 static struct tg_call *call_new(struct tg_client *tg, const char *method, int64_t chat_id, unsigned flags,
                                 long timeout_s, tg_done_cb done, void *arg)
 {
@@ -576,6 +606,7 @@ static struct tg_call *call_new(struct tg_client *tg, const char *method, int64_
 	call->is_action = strcmp(method, "sendChatAction") == 0;
 	call->is_droppable = flags & TG_CALL_DROPPABLE;
 	call->is_once = flags & TG_CALL_ONCE;
+	call->is_at_most_once = is_creating(method);
 	call->timeout_s = timeout_s;
 	call->done = done;
 	call->arg = arg;

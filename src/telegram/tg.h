@@ -8,9 +8,14 @@
  *
  * Retries live here because Telegram says when to retry: a 429 is repeated
  * after parameters.retry_after seconds; 5xx answers and failed connections a
- * few times with backoff. A request that may have reached Telegram and got
- * no answer (a timeout mid-transfer) is not repeated, so a message is never
- * sent twice.
+ * few times with backoff. A method that creates something (sendMessage,
+ * sendPhoto, copyMessage…) is sent at most once: after a transport failure
+ * once some of it went out (a reset, a connection closed unanswered, a
+ * timeout) it is not repeated, by this client nor by libcurl on a reused
+ * connection (http.h, is_at_most_once), and fails with is_maybe_delivered,
+ * so a message is never sent twice. Failures before it could go out (no
+ * connection, TLS) are retried. Edits and reads may be repeated after such
+ * a failure too (not after a timeout).
  *
  * So does the one rate limiter for all calls that write to a chat
  * (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this):
@@ -43,6 +48,11 @@ struct tg_result {
 	 */
 	const struct json_t *result;
 	int64_t message_id; /* the Message's, when the result is one; else 0 */
+	/*
+	 * A call that creates something failed after its request went out: it
+	 * may have reached Telegram (and was not sent again).
+	 */
+	bool is_maybe_delivered;
 };
 
 typedef void (*tg_done_cb)(void *arg, const struct tg_result *res);
