@@ -21,7 +21,11 @@
  * (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this):
  * about 30 calls a second overall, one a second per private chat, 20 a
  * minute per group. A call waits for its chat's slot, then for an overall
- * one; a 429 pauses its whole chat for retry_after.
+ * one; a 429 pauses its whole chat for retry_after. The per-chat limit is
+ * about messages: drafts (sendMessageDraft) take slots of their own, as far
+ * apart as the messages', so a draft in flight or just sent never delays a
+ * message (the final one of an answer goes at once); every call still
+ * counts against the overall budget.
  */
 #ifndef TGLLM_TG_H
 #define TGLLM_TG_H
@@ -114,10 +118,11 @@ struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, 
 struct tg_call *tg_call_form(struct tg_client *tg, const char *method, const struct http_form_field *form,
 			     size_t n, int64_t chat_id, unsigned flags, long timeout_s, tg_done_cb done, void *arg);
 /*
- * Seconds until a new call to chat_id would go out (0 when it would go now):
- * streaming uses it to send frames no faster than the chat's budget.
+ * Seconds until a new call of method to chat_id would go out (0 when it
+ * would go now): streaming uses it to send frames no faster than the chat's
+ * budget. Drafts and messages have budgets of their own (see above).
  */
-double tg_chat_wait(struct tg_client *tg, int64_t chat_id);
+double tg_chat_wait(struct tg_client *tg, int64_t chat_id, const char *method);
 /*
  * Whether streaming by drafts (sendMessageDraft, Bot API 9.5) is worth
  * trying: true until tg_note_no_drafts says the server does not know it,
@@ -131,6 +136,8 @@ void tg_note_no_drafts(struct tg_client *tg);
  * line that tells the operator what to fix.
  */
 bool tg_is_token_rejected(const struct tg_result *res);
+/* Whether the call's request is out, awaiting Telegram's answer (not waiting for a slot or a retry). */
+bool tg_call_is_sent(const struct tg_call *call);
 /* Cancels a call, including one waiting to retry; done is not called. */
 void tg_call_cancel(struct tg_call *call);
 

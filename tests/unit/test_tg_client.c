@@ -329,11 +329,12 @@ static void test_a_droppable_call_hit_by_429_fails_and_pauses_its_chat(void **st
 	expect_int("ok of a droppable call hit by 429", false, r.ok);
 	expect_int("error_code", 429, r.error_code);
 	expect_int("requests", 1, (long long)fake_server_count(f->server));
-	double wait = tg_chat_wait(f->tg, 42);
+	double wait = tg_chat_wait(f->tg, 42, "sendMessage");
 	if (wait < 0.5 || wait > 1.0)
 		fail_msg("tg_chat_wait of the chat a 429 paused for 1 s: expected 0.5..1.0 s, got %.3f s",
 		         wait);
-	expect_int("tg_chat_wait of another chat (ms)", 0, (long long)(tg_chat_wait(f->tg, 43) * 1000));
+	expect_int("tg_chat_wait of another chat (ms)", 0,
+	           (long long)(tg_chat_wait(f->tg, 43, "sendMessage") * 1000));
 }
 
 /* A retry_after beyond what is worth waiting drops the call, and pauses its chat no longer than that. */
@@ -351,7 +352,7 @@ static void test_an_absurd_retry_after_fails_the_call_and_pauses_the_chat_an_hou
 	expect_int("ok of a call told to wait INT64_MAX s", false, r.ok);
 	expect_int("error_code", 429, r.error_code);
 	expect_int("requests", 1, (long long)fake_server_count(f->server));
-	double wait = tg_chat_wait(f->tg, 42);
+	double wait = tg_chat_wait(f->tg, 42, "sendMessage");
 	if (wait < 3590 || wait > 3600)
 		fail_msg(
 		    "tg_chat_wait of the chat told to wait INT64_MAX s: expected about an hour, got %.0f s",
@@ -655,7 +656,39 @@ static void test_chat_actions_and_chatless_calls_are_not_paced(void **state)
 	expect_gap_below("two getMe (chat 0)", 0.3, request_with_text(f->server, "m1"),
 	                 request_with_text(f->server, "m2"));
 	expect_int("tg_chat_wait of chat 1 after chat actions only (ms)", 0,
-	           (long long)(tg_chat_wait(f->tg, 1) * 1000));
+	           (long long)(tg_chat_wait(f->tg, 1, "sendMessage") * 1000));
+}
+
+/*
+ * Telegram's one message a second per chat is about messages: a draft takes
+ * a slot of its own, so the message that ends an answer never waits for the
+ * draft before it; drafts are spaced among themselves, messages too.
+ */
+static void test_drafts_and_messages_to_a_chat_are_spaced_apart_from_each_other(void **state)
+{
+	struct fixture *f = *state;
+	struct result d1 = {0}, m1 = {0}, d2 = {0}, m2 = {0};
+	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.5});
+	call(f, "sendMessageDraft", "{\"chat_id\":42,\"draft_id\":1,\"text\":\"d1\"}", 42, TG_CALL_DROPPABLE,
+	     &d1);
+	expect_int("tg_chat_wait for a message after a draft (ms)", 0,
+	           (long long)(tg_chat_wait(f->tg, 42, "sendMessage") * 1000));
+	send_to(f, 42, "m1", 0, &m1);
+	if (tg_chat_wait(f->tg, 42, "sendMessageDraft") < 0.4)
+		fail_msg(
+		    "tg_chat_wait for a draft after a draft (private_s 0.5): expected 0.4..0.5 s, got %.3f s",
+		    tg_chat_wait(f->tg, 42, "sendMessageDraft"));
+	call(f, "sendMessageDraft", "{\"chat_id\":42,\"draft_id\":1,\"text\":\"d2\"}", 42, TG_CALL_DROPPABLE,
+	     &d2);
+	send_to(f, 42, "m2", 0, &m2);
+	WAIT_FOR(&f->loop, d1.n_done && m1.n_done && d2.n_done && m2.n_done, "the four calls to finish");
+	const struct fake_request *rd1 = request_with_text(f->server, "d1"),
+	                          *rm1 = request_with_text(f->server, "m1"),
+	                          *rd2 = request_with_text(f->server, "d2"),
+	                          *rm2 = request_with_text(f->server, "m2");
+	expect_gap_below("a draft and the message after it (no wait for the draft's slot)", 0.2, rd1, rm1);
+	expect_gap_at_least("two drafts to one private chat", 0.5, rd1, rd2);
+	expect_gap_at_least("two messages to one private chat", 0.5, rm1, rm2);
 }
 
 static void test_chat_wait_says_how_long_a_new_call_would_wait(void **state)
@@ -663,18 +696,20 @@ static void test_chat_wait_says_how_long_a_new_call_would_wait(void **state)
 	struct fixture *f = *state;
 	struct result a = {0}, b = {0};
 	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.3});
-	expect_int("tg_chat_wait before any call (ms)", 0, (long long)(tg_chat_wait(f->tg, 1) * 1000));
+	expect_int("tg_chat_wait before any call (ms)", 0,
+	           (long long)(tg_chat_wait(f->tg, 1, "sendMessage") * 1000));
 	send_to(f, 1, "a", 0, &a);
-	double wait = tg_chat_wait(f->tg, 1);
+	double wait = tg_chat_wait(f->tg, 1, "sendMessage");
 	if (wait < 0.2 || wait > 0.3)
 		fail_msg("tg_chat_wait after one call (private_s 0.3): expected 0.2..0.3 s, got %.3f s",
 		         wait);
 	send_to(f, 1, "b", 0, &b);
-	wait = tg_chat_wait(f->tg, 1);
+	wait = tg_chat_wait(f->tg, 1, "sendMessage");
 	if (wait < 0.5 || wait > 0.6)
 		fail_msg("tg_chat_wait after two calls (private_s 0.3): expected 0.5..0.6 s, got %.3f s",
 		         wait);
-	expect_int("tg_chat_wait of another chat (ms)", 0, (long long)(tg_chat_wait(f->tg, 2) * 1000));
+	expect_int("tg_chat_wait of another chat (ms)", 0,
+	           (long long)(tg_chat_wait(f->tg, 2, "sendMessage") * 1000));
 	WAIT_FOR(&f->loop, a.n_done && b.n_done, "both calls to finish");
 }
 
@@ -840,6 +875,7 @@ int main(void)
 	    T(test_global_s_spaces_calls_to_different_chats),
 	    T(test_chat_actions_and_chatless_calls_are_not_paced),
 	    T(test_chat_wait_says_how_long_a_new_call_would_wait),
+	    T(test_drafts_and_messages_to_a_chat_are_spaced_apart_from_each_other),
 	    T(test_no_more_than_32_requests_are_in_flight),
 	    T(test_a_cancelled_call_never_calls_back),
 	    T(test_a_form_call_uploads_its_fields),
