@@ -52,6 +52,8 @@ struct http_call {
 	char error[CURL_ERROR_SIZE];
 	bool is_too_big;
 	bool is_aborted;
+	bool is_at_most_once;   /* the request's */
+	bool is_resend_stopped; /* libcurl was about to send it again after it went out */
 	http_data_cb on_data;
 	http_done_cb on_done;
 	void *arg;
@@ -181,6 +183,15 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 static void finish(struct http_call *call, CURLcode code)
 {
 	struct http_response resp = {0};
+	if (call->is_resend_stopped) {
+		/* curl's own words for the first failure, when it had any ("Recv failure: ..."). */
+		const char *cause = call->error[0] && !strstr(call->error, "pre-request")
+		                        ? call->error
+		                        : "connection closed without an answer";
+		char text[CURL_ERROR_SIZE];
+		snprintf(text, sizeof text, "%.160s on a reused connection", cause);
+		memcpy(call->error, text, sizeof text);
+	}
 	curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &resp.status);
 	resp.is_too_big = call->is_too_big;
 	resp.is_aborted = call->is_aborted;
@@ -351,6 +362,31 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 	return len;
 }
 
+/*
+ * libcurl sends a request again on a new connection when a reused one dies
+ * before any answer came (Curl_retry_request: "Connection died, retrying a
+ * fresh connect"), also when the server had read the whole request. This
+ * runs each time the request is about to go out (after connecting, TLS
+ * included: https://curl.se/libcurl/c/CURLOPT_PREREQFUNCTION.html); a
+ * request that must not be sent twice is stopped there once some of it went
+ * out (CURLINFO_REQUEST_SIZE sums the bytes sent by every attempt). One
+ * whose first attempt sent nothing (the write itself failed) may go again.
+ */
+static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	(void)primary_ip;
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	struct http_call *call = clientp;
+	long sent = 0;
+	if (!call->is_at_most_once ||
+	    curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK || sent == 0)
+		return CURL_PREREQFUNC_OK;
+	call->is_resend_stopped = true;
+	return CURL_PREREQFUNC_ABORT;
+}
+
 static bool has_default_ca_dir(void)
 {
 	CURL *e = curl_easy_init();
@@ -481,6 +517,7 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	call->client = c;
 	call->retry_after = -1;
 	call->on_data = req->on_data;
+	call->is_at_most_once = req->is_at_most_once;
 	call->keep_headers = req->keep_headers;
 	call->on_done = req->on_done;
 	call->arg = req->arg;
@@ -509,6 +546,10 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	SET(CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	if (req->is_at_most_once) {
+		SET(CURLOPT_PREREQFUNCTION, on_prereq);
+		SET(CURLOPT_PREREQDATA, call);
+	}
 	/*
 	 * OpenSSL parses a whole bundle file (~150 certificates, 20-35 ms) at the
 	 * first HTTPS connection of every process; a hashed directory costs a

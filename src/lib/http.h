@@ -12,6 +12,13 @@
  * inside another http function, and on_done runs exactly once unless the call
  * is cancelled. Retrying is the caller's business: only the caller knows
  * what is safe to repeat.
+ *
+ * One thing libcurl repeats on its own: a request on a reused connection
+ * that dies before an answer came is sent again on a new one. A request
+ * that must not reach the server twice (one that creates something, e.g. a
+ * Telegram message) says is_at_most_once: it is then never sent again once
+ * some of it went out; it fails as a transport error with has_sent_request
+ * (it may have been delivered), like any that failed after going out.
  */
 #ifndef TGLLM_HTTP_H
 #define TGLLM_HTTP_H
@@ -30,7 +37,9 @@ struct http_response {
 	bool is_transport_error; /* no complete response: connect, timeout, broken connection */
 	/*
 	 * Some of the request went out: after a transport error the server may
-	 * have taken it all the same (a connection closed without an answer).
+	 * have taken it all the same (a connection closed or reset without an
+	 * answer, a timeout). False when it failed before (no connection, TLS):
+	 * then it surely did not arrive.
 	 */
 	bool has_sent_request;
 	bool is_timeout;
@@ -73,6 +82,7 @@ struct http_request {
 	size_t n_form;
 	long timeout_ms;             /* the whole transfer; 0 = none */
 	long stall_s;                /* give up when nothing arrives for this long; 0 = none */
+	bool is_at_most_once;        /* never sent a second time once some of it went out (see above) */
 	size_t max_body;             /* largest buffered body accepted */
 	http_data_cb on_data;        /* NULL: buffer the body */
 	/*

@@ -15,7 +15,9 @@
  * Where the answer is shown by editing a message, every edit costs a slot of
  * the chat's budget (3 s in groups): the first frame waits a moment, so an
  * answer that comes quickly arrives whole, as one message, instead of as a
- * stub that stays for seconds. A draft costs nothing visible: it goes at once.
+ * stub that stays for seconds. A draft costs nothing visible and takes no
+ * message slot (drafts are paced among themselves, tg.h): it goes at once,
+ * and the final message never waits for a draft.
  */
 #define FIRST_EDIT_DELAY_S 1.0
 
@@ -38,6 +40,7 @@ struct delivery {
 	bool is_visible;
 	struct event *timer;    /* the next frame, or the next step of finishing */
 	struct tg_call *call;   /* one call at a time, frames and final parts alike */
+	struct tg_call *draft;  /* a draft still in flight when the answer finished (see delivery_finish) */
 	struct pending *part;   /* the part that call sends, when it sends one */
 	struct shown *shown;    /* parts sent as real messages, in order */
 	size_t n_shown;
@@ -69,6 +72,12 @@ static void schedule(struct delivery *d, double seconds)
 		log_error("chat=%lld: cannot schedule delivery", (long long)d->target.chat_id);
 }
 
+/* The method the next frame calls: the chat's budget for drafts and for messages are apart (tg.h). */
+static const char *frame_method(const struct delivery *d)
+{
+	return d->is_draft ? "sendMessageDraft" : "editMessageText";
+}
+
 /* After a call: final parts go on at once (the rate limiter spaces them); frames wait their turn. */
 static void next_step(struct delivery *d)
 {
@@ -76,7 +85,7 @@ static void next_step(struct delivery *d)
 		tick(d);
 		return;
 	}
-	double wait = tg_chat_wait(d->tg, d->target.chat_id);
+	double wait = tg_chat_wait(d->tg, d->target.chat_id, frame_method(d));
 	schedule(d, wait > MIN_FRAME_GAP_S ? wait : MIN_FRAME_GAP_S);
 }
 
@@ -140,8 +149,12 @@ static void note_failure(struct delivery *d, const char *method, const struct tg
 		d->is_stopped = true;
 		return;
 	}
-	log_warn("chat=%lld: %s failed: %ld %s", (long long)d->target.chat_id, method, res->error_code,
-		 res->description);
+	if (res->is_maybe_delivered)
+		log_warn("chat=%lld: %s may have reached the chat (%s); it is not sent again",
+		         (long long)d->target.chat_id, method, res->description);
+	else
+		log_warn("chat=%lld: %s failed: %ld %s", (long long)d->target.chat_id, method,
+		         res->error_code, res->description);
 }
 
 /* ---- sending and editing real messages ---- */
@@ -269,6 +282,13 @@ fail:
 static void on_draft_done(void *arg, const struct tg_result *res)
 {
 	struct delivery *d = arg;
+	if (d->is_finishing) {
+		/* The draft let go when the answer finished: the final message supersedes it. */
+		d->draft = NULL;
+		if (res->error_code == 404)
+			tg_note_no_drafts(d->tg);
+		return;
+	}
 	d->call = NULL;
 	if (res->ok) {
 		became_visible(d);
@@ -348,7 +368,7 @@ static void tick(struct delivery *d)
 	if (!d->is_finishing) {
 		if (d->is_stopped || d->text->len == d->rendered_len)
 			return;
-		double wait = tg_chat_wait(d->tg, d->target.chat_id);
+		double wait = tg_chat_wait(d->tg, d->target.chat_id, frame_method(d));
 		if (wait > 0.001) {
 			schedule(d, wait);
 			return;
@@ -402,6 +422,21 @@ void delivery_finish(struct delivery *d, const char *text, size_t len, delivery_
 {
 	d->is_finishing = true;
 	d->done = done;
+	if (d->call && !d->part) {
+		/*
+		 * A draft is never worth delaying the final message: one waiting for
+		 * its slot is dropped (it would only go after the message), one in
+		 * flight is let go, its answer not waited for. It left first, so
+		 * Telegram almost surely has it before the message, which ends the
+		 * draft; a draft is only an ephemeral preview anyway
+		 * (https://core.telegram.org/bots/api#sendmessagedraft).
+		 */
+		if (tg_call_is_sent(d->call))
+			d->draft = d->call;
+		else
+			tg_call_cancel(d->call);
+		d->call = NULL;
+	}
 	struct render_options o = options(d, false);
 	if (render_markdown(text, len, &o, &d->out) != 0) {
 		log_error("chat=%lld: out of memory rendering an answer", (long long)d->target.chat_id);
@@ -419,6 +454,7 @@ void delivery_free(struct delivery *d)
 	if (!d)
 		return;
 	tg_call_cancel(d->call);
+	tg_call_cancel(d->draft);
 	pending_free(d->part);
 	event_free(d->timer);
 	for (size_t i = 0; i < d->n_shown; i++)

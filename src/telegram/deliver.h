@@ -5,7 +5,10 @@
  * shown: in private chats as a draft (sendMessageDraft, Bot API 9.5), in
  * groups — or where drafts fail — as a message that is edited as it grows.
  * Frames go out no faster than the chat's rate budget (tg_chat_wait); a
- * frame hit by a 429 is dropped, the next one carries the newer text. When
+ * frame hit by a 429 is dropped, the next one carries the newer text.
+ * Drafts are no messages: they are paced among themselves, take none of the
+ * chat's message slots, and a draft in flight or just sent never delays the
+ * final message (a quick answer goes out at once). When
  * the answer is complete, the final parts are sent (or the streamed messages
  * edited into them) in order, the first as a reply to the user's message.
  * A part Telegram rejects (400) is sent again as plain text, without

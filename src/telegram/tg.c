@@ -27,11 +27,17 @@ static const struct backoff retry_backoff = {1000, 8000, false};
  */
 #define TG_MAX_IN_FLIGHT 32
 
-/* When a chat may next be written to. */
+/*
+ * When a chat may next be written to. Messages (new ones and edits) and
+ * drafts have a slot each: Telegram's one message a second per chat is
+ * about messages, and a draft is none; drafts are spaced among themselves
+ * alike, and a draft just sent never holds back the message that ends it.
+ */
 struct pace {
 	struct pace *next_in_bucket;
 	int64_t chat_id;
-	double next;         /* the next free slot */
+	double next;         /* the next free slot for a message */
+	double draft_next;   /* the next free slot for a draft */
 	double paused_until; /* a 429's retry_after: no call goes before it */
 };
 
@@ -53,8 +59,10 @@ struct tg_call {
 	const char *method; /* for log lines: the end of url */
 	int64_t chat_id;
 	bool is_action; /* sendChatAction: the overall budget only */
+	bool is_draft;  /* sendMessageDraft: the chat's draft slot, not its message slot */
 	bool is_droppable;
 	bool is_once;
+	bool is_at_most_once; /* the method creates something (is_creating) */
 	enum { STAGE_CHAT_SLOT, STAGE_GLOBAL_SLOT, STAGE_SEND } stage;
 	double not_before; /* monotonic seconds */
 	char *url;
@@ -211,7 +219,8 @@ static struct pace *pace_get(struct tg_client *tg, int64_t chat_id, double now)
 		struct pace *x = *p;
 		if (x->chat_id == chat_id) {
 			found = x;
-		} else if (x->next < now - PACE_FORGET_S) {
+		} else if (x->next < now - PACE_FORGET_S && x->draft_next < now - PACE_FORGET_S &&
+		           x->paused_until < now - PACE_FORGET_S) {
 			*p = x->next_in_bucket;
 			free(x);
 			continue;
@@ -229,11 +238,22 @@ static struct pace *pace_get(struct tg_client *tg, int64_t chat_id, double now)
 	return found;
 }
 
-static double pace_peek(struct tg_client *tg, int64_t chat_id, double now)
+static double later(double a, double b)
+{
+	return a > b ? a : b;
+}
+
+/* The chat's slot a call takes: its drafts', or its messages'. */
+static double *pace_slot(struct pace *p, bool is_draft)
+{
+	return is_draft ? &p->draft_next : &p->next;
+}
+
+static double pace_peek(struct tg_client *tg, int64_t chat_id, bool is_draft, double now)
 {
 	struct pace *p = pace_get(tg, chat_id, now);
-	double at = tg->global_next > now ? tg->global_next : now;
-	return p && p->next > at ? p->next : at;
+	double at = later(tg->global_next, now);
+	return p ? later(at, later(*pace_slot(p, is_draft), p->paused_until)) : at;
 }
 
 static bool is_paced(const struct tg_call *call)
@@ -251,16 +271,14 @@ static void pace_pause(struct tg_call *call, double now, long seconds)
 	struct pace *p = call->chat_id ? pace_get(call->tg, call->chat_id, now) : NULL;
 	if (!p)
 		return;
-	if (p->next < now + (double)seconds)
-		p->next = now + (double)seconds;
 	if (p->paused_until < now + (double)seconds)
 		p->paused_until = now + (double)seconds;
 }
 
-double tg_chat_wait(struct tg_client *tg, int64_t chat_id)
+double tg_chat_wait(struct tg_client *tg, int64_t chat_id, const char *method)
 {
 	double now = now_s();
-	return pace_peek(tg, chat_id, now) - now;
+	return pace_peek(tg, chat_id, strcmp(method, "sendMessageDraft") == 0, now) - now;
 }
 
 static int send_attempt(struct tg_call *call);
@@ -299,10 +317,11 @@ static int advance(struct tg_call *call)
 		at = call->not_before;
 		if (is_paced(call)) {
 			struct pace *p = pace_get(tg, call->chat_id, now);
-			if (p && p->next > at)
-				at = p->next;
-			if (p)
-				p->next = at + pace_interval(tg, call->chat_id);
+			if (p) {
+				double *slot = pace_slot(p, call->is_draft);
+				at = later(at, later(*slot, p->paused_until));
+				*slot = at + pace_interval(tg, call->chat_id);
+			}
 		}
 		call->stage = STAGE_GLOBAL_SLOT;
 		if (at - now > 0.0005)
@@ -377,15 +396,30 @@ static void on_http_done(void *arg, const struct http_response *resp)
 	call->attempts++;
 
 	if (resp->is_transport_error) {
-		/* A request that went out may have been taken: only one that never left is repeated. */
-		bool is_safe =
-		    !resp->has_sent_request && resp->status == 0 && !resp->is_timeout && resp->body_len == 0;
-		if (is_safe && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
+		/* Telegram may have taken it: some of it went out, or its answer began. */
+		bool has_left = resp->has_sent_request || resp->status != 0 || resp->body_len != 0;
+		/*
+		 * A call that creates something is never repeated once it left (a
+		 * second sendMessage is a second message); an edit may be, but not
+		 * a frame (the next one supersedes it) nor after a timeout (asking
+		 * again would only wait as long once more).
+		 */
+		bool may_repeat =
+		    !has_left || (!call->is_at_most_once && !call->is_droppable && !resp->is_timeout);
+		if (may_repeat && !call->is_once && call->attempts < TG_MAX_ATTEMPTS) {
 			log_warn("tg: %s failed (%s), retrying", call->method, resp->error);
 			retry_later(call, backoff_ms(&retry_backoff, call->attempts) / 1000.0);
 			return;
 		}
-		finish_error(call, 0, resp->error);
+		struct tg_result res = {.description = resp->error};
+		if (has_left && call->is_at_most_once) {
+			res.is_maybe_delivered = true;
+			log_warn(
+			    "tg: %s: %s after the request went out; it may have reached Telegram, so it is "
+			    "not sent again",
+			    call->method, resp->error);
+		}
+		finish(call, &res);
 		return;
 	}
 
@@ -518,6 +552,7 @@ static int send_attempt(struct tg_call *call)
 	    .form = call->form,
 	    .n_form = form_count(call->form),
 	    .timeout_ms = call->timeout_s * 1000,
+	    .is_at_most_once = call->is_at_most_once,
 	    .max_body = TG_MAX_RESPONSE,
 	    .on_done = on_http_done,
 	    .arg = call,
@@ -565,6 +600,19 @@ void tg_client_free(struct tg_client *tg)
 	free(tg);
 }
 
+/*
+ * Methods that create something in a chat (a message, a photo, a poll, a
+ * copy): sent twice, they show twice. Edits, deletions, drafts, chat actions
+ * and reads may be repeated.
+ */
+static bool is_creating(const char *method)
+{
+	if (strcmp(method, "sendChatAction") == 0 || strcmp(method, "sendMessageDraft") == 0)
+		return false;
+	return strncmp(method, "send", 4) == 0 || strncmp(method, "copyMessage", 11) == 0 ||
+	       strncmp(method, "forwardMessage", 14) == 0;
+}
+
 static struct tg_call *call_new(struct tg_client *tg, const char *method, int64_t chat_id, unsigned flags,
                                 long timeout_s, tg_done_cb done, void *arg)
 {
@@ -574,8 +622,10 @@ static struct tg_call *call_new(struct tg_client *tg, const char *method, int64_
 	call->tg = tg;
 	call->chat_id = chat_id;
 	call->is_action = strcmp(method, "sendChatAction") == 0;
+	call->is_draft = strcmp(method, "sendMessageDraft") == 0;
 	call->is_droppable = flags & TG_CALL_DROPPABLE;
 	call->is_once = flags & TG_CALL_ONCE;
+	call->is_at_most_once = is_creating(method);
 	call->timeout_s = timeout_s;
 	call->done = done;
 	call->arg = arg;
@@ -637,6 +687,11 @@ bool tg_is_token_rejected(const struct tg_result *res)
 	log_error("tg: Telegram rejects the bot token (%ld %s): check TG_BOT_TOKEN", res->error_code,
 	          res->description);
 	return true;
+}
+
+bool tg_call_is_sent(const struct tg_call *call)
+{
+	return call->http != NULL;
 }
 
 void tg_call_cancel(struct tg_call *call)

@@ -8,15 +8,24 @@
  *
  * Retries live here because Telegram says when to retry: a 429 is repeated
  * after parameters.retry_after seconds; 5xx answers and failed connections a
- * few times with backoff. A request that may have reached Telegram and got
- * no answer (a timeout mid-transfer) is not repeated, so a message is never
- * sent twice.
+ * few times with backoff. A method that creates something (sendMessage,
+ * sendPhoto, copyMessage…) is sent at most once: after a transport failure
+ * once some of it went out (a reset, a connection closed unanswered, a
+ * timeout) it is not repeated, by this client nor by libcurl on a reused
+ * connection (http.h, is_at_most_once), and fails with is_maybe_delivered,
+ * so a message is never sent twice. Failures before it could go out (no
+ * connection, TLS) are retried. Edits and reads may be repeated after such
+ * a failure too (not after a timeout).
  *
  * So does the one rate limiter for all calls that write to a chat
  * (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this):
  * about 30 calls a second overall, one a second per private chat, 20 a
  * minute per group. A call waits for its chat's slot, then for an overall
- * one; a 429 pauses its whole chat for retry_after.
+ * one; a 429 pauses its whole chat for retry_after. The per-chat limit is
+ * about messages: drafts (sendMessageDraft) take slots of their own, as far
+ * apart as the messages', so a draft in flight or just sent never delays a
+ * message (the final one of an answer goes at once); every call still
+ * counts against the overall budget.
  */
 #ifndef TGLLM_TG_H
 #define TGLLM_TG_H
@@ -43,6 +52,11 @@ struct tg_result {
 	 */
 	const struct json_t *result;
 	int64_t message_id; /* the Message's, when the result is one; else 0 */
+	/*
+	 * A call that creates something failed after its request went out: it
+	 * may have reached Telegram (and was not sent again).
+	 */
+	bool is_maybe_delivered;
 };
 
 typedef void (*tg_done_cb)(void *arg, const struct tg_result *res);
@@ -104,10 +118,11 @@ struct tg_call *tg_call(struct tg_client *tg, const char *method, char *params, 
 struct tg_call *tg_call_form(struct tg_client *tg, const char *method, const struct http_form_field *form,
 			     size_t n, int64_t chat_id, unsigned flags, long timeout_s, tg_done_cb done, void *arg);
 /*
- * Seconds until a new call to chat_id would go out (0 when it would go now):
- * streaming uses it to send frames no faster than the chat's budget.
+ * Seconds until a new call of method to chat_id would go out (0 when it
+ * would go now): streaming uses it to send frames no faster than the chat's
+ * budget. Drafts and messages have budgets of their own (see above).
  */
-double tg_chat_wait(struct tg_client *tg, int64_t chat_id);
+double tg_chat_wait(struct tg_client *tg, int64_t chat_id, const char *method);
 /*
  * Whether streaming by drafts (sendMessageDraft, Bot API 9.5) is worth
  * trying: true until tg_note_no_drafts says the server does not know it,
@@ -121,6 +136,8 @@ void tg_note_no_drafts(struct tg_client *tg);
  * line that tells the operator what to fix.
  */
 bool tg_is_token_rejected(const struct tg_result *res);
+/* Whether the call's request is out, awaiting Telegram's answer (not waiting for a slot or a retry). */
+bool tg_call_is_sent(const struct tg_call *call);
 /* Cancels a call, including one waiting to retry; done is not called. */
 void tg_call_cancel(struct tg_call *call);
 

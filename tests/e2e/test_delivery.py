@@ -17,6 +17,8 @@ from harness import ALICE, OPEN_GROUP, BotTestCase, main, utf16_len
 
 # The calls that show answer text in a chat.
 SHOWING = ("sendMessageDraft", "sendMessage", "editMessageText")
+# Of those, the messages: Telegram's per-chat limit counts these; drafts are paced among themselves.
+MESSAGES = ("sendMessage", "editMessageText")
 MENTION = "@tgllm_test_bot "
 
 
@@ -48,6 +50,15 @@ class DeliveryTestCase(BotTestCase):
         with self.tg.cond:
             calls = list(self.tg.calls)
         return [c for c in calls if c.name in names and c.chat_id() == chat_id and (ok is None or c.ok == ok)]
+
+    def assertSpaced(self, chat_id: int, seconds: float, what: str):
+        """Messages to the chat at least `seconds` apart (0.1 s of slack), and drafts among themselves."""
+        for kind, methods in (("messages", MESSAGES), ("drafts", ("sendMessageDraft",))):
+            calls = self.showing_calls(chat_id, methods=methods)
+            too_close = [g for g in gaps(calls) if g < seconds - 0.1]
+            self.assertEqual(too_close, [], f"expected {kind} to {what} at least {seconds} s apart (gaps >= "
+                                            f"{seconds - 0.1:.1f} s); the gaps were {gaps(calls)} between "
+                                            f"{[c.method for c in calls]}")
 
     def wait_chat_texts(self, chat_id: int, expected: list, timeout: float):
         self.tg.wait_for(lambda: self.tg.texts_in(chat_id) == expected, timeout,
@@ -355,22 +366,53 @@ class DraftFallbackTest(DeliveryTestCase):
 
 class TelegramPacingTest(DeliveryTestCase):
     """Telegram's limits, with the binary's default pacing: at most one message
-    a second to a private chat, one every 3 s to a group."""
+    a second to a private chat, one every 3 s to a group. Drafts are no
+    messages: they are as far apart among themselves, and never hold a message
+    back."""
 
     pacing = None   # TELEGRAM_PACING unset
 
-    def test_private_frames_are_at_least_a_second_apart(self):
+    def test_private_drafts_are_at_least_a_second_apart(self):
         text = prose(60)
         self.start_bot()
         self.llm.enqueue(answer(text, chunks=30, chunk_delay=0.15))     # a piece every 0.15 s for 4.5 s
         msg = self.tg.send_private(ALICE, "Stream in many small pieces")
         self.wait_reply(msg, timeout=25)
         self.wait_handled(msg)
-        calls = self.showing_calls(ALICE.id)
-        self.assertGreaterEqual(len(calls), 4, f"expected several frames during 4.5 s, got {len(calls)} call(s)")
-        too_close = [g for g in gaps(calls) if g < 0.9]
-        self.assertEqual(too_close, [], f"expected at most one call a second to the private chat "
-                                        f"(gaps >= 0.9 s); the gaps were {gaps(calls)}")
+        drafts = self.showing_calls(ALICE.id, methods=("sendMessageDraft",))
+        self.assertGreaterEqual(len(drafts), 4, f"expected several drafts during 4.5 s, got {len(drafts)}")
+        self.assertSpaced(ALICE.id, 1.0, "the private chat")
+
+    def test_private_messages_are_at_least_a_second_apart(self):
+        # Without drafts the answer grows by edits: each one a message under the limit.
+        text = prose(60)
+        self.start_bot()
+        self.tg.fail("sendMessageDraft", times=100, error_code=404, description="Not Found")
+        self.llm.enqueue(answer(text, chunks=30, chunk_delay=0.15))     # a piece every 0.15 s for 4.5 s
+        msg = self.tg.send_private(ALICE, "Stream in many small pieces")
+        self.wait_chat_texts(ALICE.id, [text], 25)
+        self.wait_handled(msg)
+        messages = self.showing_calls(ALICE.id, methods=MESSAGES)
+        self.assertGreaterEqual(len(messages), 4, f"expected a message and several edits during 4.5 s, got "
+                                                  f"{[c.method for c in messages]}")
+        self.assertSpaced(ALICE.id, 1.0, "the private chat")
+
+    def test_a_quick_private_answer_follows_its_only_draft_at_once(self):
+        # Streams for ~50 ms: one draft; the final message must not wait for the chat's next second.
+        text = prose(6)
+        self.start_bot()
+        self.llm.enqueue(answer(text, chunks=3, chunk_delay=0.025))
+        msg = self.tg.send_private(ALICE, "Quick one")
+        reply = self.wait_reply(msg, timeout=15)
+        self.assertEqual(reply.text, text)
+        self.wait_handled(msg)
+        drafts = self.showing_calls(ALICE.id, methods=("sendMessageDraft",))
+        final = self.showing_calls(ALICE.id, methods=("sendMessage",))
+        self.assertEqual(len(drafts), 1, f"expected one draft for a 50 ms stream, got {len(drafts)}")
+        self.assertEqual(len(final), 1, f"expected one final message, got {len(final)}")
+        gap = final[0].time - drafts[0].time
+        self.assertLess(gap, 0.3, f"expected the final message well under a second after the answer's only "
+                                  f"draft (< 0.3 s); it came {gap:.3f} s after")
 
     def test_group_frames_are_at_least_three_seconds_apart(self):
         text = prose(80)
@@ -397,11 +439,8 @@ class CustomPacingTest(DeliveryTestCase):
         second = self.tg.send_private(ALICE, "Second question")
         self.wait_handled(first, second, timeout=20)
         self.assertEqual(self.tg.texts_in(ALICE.id), ["Echo: First question", "Echo: Second question"])
-        calls = self.showing_calls(ALICE.id)
-        too_close = [g for g in gaps(calls) if g < 1.9]
-        self.assertEqual(too_close, [], f"expected TELEGRAM_PACING=2,2,0 to keep calls to the private chat 2 s "
-                                        f"apart (gaps >= 1.9 s); the gaps were {gaps(calls)} between "
-                                        f"{[c.method for c in calls]}")
+        self.assertGreaterEqual(len(self.showing_calls(ALICE.id, methods=MESSAGES)), 2)
+        self.assertSpaced(ALICE.id, 2.0, "the private chat with TELEGRAM_PACING=2,2,0")
 
 
 if __name__ == "__main__":

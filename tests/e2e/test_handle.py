@@ -499,5 +499,30 @@ class HandleDeadlineTest(HandleTestCase):
                                           f"{run.elapsed:.2f} s")
 
 
+
+class HandleQuickAnswerTest(HandleTestCase):
+    """A quick answer with Telegram's own pacing: its draft does not hold the final message a second."""
+
+    pacing = None   # TELEGRAM_PACING unset
+
+    def test_an_answer_streamed_for_50_ms_ends_the_invocation_at_once(self):
+        text = "A quick answer, streamed for a moment."
+        self.llm.enqueue(answer(text, chunks=3, chunk_delay=0.025))
+        update, msg = self.new_update(ALICE, "Quick one")
+        run = self.handle(yandex_event(json.dumps(update)), timeout=15)
+        ended = time.monotonic()
+        self.assertEqual(run.status, 200, f"expected 200, got {run.response}")
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], [text])
+        drafts = self.tg.calls_of("sendMessageDraft", chat_id=ALICE.id)
+        final = self.tg.calls_of("sendMessage", chat_id=ALICE.id)
+        self.assertEqual(len(drafts), 1, f"expected one draft for a 50 ms stream, got {len(drafts)}")
+        gap = final[0].time - drafts[0].time
+        self.assertLess(gap, 0.3, f"expected the final message well under a second after the draft (< 0.3 s); "
+                                  f"it came {gap:.3f} s after")
+        # The fakes and this test read one monotonic clock.
+        took = ended - self.llm.requests[0].time
+        self.assertLess(took, 0.5, f"expected the invocation over within 0.5 s of asking the model (a 50 ms "
+                                   f"answer); it took {took:.3f} s (the whole run: {run.elapsed:.2f} s)")
+
 if __name__ == "__main__":
     main()

@@ -446,9 +446,10 @@ static void test_a_draft_refused_for_its_chat_switches_that_answer_to_edits(void
 static void test_a_server_without_drafts_switches_to_edits_for_good(void **state)
 {
 	struct fixture *f = *state;
-	override(f, "sendMessageDraft", 1,
-	         (struct fake_reply){.status = 404,
-	                             .body = "{\"ok\":false,\"error_code\":404,\"description\":\"Not Found\"}"});
+	override(
+	    f, "sendMessageDraft", 1,
+	    (struct fake_reply){.status = 404,
+	                        .body = "{\"ok\":false,\"error_code\":404,\"description\":\"Not Found\"}"});
 	start(f, PRIVATE_CHAT, true);
 	grow(f, "Hello");
 	json_decref(expect_call(f, 0, "sendMessageDraft", "Hello"));
@@ -537,6 +538,62 @@ static void test_a_frame_hit_by_429_is_dropped_and_the_next_carries_newer_text(v
 	           (long long)fake_server_count(f->server));
 }
 
+/* ---- a quick answer is not held back by its draft (issue 13, item 14) ---- */
+
+/* Telegram's own pacing: one message a second to a private chat. */
+static void use_telegram_pacing(struct fixture *f)
+{
+	tg_client_free(f->tg);
+	f->tg = tg_client_new(f->loop.base, f->http, fake_server_url(f->server), TOKEN, &TG_PACING_DEFAULT);
+	assert_non_null(f->tg);
+}
+
+/* An answer that streamed for a moment: one draft, then the final message at once, not a second later. */
+static void test_a_quick_answer_follows_its_draft_at_once(void **state)
+{
+	struct fixture *f = *state;
+	use_telegram_pacing(f);
+	start(f, PRIVATE_CHAT, true);
+	grow(f, "Hello");
+	json_decref(expect_call(f, 0, "sendMessageDraft", "Hello"));
+	WAIT_FOR(&f->loop, f->n_visible == 1, "the draft to be shown");
+	grow(f, " world");
+	finish(f, "Hello world");
+	wait_done(f);
+	json_decref(expect_call(f, 1, "sendMessage", "Hello world"));
+	expect_int("requests", 2, (long long)fake_server_count(f->server));
+	const struct fake_request *draft = fake_server_request(f->server, 0),
+	                          *final = fake_server_request(f->server, 1);
+	if (final->at - draft->at >= 0.3)
+		fail_msg(
+		    "the final message after the answer's only draft: expected within 0.3 s, came %.3f s "
+		    "later",
+		    final->at - draft->at);
+}
+
+/* The draft Telegram has not answered yet is not waited for; a later answer to it changes nothing. */
+static void test_the_final_message_does_not_wait_for_a_draft_in_flight(void **state)
+{
+	struct fixture *f = *state;
+	use_telegram_pacing(f);
+	override(f, "sendMessageDraft", 1,
+	         (struct fake_reply){.is_held = true, .body = "{\"ok\":true,\"result\":true}"});
+	start(f, PRIVATE_CHAT, true);
+	grow(f, "Hello");
+	wait_request(f, 0);
+	finish(f, "Hello world");
+	wait_done(f);
+	expect_int("is_delivered", true, f->is_delivered);
+	json_decref(expect_call(f, 1, "sendMessage", "Hello world"));
+	expect_int("the held draft answered before the final message was done", false,
+	           fake_server_request(f->server, 0)->is_answered);
+	fake_server_release(f->server, 0);
+	WAIT_FOR(&f->loop, fake_server_request(f->server, 0)->is_answered, "the late draft's answer");
+	fake_server_sync(f->server);
+	expect_int("requests", 2, (long long)fake_server_count(f->server));
+	expect_int("done callbacks", 1, f->n_done);
+}
+
 /* ---- callbacks ---- */
 
 static void test_visible_fires_once_when_the_first_text_is_shown(void **state)
@@ -593,6 +650,8 @@ int main(void)
 	    T(test_a_long_answer_goes_in_parts_in_order_the_first_as_the_reply),
 	    T(test_a_part_that_fills_while_streaming_is_sent_once),
 	    T(test_a_frame_hit_by_429_is_dropped_and_the_next_carries_newer_text),
+	    T(test_a_quick_answer_follows_its_draft_at_once),
+	    T(test_the_final_message_does_not_wait_for_a_draft_in_flight),
 	    T(test_a_part_refused_for_its_entities_goes_again_as_plain_text),
 	    T(test_a_403_on_a_part_stops_the_rest),
 	    T(test_a_403_on_a_draft_stops_the_stream),

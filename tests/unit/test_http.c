@@ -36,7 +36,7 @@ struct outcome {
 	int n_done;
 	bool was_in_start;
 	long status;
-	bool is_transport_error, is_timeout, is_too_big, is_aborted;
+	bool is_transport_error, is_timeout, is_too_big, is_aborted, has_sent_request;
 	char *error;
 	char *body;
 	size_t body_len;
@@ -105,6 +105,7 @@ static void on_done(void *arg, const struct http_response *resp)
 	o->is_timeout = resp->is_timeout;
 	o->is_too_big = resp->is_too_big;
 	o->is_aborted = resp->is_aborted;
+	o->has_sent_request = resp->has_sent_request;
 	free(o->error);
 	o->error = resp->error ? dup_bytes(resp->error, strlen(resp->error)) : NULL;
 	free(o->body);
@@ -593,6 +594,104 @@ static void test_a_cancelled_call_never_calls_back(void **state)
 	outcome_free(&at_once);
 }
 
+/* ---- a request sent at most once ---- */
+
+/*
+ * A POST on a connection the server keeps open after a first exchange, then
+ * the server's reply to it (closed or reset without an answer, from the
+ * queue), then whatever comes next; the second request has gone when this
+ * returns.
+ */
+static void post_on_a_reused_connection(struct fixture *f, const struct fake_reply *broken,
+                                        bool is_at_most_once, struct outcome *o)
+{
+	struct outcome first;
+	outcome_init(&first, f);
+	fake_server_queue(f->server, &(struct fake_reply){.body = "first"});
+	start(f, (struct http_request){.url = url_of(f, "/first"), .body = "1", .body_len = 1}, &first);
+	WAIT_FOR(&f->loop, first.n_done == 1, "the first exchange");
+	expect_int("the first exchange's status", 200, first.status);
+	outcome_free(&first);
+	fake_server_queue(f->server, broken);
+	fake_server_queue(f->server, &(struct fake_reply){.body = "second"});
+	start(
+	    f,
+	    (struct http_request){
+	        .url = url_of(f, "/create"), .body = "2", .body_len = 1, .is_at_most_once = is_at_most_once},
+	    o);
+	WAIT_FOR(&f->loop, o->n_done == 1, "the request on the reused connection to finish");
+	fake_server_sync(f->server);
+	const struct fake_request *r0 = fake_server_request(f->server, 0),
+	                          *r1 = fake_server_request(f->server, 1);
+	if (!r1 || r0->client_port != r1->client_port)
+		fail_msg(
+		    "the second request: expected on the first one's connection (port %d), came on port %d",
+		    r0->client_port, r1 ? r1->client_port : -1);
+}
+
+/* Why the flag exists: libcurl itself sends a request again when a reused connection dies unanswered. */
+static void test_libcurl_resends_a_request_whose_reused_connection_died(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o;
+	outcome_init(&o, f);
+	post_on_a_reused_connection(f, &(struct fake_reply){.is_closed = true}, false, &o);
+	expect_int("requests at the server (the first, the dropped one, libcurl's resend)", 3,
+	           (long long)fake_server_count(f->server));
+	expect_int("status of the resent request", 200, o.status);
+	outcome_free(&o);
+}
+
+static void expect_not_sent_again(struct fixture *f, const struct outcome *o, const char *how)
+{
+	if (fake_server_count(f->server) != 2)
+		fail_msg(
+		    "an is_at_most_once request %s on a reused connection: expected it to reach the server "
+		    "once (2 requests in all), got %zu requests (status %ld)",
+		    how, fake_server_count(f->server), o->status);
+	expect_int("is_transport_error", true, o->is_transport_error);
+	expect_int("has_sent_request (it may have been delivered)", true, o->has_sent_request);
+	expect_int("status", 0, o->status);
+	if (!o->error || !o->error[0])
+		fail_msg("the error text: expected words, got \"%s\"", o->error ? o->error : "(null)");
+}
+
+static void
+test_an_at_most_once_request_closed_unanswered_on_a_reused_connection_is_not_sent_again(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o;
+	outcome_init(&o, f);
+	post_on_a_reused_connection(f, &(struct fake_reply){.is_closed = true}, true, &o);
+	expect_not_sent_again(f, &o, "closed unanswered");
+	outcome_free(&o);
+}
+
+static void test_an_at_most_once_request_reset_on_a_reused_connection_is_not_sent_again(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o;
+	outcome_init(&o, f);
+	post_on_a_reused_connection(f, &(struct fake_reply){.is_reset = true}, true, &o);
+	expect_not_sent_again(f, &o, "reset unanswered");
+	outcome_free(&o);
+}
+
+/* Nothing went out: the server surely did not take it. */
+static void test_a_refused_connection_has_sent_no_request(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o;
+	outcome_init(&o, f);
+	char url[128];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/create", dead_port(&f->loop));
+	start(f, (struct http_request){.url = url, .body = "1", .body_len = 1, .is_at_most_once = true}, &o);
+	WAIT_FOR(&f->loop, o.n_done == 1, "the refused call to finish");
+	expect_int("is_transport_error", true, o.is_transport_error);
+	expect_int("has_sent_request of a refused connection", false, o.has_sent_request);
+	outcome_free(&o);
+}
+
 int main(void)
 {
 	test_net_init();
@@ -617,6 +716,10 @@ int main(void)
 	    T(test_a_form_carries_values_and_a_file),
 	    T(test_callbacks_never_run_inside_http_start),
 	    T(test_a_cancelled_call_never_calls_back),
+	    T(test_libcurl_resends_a_request_whose_reused_connection_died),
+	    T(test_an_at_most_once_request_closed_unanswered_on_a_reused_connection_is_not_sent_again),
+	    T(test_an_at_most_once_request_reset_on_a_reused_connection_is_not_sent_again),
+	    T(test_a_refused_connection_has_sent_no_request),
 	};
 #undef T
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);

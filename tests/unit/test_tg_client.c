@@ -19,6 +19,7 @@
 
 #include "fake_http.h"
 #include "lib/http.h"
+#include "lib/log.h"
 #include "loop.h"
 #include "telegram/tg.h"
 
@@ -53,6 +54,7 @@ struct result {
 	long error_code;
 	char description[256];
 	int64_t message_id;
+	bool is_maybe_delivered;
 	char *result_json; /* the result tree, dumped; NULL when there was none */
 	double at;
 };
@@ -110,6 +112,7 @@ static void on_done(void *arg, const struct tg_result *res)
 	r->error_code = res->error_code;
 	snprintf(r->description, sizeof r->description, "%s", res->description ? res->description : "(null)");
 	r->message_id = res->message_id;
+	r->is_maybe_delivered = res->is_maybe_delivered;
 	free(r->result_json);
 	r->result_json = res->result ? json_dumps(res->result, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
 	r->at = test_now();
@@ -326,11 +329,12 @@ static void test_a_droppable_call_hit_by_429_fails_and_pauses_its_chat(void **st
 	expect_int("ok of a droppable call hit by 429", false, r.ok);
 	expect_int("error_code", 429, r.error_code);
 	expect_int("requests", 1, (long long)fake_server_count(f->server));
-	double wait = tg_chat_wait(f->tg, 42);
+	double wait = tg_chat_wait(f->tg, 42, "sendMessage");
 	if (wait < 0.5 || wait > 1.0)
 		fail_msg("tg_chat_wait of the chat a 429 paused for 1 s: expected 0.5..1.0 s, got %.3f s",
 		         wait);
-	expect_int("tg_chat_wait of another chat (ms)", 0, (long long)(tg_chat_wait(f->tg, 43) * 1000));
+	expect_int("tg_chat_wait of another chat (ms)", 0,
+	           (long long)(tg_chat_wait(f->tg, 43, "sendMessage") * 1000));
 }
 
 /* A retry_after beyond what is worth waiting drops the call, and pauses its chat no longer than that. */
@@ -348,7 +352,7 @@ static void test_an_absurd_retry_after_fails_the_call_and_pauses_the_chat_an_hou
 	expect_int("ok of a call told to wait INT64_MAX s", false, r.ok);
 	expect_int("error_code", 429, r.error_code);
 	expect_int("requests", 1, (long long)fake_server_count(f->server));
-	double wait = tg_chat_wait(f->tg, 42);
+	double wait = tg_chat_wait(f->tg, 42, "sendMessage");
 	if (wait < 3590 || wait > 3600)
 		fail_msg(
 		    "tg_chat_wait of the chat told to wait INT64_MAX s: expected about an hour, got %.0f s",
@@ -454,6 +458,108 @@ static void test_a_request_the_server_dropped_unanswered_is_not_repeated(void **
 	expect_int("requests of a sendMessage the server read and dropped", 1,
 	           (long long)fake_server_count(f->server));
 	expect_int("ok", false, r.ok);
+	expect_int("is_maybe_delivered", true, r.is_maybe_delivered);
+}
+
+/* ---- a message is sent at most once (issue 13, item 7) ---- */
+
+/* The log's lines while a test runs: stderr into a file. */
+struct captured_log {
+	FILE *file;
+	int saved_stderr;
+};
+
+static void capture_log(struct captured_log *c)
+{
+	fflush(stderr);
+	c->file = tmpfile();
+	c->saved_stderr = dup(STDERR_FILENO);
+	if (!c->file || c->saved_stderr < 0 || dup2(fileno(c->file), STDERR_FILENO) < 0)
+		fail_msg("cannot capture the log");
+	log_set_level(LOG_LEVEL_WARN);
+}
+
+/* What was logged (the caller frees it); stderr is the test's own again. */
+static char *captured_text(struct captured_log *c)
+{
+	fflush(stderr);
+	dup2(c->saved_stderr, STDERR_FILENO);
+	close(c->saved_stderr);
+	log_set_level(LOG_LEVEL_ERROR);
+	long len = ftell(c->file);
+	char *text = calloc(1, (size_t)(len > 0 ? len : 0) + 1);
+	assert_non_null(text);
+	rewind(c->file);
+	if (len > 0 && fread(text, 1, (size_t)len, c->file) != (size_t)len)
+		fail_msg("cannot read the captured log");
+	fclose(c->file);
+	return text;
+}
+
+/*
+ * A sendMessage that Telegram read and then lost the connection of, without
+ * an answer: exactly one reaches the server, the call fails as maybe
+ * delivered, and the log says why it was not sent again. is_reused: on a
+ * connection an earlier call left open (libcurl would resend on its own).
+ */
+static void expect_message_sent_once(struct fixture *f, const struct fake_reply *broken, bool is_reused)
+{
+	struct result warm = {0}, r = {0};
+	if (is_reused) {
+		call(f, "getMe", NULL, 0, 0, &warm);
+		WAIT_FOR(&f->loop, warm.n_done == 1, "getMe to open the connection");
+		expect_ok("getMe", &warm);
+	}
+	size_t before = fake_server_count(f->server);
+	fake_server_queue(f->server, broken);
+	fake_server_queue(f->server, &(struct fake_reply){.body = SENT(10)});
+	struct captured_log log;
+	capture_log(&log);
+	send_to(f, 42, "once", 0, &r);
+	WAIT_FOR(&f->loop, r.n_done == 1, "the call to finish (requests: %zu)", fake_server_count(f->server));
+	fake_server_sync(f->server);
+	char *text = captured_text(&log);
+	if (is_reused && fake_server_request(f->server, 0)->client_port !=
+	                     fake_server_request(f->server, before)->client_port)
+		fail_msg("sendMessage: expected on getMe's connection, came on a new one");
+	expect_int("sendMessages at the server", 1, (long long)requests_with_text(f->server, "once"));
+	expect_int("ok", false, r.ok);
+	expect_int("is_maybe_delivered", true, r.is_maybe_delivered);
+	if (!strstr(text, "sendMessage") ||
+	    !strstr(text, "may have reached Telegram, so it is not sent again"))
+		fail_msg(
+		    "the log: expected a line saying the sendMessage may have reached Telegram and is not "
+		    "sent again, got:\n%s",
+		    text);
+	free(text);
+}
+
+static void test_a_message_reset_after_telegram_read_it_is_not_sent_again(void **state)
+{
+	expect_message_sent_once(*state, &(struct fake_reply){.is_reset = true}, false);
+}
+
+static void test_a_message_reset_on_a_reused_connection_is_not_sent_again(void **state)
+{
+	expect_message_sent_once(*state, &(struct fake_reply){.is_reset = true}, true);
+}
+
+static void test_a_message_dropped_unanswered_on_a_reused_connection_is_not_sent_again(void **state)
+{
+	expect_message_sent_once(*state, &(struct fake_reply){.is_closed = true}, true);
+}
+
+/* An edit changes nothing when it arrives twice: it is repeated after a reset. */
+static void test_an_edit_reset_after_telegram_read_it_is_sent_again(void **state)
+{
+	struct fixture *f = *state;
+	struct result r = {0};
+	fake_server_queue(f->server, &(struct fake_reply){.is_reset = true});
+	fake_server_queue(f->server, &(struct fake_reply){.body = SENT(10)});
+	call(f, "editMessageText", "{\"chat_id\":42,\"message_id\":10,\"text\":\"again\"}", 42, 0, &r);
+	WAIT_FOR(&f->loop, r.n_done == 1, "the edit to finish (requests: %zu)", fake_server_count(f->server));
+	expect_ok("an edit reset once", &r);
+	expect_int("editMessageText requests", 2, (long long)fake_server_count(f->server));
 }
 
 /*
@@ -550,7 +656,39 @@ static void test_chat_actions_and_chatless_calls_are_not_paced(void **state)
 	expect_gap_below("two getMe (chat 0)", 0.3, request_with_text(f->server, "m1"),
 	                 request_with_text(f->server, "m2"));
 	expect_int("tg_chat_wait of chat 1 after chat actions only (ms)", 0,
-	           (long long)(tg_chat_wait(f->tg, 1) * 1000));
+	           (long long)(tg_chat_wait(f->tg, 1, "sendMessage") * 1000));
+}
+
+/*
+ * Telegram's one message a second per chat is about messages: a draft takes
+ * a slot of its own, so the message that ends an answer never waits for the
+ * draft before it; drafts are spaced among themselves, messages too.
+ */
+static void test_drafts_and_messages_to_a_chat_are_spaced_apart_from_each_other(void **state)
+{
+	struct fixture *f = *state;
+	struct result d1 = {0}, m1 = {0}, d2 = {0}, m2 = {0};
+	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.5});
+	call(f, "sendMessageDraft", "{\"chat_id\":42,\"draft_id\":1,\"text\":\"d1\"}", 42, TG_CALL_DROPPABLE,
+	     &d1);
+	expect_int("tg_chat_wait for a message after a draft (ms)", 0,
+	           (long long)(tg_chat_wait(f->tg, 42, "sendMessage") * 1000));
+	send_to(f, 42, "m1", 0, &m1);
+	if (tg_chat_wait(f->tg, 42, "sendMessageDraft") < 0.4)
+		fail_msg(
+		    "tg_chat_wait for a draft after a draft (private_s 0.5): expected 0.4..0.5 s, got %.3f s",
+		    tg_chat_wait(f->tg, 42, "sendMessageDraft"));
+	call(f, "sendMessageDraft", "{\"chat_id\":42,\"draft_id\":1,\"text\":\"d2\"}", 42, TG_CALL_DROPPABLE,
+	     &d2);
+	send_to(f, 42, "m2", 0, &m2);
+	WAIT_FOR(&f->loop, d1.n_done && m1.n_done && d2.n_done && m2.n_done, "the four calls to finish");
+	const struct fake_request *rd1 = request_with_text(f->server, "d1"),
+	                          *rm1 = request_with_text(f->server, "m1"),
+	                          *rd2 = request_with_text(f->server, "d2"),
+	                          *rm2 = request_with_text(f->server, "m2");
+	expect_gap_below("a draft and the message after it (no wait for the draft's slot)", 0.2, rd1, rm1);
+	expect_gap_at_least("two drafts to one private chat", 0.5, rd1, rd2);
+	expect_gap_at_least("two messages to one private chat", 0.5, rm1, rm2);
 }
 
 static void test_chat_wait_says_how_long_a_new_call_would_wait(void **state)
@@ -558,18 +696,20 @@ static void test_chat_wait_says_how_long_a_new_call_would_wait(void **state)
 	struct fixture *f = *state;
 	struct result a = {0}, b = {0};
 	use_tg(f, fake_server_url(f->server), (struct tg_pacing){.private_s = 0.3});
-	expect_int("tg_chat_wait before any call (ms)", 0, (long long)(tg_chat_wait(f->tg, 1) * 1000));
+	expect_int("tg_chat_wait before any call (ms)", 0,
+	           (long long)(tg_chat_wait(f->tg, 1, "sendMessage") * 1000));
 	send_to(f, 1, "a", 0, &a);
-	double wait = tg_chat_wait(f->tg, 1);
+	double wait = tg_chat_wait(f->tg, 1, "sendMessage");
 	if (wait < 0.2 || wait > 0.3)
 		fail_msg("tg_chat_wait after one call (private_s 0.3): expected 0.2..0.3 s, got %.3f s",
 		         wait);
 	send_to(f, 1, "b", 0, &b);
-	wait = tg_chat_wait(f->tg, 1);
+	wait = tg_chat_wait(f->tg, 1, "sendMessage");
 	if (wait < 0.5 || wait > 0.6)
 		fail_msg("tg_chat_wait after two calls (private_s 0.3): expected 0.5..0.6 s, got %.3f s",
 		         wait);
-	expect_int("tg_chat_wait of another chat (ms)", 0, (long long)(tg_chat_wait(f->tg, 2) * 1000));
+	expect_int("tg_chat_wait of another chat (ms)", 0,
+	           (long long)(tg_chat_wait(f->tg, 2, "sendMessage") * 1000));
 	WAIT_FOR(&f->loop, a.n_done && b.n_done, "both calls to finish");
 }
 
@@ -725,12 +865,17 @@ int main(void)
 	    T(test_a_once_call_is_not_retried_when_the_connection_fails),
 	    T(test_a_connection_that_cannot_be_made_is_retried),
 	    T(test_a_request_the_server_dropped_unanswered_is_not_repeated),
+	    T(test_a_message_reset_after_telegram_read_it_is_not_sent_again),
+	    T(test_a_message_reset_on_a_reused_connection_is_not_sent_again),
+	    T(test_a_message_dropped_unanswered_on_a_reused_connection_is_not_sent_again),
+	    T(test_an_edit_reset_after_telegram_read_it_is_sent_again),
 	    T(test_a_429_pauses_calls_already_waiting_for_the_chat),
 	    T(test_calls_to_one_private_chat_are_spaced_and_other_chats_go_on),
 	    T(test_calls_to_a_group_are_spaced_by_group_s),
 	    T(test_global_s_spaces_calls_to_different_chats),
 	    T(test_chat_actions_and_chatless_calls_are_not_paced),
 	    T(test_chat_wait_says_how_long_a_new_call_would_wait),
+	    T(test_drafts_and_messages_to_a_chat_are_spaced_apart_from_each_other),
 	    T(test_no_more_than_32_requests_are_in_flight),
 	    T(test_a_cancelled_call_never_calls_back),
 	    T(test_a_form_call_uploads_its_fields),

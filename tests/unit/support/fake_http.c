@@ -148,7 +148,7 @@ static void send_piece(struct fake_exchange *x)
 
 static void start_reply(struct fake_exchange *x)
 {
-	if (x->reply.is_closed) {
+	if (x->reply.is_closed || x->reply.is_reset) {
 		close_soon(x);
 		return;
 	}
@@ -185,6 +185,20 @@ static void start_reply(struct fake_exchange *x)
 static void close_now(struct fake_exchange *x)
 {
 	struct evhttp_connection *conn = x->conn;
+	if (conn && x->reply.is_reset) {
+		/*
+		 * A zero linger time makes close() send RST instead of FIN; evhttp
+		 * would shut the socket down (a FIN) before closing it, so the
+		 * socket is taken from it and closed here.
+		 */
+		struct linger now = {1, 0};
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+		evutil_socket_t fd = bufferevent_getfd(bev);
+		if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof now) != 0 ||
+		    bufferevent_setfd(bev, -1) != 0)
+			abort();
+		evutil_closesocket(fd);
+	}
 	/* The connection frees the request still on it. */
 	exchange_done(x);
 	if (conn)
@@ -319,6 +333,10 @@ static void on_request(struct evhttp_request *req, void *arg)
 	r->body_len = evbuffer_get_length(in);
 	r->body = copy_bytes((const char *)evbuffer_pullup(in, -1), r->body_len);
 	r->at = test_now();
+	char *peer_address;
+	ev_uint16_t peer_port;
+	evhttp_connection_get_peer(x->conn, &peer_address, &peer_port);
+	r->client_port = peer_port;
 	record_headers(x, req);
 	evhttp_connection_set_closecb(x->conn, on_close, x);
 	x->watch = event_new(s->loop->base, bufferevent_getfd(evhttp_connection_get_bufferevent(x->conn)),

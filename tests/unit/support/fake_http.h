@@ -9,8 +9,8 @@
  * the test's script: a queue of replies taken in order, then a handler the
  * test may set, then "200" with an empty body. A reply can be a plain body,
  * a body in chunked pieces (each after a delay, or when the test steps it),
- * late, held until released, or no answer at all (the connection closed),
- * and a stream can be cut mid-body.
+ * late, held until released, or no answer at all (the connection closed or
+ * reset), and a stream can be cut mid-body.
  *
  * The server owns its records; pointers to them stay valid until
  * fake_server_free. A reply's strings are copied when queued or returned.
@@ -37,6 +37,7 @@ struct fake_reply {
 	long delay_ms;     /* before the answer starts */
 	bool is_held;      /* no answer until fake_server_release */
 	bool is_closed;    /* close the connection without an answer */
+	bool is_reset;     /* reset it instead (TCP RST): the client reads "connection reset" */
 	bool is_cut;       /* after the last piece, close the connection instead of ending the body */
 };
 
@@ -46,6 +47,7 @@ struct fake_request {
 	char *body; /* NUL-terminated copy */
 	size_t body_len;
 	double at;         /* test_now() when the request was whole */
+	int client_port;   /* the client's end of the connection: the same for requests on one connection */
 	bool is_answered;  /* the reply is complete, or the connection closed as scripted */
 	bool is_abandoned; /* the client closed the connection before the reply was complete */
 	size_t pieces_sent;
