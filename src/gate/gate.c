@@ -23,6 +23,8 @@ struct gate {
 	char *self_username;       /* from getMe, without '@' */
 	struct identify *identify; /* a getMe in progress */
 	struct receipt *receipts;  /* updates not yet settled (doubly linked) */
+	void (*on_settled)(void *arg);
+	void *settled_arg;
 	int64_t told[TOLD_MAX];    /* a ring of update ids */
 	size_t n_told;
 };
@@ -57,9 +59,12 @@ static void settle(struct receipt *r, bool is_journaled)
 	gate_accepted_cb accepted = r->accepted;
 	void *arg = r->arg;
 	int64_t id = r->update_id;
+	struct gate *g = r->gate;
 	receipt_free(r);
 	if (accepted)
 		accepted(arg, id, is_journaled);
+	if (!g->receipts && g->on_settled)
+		g->on_settled(g->settled_arg);
 }
 
 static void on_done_marked(void *arg, int err)
@@ -344,6 +349,17 @@ void gate_forget(struct gate *g, void *arg)
 			r->accepted = NULL;
 	if (g->identify && g->identify->arg == arg)
 		g->identify->done = NULL;
+}
+
+bool gate_is_settled(const struct gate *g)
+{
+	return !g->receipts;
+}
+
+void gate_on_settled(struct gate *g, void (*cb)(void *arg), void *arg)
+{
+	g->on_settled = cb;
+	g->settled_arg = arg;
 }
 
 void gate_free(struct gate *g)

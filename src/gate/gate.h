@@ -73,6 +73,14 @@ int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t l
  */
 void gate_forget(struct gate *g, void *arg);
 
+/*
+ * Whether every update taken is settled: none is still being journaled (a
+ * stopping server waits for those, so that their senders get their answer).
+ */
+bool gate_is_settled(const struct gate *g);
+/* cb runs each time the last unsettled update settles; NULL to stop. */
+void gate_on_settled(struct gate *g, void (*cb)(void *arg), void *arg);
+
 /* Queues the updates an earlier run journaled but did not finish, oldest first. */
 void gate_resume(struct gate *g);
 

@@ -55,6 +55,7 @@ struct httpd {
 	struct event *resume; /* the end of a pause after an accept error */
 	bool is_listening;    /* the listener is enabled */
 	bool is_paused;
+	bool is_flushing; /* httpd_flush is turning the loop */
 	struct conn *head, *tail;
 	size_t n_open; /* connections holding a socket */
 	size_t n_busy; /* of which with the handler */
@@ -193,11 +194,22 @@ static void refuse(struct conn *c, int status, const char *body)
 	write_response(c, status, body, false, NULL, true);
 }
 
+static bool is_writing(const struct httpd *h)
+{
+	for (const struct conn *c = h->head; c; c = c->next)
+		if (c->bev && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+			return true;
+	return false;
+}
+
 static void on_write(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
+	struct httpd *h = c->h;
 	if (c->state == WRITING_LAST && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		conn_free(c);
+	if (h->is_flushing && !is_writing(h))
+		event_base_loopbreak(h->base);
 }
 
 static void dispatch(struct conn *c)
@@ -437,6 +449,30 @@ void httpd_stop_listening(struct httpd *h)
 		evconnlistener_free(h->listener);
 		h->listener = NULL;
 	}
+}
+
+static void on_flush_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(((struct httpd *)arg)->base);
+}
+
+void httpd_flush(struct httpd *h, double timeout_s)
+{
+	if (!h || !is_writing(h))
+		return;
+	struct event *timer = evtimer_new(h->base, on_flush_timeout, h);
+	struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
+	if (!timer || evtimer_add(timer, &tv) != 0) {
+		if (timer)
+			event_free(timer);
+		return;
+	}
+	h->is_flushing = true;
+	event_base_loop(h->base, 0);
+	h->is_flushing = false;
+	event_free(timer);
 }
 
 void httpd_free(struct httpd *h)

@@ -52,6 +52,11 @@ struct httpd *httpd_new(struct event_base *base, const struct httpd_options *o, 
                         void *arg);
 /* Stops accepting connections; the open ones are served on. */
 void httpd_stop_listening(struct httpd *h);
+/*
+ * Turns the loop until the replies already made are written out (at most
+ * timeout_s): after the loop has stopped, before the process exits.
+ */
+void httpd_flush(struct httpd *h, double timeout_s);
 /* Closes every connection; requests still with the handler are freed too. */
 void httpd_free(struct httpd *h);
 /*

@@ -32,10 +32,16 @@ enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u
 	return INGRESS_BROKEN;
 }
 
+/* Nothing left to finish: no job running, no update still being journaled. */
+static bool is_idle(const struct daemon *d)
+{
+	return chats_busy(d->in->chats) == 0 && gate_is_settled(d->in->gate);
+}
+
 static void on_idle(void *arg)
 {
 	struct daemon *d = arg;
-	if (d->is_stopping)
+	if (d->is_stopping && is_idle(d))
 		event_base_loopbreak(d->in->base);
 }
 
@@ -62,7 +68,7 @@ static void on_signal(evutil_socket_t sig, short kind, void *arg)
 	log_info("%s received, stopping (%zu updates in progress)", sig == SIGINT ? "SIGINT" : "SIGTERM",
 	         chats_busy(d->in->chats));
 	d->stop_taking(d->arg);
-	if (chats_busy(d->in->chats) == 0) {
+	if (is_idle(d)) {
 		event_base_loopbreak(d->in->base);
 		return;
 	}
@@ -85,6 +91,7 @@ int daemon_init(struct daemon *d, const struct ingress *in, void (*stop_taking)(
 		return -1;
 	}
 	chats_on_idle(in->chats, on_idle, d);
+	gate_on_settled(in->gate, on_idle, d);
 	return 0;
 }
 
@@ -106,8 +113,10 @@ void daemon_fail(struct daemon *d, int status)
 
 void daemon_free(struct daemon *d)
 {
-	if (d->in)
+	if (d->in) {
 		chats_on_idle(d->in->chats, NULL, NULL);
+		gate_on_settled(d->in->gate, NULL, NULL);
+	}
 	if (d->drain_timer)
 		event_free(d->drain_timer);
 	if (d->sigint)

@@ -10,7 +10,8 @@
  *    ingress/lambda.c).
  *
  * The long-running modes share struct daemon: it runs the loop, and on
- * SIGINT/SIGTERM tells the mode to stop taking updates, lets running jobs
+ * SIGINT/SIGTERM tells the mode to stop taking updates, lets the updates
+ * still being journaled settle (their senders get their answer) and running jobs
  * finish (at most DAEMON_DRAIN_S seconds; what is left resumes at the next
  * start from the store's journal), and stops.
  */

@@ -23,6 +23,7 @@
 #define DEADLINE_S  5.0 /* for a whole request, however slowly it trickles */
 #define FD_RESERVE  64  /* kept for the store, the model, Telegram and the log */
 #define MAX_CLIENTS 1024
+#define FLUSH_S     1.0 /* for the last replies to go out at the end */
 
 struct server {
 	const struct ingress *in;
@@ -181,7 +182,8 @@ static void on_identified(void *arg, int status)
 		         "127.0.0.1 behind a proxy that checks it.",
 		         o.host);
 	else if (!cfg->webhook_secret)
-		log_info("serve: WEBHOOK_SECRET is not set: whatever forwards to %s must check who posts", o.host);
+		log_info("serve: WEBHOOK_SECRET is not set: whatever forwards to %s must check who posts",
+		         o.host);
 	gate_resume(s->in->gate);
 }
 
@@ -193,8 +195,10 @@ int ingress_serve_run(const struct ingress *in)
 		goto out;
 	if (daemon_init(&s.daemon, in, stop_taking, &s) != 0)
 		goto out;
-	if (gate_identify(in->gate, false, on_identified, &s) == 0)
+	if (gate_identify(in->gate, false, on_identified, &s) == 0) {
 		status = daemon_run(&s.daemon);
+		httpd_flush(s.http, FLUSH_S);
+	}
 	daemon_free(&s.daemon);
 out:
 	httpd_free(s.http);

@@ -25,6 +25,8 @@ temporary directory) therefore:
     (slow_down_keys), as S3 does when throttling;
   - can do the first `drop_after_put` PUTs of matching keys (drop_keys) and
     then close the connection without an answer, as a network failure may;
+  - can hold PUTs of matching keys (delay_keys) for delay_ms before doing
+    them, as a slow or distant store does;
   - writes a JSON-lines log of every request: method, key, status, the
     conditions and payload hash sent, and the signed headers (when it is
     answered), and a log of arrivals (when it comes in);
@@ -79,6 +81,8 @@ const slowRe = env.S3_SLOW_DOWN_KEYS ? new RegExp(env.S3_SLOW_DOWN_KEYS) : null;
 let drops = Number(env.S3_DROP_AFTER_PUT || 0);
 const dropRe = env.S3_DROP_KEYS ? new RegExp(env.S3_DROP_KEYS) : null;
 const pairRe = env.S3_PAIR_GETS ? new RegExp(env.S3_PAIR_GETS) : null;
+const delayMs = Number(env.S3_DELAY_MS || 0);
+const delayRe = env.S3_DELAY_KEYS ? new RegExp(env.S3_DELAY_KEYS) : null;
 const logFd = fs.openSync(env.S3_LOG, 'a');
 const arrivalsFd = fs.openSync(env.S3_ARRIVALS, 'a');
 const isProbe = (req) => req.headers['x-tgllm-test-probe'] === '1';
@@ -136,6 +140,9 @@ const qkey = (ctx) => ctx.params.bucket + '/' + ctx.params.key;
 
 // These run after s3rver's authentication: a bad signature is refused first.
 objects.putObject = (ctx) => exclusive(qkey(ctx), async () => {
+  if (delayMs > 0 && delayRe && delayRe.test(ctx.params.key)) {
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+  }
   if (slowDowns > 0 && slowRe && slowRe.test(ctx.params.key)) {
     slowDowns--;
     throw new S3Error('SlowDown', 'Please reduce your request rate.');
@@ -280,7 +287,8 @@ class S3Server:
     def __init__(self, access_key: str = "TGLLMTESTKEY", secret_key: str = "tgllm-test-secret-0123456789",
                  buckets=("bucket",), conditions: str = "enforce", pair_gets: Optional[str] = None,
                  pair_wait_ms: int = 3000, slow_down: int = 0, slow_down_keys: Optional[str] = None,
-                 drop_after_put: int = 0, drop_keys: Optional[str] = None):
+                 drop_after_put: int = 0, drop_keys: Optional[str] = None, delay_ms: int = 0,
+                 delay_keys: Optional[str] = None):
         self.access_key = access_key
         self.secret_key = secret_key
         self.buckets = list(buckets)
@@ -291,6 +299,8 @@ class S3Server:
         self.slow_down_keys = slow_down_keys
         self.drop_after_put = drop_after_put
         self.drop_keys = drop_keys
+        self.delay_ms = delay_ms
+        self.delay_keys = delay_keys
         self.proc: Optional[subprocess.Popen] = None
         self.port = 0
         self.tmp: Optional[Path] = None
@@ -339,6 +349,9 @@ class S3Server:
         if self.drop_after_put and self.drop_keys:
             env["S3_DROP_AFTER_PUT"] = str(self.drop_after_put)
             env["S3_DROP_KEYS"] = self.drop_keys
+        if self.delay_ms and self.delay_keys:
+            env["S3_DELAY_MS"] = str(self.delay_ms)
+            env["S3_DELAY_KEYS"] = self.delay_keys
         self._out = open(self.tmp / "server.out", "wb+")
         # s3rver makes ListObjectsV2 continuation tokens with DES, which OpenSSL 3
         # keeps in its legacy provider: without it a listing of over 1000 keys is a 500.

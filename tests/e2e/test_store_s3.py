@@ -25,15 +25,19 @@ What these tests prove and what they cannot:
     8 MB) is kept aside next to it, the user told, and the chat starts over.
 """
 
+import http.client
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from fake_telegram import Chat, FakeTelegram, User
-from harness import ALICE, IVAN, MALLORY, BotTestCase, main, run_bin
+from harness import ALICE, IVAN, MALLORY, BotProcess, BotTestCase, main, run_bin
 from s3_server import S3Server
 
 HERE = Path(__file__).resolve().parent
@@ -433,6 +437,88 @@ class S3ThrottlingTest(S3TestCase):
         self.assertEqual([p["status"] for p in puts], [503, 503, 200], "expected two SlowDowns, then the write")
         self.assertLogged(r"writing history s3://bucket/prefix/111001\.json: HTTP 503 SlowDown; retrying in \d+ ms",
                           levels=("warn",))
+
+
+class S3ServeAcknowledgementTest(S3TestCase):
+    """`serve` over a slow S3 journal: Telegram hears 200 only once the update is
+    written, so a crash right after it loses nothing, and SIGTERM waits for an
+    update still being written instead of dropping its POST."""
+
+    s3_options = {"delay_ms": 1500, "delay_keys": r"tgllm/updates/\d+\.json$"}
+
+    def start_serve(self, port: int) -> BotProcess:
+        bot = BotProcess(self.bot_env(**self.s3_env(LISTEN=f"127.0.0.1:{port}")), self.log_path, args=("serve",))
+        self.bots.append(bot)
+        self.addCleanup(bot.kill)
+        seen = self.log().count("serve: listening on")
+        self.tg.wait_for(lambda: self.log().count("serve: listening on") > seen or not bot.running(), 15,
+                         "serve's listening line")
+        self.assertTrue(bot.running(), "expected serve to start")
+        return bot
+
+    def post_in_background(self, port: int, update: dict) -> dict:
+        """POSTs update from a thread; the dict gets "status" (or "error") when the answer comes."""
+        outcome = {}
+
+        def post():
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            try:
+                c.request("POST", "/", json.dumps(update), {"Content-Type": "application/json"})
+                r = c.getresponse()
+                r.read()
+                outcome["answered_writes"] = [q for q in self.s3.requests() if q["method"] == "PUT"
+                                              and f"tgllm/updates/{update['update_id']}.json" in q["url"]]
+                outcome["status"] = r.status
+            except (OSError, http.client.HTTPException) as e:
+                outcome["error"] = repr(e)
+            finally:
+                c.close()
+        t = threading.Thread(target=post, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 25)
+        return outcome
+
+    def wait_claim_arrived(self, update: dict):
+        key = f"tgllm/updates/{update['update_id']}.json"
+        self.tg.wait_for(lambda: any(a["method"] == "PUT" and key in a["url"] for a in self.s3.arrivals()), 10,
+                         "the journal write to arrive at S3")
+
+    def free_port(self) -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def test_the_200_comes_after_the_journal_write_and_a_kill_right_after_it_loses_nothing(self):
+        port = self.free_port()
+        bot = self.start_serve(port)
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Kept through a crash")
+        update = self.tg.update("message", msg)
+        outcome = self.post_in_background(port, update)
+        self.wait_claim_arrived(update)
+        self.assertNotIn("status", outcome, "expected no answer to the POST while its journal write is pending")
+        self.tg.wait_for(lambda: outcome, 15, "the POST's answer")
+        bot.proc.kill()   # right after the 200: nothing may depend on what happens next
+        self.assertEqual(outcome.get("status"), 200, outcome)
+        self.assertTrue(outcome["answered_writes"], "expected the journal write answered by S3 before the 200")
+        bot.proc.wait(5)
+        self.start_serve(port)
+        self.wait_reply(msg)
+        self.tg.wait_for(lambda: self.journal_state(update["update_id"]) == "done", 15,
+                         "the update to be marked done")
+
+    def test_sigterm_waits_for_an_update_still_being_journaled(self):
+        port = self.free_port()
+        bot = self.start_serve(port)
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Caught at shutdown")
+        update = self.tg.update("message", msg)
+        outcome = self.post_in_background(port, update)
+        self.wait_claim_arrived(update)
+        bot.signal(signal.SIGTERM)
+        self.tg.wait_for(lambda: outcome, 15, "the POST's answer")
+        self.assertEqual(outcome.get("status"), 200, f"expected the POST answered 200 after SIGTERM, got {outcome}")
+        self.assertEqual(bot.wait(20), 0, "expected serve to exit 0")
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Caught at shutdown"],
+                         "expected the update answered before serve stopped")
 
 
 class S3LostAnswerTest(S3TestCase):
