@@ -19,6 +19,7 @@
 #define TGLLM_CHAT_H
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,10 +61,29 @@ struct chats;
 struct chats *chats_new(const struct chat_env *env);
 /* Cancels whatever is running; unfinished updates stay pending in the journal. NULL is a no-op. */
 void chats_free(struct chats *cs);
-/* Queues u (ownership moves to the queue; *u is left cleared) for job. -1 when out of memory. */
+/*
+ * Bounds on what waits, so that a flood (a forged one, without a webhook
+ * secret) cannot take all memory: CHAT_QUEUE_MAX updates per chat, queued
+ * or running; beyond CHATS_MAX_BUSY of all chats the ingresses take no more
+ * updates (Telegram keeps them and delivers them again).
+ */
+#define CHAT_QUEUE_MAX 20
+#define CHATS_MAX_BUSY 10000
+
+/* chats_submit's answer when the chat has CHAT_QUEUE_MAX updates already. */
+#define CHATS_CHAT_FULL 1
+
+/*
+ * Queues u (ownership moves to the queue; *u is left cleared) for job.
+ * Returns 0; -1 when out of memory; CHATS_CHAT_FULL when u's chat is full:
+ * u is not queued (and cleared), the chat is told once, until its queue has
+ * emptied, that it is busy and that what it sends meanwhile is skipped.
+ */
 int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job job);
 /* Jobs queued or running. */
 size_t chats_busy(const struct chats *cs);
+/* Whether CHATS_MAX_BUSY jobs are queued or running. */
+bool chats_are_full(const struct chats *cs);
 /* cb runs each time the last job ends (chats_busy() drops to 0); NULL to stop. */
 void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg);
 /*

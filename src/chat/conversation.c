@@ -24,18 +24,6 @@ static long long chat_of(const struct conversation *c)
 	return (long long)c->u.message.chat_id;
 }
 
-/* Where the job's messages go: the chat, its topic, as answers to the user's message. */
-static struct tg_target target_of(const struct conversation *c)
-{
-	const struct tg_message *m = &c->u.message;
-	return (struct tg_target){
-	    .chat_id = m->chat_id,
-	    .thread_id = m->is_topic_message ? m->thread_id : 0,
-	    .reply_to = m->message_id,
-	    .is_private = m->chat_type == TG_CHAT_PRIVATE,
-	};
-}
-
 /* The job is over, whatever happened: the queue frees it. */
 static void end(struct conversation *c)
 {
@@ -76,7 +64,7 @@ static void send_text(struct conversation *c, const char *text, size_t len, sent
 {
 	c->after_send = next;
 	if (!c->is_blocked) {
-		struct tg_target t = target_of(c);
+		struct tg_target t = tg_target_of(&c->u.message);
 		c->send_call = tg_send_text(c->env->tg, &t, text, len, on_sent, c);
 	}
 	if (!c->send_call) {
@@ -349,7 +337,7 @@ static void on_visible(void *arg)
 static void start_reply(struct conversation *c)
 {
 	const struct tg_message *m = &c->u.message;
-	struct tg_target t = target_of(c);
+	struct tg_target t = tg_target_of(&c->u.message);
 	tg_typing_start(&c->typing, c->env->tg, c->env->base, &t);
 	size_t len = strlen(m->text);
 	if (len > MAX_USER_TEXT) {

@@ -8,7 +8,9 @@
 
 #include "chat/chat.h"
 #include "chat/conversation.h"
+#include "chat/text.h"
 #include "lib/log.h"
+#include "telegram/send.h"
 
 #define CHAT_BUCKETS 1024
 
@@ -23,6 +25,8 @@ struct chat {
 	struct chats *chats;
 	int64_t id;
 	struct job *head, *tail; /* head is running */
+	size_t n_jobs;
+	bool is_told_busy;
 };
 
 struct chats {
@@ -83,6 +87,7 @@ static void on_ended(void *arg)
 		c->tail = NULL;
 	job_free(job);
 	cs->n_jobs--;
+	c->n_jobs--;
 	if (c->head) {
 		conversation_start(&c->head->conversation);
 		return;
@@ -92,9 +97,38 @@ static void on_ended(void *arg)
 		cs->on_idle(cs->idle_arg);
 }
 
+static void on_told_busy(void *arg, const struct tg_result *res)
+{
+	int64_t *chat_id = arg;
+	if (!res->ok)
+		log_warn("chat=%lld: could not say the chat is busy: %s", (long long)*chat_id,
+		         res->description);
+	free(chat_id);
+}
+
+static void tell_busy(struct chats *cs, struct chat *c, const struct tg_update *u)
+{
+	if (c->is_told_busy)
+		return;
+	c->is_told_busy = true;
+	const struct tg_target t = tg_target_of(&u->message);
+	const char *text = text_get(TEXT_CHAT_BUSY, u->message.from.language_code);
+	int64_t *arg = malloc(sizeof *arg);
+	if (!arg)
+		return;
+	*arg = c->id;
+	if (!tg_send_text(cs->env.tg, &t, text, strlen(text), on_told_busy, arg))
+		free(arg);
+}
+
 int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job kind)
 {
 	struct chat *c = chat_get(cs, u->message.chat_id);
+	if (c && c->n_jobs >= CHAT_QUEUE_MAX) {
+		tell_busy(cs, c, u);
+		update_clear(u);
+		return CHATS_CHAT_FULL;
+	}
 	struct job *job = c ? calloc(1, sizeof *job) : NULL;
 	if (!job) {
 		if (c && !c->head)
@@ -104,6 +138,7 @@ int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job kind)
 	conversation_init(&job->conversation, &cs->env, u, kind, on_ended, job);
 	job->chat = c;
 	cs->n_jobs++;
+	c->n_jobs++;
 	if (c->tail) {
 		c->tail->next = job;
 		c->tail = job;
@@ -155,6 +190,11 @@ void chats_free(struct chats *cs)
 size_t chats_busy(const struct chats *cs)
 {
 	return cs->n_jobs;
+}
+
+bool chats_are_full(const struct chats *cs)
+{
+	return cs->n_jobs >= CHATS_MAX_BUSY;
 }
 
 void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg)

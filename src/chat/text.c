@@ -89,6 +89,12 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"The model took too long to answer. Please try again, perhaps with a shorter question.",
 		"Модель отвечала слишком долго. Попробуйте ещё раз, возможно, с более коротким вопросом.",
 	},
+	[TEXT_CHAT_BUSY] = {
+		"I am still answering your earlier messages, so I skipped the ones that came meanwhile. "
+		"Please send them again once I have answered.",
+		"Я ещё отвечаю на предыдущие сообщения, поэтому пропустил пришедшие тем временем. "
+		"Пожалуйста, отправьте их снова, когда я отвечу.",
+	},
 	[TEXT_STORE_FAILED] = {
 		"Something went wrong with the conversation storage. Please try again later.",
 		"Не удалось прочитать или сохранить историю разговора. Попробуйте позже.",

@@ -27,6 +27,7 @@ enum text_id {
 	TEXT_HISTORY_ASIDE,    /* the stored history was unreadable: kept aside, a new chat begins */
 	TEXT_DEADLINE_CUT,     /* serverless time ran out; appended to the partial answer */
 	TEXT_DEADLINE,         /* serverless time ran out before any answer */
+	TEXT_CHAT_BUSY,        /* too many messages waiting in this chat: later ones are skipped */
 	TEXT_COUNT
 };
 

@@ -25,7 +25,7 @@ struct gate {
 	struct receipt *receipts;  /* updates not yet settled (doubly linked) */
 	void (*on_settled)(void *arg);
 	void *settled_arg;
-	int64_t told[TOLD_MAX];    /* a ring of update ids */
+	int64_t told[TOLD_MAX]; /* a ring of update ids */
 	size_t n_told;
 };
 
@@ -98,8 +98,16 @@ static void dispatch(struct receipt *r)
 		         (long long)u->update_id, (long long)u->message.chat_id,
 		         (long long)u->message.from.id,
 		         u->message.from.username ? u->message.from.username : "-");
-	if (chats_submit(g->env.chats, u, job) != 0)
-		log_error("bot: update=%lld: out of memory, left for a restart", (long long)u->update_id);
+	int64_t chat_id = u->message.chat_id;
+	int rc = chats_submit(g->env.chats, u, job);
+	if (rc == CHATS_CHAT_FULL) {
+		log_warn("bot: update=%lld chat=%lld: skipped, the chat has %d updates waiting already",
+		         (long long)r->update_id, (long long)chat_id, CHAT_QUEUE_MAX);
+		store_update_done(g->env.store, r->update_id, on_done_marked, r);
+		return;
+	}
+	if (rc != 0)
+		log_error("bot: update=%lld: out of memory, left for a restart", (long long)r->update_id);
 	settle(r, true);
 }
 

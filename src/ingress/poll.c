@@ -17,6 +17,7 @@
 
 #define POLL_TIMEOUT_S 30
 #define POLL_MARGIN_S  15 /* on top of the long-poll timeout, for the network */
+#define FULL_WAIT_MS   1000
 
 static const struct backoff poll_backoff = {1000, 30000, false};
 
@@ -30,6 +31,7 @@ struct poller {
 	int64_t not_journaled; /* the lowest update id of the batch the journal did not take; 0: none */
 	int failures;
 	bool may_delete_webhook;
+	bool is_full; /* chats_are_full() at the last poll */
 };
 
 static void poll_next(struct poller *p);
@@ -167,6 +169,16 @@ static void poll_next(struct poller *p)
 {
 	char *params;
 	p->call = NULL;
+	if (chats_are_full(p->in->chats)) {
+		/* Telegram keeps what is not fetched: ask again once some jobs are done. */
+		if (!p->is_full)
+			log_warn("poll: %d updates in progress, the most taken at once; waiting before the next",
+			         CHATS_MAX_BUSY);
+		p->is_full = true;
+		retry_in(p, FULL_WAIT_MS);
+		return;
+	}
+	p->is_full = false;
 	if (asprintf(&params, "{\"offset\":%lld,\"timeout\":%d,\"allowed_updates\":[\"message\"]}",
 	             (long long)p->offset, POLL_TIMEOUT_S) >= 0)
 		p->call = tg_call(p->in->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S,

@@ -101,6 +101,13 @@ static void on_request(void *arg, struct httpd_request *req)
 		httpd_reply(req, 503, "stopping", NULL);
 		return;
 	}
+	if (chats_are_full(s->in->chats)) {
+		log_warn("serve: %d updates in progress, the most taken at once: 503 for Telegram to deliver "
+		         "it again",
+		         CHATS_MAX_BUSY);
+		httpd_reply(req, 503, "busy: deliver it again later", NULL);
+		return;
+	}
 	on_update_request(s, req);
 }
 

@@ -16,6 +16,7 @@
 
 #include "lib/buf.h"
 #include "telegram/tg.h"
+#include "telegram/update.h"
 
 struct tg_target {
 	int64_t chat_id;
@@ -23,6 +24,17 @@ struct tg_target {
 	int64_t reply_to;  /* the message_id answered, 0 for none */
 	bool is_private;
 };
+
+/* Where the bot answers message m: its chat, its topic, as a reply to it. */
+static inline struct tg_target tg_target_of(const struct tg_message *m)
+{
+	return (struct tg_target){
+	    .chat_id = m->chat_id,
+	    .thread_id = m->is_topic_message ? m->thread_id : 0,
+	    .reply_to = m->message_id,
+	    .is_private = m->chat_type == TG_CHAT_PRIVATE,
+	};
+}
 
 /*
  * Opens a request body for the target: {"chat_id":…[,"message_thread_id":…]

@@ -445,6 +445,40 @@ class ServeLimitsTest(ServeTestCase):
         self.assertServing(bot, "after 200 trickling clients")
 
 
+class ServeFloodTest(ServeTestCase):
+    """Without WEBHOOK_SECRET anyone can post updates: a flood for one chat is
+    bounded (20 waiting), the chat is told once, the rest journaled as done."""
+
+    BUSY = "I am still answering your earlier messages"
+
+    def test_a_flood_for_one_chat_is_bounded_and_the_chat_told_once(self):
+        self.start_serve(LISTEN=f"127.0.0.1:{self.port}")
+        self.assertIn("whatever forwards to 127.0.0.1 must check who posts", self.log(),
+                      "expected a note that the server has no secret (on loopback: not a warning)")
+        self.llm.enqueue(Reply(delay=2.0))   # the first answer holds the queue while the flood comes
+        updates = []
+        for i in range(45):
+            update, msg = self.new_update(ALICE, f"Flood {i}")
+            self.assertEqual(self.post_update(update), 200, f"expected update {i} taken (journaled)")
+            updates.append((update, msg))
+        self.wait_handled(*[u for u, _ in updates], timeout=30)
+        busy = [t for t in self.tg.texts_in(ALICE.id) if t.startswith(self.BUSY)]
+        self.assertEqual(len(busy), 1, f"expected the chat told once that it is busy; got {len(busy)}")
+        asked = self.llm.requests_with("Flood ")
+        self.assertEqual(len(asked), 20, f"expected the model asked for the 20 updates the chat may queue, "
+                                         f"not {len(asked)}")
+        answered = [i for i, (_, m) in enumerate(updates) if self.tg.replies_to(m)
+                    and not self.tg.replies_to(m)[0].text.startswith(self.BUSY)]
+        self.assertEqual(answered, list(range(20)), "expected the first 20 answered, in order")
+        # The chat works again once its queue has emptied.
+        self.barrier(ALICE, "After the flood")
+
+    def test_no_secret_beyond_loopback_is_a_loud_warning(self):
+        self.start_serve(LISTEN=f"0.0.0.0:{self.port}")
+        self.assertIn("WARNING: WEBHOOK_SECRET is not set and 0.0.0.0 is reachable from other machines",
+                      self.log())
+
+
 class ServeLifecycleTest(ServeTestCase):
 
     def test_sigterm_stops_accepting_finishes_the_running_reply_and_exits_0(self):
