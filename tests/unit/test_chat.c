@@ -567,6 +567,28 @@ static void test_one_chat_waits_its_turn_while_others_go_on(void **state)
 	expect_int("still the second job", 1, chats_busy(w.chats));
 }
 
+static void test_a_chat_queues_at_most_its_bound_and_is_told_once(void **state)
+{
+	(void)state;
+	world_open(NULL, 16000);
+	for (int i = 1; i <= CHAT_QUEUE_MAX; i++)
+		submit(message(i, 111, 111, "again"), CHAT_REPLY);
+	expect_int("the chat's bound queued", CHAT_QUEUE_MAX, chats_busy(w.chats));
+	for (int i = 1; i <= 2; i++) {
+		struct tg_update u = message(CHAT_QUEUE_MAX + i, 111, 111, "one too many");
+		expect_int("an update beyond the bound", CHATS_CHAT_FULL, chats_submit(w.chats, &u, CHAT_REPLY));
+		expect_null("its text, freed", u.message.text);
+	}
+	expect_int("nothing more queued", CHAT_QUEUE_MAX, chats_busy(w.chats));
+	find_event("send chat=111 thread=0 reply_to=210: I am still answering", 0);
+	expect_int("the chat told once", 1, count_events("send chat=111"));
+	answer_send(0);
+	/* Another chat is not held by this one's bound. */
+	submit(message(99, 222, 222, "hello"), CHAT_REPLY);
+	expect_int("another chat's update queued", CHAT_QUEUE_MAX + 1, chats_busy(w.chats));
+	expect_int("far from the bound of all chats", 0, chats_are_full(w.chats));
+}
+
 static void test_group_turns_name_the_speaker_and_stay_in_the_topic(void **state)
 {
 	(void)state;
@@ -908,6 +930,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_a_reply_streams_then_is_delivered_then_stored, world_close),
 	    cmocka_unit_test_teardown(test_one_chat_waits_its_turn_while_others_go_on, world_close),
+	    cmocka_unit_test_teardown(test_a_chat_queues_at_most_its_bound_and_is_told_once, world_close),
 	    cmocka_unit_test_teardown(test_group_turns_name_the_speaker_and_stay_in_the_topic, world_close),
 	    cmocka_unit_test_teardown(test_a_context_overflow_leaves_out_older_turns_and_says_so,
 	                              world_close),
