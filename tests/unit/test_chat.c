@@ -576,7 +576,8 @@ static void test_a_chat_queues_at_most_its_bound_and_is_told_once(void **state)
 	expect_int("the chat's bound queued", CHAT_QUEUE_MAX, chats_busy(w.chats));
 	for (int i = 1; i <= 2; i++) {
 		struct tg_update u = message(CHAT_QUEUE_MAX + i, 111, 111, "one too many");
-		expect_int("an update beyond the bound", CHATS_CHAT_FULL, chats_submit(w.chats, &u, CHAT_REPLY));
+		expect_int("an update beyond the bound", CHATS_CHAT_FULL,
+		           chats_submit(w.chats, &u, CHAT_REPLY));
 		expect_null("its text, freed", u.message.text);
 	}
 	expect_int("nothing more queued", CHAT_QUEUE_MAX, chats_busy(w.chats));
