@@ -315,6 +315,11 @@ static int load_telegram(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "LOG_LEVEL must be debug, info, warn or error");
 		return -1;
 	}
+	cfg->log_format = LOG_FORMAT_TEXT;
+	if ((v = env("LOG_FORMAT")) && log_format_parse(v, &cfg->log_format) != 0) {
+		snprintf(err, errlen, "LOG_FORMAT must be text or json");
+		return -1;
+	}
 	return load_webhook(cfg, err, errlen);
 oom:
 	snprintf(err, errlen, "out of memory while reading the configuration");

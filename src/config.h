@@ -46,6 +46,7 @@ struct config {
 	long handle_deadline_s; /* a serverless invocation must answer within this */
 	char *ca_bundle;        /* CA_BUNDLE: a PEM file of trusted CAs; NULL for the system's */
 	enum log_level log_level;
+	enum log_format log_format;
 };
 
 enum config_scope {

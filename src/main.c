@@ -51,7 +51,8 @@ static const char usage[] =
 	"  TLS_CERT, TLS_KEY   PEM files: serve HTTPS directly (e.g. a self-signed certificate)\n"
 	"  HANDLE_DEADLINE     seconds a serverless invocation may take (default 55)\n"
 	"  CA_BUNDLE           a PEM file of trusted certificate authorities (default: the system's)\n"
-	"  LOG_LEVEL           debug, info, warn or error (default info)\n";
+	"  LOG_LEVEL           debug, info, warn or error (default info)\n"
+	"  LOG_FORMAT          text, or json: one JSON object a line (default text)\n";
 
 enum mode { MODE_POLL, MODE_SERVE, MODE_HANDLE, MODE_LAMBDA };
 
@@ -150,6 +151,7 @@ static int run(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(cfg.log_level);
+	log_set_format(cfg.log_format);
 	int status;
 	if (mode >= 0)
 		status = run_bot(&cfg, (enum mode)mode, &opt);

@@ -9,7 +9,9 @@
 #include <strings.h>
 #include <time.h>
 
-#define MAX_SECRETS 8
+#include "lib/utf8.h"
+
+#define MAX_SECRETS    8
 #define LINE_MAX_BYTES 4096 /* of a message: longer ones are cut, after masking */
 /*
  * A piece of a secret this long is masked on its own: text quoted by others
@@ -18,6 +20,7 @@
 #define PIECE 8
 
 static enum log_level min_level = LOG_LEVEL_INFO;
+static enum log_format format = LOG_FORMAT_TEXT;
 static char *secrets[MAX_SECRETS];
 static size_t n_secrets;
 /* One bit per hash of every PIECE bytes of every secret: most text is passed over without a search. */
@@ -39,6 +42,22 @@ int log_level_parse(const char *name, enum log_level *out)
 		}
 	}
 	return -1;
+}
+
+void log_set_format(enum log_format f)
+{
+	format = f;
+}
+
+int log_format_parse(const char *name, enum log_format *out)
+{
+	if (strcasecmp(name, "text") == 0)
+		*out = LOG_FORMAT_TEXT;
+	else if (strcasecmp(name, "json") == 0)
+		*out = LOG_FORMAT_JSON;
+	else
+		return -1;
+	return 0;
 }
 
 static unsigned piece_hash(const char *p)
@@ -124,7 +143,7 @@ static void mask_secrets(char *line)
  * longer recognises. NULL when out of memory.
  */
 __attribute__((format(printf, 2, 0))) static char *format_masked(char line[static LINE_MAX_BYTES + 1],
-                                                                const char *fmt, va_list ap, bool *is_cut)
+                                                                 const char *fmt, va_list ap, bool *is_cut)
 {
 	va_list again;
 	va_copy(again, ap);
@@ -151,6 +170,90 @@ __attribute__((format(printf, 2, 0))) static char *format_masked(char line[stati
 	return text;
 }
 
+/* s[0..n) as the body of a JSON string: quotes, backslashes and controls escaped, invalid UTF-8 as U+FFFD. */
+static void put_json_text(FILE *to, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_seq_len(p + i, n - i);
+		if (len == 0) {
+			fputs("\ufffd", to);
+			i++;
+		} else if (p[i] == '"' || p[i] == '\\') {
+			fprintf(to, "\\%c", p[i++]);
+		} else if (p[i] < 0x20 || p[i] == 0x7f) {
+			fprintf(to, "\\u%04x", p[i++]);
+		} else {
+			fwrite(p + i, 1, len, to);
+			i += len;
+		}
+	}
+}
+
+static bool is_key_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || c == '_';
+}
+
+/* "key=value" words of the message as members (the first of each key), numbers as numbers. */
+static void put_json_fields(FILE *to, const char *text)
+{
+	enum { MAX_FIELDS = 8 };
+	const char *seen[MAX_FIELDS];
+	size_t seen_len[MAX_FIELDS], n = 0;
+	for (const char *w = text; *w && n < MAX_FIELDS; w += strcspn(w, " "), w += strspn(w, " ")) {
+		size_t key = 0;
+		while (is_key_char(w[key]))
+			key++;
+		if (key == 0 || w[key] != '=' || w[key + 1] == ' ' || w[key + 1] == '\0')
+			continue;
+		bool is_dup = false;
+		for (size_t i = 0; i < n; i++)
+			is_dup |= seen_len[i] == key && memcmp(seen[i], w, key) == 0;
+		static const char *const reserved[] = {"time", "level", "component", "msg"};
+		for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+			is_dup |= strlen(reserved[i]) == key && memcmp(reserved[i], w, key) == 0;
+		if (is_dup)
+			continue;
+		seen[n] = w;
+		seen_len[n++] = key;
+		const char *v = w + key + 1;
+		size_t vlen = strcspn(v, " ");
+		while (vlen > 1 && strchr(":,;", v[vlen - 1])) /* "chat=7: answered" */
+			vlen--;
+		size_t digits = strspn(v + (v[0] == '-'), "0123456789");
+		bool is_number = digits > 0 && digits <= 18 && digits + (v[0] == '-') == vlen &&
+		                 (v[v[0] == '-'] != '0' || digits == 1);
+		fprintf(to, ",\"%.*s\":", (int)key, w);
+		if (is_number) {
+			fwrite(v, 1, vlen, to);
+		} else {
+			fputc('"', to);
+			put_json_text(to, v, vlen);
+			fputc('"', to);
+		}
+	}
+}
+
+/*
+ * A log line as one JSON object: time, level, the component (the message's
+ * leading "serve:", "tg:"…), the message, and its key=value words as members.
+ */
+static void put_json_line(FILE *to, const char *stamp, enum log_level level, const char *text, bool is_cut)
+{
+	fprintf(to, "{\"time\":\"%s\",\"level\":\"%s\"", stamp, level_names[level]);
+	size_t comp = 0;
+	while (is_key_char(text[comp]) || (text[comp] >= '0' && text[comp] <= '9'))
+		comp++;
+	if (comp > 0 && text[comp] == ':' && text[comp + 1] == ' ')
+		fprintf(to, ",\"component\":\"%.*s\"", (int)comp, text);
+	fputs(",\"msg\":\"", to);
+	put_json_text(to, text, strlen(text));
+	fputs(is_cut ? "…\"" : "\"", to);
+	put_json_fields(to, text);
+	fputs("}\n", to);
+}
+
 /* Writes one masked line to `to`: a log line with its time and level (is_log), or a command's output. */
 __attribute__((format(printf, 4, 0))) static void write_line(FILE *to, bool is_log, enum log_level level,
                                                              const char *fmt, va_list ap)
@@ -166,11 +269,15 @@ __attribute__((format(printf, 4, 0))) static void write_line(FILE *to, bool is_l
 		struct tm tm;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		gmtime_r(&ts.tv_sec, &tm);
-		snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s ", tm.tm_year + 1900,
-		         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-		         level_names[level]);
+		snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+		         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 	}
-	fprintf(to, "%s%s%s\n", stamp, text, is_cut ? "…" : "");
+	if (is_log && format == LOG_FORMAT_JSON)
+		put_json_line(to, stamp, level, text, is_cut);
+	else if (is_log)
+		fprintf(to, "%s level=%s %s%s\n", stamp, level_names[level], text, is_cut ? "…" : "");
+	else
+		fprintf(to, "%s%s\n", text, is_cut ? "…" : "");
 	if (text != line)
 		free(text);
 }

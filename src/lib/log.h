@@ -16,7 +16,18 @@
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 
+/*
+ * LOG_FORMAT=json: one JSON object a line for log collectors, e.g.
+ * {"time":"…Z","level":"info","component":"bot","msg":"bot: update=5 chat=7: …","update":5,"chat":7}
+ * (the message's key=value words as members, numbers as numbers; masked
+ * and cut as the text line is, before it is escaped).
+ */
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
 void log_set_level(enum log_level level);
+void log_set_format(enum log_format format);
+/* Parses "text" or "json"; -1 when unknown. */
+int log_format_parse(const char *name, enum log_format *out);
 /* Parses "debug", "info", "warn", "error"; returns -1 when unknown. */
 int log_level_parse(const char *name, enum log_level *out);
 /* Copies s; strings shorter than 4 bytes are ignored (masking them would mangle logs). */
@@ -31,8 +42,8 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 void log_print(FILE *to, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
-#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
-#define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 
 #endif

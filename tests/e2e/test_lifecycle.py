@@ -1,5 +1,6 @@
 """Start-up (getMe, then long polling) and shutdown on SIGTERM / SIGINT."""
 
+import json
 import signal
 import time
 
@@ -50,6 +51,30 @@ class StartupTest(BotTestCase):
         self.assertLogged(r"401|unauthori[sz]ed|token", what="saying Telegram rejected the token")
         self.assertNoSecretIn(self.log())
         self.assertEqual([c.method for c in self.tg.calls if c.token_ok], [], "control: every call was refused")
+
+
+class JsonLogTest(BotTestCase):
+    """LOG_FORMAT=json: one JSON object a line, for log collectors."""
+
+    def test_every_line_is_a_json_object_with_the_chat_and_update_as_numbers(self):
+        bot = self.start_bot(LOG_FORMAT="json")
+        self.ask(ALICE, "Log me, secretly")
+        self.assertEqual(bot.stop(), 0)
+        lines = self.log().splitlines()
+        self.assertTrue(lines, "expected log lines")
+        objects = []
+        for line in lines:
+            try:
+                objects.append(json.loads(line))
+            except ValueError:
+                self.fail(f"expected every line to be JSON, got: {line}")
+        for o in objects:
+            self.assertTrue({"time", "level", "msg"} <= o.keys(), f"expected time, level and msg in {o}")
+        answered = [o for o in objects if "answered" in o["msg"] and o.get("chat") == ALICE.id]
+        self.assertTrue(answered, "expected the answer's line with chat as a number")
+        self.assertIsInstance(answered[0].get("update"), int)
+        self.assertNotIn("secretly", "\n".join(o["msg"] for o in objects if o["level"] != "debug"),
+                         "expected no message text at info and above")
 
 
 class ShutdownTest(BotTestCase):

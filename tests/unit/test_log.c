@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ static int teardown(void **state)
 	fclose(c->file);
 	free(c);
 	log_forget_secrets();
+	log_set_format(LOG_FORMAT_TEXT);
 	return 0;
 }
 
@@ -182,6 +184,68 @@ static void test_lines_under_the_level_are_not_written(void **state)
 	free(out);
 }
 
+/* Each line of out as a JSON object (new references in lines[]); fails on a line that is not one. */
+static size_t json_lines(const char *out, json_t **lines, size_t max)
+{
+	size_t n = 0;
+	for (const char *line = out, *end; (end = strchr(line, '\n')) != NULL && n < max; line = end + 1) {
+		json_error_t e;
+		lines[n] = json_loadb(line, (size_t)(end - line), 0, &e);
+		if (!json_is_object(lines[n]))
+			fail_msg("expected line %zu to be a JSON object (%s), got: %.*s", n + 1, e.text,
+			         (int)(end - line), line);
+		n++;
+	}
+	return n;
+}
+
+static void test_json_lines_carry_the_message_and_its_fields(void **state)
+{
+	struct captured *c = *state;
+	log_set_format(LOG_FORMAT_JSON);
+	log_info("bot: update=12345670 chat=-100123: user=@alice answered in 1234 ms, ok=yes");
+	log_warn("tg: \"quoted\" \\ and a tab\there, bad byte \xff, token %s", TOKEN);
+	char *out = written(c);
+	json_t *lines[2];
+	expect_int("lines", 2, (int)json_lines(out, lines, 2));
+	expect_str("level", "info", json_string_value(json_object_get(lines[0], "level")));
+	expect_str("component", "bot", json_string_value(json_object_get(lines[0], "component")));
+	expect_str("msg", "bot: update=12345670 chat=-100123: user=@alice answered in 1234 ms, ok=yes",
+	           json_string_value(json_object_get(lines[0], "msg")));
+	expect_int("update, a number", 12345670,
+	           (int)json_integer_value(json_object_get(lines[0], "update")));
+	expect_int("chat, a number", -100123, (int)json_integer_value(json_object_get(lines[0], "chat")));
+	expect_str("a word that is no number", "@alice",
+	           json_string_value(json_object_get(lines[0], "user")));
+	expect_str("ok", "yes", json_string_value(json_object_get(lines[0], "ok")));
+	const char *time = json_string_value(json_object_get(lines[0], "time"));
+	if (!time || strlen(time) != 24 || time[23] != 'Z')
+		fail_msg("expected an ISO 8601 UTC time, got %s", time ? time : "none");
+	expect_str("escapes and U+FFFD",
+	           "tg: \"quoted\" \\ and a tab\there, bad byte \xef\xbf\xbd, token ***",
+	           json_string_value(json_object_get(lines[1], "msg")));
+	expect_no_piece("JSON lines", out, TOKEN);
+	json_decref(lines[0]);
+	json_decref(lines[1]);
+	free(out);
+}
+
+static void test_a_long_json_line_is_cut_and_stays_json(void **state)
+{
+	struct captured *c = *state;
+	log_set_format(LOG_FORMAT_JSON);
+	char pad[5000];
+	memset(pad, '"', sizeof pad - 1);
+	pad[sizeof pad - 1] = '\0';
+	log_error("%s%s", pad, TOKEN);
+	char *out = written(c);
+	json_t *line;
+	expect_int("lines", 1, (int)json_lines(out, &line, 1));
+	expect_no_piece("a cut JSON line", out, TOKEN);
+	json_decref(line);
+	free(out);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -193,6 +257,8 @@ int main(void)
 	    T(test_text_without_secrets_is_unchanged),
 	    T(test_command_output_is_masked_too),
 	    T(test_lines_under_the_level_are_not_written),
+	    T(test_json_lines_carry_the_message_and_its_fields),
+	    T(test_a_long_json_line_is_cut_and_stays_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
