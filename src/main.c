@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bot.h"
+#include "doctor.h"
 #include "config.h"
 #include "ingress/ingress.h"
 #include "ingress/webhook.h"
@@ -24,6 +25,7 @@ static const char usage[] =
 	"                            point Telegram at URL (sends WEBHOOK_SECRET as the secret token)\n"
 	"  delete-webhook [--drop-pending]\n"
 	"  webhook-info              the webhook's URL, pending updates and last error\n"
+	"  doctor                    check the token, the webhook, the model API and the store\n"
 	"  --help, --version\n"
 	"\n"
 	"Configuration is read from the environment:\n"
@@ -130,13 +132,14 @@ static int run(int argc, char **argv)
 	static const char *const bot_modes[] = {"poll", "serve", "handle", "lambda"};
 	static const char *const webhook_cmds[] = {"set-webhook", "delete-webhook", "webhook-info"};
 	int mode = -1, webhook_cmd = -1;
+	bool is_doctor = strcmp(cmd, "doctor") == 0;
 	for (int i = 0; i < 4; i++)
 		if (strcmp(cmd, bot_modes[i]) == 0)
 			mode = i;
 	for (int i = 0; i < 3; i++)
 		if (strcmp(cmd, webhook_cmds[i]) == 0)
 			webhook_cmd = i;
-	if (mode < 0 && webhook_cmd < 0) {
+	if (mode < 0 && webhook_cmd < 0 && !is_doctor) {
 		fprintf(stderr, "tgllm: unknown command '%s' (try tgllm --help)\n", cmd);
 		return 2;
 	}
@@ -146,14 +149,18 @@ static int run(int argc, char **argv)
 
 	struct config cfg;
 	char err[512];
-	if (config_load(&cfg, mode >= 0 ? CONFIG_BOT : CONFIG_TELEGRAM, err, sizeof err) != 0) {
+	if (config_load(&cfg, mode >= 0 || is_doctor ? CONFIG_BOT : CONFIG_TELEGRAM, err, sizeof err) != 0) {
+		if (is_doctor)
+			return doctor_config_failed(err);
 		log_print(stderr, "tgllm: %s", err);
 		return 2;
 	}
 	log_set_level(cfg.log_level);
 	log_set_format(cfg.log_format);
 	int status;
-	if (mode >= 0)
+	if (is_doctor)
+		status = doctor_run(&cfg);
+	else if (mode >= 0)
 		status = run_bot(&cfg, (enum mode)mode, &opt);
 	else if (webhook_cmd == 0)
 		status = webhook_set(&cfg, opt.url, opt.certificate, opt.drop_pending);

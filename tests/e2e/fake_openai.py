@@ -155,6 +155,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
     def do_GET(self):
+        fake = self.server.fake
+        if self.path.split("?")[0].rstrip("/") == "/v1/models" and fake.models is not None:
+            if fake.api_key and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
+                return self.send_json(401, {"error": invalid_api_key().error})
+            return self.send_json(200, {"object": "list", "data": [{"id": m, "object": "model",
+                                                                     "owned_by": "test"} for m in fake.models]})
         self.send_json(404, {"error": {"message": "Unknown request URL", "type": "invalid_request_error",
                                        "param": None, "code": "unknown_url"}})
 
@@ -208,6 +214,8 @@ class FakeOpenAI:
         self.default = Reply()
         self.context_limit: Optional[int] = None
         self.prompt_token_factor = 1.0  # reported usage.prompt_tokens = factor x the bot's estimate
+        self.models: Optional[list] = None  # GET /v1/models lists these (None: 404, as some servers)
+        self.api_key: Optional[str] = None  # when set, GET /v1/models wants it as the Bearer token
         self.in_flight = 0
         self.max_in_flight = 0
         self._stopping = threading.Event()

@@ -1,0 +1,406 @@
+#include "doctor.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/buf.h"
+#include "lib/history.h"
+#include "lib/http.h"
+#include "lib/jsonw.h"
+#include "lib/log.h"
+#include "store/store.h"
+#include "telegram/tg.h"
+
+#define CALL_TIMEOUT_S   15
+#define RECENT_ERROR_S   3600 /* a webhook delivery error younger than this is a failure */
+#define PROBE_CHAT       0    /* no Telegram chat has id 0: the test record's */
+#define PROBE_TEXT       "tgllm doctor: a test record, deleted at once"
+#define MAX_MODELS_NAMED 5
+
+enum step {
+	STEP_TELEGRAM,
+	STEP_WEBHOOK,
+	STEP_MODELS,
+	STEP_STORE,
+	STEP_DONE,
+};
+
+struct doctor {
+	const struct config *cfg;
+	struct event_base *base;
+	struct http_client *http;
+	struct tg_client *tg;
+	struct store *store;
+	struct http_call *call;
+	enum step step;
+	int failures;
+	char *url, *body, *auth;
+	const char *headers[3];
+};
+
+static void next(struct doctor *d);
+
+__attribute__((format(printf, 1, 2))) static void pass(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	log_print(stdout, "✓ %s", line);
+}
+
+__attribute__((format(printf, 2, 3))) static void fail(struct doctor *d, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	log_print(stdout, "✗ %s", line);
+	d->failures++;
+}
+
+int doctor_config_failed(const char *why)
+{
+	log_print(stdout, "✗ configuration: %s", why);
+	return 1;
+}
+
+static void check_ca(struct doctor *d)
+{
+	const char *path = d->cfg->ca_bundle;
+	if (!path) {
+		pass("CA certificates: the system's");
+		return;
+	}
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		fail(d, "CA_BUNDLE %s cannot be read: point it at a PEM file of certificate authorities",
+		     path);
+		return;
+	}
+	char line[256];
+	int n = 0;
+	while (fgets(line, sizeof line, f))
+		n += strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0;
+	fclose(f);
+	if (n == 0) {
+		fail(d, "CA_BUNDLE %s holds no certificate: it must be a PEM bundle", path);
+		return;
+	}
+	pass("CA certificates: %s (%d)", path, n);
+}
+
+/* ---- Telegram ---- */
+
+static void on_webhook_info(void *arg, const struct tg_result *res)
+{
+	struct doctor *d = arg;
+	if (!res->ok) {
+		fail(d, "webhook: getWebhookInfo failed: %s", res->description);
+		next(d);
+		return;
+	}
+	const json_t *r = res->result;
+	const char *url = json_string_value(json_object_get(r, "url"));
+	json_int_t pending = json_integer_value(json_object_get(r, "pending_update_count"));
+	const char *error = json_string_value(json_object_get(r, "last_error_message"));
+	json_int_t error_date = json_integer_value(json_object_get(r, "last_error_date"));
+	if (!url || !*url) {
+		pass(
+		    "webhook: none set (%lld pending): fits `tgllm poll`; `serve` and serverless need `tgllm "
+		    "set-webhook URL`",
+		    (long long)pending);
+	} else if (error && error_date > 0 && time(NULL) - error_date < RECENT_ERROR_S) {
+		fail(d,
+		     "webhook: %s: Telegram's last delivery failed %lld min ago (%s; %lld pending): check "
+		     "that "
+		     "the URL reaches `tgllm serve` or the function",
+		     url, (long long)(time(NULL) - error_date) / 60, error, (long long)pending);
+	} else {
+		pass("webhook: %s (%lld pending): fits `serve` and serverless; `poll` refuses to start while "
+		     "it is "
+		     "set (`tgllm poll --delete-webhook`)",
+		     url, (long long)pending);
+	}
+	next(d);
+}
+
+static void on_me(void *arg, const struct tg_result *res)
+{
+	struct doctor *d = arg;
+	if (res->ok) {
+		const char *name = json_string_value(json_object_get(res->result, "username"));
+		pass("Telegram: the token works: @%s", name ? name : "?");
+		next(d);
+		return;
+	}
+	if (res->error_code)
+		fail(d, "Telegram: the token is rejected (%ld %s): check TG_BOT_TOKEN (from @BotFather)",
+		     res->error_code, res->description);
+	else
+		fail(d, "Telegram: cannot reach %s (%s): check the network, or TELEGRAM_API_BASE",
+		     d->cfg->tg_api_base, res->description);
+	d->step = STEP_MODELS; /* the webhook cannot be asked about either */
+	next(d);
+}
+
+/* ---- the model API ---- */
+
+static void on_completion(void *arg, const struct http_response *resp)
+{
+	struct doctor *d = arg;
+	d->call = NULL;
+	const char *model = d->cfg->llm_model;
+	if (resp->status == 200)
+		pass("model API: the key works and %s answers (the API lists no models)", model);
+	else if (resp->status == 401 || resp->status == 403)
+		fail(d, "model API: the key is rejected (%ld): check OPENAI_API_KEY", resp->status);
+	else if (resp->status == 404)
+		fail(d, "model API: %s is not found (404: %.200s): check OPENAI_MODEL and OPENAI_BASE_URL",
+		     model, resp->body ? resp->body : "");
+	else if (resp->status)
+		fail(d, "model API: a 1-token request to %s answered %ld: %.200s", model, resp->status,
+		     resp->body ? resp->body : "");
+	else
+		fail(d, "model API: cannot reach %s (%s): check OPENAI_BASE_URL and the network",
+		     d->cfg->llm_base_url, resp->error);
+	next(d);
+}
+
+/* Where there is no GET /models: the smallest completion tells whether key and model work. */
+static void ask_completion(struct doctor *d)
+{
+	struct buf b;
+	buf_init(&b, 1u << 16);
+	int rc = buf_append_str(&b, "{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(&b, "model", d->cfg->llm_model, strlen(d->cfg->llm_model));
+	if (rc == BUF_OK)
+		rc = buf_append_str(
+		    &b, ",\"messages\":[{\"role\":\"user\",\"content\":\"Say OK.\"}],\"max_tokens\":1");
+	free(d->body);
+	d->body = jsonw_finish_object(&b, rc);
+	free(d->url);
+	d->url = NULL;
+	if (!d->body || asprintf(&d->url, "%s/chat/completions", d->cfg->llm_base_url) < 0) {
+		fail(d, "model API: out of memory");
+		next(d);
+		return;
+	}
+	struct http_request req = {.method = "POST",
+	                           .url = d->url,
+	                           .headers = d->headers,
+	                           .body = d->body,
+	                           .body_len = strlen(d->body),
+	                           .timeout_ms = CALL_TIMEOUT_S * 1000L,
+	                           .max_body = 1u << 16,
+	                           .on_done = on_completion,
+	                           .arg = d};
+	if (!(d->call = http_start(d->http, &req))) {
+		fail(d, "model API: cannot start a request");
+		next(d);
+	}
+}
+
+static void on_models(void *arg, const struct http_response *resp)
+{
+	struct doctor *d = arg;
+	d->call = NULL;
+	const char *model = d->cfg->llm_model;
+	if (resp->status == 404 || resp->status == 405) {
+		ask_completion(d);
+		return;
+	}
+	if (resp->status == 401 || resp->status == 403) {
+		fail(d, "model API: the key is rejected (%ld): check OPENAI_API_KEY", resp->status);
+	} else if (resp->status == 200) {
+		json_t *root = json_loadb(resp->body, resp->body_len, 0, NULL);
+		json_t *data = json_object_get(root, "data");
+		size_t i, n = json_array_size(data);
+		bool found = false;
+		char names[256] = "";
+		for (i = 0; i < n; i++) {
+			const char *id = json_string_value(json_object_get(json_array_get(data, i), "id"));
+			found |= id && strcmp(id, model) == 0;
+			if (id && i < MAX_MODELS_NAMED)
+				snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+				         i ? ", " : "", id);
+		}
+		if (!json_is_array(data))
+			fail(d, "model API: GET /models answered something else than a list of models: check "
+			        "OPENAI_BASE_URL");
+		else if (found)
+			pass("model API: the key works and %s is offered", model);
+		else
+			fail(d,
+			     "model API: %s is not among the %zu models offered (%s%s): check OPENAI_MODEL",
+			     model, n, names, n > MAX_MODELS_NAMED ? ", …" : "");
+		json_decref(root);
+	} else if (resp->status) {
+		fail(d, "model API: GET /models answered %ld: %.200s", resp->status,
+		     resp->body ? resp->body : "");
+	} else {
+		fail(d, "model API: cannot reach %s (%s): check OPENAI_BASE_URL and the network",
+		     d->cfg->llm_base_url, resp->error);
+	}
+	next(d);
+}
+
+static void check_models(struct doctor *d)
+{
+	if (asprintf(&d->auth, "Authorization: Bearer %s", d->cfg->llm_key) < 0 ||
+	    asprintf(&d->url, "%s/models", d->cfg->llm_base_url) < 0) {
+		d->auth = d->url = NULL;
+		fail(d, "model API: out of memory");
+		next(d);
+		return;
+	}
+	d->headers[0] = d->auth;
+	d->headers[1] = "Content-Type: application/json";
+	struct http_request req = {.method = "GET",
+	                           .url = d->url,
+	                           .headers = d->headers,
+	                           .timeout_ms = CALL_TIMEOUT_S * 1000L,
+	                           .max_body = 4u << 20,
+	                           .on_done = on_models,
+	                           .arg = d};
+	if (!(d->call = http_start(d->http, &req))) {
+		fail(d, "model API: cannot start a request");
+		next(d);
+	}
+}
+
+/* ---- the store: a record written, read and deleted ---- */
+
+static const char *store_hint(const struct doctor *d)
+{
+	return strncmp(d->cfg->store, "sqlite:", 7) == 0
+	           ? "check that the bot's user may write the database file and its folder"
+	           : "check the bucket, S3_ENDPOINT, S3_REGION and the keys";
+}
+
+static void on_probe_deleted(void *arg, int err)
+{
+	struct doctor *d = arg;
+	if (err)
+		fail(d, "store %s: the test record was written and read but cannot be deleted: %s",
+		     d->cfg->store, store_hint(d));
+	else
+		pass("store %s: a test record written, read and deleted", d->cfg->store);
+	next(d);
+}
+
+static void on_probe_read(void *arg, int err, struct history *h)
+{
+	struct doctor *d = arg;
+	bool is_there = !err && h->len >= 2 && strcmp(h->turns[h->len - 2].content, PROBE_TEXT) == 0;
+	if (!is_there) {
+		fail(d, "store %s: the test record written cannot be read back: %s", d->cfg->store,
+		     store_hint(d));
+		next(d);
+		return;
+	}
+	store_history_clear(d->store, PROBE_CHAT, on_probe_deleted, d);
+}
+
+static void on_probe_written(void *arg, int err)
+{
+	struct doctor *d = arg;
+	if (err) {
+		fail(d, "store %s: a test record cannot be written: %s", d->cfg->store, store_hint(d));
+		next(d);
+		return;
+	}
+	store_history_load(d->store, PROBE_CHAT, on_probe_read, d);
+}
+
+static void check_store(struct doctor *d)
+{
+	const struct config *cfg = d->cfg;
+	struct store_options so = {
+	    .spec = cfg->store,
+	    .s3_endpoint = cfg->s3_endpoint,
+	    .s3_region = cfg->s3_region,
+	    .s3_key_id = cfg->s3_key_id,
+	    .s3_secret = cfg->s3_secret,
+	    .s3_session_token = cfg->s3_session_token,
+	};
+	char why[256];
+	if (store_open(&so, d->base, d->http, &d->store, why, sizeof why) != 0) {
+		fail(d, "store %s: cannot open it: %s: %s", cfg->store, why, store_hint(d));
+		next(d);
+		return;
+	}
+	struct turn probe[2] = {
+	    {TURN_USER, PROBE_TEXT, sizeof PROBE_TEXT - 1},
+	    {TURN_ASSISTANT, "ok", 2},
+	};
+	store_history_append(d->store, PROBE_CHAT, probe, 2, 0, on_probe_written, d);
+}
+
+/* ---- the order of the checks ---- */
+
+static void next(struct doctor *d)
+{
+	switch (d->step++) {
+	case STEP_TELEGRAM:
+		if (!tg_call(d->tg, "getMe", NULL, 0, TG_CALL_ONCE, CALL_TIMEOUT_S, on_me, d)) {
+			fail(d, "Telegram: cannot start a request");
+			next(d);
+		}
+		return;
+	case STEP_WEBHOOK:
+		if (!tg_call(d->tg, "getWebhookInfo", NULL, 0, TG_CALL_ONCE, CALL_TIMEOUT_S, on_webhook_info,
+		             d)) {
+			fail(d, "webhook: cannot start a request");
+			next(d);
+		}
+		return;
+	case STEP_MODELS:
+		check_models(d);
+		return;
+	case STEP_STORE:
+		check_store(d);
+		return;
+	case STEP_DONE:
+		event_base_loopbreak(d->base);
+		return;
+	}
+}
+
+int doctor_run(const struct config *cfg)
+{
+	struct doctor d = {.cfg = cfg, .step = STEP_TELEGRAM};
+	pass("configuration: model %s at %s, store %s", cfg->llm_model, cfg->llm_base_url, cfg->store);
+	check_ca(&d);
+	if (!(d.base = event_base_new()) || !(d.http = http_client_new(d.base)) ||
+	    http_client_set_ca_bundle(d.http, cfg->ca_bundle) != 0 ||
+	    !(d.tg = tg_client_new(d.base, d.http, cfg->tg_api_base, cfg->tg_token, &cfg->tg_pacing))) {
+		fail(&d, "cannot set up the checks: out of memory");
+	} else {
+		next(&d);
+		if (d.step <= STEP_DONE && event_base_dispatch(d.base) < 0)
+			fail(&d, "the event loop failed");
+	}
+	if (d.call)
+		http_cancel(d.call);
+	store_free(d.store);
+	tg_client_free(d.tg);
+	http_client_free(d.http);
+	if (d.base)
+		event_base_free(d.base);
+	free(d.url);
+	free(d.body);
+	free(d.auth);
+	if (d.failures)
+		log_print(stdout, "%d check%s failed", d.failures, d.failures == 1 ? "" : "s");
+	else
+		log_print(stdout, "all checks passed");
+	return d.failures ? 1 : 0;
+}

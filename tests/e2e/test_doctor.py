@@ -1,0 +1,100 @@
+"""`tgllm doctor`: a line per check with ✓ or ✗ and a hint, exit 0 only when
+every check passes; each check made to fail in turn against the fakes."""
+
+import os
+import tempfile
+
+from harness import API_KEY, BotTestCase, main, run_bin
+
+
+class DoctorTest(BotTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.llm.models = ["gpt-4o-mini", "gpt-4o"]
+        self.llm.api_key = API_KEY
+
+    def doctor(self, **env) -> tuple:
+        """(exit status, the ✓/✗ lines)."""
+        result = run_bin(["doctor"], self.bot_env(**env), timeout=30)
+        out = result.stdout.decode("utf-8", "replace")
+        self.assertNoSecretIn(out + result.stderr.decode("utf-8", "replace"), "doctor's output")
+        return result.returncode, out.splitlines()
+
+    def line(self, lines: list, start: str) -> str:
+        found = [ln for ln in lines if ln[2:].startswith(start)]
+        self.assertTrue(found, f"expected a line about {start!r}; got:\n" + "\n".join(lines))
+        return found[0]
+
+    def assertPassed(self, lines: list, start: str):
+        ln = self.line(lines, start)
+        self.assertTrue(ln.startswith("✓ "), f"expected ✓ for {start!r}, got {ln!r}")
+
+    def assertFailed(self, lines: list, start: str, hint: str):
+        ln = self.line(lines, start)
+        self.assertTrue(ln.startswith("✗ "), f"expected ✗ for {start!r}, got {ln!r}")
+        self.assertIn(hint, ln, f"expected the hint {hint!r} in {ln!r}")
+
+    def test_everything_set_up_right_passes(self):
+        code, lines = self.doctor()
+        self.assertEqual(code, 0, "\n".join(lines))
+        for start in ("configuration", "CA certificates", "Telegram", "webhook", "model API", "store"):
+            self.assertPassed(lines, start)
+        self.assertIn(f"@{self.tg.bot.username}", self.line(lines, "Telegram"))
+        self.assertIn("gpt-4o-mini is offered", self.line(lines, "model API"))
+        self.assertIn("written, read and deleted", self.line(lines, "store"))
+        self.assertEqual(lines[-1], "all checks passed")
+
+    def test_a_rejected_token(self):
+        code, lines = self.doctor(TG_BOT_TOKEN="123:wrong-token-abcdef")
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "Telegram", "check TG_BOT_TOKEN")
+
+    def test_a_webhook_that_fails_deliveries(self):
+        self.tg.set_webhook("https://bot.example/hook")
+        self.tg.set_webhook_error("Connection refused")
+        code, lines = self.doctor()
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "webhook: https://bot.example/hook", "Connection refused")
+
+    def test_a_webhook_set_is_told_to_fit_serve_not_poll(self):
+        self.tg.set_webhook("https://bot.example/hook")
+        code, lines = self.doctor()
+        self.assertEqual(code, 0)
+        self.assertIn("poll --delete-webhook", self.line(lines, "webhook"))
+
+    def test_a_rejected_model_key(self):
+        self.llm.api_key = "sk-another-key-0000"
+        code, lines = self.doctor()
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "model API", "check OPENAI_API_KEY")
+
+    def test_a_model_the_api_does_not_offer(self):
+        code, lines = self.doctor(OPENAI_MODEL="gpt-9-imaginary")
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "model API", "check OPENAI_MODEL")
+        self.assertIn("gpt-4o-mini, gpt-4o", self.line(lines, "model API"))
+
+    def test_without_a_models_endpoint_a_one_token_request_is_made(self):
+        self.llm.models = None
+        code, lines = self.doctor()
+        self.assertEqual(code, 0, "\n".join(lines))
+        self.assertIn("answers", self.line(lines, "model API"))
+        body = self.llm.requests[-1].body
+        self.assertEqual(body.get("max_tokens"), 1)
+        self.assertEqual(body.get("model"), "gpt-4o-mini")
+
+    def test_a_database_that_cannot_be_written(self):
+        missing = os.path.join(tempfile.gettempdir(), "tgllm-no-such-dir", "x", "bot.db")
+        code, lines = self.doctor(STORE=f"sqlite:{missing}")
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "store", "may write the database file and its folder")
+
+    def test_a_configuration_error_is_a_failed_check(self):
+        code, lines = self.doctor(TG_BOT_TOKEN=None)
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "configuration", "TG_BOT_TOKEN")
+
+
+if __name__ == "__main__":
+    main()
