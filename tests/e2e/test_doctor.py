@@ -5,9 +5,11 @@ import os
 import tempfile
 
 from harness import API_KEY, BotTestCase, main, run_bin
+from s3_server import S3Server
 
 
-class DoctorTest(BotTestCase):
+class DoctorTestCase(BotTestCase):
+    """Runs `tgllm doctor` against the fakes, a model API that lists its models and wants the key."""
 
     def setUp(self):
         super().setUp()
@@ -34,6 +36,9 @@ class DoctorTest(BotTestCase):
         ln = self.line(lines, start)
         self.assertTrue(ln.startswith("✗ "), f"expected ✗ for {start!r}, got {ln!r}")
         self.assertIn(hint, ln, f"expected the hint {hint!r} in {ln!r}")
+
+
+class DoctorTest(DoctorTestCase):
 
     def test_everything_set_up_right_passes(self):
         code, lines = self.doctor()
@@ -94,6 +99,31 @@ class DoctorTest(BotTestCase):
         code, lines = self.doctor(TG_BOT_TOKEN=None)
         self.assertEqual(code, 1)
         self.assertFailed(lines, "configuration", "TG_BOT_TOKEN")
+
+
+class DoctorS3Test(DoctorTestCase):
+    """The store check against an S3 server: the bucket there, and missing."""
+
+    def setUp(self):
+        super().setUp()
+        self.s3 = S3Server().start()
+        self.addCleanup(self.s3.stop)
+
+    def s3_env(self, bucket: str) -> dict:
+        return {"STORE": f"s3://{bucket}/prefix/", "S3_ENDPOINT": self.s3.endpoint, "S3_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": self.s3.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.secret_key}
+
+    def test_a_bucket_is_written_read_and_cleaned(self):
+        code, lines = self.doctor(**self.s3_env("bucket"))
+        self.assertEqual(code, 0, "\n".join(lines))
+        self.assertIn("written, read and deleted", self.line(lines, "store s3://bucket/prefix/"))
+        self.assertEqual([k for k in self.s3.keys("bucket") if not k.startswith("prefix/tgllm/")], [],
+                         "expected the test record deleted")
+
+    def test_a_missing_bucket(self):
+        code, lines = self.doctor(**self.s3_env("no-such-bucket"))
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "store s3://no-such-bucket/prefix/", "check the bucket")
 
 
 if __name__ == "__main__":
