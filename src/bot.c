@@ -4,6 +4,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct store_options bot_store_options(const struct config *cfg)
+{
+	return (struct store_options){
+	    .spec = cfg->store,
+	    .s3_endpoint = cfg->s3_endpoint,
+	    .s3_region = cfg->s3_region,
+	    .s3_key_id = cfg->s3_key_id,
+	    .s3_secret = cfg->s3_secret,
+	    .s3_session_token = cfg->s3_session_token,
+	};
+}
+
 int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, char *err, size_t errlen)
 {
 	memset(b, 0, sizeof *b);
@@ -20,14 +32,7 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 	b->llm = llm_client_new(base, b->http, &llm);
 	if (!b->tg || !b->llm)
 		goto oom;
-	struct store_options so = {
-	    .spec = cfg->store,
-	    .s3_endpoint = cfg->s3_endpoint,
-	    .s3_region = cfg->s3_region,
-	    .s3_key_id = cfg->s3_key_id,
-	    .s3_secret = cfg->s3_secret,
-	    .s3_session_token = cfg->s3_session_token,
-	};
+	struct store_options so = bot_store_options(cfg);
 	char why[256];
 	if (store_open(&so, base, b->http, &b->store, why, sizeof why) != 0) {
 		snprintf(err, errlen, "STORE: %s", why);

@@ -29,6 +29,8 @@ struct bot {
 };
 
 /* Builds every stage on base; -1 with a one-line reason in err. */
+/* What the store is opened with: the configuration's STORE and S3 settings (borrowed). */
+struct store_options bot_store_options(const struct config *cfg);
 int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, char *err, size_t errlen);
 void bot_close(struct bot *b);
 

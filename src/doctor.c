@@ -1,5 +1,7 @@
 #include "doctor.h"
 
+#include "bot.h"
+
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,26 +46,20 @@ struct doctor {
 
 static void next(struct doctor *d);
 
-__attribute__((format(printf, 1, 2))) static void pass(const char *fmt, ...)
+/* One check's line: ✓, or ✗ with what to do (counted). */
+__attribute__((format(printf, 3, 4))) static void report(struct doctor *d, bool ok, const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	log_print(stdout, "✓ %s", line);
+	log_print(stdout, "%s %s", ok ? "✓" : "✗", line);
+	d->failures += !ok;
 }
 
-__attribute__((format(printf, 2, 3))) static void fail(struct doctor *d, const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	log_print(stdout, "✗ %s", line);
-	d->failures++;
-}
+#define pass(d, ...) report(d, true, __VA_ARGS__)
+#define fail(d, ...) report(d, false, __VA_ARGS__)
 
 int doctor_config_failed(const char *why)
 {
@@ -75,7 +71,7 @@ static void check_ca(struct doctor *d)
 {
 	const char *path = d->cfg->ca_bundle;
 	if (!path) {
-		pass("CA certificates: the system's");
+		pass(d, "CA certificates: the system's");
 		return;
 	}
 	FILE *f = fopen(path, "r");
@@ -93,7 +89,7 @@ static void check_ca(struct doctor *d)
 		fail(d, "CA_BUNDLE %s holds no certificate: it must be a PEM bundle", path);
 		return;
 	}
-	pass("CA certificates: %s (%d)", path, n);
+	pass(d, "CA certificates: %s (%d)", path, n);
 }
 
 /* ---- Telegram ---- */
@@ -113,6 +109,7 @@ static void on_webhook_info(void *arg, const struct tg_result *res)
 	json_int_t error_date = json_integer_value(json_object_get(r, "last_error_date"));
 	if (!url || !*url) {
 		pass(
+		    d,
 		    "webhook: none set (%lld pending): fits `tgllm poll`; `serve` and serverless need `tgllm "
 		    "set-webhook URL`",
 		    (long long)pending);
@@ -123,7 +120,8 @@ static void on_webhook_info(void *arg, const struct tg_result *res)
 		     "the URL reaches `tgllm serve` or the function",
 		     url, (long long)(time(NULL) - error_date) / 60, error, (long long)pending);
 	} else {
-		pass("webhook: %s (%lld pending): fits `serve` and serverless; `poll` refuses to start while "
+		pass(d,
+		     "webhook: %s (%lld pending): fits `serve` and serverless; `poll` refuses to start while "
 		     "it is "
 		     "set (`tgllm poll --delete-webhook`)",
 		     url, (long long)pending);
@@ -136,7 +134,7 @@ static void on_me(void *arg, const struct tg_result *res)
 	struct doctor *d = arg;
 	if (res->ok) {
 		const char *name = json_string_value(json_object_get(res->result, "username"));
-		pass("Telegram: the token works: @%s", name ? name : "?");
+		pass(d, "Telegram: the token works: @%s", name ? name : "?");
 		next(d);
 		return;
 	}
@@ -158,7 +156,7 @@ static void on_completion(void *arg, const struct http_response *resp)
 	d->call = NULL;
 	const char *model = d->cfg->llm_model;
 	if (resp->status == 200)
-		pass("model API: the key works and %s answers (the API lists no models)", model);
+		pass(d, "model API: the key works and %s answers (the API lists no models)", model);
 	else if (resp->status == 401 || resp->status == 403)
 		fail(d, "model API: the key is rejected (%ld): check OPENAI_API_KEY", resp->status);
 	else if (resp->status == 404)
@@ -236,7 +234,7 @@ static void on_models(void *arg, const struct http_response *resp)
 			fail(d, "model API: GET /models answered something else than a list of models: check "
 			        "OPENAI_BASE_URL");
 		else if (found)
-			pass("model API: the key works and %s is offered", model);
+			pass(d, "model API: the key works and %s is offered", model);
 		else
 			fail(d,
 			     "model API: %s is not among the %zu models offered (%s%s): check OPENAI_MODEL",
@@ -292,7 +290,7 @@ static void on_probe_deleted(void *arg, int err)
 		fail(d, "store %s: the test record was written and read but cannot be deleted: %s",
 		     d->cfg->store, store_hint(d));
 	else
-		pass("store %s: a test record written, read and deleted", d->cfg->store);
+		pass(d, "store %s: a test record written, read and deleted", d->cfg->store);
 	next(d);
 }
 
@@ -323,14 +321,7 @@ static void on_probe_written(void *arg, int err)
 static void check_store(struct doctor *d)
 {
 	const struct config *cfg = d->cfg;
-	struct store_options so = {
-	    .spec = cfg->store,
-	    .s3_endpoint = cfg->s3_endpoint,
-	    .s3_region = cfg->s3_region,
-	    .s3_key_id = cfg->s3_key_id,
-	    .s3_secret = cfg->s3_secret,
-	    .s3_session_token = cfg->s3_session_token,
-	};
+	struct store_options so = bot_store_options(cfg);
 	char why[256];
 	if (store_open(&so, d->base, d->http, &d->store, why, sizeof why) != 0) {
 		fail(d, "store %s: cannot open it: %s: %s", cfg->store, why, store_hint(d));
@@ -377,7 +368,7 @@ static void next(struct doctor *d)
 int doctor_run(const struct config *cfg)
 {
 	struct doctor d = {.cfg = cfg, .step = STEP_TELEGRAM};
-	pass("configuration: model %s at %s, store %s", cfg->llm_model, cfg->llm_base_url, cfg->store);
+	pass(&d, "configuration: model %s at %s, store %s", cfg->llm_model, cfg->llm_base_url, cfg->store);
 	check_ca(&d);
 	if (!(d.base = event_base_new()) || !(d.http = http_client_new(d.base)) ||
 	    http_client_set_ca_bundle(d.http, cfg->ca_bundle) != 0 ||
