@@ -171,6 +171,24 @@ static void on_completion(void *arg, const struct http_response *resp)
 	next(d);
 }
 
+/* A request to d->url with the key: GET, or POST of body; done takes the answer. */
+static void ask_model(struct doctor *d, const char *body, http_done_cb done)
+{
+	struct http_request req = {.method = body ? "POST" : "GET",
+	                           .url = d->url,
+	                           .headers = d->headers,
+	                           .body = body,
+	                           .body_len = body ? strlen(body) : 0,
+	                           .timeout_ms = CALL_TIMEOUT_S * 1000L,
+	                           .max_body = 4u << 20,
+	                           .on_done = done,
+	                           .arg = d};
+	if (!(d->call = http_start(d->http, &req))) {
+		fail(d, "model API: cannot start a request");
+		next(d);
+	}
+}
+
 /* Where there is no GET /models: the smallest completion tells whether key and model work. */
 static void ask_completion(struct doctor *d)
 {
@@ -191,19 +209,7 @@ static void ask_completion(struct doctor *d)
 		next(d);
 		return;
 	}
-	struct http_request req = {.method = "POST",
-	                           .url = d->url,
-	                           .headers = d->headers,
-	                           .body = d->body,
-	                           .body_len = strlen(d->body),
-	                           .timeout_ms = CALL_TIMEOUT_S * 1000L,
-	                           .max_body = 1u << 16,
-	                           .on_done = on_completion,
-	                           .arg = d};
-	if (!(d->call = http_start(d->http, &req))) {
-		fail(d, "model API: cannot start a request");
-		next(d);
-	}
+	ask_model(d, d->body, on_completion);
 }
 
 static void on_models(void *arg, const struct http_response *resp)
@@ -261,17 +267,7 @@ static void check_models(struct doctor *d)
 	}
 	d->headers[0] = d->auth;
 	d->headers[1] = "Content-Type: application/json";
-	struct http_request req = {.method = "GET",
-	                           .url = d->url,
-	                           .headers = d->headers,
-	                           .timeout_ms = CALL_TIMEOUT_S * 1000L,
-	                           .max_body = 4u << 20,
-	                           .on_done = on_models,
-	                           .arg = d};
-	if (!(d->call = http_start(d->http, &req))) {
-		fail(d, "model API: cannot start a request");
-		next(d);
-	}
+	ask_model(d, NULL, on_models);
 }
 
 /* ---- the store: a record written, read and deleted ---- */

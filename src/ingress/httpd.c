@@ -163,10 +163,14 @@ static void conn_free(struct conn *c)
 	update_listener(h);
 }
 
+static struct timeval seconds(double s)
+{
+	return (struct timeval){(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)};
+}
+
 static void arm_deadline(struct conn *c)
 {
-	double s = c->h->o.deadline_s;
-	struct timeval tv = {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)};
+	struct timeval tv = seconds(c->h->o.deadline_s);
 	evtimer_add(c->deadline, &tv);
 }
 
@@ -385,7 +389,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 	}
 	h->is_paused = true;
 	update_listener(h);
-	struct timeval tv = {0, (suseconds_t)(ACCEPT_PAUSE_S * 1e6)};
+	struct timeval tv = seconds(ACCEPT_PAUSE_S);
 	if (evtimer_add(h->resume, &tv) != 0)
 		on_resume(-1, 0, h);
 }
@@ -463,7 +467,7 @@ void httpd_flush(struct httpd *h, double timeout_s)
 	if (!h || !is_writing(h))
 		return;
 	struct event *timer = evtimer_new(h->base, on_flush_timeout, h);
-	struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
+	struct timeval tv = seconds(timeout_s);
 	if (!timer || evtimer_add(timer, &tv) != 0) {
 		if (timer)
 			event_free(timer);

@@ -33,6 +33,7 @@ import atexit
 import ctypes
 import os
 import resource
+import json
 import re
 import shutil
 import signal
@@ -313,6 +314,19 @@ class BotTestCase(unittest.TestCase):
             self.assertTrue(bot.running(), f"the bot exited at start with status {bot.proc.returncode}; "
                                            f"stderr:\n{_tail(bot.log(), 20)}")
         return bot
+
+    def handle_update(self, update: dict, env: dict) -> int:
+        """Runs `tgllm handle` once with a bare update and the bot's env plus env; its statusCode.
+        The run's stderr is in self.last_handle_log (and the test's log)."""
+        check_binary()
+        proc = subprocess.run([BIN, "handle"], input=json.dumps(update).encode(),
+                              env=minimal_env(self.bot_env(**env)), capture_output=True,
+                              timeout=40, preexec_fn=_die_with_parent)
+        with open(self.log_path, "ab") as f:
+            f.write(b"----- handle: " + proc.stdout + b"\n" + proc.stderr)
+        self.last_handle_log = proc.stderr.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 0, self.last_handle_log[-2000:])
+        return json.loads(proc.stdout)["statusCode"]
 
     def restart_bot(self, bot: BotProcess, **env) -> BotProcess:
         code = bot.stop()

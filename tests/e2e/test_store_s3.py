@@ -79,16 +79,8 @@ class S3TestCase(BotTestCase):
         return base
 
     def handle(self, update: dict, **env) -> int:
-        """Runs `tgllm handle` once with the update; its statusCode. The run's stderr is in self.last_handle_log."""
-        import harness
-        proc = subprocess.run([harness.BIN, "handle"], input=json.dumps(update).encode(),
-                              env=harness.minimal_env(self.bot_env(**self.s3_env(**env))), capture_output=True,
-                              timeout=40, preexec_fn=harness._die_with_parent)
-        with open(self.log_path, "ab") as f:
-            f.write(b"----- handle: " + proc.stdout + b"\n" + proc.stderr)
-        self.last_handle_log = proc.stderr.decode("utf-8", "replace")
-        self.assertEqual(proc.returncode, 0, self.last_handle_log[-2000:])
-        return json.loads(proc.stdout)["statusCode"]
+        """Runs `tgllm handle` once with the update; its statusCode (stderr in self.last_handle_log)."""
+        return self.handle_update(update, self.s3_env(**env))
 
     def serverless_identity(self):
         """As in test_handle.py: the cached identity is checked against the token's bot id."""

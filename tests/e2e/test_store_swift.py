@@ -26,10 +26,8 @@ test has its own bucket.
 import itertools
 import json
 import os
-import subprocess
 import sys
 
-import harness
 from harness import ALICE, IVAN, BotTestCase, Chat, User, main
 from swift_server import SwiftServer
 
@@ -103,15 +101,8 @@ class SwiftTestCase(BotTestCase):
         return None if record is None else record.get("state")
 
     def handle(self, update: dict, **env) -> int:
-        """Runs `tgllm handle` once with the update; its statusCode. Its stderr is in self.last_handle_log."""
-        proc = subprocess.run([harness.BIN, "handle"], input=json.dumps(update).encode(),
-                              env=harness.minimal_env(self.bot_env(**self.swift_env(**env))), capture_output=True,
-                              timeout=40, preexec_fn=harness._die_with_parent)
-        with open(self.log_path, "ab") as f:
-            f.write(b"----- handle: " + proc.stdout + b"\n" + proc.stderr)
-        self.last_handle_log = proc.stderr.decode("utf-8", "replace")
-        self.assertEqual(proc.returncode, 0, self.last_handle_log[-2000:])
-        return json.loads(proc.stdout)["statusCode"]
+        """Runs `tgllm handle` once with the update; its statusCode (stderr in self.last_handle_log)."""
+        return self.handle_update(update, self.swift_env(**env))
 
     def no_conditions_warnings(self, log: str) -> list:
         return [ln for ln in log.splitlines() if "level=warn" in ln and NO_CONDITIONS in ln]
