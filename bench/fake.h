@@ -1,6 +1,7 @@
 /*
- * The benchmark's fake Telegram Bot API (fake_tg.c) and fake model
- * (fake_llm.c): one process, one libevent loop, two ports on 127.0.0.1, so
+ * The benchmark's fake Telegram Bot API (fake_tg.c), fake model
+ * (fake_llm.c) and fake S3 (fake_s3.c): one process, one libevent loop,
+ * three ports on 127.0.0.1, so
  * the time a token leaves the model and the time the text reaches Telegram
  * are read from the same CLOCK_MONOTONIC.
  *
@@ -16,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define FAKE_CHAT_BASE 100000
 
@@ -48,6 +50,9 @@ struct fake {
 	double rate;
 	int token_ms, n_tokens, first_ms, rest_ms, gap_ms;
 	const char *stats_path;
+	FILE *log; /* --log: one line per request answered, "run ms service method target status" */
+	long run;  /* runs of figure 1 (fake_s3's restore), for the log */
+	double t_run;
 
 	long released; /* updates 1..released may be handed out */
 	long answered; /* sendMessage calls carrying a final answer */
@@ -65,5 +70,11 @@ void fake_answer_token(int i, char *md, size_t mdlen);
 size_t fake_answer_plain(int n_tokens, char *out, size_t len);
 
 int fake_llm_start(struct fake *f, int *port);
+int fake_s3_start(struct fake *f, int *port);
+
+/* A request answered, for --log; target is a key, a Bot API method or a path. */
+void fake_note(struct fake *f, const char *service, const char *method, const char *target, int status);
+/* A new run of figure 1 begins (its requests are numbered apart in the log). */
+void fake_next_run(struct fake *f);
 
 #endif

@@ -81,6 +81,15 @@ static long chat_of(struct fake *f, struct evhttp_request *req)
 	return id >= 0 && id < f->n_chats ? id : -1;
 }
 
+/* Whether the request asks for a stream ("stream":true), as tgllm does; the original bot does not. */
+static bool is_streamed(struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	const char *body = (const char *)evbuffer_pullup(in, -1);
+	return body && (memmem(body, len, "\"stream\":true", 13) || memmem(body, len, "\"stream\": true", 14));
+}
+
 static void stream_free(struct stream *s)
 {
 	struct fake *f = s->f;
@@ -165,8 +174,26 @@ static void on_request(struct evhttp_request *req, void *arg)
 		return;
 	}
 	f->llm_requests++;
+	fake_note(f, "llm", "POST", "chat/completions", 200);
 	long chat = chat_of(f, req);
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	if (f->mode == FAKE_INSTANT && !is_streamed(req)) {
+		/* The original bot's request (bench/original_bot.py): one JSON answer. */
+		struct evbuffer *out = evbuffer_new();
+		evbuffer_add_printf(out, "{\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
+				    "\"message\":{\"role\":\"assistant\",\"content\":\"");
+		for (int i = 0; i < f->n_tokens; i++) {
+			char md[64];
+			fake_answer_token(i, md, sizeof md);
+			evbuffer_add(out, md, strlen(md));
+		}
+		evbuffer_add_printf(out, "\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":500,"
+				    "\"completion_tokens\":%d}}", f->n_tokens);
+		evhttp_add_header(h, "Content-Type", "application/json");
+		evhttp_send_reply(req, 200, "OK", out);
+		evbuffer_free(out);
+		return;
+	}
 	evhttp_add_header(h, "Content-Type", "text/event-stream");
 	if (f->mode == FAKE_INSTANT) {
 		struct evbuffer *out = evbuffer_new();

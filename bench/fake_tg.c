@@ -55,6 +55,21 @@ int fake_listen(struct fake *f, struct evhttp *http, int *port)
 	return 0;
 }
 
+void fake_note(struct fake *f, const char *service, const char *method, const char *target, int status)
+{
+	if (!f->log)
+		return;
+	fprintf(f->log, "%ld %.3f %s %s %s %d\n", f->run, (fake_now() - f->t_run) * 1e3, service, method, target,
+		status);
+	fflush(f->log);
+}
+
+void fake_next_run(struct fake *f)
+{
+	f->run++;
+	f->t_run = fake_now();
+}
+
 static void reply_json(struct evhttp_request *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void reply_json(struct evhttp_request *req, const char *fmt, ...)
 {
@@ -278,6 +293,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 		return;
 	}
 	method++;
+	fake_note(f, "tg", "POST", method, 200);
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(in);
 	json_t *params = len ? json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL) : json_object();
@@ -342,7 +358,7 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: bench_fake --mode instant|slow|latency [--feed none|burst|rate|seq] [--updates N]\n"
 		"       [--chats N] [--rate R] [--tokens N] [--token-ms MS] [--first-ms MS] [--rest-ms MS]\n"
-		"       [--gap-ms MS] [--stats FILE]\n");
+		"       [--gap-ms MS] [--stats FILE] [--log FILE]\n");
 	return 2;
 }
 
@@ -379,6 +395,12 @@ int main(int argc, char **argv)
 			f.gap_ms = atoi(v);
 		else if (strcmp(a, "--stats") == 0)
 			f.stats_path = v;
+		else if (strcmp(a, "--log") == 0) {
+			if (!(f.log = fopen(v, "w"))) {
+				perror(v);
+				return 1;
+			}
+		}
 		else
 			return usage();
 	}
@@ -399,18 +421,20 @@ int main(int argc, char **argv)
 	struct event *go = evsignal_new(f.base, SIGUSR1, on_go, &f);
 	struct event *dump = evsignal_new(f.base, SIGUSR2, on_dump, &f);
 	struct evhttp *tg = evhttp_new(f.base);
-	int tg_port, llm_port;
+	int tg_port, llm_port, s3_port;
 	if (!f.chats || !f.base || !go || event_add(go, NULL) != 0 || !dump || event_add(dump, NULL) != 0 || !tg) {
 		fprintf(stderr, "bench_fake: cannot set up the event loop\n");
 		return 1;
 	}
 	evhttp_set_timeout(tg, 600);
 	evhttp_set_gencb(tg, on_request, &f);
-	if (fake_listen(&f, tg, &tg_port) != 0 || fake_llm_start(&f, &llm_port) != 0) {
+	f.t_run = fake_now();
+	if (fake_listen(&f, tg, &tg_port) != 0 || fake_llm_start(&f, &llm_port) != 0 ||
+	    fake_s3_start(&f, &s3_port) != 0) {
 		fprintf(stderr, "bench_fake: cannot listen on 127.0.0.1: %s\n", strerror(errno));
 		return 1;
 	}
-	printf("%d %d\n", tg_port, llm_port);
+	printf("%d %d %d\n", tg_port, llm_port, s3_port);
 	fflush(stdout);
 	event_base_dispatch(f.base);
 	return 0;
