@@ -41,11 +41,39 @@
 /* A setting of scope 0: "unsupported" once the server has answered 501 to a conditional write. */
 #define CONDITIONS_SETTING "s3_conditional_writes"
 
-/* What the bucket says of conditional writes (CONDITIONS_SETTING), read once a process. */
+/* A scope-0 object the first process writes twice with If-None-Match: * to learn the above. */
+#define CONDITIONS_PROBE "s3_conditional_probe"
+#define S3_CACHED_MAX    32           /* histories kept from a load for the append that follows */
+#define S3_CACHED_BYTES  (256u << 10) /* the largest history kept so */
+
+/*
+ * What the bucket says of conditional writes (CONDITIONS_SETTING), read once
+ * a process. Only a server known to enforce them gets the one-request paths
+ * (a claim that is a single conditional PUT, an append on the ETag of the
+ * load before it): on one that ignores them, those would overwrite.
+ */
 enum conditions_known {
 	CONDITIONS_READING,     /* the setting is being read */
-	CONDITIONS_UNKNOWN,     /* not said: conditions are tried */
+	CONDITIONS_PROBING,     /* not said: this process is finding out */
+	CONDITIONS_UNKNOWN,     /* not said, and not found out: conditions are tried, reads go first */
+	CONDITIONS_IGNORED,     /* said: sent, but the server does not hold them: reads go first */
+	CONDITIONS_ENFORCED,    /* said: the server refuses a write whose condition fails */
 	CONDITIONS_UNSUPPORTED, /* said: plain writes from the start, no warning */
+};
+
+/*
+ * A history as the last load read it (body, ETag, write ids), for the
+ * append that follows it in the same chat: that append writes on this
+ * ETag instead of reading the object again. If someone wrote meanwhile, the
+ * If-Match fails and the append reads again, as after any lost race.
+ */
+struct cached_history {
+	int64_t chat_id;
+	long status; /* 200, or 404: no object */
+	char *body;
+	size_t body_len;
+	char etag[160];
+	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
 };
 
 struct store_s3 {
@@ -57,6 +85,9 @@ struct store_s3 {
 	unsigned seed;     /* for claim nonces when getrandom fails */
 	enum conditions_known conditions;
 	char *refused_condition; /* a 501 that came while the setting was being read, to report then */
+	struct s3_op *waiting;   /* claims waiting for the conditions to be known (via next_waiting) */
+	struct cached_history cached[S3_CACHED_MAX];
+	size_t n_cached; /* the oldest first */
 };
 
 struct s3_op;
@@ -111,8 +142,9 @@ struct s3_op {
 	char etag[160];               /* load: the unreadable version's ETag */
 	char nonce[S3_ID_LEN + 1];    /* claim: tells our record from another instance's */
 	struct pending *pending;
-	struct s3_op *parent; /* a read on behalf of update_pending */
-	size_t index;         /* its entry */
+	struct s3_op *parent;       /* a read on behalf of update_pending */
+	size_t index;               /* its entry */
+	struct s3_op *next_waiting; /* claim: in s->waiting */
 };
 
 /* A new string, or NULL (asprintf leaves its pointer undefined on failure). */
@@ -268,6 +300,57 @@ static char *setting_key(const struct store_s3 *s, int64_t scope, const char *na
 	return str_printf("%s" SETTINGS_DIR "%lld/%s", s->prefix, (long long)scope, name);
 }
 
+/* ---- histories kept from a load for the append after it ---- */
+
+static void cached_drop(struct store_s3 *s, size_t i, bool is_body_freed)
+{
+	if (is_body_freed)
+		free(s->cached[i].body);
+	memmove(&s->cached[i], &s->cached[i + 1], (s->n_cached - i - 1) * sizeof s->cached[0]);
+	s->n_cached--;
+}
+
+static struct cached_history *cached_find(struct store_s3 *s, int64_t chat_id)
+{
+	for (size_t i = 0; i < s->n_cached; i++)
+		if (s->cached[i].chat_id == chat_id)
+			return &s->cached[i];
+	return NULL;
+}
+
+static void cached_forget(struct store_s3 *s, int64_t chat_id)
+{
+	struct cached_history *c = cached_find(s, chat_id);
+	if (c)
+		cached_drop(s, (size_t)(c - s->cached), true);
+}
+
+/*
+ * Keeps what a load read (a readable history, or none: 404) for the append
+ * that follows. Only a cache: when it cannot be kept (too big, no ETag, no
+ * memory), the append reads the object again.
+ */
+static void cached_keep(struct store_s3 *s, int64_t chat_id, const struct http_response *resp)
+{
+	cached_forget(s, chat_id);
+	if (s->conditions == CONDITIONS_IGNORED || s->conditions == CONDITIONS_UNSUPPORTED)
+		return;
+	bool is_missing = resp->status == 404;
+	const char *etag = is_missing ? "" : s3_etag(resp), *ids = is_missing ? "" : s3_write_ids(resp);
+	size_t len = is_missing ? 0 : resp->body_len;
+	struct cached_history c = {.chat_id = chat_id, .status = is_missing ? 404 : 200, .body_len = len};
+	if (len > S3_CACHED_BYTES || (!is_missing && !etag[0]) || strlen(etag) >= sizeof c.etag ||
+	    strlen(ids) >= sizeof c.write_ids || !(c.body = malloc(len + 1)))
+		return;
+	memcpy(c.body, is_missing ? "" : resp->body, len);
+	c.body[len] = '\0';
+	memcpy(c.etag, etag, strlen(etag) + 1);
+	memcpy(c.write_ids, ids, strlen(ids) + 1);
+	if (s->n_cached == S3_CACHED_MAX)
+		cached_drop(s, 0, true);
+	s->cached[s->n_cached++] = c;
+}
+
 /* ---- history ---- */
 
 static void load_got(struct s3_op *op, const struct http_response *resp);
@@ -347,6 +430,7 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 	int err = 0;
 	if (resp->status == 404) {
 		/* No conversation yet. */
+		cached_keep(op->s, op->chat_id, resp);
 	} else if (is_ok(resp)) {
 		char *cause;
 		json_t *arr = parse_history(resp, &cause);
@@ -355,6 +439,8 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 			return;
 		}
 		int skipped = arr ? history_append_json(&h, arr) : -1;
+		if (skipped >= 0)
+			cached_keep(op->s, op->chat_id, resp);
 		if (arr && skipped < 0)
 			log_error("store: s3: out of memory reading the history of chat %lld",
 			          (long long)op->chat_id);
@@ -465,6 +551,7 @@ static void aside_replaced(struct s3_op *op, const struct http_response *resp)
 }
 
 static void append_read(struct s3_op *op);
+static bool append_from_cache(struct s3_op *op);
 static void append_got(struct s3_op *op, const struct http_response *resp);
 static void append_put(struct s3_op *op, const struct http_response *resp);
 static void append_marked(struct s3_op *op, const struct http_response *resp);
@@ -487,7 +574,36 @@ static void history_append(struct store *base, int64_t chat_id, const struct tur
 	op->cb.done = cb;
 	op->arg = arg;
 	make_id(s, op->write_id);
-	append_read(op);
+	if (!append_from_cache(op))
+		append_read(op);
+}
+
+/*
+ * The object as the chat's last load read it stands for the read: the PUT
+ * goes on its ETag at once. Only where the server is known to refuse a PUT
+ * whose If-Match fails: the cached version may be old, and only the
+ * condition stops it from overwriting what came since.
+ */
+static bool append_from_cache(struct s3_op *op)
+{
+	struct store_s3 *s = op->s;
+	struct cached_history *found = cached_find(s, op->chat_id);
+	if (!found || s->conditions != CONDITIONS_ENFORCED)
+		return false;
+	struct cached_history c = *found;
+	cached_drop(s, (size_t)(found - s->cached), false); /* its body is c's now */
+	const char *headers[] = {c.etag, "", c.write_ids};
+	struct http_response resp = {
+	    .status = c.status,
+	    .error = "",
+	    .body = c.body,
+	    .body_len = c.body_len,
+	    .retry_after = -1,
+	    .headers = headers,
+	};
+	append_got(op, &resp);
+	free(c.body);
+	return true;
 }
 
 /* Read, append, write back on the ETag read: a lost race starts here again. */
@@ -714,6 +830,7 @@ static void clear_done(struct s3_op *op, const struct http_response *resp)
 static void history_clear(struct store *base, int64_t chat_id, store_done_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
+	cached_forget(s, chat_id);
 	struct s3_op *op = op_new(s, "clearing history", history_key(s, chat_id));
 	if (op) {
 		op->cb.done = cb;
@@ -824,10 +941,29 @@ static void claim_finish(struct s3_op *op, int err, bool is_new)
 }
 
 /*
- * A GET first: s3rver and others ignore If-None-Match on PUT, and a known
- * update must be told apart there too. Then the record is created with
- * If-None-Match: *, so two instances claiming one update cannot both win.
+ * Where the server is known to enforce conditions, one PUT with
+ * If-None-Match: * both tells a known update (412) and claims a new one, so
+ * two instances claiming one update cannot both win. Elsewhere a GET goes
+ * first: s3rver and others ignore If-None-Match, and a known update must be
+ * told apart there too.
  */
+static void claim_start(struct s3_op *op)
+{
+	int rc;
+	if (op->s->conditions == CONDITIONS_ENFORCED) {
+		char *body = strdup(op->record);
+		rc = body ? op_request(op, "PUT", body, strlen(body), "application/json", "If-None-Match: *",
+		                       S3_SMALL_MAX, claim_put)
+		          : -1;
+	} else {
+		rc = op_get(op, S3_SMALL_MAX, claim_got);
+	}
+	if (rc != 0) {
+		log_error("store: s3: update=%lld: out of memory journaling it", (long long)op->update_id);
+		claim_finish(op, -1, false);
+	}
+}
+
 static void update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
                          size_t raw_len, store_claim_cb cb, void *arg)
 {
@@ -856,10 +992,20 @@ static void update_claim(struct store *base, int64_t update_id, int64_t chat_id,
 	if (rc == BUF_OK)
 		rc = jsonw_member_string(&record, "claim", op->nonce, strlen(op->nonce));
 	op->record = jsonw_finish_object(&record, rc);
-	if (!op->record || op_get(op, S3_SMALL_MAX, claim_got) != 0) {
+	if (!op->record) {
 		log_error("store: s3: update=%lld: out of memory journaling it", (long long)update_id);
 		claim_finish(op, -1, false);
+		return;
 	}
+	if (s->conditions == CONDITIONS_READING || s->conditions == CONDITIONS_PROBING) {
+		/* Which claim is right depends on the server: it is being found out (conditions_settle). */
+		struct s3_op **tail = &s->waiting;
+		while (*tail)
+			tail = &(*tail)->next_waiting;
+		*tail = op;
+		return;
+	}
+	claim_start(op);
 }
 
 static void claim_got(struct s3_op *op, const struct http_response *resp)
@@ -1250,7 +1396,10 @@ static void on_no_conditions(void *arg, const char *condition)
 		if (!s->refused_condition)
 			report_no_conditions(s, condition);
 		return;
+	case CONDITIONS_PROBING:
 	case CONDITIONS_UNKNOWN:
+	case CONDITIONS_IGNORED:
+	case CONDITIONS_ENFORCED:
 		report_no_conditions(s, condition);
 		return;
 	case CONDITIONS_UNSUPPORTED:
@@ -1258,29 +1407,149 @@ static void on_no_conditions(void *arg, const char *condition)
 	}
 }
 
+static void claim_start(struct s3_op *op);
+
+/* What the server does with conditions is known (or will not be): the claims waiting go. */
+static void conditions_settle(struct store_s3 *s, enum conditions_known known)
+{
+	s->conditions = known;
+	struct s3_op *op = s->waiting;
+	s->waiting = NULL;
+	while (op) {
+		struct s3_op *next = op->next_waiting;
+		op->next_waiting = NULL;
+		claim_start(op);
+		op = next;
+	}
+}
+
+static void remember_conditions(struct store_s3 *s, const char *value)
+{
+	struct s3_op *op = op_new(s, "remembering whether the server holds conditional writes",
+	                          setting_key(s, 0, CONDITIONS_SETTING));
+	char *body = strdup(value);
+	if (op && body &&
+	    op_request(op, "PUT", body, strlen(body), "text/plain; charset=utf-8", NULL, S3_SMALL_MAX,
+	               ignore_answer) == 0)
+		return;
+	if (op && body)
+		body = NULL; /* taken */
+	free(body);
+	if (op)
+		op_free(op);
+}
+
+/*
+ * Whether the server holds conditions is found out once per bucket, by the
+ * first process that finds the setting unset: a probe object is created with
+ * If-None-Match: *, then written again with it. The second write is refused
+ * (412, or 409 for a concurrent one) by a server that enforces conditions
+ * and done by one that ignores them (s3rver); a 501 is the client's to learn
+ * (on_no_conditions). The answer is kept in the setting for every later process.
+ */
+static void probe_second(struct s3_op *op, const struct http_response *resp);
+
+static int probe_send(struct s3_op *op, s3_step step)
+{
+	char *body = strdup("probe");
+	return body ? op_request(op, "PUT", body, 5, "text/plain; charset=utf-8", "If-None-Match: *",
+	                         S3_SMALL_MAX, step)
+	            : -1;
+}
+
+static void probe_end(struct s3_op *op, enum conditions_known known)
+{
+	struct store_s3 *s = op->s;
+	op_free(op);
+	conditions_settle(s, known);
+}
+
+static void probe_first(struct s3_op *op, const struct http_response *resp)
+{
+	if (!s3_has_conditions(op->s->client)) {
+		probe_end(op, CONDITIONS_UNSUPPORTED); /* remembered by report_no_conditions */
+		return;
+	}
+	/* Created, or there from an earlier probe: either way the second write tells. */
+	if (!is_ok(resp) && resp->status != 412 && resp->status != 409) {
+		log_failure(op, resp);
+		probe_end(op, CONDITIONS_UNKNOWN);
+		return;
+	}
+	if (probe_send(op, probe_second) != 0)
+		probe_end(op, CONDITIONS_UNKNOWN);
+}
+
+static void probe_second(struct s3_op *op, const struct http_response *resp)
+{
+	struct store_s3 *s = op->s;
+	if (!s3_has_conditions(s->client)) {
+		probe_end(op, CONDITIONS_UNSUPPORTED);
+	} else if (resp->status == 412 || resp->status == 409) {
+		log_debug("store: s3: the server enforces conditional writes");
+		remember_conditions(s, "enforced");
+		probe_end(op, CONDITIONS_ENFORCED);
+	} else if (is_ok(resp)) {
+		char where[512];
+		s3_where(s->client, op->key, where, sizeof where);
+		log_warn(
+		    "store: s3: the server ignores conditional writes (If-None-Match: * did not stop a "
+		    "second write of %s): two bot instances sharing a chat may overwrite each other's turns",
+		    where);
+		remember_conditions(s, "ignored");
+		probe_end(op, CONDITIONS_IGNORED);
+	} else {
+		log_failure(op, resp);
+		probe_end(op, CONDITIONS_UNKNOWN);
+	}
+}
+
+static void probe_start(struct store_s3 *s)
+{
+	s->conditions = CONDITIONS_PROBING;
+	struct s3_op *op = op_new(s, "finding out whether the server holds conditional writes",
+	                          setting_key(s, 0, CONDITIONS_PROBE));
+	if (op && probe_send(op, probe_first) == 0)
+		return;
+	if (op)
+		op_free(op);
+	conditions_settle(s, CONDITIONS_UNKNOWN);
+}
+
 static void conditions_got(struct s3_op *op, const struct http_response *resp)
 {
 	struct store_s3 *s = op->s;
 	char where[512];
 	s3_where(s->client, op->key, where, sizeof where);
-	if (is_ok(resp) && resp->body_len >= 11 && memcmp(resp->body, "unsupported", 11) == 0) {
-		s->conditions = CONDITIONS_UNSUPPORTED;
+	bool is_said = is_ok(resp);
+	char *refused = s->refused_condition;
+	s->refused_condition = NULL;
+	op_free(op);
+	if (is_said && resp->body_len >= 11 && memcmp(resp->body, "unsupported", 11) == 0) {
 		s3_drop_conditions(s->client);
 		log_debug("store: s3: %s says the server does not support conditional writes: writing "
 		          "unconditionally",
 		          where);
+		conditions_settle(s, CONDITIONS_UNSUPPORTED);
+	} else if (is_said && resp->body_len == 8 && memcmp(resp->body, "enforced", 8) == 0) {
+		conditions_settle(s, CONDITIONS_ENFORCED);
+	} else if (is_said && resp->body_len == 7 && memcmp(resp->body, "ignored", 7) == 0) {
+		conditions_settle(s, CONDITIONS_IGNORED);
+	} else if (refused) {
+		/* A 501 came while the setting was read: that is the answer, told now. */
+		s->conditions = CONDITIONS_UNKNOWN;
+		report_no_conditions(s, refused);
+		conditions_settle(s, CONDITIONS_UNSUPPORTED);
+	} else if (resp->status == 404 && s3_has_conditions(s->client)) {
+		probe_start(s);
 	} else {
-		/* Not said (404), or unreadable: conditions are tried, and a 501 is told. */
-		if (!is_ok(resp) && resp->status != 404)
+		/* Unreadable: conditions are tried, reads go first, and a 501 is told. */
+		if (!is_said)
 			log_debug("store: s3: cannot read %s (%ld); trying conditional writes", where,
 			          resp->status);
-		s->conditions = CONDITIONS_UNKNOWN;
-		if (s->refused_condition)
-			report_no_conditions(s, s->refused_condition);
+		conditions_settle(s, CONDITIONS_UNKNOWN);
 	}
-	free(s->refused_condition);
-	s->refused_condition = NULL;
-	op_free(op);
+	free(refused);
 }
 
 /* Starts reading CONDITIONS_SETTING; without memory for it, conditions are tried. */
@@ -1293,7 +1562,7 @@ static void conditions_read(struct store_s3 *s)
 		return;
 	if (op)
 		op_free(op);
-	s->conditions = CONDITIONS_UNKNOWN;
+	conditions_settle(s, CONDITIONS_UNKNOWN);
 }
 
 /* ---- the store ---- */
@@ -1302,8 +1571,11 @@ static void store_s3_free(struct store *base)
 {
 	struct store_s3 *s = from(base);
 	/* Operations still running end here without their callbacks, as the HTTP calls do. */
+	s->waiting = NULL;
 	while (s->ops)
 		op_free(s->ops);
+	while (s->n_cached)
+		cached_drop(s, s->n_cached - 1, true);
 	s3_client_free(s->client);
 	free(s->bucket);
 	free(s->prefix);
