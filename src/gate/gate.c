@@ -27,6 +27,9 @@ struct gate {
 	void *settled_arg;
 	int64_t told[TOLD_MAX]; /* a ring of update ids */
 	size_t n_told;
+	size_t n_releasing; /* gate_abandon's releases in flight */
+	void (*abandoned)(void *arg);
+	void *abandoned_arg;
 };
 
 /* ---- routing a journaled update ---- */
@@ -39,6 +42,11 @@ struct receipt {
 	int64_t update_id;
 	gate_accepted_cb accepted; /* NULL for an update resumed from the journal */
 	void *arg;
+	/* Journaled before the bot knew who it is (a cold start): the claim's outcome, kept for then. */
+	bool is_waiting_identity;
+	bool is_abandoned; /* out of time before its claim came back: released when new */
+	int claim_err;
+	bool is_new;
 };
 
 static void receipt_free(struct receipt *r)
@@ -156,9 +164,51 @@ static void tell_not_journaled(struct receipt *r)
 	settle(r, false);
 }
 
+static void on_released(void *arg, int err)
+{
+	struct receipt *r = arg;
+	if (err)
+		log_error("bot: update=%lld stays journaled though it was not handled: Telegram's next "
+		          "delivery of it will be skipped",
+		          (long long)r->update_id);
+	settle(r, false);
+}
+
+/*
+ * The bot could not learn who it is, so an update journaled meanwhile cannot
+ * be routed: it is forgotten again, for Telegram to deliver it once the bot
+ * works (a journaled update would be skipped as a repeat).
+ */
+static void refuse_unidentified(struct receipt *r, int err, bool is_new)
+{
+	log_error("bot: update=%lld: not taken, the bot does not know who it is", (long long)r->update_id);
+	if (!err && is_new)
+		store_update_release(r->gate->env.store, r->update_id, on_released, r);
+	else
+		settle(r, !err && !is_new);
+}
+
 static void on_claimed(void *arg, int err, bool is_new)
 {
 	struct receipt *r = arg;
+	struct gate *g = r->gate;
+	if (r->is_abandoned) {
+		if (!err && is_new)
+			store_update_release(g->env.store, r->update_id, on_released, r);
+		else
+			settle(r, false);
+		return;
+	}
+	if (!g->self_username) {
+		if (g->identify) { /* routing needs the identity, which is on its way */
+			r->is_waiting_identity = true;
+			r->claim_err = err;
+			r->is_new = is_new;
+			return;
+		}
+		refuse_unidentified(r, err, is_new);
+		return;
+	}
 	if (err) {
 		log_error("bot: update=%lld could not be journaled; not taken, for Telegram to deliver again",
 		          (long long)r->update_id);
@@ -201,6 +251,42 @@ static void on_pending(void *arg, int err, const char *raw)
 		dispatch(r);
 }
 
+static void on_abandon_released(void *arg, int err)
+{
+	struct receipt *r = arg;
+	struct gate *g = r->gate;
+	on_released(r, err);
+	if (--g->n_releasing == 0 && g->abandoned)
+		g->abandoned(g->abandoned_arg);
+}
+
+bool gate_abandon(struct gate *g, void (*done)(void *arg), void *arg)
+{
+	g->abandoned = done;
+	g->abandoned_arg = arg;
+	g->n_releasing = 1; /* held until every release below has started */
+	struct receipt *next;
+	for (struct receipt *r = g->receipts; r; r = next) {
+		next = r->next;
+		r->accepted = NULL;
+		if (!r->is_waiting_identity) {
+			r->is_abandoned = true; /* its claim is still out */
+			continue;
+		}
+		r->is_waiting_identity = false;
+		if (!r->claim_err && r->is_new) {
+			g->n_releasing++;
+			store_update_release(g->env.store, r->update_id, on_abandon_released, r);
+		} else {
+			settle(r, false);
+		}
+	}
+	g->n_releasing--;
+	if (g->n_releasing == 0)
+		g->abandoned = NULL;
+	return g->n_releasing > 0;
+}
+
 void gate_resume(struct gate *g)
 {
 	store_update_pending(g->env.store, on_pending, g);
@@ -224,6 +310,21 @@ static void identify_free(struct identify *id)
 	free(id);
 }
 
+/* The updates journaled while the bot learned who it is go on. */
+static void resume_waiting(struct gate *g)
+{
+	for (;;) {
+		/* Each settles (freeing its receipt) before the next is looked for. */
+		struct receipt *r = g->receipts;
+		while (r && !r->is_waiting_identity)
+			r = r->next;
+		if (!r)
+			return;
+		r->is_waiting_identity = false;
+		on_claimed(r, r->claim_err, r->is_new);
+	}
+}
+
 static void identify_end(struct identify *id, int status)
 {
 	struct gate *g = id->gate;
@@ -235,6 +336,7 @@ static void identify_end(struct identify *id, int status)
 		log_info("bot: @%s (id %lld)", g->self_username, (long long)g->self_id);
 	if (done)
 		done(arg, status);
+	resume_waiting(g);
 }
 
 static int set_identity(struct gate *g, int64_t id, const char *username)

@@ -43,8 +43,12 @@ void gate_free(struct gate *g);
  * with backoff; done gets 0, or -1 when Telegram rejects the token (logged).
  * With may_use_cache, the identity an earlier run kept in the store saves
  * the round trip (serverless invocations start cold every time).
- * Must have succeeded before gate_receive and gate_resume. done runs from
- * the loop; -1 when out of memory (done does not run).
+ * Must have succeeded before gate_resume, and have been started before
+ * gate_receive: an update received meanwhile is journaled at once, beside
+ * the identity's own round trips, and routed once the identity is known
+ * (when it cannot be known, the update is released from the journal and
+ * refused: accepted gets is_journaled false). done runs from the loop; -1
+ * when out of memory (done does not run).
  */
 int gate_identify(struct gate *g, bool may_use_cache, void (*done)(void *arg, int status), void *arg);
 
@@ -72,6 +76,17 @@ int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t l
  * work itself goes on: an update journaled later is still handled.
  */
 void gate_forget(struct gate *g, void *arg);
+
+/*
+ * Out of time (serverless), before the chats abandon theirs: the updates
+ * journaled while the bot was still learning who it is are released from
+ * the journal, so that Telegram's next delivery counts as new (one whose
+ * claim is still out is released when it comes back). Their accepted
+ * callbacks will not run. True when releases were started: done runs, from
+ * the loop, once they are answered; false when there was nothing to
+ * release (done does not run).
+ */
+bool gate_abandon(struct gate *g, void (*done)(void *arg), void *arg);
 
 /*
  * Whether every update taken is settled: none is still being journaled (a

@@ -26,6 +26,7 @@ struct handling {
 	struct event *hurry_timer;
 	struct event *deadline_timer;
 	int status; /* the response's, once the update is accepted */
+	bool is_unidentified;
 	ingress_handled_cb done;
 	void *arg;
 };
@@ -56,6 +57,8 @@ static void finish_accepted(struct handling *h)
 {
 	if (h->status == 200)
 		finish(h, 200, "ok");
+	else if (h->is_unidentified)
+		finish(h, 500, "the bot cannot identify itself");
 	else
 		finish(h, 500, "the update could not be journaled");
 }
@@ -89,6 +92,12 @@ static void on_abandoned(void *arg)
 	finish(arg, 503, "out of time");
 }
 
+static void on_gate_abandoned(void *arg)
+{
+	struct handling *h = arg;
+	chats_abandon(h->in->chats, on_abandoned, h);
+}
+
 static void on_deadline(evutil_socket_t fd, short kind, void *arg)
 {
 	(void)fd;
@@ -96,19 +105,16 @@ static void on_deadline(evutil_socket_t fd, short kind, void *arg)
 	struct handling *h = arg;
 	log_error("handle: the deadline passed with %zu updates unfinished", chats_busy(h->in->chats));
 	chats_on_idle(h->in->chats, NULL, NULL);
-	chats_abandon(h->in->chats, on_abandoned, h);
+	/* The update may still wait for the bot's identity in the gate (a hanging getMe): released first. */
+	if (!gate_abandon(h->in->gate, on_gate_abandoned, h))
+		chats_abandon(h->in->chats, on_abandoned, h);
 }
 
 static void on_identified(void *arg, int status)
 {
 	struct handling *h = arg;
-	if (status != 0) {
-		finish(h, 500, "the bot cannot identify itself");
-		return;
-	}
-	chats_on_idle(h->in->chats, on_idle, h);
-	if (gate_receive(h->in->gate, &h->update, h->inv.body, h->inv.body_len, on_accepted, h) != 0)
-		finish(h, 500, "out of memory");
+	/* The gate refuses the update too (on_accepted); this only names why. */
+	h->is_unidentified = status != 0;
 }
 
 static int arm(struct handling *h, struct event **ev, event_callback_fn cb, double seconds)
@@ -171,6 +177,14 @@ void ingress_handle_event(const struct ingress *in, const char *input, size_t le
 		finish(h, 500, "cannot set up the invocation");
 		return;
 	}
+	/*
+	 * Journaled at once, beside the identity's round trips: a cold start
+	 * pays for the longer of the two, not both. The gate routes it once
+	 * the bot knows who it is.
+	 */
+	chats_on_idle(in->chats, on_idle, h);
+	if (gate_receive(in->gate, &h->update, h->inv.body, h->inv.body_len, on_accepted, h) != 0)
+		finish(h, 500, "out of memory");
 }
 
 struct stdin_run {

@@ -381,6 +381,20 @@ class HandleStateTest(HandleTestCase):
                                          f"store); its calls were {later}")
 
 
+    def test_update_the_bot_cannot_route_for_a_rejected_token_is_left_for_telegram(self):
+        # The update is journaled beside getMe; when getMe says the token is wrong, the
+        # update must leave the journal again, or Telegram's next delivery would be skipped.
+        update, msg = self.new_update(ALICE, "Are you there")
+        event = yandex_event(json.dumps(update))
+        first = self.handle(event, TG_BOT_TOKEN="999999:not-the-token-telegram-knows")
+        self.assertEqual(first.status, 500, f"expected 500 when the bot cannot identify itself; got {first.response}")
+        self.assertEqual(self.tg.replies_to(msg), [], "expected no answer from a bot that does not know who it is")
+        second = self.handle(event)
+        self.assertEqual(second.status, 200, f"expected the redelivery handled; got {second.response}")
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Are you there"],
+                         "expected the redelivered update answered once, not skipped as a repeat")
+
+
 class HandleConcurrencyTest(HandleTestCase):
 
     def test_parallel_cold_invocations_on_a_fresh_store_all_answer(self):
@@ -470,6 +484,18 @@ class HandleDeadlineTest(HandleTestCase):
         run = self.handle(yandex_event(json.dumps(update)), timeout=20, HANDLE_DEADLINE=4)
         self.assertLessEqual(run.elapsed, 5.5, f"expected the invocation over within ~N+1 = 5 s although getMe "
                                                f"hangs, took {run.elapsed:.2f} s")
+
+    def test_update_journaled_while_getme_hangs_is_answered_by_a_later_invocation(self):
+        # The claim goes beside getMe: at the deadline the update waits in the gate for the
+        # identity, and must be released from the journal for Telegram's next delivery.
+        self.tg.slow("getMe", 30, times=1)
+        update, msg = self.new_update(ALICE, "Who are you")
+        event = yandex_event(json.dumps(update))
+        self.assertEqual(self.handle(event, timeout=20, HANDLE_DEADLINE=3).status, 503)
+        self.assertEqual(self.tg.replies_to(msg), [])
+        self.assertEqual(self.handle(event).status, 200)
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Who are you"],
+                         "expected the update answered by the next invocation, not skipped as a repeat")
 
     def test_question_left_unanswered_at_the_deadline_is_answered_by_a_later_invocation(self):
         # Telegram's flood limit outlasts the invocation: the answer cannot be delivered in time.
