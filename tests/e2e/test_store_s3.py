@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 from fake_telegram import Chat, FakeTelegram, User
-from harness import ALICE, IVAN, MALLORY, BotProcess, BotTestCase, main, run_bin
+from fake_openai import Reply
+from harness import ALICE, BOB, IVAN, MALLORY, BotProcess, BotTestCase, main, run_bin
 from s3_server import S3Server
 
 HERE = Path(__file__).resolve().parent
@@ -551,6 +552,121 @@ class S3ServerlessTest(S3TestCase):
         self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Slow storage today"])
         self.assertEqual(self.journal_record(update["update_id"]), {"state": "done"})
         self.assertEqual(len(self.wait_history(ALICE.id, 2)), 2)
+
+
+class S3ColdHandleTest(S3TestCase):
+    """What one cold `handle` asks of S3 once the bucket is known (the bot's identity
+    cached, the server known to enforce conditional writes): only requests that carry
+    information, and the guarantees kept on the shorter paths."""
+
+    def warm_up(self):
+        """A first invocation: caches the identity and finds out the server's conditional writes."""
+        self.serverless_identity()
+        update = self.tg.update("message", self.tg.message(Chat.private(BOB), BOB, "Warm-up"))
+        self.assertEqual(self.handle(update), 200)
+        self.assertEqual(self.s3.read_object(BUCKET, f"{PREFIX}tgllm/settings/0/s3_conditional_writes"), b"enforced",
+                         "expected the first invocation to find out, and keep, that the server enforces conditions")
+
+    def requests_since(self, seen: int) -> list:
+        keys = {f"{PREFIX}{ALICE.id}.json": "history"}
+        out = []
+        for r in self.s3.requests()[seen:]:
+            key = r["url"].split("?")[0][len(f"/{BUCKET}/"):]
+            name = keys.get(key) or key[len(PREFIX):]
+            name = "journal" if name.startswith("tgllm/updates/") else name
+            cond = "If-None-Match" if r["ifNoneMatch"] else "If-Match" if r["ifMatch"] else ""
+            out.append((r["method"], name, cond, r["status"]))
+        return out
+
+    def test_a_cold_handle_makes_only_the_requests_that_carry_information(self):
+        self.warm_up()
+        seen = len(self.s3.requests())
+        calls = len(self.tg.calls)
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Count my requests")
+        self.assertEqual(self.handle(self.tg.update("message", msg)), 200)
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Count my requests"])
+        got = self.requests_since(seen)
+        # Before: the journal record read, then written; the history read twice (the
+        # second time only for its ETag); 8 requests, all one after another.
+        self.assertEqual(sorted(got), sorted([
+            ("GET", "tgllm/settings/0/s3_conditional_writes", "", 200),
+            ("GET", "tgllm/settings/0/bot_identity", "", 200),
+            ("PUT", "journal", "If-None-Match", 200),   # the claim: one conditional PUT
+            ("GET", "history", "", 404),                # the load; the append writes on what it read
+            ("PUT", "history", "If-None-Match", 200),
+            ("PUT", "journal", "", 200),                # marked done
+        ]), "expected 6 S3 requests for a cold handle; got:\n" + "\n".join(map(str, got)))
+        self.assertEqual(got[-1][:2], ("PUT", "journal"), "expected the update marked done last, once the "
+                                                          "exchange is stored")
+        methods = [c.method for c in self.tg.calls[calls:]]
+        self.assertNotIn("getMe", methods, "expected the identity from the store")
+        self.assertEqual(methods.count("sendMessage"), 1, f"expected one answer; Telegram got {methods}")
+        self.assertEqual(len(self.llm.requests_with("Count my requests")), 1)
+
+    def test_a_redelivered_update_is_refused_by_the_conditional_claim_and_not_answered_again(self):
+        self.warm_up()
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Only once please")
+        update = self.tg.update("message", msg)
+        self.assertEqual(self.handle(update), 200)
+        seen = len(self.s3.requests())
+        self.assertEqual(self.handle(update), 200, "expected a redelivered update acknowledged")
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Only once please"],
+                         "expected exactly one answer to the redelivered update")
+        claims = [r for r in self.requests_since(seen) if r[:2] == ("PUT", "journal")]
+        self.assertEqual(claims, [("PUT", "journal", "If-None-Match", 412)],
+                         "expected the repeat told by the claim's 412, and the record left as it was")
+        self.assertEqual(self.journal_record(update["update_id"]), {"state": "done"})
+
+    def test_the_history_kept_from_the_load_is_not_written_over_a_newer_one(self):
+        # Between this invocation's load and its write, another writer changes the history
+        # (the model takes 1 s here): the write on the ETag of the load is refused, and the
+        # append reads again and keeps the other's turns.
+        self.warm_up()
+        self.s3.put_object(BUCKET, f"{PREFIX}{ALICE.id}.json", json.dumps(
+            [{"role": "user", "content": "Old"}, {"role": "assistant", "content": "Older answer"}]).encode())
+        self.llm.default = Reply(delay=1.0)
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Mine")
+        result = {}
+        t = threading.Thread(target=lambda: result.update(code=self.handle(self.tg.update("message", msg))))
+        t.start()
+        self.tg.wait_for(lambda: self.llm.requests_with("Mine"), 10, "the invocation to ask the model")
+        other = [{"role": "user", "content": "Old"}, {"role": "assistant", "content": "Older answer"},
+                 {"role": "user", "content": "Theirs"}, {"role": "assistant", "content": "Their answer"}]
+        self.s3.put_object(BUCKET, f"{PREFIX}{ALICE.id}.json", json.dumps(other).encode())
+        t.join(30)
+        self.assertEqual(result.get("code"), 200)
+        self.assertEqual([t["content"] for t in self.history(ALICE.id)],
+                         ["Old", "Older answer", "Theirs", "Their answer", "Mine", "Echo: Mine"],
+                         "expected the other writer's turns kept and ours after them")
+        puts = [p["status"] for p in self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT") if p["ifMatch"]]
+        self.assertEqual(puts, [412, 200], "expected the bot's write on the loaded ETag refused, then done on a "
+                                           "re-read (the test's own writes carry no condition)")
+
+
+class S3ConcurrentHandleTest(S3TestCase):
+    """Two cold `handle` processes of one chat at once, on the short paths."""
+    s3_options = {"pair_gets": rf"^prefix/{ALICE.id}\.json$", "pair_wait_ms": 3000}
+
+    def test_two_invocations_of_one_chat_at_once_lose_no_turn(self):
+        self.serverless_identity()
+        warm = self.tg.update("message", self.tg.message(Chat.private(BOB), BOB, "Warm-up"))
+        self.assertEqual(self.handle(warm), 200)
+        msgs = [self.tg.message(Chat.private(ALICE), ALICE, text) for text in ("First", "Second")]
+        results = {}
+        threads = [threading.Thread(target=lambda m=m: results.update(
+            {m["text"]: self.handle(self.tg.update("message", m))})) for m in msgs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(results, {"First": 200, "Second": 200})
+        history = self.history(ALICE.id)
+        pairs = {(history[k]["content"], history[k + 1]["content"]) for k in range(0, len(history), 2)}
+        self.assertEqual(pairs, {("First", "Echo: First"), ("Second", "Echo: Second")},
+                         f"expected both exchanges stored; got {history}")
+        statuses = [p["status"] for p in self.requests_to(f"{PREFIX}{ALICE.id}.json", "PUT")]
+        self.assertIn(412, statuses, f"expected the two writers to collide (they read the same version); "
+                                     f"without a collision this test proves nothing: {statuses}")
 
 
 class S3ServerlessNoConditionsTest(S3TestCase):
