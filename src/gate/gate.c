@@ -45,6 +45,7 @@ struct receipt {
 	/* Journaled before the bot knew who it is (a cold start): the claim's outcome, kept for then. */
 	bool is_waiting_identity;
 	bool is_abandoned; /* out of time before its claim came back: released when new */
+	bool is_read_ahead; /* the store was told its chat's history is wanted */
 	int claim_err;
 	bool is_new;
 };
@@ -221,6 +222,22 @@ static void on_claimed(void *arg, int err, bool is_new)
 	}
 }
 
+/*
+ * An update that asks the model will have its chat's history loaded as soon
+ * as it is journaled: the store may read it beside the claim (one round trip
+ * less on a cold start). Routing needs the identity, so this waits for it.
+ */
+static void read_ahead(struct gate *g, struct receipt *r)
+{
+	const char *why;
+	enum chat_job job;
+	if (r->is_read_ahead || !g->self_username)
+		return;
+	r->is_read_ahead = true;
+	if (route(g, &r->update, &job, &why) && job == CHAT_REPLY)
+		store_history_prefetch(g->env.store, r->update.message.chat_id);
+}
+
 int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t len, gate_accepted_cb accepted,
                  void *arg)
 {
@@ -228,6 +245,7 @@ int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t l
 	if (!r)
 		return -1;
 	store_update_claim(g->env.store, r->update_id, r->update.message.chat_id, text, len, on_claimed, r);
+	read_ahead(g, r);
 	return 0;
 }
 
@@ -334,6 +352,9 @@ static void identify_end(struct identify *id, int status)
 	identify_free(id);
 	if (status == 0)
 		log_info("bot: @%s (id %lld)", g->self_username, (long long)g->self_id);
+	if (status == 0)
+		for (struct receipt *r = g->receipts; r; r = r->next)
+			read_ahead(g, r);
 	if (done)
 		done(arg, status);
 	resume_waiting(g);

@@ -12,6 +12,7 @@
 struct store_ops {
 	const char *name;
 	void (*history_load)(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
+	void (*history_prefetch)(struct store *s, int64_t chat_id); /* NULL: the hint is ignored */
 	void (*history_append)(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
 	                       int64_t update_id, store_done_cb cb, void *arg);
 	void (*history_clear)(struct store *s, int64_t chat_id, store_done_cb cb, void *arg);

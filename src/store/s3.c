@@ -45,6 +45,8 @@
 #define CONDITIONS_PROBE "s3_conditional_probe"
 #define S3_CACHED_MAX    32           /* histories kept from a load for the append that follows */
 #define S3_CACHED_BYTES  (256u << 10) /* the largest history kept so */
+/* A history read ahead (history_prefetch) answers a load that starts within this many ms. */
+#define S3_PREFETCH_FRESH_MS 2000
 
 /*
  * What the bucket says of conditional writes (CONDITIONS_SETTING), read once
@@ -74,6 +76,8 @@ struct cached_history {
 	size_t body_len;
 	char etag[160];
 	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
+	bool is_prefetched; /* read ahead, not yet handed to a load */
+	long long read_at;  /* ms (CLOCK_MONOTONIC) when its read was sent */
 };
 
 struct store_s3 {
@@ -84,8 +88,9 @@ struct store_s3 {
 	struct s3_op *ops; /* in flight (doubly linked), freed by store_s3_free */
 	unsigned seed;     /* for claim nonces when getrandom fails */
 	enum conditions_known conditions;
-	char *refused_condition; /* a 501 that came while the setting was being read, to report then */
-	struct s3_op *waiting;   /* claims waiting for the conditions to be known (via next_waiting) */
+	char *refused_condition;  /* a 501 that came while the setting was being read, to report then */
+	struct s3_op *waiting;    /* claims waiting for the conditions to be known (via next_waiting) */
+	struct s3_op *prefetches; /* histories being read ahead (via next_waiting) */
 	struct cached_history cached[S3_CACHED_MAX];
 	size_t n_cached; /* the oldest first */
 };
@@ -144,7 +149,10 @@ struct s3_op {
 	struct pending *pending;
 	struct s3_op *parent;       /* a read on behalf of update_pending */
 	size_t index;               /* its entry */
-	struct s3_op *next_waiting; /* claim: in s->waiting */
+	struct s3_op *next_waiting; /* claim: in s->waiting; prefetch: in s->prefetches */
+	struct s3_op *waiter;       /* prefetch: the load its read will answer */
+	bool is_stale;              /* prefetch: this process writes the history meanwhile */
+	long long read_at;          /* prefetch: ms (CLOCK_MONOTONIC) when sent */
 };
 
 /* A new string, or NULL (asprintf leaves its pointer undefined on failure). */
@@ -351,9 +359,123 @@ static void cached_keep(struct store_s3 *s, int64_t chat_id, const struct http_r
 	s->cached[s->n_cached++] = c;
 }
 
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- history ---- */
 
 static void load_got(struct s3_op *op, const struct http_response *resp);
+
+/*
+ * Reading ahead (store_history_prefetch): the GET goes beside the journal
+ * write, and the load that follows takes its answer (waiting for it when it
+ * is still out) instead of sending its own. A read ahead is only as good as
+ * a read then: it answers a load that starts within S3_PREFETCH_FRESH_MS,
+ * and never one after this process has written the chat's history since
+ * (the load would miss that exchange).
+ */
+static void prefetch_got(struct s3_op *op, const struct http_response *resp);
+
+static struct s3_op *prefetch_find(struct store_s3 *s, int64_t chat_id)
+{
+	for (struct s3_op *p = s->prefetches; p; p = p->next_waiting)
+		if (p->chat_id == chat_id && !p->is_stale)
+			return p;
+	return NULL;
+}
+
+static void prefetch_unlink(struct s3_op *op)
+{
+	struct s3_op **at = &op->s->prefetches;
+	while (*at && *at != op)
+		at = &(*at)->next_waiting;
+	if (*at)
+		*at = op->next_waiting;
+	op->next_waiting = NULL;
+}
+
+/* This process is about to write the chat's history: what was read ahead is old. */
+static void prefetch_forget(struct store_s3 *s, int64_t chat_id)
+{
+	for (struct s3_op *p = s->prefetches; p; p = p->next_waiting)
+		if (p->chat_id == chat_id && !p->waiter)
+			p->is_stale = true;
+	struct cached_history *c = cached_find(s, chat_id);
+	if (c && c->is_prefetched)
+		cached_drop(s, (size_t)(c - s->cached), true);
+}
+
+static void history_prefetch(struct store *base, int64_t chat_id)
+{
+	struct store_s3 *s = from(base);
+	struct cached_history *c = cached_find(s, chat_id);
+	if (s->conditions == CONDITIONS_IGNORED || s->conditions == CONDITIONS_UNSUPPORTED ||
+	    prefetch_find(s, chat_id) ||
+	    (c && c->is_prefetched && now_ms() - c->read_at < S3_PREFETCH_FRESH_MS))
+		return;
+	struct s3_op *op = op_new(s, "reading history", history_key(s, chat_id));
+	if (!op)
+		return; /* only a hint: the load reads it */
+	op->chat_id = chat_id;
+	op->read_at = now_ms();
+	if (op_get(op, S3_HISTORY_MAX, prefetch_got) != 0) {
+		op_free(op);
+		return;
+	}
+	op->next_waiting = s->prefetches;
+	s->prefetches = op;
+}
+
+static void prefetch_got(struct s3_op *op, const struct http_response *resp)
+{
+	struct store_s3 *s = op->s;
+	struct s3_op *waiter = op->waiter;
+	prefetch_unlink(op);
+	if (waiter) {
+		load_got(waiter, resp); /* resp is the call's until this returns, op's freeing aside */
+	} else if (!op->is_stale && (resp->status == 404 || is_ok(resp))) {
+		cached_keep(s, op->chat_id, resp);
+		struct cached_history *c = cached_find(s, op->chat_id);
+		if (c) {
+			c->is_prefetched = true;
+			c->read_at = op->read_at;
+		}
+	}
+	op_free(op);
+}
+
+/* Answers the load from a read ahead, when there is a fresh one; false when it must read. */
+static bool load_from_prefetch(struct s3_op *op)
+{
+	struct store_s3 *s = op->s;
+	long long now = now_ms();
+	struct s3_op *p = prefetch_find(s, op->chat_id);
+	if (p && !p->waiter && now - p->read_at < S3_PREFETCH_FRESH_MS) {
+		p->waiter = op;
+		return true;
+	}
+	struct cached_history *found = cached_find(s, op->chat_id);
+	if (!found || !found->is_prefetched || now - found->read_at >= S3_PREFETCH_FRESH_MS)
+		return false;
+	struct cached_history c = *found;
+	cached_drop(s, (size_t)(found - s->cached), false); /* its body is c's now; load_got keeps it again */
+	const char *headers[] = {c.etag, "", c.write_ids};
+	struct http_response resp = {
+	    .status = c.status,
+	    .error = "",
+	    .body = c.body,
+	    .body_len = c.body_len,
+	    .retry_after = -1,
+	    .headers = headers,
+	};
+	load_got(op, &resp);
+	free(c.body);
+	return true;
+}
 
 static void history_load(struct store *base, int64_t chat_id, store_history_cb cb, void *arg)
 {
@@ -363,7 +485,7 @@ static void history_load(struct store *base, int64_t chat_id, store_history_cb c
 		op->chat_id = chat_id;
 		op->cb.history = cb;
 		op->arg = arg;
-		if (op_get(op, S3_HISTORY_MAX, load_got) == 0)
+		if (load_from_prefetch(op) || op_get(op, S3_HISTORY_MAX, load_got) == 0)
 			return;
 		op_free(op);
 	}
@@ -574,8 +696,11 @@ static void history_append(struct store *base, int64_t chat_id, const struct tur
 	op->cb.done = cb;
 	op->arg = arg;
 	make_id(s, op->write_id);
-	if (!append_from_cache(op))
+	prefetch_forget(s, chat_id);
+	if (!append_from_cache(op)) {
+		cached_forget(s, chat_id);
 		append_read(op);
+	}
 }
 
 /*
@@ -830,6 +955,7 @@ static void clear_done(struct s3_op *op, const struct http_response *resp)
 static void history_clear(struct store *base, int64_t chat_id, store_done_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
+	prefetch_forget(s, chat_id);
 	cached_forget(s, chat_id);
 	struct s3_op *op = op_new(s, "clearing history", history_key(s, chat_id));
 	if (op) {
@@ -1572,6 +1698,7 @@ static void store_s3_free(struct store *base)
 	struct store_s3 *s = from(base);
 	/* Operations still running end here without their callbacks, as the HTTP calls do. */
 	s->waiting = NULL;
+	s->prefetches = NULL;
 	while (s->ops)
 		op_free(s->ops);
 	while (s->n_cached)
@@ -1587,6 +1714,7 @@ static void store_s3_free(struct store *base)
 static const struct store_ops s3_ops = {
     .name = "s3",
     .history_load = history_load,
+    .history_prefetch = history_prefetch,
     .history_append = history_append,
     .history_clear = history_clear,
     .update_claim = update_claim,

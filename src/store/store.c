@@ -13,6 +13,12 @@ void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, v
 	s->ops->history_load(s, chat_id, cb, arg);
 }
 
+void store_history_prefetch(struct store *s, int64_t chat_id)
+{
+	if (s->ops->history_prefetch)
+		s->ops->history_prefetch(s, chat_id);
+}
+
 void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
                           int64_t update_id, store_done_cb cb, void *arg)
 {

@@ -69,6 +69,12 @@ typedef void (*store_value_cb)(void *arg, int err, const char *value);
 typedef void (*store_pending_cb)(void *arg, int err, const char *raw);
 
 void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
+/*
+ * A hint, with no callback: the chat's history is about to be loaded (an
+ * update for it is being journaled). A network backend may start reading it
+ * now, beside the journal write, and answer the load from that read.
+ */
+void store_history_prefetch(struct store *s, int64_t chat_id);
 /* Appends turns and, when update_id is not 0, marks that update done, at once (atomically where the backend
  * can). */
 void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
