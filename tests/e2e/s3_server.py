@@ -207,13 +207,15 @@ function signedHeaders(h) {
       handler(req, res);
       return;
     }
-    fs.writeSync(arrivalsFd, JSON.stringify({ method: req.method, url: req.url }) + '\n');
+    // at: microseconds on one clock for arrivals and answers, to tell requests that overlapped.
+    const now = () => Number(process.hrtime.bigint() / 1000n);
+    fs.writeSync(arrivalsFd, JSON.stringify({ method: req.method, url: req.url, at: now() }) + '\n');
     // Logged synchronously before the answer's last bytes go out, so a test
     // that has seen the answer's effect also finds the request in the log.
     const end = res.end;
     res.end = function (...args) {
       fs.writeSync(logFd, JSON.stringify({
-        method: req.method, url: req.url, status: res.statusCode,
+        method: req.method, url: req.url, status: res.statusCode, at: now(),
         signed: req.headers.authorization ? signedHeaders(req.headers.authorization) : null,
         credential: (/Credential=([^,]+)/.exec(req.headers.authorization || '') || [])[1] || null,
         contentSha256: req.headers['x-amz-content-sha256'] || null,

@@ -643,6 +643,28 @@ class S3ColdHandleTest(S3TestCase):
                                            "re-read (the test's own writes carry no condition)")
 
 
+class S3ColdHandleOverlapTest(S3ColdHandleTest):
+    """The claim held 800 ms by the server: what a cold handle sends meanwhile."""
+    s3_options = {"delay_ms": 800, "delay_keys": r"tgllm/updates/\d+\.json$"}
+
+    def test_the_history_is_read_while_the_update_is_being_journaled(self):
+        self.warm_up()
+        seen_arrivals, seen = len(self.s3.arrivals()), len(self.s3.requests())
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Read ahead")
+        self.assertEqual(self.handle(self.tg.update("message", msg)), 200)
+        history, journal = f"/{BUCKET}/{PREFIX}{ALICE.id}.json", f"/{BUCKET}/{PREFIX}tgllm/updates/"
+        read = [a for a in self.s3.arrivals()[seen_arrivals:] if a["method"] == "GET" and a["url"] == history]
+        claim = [r for r in self.s3.requests()[seen:] if r["method"] == "PUT" and r["url"].startswith(journal)]
+        self.assertTrue(read and claim, f"expected a history read and a claim; got\n{self.s3.describe()}")
+        self.assertLess(read[0]["at"], claim[0]["at"], "expected the history read sent before the claim was "
+                                                      "answered (beside it), not after")
+
+    # The parent's tests, run here too, would only repeat them slower.
+    test_a_cold_handle_makes_only_the_requests_that_carry_information = None
+    test_a_redelivered_update_is_refused_by_the_conditional_claim_and_not_answered_again = None
+    test_the_history_kept_from_the_load_is_not_written_over_a_newer_one = None
+
+
 class S3ConcurrentHandleTest(S3TestCase):
     """Two cold `handle` processes of one chat at once, on the short paths."""
     s3_options = {"pair_gets": rf"^prefix/{ALICE.id}\.json$", "pair_wait_ms": 3000}
