@@ -2,6 +2,7 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -197,8 +198,8 @@ int main(int argc, char **argv)
 	 * legacy name (TLS and EVP fetch from the providers), so the tables stay
 	 * empty: the first call's choice holds for the process.
 	 */
-	if (OPENSSL_init_crypto(OPENSSL_INIT_NO_ADD_ALL_CIPHERS | OPENSSL_INIT_NO_ADD_ALL_DIGESTS, NULL) != 1 ||
-	    curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+	const uint64_t no_legacy_names = OPENSSL_INIT_NO_ADD_ALL_CIPHERS | OPENSSL_INIT_NO_ADD_ALL_DIGESTS;
+	if (OPENSSL_init_crypto(no_legacy_names, NULL) != 1 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fputs("tgllm: cannot initialise libcurl\n", stderr);
 		return 1;
 	}
