@@ -72,7 +72,8 @@ enum conditions_known {
 struct cached_history {
 	int64_t chat_id;
 	long status; /* 200, or 404: no object */
-	char *body;
+	json_t *arr; /* the history as the load parsed it (the append need not parse it again), or NULL */
+	char *body;  /* else the body as read (a read ahead, not parsed yet) */
 	size_t body_len;
 	char etag[160];
 	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
@@ -142,6 +143,7 @@ struct s3_op {
 	bool has_put;                 /* append: a PUT was sent, so a conflict may be our own write */
 	size_t conflicts;             /* append: re-reads after a lost race */
 	char *record;                 /* claim: the journal record to create */
+	json_t *read;                 /* append: the history as read, from the cache */
 	char *aside;                  /* load: where an unreadable history is kept */
 	char *cause;                  /* load: why it is unreadable, for the log */
 	char etag[160];               /* load: the unreadable version's ETag */
@@ -222,6 +224,7 @@ static void op_free(struct s3_op *op)
 	s3_cancel(op->call);
 	free(op->key);
 	json_decref(op->turns);
+	json_decref(op->read);
 	free(op->record);
 	free(op->aside);
 	free(op->cause);
@@ -312,8 +315,10 @@ static char *setting_key(const struct store_s3 *s, int64_t scope, const char *na
 
 static void cached_drop(struct store_s3 *s, size_t i, bool is_body_freed)
 {
-	if (is_body_freed)
+	if (is_body_freed) {
 		free(s->cached[i].body);
+		json_decref(s->cached[i].arr);
+	}
 	memmove(&s->cached[i], &s->cached[i + 1], (s->n_cached - i - 1) * sizeof s->cached[0]);
 	s->n_cached--;
 }
@@ -335,23 +340,27 @@ static void cached_forget(struct store_s3 *s, int64_t chat_id)
 
 /*
  * Keeps what a load read (a readable history, or none: 404) for the append
- * that follows. Only a cache: when it cannot be kept (too big, no ETag, no
- * memory), the append reads the object again.
+ * that follows: the array parsed when there is one (arr, a new reference is
+ * taken), else the body. Only a cache: when it cannot be kept (too big, no
+ * ETag, no memory), the append reads the object again.
  */
-static void cached_keep(struct store_s3 *s, int64_t chat_id, const struct http_response *resp)
+static void cached_keep(struct store_s3 *s, int64_t chat_id, const struct http_response *resp, json_t *arr)
 {
 	cached_forget(s, chat_id);
 	if (s->conditions == CONDITIONS_IGNORED || s->conditions == CONDITIONS_UNSUPPORTED)
 		return;
 	bool is_missing = resp->status == 404;
 	const char *etag = is_missing ? "" : s3_etag(resp), *ids = is_missing ? "" : s3_write_ids(resp);
-	size_t len = is_missing ? 0 : resp->body_len;
-	struct cached_history c = {.chat_id = chat_id, .status = is_missing ? 404 : 200, .body_len = len};
-	if (len > S3_CACHED_BYTES || (!is_missing && !etag[0]) || strlen(etag) >= sizeof c.etag ||
-	    strlen(ids) >= sizeof c.write_ids || !(c.body = malloc(len + 1)))
+	if (resp->body_len > S3_CACHED_BYTES)
 		return;
-	memcpy(c.body, is_missing ? "" : resp->body, len);
+	size_t len = is_missing || arr ? 0 : resp->body_len;
+	struct cached_history c = {.chat_id = chat_id, .status = is_missing ? 404 : 200, .body_len = len};
+	if ((!is_missing && !etag[0]) || strlen(etag) >= sizeof c.etag || strlen(ids) >= sizeof c.write_ids ||
+	    !(c.body = malloc(len + 1)))
+		return;
+	memcpy(c.body, len ? resp->body : "", len);
 	c.body[len] = '\0';
+	c.arr = is_missing ? NULL : json_incref(arr);
 	memcpy(c.etag, etag, strlen(etag) + 1);
 	memcpy(c.write_ids, ids, strlen(ids) + 1);
 	if (s->n_cached == S3_CACHED_MAX)
@@ -438,7 +447,7 @@ static void prefetch_got(struct s3_op *op, const struct http_response *resp)
 	if (waiter) {
 		load_got(waiter, resp); /* resp is the call's until this returns, op's freeing aside */
 	} else if (!op->is_stale && (resp->status == 404 || is_ok(resp))) {
-		cached_keep(s, op->chat_id, resp);
+		cached_keep(s, op->chat_id, resp, NULL);
 		struct cached_history *c = cached_find(s, op->chat_id);
 		if (c) {
 			c->is_prefetched = true;
@@ -474,6 +483,7 @@ static bool load_from_prefetch(struct s3_op *op)
 	};
 	load_got(op, &resp);
 	free(c.body);
+	json_decref(c.arr); /* NULL: read ahead, not parsed */
 	return true;
 }
 
@@ -552,7 +562,7 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 	int err = 0;
 	if (resp->status == 404) {
 		/* No conversation yet. */
-		cached_keep(op->s, op->chat_id, resp);
+		cached_keep(op->s, op->chat_id, resp, NULL);
 	} else if (is_ok(resp)) {
 		char *cause;
 		json_t *arr = parse_history(resp, &cause);
@@ -562,7 +572,7 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 		}
 		int skipped = arr ? history_append_json(&h, arr) : -1;
 		if (skipped >= 0)
-			cached_keep(op->s, op->chat_id, resp);
+			cached_keep(op->s, op->chat_id, resp, arr);
 		if (arr && skipped < 0)
 			log_error("store: s3: out of memory reading the history of chat %lld",
 			          (long long)op->chat_id);
@@ -716,7 +726,8 @@ static bool append_from_cache(struct s3_op *op)
 	if (!found || s->conditions != CONDITIONS_ENFORCED)
 		return false;
 	struct cached_history c = *found;
-	cached_drop(s, (size_t)(found - s->cached), false); /* its body is c's now */
+	cached_drop(s, (size_t)(found - s->cached), false); /* its body and array are c's now */
+	op->read = c.arr;                                   /* taken */
 	const char *headers[] = {c.etag, "", c.write_ids};
 	struct http_response resp = {
 	    .status = c.status,
@@ -815,7 +826,10 @@ static char *dump_bounded(const struct s3_op *op, json_t *arr, size_t keep)
 static void append_got(struct s3_op *op, const struct http_response *resp)
 {
 	json_t *arr;
-	if (resp->status == 404) {
+	if (op->read) { /* parsed by the load (append_from_cache) */
+		arr = op->read;
+		op->read = NULL;
+	} else if (resp->status == 404) {
 		arr = json_array();
 	} else if (is_ok(resp)) {
 		char *cause;
