@@ -418,13 +418,25 @@ static void prefetch_forget(struct store_s3 *s, int64_t chat_id)
 		cached_drop(s, (size_t)(c - s->cached), true);
 }
 
+/* Whether a job's load of the chat is kept for its append (see history_prefetch). */
+static bool is_loaded(struct store_s3 *s, int64_t chat_id)
+{
+	struct cached_history *c = cached_find(s, chat_id);
+	return c && !c->is_prefetched;
+}
+
 static void history_prefetch(struct store *base, int64_t chat_id)
 {
 	struct store_s3 *s = from(base);
 	struct cached_history *c = cached_find(s, chat_id);
+	/*
+	 * A load's own read kept (not read ahead) means a job of this chat is
+	 * under way here: the next load comes after its write, so a read now
+	 * would be old by then.
+	 */
 	if (s->conditions == CONDITIONS_IGNORED || s->conditions == CONDITIONS_UNSUPPORTED ||
-	    prefetch_find(s, chat_id) ||
-	    (c && c->is_prefetched && now_ms() - c->read_at < S3_PREFETCH_FRESH_MS))
+	    prefetch_find(s, chat_id) || (c && !c->is_prefetched) ||
+	    (c && now_ms() - c->read_at < S3_PREFETCH_FRESH_MS))
 		return;
 	struct s3_op *op = op_new(s, "reading history", history_key(s, chat_id));
 	if (!op)
@@ -446,7 +458,7 @@ static void prefetch_got(struct s3_op *op, const struct http_response *resp)
 	prefetch_unlink(op);
 	if (waiter) {
 		load_got(waiter, resp); /* resp is the call's until this returns, op's freeing aside */
-	} else if (!op->is_stale && (resp->status == 404 || is_ok(resp))) {
+	} else if (!op->is_stale && (resp->status == 404 || is_ok(resp)) && !is_loaded(s, op->chat_id)) {
 		cached_keep(s, op->chat_id, resp, NULL);
 		struct cached_history *c = cached_find(s, op->chat_id);
 		if (c) {
