@@ -368,11 +368,20 @@ static void cached_keep(struct store_s3 *s, int64_t chat_id, const struct http_r
 	s->cached[s->n_cached++] = c;
 }
 
+/* ms on CLOCK_MONOTONIC; -1 when the clock cannot be read. */
 static long long now_ms(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return -1;
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether a read sent at read_at may still answer a load (never when the clock fails). */
+static bool is_fresh(long long read_at)
+{
+	long long now = now_ms();
+	return now >= 0 && read_at >= 0 && now - read_at < S3_PREFETCH_FRESH_MS;
 }
 
 /* ---- history ---- */
@@ -435,8 +444,7 @@ static void history_prefetch(struct store *base, int64_t chat_id)
 	 * would be old by then.
 	 */
 	if (s->conditions == CONDITIONS_IGNORED || s->conditions == CONDITIONS_UNSUPPORTED ||
-	    prefetch_find(s, chat_id) || (c && !c->is_prefetched) ||
-	    (c && now_ms() - c->read_at < S3_PREFETCH_FRESH_MS))
+	    prefetch_find(s, chat_id) || (c && !c->is_prefetched) || (c && is_fresh(c->read_at)))
 		return;
 	struct s3_op *op = op_new(s, "reading history", history_key(s, chat_id));
 	if (!op)
@@ -473,14 +481,13 @@ static void prefetch_got(struct s3_op *op, const struct http_response *resp)
 static bool load_from_prefetch(struct s3_op *op)
 {
 	struct store_s3 *s = op->s;
-	long long now = now_ms();
 	struct s3_op *p = prefetch_find(s, op->chat_id);
-	if (p && !p->waiter && now - p->read_at < S3_PREFETCH_FRESH_MS) {
+	if (p && !p->waiter && is_fresh(p->read_at)) {
 		p->waiter = op;
 		return true;
 	}
 	struct cached_history *found = cached_find(s, op->chat_id);
-	if (!found || !found->is_prefetched || now - found->read_at >= S3_PREFETCH_FRESH_MS)
+	if (!found || !found->is_prefetched || !is_fresh(found->read_at))
 		return false;
 	struct cached_history c = *found;
 	cached_drop(s, (size_t)(found - s->cached), false); /* its body is c's now; load_got keeps it again */
