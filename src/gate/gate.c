@@ -44,7 +44,7 @@ struct receipt {
 	void *arg;
 	/* Journaled before the bot knew who it is (a cold start): the claim's outcome, kept for then. */
 	bool is_waiting_identity;
-	bool is_abandoned; /* out of time before its claim came back: released when new */
+	bool is_abandoned;  /* out of time before its claim came back: released when new */
 	bool is_read_ahead; /* the store was told its chat's history is wanted */
 	int claim_err;
 	bool is_new;
