@@ -39,6 +39,8 @@ struct config {
 	/* webhook and serverless */
 	char *listen_host;     /* NULL: all interfaces */
 	int listen_port;
+	char *metrics_host; /* METRICS_LISTEN: /metrics and /healthz there; NULL: all interfaces */
+	int metrics_port;   /* 0: no METRICS_LISTEN (serve has /metrics beside the webhook) */
 	char *webhook_path;    /* where Telegram posts updates, default "/" */
 	char *webhook_secret;  /* NULL: no X-Telegram-Bot-Api-Secret-Token check */
 	char *tls_cert;        /* PEM files; both or neither */

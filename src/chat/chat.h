@@ -82,6 +82,8 @@ void chats_free(struct chats *cs);
 int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job job);
 /* Jobs queued or running. */
 size_t chats_busy(const struct chats *cs);
+/* Jobs running: one per chat that has any; the rest of chats_busy() wait behind them. */
+size_t chats_running(const struct chats *cs);
 /* Whether CHATS_MAX_BUSY jobs are queued or running. */
 bool chats_are_full(const struct chats *cs);
 /* cb runs each time the last job ends (chats_busy() drops to 0); NULL to stop. */

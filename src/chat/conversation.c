@@ -27,6 +27,8 @@ static long long chat_of(const struct conversation *c)
 /* The job is over, whatever happened: the queue frees it. */
 static void end(struct conversation *c)
 {
+	if (c->job != CHAT_NOT_JOURNALED) /* the gate counted that one */
+		metrics_update(c->u.kind_name, c->outcome);
 	c->ended(c->arg);
 }
 
@@ -97,6 +99,8 @@ static void mark_done_and_end(struct conversation *c)
 static void on_history_cleared(void *arg, int err)
 {
 	struct conversation *c = arg;
+	if (err)
+		c->outcome = METRICS_FAILED;
 	send_notice(c, err ? TEXT_STORE_FAILED : TEXT_NEW_DONE, mark_done_and_end);
 }
 
@@ -183,6 +187,7 @@ static void deliver(struct conversation *c, const char *suffix)
 		mark_done_and_end(c);
 		return;
 	}
+	c->outcome = METRICS_ANSWERED;
 	delivery_finish(c->delivery, shown, strlen(shown), on_delivered);
 	free(shown);
 }
@@ -190,6 +195,7 @@ static void deliver(struct conversation *c, const char *suffix)
 static void fail_with(struct conversation *c, enum text_id id)
 {
 	typing_stop(c);
+	c->outcome = METRICS_FAILED;
 	send_notice(c, id, mark_done_and_end);
 }
 
@@ -416,6 +422,7 @@ void conversation_init(struct conversation *c, const struct chat_env *env, struc
 	c->u = *u;
 	memset(u, 0, sizeof *u);
 	c->job = job;
+	c->outcome = job == CHAT_REFUSE ? METRICS_REFUSED : job == CHAT_REPLY ? METRICS_FAILED : METRICS_ANSWERED;
 	c->ended = ended;
 	c->arg = arg;
 	c->lang = c->u.message.from.language_code;

@@ -14,6 +14,7 @@
 #include "chat/text.h"
 #include "lib/buf.h"
 #include "lib/history.h"
+#include "lib/metrics.h"
 #include "telegram/deliver.h"
 #include "telegram/send.h"
 
@@ -28,6 +29,7 @@ struct conversation {
 	const char *lang;
 	void (*ended)(void *arg);
 	void *arg;
+	enum metrics_outcome outcome; /* what end() counts */
 
 	/* a reply from the model */
 	struct history history;

@@ -32,6 +32,7 @@ struct chat {
 struct chats {
 	struct chat_env env;
 	struct chat *buckets[CHAT_BUCKETS];
+	size_t n_chats; /* with a job: each runs its head */
 	size_t n_jobs;
 	void (*on_idle)(void *arg);
 	void *idle_arg;
@@ -56,6 +57,7 @@ static struct chat *chat_get(struct chats *cs, int64_t id)
 	c->id = id;
 	c->next_in_bucket = *b;
 	*b = c;
+	cs->n_chats++;
 	return c;
 }
 
@@ -64,6 +66,7 @@ static void chat_remove(struct chats *cs, struct chat *c)
 	for (struct chat **p = bucket_of(cs, c->id); *p; p = &(*p)->next_in_bucket) {
 		if (*p == c) {
 			*p = c->next_in_bucket;
+			cs->n_chats--;
 			free(c);
 			return;
 		}
@@ -176,6 +179,7 @@ static size_t stop_all(struct chats *cs, int64_t *update_ids, size_t max)
 		}
 	}
 	cs->n_jobs = 0;
+	cs->n_chats = 0;
 	return n;
 }
 
@@ -190,6 +194,11 @@ void chats_free(struct chats *cs)
 size_t chats_busy(const struct chats *cs)
 {
 	return cs->n_jobs;
+}
+
+size_t chats_running(const struct chats *cs)
+{
+	return cs->n_chats;
 }
 
 bool chats_are_full(const struct chats *cs)

@@ -8,6 +8,7 @@
 #include "gate/route.h"
 #include "lib/backoff.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 
 #define IDENTITY_KEY    "bot_identity" /* setting of scope 0: "<id> <username>" */
 #define TOLD_MAX        64 /* updates whose user was told the journal failed, remembered so as to tell once */
@@ -90,6 +91,7 @@ static void dispatch(struct receipt *r)
 		log_info("bot: update=%lld: skipped (%s%s%s)", (long long)u->update_id, why,
 		         u->kind == TG_UPDATE_OTHER ? ": " : "",
 		         u->kind == TG_UPDATE_OTHER ? u->kind_name : "");
+		metrics_update(u->kind_name, METRICS_IGNORED);
 		store_update_done(g->env.store, u->update_id, on_done_marked, r);
 		return;
 	}
@@ -99,10 +101,13 @@ static void dispatch(struct receipt *r)
 		         (long long)u->message.from.id,
 		         u->message.from.username ? u->message.from.username : "-");
 	int64_t chat_id = u->message.chat_id;
+	char kind[sizeof u->kind_name];
+	memcpy(kind, u->kind_name, sizeof kind); /* u is cleared by the submission */
 	int rc = chats_submit(g->env.chats, u, job);
 	if (rc == CHATS_CHAT_FULL) {
 		log_warn("bot: update=%lld chat=%lld: skipped, the chat has %d updates waiting already",
 		         (long long)r->update_id, (long long)chat_id, CHAT_QUEUE_MAX);
+		metrics_update(kind, METRICS_REFUSED);
 		store_update_done(g->env.store, r->update_id, on_done_marked, r);
 		return;
 	}
@@ -150,6 +155,7 @@ static void tell_not_journaled(struct receipt *r)
 	struct gate *g = r->gate;
 	const char *why;
 	enum chat_job job;
+	metrics_update(r->update.kind_name, METRICS_FAILED);
 	if (!was_told(g, r->update_id) && route(g, &r->update, &job, &why) && job != CHAT_REFUSE &&
 	    chats_submit(g->env.chats, &r->update, CHAT_NOT_JOURNALED) != 0)
 		log_error("bot: update=%lld: out of memory", (long long)r->update_id);
@@ -167,6 +173,7 @@ static void on_claimed(void *arg, int err, bool is_new)
 		dispatch(r);
 	} else {
 		log_info("bot: update=%lld: already handled, skipped", (long long)r->update_id);
+		metrics_update(r->update.kind_name, METRICS_DUPLICATE);
 		settle(r, true);
 	}
 }

@@ -13,7 +13,8 @@
  * SIGINT/SIGTERM tells the mode to stop taking updates, lets the updates
  * still being journaled settle (their senders get their answer) and running jobs
  * finish (at most DAEMON_DRAIN_S seconds; what is left resumes at the next
- * start from the store's journal), and stops.
+ * start from the store's journal), and stops. With METRICS_LISTEN it also
+ * serves /healthz and /metrics there.
  */
 #ifndef TGLLM_INGRESS_H
 #define TGLLM_INGRESS_H
@@ -25,6 +26,7 @@
 #include "chat/chat.h"
 #include "config.h"
 #include "gate/gate.h"
+#include "ingress/httpd.h"
 #include "lib/http.h"
 #include "telegram/tg.h"
 #include "telegram/update.h"
@@ -58,6 +60,7 @@ enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u
 struct daemon {
 	const struct ingress *in;
 	struct event *sigint, *sigterm, *drain_timer;
+	struct httpd *probes; /* METRICS_LISTEN's server, or NULL */
 	bool is_stopping;
 	int exit_status;
 	void (*stop_taking)(void *arg); /* stop accepting updates */
@@ -66,6 +69,13 @@ struct daemon {
 
 /* -1 when the loop cannot be set up (logged). */
 int daemon_init(struct daemon *d, const struct ingress *in, void (*stop_taking)(void *arg), void *arg);
+/*
+ * GET (or HEAD) /healthz, and /metrics when with_metrics: answers them and
+ * returns true; false for any other path (the request is still the
+ * caller's). No secret is asked for: put them on METRICS_LISTEN, an
+ * address the public cannot reach, when they must not be public.
+ */
+bool daemon_answer_probe(struct daemon *d, struct httpd_request *req, bool with_metrics);
 /* Runs the loop until stopped; returns the exit status. */
 int daemon_run(struct daemon *d);
 /* Stops the loop now with status (a fatal error, already logged). */

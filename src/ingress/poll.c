@@ -14,6 +14,7 @@
 #include "ingress/ingress.h"
 #include "lib/backoff.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 
 #define POLL_TIMEOUT_S 30
 #define POLL_MARGIN_S  15 /* on top of the long-poll timeout, for the network */
@@ -109,6 +110,7 @@ static void receive_batch(struct poller *p, const json_t *list)
 				         (long long)u->update_id, err);
 			else
 				log_warn("poll: getUpdates listed something that is not an Update (%s)", err);
+			metrics_update("other", METRICS_FAILED);
 			update_clear(u);
 			continue;
 		}

@@ -13,6 +13,7 @@
 #include "lib/jsonr.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "model/chunk.h"
 #include "model/sse.h"
 #include "model/tokens.h"
@@ -46,6 +47,7 @@ struct llm_call {
 	struct http_call *http;
 	struct event *retry_timer;
 	int attempts;
+	double started, first_text; /* metrics_clock(); first_text 0 until the answer begins */
 
 	/* the current attempt */
 	enum body_kind kind;
@@ -148,6 +150,8 @@ static int append_text(struct llm_call *call, const char *s, size_t n)
 		call->is_answer_too_big = true;
 		return 1;
 	}
+	if (!call->first_text)
+		call->first_text = metrics_clock();
 	/*
 	 * With text in hand no attempt follows (a cut stream is delivered as
 	 * cut), so the request, the whole history, need not wait the answer
@@ -261,6 +265,13 @@ static int on_data(void *arg, const char *data, size_t n)
 
 static int start_attempt(struct llm_call *call);
 
+static void count(const struct llm_call *call, const char *outcome)
+{
+	double now = metrics_clock();
+	metrics_model_call(outcome, call->first_text ? call->first_text - call->started : -1, now - call->started,
+	                   call->prompt_tokens, call->completion_tokens);
+}
+
 static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 {
 	(void)fd;
@@ -268,6 +279,7 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 	struct llm_call *call = arg;
 	if (start_attempt(call) != 0) {
 		struct llm_result res = {LLM_DOWN, -1, -1, "cannot start the request"};
+		count(call, llm_status_name(LLM_DOWN));
 		call->done(call->arg, &res);
 		call_free(call);
 	}
@@ -285,6 +297,7 @@ static void finish(struct llm_call *call, enum llm_status status)
 		.completion_tokens = call->completion_tokens,
 		.detail = buf_str(&call->detail),
 	};
+	count(call, llm_status_name(status));
 	call->done(call->arg, &res);
 	call_free(call);
 }
@@ -511,6 +524,7 @@ struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, 
 	call->done = done;
 	call->arg = arg;
 	call->estimated_tokens = tokens_estimate_turns(turns, n);
+	call->started = metrics_clock();
 	call->body = request_body(llm, turns, n);
 	if (!call->body || start_attempt(call) != 0)
 		goto fail;
@@ -523,5 +537,7 @@ fail:
 
 void llm_cancel(struct llm_call *call)
 {
+	if (call)
+		count(call, "cancelled");
 	call_free(call);
 }
