@@ -30,7 +30,14 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 	    .timeout_s = cfg->llm_timeout_s,
 	};
 	b->llm = llm_client_new(base, b->http, &llm);
-	if (!b->tg || !b->llm)
+	struct model_list_options models = {
+	    .base_url = cfg->llm_base_url,
+	    .key = cfg->llm_key,
+	    .configured = cfg->llm_models,
+	    .fallback = cfg->llm_model,
+	};
+	b->models = model_list_new(base, b->http, &models);
+	if (!b->tg || !b->llm || !b->models)
 		goto oom;
 	struct store_options so = bot_store_options(cfg);
 	char why[256];
@@ -42,6 +49,7 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 	    .base = base,
 	    .tg = b->tg,
 	    .llm = b->llm,
+	    .models = b->models,
 	    .store = b->store,
 	    .system_prompt = cfg->system_prompt,
 	    .context_tokens = cfg->context_tokens,
@@ -55,6 +63,7 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 	    .store = b->store,
 	    .chats = b->chats,
 	    .allow = cfg->allow,
+	    .admins = cfg->admins,
 	    .bot_id = strtoll(cfg->tg_token, NULL, 10),
 	};
 	if (!(b->gate = gate_new(&gate)))
@@ -80,6 +89,7 @@ void bot_close(struct bot *b)
 	gate_free(b->gate);
 	chats_free(b->chats);
 	store_free(b->store);
+	model_list_free(b->models);
 	llm_client_free(b->llm);
 	tg_client_free(b->tg);
 	http_client_free(b->http);

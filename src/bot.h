@@ -15,6 +15,7 @@
 #include "ingress/ingress.h"
 #include "lib/http.h"
 #include "model/llm.h"
+#include "model/models.h"
 #include "store/store.h"
 #include "telegram/tg.h"
 
@@ -22,6 +23,7 @@ struct bot {
 	struct http_client *http;
 	struct tg_client *tg;
 	struct llm_client *llm;
+	struct model_list *models;
 	struct store *store;
 	struct chats *chats;
 	struct gate *gate;

@@ -356,6 +356,10 @@ static int load_bot(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "TG_BOT_CHATS: %s", why);
 		return -1;
 	}
+	if ((v = env("TG_BOT_ADMINS")) && access_parse(v, &cfg->admins, why, sizeof why) != 0) {
+		snprintf(err, errlen, "TG_BOT_ADMINS: %s", why);
+		return -1;
+	}
 
 	static const char *const key_names[] = {"PROXY_API_KEY", "OPENAI_API_KEY"};
 	if (!(v = env_first(key_names, 2))) {
@@ -378,6 +382,8 @@ static int load_bot(struct config *cfg, char *err, size_t errlen)
 
 	v = env("OPENAI_MODEL");
 	if (!(cfg->llm_model = strdup(v ? v : "gpt-4o-mini")))
+		goto oom;
+	if ((v = env("OPENAI_MODELS")) && !(cfg->llm_models = strdup(v)))
 		goto oom;
 	if ((v = env("SYSTEM_PROMPT")) && !(cfg->system_prompt = strdup(v)))
 		goto oom;
@@ -426,6 +432,8 @@ void config_free(struct config *cfg)
 	free(cfg->tg_token);
 	free(cfg->tg_api_base);
 	access_free(cfg->allow);
+	access_free(cfg->admins);
+	free(cfg->llm_models);
 	free(cfg->llm_key);
 	free(cfg->llm_base_url);
 	free(cfg->llm_model);

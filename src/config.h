@@ -21,9 +21,11 @@ struct config {
 	char *tg_api_base; /* without a trailing slash */
 	struct tg_pacing tg_pacing;
 	struct access_list *allow;
+	struct access_list *admins; /* TG_BOT_ADMINS, or NULL for none */
 	char *llm_key;
 	char *llm_base_url; /* without a trailing slash */
 	char *llm_model;
+	char *llm_models; /* OPENAI_MODELS: the choice /model offers; NULL: the provider's list */
 	char *system_prompt; /* NULL when unset */
 	char *store;         /* "sqlite:PATH" or "s3://BUCKET[/PREFIX]" */
 	/* STORE=s3://...: NULL otherwise */

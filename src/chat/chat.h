@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "model/llm.h"
+#include "model/models.h"
 #include "store/store.h"
 #include "telegram/render.h"
 #include "telegram/tg.h"
@@ -35,6 +36,11 @@ enum chat_job {
 	CHAT_START,  /* /start: the greeting */
 	CHAT_HELP,   /* /help */
 	CHAT_NEW,    /* /new: forget the conversation */
+	CHAT_MODEL,  /* /model [NAME]: show the chat's model and the choice, or switch */
+	CHAT_SYSTEM, /* /system [TEXT|reset]: show, set or reset the chat's system prompt */
+	CHAT_PICK,   /* a button of the bot's message was pressed (/model's choice) */
+	/* /model NAME or /system TEXT in a group, or a button, from someone who may not steer it */
+	CHAT_NOT_PERMITTED,
 	CHAT_REFUSE, /* from someone not on the allowlist: say so, at most once an hour */
 	/*
 	 * The journal could not take the update, so it is left for Telegram to
@@ -49,6 +55,7 @@ struct chat_env {
 	struct event_base *base;
 	struct tg_client *tg;
 	struct llm_client *llm;
+	struct model_list *models; /* what /model offers */
 	struct store *store;
 	const char *system_prompt; /* NULL for none */
 	size_t context_tokens;     /* the prompt budget */

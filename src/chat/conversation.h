@@ -11,10 +11,12 @@
 
 #include "chat/chat.h"
 #include "chat/policy.h"
+#include "chat/settings.h"
 #include "chat/text.h"
 #include "lib/buf.h"
 #include "lib/history.h"
 #include "lib/metrics.h"
+#include "model/models.h"
 #include "telegram/deliver.h"
 #include "telegram/send.h"
 
@@ -46,6 +48,15 @@ struct conversation {
 	struct tg_typing typing;
 	struct tg_call *send_call;
 	void (*after_send)(struct conversation *c); /* what follows the message being sent */
+
+	/* the chat's choices (chat/settings.h), read beside the history; chat/steer.c changes them */
+	struct chat_settings settings;
+	int loading;          /* store reads still out before the model can be asked */
+	bool is_load_failed;  /* the history could not be read */
+	bool is_history_aside; /* it was unreadable and kept aside: the chat starts over */
+	void (*after_saved)(struct conversation *c); /* steer.c: what follows a settings read or write */
+	model_list_cb after_models;                   /* steer.c: what follows the model list */
+	char gone_model[96];                          /* a chosen model the provider no longer has, for the notice */
 };
 
 /*
@@ -59,6 +70,8 @@ void conversation_start(struct conversation *c);
 /* While the model streams: cuts the answer short and delivers what there is; false when not streaming. */
 bool conversation_hurry(struct conversation *c);
 int64_t conversation_update_id(const struct conversation *c);
+/* The job is done: marked so in the journal, then over (for chat/steer.c). */
+void conversation_done(struct conversation *c);
 /* Stops at once: no callback runs afterwards; the update is not marked done. */
 void conversation_clear(struct conversation *c);
 

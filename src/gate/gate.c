@@ -77,7 +77,7 @@ static void on_done_marked(void *arg, int err)
 static bool route(const struct gate *g, const struct tg_update *u, enum chat_job *job, const char **why)
 {
 	struct route_self self = {g->self_id, g->self_username};
-	return route_update(u, g->env.allow, &self, job, why);
+	return route_update(u, g->env.allow, g->env.admins, &self, job, why);
 }
 
 /* Routes a journaled update and queues its job, or marks it done when it is not for the bot. */

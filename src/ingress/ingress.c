@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/text.h"
 #include "lib/buf.h"
 #include "lib/jsonr.h"
 #include "lib/log.h"
@@ -135,6 +136,45 @@ static int listen_for_probes(struct daemon *d)
 	return 0;
 }
 
+static void on_menu_synced(void *arg, bool ok)
+{
+	struct ingress_menu_slot *slot = arg;
+	struct ingress_menu *m = slot->menu;
+	(void)ok; /* logged by telegram/commands.c: a stale menu is no reason to stop */
+	slot->sync = NULL;
+	if (--m->pending == 0 && m->done)
+		m->done(m->arg);
+}
+
+void ingress_menu_start(struct ingress_menu *m, struct tg_client *tg, void (*done)(void *arg), void *arg)
+{
+	*m = (struct ingress_menu){.done = done, .arg = arg};
+	static const char *const languages[2] = {"", "ru"};
+	for (int i = 0; i < 2; i++) {
+		size_t n;
+		const struct tg_command *commands = text_commands(i == 1, &n);
+		m->slots[i].menu = m;
+		m->slots[i].sync = tg_menu_sync(tg, languages[i], commands, n, on_menu_synced, &m->slots[i]);
+		m->pending += m->slots[i].sync != NULL;
+	}
+	if (m->pending == 0 && done)
+		done(arg);
+}
+
+void ingress_menu_cancel(struct ingress_menu *m)
+{
+	for (int i = 0; i < 2; i++) {
+		tg_menu_cancel(m->slots[i].sync);
+		m->slots[i].sync = NULL;
+	}
+	m->pending = 0;
+}
+
+void daemon_identified(struct daemon *d)
+{
+	ingress_menu_start(&d->menu, d->in->tg, NULL, NULL);
+}
+
 int daemon_init(struct daemon *d, const struct ingress *in, void (*stop_taking)(void *arg), void *arg)
 {
 	*d = (struct daemon){.in = in, .stop_taking = stop_taking, .arg = arg};
@@ -186,5 +226,6 @@ void daemon_free(struct daemon *d)
 	if (d->sigterm)
 		event_free(d->sigterm);
 	httpd_free(d->probes);
+	ingress_menu_cancel(&d->menu);
 	*d = (struct daemon){0};
 }

@@ -189,6 +189,7 @@ static void on_identified(void *arg, int status)
 	else if (!cfg->webhook_secret)
 		log_info("serve: WEBHOOK_SECRET is not set: whatever forwards to %s must check who posts",
 		         o.host);
+	daemon_identified(&s->daemon);
 	gate_resume(s->in->gate);
 }
 

@@ -30,7 +30,7 @@ static const char *const kinds[] = {
 };
 static const char *const outcomes[] = {"answered", "refused", "ignored", "duplicate", "failed"};
 static const char *const model_outcomes[] = {"ok",   "cut",      "context", "quota",     "auth", "busy",
-                                             "down", "rejected", "empty",   "cancelled", "other"};
+                                             "down", "rejected", "empty",   "no_model", "cancelled", "other"};
 static const char *const methods[] = {
     "getUpdates",
     "getMe",
