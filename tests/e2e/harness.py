@@ -87,6 +87,8 @@ TEXT_START = ("Hi! I am a bot that answers with a language model. Just write to 
 TEXT_HELP = ("Write a message and I will answer, keeping the context of our conversation.\n"
              "In groups, mention me or reply to my message.\n\n"
              "/new — forget this conversation and start a fresh one\n"
+             "/model — see or change the model that answers in this chat\n"
+             "/system — see or set how the model should behave here (/system reset: the default)\n"
              "/help — this help")
 TEXT_NEW_DONE = "Started a new conversation: I have forgotten the previous one."
 
