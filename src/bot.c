@@ -16,7 +16,8 @@ struct store_options bot_store_options(const struct config *cfg)
 	};
 }
 
-int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, char *err, size_t errlen)
+int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, bool can_stop, char *err,
+             size_t errlen)
 {
 	memset(b, 0, sizeof *b);
 	b->http = http_client_new(base);
@@ -54,6 +55,7 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 	    .system_prompt = cfg->system_prompt,
 	    .context_tokens = cfg->context_tokens,
 	    .think = cfg->show_reasoning ? RENDER_THINK_QUOTE : RENDER_THINK_HIDE,
+	    .can_stop = can_stop,
 	};
 	if (!(b->chats = chats_new(&chat)))
 		goto oom;

@@ -76,7 +76,9 @@ static int run_bot(const struct config *cfg, enum mode mode, const struct option
 		return 1;
 	}
 	int status = 1;
-	if (bot_open(&bot, base, cfg, err, sizeof err) != 0) {
+	/* A stop reaches only the process streaming the answer: serverless invocations are separate processes. */
+	bool can_stop = mode == MODE_POLL || mode == MODE_SERVE;
+	if (bot_open(&bot, base, cfg, can_stop, err, sizeof err) != 0) {
 		log_print(stderr, "tgllm: %s", err);
 		status = 2;
 	} else {

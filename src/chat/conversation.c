@@ -429,6 +429,11 @@ static void start_reply(struct conversation *c)
 		fail_with(c, TEXT_MODEL_DOWN);
 		return;
 	}
+	if (c->env->can_stop) {
+		char stop[32];
+		snprintf(stop, sizeof stop, "s:%lld", (long long)m->message_id);
+		delivery_offer_stop(c->delivery, text_get(TEXT_STOP_BUTTON, c->lang), stop);
+	}
 	/* Independent reads, at once: on S3 each is a round trip. */
 	c->loading = 2;
 	store_history_load(c->env->store, c->u.message.chat_id, on_history_loaded, c);
@@ -463,8 +468,27 @@ void conversation_start(struct conversation *c)
 	case CHAT_NOT_PERMITTED:
 		steer_start(c);
 		return;
+	case CHAT_STOP: /* the gate gives these to chats_stop; never queued */
+		break;
 	}
 	mark_done_and_end(c);
+}
+
+enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int64_t user_id, bool is_admin)
+{
+	if (c->job != CHAT_REPLY || c->u.message.message_id != draft_id || !c->llm)
+		return CHATS_NOTHING;
+	if (!is_admin && c->u.message.from.id != user_id)
+		return CHATS_NOT_ALLOWED;
+	log_info("chat=%lld update=%lld: stopped by the user after %zu bytes", chat_of(c),
+	         (long long)c->u.update_id, c->answer.len);
+	llm_cancel(c->llm);
+	c->llm = NULL;
+	if (c->answer.len && !is_blank(c))
+		deliver(c, text_get(TEXT_STOPPED, c->lang));
+	else if (!c->answer.len)
+		fail_with(c, TEXT_STOPPED_EMPTY);
+	return CHATS_STOPPED;
 }
 
 bool conversation_hurry(struct conversation *c)

@@ -67,6 +67,8 @@ void conversation_init(struct conversation *c, const struct chat_env *env, struc
                        enum chat_job job, void (*ended)(void *arg), void *arg);
 /* Starts the job's first step. */
 void conversation_start(struct conversation *c);
+/* chats_stop for this job (see chat.h). */
+enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int64_t user_id, bool is_admin);
 /* While the model streams: cuts the answer short and delivers what there is; false when not streaming. */
 bool conversation_hurry(struct conversation *c);
 int64_t conversation_update_id(const struct conversation *c);

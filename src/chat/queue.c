@@ -212,6 +212,14 @@ void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg)
 	cs->idle_arg = arg;
 }
 
+enum chats_stop chats_stop(struct chats *cs, int64_t chat_id, int64_t draft_id, int64_t user_id, bool is_admin)
+{
+	for (struct chat *c = *bucket_of(cs, chat_id); c; c = c->next_in_bucket)
+		if (c->id == chat_id)
+			return conversation_stop(&c->head->conversation, draft_id, user_id, is_admin);
+	return CHATS_NOTHING;
+}
+
 void chats_hurry(struct chats *cs)
 {
 	/* Nothing ends inside conversation_hurry (the store and Telegram answer from the loop): the table

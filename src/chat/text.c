@@ -158,6 +158,26 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"In this group only the people the bot's owner named can change that.",
 		"В этой группе это могут менять только те, кого указал владелец бота.",
 	},
+	[TEXT_STOP_BUTTON] = {
+		"Stop",
+		"Стоп",
+	},
+	[TEXT_STOPPED] = {
+		"(stopped)",
+		"(остановлено)",
+	},
+	[TEXT_STOPPED_EMPTY] = {
+		"Stopped before the model said anything.",
+		"Остановлено до того, как модель что-либо ответила.",
+	},
+	[TEXT_STOP_NOTHING] = {
+		"This answer is finished already.",
+		"Этот ответ уже закончен.",
+	},
+	[TEXT_STOP_NOT_YOURS] = {
+		"Only the person who asked can stop this answer.",
+		"Остановить этот ответ может только тот, кто спросил.",
+	},
 	[TEXT_BUTTON_STALE] = {
 		"This button no longer works. /model shows the choice again.",
 		"Эта кнопка больше не работает. /model покажет выбор снова.",

@@ -40,6 +40,11 @@ enum text_id {
 	TEXT_SYSTEM_TOO_LONG, /* %s: the limit in characters */
 	TEXT_NOT_PERMITTED,   /* a group member who may talk but not steer */
 	TEXT_BUTTON_STALE,    /* a button whose data this bot no longer knows */
+	TEXT_STOP_BUTTON,     /* the label of the button that stops an answer */
+	TEXT_STOPPED,         /* appended to an answer the user stopped */
+	TEXT_STOPPED_EMPTY,   /* stopped before the model said anything */
+	TEXT_STOP_NOTHING,    /* a Stop for an answer that is over */
+	TEXT_STOP_NOT_YOURS,  /* a Stop pressed by someone else than the asker */
 	TEXT_COUNT
 };
 

@@ -131,9 +131,18 @@ bool route_update(const struct tg_update *u, const struct access_list *allow, co
                   const struct route_self *self, enum chat_job *job, const char **why)
 {
 	const struct tg_message *m = &u->message;
+	if (u->kind == TG_UPDATE_STOP) {
+		/* Only what runs in that chat, for that draft, is stopped: nothing to allow or refuse. */
+		*job = CHAT_STOP;
+		return true;
+	}
 	*why = why_not_for_bot(u);
 	if (*why)
 		return false;
+	if (u->kind == TG_UPDATE_CALLBACK && u->callback_data && strncmp(u->callback_data, "s:", 2) == 0) {
+		*job = CHAT_STOP; /* who may stop (the asker, an admin) is the running answer's business */
+		return true;
+	}
 	if (u->kind == TG_UPDATE_CALLBACK) {
 		/* Buttons are only on the bot's own messages; a stranger's press is answered, not refused aloud. */
 		*job = may_steer(m, allow, admins) ? CHAT_PICK : CHAT_NOT_PERMITTED;

@@ -197,6 +197,27 @@ static int decode_callback(const json_t *cb, struct tg_update *u, char *err, siz
 	return 0;
 }
 
+/* https://core.telegram.org/bots/api#messagegenerationstopped: the chat, its topic, the draft. */
+static int decode_stop(const json_t *obj, struct tg_update *u, char *err, size_t errlen)
+{
+	struct tg_message *m = &u->message;
+	u->kind = TG_UPDATE_STOP;
+	snprintf(u->kind_name, sizeof u->kind_name, "stopped_message_generation");
+	const json_t *chat = json_object_get(obj, "chat");
+	const char *type = get_str(chat, "type");
+	if (!get_int(chat, "id", &m->chat_id) || !type || !get_int(obj, "draft_id", &u->draft_id)) {
+		set_error(err, errlen, "stopped_message_generation has no chat with an id and a type, or no draft_id");
+		int64_t id = u->update_id;
+		memset(u, 0, sizeof *u);
+		u->update_id = id;
+		return -1;
+	}
+	m->chat_type = chat_type_parse(type);
+	if (get_int(obj, "message_thread_id", &m->thread_id))
+		m->is_topic_message = true;
+	return 0;
+}
+
 /*
  * An Update has update_id and at most one other field, which names its kind
  * (https://core.telegram.org/bots/api#update).
@@ -229,6 +250,9 @@ int update_decode(const json_t *obj, struct tg_update *out, char *err, size_t er
 	}
 	const json_t *message = json_object_get(obj, "message");
 	const json_t *callback = json_object_get(obj, "callback_query");
+	const json_t *stop = json_object_get(obj, "stopped_message_generation");
+	if (stop)
+		return decode_stop(stop, out, err, errlen);
 	if (!message && !is_chat_callback(callback)) {
 		out->kind = TG_UPDATE_OTHER;
 		find_kind(obj, out);

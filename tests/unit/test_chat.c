@@ -191,6 +191,11 @@ struct delivery *delivery_new(struct tg_client *tg, struct event_base *base, enu
 	return d;
 }
 
+void delivery_offer_stop(struct delivery *d, const char *label, const char *data)
+{
+	(void)d, (void)label, (void)data;
+}
+
 void delivery_progress(struct delivery *d)
 {
 	d->progressed++;
