@@ -16,7 +16,6 @@
 #include "lib/buf.h"
 #include "lib/history.h"
 #include "lib/metrics.h"
-#include "model/models.h"
 #include "telegram/deliver.h"
 #include "telegram/send.h"
 
@@ -54,8 +53,7 @@ struct conversation {
 	int loading;          /* store reads still out before the model can be asked */
 	bool is_load_failed;  /* the history could not be read */
 	bool is_history_aside; /* it was unreadable and kept aside: the chat starts over */
-	void (*after_saved)(struct conversation *c); /* steer.c: what follows a settings read or write */
-	model_list_cb after_models;                   /* steer.c: what follows the model list */
+	void (*then)(struct conversation *c); /* steer.c: the step after the call under way */
 	char gone_model[96];                          /* a chosen model the provider no longer has, for the notice */
 };
 

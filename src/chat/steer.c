@@ -81,7 +81,7 @@ static void on_settings_saved(void *arg, int err)
 		say(c, text_get(TEXT_STORE_FAILED, c->lang));
 		return;
 	}
-	c->after_saved(c);
+	c->then(c);
 }
 
 /* Stores c->settings, then goes on with next (the user is told the store failed instead). */
@@ -93,7 +93,7 @@ static void save(struct conversation *c, void (*next)(struct conversation *c))
 		say(c, text_get(TEXT_STORE_FAILED, c->lang));
 		return;
 	}
-	c->after_saved = next;
+	c->then = next;
 	store_setting_set(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, value, on_settings_saved,
 	                  c);
 	free(value);
@@ -107,12 +107,12 @@ static void on_settings(void *arg, int err, const char *value)
 		say(c, text_get(TEXT_STORE_FAILED, c->lang));
 		return;
 	}
-	c->after_saved(c);
+	c->then(c);
 }
 
 static void with_settings(struct conversation *c, void (*next)(struct conversation *c))
 {
-	c->after_saved = next;
+	c->then = next;
 	store_setting_get(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, on_settings, c);
 }
 
@@ -206,22 +206,6 @@ static void on_keyboard_edited(void *arg, const struct tg_result *res)
 	conversation_done(c);
 }
 
-static void on_picked_answered(void *arg, const struct tg_result *res)
-{
-	struct conversation *c = arg;
-	c->send_call = NULL;
-	if (!res->ok)
-		log_debug("chat=%lld: answerCallbackQuery: %ld %s", chat_of(c), res->error_code,
-		          res->description);
-	ask_models(c, c->after_models);
-}
-
-static void answer_button(struct conversation *c, const char *text, tg_done_cb next)
-{
-	if (!(c->send_call = tg_answer_callback(c->env->tg, c->u.callback_id, text, next, c)))
-		conversation_done(c);
-}
-
 static void on_answered(void *arg, const struct tg_result *res)
 {
 	struct conversation *c = arg;
@@ -229,7 +213,15 @@ static void on_answered(void *arg, const struct tg_result *res)
 	if (!res->ok)
 		log_debug("chat=%lld: answerCallbackQuery: %ld %s", chat_of(c), res->error_code,
 		          res->description);
-	conversation_done(c);
+	c->then(c);
+}
+
+/* Ends the button's spinner with text (NULL: none), then next. */
+static void answer_button(struct conversation *c, const char *text, void (*next)(struct conversation *c))
+{
+	c->then = next;
+	if (!(c->send_call = tg_answer_callback(c->env->tg, c->u.callback_id, text, on_answered, c)))
+		conversation_done(c);
 }
 
 /* The message with the buttons now shows the choice. */
@@ -247,12 +239,16 @@ static void on_models_for_edit(void *arg, const char *const *names, size_t n)
 		conversation_done(c);
 }
 
+static void edit_keyboard(struct conversation *c)
+{
+	ask_models(c, on_models_for_edit);
+}
+
 static void on_picked_saved(struct conversation *c)
 {
 	char text[160];
 	format(c, TEXT_MODEL_PICKED, text, sizeof text, model_of(c), NULL);
-	c->after_models = on_models_for_edit;
-	answer_button(c, text, on_picked_answered);
+	answer_button(c, text, edit_keyboard);
 }
 
 static void on_models_for_pick(void *arg, const char *const *names, size_t n)
@@ -260,7 +256,7 @@ static void on_models_for_pick(void *arg, const char *const *names, size_t n)
 	struct conversation *c = arg;
 	const char *name = c->u.callback_data + strlen(PICK_PREFIX);
 	if (!offers(names, n, name)) {
-		answer_button(c, text_get(TEXT_BUTTON_STALE, c->lang), on_answered);
+		answer_button(c, text_get(TEXT_BUTTON_STALE, c->lang), conversation_done);
 		return;
 	}
 	switch_to(c, name, on_picked_saved);
@@ -276,7 +272,7 @@ static void pick(struct conversation *c)
 	const char *data = c->u.callback_data;
 	if (!data || strncmp(data, PICK_PREFIX, strlen(PICK_PREFIX)) != 0) {
 		log_info("chat=%lld: a button with data this bot does not know", chat_of(c));
-		answer_button(c, text_get(TEXT_BUTTON_STALE, c->lang), on_answered);
+		answer_button(c, text_get(TEXT_BUTTON_STALE, c->lang), conversation_done);
 		return;
 	}
 	with_settings(c, pick_with_settings);
@@ -349,7 +345,7 @@ void steer_start(struct conversation *c)
 		return;
 	case CHAT_NOT_PERMITTED:
 		if (c->u.kind == TG_UPDATE_CALLBACK)
-			answer_button(c, text_get(TEXT_NOT_PERMITTED, c->lang), on_answered);
+			answer_button(c, text_get(TEXT_NOT_PERMITTED, c->lang), conversation_done);
 		else
 			say(c, text_get(TEXT_NOT_PERMITTED, c->lang));
 		return;

@@ -29,20 +29,6 @@ int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply)
 	return rc;
 }
 
-struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
-                             tg_done_cb done, void *arg)
-{
-	struct buf b;
-	int rc = tg_open_target(&b, t, true);
-	if (rc == BUF_OK)
-		rc = jsonw_member_string(&b, "text", text, len);
-	char *params = jsonw_finish_object(&b, rc);
-	if (!params) {
-		log_error("chat=%lld: out of memory writing a message", (long long)t->chat_id);
-		return NULL;
-	}
-	return tg_call(tg, "sendMessage", params, t->chat_id, 0, SEND_TIMEOUT_S, done, arg);
-}
 
 /* "reply_markup":{"inline_keyboard":[[{"text":…,"callback_data":…}],…]}, a button a row. */
 static int write_keyboard(struct buf *b, const struct tg_button *buttons, size_t n)
@@ -64,21 +50,37 @@ static int write_keyboard(struct buf *b, const struct tg_button *buttons, size_t
 	return rc == BUF_OK ? buf_append_str(b, "]}") : rc;
 }
 
+/* Ends a body opened for chat_id with the text and n buttons (none: no keyboard), and calls method. */
+static struct tg_call *call_with_text(struct tg_client *tg, const char *method, struct buf *b, int rc,
+                                      int64_t chat_id, const char *text, size_t len,
+                                      const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg)
+{
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(b, "text", text, len);
+	if (rc == BUF_OK && n)
+		rc = write_keyboard(b, buttons, n);
+	char *params = jsonw_finish_object(b, rc);
+	if (!params) {
+		log_error("chat=%lld: out of memory writing a message", (long long)chat_id);
+		return NULL;
+	}
+	return tg_call(tg, method, params, chat_id, 0, SEND_TIMEOUT_S, done, arg);
+}
+
+struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
+                             tg_done_cb done, void *arg)
+{
+	struct buf b;
+	int rc = tg_open_target(&b, t, true);
+	return call_with_text(tg, "sendMessage", &b, rc, t->chat_id, text, len, NULL, 0, done, arg);
+}
+
 struct tg_call *tg_send_keyboard(struct tg_client *tg, const struct tg_target *t, const char *text,
                                  const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg)
 {
 	struct buf b;
 	int rc = tg_open_target(&b, t, true);
-	if (rc == BUF_OK)
-		rc = jsonw_member_string(&b, "text", text, strlen(text));
-	if (rc == BUF_OK && n)
-		rc = write_keyboard(&b, buttons, n);
-	char *params = jsonw_finish_object(&b, rc);
-	if (!params) {
-		log_error("chat=%lld: out of memory writing a message", (long long)t->chat_id);
-		return NULL;
-	}
-	return tg_call(tg, "sendMessage", params, t->chat_id, 0, SEND_TIMEOUT_S, done, arg);
+	return call_with_text(tg, "sendMessage", &b, rc, t->chat_id, text, strlen(text), buttons, n, done, arg);
 }
 
 struct tg_call *tg_edit_keyboard(struct tg_client *tg, int64_t chat_id, int64_t message_id, const char *text,
@@ -89,16 +91,7 @@ struct tg_call *tg_edit_keyboard(struct tg_client *tg, int64_t chat_id, int64_t 
 	int rc = tg_open_target(&b, &t, false);
 	if (rc == BUF_OK)
 		rc = jsonw_member_int(&b, "message_id", message_id);
-	if (rc == BUF_OK)
-		rc = jsonw_member_string(&b, "text", text, strlen(text));
-	if (rc == BUF_OK && n)
-		rc = write_keyboard(&b, buttons, n);
-	char *params = jsonw_finish_object(&b, rc);
-	if (!params) {
-		log_error("chat=%lld: out of memory writing an edit", (long long)chat_id);
-		return NULL;
-	}
-	return tg_call(tg, "editMessageText", params, chat_id, 0, SEND_TIMEOUT_S, done, arg);
+	return call_with_text(tg, "editMessageText", &b, rc, chat_id, text, strlen(text), buttons, n, done, arg);
 }
 
 struct tg_call *tg_answer_callback(struct tg_client *tg, const char *callback_id, const char *text,
