@@ -16,7 +16,8 @@ struct store_options bot_store_options(const struct config *cfg)
 	};
 }
 
-int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, char *err, size_t errlen)
+int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, bool can_stop, char *err,
+             size_t errlen)
 {
 	memset(b, 0, sizeof *b);
 	b->http = http_client_new(base);
@@ -30,7 +31,14 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 	    .timeout_s = cfg->llm_timeout_s,
 	};
 	b->llm = llm_client_new(base, b->http, &llm);
-	if (!b->tg || !b->llm)
+	struct model_list_options models = {
+	    .base_url = cfg->llm_base_url,
+	    .key = cfg->llm_key,
+	    .configured = cfg->llm_models,
+	    .fallback = cfg->llm_model,
+	};
+	b->models = model_list_new(base, b->http, &models);
+	if (!b->tg || !b->llm || !b->models)
 		goto oom;
 	struct store_options so = bot_store_options(cfg);
 	char why[256];
@@ -42,10 +50,12 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 	    .base = base,
 	    .tg = b->tg,
 	    .llm = b->llm,
+	    .models = b->models,
 	    .store = b->store,
 	    .system_prompt = cfg->system_prompt,
 	    .context_tokens = cfg->context_tokens,
 	    .think = cfg->show_reasoning ? RENDER_THINK_QUOTE : RENDER_THINK_HIDE,
+	    .can_stop = can_stop,
 	};
 	if (!(b->chats = chats_new(&chat)))
 		goto oom;
@@ -55,6 +65,7 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, c
 	    .store = b->store,
 	    .chats = b->chats,
 	    .allow = cfg->allow,
+	    .admins = cfg->admins,
 	    .bot_id = strtoll(cfg->tg_token, NULL, 10),
 	};
 	if (!(b->gate = gate_new(&gate)))
@@ -80,6 +91,7 @@ void bot_close(struct bot *b)
 	gate_free(b->gate);
 	chats_free(b->chats);
 	store_free(b->store);
+	model_list_free(b->models);
 	llm_client_free(b->llm);
 	tg_client_free(b->tg);
 	http_client_free(b->http);

@@ -7,6 +7,7 @@
 #define TGLLM_BOT_H
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "chat/chat.h"
@@ -15,6 +16,7 @@
 #include "ingress/ingress.h"
 #include "lib/http.h"
 #include "model/llm.h"
+#include "model/models.h"
 #include "store/store.h"
 #include "telegram/tg.h"
 
@@ -22,6 +24,7 @@ struct bot {
 	struct http_client *http;
 	struct tg_client *tg;
 	struct llm_client *llm;
+	struct model_list *models;
 	struct store *store;
 	struct chats *chats;
 	struct gate *gate;
@@ -31,7 +34,9 @@ struct bot {
 /* Builds every stage on base; -1 with a one-line reason in err. */
 /* What the store is opened with: the configuration's STORE and S3 settings (borrowed). */
 struct store_options bot_store_options(const struct config *cfg);
-int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, char *err, size_t errlen);
+/* can_stop: answers offer a Stop control (the process lives on to receive the stop). */
+int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, bool can_stop, char *err,
+             size_t errlen);
 void bot_close(struct bot *b);
 
 #endif

@@ -62,28 +62,41 @@ static bool is_valid_secret(const char *s)
 	return true;
 }
 
-/* LISTEN=host:port (or [v6]:port), else PORT, else 8080 on every interface. */
+/* HOST:PORT or [v6]:PORT -> *host (NULL for an empty HOST: every interface) and *port. */
+static int parse_host_port(const char *v, char **host, int *port, const char *name, char *err, size_t errlen)
+{
+	const char *colon = strrchr(v, ':');
+	long p;
+	if (!colon || parse_positive(colon + 1, 65535, &p) != 0) {
+		snprintf(err, errlen, "%s must be HOST:PORT (e.g. 127.0.0.1:8080)", name);
+		return -1;
+	}
+	size_t n = (size_t)(colon - v);
+	if (n >= 2 && v[0] == '[' && v[n - 1] == ']') {
+		v++;
+		n -= 2;
+	}
+	if (n && !(*host = strndup(v, n))) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	*port = (int)p;
+	return 0;
+}
+
+/*
+ * LISTEN=host:port (or [v6]:port), else PORT, else 8080 on every interface;
+ * METRICS_LISTEN the same, or unset.
+ */
 static int load_listen(struct config *cfg, char *err, size_t errlen)
 {
-	const char *v = env("LISTEN");
+	const char *v = env("METRICS_LISTEN");
+	if (v && parse_host_port(v, &cfg->metrics_host, &cfg->metrics_port, "METRICS_LISTEN", err, errlen) != 0)
+		return -1;
+	if ((v = env("LISTEN")))
+		return parse_host_port(v, &cfg->listen_host, &cfg->listen_port, "LISTEN", err, errlen);
 	long port = 8080;
-	if (v) {
-		const char *colon = strrchr(v, ':');
-		if (!colon || parse_positive(colon + 1, 65535, &port) != 0) {
-			snprintf(err, errlen, "LISTEN must be HOST:PORT (e.g. 127.0.0.1:8080)");
-			return -1;
-		}
-		const char *host = v;
-		size_t n = (size_t)(colon - v);
-		if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-			host++;
-			n -= 2;
-		}
-		if (n && !(cfg->listen_host = strndup(host, n))) {
-			snprintf(err, errlen, "out of memory");
-			return -1;
-		}
-	} else if ((v = env("PORT")) && parse_positive(v, 65535, &port) != 0) {
+	if ((v = env("PORT")) && parse_positive(v, 65535, &port) != 0) {
 		snprintf(err, errlen, "PORT must be a port number (1-65535)");
 		return -1;
 	}
@@ -343,6 +356,10 @@ static int load_bot(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "TG_BOT_CHATS: %s", why);
 		return -1;
 	}
+	if ((v = env("TG_BOT_ADMINS")) && access_parse(v, &cfg->admins, why, sizeof why) != 0) {
+		snprintf(err, errlen, "TG_BOT_ADMINS: %s", why);
+		return -1;
+	}
 
 	static const char *const key_names[] = {"PROXY_API_KEY", "OPENAI_API_KEY"};
 	if (!(v = env_first(key_names, 2))) {
@@ -365,6 +382,8 @@ static int load_bot(struct config *cfg, char *err, size_t errlen)
 
 	v = env("OPENAI_MODEL");
 	if (!(cfg->llm_model = strdup(v ? v : "gpt-4o-mini")))
+		goto oom;
+	if ((v = env("OPENAI_MODELS")) && !(cfg->llm_models = strdup(v)))
 		goto oom;
 	if ((v = env("SYSTEM_PROMPT")) && !(cfg->system_prompt = strdup(v)))
 		goto oom;
@@ -413,6 +432,8 @@ void config_free(struct config *cfg)
 	free(cfg->tg_token);
 	free(cfg->tg_api_base);
 	access_free(cfg->allow);
+	access_free(cfg->admins);
+	free(cfg->llm_models);
 	free(cfg->llm_key);
 	free(cfg->llm_base_url);
 	free(cfg->llm_model);
@@ -424,6 +445,7 @@ void config_free(struct config *cfg)
 	free(cfg->s3_secret);
 	free(cfg->s3_session_token);
 	free(cfg->listen_host);
+	free(cfg->metrics_host);
 	free(cfg->webhook_path);
 	free(cfg->webhook_secret);
 	free(cfg->tls_cert);

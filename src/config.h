@@ -21,9 +21,11 @@ struct config {
 	char *tg_api_base; /* without a trailing slash */
 	struct tg_pacing tg_pacing;
 	struct access_list *allow;
+	struct access_list *admins; /* TG_BOT_ADMINS, or NULL for none */
 	char *llm_key;
 	char *llm_base_url; /* without a trailing slash */
 	char *llm_model;
+	char *llm_models; /* OPENAI_MODELS: the choice /model offers; NULL: the provider's list */
 	char *system_prompt; /* NULL when unset */
 	char *store;         /* "sqlite:PATH" or "s3://BUCKET[/PREFIX]" */
 	/* STORE=s3://...: NULL otherwise */
@@ -39,6 +41,8 @@ struct config {
 	/* webhook and serverless */
 	char *listen_host;     /* NULL: all interfaces */
 	int listen_port;
+	char *metrics_host; /* METRICS_LISTEN: /metrics and /healthz there; NULL: all interfaces */
+	int metrics_port;   /* 0: no METRICS_LISTEN (serve has /metrics beside the webhook) */
 	char *webhook_path;    /* where Telegram posts updates, default "/" */
 	char *webhook_secret;  /* NULL: no X-Telegram-Bot-Api-Secret-Token check */
 	char *tls_cert;        /* PEM files; both or neither */

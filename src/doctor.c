@@ -14,6 +14,7 @@
 #include "lib/http.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
+#include "store/s3_client.h"
 #include "store/store.h"
 #include "telegram/tg.h"
 
@@ -22,12 +23,14 @@
 #define PROBE_CHAT       0    /* no Telegram chat has id 0: the test record's */
 #define PROBE_TEXT       "tgllm doctor: a test record, deleted at once"
 #define MAX_MODELS_NAMED 5
+#define CONDITIONS_KEY   "tgllm/doctor-conditional-write" /* under the store's prefix */
 
 enum step {
 	STEP_TELEGRAM,
 	STEP_WEBHOOK,
 	STEP_MODELS,
 	STEP_STORE,
+	STEP_CONDITIONS,
 	STEP_DONE,
 };
 
@@ -38,6 +41,11 @@ struct doctor {
 	struct tg_client *tg;
 	struct store *store;
 	struct http_call *call;
+	struct s3_client *s3; /* the conditional-write check's */
+	struct s3_call *s3_call;
+	char *s3_bucket, *s3_key;
+	bool has_no_conditions; /* the server answered 501 to If-None-Match */
+	bool is_store_ok;
 	enum step step;
 	int failures;
 	char *url, *body, *auth;
@@ -287,6 +295,7 @@ static void on_probe_deleted(void *arg, int err)
 		     d->cfg->store, store_hint(d));
 	else
 		pass(d, "store %s: a test record written, read and deleted", d->cfg->store);
+	d->is_store_ok = !err;
 	next(d);
 }
 
@@ -331,6 +340,128 @@ static void check_store(struct doctor *d)
 	store_history_append(d->store, PROBE_CHAT, probe, 2, 0, on_probe_written, d);
 }
 
+/*
+ * ---- S3: whether the server enforces conditional writes ----
+ *
+ * The journal's claims and the history's writes rest on If-None-Match and
+ * If-Match being enforced. A server that answers 501 to them is known to
+ * the store, which writes unconditionally (and says so); one that ignores
+ * them silently would let two invocations both claim an update. So an
+ * object is created with If-None-Match: *, then created again the same way:
+ * that second PUT must be refused (412).
+ */
+
+static void on_conditions_cleaned(void *arg, const struct http_response *resp)
+{
+	struct doctor *d = arg;
+	d->s3_call = NULL;
+	if (resp->is_transport_error || (resp->status != 204 && resp->status != 200))
+		log_warn("doctor: the test object %s could not be deleted (%ld)", d->s3_key, resp->status);
+	next(d);
+}
+
+static void clean_conditions(struct doctor *d)
+{
+	struct s3_request req = {.what = "deleting the test object", .method = "DELETE", .key = d->s3_key};
+	if (!(d->s3_call = s3_send(d->s3, &req, on_conditions_cleaned, d)))
+		next(d);
+}
+
+static void on_second_put(void *arg, const struct http_response *resp)
+{
+	struct doctor *d = arg;
+	d->s3_call = NULL;
+	if (resp->status == 412 || resp->status == 409)
+		pass(d, "S3 conditional writes: enforced (a second If-None-Match: * create was refused)");
+	else if (!resp->is_transport_error && resp->status / 100 == 2)
+		fail(d, "S3 conditional writes: ignored: the server let an If-None-Match: * PUT overwrite an "
+		        "object, "
+		        "so two invocations could both answer one update; use a server that enforces them "
+		        "(AWS S3, Yandex Object Storage, MinIO), or run a single poll or serve instance");
+	else
+		fail(d, "S3 conditional writes: cannot tell: the second PUT failed (%ld %s)", resp->status,
+		     resp->is_transport_error ? resp->error : "");
+	clean_conditions(d);
+}
+
+static struct s3_call *put_if_new(struct doctor *d, s3_done_cb done)
+{
+	struct s3_request req = {
+	    .what = "checking conditional writes",
+	    .method = "PUT",
+	    .key = d->s3_key,
+	    .body = strdup("tgllm doctor: a test object, deleted at once"),
+	    .content_type = "text/plain",
+	    .condition = "If-None-Match: *",
+	    .max_body = 64u << 10,
+	};
+	if (!req.body)
+		return NULL;
+	req.body_len = strlen(req.body);
+	return s3_send(d->s3, &req, done, d);
+}
+
+static void on_first_put(void *arg, const struct http_response *resp)
+{
+	struct doctor *d = arg;
+	d->s3_call = NULL;
+	if (resp->is_transport_error || resp->status / 100 != 2) {
+		fail(d, "S3 conditional writes: cannot tell: a test object cannot be created (%ld %s)",
+		     resp->status, resp->is_transport_error ? resp->error : "");
+		next(d);
+		return;
+	}
+	if (d->has_no_conditions) {
+		pass(
+		    d,
+		    "S3 conditional writes: not supported (501); the store writes unconditionally, which is "
+		    "safe for one poll or serve instance, not for parallel serverless invocations of a chat");
+		clean_conditions(d);
+		return;
+	}
+	if (!(d->s3_call = put_if_new(d, on_second_put))) {
+		fail(d, "S3 conditional writes: cannot start a request");
+		clean_conditions(d);
+	}
+}
+
+static void on_no_conditions(void *arg, const char *condition)
+{
+	(void)condition;
+	((struct doctor *)arg)->has_no_conditions = true;
+}
+
+static void check_conditions(struct doctor *d)
+{
+	const struct config *cfg = d->cfg;
+	if (strncmp(cfg->store, "s3://", 5) != 0 || !d->is_store_ok) {
+		next(d); /* only S3 has them; with the store failing, there is nothing to learn */
+		return;
+	}
+	const char *bucket = cfg->store + 5, *slash = strchr(bucket, '/'), *prefix = slash ? slash + 1 : "";
+	size_t plen = strlen(prefix);
+	d->s3_bucket = slash ? strndup(bucket, (size_t)(slash - bucket)) : strdup(bucket);
+	if (d->s3_bucket && asprintf(&d->s3_key, "%s%s%s", prefix, plen && prefix[plen - 1] != '/' ? "/" : "",
+	                             CONDITIONS_KEY) < 0)
+		d->s3_key = NULL;
+	struct s3_client_options o = {
+	    .endpoint = cfg->s3_endpoint,
+	    .region = cfg->s3_region,
+	    .bucket = d->s3_bucket,
+	    .key_id = cfg->s3_key_id,
+	    .secret = cfg->s3_secret,
+	    .session_token = cfg->s3_session_token,
+	    .on_no_conditions = on_no_conditions,
+	    .arg = d,
+	};
+	char why[256] = "out of memory";
+	if (!d->s3_key || !(d->s3 = s3_client_new(d->base, d->http, &o, why, sizeof why)) ||
+	    !(d->s3_call = put_if_new(d, on_first_put))) {
+		fail(d, "S3 conditional writes: cannot check: %s", why);
+		next(d);
+	}
+}
+
 /* ---- the order of the checks ---- */
 
 static void next(struct doctor *d)
@@ -355,6 +486,9 @@ static void next(struct doctor *d)
 	case STEP_STORE:
 		check_store(d);
 		return;
+	case STEP_CONDITIONS:
+		check_conditions(d);
+		return;
 	case STEP_DONE:
 		event_base_loopbreak(d->base);
 		return;
@@ -377,6 +511,10 @@ int doctor_run(const struct config *cfg)
 	}
 	if (d.call)
 		http_cancel(d.call);
+	s3_cancel(d.s3_call);
+	s3_client_free(d.s3);
+	free(d.s3_bucket);
+	free(d.s3_key);
 	store_free(d.store);
 	tg_client_free(d.tg);
 	http_client_free(d.http);

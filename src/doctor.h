@@ -4,7 +4,8 @@
  * certificates, the bot token (getMe), the webhook (getWebhookInfo), the
  * model API with its key and the configured model (GET /models, or a
  * 1-token completion where there is no such endpoint), and the store (a
- * test record written, read and deleted). No secret is printed.
+ * test record written, read and deleted; on S3, whether the server
+ * enforces conditional writes). No secret is printed.
  */
 #ifndef TGLLM_DOCTOR_H
 #define TGLLM_DOCTOR_H

@@ -30,13 +30,17 @@ static const char usage[] =
 	"  doctor                    check the token, the webhook, the model API and the store\n"
 	"  --help, --version\n"
 	"\n"
+	"In chats: /new, /model [NAME], /system [TEXT|reset], /help; a streaming answer has a Stop control.\n"
+	"\n"
 	"Configuration is read from the environment:\n"
 	"  TG_BOT_TOKEN        the bot token from @BotFather (required)\n"
 	"  TG_BOT_CHATS        who may use the bot: usernames, user or chat ids, or * (required)\n"
 	"  PROXY_API_KEY       the model API key (or OPENAI_API_KEY) (required)\n"
 	"  OPENAI_BASE_URL     the API base URL (default: ProxyAPI with PROXY_API_KEY, else OpenAI)\n"
-	"  OPENAI_MODEL        the model (default gpt-4o-mini)\n"
-	"  SYSTEM_PROMPT       an optional system prompt\n"
+	"  OPENAI_MODEL        the model (default gpt-4o-mini); a chat may choose another with /model\n"
+	"  OPENAI_MODELS       the models /model offers, comma-separated (default: the provider's list)\n"
+	"  TG_BOT_ADMINS       who else may change a group's model and system prompt\n"
+	"  SYSTEM_PROMPT       an optional system prompt; a chat may set its own with /system\n"
 	"  STORE               where history lives: sqlite:PATH or s3://BUCKET[/PREFIX]\n"
 	"                      (default sqlite:tgllm.db; s3://$YANDEX_BUCKET when that is set)\n"
 	"  S3_ENDPOINT         the S3 server (default https://storage.yandexcloud.net)\n"
@@ -56,7 +60,8 @@ static const char usage[] =
 	"  HANDLE_DEADLINE     seconds a serverless invocation may take (default 55)\n"
 	"  CA_BUNDLE           a PEM file of trusted certificate authorities (default: the system's)\n"
 	"  LOG_LEVEL           debug, info, warn or error (default info)\n"
-	"  LOG_FORMAT          text, or json: one JSON object a line (default text)\n";
+	"  LOG_FORMAT          text, or json: one JSON object a line (default text)\n"
+	"  METRICS_LISTEN      HOST:PORT for GET /metrics and /healthz (serve also has them on LISTEN)\n";
 
 enum mode { MODE_POLL, MODE_SERVE, MODE_HANDLE, MODE_LAMBDA };
 
@@ -78,7 +83,9 @@ static int run_bot(const struct config *cfg, enum mode mode, const struct option
 		return 1;
 	}
 	int status = 1;
-	if (bot_open(&bot, base, cfg, err, sizeof err) != 0) {
+	/* A stop reaches only the process streaming the answer: serverless invocations are separate processes. */
+	bool can_stop = mode == MODE_POLL || mode == MODE_SERVE;
+	if (bot_open(&bot, base, cfg, can_stop, err, sizeof err) != 0) {
 		log_print(stderr, "tgllm: %s", err);
 		status = 2;
 	} else {

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "model/llm.h"
+#include "model/models.h"
 #include "store/store.h"
 #include "telegram/render.h"
 #include "telegram/tg.h"
@@ -35,6 +36,16 @@ enum chat_job {
 	CHAT_START,  /* /start: the greeting */
 	CHAT_HELP,   /* /help */
 	CHAT_NEW,    /* /new: forget the conversation */
+	CHAT_MODEL,  /* /model [NAME]: show the chat's model and the choice, or switch */
+	CHAT_SYSTEM, /* /system [TEXT|reset]: show, set or reset the chat's system prompt */
+	CHAT_PICK,   /* a button of the bot's message was pressed (/model's choice) */
+	/* /model NAME or /system TEXT in a group, or a button, from someone who may not steer it */
+	CHAT_NOT_PERMITTED,
+	/*
+	 * Stop the answer streaming in the chat (a draft's stop control, or the
+	 * Stop button): not queued behind it, but given to chats_stop.
+	 */
+	CHAT_STOP,
 	CHAT_REFUSE, /* from someone not on the allowlist: say so, at most once an hour */
 	/*
 	 * The journal could not take the update, so it is left for Telegram to
@@ -49,10 +60,12 @@ struct chat_env {
 	struct event_base *base;
 	struct tg_client *tg;
 	struct llm_client *llm;
+	struct model_list *models; /* what /model offers */
 	struct store *store;
 	const char *system_prompt; /* NULL for none */
 	size_t context_tokens;     /* the prompt budget */
 	enum render_think think;   /* what becomes of the model's <think> text */
+	bool can_stop;             /* streamed answers offer a Stop control (poll, serve: not serverless) */
 };
 
 struct chats;
@@ -80,8 +93,23 @@ void chats_free(struct chats *cs);
  * emptied, that it is busy and that what it sends meanwhile is skipped.
  */
 int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job job);
+enum chats_stop {
+	CHATS_STOPPED,     /* the answer was cut where it was, delivered and stored */
+	CHATS_NOTHING,     /* no answer of that draft is streaming (over already, or never here) */
+	CHATS_NOT_ALLOWED, /* it is someone else's, and the one asking is no admin */
+};
+
+/*
+ * Stops the answer to message draft_id of chat_id while it streams: the
+ * model call is cancelled, what it said so far becomes the answer (marked
+ * as stopped for the user). user_id asked (is_admin: may stop anyone's).
+ */
+enum chats_stop chats_stop(struct chats *cs, int64_t chat_id, int64_t draft_id, int64_t user_id, bool is_admin);
+
 /* Jobs queued or running. */
 size_t chats_busy(const struct chats *cs);
+/* Jobs running: one per chat that has any; the rest of chats_busy() wait behind them. */
+size_t chats_running(const struct chats *cs);
 /* Whether CHATS_MAX_BUSY jobs are queued or running. */
 bool chats_are_full(const struct chats *cs);
 /* cb runs each time the last job ends (chats_busy() drops to 0); NULL to stop. */

@@ -6,6 +6,8 @@
 #include <time.h>
 
 #include "chat/policy.h"
+#include "chat/settings.h"
+#include "chat/steer.h"
 #include "chat/text.h"
 #include "lib/history.h"
 #include "lib/log.h"
@@ -27,6 +29,8 @@ static long long chat_of(const struct conversation *c)
 /* The job is over, whatever happened: the queue frees it. */
 static void end(struct conversation *c)
 {
+	if (c->job != CHAT_NOT_JOURNALED) /* the gate counted that one */
+		metrics_update(c->u.kind_name, c->outcome);
 	c->ended(c->arg);
 }
 
@@ -97,6 +101,8 @@ static void mark_done_and_end(struct conversation *c)
 static void on_history_cleared(void *arg, int err)
 {
 	struct conversation *c = arg;
+	if (err)
+		c->outcome = METRICS_FAILED;
 	send_notice(c, err ? TEXT_STORE_FAILED : TEXT_NEW_DONE, mark_done_and_end);
 }
 
@@ -183,6 +189,7 @@ static void deliver(struct conversation *c, const char *suffix)
 		mark_done_and_end(c);
 		return;
 	}
+	c->outcome = METRICS_ANSWERED;
 	delivery_finish(c->delivery, shown, strlen(shown), on_delivered);
 	free(shown);
 }
@@ -190,6 +197,7 @@ static void deliver(struct conversation *c, const char *suffix)
 static void fail_with(struct conversation *c, enum text_id id)
 {
 	typing_stop(c);
+	c->outcome = METRICS_FAILED;
 	send_notice(c, id, mark_done_and_end);
 }
 
@@ -209,6 +217,8 @@ static bool is_blank(struct conversation *c)
 	fail_with(c, blank == RENDER_BLANK_THINKING ? TEXT_MODEL_THINKING : TEXT_MODEL_EMPTY);
 	return true;
 }
+
+static void forget_model(struct conversation *c);
 
 static void on_answer(void *arg, const struct llm_result *res)
 {
@@ -267,7 +277,47 @@ static void on_answer(void *arg, const struct llm_result *res)
 		log_warn("chat=%lld: the model answered with no text", chat_of(c));
 		fail_with(c, TEXT_MODEL_EMPTY);
 		return;
+	case LLM_NO_MODEL:
+		if (c->settings.model) {
+			log_warn("chat=%lld: the provider has no model %s (%s); the chat goes back to %s",
+			         chat_of(c), c->settings.model, res->detail, llm_model(c->env->llm));
+			forget_model(c);
+			return;
+		}
+		log_error("llm: the provider has no model %s (%s): check OPENAI_MODEL", llm_model(c->env->llm),
+		          res->detail);
+		fail_with(c, TEXT_MODEL_REJECTED);
+		return;
 	}
+}
+
+static void on_model_forgotten(void *arg, int err)
+{
+	struct conversation *c = arg;
+	(void)err; /* logged by the store; the next message meets the missing model again */
+	char text[512];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	snprintf(text, sizeof text, text_get(TEXT_MODEL_GONE, c->lang), c->gone_model, llm_model(c->env->llm));
+#pragma GCC diagnostic pop
+	send_text(c, text, strlen(text), mark_done_and_end);
+}
+
+/* The chat's model is gone from the provider: back to the default, and the user asked to send again. */
+static void forget_model(struct conversation *c)
+{
+	typing_stop(c);
+	c->outcome = METRICS_FAILED;
+	snprintf(c->gone_model, sizeof c->gone_model, "%s", c->settings.model);
+	free(c->settings.model);
+	c->settings.model = NULL;
+	char *value = chat_settings_format(&c->settings);
+	if (!value) {
+		on_model_forgotten(c, -1);
+		return;
+	}
+	store_setting_set(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, value, on_model_forgotten, c);
+	free(value);
 }
 
 static void on_progress(void *arg)
@@ -280,7 +330,8 @@ static void on_progress(void *arg)
 static void ask(struct conversation *c)
 {
 	const struct chat_env *env = c->env;
-	if (policy_plan_prompt(&c->history, c->min_from, env->system_prompt, &c->user, env->context_tokens,
+	const char *system = c->settings.system ? c->settings.system : env->system_prompt;
+	if (policy_plan_prompt(&c->history, c->min_from, system, &c->user, env->context_tokens,
 	                       llm_token_scale(env->llm), &c->asked) != 0) {
 		log_warn("chat=%lld: a message of %zu bytes does not fit the budget of %zu tokens",
 		         chat_of(c), c->user.len, env->context_tokens);
@@ -299,16 +350,28 @@ static void ask(struct conversation *c)
 		fail_with(c, TEXT_MODEL_DOWN);
 		return;
 	}
-	if (env->system_prompt)
-		turns[n++] =
-		    (struct turn){TURN_SYSTEM, (char *)env->system_prompt, strlen(env->system_prompt)};
+	if (system)
+		turns[n++] = (struct turn){TURN_SYSTEM, (char *)system, strlen(system)};
 	for (size_t i = from; i < c->history.len; i++)
 		turns[n++] = c->history.turns[i];
 	turns[n++] = c->user;
-	c->llm = llm_complete(env->llm, turns, n, &c->answer, on_progress, on_answer, c);
+	c->llm = llm_complete(env->llm, c->settings.model, turns, n, &c->answer, on_progress, on_answer, c);
 	free(turns);
 	if (!c->llm)
 		fail_with(c, TEXT_MODEL_DOWN);
+}
+
+/* One of the two reads (history, settings) is in; with both, the model is asked. */
+static void loaded(struct conversation *c)
+{
+	if (--c->loading > 0)
+		return;
+	if (c->is_load_failed)
+		fail_with(c, TEXT_STORE_FAILED);
+	else if (c->is_history_aside) /* told before the answer, which begins a new conversation */
+		send_notice(c, TEXT_HISTORY_ASIDE, ask);
+	else
+		ask(c);
 }
 
 static void on_history_loaded(void *arg, int err, struct history *h)
@@ -316,16 +379,23 @@ static void on_history_loaded(void *arg, int err, struct history *h)
 	struct conversation *c = arg;
 	if (err && err != STORE_HISTORY_SET_ASIDE) {
 		history_free(h);
-		fail_with(c, TEXT_STORE_FAILED);
-		return;
+		c->is_load_failed = true;
+	} else {
+		c->history = *h;
+		*h = (struct history)HISTORY_INIT;
+		c->is_history_aside = err == STORE_HISTORY_SET_ASIDE;
 	}
-	c->history = *h;
-	*h = (struct history)HISTORY_INIT;
-	/* Told before the answer, which then comes from a conversation that starts here. */
-	if (err == STORE_HISTORY_SET_ASIDE)
-		send_notice(c, TEXT_HISTORY_ASIDE, ask);
-	else
-		ask(c);
+	loaded(c);
+}
+
+/* The chat's model and system prompt: the defaults when the store cannot say. */
+static void on_settings_loaded(void *arg, int err, const char *value)
+{
+	struct conversation *c = arg;
+	if (err || chat_settings_parse(value, &c->settings) != 0)
+		log_warn("chat=%lld: the chat's settings cannot be read; answering with the defaults",
+		         chat_of(c));
+	loaded(c);
 }
 
 /* Text is on the screen: "typing…" would only get in the way. */
@@ -359,7 +429,15 @@ static void start_reply(struct conversation *c)
 		fail_with(c, TEXT_MODEL_DOWN);
 		return;
 	}
+	if (c->env->can_stop) {
+		char stop[32];
+		snprintf(stop, sizeof stop, "s:%lld", (long long)m->message_id);
+		delivery_offer_stop(c->delivery, text_get(TEXT_STOP_BUTTON, c->lang), stop);
+	}
+	/* Independent reads, at once: on S3 each is a round trip. */
+	c->loading = 2;
 	store_history_load(c->env->store, c->u.message.chat_id, on_history_loaded, c);
+	store_setting_get(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, on_settings_loaded, c);
 }
 
 void conversation_start(struct conversation *c)
@@ -384,8 +462,33 @@ void conversation_start(struct conversation *c)
 	case CHAT_NOT_JOURNALED:
 		send_notice(c, TEXT_STORE_FAILED, end);
 		return;
+	case CHAT_MODEL:
+	case CHAT_SYSTEM:
+	case CHAT_PICK:
+	case CHAT_NOT_PERMITTED:
+		steer_start(c);
+		return;
+	case CHAT_STOP: /* the gate gives these to chats_stop; never queued */
+		break;
 	}
 	mark_done_and_end(c);
+}
+
+enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int64_t user_id, bool is_admin)
+{
+	if (c->job != CHAT_REPLY || c->u.message.message_id != draft_id || !c->llm)
+		return CHATS_NOTHING;
+	if (!is_admin && c->u.message.from.id != user_id)
+		return CHATS_NOT_ALLOWED;
+	log_info("chat=%lld update=%lld: stopped by the user after %zu bytes", chat_of(c),
+	         (long long)c->u.update_id, c->answer.len);
+	llm_cancel(c->llm);
+	c->llm = NULL;
+	if (c->answer.len && !is_blank(c))
+		deliver(c, text_get(TEXT_STOPPED, c->lang));
+	else if (!c->answer.len)
+		fail_with(c, TEXT_STOPPED_EMPTY);
+	return CHATS_STOPPED;
 }
 
 bool conversation_hurry(struct conversation *c)
@@ -403,6 +506,11 @@ bool conversation_hurry(struct conversation *c)
 	return true;
 }
 
+void conversation_done(struct conversation *c)
+{
+	mark_done_and_end(c);
+}
+
 int64_t conversation_update_id(const struct conversation *c)
 {
 	return c->u.update_id;
@@ -416,6 +524,9 @@ void conversation_init(struct conversation *c, const struct chat_env *env, struc
 	c->u = *u;
 	memset(u, 0, sizeof *u);
 	c->job = job;
+	c->outcome = job == CHAT_REFUSE || job == CHAT_NOT_PERMITTED ? METRICS_REFUSED
+	             : job == CHAT_REPLY                              ? METRICS_FAILED
+	                                                              : METRICS_ANSWERED;
 	c->ended = ended;
 	c->arg = arg;
 	c->lang = c->u.message.from.language_code;
@@ -425,6 +536,9 @@ void conversation_init(struct conversation *c, const struct chat_env *env, struc
 
 void conversation_clear(struct conversation *c)
 {
+	if (c->env)
+		model_list_forget(c->env->models, c);
+	chat_settings_free(&c->settings);
 	llm_cancel(c->llm);
 	delivery_free(c->delivery);
 	tg_typing_stop(&c->typing);

@@ -11,9 +11,11 @@
 
 #include "chat/chat.h"
 #include "chat/policy.h"
+#include "chat/settings.h"
 #include "chat/text.h"
 #include "lib/buf.h"
 #include "lib/history.h"
+#include "lib/metrics.h"
 #include "telegram/deliver.h"
 #include "telegram/send.h"
 
@@ -28,6 +30,7 @@ struct conversation {
 	const char *lang;
 	void (*ended)(void *arg);
 	void *arg;
+	enum metrics_outcome outcome; /* what end() counts */
 
 	/* a reply from the model */
 	struct history history;
@@ -44,6 +47,14 @@ struct conversation {
 	struct tg_typing typing;
 	struct tg_call *send_call;
 	void (*after_send)(struct conversation *c); /* what follows the message being sent */
+
+	/* the chat's choices (chat/settings.h), read beside the history; chat/steer.c changes them */
+	struct chat_settings settings;
+	int loading;          /* store reads still out before the model can be asked */
+	bool is_load_failed;  /* the history could not be read */
+	bool is_history_aside; /* it was unreadable and kept aside: the chat starts over */
+	void (*then)(struct conversation *c); /* steer.c: the step after the call under way */
+	char gone_model[96];                          /* a chosen model the provider no longer has, for the notice */
 };
 
 /*
@@ -54,9 +65,13 @@ void conversation_init(struct conversation *c, const struct chat_env *env, struc
                        enum chat_job job, void (*ended)(void *arg), void *arg);
 /* Starts the job's first step. */
 void conversation_start(struct conversation *c);
+/* chats_stop for this job (see chat.h). */
+enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int64_t user_id, bool is_admin);
 /* While the model streams: cuts the answer short and delivers what there is; false when not streaming. */
 bool conversation_hurry(struct conversation *c);
 int64_t conversation_update_id(const struct conversation *c);
+/* The job is done: marked so in the journal, then over (for chat/steer.c). */
+void conversation_done(struct conversation *c);
 /* Stops at once: no callback runs afterwards; the update is not marked done. */
 void conversation_clear(struct conversation *c);
 

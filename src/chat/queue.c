@@ -32,6 +32,7 @@ struct chat {
 struct chats {
 	struct chat_env env;
 	struct chat *buckets[CHAT_BUCKETS];
+	size_t n_chats; /* with a job: each runs its head */
 	size_t n_jobs;
 	void (*on_idle)(void *arg);
 	void *idle_arg;
@@ -56,6 +57,7 @@ static struct chat *chat_get(struct chats *cs, int64_t id)
 	c->id = id;
 	c->next_in_bucket = *b;
 	*b = c;
+	cs->n_chats++;
 	return c;
 }
 
@@ -64,6 +66,7 @@ static void chat_remove(struct chats *cs, struct chat *c)
 	for (struct chat **p = bucket_of(cs, c->id); *p; p = &(*p)->next_in_bucket) {
 		if (*p == c) {
 			*p = c->next_in_bucket;
+			cs->n_chats--;
 			free(c);
 			return;
 		}
@@ -176,6 +179,7 @@ static size_t stop_all(struct chats *cs, int64_t *update_ids, size_t max)
 		}
 	}
 	cs->n_jobs = 0;
+	cs->n_chats = 0;
 	return n;
 }
 
@@ -192,6 +196,11 @@ size_t chats_busy(const struct chats *cs)
 	return cs->n_jobs;
 }
 
+size_t chats_running(const struct chats *cs)
+{
+	return cs->n_chats;
+}
+
 bool chats_are_full(const struct chats *cs)
 {
 	return cs->n_jobs >= CHATS_MAX_BUSY;
@@ -201,6 +210,14 @@ void chats_on_idle(struct chats *cs, void (*cb)(void *arg), void *arg)
 {
 	cs->on_idle = cb;
 	cs->idle_arg = arg;
+}
+
+enum chats_stop chats_stop(struct chats *cs, int64_t chat_id, int64_t draft_id, int64_t user_id, bool is_admin)
+{
+	for (struct chat *c = *bucket_of(cs, chat_id); c; c = c->next_in_bucket)
+		if (c->id == chat_id)
+			return conversation_stop(&c->head->conversation, draft_id, user_id, is_admin);
+	return CHATS_NOTHING;
 }
 
 void chats_hurry(struct chats *cs)

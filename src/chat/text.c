@@ -19,10 +19,14 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"Write a message and I will answer, keeping the context of our conversation.\n"
 		"In groups, mention me or reply to my message.\n\n"
 		"/new — forget this conversation and start a fresh one\n"
+		"/model — see or change the model that answers in this chat\n"
+		"/system — see or set how the model should behave here (/system reset: the default)\n"
 		"/help — this help",
 		"Напишите сообщение, и я отвечу, помня контекст разговора.\n"
 		"В группах упомяните меня или ответьте на моё сообщение.\n\n"
 		"/new — забыть этот разговор и начать новый\n"
+		"/model — посмотреть или сменить модель, которая отвечает в этом чате\n"
+		"/system — посмотреть или задать, как модели себя вести (/system reset — по умолчанию)\n"
 		"/help — эта справка",
 	},
 	[TEXT_NEW_DONE] = {
@@ -105,7 +109,100 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"Не удалось прочитать сохранённый разговор: я отложил его для владельца бота и начал "
 		"новый.",
 	},
+	[TEXT_MODEL_SHOW] = {
+		"This chat talks to %s. Choose another:",
+		"В этом чате отвечает модель %s. Выберите другую:",
+	},
+	[TEXT_MODEL_SET] = {
+		"This chat now talks to %s.",
+		"Теперь в этом чате отвечает модель %s.",
+	},
+	[TEXT_MODEL_UNKNOWN] = {
+		"There is no model %s to choose here. /model shows those there are.",
+		"Модели %s здесь нет. /model покажет доступные.",
+	},
+	[TEXT_MODEL_GONE] = {
+		"The model %s is not available, so this chat is back to %s. Please send your message again.",
+		"Модель %s недоступна, поэтому в этом чате снова отвечает %s. Пожалуйста, отправьте сообщение "
+		"ещё раз.",
+	},
+	[TEXT_MODEL_PICKED] = {
+		"Model: %s",
+		"Модель: %s",
+	},
+	[TEXT_SYSTEM_SHOW] = {
+		"The system prompt of this chat:\n\n%s\n\n/system TEXT replaces it, /system reset goes back "
+		"to the default.",
+		"Системный промпт этого чата:\n\n%s\n\n/system ТЕКСТ заменяет его, /system reset "
+		"возвращает промпт по умолчанию.",
+	},
+	[TEXT_SYSTEM_NONE] = {
+		"This chat has no system prompt. /system TEXT sets one, e.g. /system Answer briefly, like a "
+		"pirate.",
+		"У этого чата нет системного промпта. /system ТЕКСТ задаёт его, например: /system Отвечай "
+		"кратко, как пират.",
+	},
+	[TEXT_SYSTEM_SET] = {
+		"Saved: the model follows this system prompt from your next message.",
+		"Сохранено: модель следует этому системному промпту со следующего сообщения.",
+	},
+	[TEXT_SYSTEM_RESET] = {
+		"This chat is back to the default system prompt.",
+		"В этом чате снова системный промпт по умолчанию.",
+	},
+	[TEXT_SYSTEM_TOO_LONG] = {
+		"That is too long for a system prompt: at most %s characters, please.",
+		"Слишком длинный системный промпт: не больше %s символов.",
+	},
+	[TEXT_NOT_PERMITTED] = {
+		"In this group only the people the bot's owner named can change that.",
+		"В этой группе это могут менять только те, кого указал владелец бота.",
+	},
+	[TEXT_STOP_BUTTON] = {
+		"Stop",
+		"Стоп",
+	},
+	[TEXT_STOPPED] = {
+		"(stopped)",
+		"(остановлено)",
+	},
+	[TEXT_STOPPED_EMPTY] = {
+		"Stopped before the model said anything.",
+		"Остановлено до того, как модель что-либо ответила.",
+	},
+	[TEXT_STOP_NOTHING] = {
+		"This answer is finished already.",
+		"Этот ответ уже закончен.",
+	},
+	[TEXT_STOP_NOT_YOURS] = {
+		"Only the person who asked can stop this answer.",
+		"Остановить этот ответ может только тот, кто спросил.",
+	},
+	[TEXT_BUTTON_STALE] = {
+		"This button no longer works. /model shows the choice again.",
+		"Эта кнопка больше не работает. /model покажет выбор снова.",
+	},
 };
+
+/* The menu: what a person can type, in the order they need it. Commands exist before they are listed here. */
+static const struct tg_command commands_en[] = {
+    {"new", "Forget this conversation and start afresh"},
+    {"model", "See or change the model that answers here"},
+    {"system", "See or set how the model should behave here"},
+    {"help", "What the bot does and how to use it"},
+};
+static const struct tg_command commands_ru[] = {
+    {"new", "Забыть этот разговор и начать новый"},
+    {"model", "Посмотреть или сменить модель"},
+    {"system", "Посмотреть или задать, как модели себя вести"},
+    {"help", "Что умеет бот и как им пользоваться"},
+};
+
+const struct tg_command *text_commands(bool is_russian, size_t *n)
+{
+	*n = sizeof commands_en / sizeof commands_en[0];
+	return is_russian ? commands_ru : commands_en;
+}
 
 static bool prefers_russian(const char *code)
 {

@@ -28,8 +28,33 @@ enum text_id {
 	TEXT_DEADLINE_CUT,     /* serverless time ran out; appended to the partial answer */
 	TEXT_DEADLINE,         /* serverless time ran out before any answer */
 	TEXT_CHAT_BUSY,        /* too many messages waiting in this chat: later ones are skipped */
+	TEXT_MODEL_SHOW,       /* %s: the chat's model; above /model's keyboard */
+	TEXT_MODEL_SET,        /* %s: the model chosen */
+	TEXT_MODEL_UNKNOWN,    /* %s: a name /model NAME does not offer */
+	TEXT_MODEL_GONE,       /* %s, %s: the chosen model the provider no longer has, the default */
+	TEXT_MODEL_PICKED,     /* %s: a button's answer */
+	TEXT_SYSTEM_SHOW,      /* %s: the chat's system prompt */
+	TEXT_SYSTEM_NONE,      /* no system prompt at all */
+	TEXT_SYSTEM_SET,
+	TEXT_SYSTEM_RESET,
+	TEXT_SYSTEM_TOO_LONG, /* %s: the limit in characters */
+	TEXT_NOT_PERMITTED,   /* a group member who may talk but not steer */
+	TEXT_BUTTON_STALE,    /* a button whose data this bot no longer knows */
+	TEXT_STOP_BUTTON,     /* the label of the button that stops an answer */
+	TEXT_STOPPED,         /* appended to an answer the user stopped */
+	TEXT_STOPPED_EMPTY,   /* stopped before the model said anything */
+	TEXT_STOP_NOTHING,    /* a Stop for an answer that is over */
+	TEXT_STOP_NOT_YOURS,  /* a Stop pressed by someone else than the asker */
 	TEXT_COUNT
 };
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "telegram/commands.h"
+
+/* The command menu (setMyCommands), in English (the default) or Russian; *n commands. */
+const struct tg_command *text_commands(bool is_russian, size_t *n);
 
 /* The text in the language for language_code (may be NULL); never NULL. */
 const char *text_get(enum text_id id, const char *language_code);

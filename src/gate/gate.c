@@ -5,9 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/text.h"
 #include "gate/route.h"
 #include "lib/backoff.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
+#include "telegram/send.h"
 
 #define IDENTITY_KEY    "bot_identity" /* setting of scope 0: "<id> <username>" */
 #define TOLD_MAX        64 /* updates whose user was told the journal failed, remembered so as to tell once */
@@ -85,7 +88,46 @@ static void on_done_marked(void *arg, int err)
 static bool route(const struct gate *g, const struct tg_update *u, enum chat_job *job, const char **why)
 {
 	struct route_self self = {g->self_id, g->self_username};
-	return route_update(u, g->env.allow, &self, job, why);
+	return route_update(u, g->env.allow, g->env.admins, &self, job, why);
+}
+
+static void on_stop_answered(void *arg, const struct tg_result *res)
+{
+	(void)arg;
+	if (!res->ok)
+		log_debug("bot: answerCallbackQuery for a Stop: %ld %s", res->error_code, res->description);
+}
+
+/*
+ * A Stop goes to the answer it stops at once: queued, it would wait for
+ * that very answer to end. A button's press is answered (the person waits
+ * on a spinner); a draft's stop control needs no answer.
+ */
+static void stop(struct receipt *r)
+{
+	struct gate *g = r->gate;
+	const struct tg_update *u = &r->update;
+	const struct tg_message *m = &u->message;
+	bool is_button = u->kind == TG_UPDATE_CALLBACK;
+	/* A draft's stop comes from the one private chat it was shown in: its user asked. */
+	int64_t draft_id = is_button ? strtoll(u->callback_data + 2, NULL, 10) : u->draft_id;
+	int64_t user_id = is_button ? m->from.id : m->chat_id;
+	bool is_admin = is_button && g->env.admins && access_allows(g->env.admins, m->from.id, m->from.username, 0);
+	enum chats_stop result = chats_stop(g->env.chats, m->chat_id, draft_id, user_id, is_admin);
+	if (result != CHATS_STOPPED)
+		log_info("bot: update=%lld chat=%lld: a Stop for draft %lld: %s", (long long)u->update_id,
+		         (long long)m->chat_id, (long long)draft_id,
+		         result == CHATS_NOTHING ? "nothing streams" : "not the asker's");
+	metrics_update(u->kind_name, result == CHATS_STOPPED ? METRICS_ANSWERED : METRICS_REFUSED);
+	if (is_button) {
+		const char *lang = m->from.language_code;
+		const char *text = result == CHATS_STOPPED   ? NULL
+		                   : result == CHATS_NOTHING ? text_get(TEXT_STOP_NOTHING, lang)
+		                                             : text_get(TEXT_STOP_NOT_YOURS, lang);
+		if (!tg_answer_callback(g->env.tg, u->callback_id, text, on_stop_answered, NULL))
+			log_warn("bot: update=%lld: cannot answer the Stop button", (long long)u->update_id);
+	}
+	store_update_done(g->env.store, u->update_id, on_done_marked, r);
 }
 
 /* Routes a journaled update and queues its job, or marks it done when it is not for the bot. */
@@ -99,7 +141,12 @@ static void dispatch(struct receipt *r)
 		log_info("bot: update=%lld: skipped (%s%s%s)", (long long)u->update_id, why,
 		         u->kind == TG_UPDATE_OTHER ? ": " : "",
 		         u->kind == TG_UPDATE_OTHER ? u->kind_name : "");
+		metrics_update(u->kind_name, METRICS_IGNORED);
 		store_update_done(g->env.store, u->update_id, on_done_marked, r);
+		return;
+	}
+	if (job == CHAT_STOP) {
+		stop(r);
 		return;
 	}
 	if (job == CHAT_REFUSE)
@@ -108,10 +155,13 @@ static void dispatch(struct receipt *r)
 		         (long long)u->message.from.id,
 		         u->message.from.username ? u->message.from.username : "-");
 	int64_t chat_id = u->message.chat_id;
+	char kind[sizeof u->kind_name];
+	memcpy(kind, u->kind_name, sizeof kind); /* u is cleared by the submission */
 	int rc = chats_submit(g->env.chats, u, job);
 	if (rc == CHATS_CHAT_FULL) {
 		log_warn("bot: update=%lld chat=%lld: skipped, the chat has %d updates waiting already",
 		         (long long)r->update_id, (long long)chat_id, CHAT_QUEUE_MAX);
+		metrics_update(kind, METRICS_REFUSED);
 		store_update_done(g->env.store, r->update_id, on_done_marked, r);
 		return;
 	}
@@ -159,6 +209,7 @@ static void tell_not_journaled(struct receipt *r)
 	struct gate *g = r->gate;
 	const char *why;
 	enum chat_job job;
+	metrics_update(r->update.kind_name, METRICS_FAILED);
 	if (!was_told(g, r->update_id) && route(g, &r->update, &job, &why) && job != CHAT_REFUSE &&
 	    chats_submit(g->env.chats, &r->update, CHAT_NOT_JOURNALED) != 0)
 		log_error("bot: update=%lld: out of memory", (long long)r->update_id);
@@ -218,6 +269,7 @@ static void on_claimed(void *arg, int err, bool is_new)
 		dispatch(r);
 	} else {
 		log_info("bot: update=%lld: already handled, skipped", (long long)r->update_id);
+		metrics_update(r->update.kind_name, METRICS_DUPLICATE);
 		settle(r, true);
 	}
 }

@@ -29,6 +29,7 @@ struct gate_env {
 	struct store *store;
 	struct chats *chats;
 	const struct access_list *allow;
+	const struct access_list *admins; /* TG_BOT_ADMINS, or NULL */
 	int64_t
 	    bot_id; /* the number before ':' in the token: an identity cached for another bot is ignored */
 };

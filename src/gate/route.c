@@ -58,6 +58,8 @@ static enum chat_job command_job(const char *name)
 	    {"start", CHAT_START},
 	    {"help", CHAT_HELP},
 	    {"new", CHAT_NEW},
+	    {"model", CHAT_MODEL},
+	    {"system", CHAT_SYSTEM},
 	};
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		if (strcmp(name, commands[i].name) == 0)
@@ -65,22 +67,48 @@ static enum chat_job command_job(const char *name)
 	return CHAT_REPLY;
 }
 
-/* Why a message is not for the bot whoever sent it, or NULL. */
-static const char *why_not_message(const struct tg_update *u)
+static bool is_group(const struct tg_message *m)
+{
+	return m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
+}
+
+/* Why an update is not for the bot whoever sent it, or NULL. */
+static const char *why_not_for_bot(const struct tg_update *u)
 {
 	const struct tg_message *m = &u->message;
-	if (u->kind != TG_UPDATE_MESSAGE)
+	if (u->kind != TG_UPDATE_MESSAGE && u->kind != TG_UPDATE_CALLBACK)
 		return "not a message";
 	if (!m->has_from)
 		return "no sender";
 	if (m->from.is_bot)
 		return "sent by a bot";
-	if (!m->text)
+	if (u->kind == TG_UPDATE_MESSAGE && !m->text)
 		return "no text";
-	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
-	if (!is_group && m->chat_type != TG_CHAT_PRIVATE)
+	if (!is_group(m) && m->chat_type != TG_CHAT_PRIVATE)
 		return "not a private chat or a group";
 	return NULL;
+}
+
+/*
+ * Whether the sender may change what the chat's model is and how it is told
+ * to behave: anyone allowed, in a private chat; in a group, a person the
+ * allowlist names (not the whole group by its id) or an admin.
+ */
+static bool may_steer(const struct tg_message *m, const struct access_list *allow,
+                      const struct access_list *admins)
+{
+	const struct tg_user *f = &m->from;
+	if (!is_group(m))
+		return access_allows(allow, f->id, f->username, m->chat_id);
+	return access_allows(allow, f->id, f->username, 0) ||
+	       (admins && access_allows(admins, f->id, f->username, 0));
+}
+
+/* Text after the command: whether there is any. */
+static bool has_argument(const char *text)
+{
+	const char *p = text + strcspn(text, " \t\n");
+	return p[strspn(p, " \t\n")] != '\0';
 }
 
 /* In a group: whether the message mentions the bot, replies to it, or is a command for it. */
@@ -99,13 +127,27 @@ static bool is_addressed(const struct tg_message *m, const struct route_self *se
 	return false;
 }
 
-bool route_update(const struct tg_update *u, const struct access_list *allow, const struct route_self *self,
-                  enum chat_job *job, const char **why)
+bool route_update(const struct tg_update *u, const struct access_list *allow, const struct access_list *admins,
+                  const struct route_self *self, enum chat_job *job, const char **why)
 {
 	const struct tg_message *m = &u->message;
-	*why = why_not_message(u);
+	if (u->kind == TG_UPDATE_STOP) {
+		/* Only what runs in that chat, for that draft, is stopped: nothing to allow or refuse. */
+		*job = CHAT_STOP;
+		return true;
+	}
+	*why = why_not_for_bot(u);
 	if (*why)
 		return false;
+	if (u->kind == TG_UPDATE_CALLBACK && u->callback_data && strncmp(u->callback_data, "s:", 2) == 0) {
+		*job = CHAT_STOP; /* who may stop (the asker, an admin) is the running answer's business */
+		return true;
+	}
+	if (u->kind == TG_UPDATE_CALLBACK) {
+		/* Buttons are only on the bot's own messages; a stranger's press is answered, not refused aloud. */
+		*job = may_steer(m, allow, admins) ? CHAT_PICK : CHAT_NOT_PERMITTED;
+		return true;
+	}
 	struct command cmd;
 	bool is_command = parse_command(m->text, &cmd);
 	if (is_command && cmd.target[0] && strcasecmp(cmd.target, self->username) != 0) {
@@ -113,12 +155,14 @@ bool route_update(const struct tg_update *u, const struct access_list *allow, co
 		return false;
 	}
 	*job = is_command ? command_job(cmd.name) : CHAT_REPLY;
-	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
-	if (is_group && !is_addressed(m, self, is_command, &cmd, *job)) {
+	if (is_group(m) && !is_addressed(m, self, is_command, &cmd, *job)) {
 		*why = "a group message not addressed to the bot";
 		return false;
 	}
 	if (!access_allows(allow, m->from.id, m->from.username, m->chat_id))
 		*job = CHAT_REFUSE;
+	else if ((*job == CHAT_MODEL || *job == CHAT_SYSTEM) && has_argument(m->text) &&
+	         !may_steer(m, allow, admins))
+		*job = CHAT_NOT_PERMITTED;
 	return true;
 }

@@ -23,9 +23,12 @@ struct route_self {
 
 /*
  * True when u is for the bot; *job says what to do with it. False when it
- * is not, with a short reason for the log in *why.
+ * is not, with a short reason for the log in *why. admins (TG_BOT_ADMINS)
+ * may be NULL. In groups, changing the chat's model or system prompt (and
+ * pressing /model's buttons) is for the people the allowlist names and the
+ * admins: a group allowed by its id lets everyone talk, not steer.
  */
-bool route_update(const struct tg_update *u, const struct access_list *allow, const struct route_self *self,
-                  enum chat_job *job, const char **why);
+bool route_update(const struct tg_update *u, const struct access_list *allow, const struct access_list *admins,
+                  const struct route_self *self, enum chat_job *job, const char **why);
 
 #endif

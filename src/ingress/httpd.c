@@ -174,18 +174,22 @@ static void arm_deadline(struct conn *c)
 	evtimer_add(c->deadline, &tv);
 }
 
+static int write_head(struct conn *c, int status, const char *type, size_t len, const char *allow, bool is_last)
+{
+	return evbuffer_add_printf(bufferevent_get_output(c->bev),
+	                           "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+	                           "Content-Length: %zu\r\n%s%s%s%s\r\n",
+	                           status, reason(status), type, len, allow ? "Allow: " : "", allow ? allow : "",
+	                           allow ? "\r\n" : "", is_last ? "Connection: close\r\n" : "");
+}
+
+/* body: one line of text, or NULL for none. */
 static void write_response(struct conn *c, int status, const char *body, bool is_head, const char *allow,
                            bool is_last)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	size_t len = body ? strlen(body) + 1 : 0;
-	int rc = evbuffer_add_printf(out,
-	                             "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-	                             "Content-Length: %zu\r\n%s%s%s%s\r\n",
-	                             status, reason(status), len, allow ? "Allow: " : "", allow ? allow : "",
-	                             allow ? "\r\n" : "", is_last ? "Connection: close\r\n" : "");
+	int rc = write_head(c, status, "text/plain; charset=utf-8", body ? strlen(body) + 1 : 0, allow, is_last);
 	if (rc >= 0 && body && !is_head)
-		rc = evbuffer_add_printf(out, "%s\n", body);
+		rc = evbuffer_add_printf(bufferevent_get_output(c->bev), "%s\n", body);
 	if (rc < 0)
 		log_warn("serve: cannot write a response (out of memory)");
 }
@@ -439,11 +443,13 @@ int httpd_port(const struct httpd *h, bool *is_loopback)
 		return -1;
 	if (ss.ss_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-		*is_loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+		if (is_loopback)
+			*is_loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
 		return ntohs(a->sin6_port);
 	}
 	const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-	*is_loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	if (is_loopback)
+		*is_loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
 	return ntohs(a->sin_port);
 }
 
@@ -515,16 +521,11 @@ const char *httpd_body(const struct httpd_request *r, size_t *len)
 	return r->body ? r->body : "";
 }
 
-void httpd_reply(struct httpd_request *r, int status, const char *body, const char *allow)
+/* The response is written (or the client is gone): on to the next request, or the end. */
+static void replied(struct httpd_request *r, bool is_last)
 {
 	struct conn *c = r->conn;
 	struct httpd *h = c->h;
-	if (!c->bev) {
-		conn_free(c);
-		return;
-	}
-	bool is_last = r->head.wants_close || !h->listener;
-	write_response(c, status, body, strcmp(r->head.method, "HEAD") == 0, allow, is_last);
 	h->n_busy--;
 	request_clear(r);
 	list_remove(h, c);
@@ -540,4 +541,37 @@ void httpd_reply(struct httpd_request *r, int status, const char *body, const ch
 	update_listener(h);
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
 		bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static bool is_last_request(const struct httpd_request *r)
+{
+	return r->head.wants_close || !r->conn->h->listener;
+}
+
+void httpd_reply(struct httpd_request *r, int status, const char *body, const char *allow)
+{
+	struct conn *c = r->conn;
+	if (!c->bev) {
+		conn_free(c);
+		return;
+	}
+	bool is_last = is_last_request(r);
+	write_response(c, status, body, strcmp(r->head.method, "HEAD") == 0, allow, is_last);
+	replied(r, is_last);
+}
+
+void httpd_reply_as(struct httpd_request *r, int status, const char *type, const char *body, size_t len)
+{
+	struct conn *c = r->conn;
+	if (!c->bev) {
+		conn_free(c);
+		return;
+	}
+	bool is_last = is_last_request(r);
+	int rc = write_head(c, status, type, len, NULL, is_last);
+	if (rc >= 0 && strcmp(r->head.method, "HEAD") != 0)
+		rc = evbuffer_add(bufferevent_get_output(c->bev), body, len);
+	if (rc < 0)
+		log_warn("serve: cannot write a response (out of memory)");
+	replied(r, is_last);
 }

@@ -61,7 +61,7 @@ void httpd_flush(struct httpd *h, double timeout_s);
 void httpd_free(struct httpd *h);
 /*
  * The port listened on (the one asked for, or the kernel's choice for 0);
- * *is_loopback: only this machine can connect.
+ * *is_loopback (unless NULL): only this machine can connect.
  */
 int httpd_port(const struct httpd *h, bool *is_loopback);
 
@@ -79,5 +79,7 @@ const char *httpd_body(const struct httpd_request *r, size_t *len);
  * frees the request. allow: an Allow header's value, or NULL.
  */
 void httpd_reply(struct httpd_request *r, int status, const char *body, const char *allow);
+/* Sends len bytes of body, as they are, with their Content-Type, and frees the request. */
+void httpd_reply_as(struct httpd_request *r, int status, const char *type, const char *body, size_t len);
 
 #endif

@@ -13,7 +13,8 @@
  * SIGINT/SIGTERM tells the mode to stop taking updates, lets the updates
  * still being journaled settle (their senders get their answer) and running jobs
  * finish (at most DAEMON_DRAIN_S seconds; what is left resumes at the next
- * start from the store's journal), and stops.
+ * start from the store's journal), and stops. With METRICS_LISTEN it also
+ * serves /healthz and /metrics there.
  */
 #ifndef TGLLM_INGRESS_H
 #define TGLLM_INGRESS_H
@@ -25,11 +26,15 @@
 #include "chat/chat.h"
 #include "config.h"
 #include "gate/gate.h"
+#include "ingress/httpd.h"
 #include "lib/http.h"
 #include "telegram/tg.h"
 #include "telegram/update.h"
 
 #define DAEMON_DRAIN_S 10
+
+/* The kinds of update the bot asks Telegram for (getUpdates, setWebhook): an explicit list, so none is missed. */
+#define INGRESS_ALLOWED_UPDATES "[\"message\",\"callback_query\",\"stopped_message_generation\"]"
 
 /* What an ingress works with; all borrowed. */
 struct ingress {
@@ -55,9 +60,29 @@ enum ingress_read {
  */
 enum ingress_read ingress_read(const char *text, size_t len, struct tg_update *u, char **mended);
 
+/* The command menu in both languages (telegram/commands.h), kept in step with the bot's commands. */
+struct ingress_menu_slot {
+	struct ingress_menu *menu;
+	struct tg_menu_sync *sync; /* NULL once over */
+};
+
+struct ingress_menu {
+	struct ingress_menu_slot slots[2]; /* the default (English), Russian */
+	int pending;
+	void (*done)(void *arg); /* once both are over, however they went; may be NULL */
+	void *arg;
+};
+
+/* Starts both syncs; done runs once both are over (at once when neither can start). */
+void ingress_menu_start(struct ingress_menu *m, struct tg_client *tg, void (*done)(void *arg), void *arg);
+/* Stops what is still running; done does not run. */
+void ingress_menu_cancel(struct ingress_menu *m);
+
 struct daemon {
 	const struct ingress *in;
 	struct event *sigint, *sigterm, *drain_timer;
+	struct httpd *probes; /* METRICS_LISTEN's server, or NULL */
+	struct ingress_menu menu;
 	bool is_stopping;
 	int exit_status;
 	void (*stop_taking)(void *arg); /* stop accepting updates */
@@ -66,8 +91,17 @@ struct daemon {
 
 /* -1 when the loop cannot be set up (logged). */
 int daemon_init(struct daemon *d, const struct ingress *in, void (*stop_taking)(void *arg), void *arg);
+/*
+ * GET (or HEAD) /healthz, and /metrics when with_metrics: answers them and
+ * returns true; false for any other path (the request is still the
+ * caller's). No secret is asked for: put them on METRICS_LISTEN, an
+ * address the public cannot reach, when they must not be public.
+ */
+bool daemon_answer_probe(struct daemon *d, struct httpd_request *req, bool with_metrics);
 /* Runs the loop until stopped; returns the exit status. */
 int daemon_run(struct daemon *d);
+/* The bot knows who it is: the command menu is brought up to date (in the background). */
+void daemon_identified(struct daemon *d);
 /* Stops the loop now with status (a fatal error, already logged). */
 void daemon_fail(struct daemon *d, int status);
 void daemon_free(struct daemon *d);

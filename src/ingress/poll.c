@@ -14,6 +14,7 @@
 #include "ingress/ingress.h"
 #include "lib/backoff.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 
 #define POLL_TIMEOUT_S 30
 #define POLL_MARGIN_S  15 /* on top of the long-poll timeout, for the network */
@@ -109,6 +110,7 @@ static void receive_batch(struct poller *p, const json_t *list)
 				         (long long)u->update_id, err);
 			else
 				log_warn("poll: getUpdates listed something that is not an Update (%s)", err);
+			metrics_update("other", METRICS_FAILED);
 			update_clear(u);
 			continue;
 		}
@@ -179,7 +181,7 @@ static void poll_next(struct poller *p)
 		return;
 	}
 	p->is_full = false;
-	if (asprintf(&params, "{\"offset\":%lld,\"timeout\":%d,\"allowed_updates\":[\"message\"]}",
+	if (asprintf(&params, "{\"offset\":%lld,\"timeout\":%d,\"allowed_updates\":" INGRESS_ALLOWED_UPDATES "}",
 	             (long long)p->offset, POLL_TIMEOUT_S) >= 0)
 		p->call = tg_call(p->in->tg, "getUpdates", params, 0, 0, POLL_TIMEOUT_S + POLL_MARGIN_S,
 		                  on_updates, p);
@@ -256,6 +258,8 @@ static void on_identified(void *arg, int status)
 	p->call = tg_call(p->in->tg, "getWebhookInfo", NULL, 0, 0, POLL_MARGIN_S, on_webhook_info, p);
 	if (!p->call)
 		daemon_fail(&p->daemon, 1);
+	else
+		daemon_identified(&p->daemon);
 }
 
 int ingress_poll_run(const struct ingress *in, bool delete_webhook)

@@ -5,7 +5,8 @@
  * cannot take it, so that Telegram delivers it again; a redelivered update
  * id is acknowledged without a second answer. With WEBHOOK_SECRET, a request
  * without the matching X-Telegram-Bot-Api-Secret-Token header gets 401 and
- * is not looked at.
+ * is not looked at. GET /healthz and /metrics (ingress.h) are answered
+ * beside the webhook.
  */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -81,13 +82,10 @@ static void on_request(void *arg, struct httpd_request *req)
 	struct server *s = arg;
 	const char *path = httpd_path(req);
 	const char *method = httpd_method(req);
-	if (strcmp(path, "/healthz") == 0 && strcmp(s->in->cfg->webhook_path, "/healthz") != 0) {
-		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
-			httpd_reply(req, 200, s->daemon.is_stopping ? "stopping" : "ok", NULL);
-		else
-			httpd_reply(req, 405, "use GET", "GET, HEAD");
+	/* With METRICS_LISTEN, /metrics is only there; /healthz stays here too, for load balancers. */
+	if (strcmp(path, s->in->cfg->webhook_path) != 0 &&
+	    daemon_answer_probe(&s->daemon, req, !s->in->cfg->metrics_port))
 		return;
-	}
 	if (strcmp(path, s->in->cfg->webhook_path) != 0) {
 		httpd_reply(req, 404, "not found", NULL);
 		return;
@@ -191,6 +189,7 @@ static void on_identified(void *arg, int status)
 	else if (!cfg->webhook_secret)
 		log_info("serve: WEBHOOK_SECRET is not set: whatever forwards to %s must check who posts",
 		         o.host);
+	daemon_identified(&s->daemon);
 	gate_resume(s->in->gate);
 }
 

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ingress/ingress.h"
 #include "lib/http.h"
 #include "lib/log.h"
 #include "telegram/tg.h"
@@ -29,11 +30,19 @@ bool webhook_secret_matches(const char *expected, const char *given)
 struct command {
 	const char *method;
 	struct event_base *base;
+	struct tg_client *tg;
+	struct ingress_menu menu;
+	bool with_menu; /* set-webhook: the command menu follows, as poll and serve do it at start */
 	void (*on_ok)(const struct config *cfg, const struct tg_result *res, void *arg);
 	const struct config *cfg;
 	void *arg;
 	int status;
 };
+
+static void on_menu(void *arg)
+{
+	event_base_loopbreak(((struct command *)arg)->base);
+}
 
 static void on_answer(void *arg, const struct tg_result *res)
 {
@@ -41,6 +50,10 @@ static void on_answer(void *arg, const struct tg_result *res)
 	if (res->ok) {
 		c->on_ok(c->cfg, res, c->arg);
 		c->status = 0;
+		if (c->with_menu) {
+			ingress_menu_start(&c->menu, c->tg, on_menu, c);
+			return;
+		}
 	} else if (res->error_code) {
 		log_print(stderr, "tgllm: %s failed: %ld %s", c->method, res->error_code, res->description);
 	} else {
@@ -58,19 +71,25 @@ static int run_call(const struct config *cfg, const char *method, const struct h
                     size_t n, void (*on_ok)(const struct config *cfg, const struct tg_result *res, void *arg),
                     void *arg)
 {
-	struct command c = {.method = method, .on_ok = on_ok, .cfg = cfg, .arg = arg, .status = 1};
+	struct command c = {.method = method,
+	                    .with_menu = strcmp(method, "setWebhook") == 0,
+	                    .on_ok = on_ok,
+	                    .cfg = cfg,
+	                    .arg = arg,
+	                    .status = 1};
 	struct http_client *http = NULL;
 	struct tg_client *tg = NULL;
 	struct tg_call *call = NULL;
 	if (!(c.base = event_base_new()) || !(http = http_client_new(c.base)) ||
 	    http_client_set_ca_bundle(http, cfg->ca_bundle) != 0 ||
-	    !(tg = tg_client_new(c.base, http, cfg->tg_api_base, cfg->tg_token, &cfg->tg_pacing)) ||
+	    !(c.tg = tg = tg_client_new(c.base, http, cfg->tg_api_base, cfg->tg_token, &cfg->tg_pacing)) ||
 	    !(call = tg_call_form(tg, method, form, n, 0, TG_CALL_ONCE, CALL_TIMEOUT_S, on_answer, &c))) {
 		log_print(stderr, "tgllm: %s: cannot start the call (out of memory?)", method);
 	} else if (event_base_dispatch(c.base) < 0) {
 		log_print(stderr, "tgllm: the event loop failed");
 		tg_call_cancel(call);
 	}
+	ingress_menu_cancel(&c.menu);
 	tg_client_free(tg);
 	http_client_free(http);
 	if (c.base)
@@ -97,7 +116,7 @@ int webhook_set(const struct config *cfg, const char *url, const char *certifica
 	size_t n = 0;
 	form[n++] = field("url", url);
 	/* Only what the bot reads: other updates would cost a request each for nothing. */
-	form[n++] = field("allowed_updates", "[\"message\"]");
+	form[n++] = field("allowed_updates", INGRESS_ALLOWED_UPDATES);
 	if (cfg->webhook_secret)
 		form[n++] = field("secret_token", cfg->webhook_secret);
 	if (drop_pending)

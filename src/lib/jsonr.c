@@ -95,7 +95,7 @@ bool jsonr_string(struct jsonr *r, struct buf *to)
 			r->p++;
 			unsigned long cp = unicode_escape(r);
 			unsigned char u[4];
-			if (cp == 0 || !append(r, to, u, utf8_encode(cp, u)))
+			if (cp == 0 || !append(r, to, u, utf8_write(cp, u)))
 				return false;
 		}
 		run = r->p;
@@ -300,7 +300,7 @@ char *jsonr_mend(const char *text, size_t len, size_t *out_len, struct jsonr_car
 		} else if (is_escape(p, end, 0xDC00, 0xDFFF, &cp)) {
 			is_mended = true;
 			if (high && p == string_start) {
-				w += utf8_encode(0x10000 + ((high - 0xD800) << 10) + ((unsigned)cp - 0xDC00), w);
+				w += utf8_write(0x10000 + ((high - 0xD800) << 10) + ((unsigned)cp - 0xDC00), w);
 				high = 0;
 				carry->was_joined = true;
 			} else {

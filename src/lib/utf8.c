@@ -33,7 +33,7 @@ size_t utf8_seq_len(const unsigned char *s, size_t n)
 
 /* Replaces each invalid byte with U+FFFD: jansson takes valid UTF-8 only. */
 
-size_t utf8_encode(unsigned long cp, unsigned char u[4])
+size_t utf8_write(unsigned long cp, unsigned char u[4])
 {
 	size_t n;
 	if (cp < 0x80) {

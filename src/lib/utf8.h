@@ -15,6 +15,6 @@
  */
 size_t utf8_seq_len(const unsigned char *s, size_t n);
 /* Writes the code point cp (a scalar value: no surrogate, at most U+10FFFF) to u; returns its bytes. */
-size_t utf8_encode(unsigned long cp, unsigned char u[4]);
+size_t utf8_write(unsigned long cp, unsigned char u[4]);
 
 #endif

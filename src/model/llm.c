@@ -13,6 +13,7 @@
 #include "lib/jsonr.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "model/chunk.h"
 #include "model/sse.h"
 #include "model/tokens.h"
@@ -46,6 +47,7 @@ struct llm_call {
 	struct http_call *http;
 	struct event *retry_timer;
 	int attempts;
+	double started, first_text; /* metrics_clock(); first_text 0 until the answer begins */
 
 	/* the current attempt */
 	enum body_kind kind;
@@ -68,8 +70,8 @@ struct llm_call {
 
 const char *llm_status_name(enum llm_status status)
 {
-	static const char *const names[] = {"ok", "context", "quota", "auth", "busy",
-					    "down", "rejected", "cut", "empty"};
+	static const char *const names[] = {"ok",       "context", "quota", "auth",    "busy",
+					    "down",     "rejected", "cut",  "empty",   "no_model"};
 	return (unsigned)status < sizeof names / sizeof names[0] ? names[status] : "?";
 }
 
@@ -148,6 +150,8 @@ static int append_text(struct llm_call *call, const char *s, size_t n)
 		call->is_answer_too_big = true;
 		return 1;
 	}
+	if (!call->first_text)
+		call->first_text = metrics_clock();
 	/*
 	 * With text in hand no attempt follows (a cut stream is delivered as
 	 * cut), so the request, the whole history, need not wait the answer
@@ -261,6 +265,13 @@ static int on_data(void *arg, const char *data, size_t n)
 
 static int start_attempt(struct llm_call *call);
 
+static void count(const struct llm_call *call, const char *outcome)
+{
+	double now = metrics_clock();
+	metrics_model_call(outcome, call->first_text ? call->first_text - call->started : -1, now - call->started,
+	                   call->prompt_tokens, call->completion_tokens);
+}
+
 static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 {
 	(void)fd;
@@ -268,6 +279,7 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 	struct llm_call *call = arg;
 	if (start_attempt(call) != 0) {
 		struct llm_result res = {LLM_DOWN, -1, -1, "cannot start the request"};
+		count(call, llm_status_name(LLM_DOWN));
 		call->done(call->arg, &res);
 		call_free(call);
 	}
@@ -285,6 +297,7 @@ static void finish(struct llm_call *call, enum llm_status status)
 		.completion_tokens = call->completion_tokens,
 		.detail = buf_str(&call->detail),
 	};
+	count(call, llm_status_name(status));
 	call->done(call->arg, &res);
 	call_free(call);
 }
@@ -325,6 +338,7 @@ static void on_error_status(struct llm_call *call, const struct http_response *r
 		add_detail(call, ": %.200s", resp->body);
 	bool is_quota = (code && strcmp(code, "insufficient_quota") == 0) ||
 			(type && strcmp(type, "insufficient_quota") == 0) || resp->status == 402;
+	bool is_no_model = (code && strcmp(code, "model_not_found") == 0) || resp->status == 404;
 	bool is_context = (code && strcmp(code, "context_length_exceeded") == 0) ||
 			  ((resp->status == 400 || resp->status == 413) &&
 			   mentions_context(buf_str(&call->detail)));
@@ -334,6 +348,8 @@ static void on_error_status(struct llm_call *call, const struct http_response *r
 		finish(call, LLM_QUOTA);
 	else if (is_context)
 		finish(call, LLM_CONTEXT);
+	else if (is_no_model)
+		finish(call, LLM_NO_MODEL);
 	else if (resp->status == 401 || resp->status == 403)
 		finish(call, LLM_AUTH);
 	else if (resp->status == 429)
@@ -461,6 +477,11 @@ struct llm_client *llm_client_new(struct event_base *base, struct http_client *h
 	return llm;
 }
 
+const char *llm_model(const struct llm_client *llm)
+{
+	return llm->model;
+}
+
 double llm_token_scale(const struct llm_client *llm)
 {
 	return llm->token_scale;
@@ -477,13 +498,13 @@ void llm_client_free(struct llm_client *llm)
 }
 
 /* The request body: the model, the turns, streaming with usage in the last chunk. */
-static char *request_body(const struct llm_client *llm, const struct turn *turns, size_t n)
+static char *request_body(const char *model, const struct turn *turns, size_t n)
 {
 	struct buf b;
 	buf_init(&b, SIZE_MAX - 1);
 	int rc = buf_append_str(&b, "{\"model\":");
 	if (rc == BUF_OK)
-		rc = jsonw_string(&b, llm->model, strlen(llm->model));
+		rc = jsonw_string(&b, model, strlen(model));
 	if (rc == BUF_OK)
 		rc = buf_append_str(&b, ",\"messages\":");
 	if (rc == BUF_OK)
@@ -497,7 +518,7 @@ static char *request_body(const struct llm_client *llm, const struct turn *turns
 	return buf_take(&b);
 }
 
-struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, size_t n,
+struct llm_call *llm_complete(struct llm_client *llm, const char *model, const struct turn *turns, size_t n,
 			      struct buf *answer, llm_progress_cb progress, llm_done_cb done,
 			      void *arg)
 {
@@ -511,7 +532,8 @@ struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, 
 	call->done = done;
 	call->arg = arg;
 	call->estimated_tokens = tokens_estimate_turns(turns, n);
-	call->body = request_body(llm, turns, n);
+	call->started = metrics_clock();
+	call->body = request_body(model ? model : llm->model, turns, n);
 	if (!call->body || start_attempt(call) != 0)
 		goto fail;
 	return call;
@@ -523,5 +545,7 @@ fail:
 
 void llm_cancel(struct llm_call *call)
 {
+	if (call)
+		count(call, "cancelled");
 	call_free(call);
 }

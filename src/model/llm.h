@@ -31,6 +31,7 @@ enum llm_status {
 	LLM_REJECTED, /* any other 4xx, or an error object in the stream */
 	LLM_CUT,      /* the stream broke after some text: text holds the part */
 	LLM_EMPTY,    /* a complete answer with no text */
+	LLM_NO_MODEL, /* 404 / model_not_found: the provider has no such model */
 };
 
 struct llm_result {
@@ -63,16 +64,19 @@ void llm_client_free(struct llm_client *llm);
  * the API reports with every answer; 1 until then.
  */
 double llm_token_scale(const struct llm_client *llm);
+/* The model asked when a call names none (OPENAI_MODEL). */
+const char *llm_model(const struct llm_client *llm);
 
 /*
- * Asks for a completion of the n turns (read during the call only). The
+ * Asks model (NULL: the client's, OPENAI_MODEL) for a completion of the n
+ * turns (read during the call only). The
  * answer's text is written into *answer, which the caller owns and keeps
  * until done has run or the call is cancelled: it is the one copy of a
  * streaming answer, read live by whoever shows it (emptied before each
  * attempt; its limit is set here). progress may be NULL. done runs exactly
  * once unless cancelled. NULL when the request cannot be started.
  */
-struct llm_call *llm_complete(struct llm_client *llm, const struct turn *turns, size_t n,
+struct llm_call *llm_complete(struct llm_client *llm, const char *model, const struct turn *turns, size_t n,
 			      struct buf *answer, llm_progress_cb progress, llm_done_cb done,
 			      void *arg);
 void llm_cancel(struct llm_call *call);

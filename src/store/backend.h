@@ -11,6 +11,7 @@
 
 struct store_ops {
 	const char *name;
+	bool answers_at_once; /* each operation is over when its function returns: store.c times it */
 	void (*history_load)(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
 	void (*history_prefetch)(struct store *s, int64_t chat_id); /* NULL: the hint is ignored */
 	void (*history_append)(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,

@@ -495,7 +495,7 @@ char *s3_xml_take(const char **from, const char *end, const char *tag)
 			continue;
 		}
 		/* Never longer than the reference it replaces: "&#128;" is 6 bytes for 2, and so on. */
-		o += utf8_encode(cp, (unsigned char *)o);
+		o += utf8_write(cp, (unsigned char *)o);
 		p += n;
 	}
 	*o = '\0';

@@ -240,6 +240,7 @@ static void store_sqlite_free(struct store *base)
 
 static const struct store_ops sqlite_ops = {
 	.name = "sqlite",
+	.answers_at_once = true,
 	.history_load = history_load,
 	.history_append = history_append,
 	.history_clear = history_clear,

@@ -4,13 +4,23 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "store/backend.h"
 
 /* ---- the wrappers: every caller goes through these, never through the table ---- */
 
+/* A backend that answers within the call (SQLite) is timed here; the others time themselves. */
+static void time_at_once(const struct store *s, enum metrics_store_op op, double started)
+{
+	if (s->ops->answers_at_once)
+		metrics_store_op(op, metrics_clock() - started);
+}
+
 void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, void *arg)
 {
+	double started = metrics_clock();
 	s->ops->history_load(s, chat_id, cb, arg);
+	time_at_once(s, METRICS_HISTORY_LOAD, started);
 }
 
 void store_history_prefetch(struct store *s, int64_t chat_id)
@@ -22,44 +32,60 @@ void store_history_prefetch(struct store *s, int64_t chat_id)
 void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
                           int64_t update_id, store_done_cb cb, void *arg)
 {
+	double started = metrics_clock();
 	s->ops->history_append(s, chat_id, turns, n, update_id, cb, arg);
+	time_at_once(s, METRICS_HISTORY_APPEND, started);
 }
 
 void store_history_clear(struct store *s, int64_t chat_id, store_done_cb cb, void *arg)
 {
+	double started = metrics_clock();
 	s->ops->history_clear(s, chat_id, cb, arg);
+	time_at_once(s, METRICS_HISTORY_CLEAR, started);
 }
 
 void store_update_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t raw_len,
                         store_claim_cb cb, void *arg)
 {
+	double started = metrics_clock();
 	s->ops->update_claim(s, update_id, chat_id, raw, raw_len, cb, arg);
+	time_at_once(s, METRICS_UPDATE_CLAIM, started);
 }
 
 void store_update_done(struct store *s, int64_t update_id, store_done_cb cb, void *arg)
 {
+	double started = metrics_clock();
 	s->ops->update_done(s, update_id, cb, arg);
+	time_at_once(s, METRICS_UPDATE_DONE, started);
 }
 
 void store_update_release(struct store *s, int64_t update_id, store_done_cb cb, void *arg)
 {
+	double started = metrics_clock();
 	s->ops->update_release(s, update_id, cb, arg);
+	time_at_once(s, METRICS_UPDATE_RELEASE, started);
 }
 
 void store_update_pending(struct store *s, store_pending_cb cb, void *arg)
 {
+	double started = metrics_clock();
 	s->ops->update_pending(s, cb, arg);
+	time_at_once(s, METRICS_UPDATE_PENDING, started);
 }
 
 void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg)
 {
+	double started = metrics_clock();
 	s->ops->setting_get(s, scope, key, cb, arg);
+	time_at_once(s, METRICS_SETTING_GET, started);
 }
 
 void store_setting_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
                        void *arg)
 {
+	double started = metrics_clock();
 	s->ops->setting_set(s, scope, key, value, cb, arg);
+	time_at_once(s, METRICS_SETTING_SET, started);
 }
 
 /* ---- answers through the loop ---- */

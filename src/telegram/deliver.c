@@ -1,5 +1,6 @@
 #include "telegram/deliver.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,9 @@ struct delivery {
 	delivery_visible_cb visible;
 	delivery_done_cb done;
 	void *arg;
+	char stop_label[32]; /* the Stop button of frames shown by edits; "" for none */
+	char stop_data[65];
+	bool can_stop;       /* drafts carry Telegram's own stop control */
 };
 
 static void tick(struct delivery *d);
@@ -114,6 +118,28 @@ static char *part_content(const struct render_message *m, bool is_plain)
 	char *content = rc == BUF_OK ? buf_take(&b) : NULL;
 	buf_free(&b);
 	return content;
+}
+
+/* A growing part shown by edits carries the Stop button; complete and final parts do not. */
+static char *with_stop_button(const struct delivery *d, char *content)
+{
+	struct buf b;
+	buf_init(&b, SIZE_MAX - 1);
+	int rc = buf_append_str(&b, content);
+	if (rc == BUF_OK)
+		rc = jsonw_member(&b, "reply_markup");
+	if (rc == BUF_OK)
+		rc = buf_append_str(&b, "{\"inline_keyboard\":[[{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(&b, "text", d->stop_label, strlen(d->stop_label));
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(&b, "callback_data", d->stop_data, strlen(d->stop_data));
+	if (rc == BUF_OK)
+		rc = buf_append_str(&b, "}]]}");
+	free(content);
+	char *out = rc == BUF_OK ? buf_take(&b) : NULL;
+	buf_free(&b);
+	return out;
 }
 
 /* Appends a part's content (members written by part_content) to a request body. */
@@ -228,6 +254,9 @@ static int put_part(struct delivery *d, size_t index, const struct render_messag
 	bool is_final = d->is_finishing;
 	bool is_plain = is_final && d->is_plain_retry;
 	char *content = part_content(m, is_plain);
+	/* The button is part of what the message shows: the final edit, without it, differs and removes it. */
+	if (content && !is_final && !is_complete && d->stop_label[0])
+		content = with_stop_button(d, content);
 	struct pending *pd = calloc(1, sizeof *pd);
 	if (!content || !pd)
 		goto fail;
@@ -317,7 +346,9 @@ static int put_draft(struct delivery *d, const struct render_message *m)
 	struct buf b;
 	int rc = tg_open_target(&b, &d->target, false);
 	if (rc == BUF_OK)
-		rc = jsonw_member_int(&b, "draft_id", d->target.reply_to ? d->target.reply_to : 1);
+		rc = jsonw_member_int(&b, "draft_id", delivery_draft_id(d));
+	if (rc == BUF_OK && d->can_stop)
+		rc = buf_append_str(&b, ",\"can_stop\":true");
 	char *params = jsonw_finish_object(&b, add_content(&b, rc, content));
 	free(content);
 	if (!params)
@@ -407,6 +438,18 @@ struct delivery *delivery_new(struct tg_client *tg, struct event_base *base, enu
 		return NULL;
 	}
 	return d;
+}
+
+void delivery_offer_stop(struct delivery *d, const char *label, const char *data)
+{
+	snprintf(d->stop_label, sizeof d->stop_label, "%s", label);
+	snprintf(d->stop_data, sizeof d->stop_data, "%s", data);
+	d->can_stop = true;
+}
+
+int64_t delivery_draft_id(const struct delivery *d)
+{
+	return d->target.reply_to ? d->target.reply_to : 1;
 }
 
 void delivery_progress(struct delivery *d)

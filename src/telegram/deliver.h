@@ -44,6 +44,16 @@ struct delivery;
 struct delivery *delivery_new(struct tg_client *tg, struct event_base *base, enum render_think think,
 			      const struct tg_target *t, const struct buf *text, delivery_visible_cb visible,
 			      void *arg);
+/*
+ * While it streams, the answer can be stopped: a draft carries Telegram's
+ * own stop control (can_stop, Bot API 10.3: the chat then gets a
+ * stopped_message_generation update naming delivery_draft_id), a message
+ * shown by edits an inline button (label, callback data; at most 64 bytes)
+ * that the final parts no longer carry. Before the first frame.
+ */
+void delivery_offer_stop(struct delivery *d, const char *label, const char *data);
+/* The draft_id of the answer's drafts: the user's message it answers. */
+int64_t delivery_draft_id(const struct delivery *d);
 /* The text grew. Safe to call from inside other callbacks: nothing is sent from here. */
 void delivery_progress(struct delivery *d);
 /*

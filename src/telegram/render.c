@@ -519,7 +519,7 @@ static int append_code_point(struct buf *b, uint32_t cp)
 	/* CommonMark: NUL, surrogates and values past U+10FFFF become U+FFFD. */
 	if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
 		cp = 0xFFFD;
-	return buf_append(b, u, utf8_encode(cp, u)) == BUF_OK ? 0 : -1;
+	return buf_append(b, u, utf8_write(cp, u)) == BUF_OK ? 0 : -1;
 }
 
 /*

@@ -29,19 +29,88 @@ int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply)
 	return rc;
 }
 
+
+/* "reply_markup":{"inline_keyboard":[[{"text":…,"callback_data":…}],…]}, a button a row. */
+static int write_keyboard(struct buf *b, const struct tg_button *buttons, size_t n)
+{
+	int rc = jsonw_member(b, "reply_markup");
+	if (rc == BUF_OK)
+		rc = buf_append_str(b, "{\"inline_keyboard\":[");
+	for (size_t i = 0; i < n && rc == BUF_OK; i++) {
+		rc = jsonw_member(b, NULL);
+		if (rc == BUF_OK)
+			rc = buf_append_str(b, "[{");
+		if (rc == BUF_OK)
+			rc = jsonw_member_string(b, "text", buttons[i].text, strlen(buttons[i].text));
+		if (rc == BUF_OK)
+			rc = jsonw_member_string(b, "callback_data", buttons[i].data, strlen(buttons[i].data));
+		if (rc == BUF_OK)
+			rc = buf_append_str(b, "}]");
+	}
+	return rc == BUF_OK ? buf_append_str(b, "]}") : rc;
+}
+
+/* Ends a body opened for chat_id with the text and n buttons (none: no keyboard), and calls method. */
+static struct tg_call *call_with_text(struct tg_client *tg, const char *method, struct buf *b, int rc,
+                                      int64_t chat_id, const char *text, size_t len,
+                                      const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg)
+{
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(b, "text", text, len);
+	if (rc == BUF_OK && n)
+		rc = write_keyboard(b, buttons, n);
+	char *params = jsonw_finish_object(b, rc);
+	if (!params) {
+		log_error("chat=%lld: out of memory writing a message", (long long)chat_id);
+		return NULL;
+	}
+	return tg_call(tg, method, params, chat_id, 0, SEND_TIMEOUT_S, done, arg);
+}
+
 struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
                              tg_done_cb done, void *arg)
 {
 	struct buf b;
 	int rc = tg_open_target(&b, t, true);
+	return call_with_text(tg, "sendMessage", &b, rc, t->chat_id, text, len, NULL, 0, done, arg);
+}
+
+struct tg_call *tg_send_keyboard(struct tg_client *tg, const struct tg_target *t, const char *text,
+                                 const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg)
+{
+	struct buf b;
+	int rc = tg_open_target(&b, t, true);
+	return call_with_text(tg, "sendMessage", &b, rc, t->chat_id, text, strlen(text), buttons, n, done, arg);
+}
+
+struct tg_call *tg_edit_keyboard(struct tg_client *tg, int64_t chat_id, int64_t message_id, const char *text,
+                                 const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg)
+{
+	struct buf b;
+	struct tg_target t = {.chat_id = chat_id};
+	int rc = tg_open_target(&b, &t, false);
 	if (rc == BUF_OK)
-		rc = jsonw_member_string(&b, "text", text, len);
+		rc = jsonw_member_int(&b, "message_id", message_id);
+	return call_with_text(tg, "editMessageText", &b, rc, chat_id, text, strlen(text), buttons, n, done, arg);
+}
+
+struct tg_call *tg_answer_callback(struct tg_client *tg, const char *callback_id, const char *text,
+                                   tg_done_cb done, void *arg)
+{
+	struct buf b;
+	buf_init(&b, SIZE_MAX - 1);
+	int rc = buf_append_str(&b, "{");
+	if (rc == BUF_OK)
+		rc = jsonw_member_string(&b, "callback_query_id", callback_id, strlen(callback_id));
+	if (rc == BUF_OK && text)
+		rc = jsonw_member_string(&b, "text", text, strlen(text));
 	char *params = jsonw_finish_object(&b, rc);
 	if (!params) {
-		log_error("chat=%lld: out of memory writing a message", (long long)t->chat_id);
+		log_error("out of memory answering a button");
 		return NULL;
 	}
-	return tg_call(tg, "sendMessage", params, t->chat_id, 0, SEND_TIMEOUT_S, done, arg);
+	/* Not paced as a message: it writes to no chat, and the person waits on a spinner. */
+	return tg_call(tg, "answerCallbackQuery", params, 0, 0, SEND_TIMEOUT_S, done, arg);
 }
 
 static void on_action_sent(void *arg, const struct tg_result *res)

@@ -51,6 +51,22 @@ int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply);
 struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
                              tg_done_cb done, void *arg);
 
+/* A button of an inline keyboard: its label and its callback data (at most 64 bytes). */
+struct tg_button {
+	const char *text;
+	const char *data;
+};
+
+/* tg_send_text with an inline keyboard of n buttons (copied), one a row, under the text. */
+struct tg_call *tg_send_keyboard(struct tg_client *tg, const struct tg_target *t, const char *text,
+                                 const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg);
+/* editMessageText: message_id of chat_id now reads text, with n buttons under it (0: none). */
+struct tg_call *tg_edit_keyboard(struct tg_client *tg, int64_t chat_id, int64_t message_id, const char *text,
+                                 const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg);
+/* answerCallbackQuery: ends the button's spinner, showing text (NULL: nothing) to who pressed it. */
+struct tg_call *tg_answer_callback(struct tg_client *tg, const char *callback_id, const char *text,
+                                   tg_done_cb done, void *arg);
+
 /*
  * The indicator's state, held by whoever shows it (a conversation: thousands
  * wait at once, so no allocation of its own). All zero: not running.

@@ -11,6 +11,7 @@
 #include "lib/jsonr.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 
 #define TG_MAX_ATTEMPTS 4 /* for 5xx and connection failures */
 static const struct backoff retry_backoff = {1000, 8000, false};
@@ -186,6 +187,7 @@ static void call_free(struct tg_call *call)
 
 static void finish(struct tg_call *call, const struct tg_result *res)
 {
+	metrics_telegram_call(call->method, res->ok, res->error_code);
 	call->done(call->arg, res);
 	call_free(call);
 }
@@ -432,9 +434,11 @@ static void on_http_done(void *arg, const struct http_response *resp)
 		return;
 	}
 	long code = res->error_code;
-	if (code == 429)
+	if (code == 429) {
+		metrics_telegram_flood(call->method);
 		pace_pause(call, now_s(),
 		           ans.retry_after < TG_MAX_RETRY_AFTER ? ans.retry_after : TG_MAX_RETRY_AFTER);
+	}
 	if (code == 429 && !call->is_droppable && !call->is_once && call->waits_429 < TG_MAX_429_WAITS &&
 	    ans.retry_after <= TG_MAX_RETRY_AFTER) {
 		call->waits_429++;

@@ -160,6 +160,64 @@ no_memory:
 	return -1;
 }
 
+/* A button of a message in a chat (not one of an inline-mode message, which has no chat here). */
+static bool is_chat_callback(const json_t *cb)
+{
+	return json_is_object(json_object_get(cb, "message"));
+}
+
+/*
+ * https://core.telegram.org/bots/api#callbackquery: the message the button
+ * belongs to, with the person who pressed it as its sender (the message's
+ * own sender is the bot). A message too old for Telegram to show
+ * (InaccessibleMessage) still has its chat and id.
+ */
+static int decode_callback(const json_t *cb, struct tg_update *u, char *err, size_t errlen)
+{
+	const char *id = get_str(cb, "id");
+	if (!id) {
+		set_error(err, errlen, "callback_query has no id");
+		return -1;
+	}
+	if (decode_message(json_object_get(cb, "message"), &u->message, err, errlen) != 0)
+		return -1;
+	struct tg_message *m = &u->message;
+	free(m->from.first_name);
+	free(m->from.username);
+	free(m->from.language_code);
+	memset(&m->from, 0, sizeof m->from);
+	m->has_from = false;
+	free(m->text); /* the button's message is the bot's, not a question */
+	m->text = NULL;
+	if (decode_user(json_object_get(cb, "from"), m) != 0 || !(u->callback_id = strdup(id)) ||
+	    copy_str(cb, "data", &u->callback_data) != 0) {
+		set_error(err, errlen, "out of memory decoding a callback_query");
+		return -1;
+	}
+	return 0;
+}
+
+/* https://core.telegram.org/bots/api#messagegenerationstopped: the chat, its topic, the draft. */
+static int decode_stop(const json_t *obj, struct tg_update *u, char *err, size_t errlen)
+{
+	struct tg_message *m = &u->message;
+	u->kind = TG_UPDATE_STOP;
+	snprintf(u->kind_name, sizeof u->kind_name, "stopped_message_generation");
+	const json_t *chat = json_object_get(obj, "chat");
+	const char *type = get_str(chat, "type");
+	if (!get_int(chat, "id", &m->chat_id) || !type || !get_int(obj, "draft_id", &u->draft_id)) {
+		set_error(err, errlen, "stopped_message_generation has no chat with an id and a type, or no draft_id");
+		int64_t id = u->update_id;
+		memset(u, 0, sizeof *u);
+		u->update_id = id;
+		return -1;
+	}
+	m->chat_type = chat_type_parse(type);
+	if (get_int(obj, "message_thread_id", &m->thread_id))
+		m->is_topic_message = true;
+	return 0;
+}
+
 /*
  * An Update has update_id and at most one other field, which names its kind
  * (https://core.telegram.org/bots/api#update).
@@ -191,14 +249,26 @@ int update_decode(const json_t *obj, struct tg_update *out, char *err, size_t er
 		return -1;
 	}
 	const json_t *message = json_object_get(obj, "message");
-	if (!message) {
+	const json_t *callback = json_object_get(obj, "callback_query");
+	const json_t *stop = json_object_get(obj, "stopped_message_generation");
+	if (stop)
+		return decode_stop(stop, out, err, errlen);
+	if (!message && !is_chat_callback(callback)) {
 		out->kind = TG_UPDATE_OTHER;
 		find_kind(obj, out);
 		return 0;
 	}
-	out->kind = TG_UPDATE_MESSAGE;
-	snprintf(out->kind_name, sizeof out->kind_name, "message");
-	if (decode_message(message, &out->message, err, errlen) != 0) {
+	int rc;
+	if (message) {
+		out->kind = TG_UPDATE_MESSAGE;
+		snprintf(out->kind_name, sizeof out->kind_name, "message");
+		rc = decode_message(message, &out->message, err, errlen);
+	} else {
+		out->kind = TG_UPDATE_CALLBACK;
+		snprintf(out->kind_name, sizeof out->kind_name, "callback_query");
+		rc = decode_callback(callback, out, err, errlen);
+	}
+	if (rc != 0) {
 		int64_t id = out->update_id;
 		update_clear(out);
 		out->update_id = id;
@@ -232,5 +302,7 @@ void update_clear(struct tg_update *u)
 	for (size_t i = 0; i < m->n_entities; i++)
 		free(m->entities[i].type);
 	free(m->entities);
+	free(u->callback_id);
+	free(u->callback_data);
 	memset(u, 0, sizeof *u);
 }

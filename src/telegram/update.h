@@ -53,15 +53,24 @@ struct tg_message {
 };
 
 enum tg_update_kind {
-	TG_UPDATE_MESSAGE, /* the "message" field; message is filled in */
-	TG_UPDATE_OTHER,   /* anything else; kind_name says what */
+	TG_UPDATE_MESSAGE,  /* the "message" field; message is filled in */
+	TG_UPDATE_CALLBACK, /* "callback_query": a button of a message in a chat was pressed (see below) */
+	TG_UPDATE_STOP,     /* "stopped_message_generation": the user stopped a draft (message: chat only) */
+	TG_UPDATE_OTHER,    /* anything else; kind_name says what */
 };
 
 struct tg_update {
 	int64_t update_id;
 	enum tg_update_kind kind;
 	char kind_name[32]; /* the update's field name, e.g. "edited_message"; "unknown" if none */
+	/*
+	 * A callback's message is the one with the button (its chat and id; no
+	 * text), from the person who pressed it.
+	 */
 	struct tg_message message;
+	char *callback_id;   /* for answerCallbackQuery; NULL unless TG_UPDATE_CALLBACK */
+	char *callback_data; /* the button's data; NULL when it has none */
+	int64_t draft_id;    /* TG_UPDATE_STOP: the draft stopped */
 };
 
 /*

@@ -162,6 +162,12 @@ class BotMessage:
     edits: list = field(default_factory=list)  # texts set by editMessageText
     deleted: bool = False
     entities: list = field(default_factory=list)  # as shown now (the last send or edit)
+    reply_markup: Optional[dict] = None  # the inline keyboard under it now, if any
+
+    def buttons(self) -> list:
+        """[(text, callback_data)] of the inline keyboard, row by row."""
+        rows = (self.reply_markup or {}).get("inline_keyboard") or []
+        return [(b.get("text"), b.get("callback_data")) for row in rows for b in row]
 
 
 @dataclass
@@ -334,6 +340,9 @@ class FakeTelegram:
         self.next_update_id = 500000
         self.update_ids: dict = {}             # (chat_id, message_id) -> update_id of the update built for it
         self.next_message_id = 1
+        self.callback_ids: set = set()         # callback queries pressed and not yet answered
+        self.menus: dict = {}                  # language_code ("" = default) -> the bot's commands
+        self.next_callback = 0
         self._poll_generation = 0
         self._stopping = threading.Event()
         self._server: Optional[_Server] = None
@@ -813,6 +822,9 @@ class FakeTelegram:
             # Telegram's answer for a thread id in a chat without topics (for example
             # the reply-thread id that ordinary supergroup messages carry).
             return self._error(h, call, 400, "Bad Request: message thread not found")
+        bad_markup = _check_markup(p.get("reply_markup"))
+        if bad_markup:
+            return self._error(h, call, 400, f"Bad Request: {bad_markup}")
         reply_to = None
         rp = p.get("reply_parameters")
         if isinstance(rp, dict):
@@ -833,7 +845,8 @@ class FakeTelegram:
         with self.cond:
             self.bot_messages.append(BotMessage(message_id=mid, chat_id=chat_id, text=shown, time=call.time,
                                                 params=p, thread_id=thread_id, reply_to=reply_to,
-                                                entities=list(p.get("entities") or [])))
+                                                entities=list(p.get("entities") or []),
+                                                reply_markup=p.get("reply_markup")))
         return self._ok(h, call, result)
 
     def _find(self, chat_id, message_id) -> Optional[BotMessage]:
@@ -860,19 +873,75 @@ class FakeTelegram:
         rejected = self._entity_rejection(call)
         if rejected:
             return self._error(h, call, 400, rejected)
+        bad_markup = _check_markup(p.get("reply_markup"))
+        if bad_markup:
+            return self._error(h, call, 400, f"Bad Request: {bad_markup}")
         entities = list(p.get("entities") or [])
+        markup = p.get("reply_markup")  # an edit without one removes the keyboard, as Telegram does
         # Like Telegram: new formatting of the same text is a modification.
-        if shown == m.text and entities == m.entities:
+        if shown == m.text and entities == m.entities and markup == m.reply_markup:
             return self._error(h, call, 400, "Bad Request: message is not modified: specified new message "
                                "content and reply markup are exactly the same as a current content and reply "
                                "markup of the message")
         with self.cond:
             m.text = shown
             m.entities = entities
+            m.reply_markup = markup
             m.edits.append(shown)
         return self._ok(h, call, {"message_id": m.message_id, "from": self.bot.to_json(),
                                   "chat": self._chat_json(m.chat_id), "date": int(time.time()),
                                   "edit_date": int(time.time()), "text": shown})
+
+    def _m_setmycommands(self, h, call):
+        commands = call.params.get("commands")
+        if not isinstance(commands, list) or len(commands) > 100:
+            return self._error(h, call, 400, "Bad Request: commands must be an array of at most 100")
+        for c in commands:
+            name, desc = (c.get("command"), c.get("description")) if isinstance(c, dict) else (None, None)
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,32}", name):
+                return self._error(h, call, 400, "Bad Request: BOT_COMMAND_INVALID")
+            if not isinstance(desc, str) or not 1 <= len(desc) <= 256:
+                return self._error(h, call, 400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
+        with self.cond:
+            self.menus[call.params.get("language_code") or ""] = commands
+        return self._ok(h, call, True)
+
+    def _m_getmycommands(self, h, call):
+        with self.cond:
+            menu = list(self.menus.get(call.params.get("language_code") or "", []))
+        return self._ok(h, call, menu)
+
+    def _m_answercallbackquery(self, h, call):
+        qid = call.params.get("callback_query_id")
+        with self.cond:
+            known = qid in self.callback_ids
+            if known:
+                self.callback_ids.discard(qid)  # answered once, like Telegram
+        if not known:
+            return self._error(h, call, 400, "Bad Request: query is too old and response timeout expired or "
+                               "query ID is invalid")
+        text = call.params.get("text")
+        if text is not None and (not isinstance(text, str) or len(text) > 200):
+            return self._error(h, call, 400, "Bad Request: MESSAGE_TOO_LONG")
+        return self._ok(h, call, True)
+
+    def callback_answers(self) -> list:
+        """The texts of answerCallbackQuery calls that Telegram took, in order (None: no text)."""
+        return [c.params.get("text") for c in self.calls_of("answerCallbackQuery", ok=True)]
+
+    def press(self, user: User, message: "BotMessage", data: str, chat: Optional[Chat] = None) -> dict:
+        """user presses the button with data under the bot's message: the callback_query Update (not pushed)."""
+        with self.cond:
+            self.next_callback += 1
+            qid = f"cbq{self.next_callback}"
+            self.callback_ids.add(qid)
+        chat = chat or self.chats.get(message.chat_id) or Chat.private(user)
+        msg = {"message_id": message.message_id, "from": self.bot.to_json(), "chat": chat.to_json(),
+               "date": int(time.time()), "text": message.text}
+        if message.reply_markup:
+            msg["reply_markup"] = message.reply_markup
+        return self.update("callback_query", {"id": qid, "from": user.to_json(), "message": msg,
+                                              "chat_instance": str(chat.id), "data": data})
 
     def _m_deletemessage(self, h, call):
         m = self._find(call.chat_id(), _as_int(call.params.get("message_id")))
@@ -1022,6 +1091,23 @@ ENTITY_TYPES = frozenset({
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_markup(markup) -> Optional[str]:
+    """What Telegram says of a bad inline keyboard, or None."""
+    if markup is None:
+        return None
+    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        return "can't parse reply keyboard markup JSON object"
+    for row in rows:
+        for b in row:
+            if not isinstance(b, dict) or not isinstance(b.get("text"), str) or not b["text"]:
+                return "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard"
+            data = b.get("callback_data")
+            if data is not None and not (isinstance(data, str) and 1 <= len(data.encode("utf-8")) <= 64):
+                return "BUTTON_DATA_INVALID"
+    return None
 
 
 def _check_entities(text: str, entities) -> Optional[str]:

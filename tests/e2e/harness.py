@@ -63,6 +63,9 @@ NONAME = User(id=444004, first_name="Nameless")               # no username: all
 MALLORY = User(id=666006, first_name="Mallory", username="mallory", language_code="en")  # not allowed
 ERIN = User(id=777007, first_name="Erin", username="erin")    # not allowed
 
+# What the bot asks Telegram for (getUpdates, setWebhook): pinned by issue 17.
+ALLOWED_UPDATES = ["message", "callback_query", "stopped_message_generation"]
+
 GROUP_ID = -1001000000001          # an allowed supergroup
 OPEN_GROUP = Chat.supergroup(GROUP_ID, "Allowed group")
 OTHER_GROUP = Chat.supergroup(-1002000000002, "Strangers' group")   # not allowed
@@ -84,6 +87,8 @@ TEXT_START = ("Hi! I am a bot that answers with a language model. Just write to 
 TEXT_HELP = ("Write a message and I will answer, keeping the context of our conversation.\n"
              "In groups, mention me or reply to my message.\n\n"
              "/new — forget this conversation and start a fresh one\n"
+             "/model — see or change the model that answers in this chat\n"
+             "/system — see or set how the model should behave here (/system reset: the default)\n"
              "/help — this help")
 TEXT_NEW_DONE = "Started a new conversation: I have forgotten the previous one."
 

@@ -291,7 +291,8 @@ class RateLimitTest(DeliveryTestCase):
         self.assertEqual([c.status for c in calls].count(429), 1, f"expected the fake's one 429, got "
                                                                   f"{[(c.method, c.status) for c in calls]}")
         self.assertEqual(self.tg.texts_in(OPEN_GROUP.id), [text], "expected the whole answer in one message")
-        whole = [c for c in calls if c.ok and c.params.get("text") == text]
+        # A frame may have shown the whole text already, with the Stop button: the final edit takes it away.
+        whole = [c for c in calls if c.ok and c.params.get("text") == text and "reply_markup" not in c.params]
         self.assertEqual(len(whole), 1, f"expected the final text sent exactly once, got {len(whole)} calls")
 
     def test_429_on_the_final_message_is_waited_out_and_the_text_arrives_once(self):

@@ -102,28 +102,50 @@ class DoctorTest(DoctorTestCase):
 
 
 class DoctorS3Test(DoctorTestCase):
-    """The store check against an S3 server: the bucket there, and missing."""
+    """The store check against an S3 server: the bucket there, and missing; whether the server
+    enforces conditional writes, answers 501 to them, or ignores them."""
 
-    def setUp(self):
-        super().setUp()
-        self.s3 = S3Server().start()
-        self.addCleanup(self.s3.stop)
+    def start_s3(self, conditions: str = "enforce") -> S3Server:
+        s3 = S3Server(conditions=conditions).start()
+        self.addCleanup(s3.stop)
+        return s3
 
-    def s3_env(self, bucket: str) -> dict:
-        return {"STORE": f"s3://{bucket}/prefix/", "S3_ENDPOINT": self.s3.endpoint, "S3_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": self.s3.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.secret_key}
+    def s3_env(self, s3: S3Server, bucket: str) -> dict:
+        return {"STORE": f"s3://{bucket}/prefix/", "S3_ENDPOINT": s3.endpoint, "S3_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
 
     def test_a_bucket_is_written_read_and_cleaned(self):
-        code, lines = self.doctor(**self.s3_env("bucket"))
+        s3 = self.start_s3()
+        code, lines = self.doctor(**self.s3_env(s3, "bucket"))
         self.assertEqual(code, 0, "\n".join(lines))
         self.assertIn("written, read and deleted", self.line(lines, "store s3://bucket/prefix/"))
-        self.assertEqual([k for k in self.s3.keys("bucket") if not k.startswith("prefix/tgllm/")], [],
+        self.assertPassed(lines, "S3 conditional writes: enforced")
+        self.assertEqual([k for k in s3.keys("bucket") if not k.startswith("prefix/tgllm/")], [],
                          "expected the test record deleted")
+        self.assertNotIn("prefix/tgllm/doctor-conditional-write", s3.keys("bucket"),
+                         "expected the conditional-write test object deleted")
 
     def test_a_missing_bucket(self):
-        code, lines = self.doctor(**self.s3_env("no-such-bucket"))
+        s3 = self.start_s3()
+        code, lines = self.doctor(**self.s3_env(s3, "no-such-bucket"))
         self.assertEqual(code, 1)
         self.assertFailed(lines, "store s3://no-such-bucket/prefix/", "check the bucket")
+        self.assertFalse([ln for ln in lines if "conditional writes" in ln],
+                         "expected no conditional-write check without a working store")
+
+    def test_a_server_without_conditional_writes_is_reported(self):
+        s3 = self.start_s3(conditions="501")  # as OpenStack Swift's s3api
+        code, lines = self.doctor(**self.s3_env(s3, "bucket"))
+        self.assertEqual(code, 0, "\n".join(lines))
+        self.assertIn("not for parallel serverless invocations",
+                      self.line(lines, "S3 conditional writes: not supported (501)"))
+
+    def test_a_server_that_ignores_conditional_writes_fails(self):
+        s3 = self.start_s3(conditions="ignore")
+        code, lines = self.doctor(**self.s3_env(s3, "bucket"))
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "S3 conditional writes: ignored", "use a server that enforces them")
+        self.assertNotIn("prefix/tgllm/doctor-conditional-write", s3.keys("bucket"))
 
 
 if __name__ == "__main__":

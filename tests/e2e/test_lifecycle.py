@@ -6,7 +6,7 @@ import time
 
 from fake_openai import Reply
 from fake_telegram import Chat
-from harness import ALICE, BotTestCase, main
+from harness import ALICE, ALLOWED_UPDATES, BotTestCase, main
 
 
 class StartupTest(BotTestCase):
@@ -20,7 +20,7 @@ class StartupTest(BotTestCase):
         self.assertEqual(poll.content_type.split(";")[0].strip(), "application/json",
                          "expected a JSON POST body")
         self.assertEqual(int(poll.params.get("timeout", 0)), 30)
-        self.assertEqual(poll.params.get("allowed_updates"), ["message"])
+        self.assertEqual(poll.params.get("allowed_updates"), ALLOWED_UPDATES)
 
     def test_updates_are_confirmed_with_the_next_offset(self):
         self.start_bot()

@@ -1,13 +1,19 @@
 """scripts/package: the serverless zips are self-contained.
 
 scripts/package builds dist/tgllm-yc.zip (Yandex Cloud Functions, bash-2204)
-and dist/tgllm-lambda.zip (AWS Lambda, provided.al2023) from the binary under
-test. Each zip is unpacked, with the modes its entries record, into an empty
-directory tree where the platform puts code (/function/code, /var/task);
-the tree gets nothing else but bash (at /bin/bash, /bin/sh; its libraries in
-a directory only bash is told about) and an empty /tmp. No /etc, no /usr, no
-/lib with a libc, no /dev, no /proc (but for a sanitized build, whose
-runtime reads its options there). Then, under `env -i` and `chroot`,
+and dist/tgllm-lambda.zip (AWS Lambda, provided.al2023). PackageTest packages
+the binary under test (dynamic, with its loader and libraries; a sanitized
+build too); LeanPackageTest runs scripts/package as a deploy does, without a
+binary, so that it builds the lean static tgllm itself (build-package/; the
+first run builds curl, md4c and SQLite from Debian's sources into
+build-deps/, a few minutes, later runs reuse them), and checks that the
+Yandex zip fits the 3.5 MB of a direct upload. Each zip is unpacked, with
+the modes its entries record, into an empty directory tree where the
+platform puts code (/function/code, /var/task); the tree gets nothing else
+but bash (at /bin/bash, /bin/sh; its libraries in a directory only bash is
+told about) and an empty /tmp. No /etc, no /usr, no /lib with a libc, no
+/dev, no /proc (but for a sanitized build, whose runtime reads its options
+there). Then, under `env -i` and `chroot`,
 handler.sh answers HTTP events from stdin and bootstrap serves the fake Lambda
 Runtime API, both talking to the fake Telegram (over HTTPS, trusted only
 through the zip's CA bundle) and the fake model on 127.0.0.1: the answer
@@ -40,6 +46,7 @@ from harness import ALICE, BIN, REPO, BotTestCase, _die_with_parent, _live, chec
 
 PACKAGE = REPO / "scripts" / "package"
 LOADER = "lib/ld-linux-x86-64.so.2"
+YC_SIZE_LIMIT = 3_500_000  # Yandex Cloud Functions: the largest zip uploaded with the version itself
 SECRET = "package-test-secret"
 BASH_LIBS = "/bash-lib"  # bash's own libraries: LD_LIBRARY_PATH, which tgllm's loader ignores (--library-path)
 
@@ -168,28 +175,35 @@ class TlsProxy:
         self.sock.close()
 
 
-class PackageTest(BotTestCase):
+class PackageTestCase(BotTestCase):
+    """The zips, run in an empty chroot; the subclasses say which binary is packaged."""
     work: Path
     zips: dict
     package_output: str
     tls = None
+    sanitized = False
+    package_timeout = 240
+
+    @classmethod
+    def package_args(cls) -> list:
+        """scripts/package's arguments before --out and --ca."""
+        raise NotImplementedError
 
     @classmethod
     def setUpClass(cls):
+        if cls is PackageTestCase:
+            raise unittest.SkipTest("the base of PackageTest and LeanPackageTest")
         if os.geteuid() != 0:
             raise unittest.SkipTest("the package test runs the zips in a chroot, which needs root "
                                     "(CI runs as root); run it as root to prove the zips self-contained")
         for tool in ("chroot", "env", "ldd"):
             if not shutil.which(tool):
                 raise unittest.SkipTest(f"{tool} is missing")
-        check_binary()
-        cls.sanitized = any(re.match(r"lib(a|ub|t|l|m|hwa)san\.so", name) for name in ldd(BIN)[0])
-        if cls.sanitized and not (shutil.which("unshare") and shutil.which("mount")):
-            raise unittest.SkipTest("a sanitized build needs /proc in the chroot: unshare and mount are missing")
+        cls.check_tools()
         cls.work = Path(tempfile.mkdtemp(prefix="tgllm-package-"))
         try:
             cls.tls = self_signed_cert(cls.work)
-            args = [str(PACKAGE), BIN, "--out", str(cls.work / "dist")]
+            args = [str(PACKAGE), *cls.package_args(), "--out", str(cls.work / "dist")]
             if cls.tls:
                 # The system's CAs plus the test's: the fake Telegram is trusted through the zip only.
                 system = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -199,7 +213,7 @@ class PackageTest(BotTestCase):
             else:
                 sys.stderr.write("note: openssl is missing, so the fake Telegram is reached over plain HTTP "
                                  "and the zip's CA bundle goes untested\n")
-            res = subprocess.run(args, capture_output=True, text=True, timeout=240)
+            res = subprocess.run(args, capture_output=True, text=True, timeout=cls.package_timeout)
             if res.returncode != 0:
                 raise AssertionError(f"scripts/package failed ({res.returncode}):\n{res.stdout}{res.stderr}")
             cls.package_output = res.stdout
@@ -207,6 +221,10 @@ class PackageTest(BotTestCase):
         except BaseException:
             remove_tree(cls.work)
             raise
+
+    @classmethod
+    def check_tools(cls):
+        pass
 
     @classmethod
     def tearDownClass(cls):
@@ -262,9 +280,10 @@ class PackageTest(BotTestCase):
                 os.path.realpath(shutil.which("sh")), "-c", 'mkdir -p "$1/proc" && "$3" -t proc proc "$1/proc" && '
                 'exec "$4" "$1" "$2"', "sh", str(root), script, shutil.which("mount"), shutil.which("chroot")]
 
-    def run_handler(self, root: Path, event: dict) -> subprocess.CompletedProcess:
+    def run_handler(self, root: Path, event: dict, **extra) -> subprocess.CompletedProcess:
         with open(self.log_path, "ab") as log:
-            return subprocess.run(self.chroot_cmd(root, "/function/code/handler.sh"), input=json.dumps(event).encode(),
+            return subprocess.run(self.chroot_cmd(root, "/function/code/handler.sh", **extra),
+                                  input=json.dumps(event).encode(),
                                   stdout=subprocess.PIPE, stderr=log, timeout=60, preexec_fn=_die_with_parent)
 
     def yandex_event(self, update: dict, base64_body: bool = False) -> dict:
@@ -285,33 +304,6 @@ class PackageTest(BotTestCase):
             self.assertGreater(self.proxy.handshakes, 0, "expected the bot to reach Telegram over HTTPS")
 
     # ---- the tests -------------------------------------------------------
-
-    def test_the_zips_hold_the_binary_its_libraries_the_loader_and_the_ca_bundle(self):
-        self.assertRegex(self.package_output, r"tgllm-yc\.zip: [\d.]+ [kM]B")
-        self.assertRegex(self.package_output, r"tgllm-lambda\.zip: [\d.]+ [kM]B")
-        libs, loader = ldd(BIN)
-        self.assertEqual(loader, "/lib64/ld-linux-x86-64.so.2")
-        for kind, script in (("yc", "handler.sh"), ("lambda", "bootstrap")):
-            with zipfile.ZipFile(self.zips[kind]) as z:
-                entries = {i.filename: i for i in z.infolist()}
-                for name in (script, "tgllm", LOADER, "ca-certificates.crt"):
-                    self.assertIn(name, entries, f"expected {name} in {self.zips[kind].name}")
-                for name, path in libs.items():
-                    self.assertIn(f"lib/{name}", entries, f"expected {name} (ldd) in {self.zips[kind].name}")
-                    self.assertEqual(entries[f"lib/{name}"].file_size, os.path.getsize(os.path.realpath(path)),
-                                     f"expected lib/{name} to be the real file {os.path.realpath(path)}")
-                for name, info in entries.items():
-                    mode = info.external_attr >> 16
-                    self.assertEqual(info.create_system, 3, f"{name}: expected Unix attributes")
-                    self.assertFalse(stat.S_ISLNK(mode), f"{name}: expected no symbolic links")
-                    if name in (script, "tgllm", LOADER):
-                        self.assertEqual(stat.S_IMODE(mode), 0o755, f"{name}: expected mode 755")
-                        self.assertTrue(stat.S_ISREG(mode), f"{name}: expected a regular file")
-                text = z.read(script).decode()
-                for path in ("/function/code", "/var/task"):
-                    self.assertNotIn(path, text, f"expected {script} to find its own directory")
-                if self.tls:
-                    self.assertEqual(z.read("ca-certificates.crt"), self.ca.read_bytes())
 
     def test_handler_sh_answers_events_in_an_empty_chroot(self):
         root = self.make_root("yc", "/function/code")
@@ -342,18 +334,6 @@ class PackageTest(BotTestCase):
         self.assertEqual((res.returncode, json.loads(res.stdout or b"{}").get("statusCode")), (0, 401),
                          f"stdout {res.stdout!r}")
         self.assertEqual(self.llm.requests, [])
-
-    def test_the_chroot_holds_nothing_a_missing_library_could_come_from(self):
-        # The control: without the bundled libc (bash's own copy is in the
-        # tree, under LD_LIBRARY_PATH) the handler cannot start, so the
-        # answers above came from the zip's files alone.
-        root = self.make_root("yc", "/function/code")
-        (root / "function/code/lib/libc.so.6").unlink()
-        event = self.yandex_event(self.tg.update("message", self.tg.message(Chat.private(ALICE), ALICE, "x")))
-        res = self.run_handler(root, event)
-        self.assertNotEqual(res.returncode, 0, "expected the handler to fail without the bundled libc")
-        self.assertIn("libc.so.6", self.log(), "expected the loader to name the missing library")
-        self.assertEqual(self.tg.texts_in(ALICE.id), [])
 
     def test_bootstrap_serves_the_lambda_runtime_api_in_an_empty_chroot(self):
         root = self.make_root("lambda", "/var/task")
@@ -391,6 +371,120 @@ class PackageTest(BotTestCase):
             proc.kill()
             proc.wait(10)
         _live.discard(proc)
+
+
+class PackageTest(PackageTestCase):
+    """The binary under test, dynamically linked: the zips carry its loader and libraries."""
+
+    @classmethod
+    def check_tools(cls):
+        check_binary()
+        cls.sanitized = any(re.match(r"lib(a|ub|t|l|m|hwa)san\.so", name) for name in ldd(BIN)[0])
+        if cls.sanitized and not (shutil.which("unshare") and shutil.which("mount")):
+            raise unittest.SkipTest("a sanitized build needs /proc in the chroot: unshare and mount are missing")
+
+    @classmethod
+    def package_args(cls) -> list:
+        return [BIN]
+
+    def test_the_zips_hold_the_binary_its_libraries_the_loader_and_the_ca_bundle(self):
+        self.assertRegex(self.package_output, r"tgllm-yc\.zip: [\d.]+ [kM]B")
+        self.assertRegex(self.package_output, r"tgllm-lambda\.zip: [\d.]+ [kM]B")
+        libs, loader = ldd(BIN)
+        self.assertEqual(loader, "/lib64/ld-linux-x86-64.so.2")
+        for kind, script in (("yc", "handler.sh"), ("lambda", "bootstrap")):
+            with zipfile.ZipFile(self.zips[kind]) as z:
+                entries = {i.filename: i for i in z.infolist()}
+                for name in (script, "tgllm", LOADER, "ca-certificates.crt"):
+                    self.assertIn(name, entries, f"expected {name} in {self.zips[kind].name}")
+                for name, path in libs.items():
+                    self.assertIn(f"lib/{name}", entries, f"expected {name} (ldd) in {self.zips[kind].name}")
+                    self.assertEqual(entries[f"lib/{name}"].file_size, os.path.getsize(os.path.realpath(path)),
+                                     f"expected lib/{name} to be the real file {os.path.realpath(path)}")
+                for name, info in entries.items():
+                    mode = info.external_attr >> 16
+                    self.assertEqual(info.create_system, 3, f"{name}: expected Unix attributes")
+                    self.assertFalse(stat.S_ISLNK(mode), f"{name}: expected no symbolic links")
+                    if name in (script, "tgllm", LOADER):
+                        self.assertEqual(stat.S_IMODE(mode), 0o755, f"{name}: expected mode 755")
+                        self.assertTrue(stat.S_ISREG(mode), f"{name}: expected a regular file")
+                text = z.read(script).decode()
+                for path in ("/function/code", "/var/task"):
+                    self.assertNotIn(path, text, f"expected {script} to find its own directory")
+                if self.tls:
+                    self.assertEqual(z.read("ca-certificates.crt"), self.ca.read_bytes())
+
+    def test_the_chroot_holds_nothing_a_missing_library_could_come_from(self):
+        # The control: without the bundled libc (bash's own copy is in the
+        # tree, under LD_LIBRARY_PATH) the handler cannot start, so the
+        # answers above came from the zip's files alone.
+        root = self.make_root("yc", "/function/code")
+        (root / "function/code/lib/libc.so.6").unlink()
+        event = self.yandex_event(self.tg.update("message", self.tg.message(Chat.private(ALICE), ALICE, "x")))
+        res = self.run_handler(root, event)
+        self.assertNotEqual(res.returncode, 0, "expected the handler to fail without the bundled libc")
+        self.assertIn("libc.so.6", self.log(), "expected the loader to name the missing library")
+        self.assertEqual(self.tg.texts_in(ALICE.id), [])
+
+
+class LeanPackageTest(PackageTestCase):
+    """scripts/package as a deploy runs it: it builds the lean static tgllm and packages that."""
+
+    package_timeout = 1500  # the first run builds curl, md4c and SQLite from source
+
+    @classmethod
+    def check_tools(cls):
+        if not shutil.which("cmake"):
+            raise unittest.SkipTest("cmake is missing: scripts/package cannot build the lean tgllm")
+
+    @classmethod
+    def package_args(cls) -> list:
+        return []
+
+    def test_the_yandex_zip_fits_the_direct_upload_limit(self):
+        size = self.zips["yc"].stat().st_size
+        self.assertLessEqual(size, YC_SIZE_LIMIT,
+                             f"expected tgllm-yc.zip to fit Yandex's {YC_SIZE_LIMIT} bytes for a direct upload; "
+                             f"it has {size} (docs/lean-build.md, \"Size\")")
+        self.assertRegex(self.package_output, rf"tgllm-yc\.zip: [\d.]+ [kM]B \({size} bytes\)")
+
+    def test_the_zips_hold_one_static_executable_the_ca_bundle_and_the_script(self):
+        for kind, script in (("yc", "handler.sh"), ("lambda", "bootstrap")):
+            with zipfile.ZipFile(self.zips[kind]) as z:
+                entries = {i.filename: i for i in z.infolist()}
+                self.assertEqual(sorted(entries), sorted([script, "tgllm", "ca-certificates.crt"]),
+                                 f"expected {self.zips[kind].name} to hold the script, tgllm and the CA bundle only")
+                for name in (script, "tgllm"):
+                    mode = entries[name].external_attr >> 16
+                    self.assertEqual((stat.S_ISREG(mode), stat.S_IMODE(mode)), (True, 0o755),
+                                     f"{name}: expected a regular file with mode 755")
+                text = z.read(script).decode()
+                self.assertIn('exec "$here/tgllm"', text, f"expected {script} to run tgllm itself, without a loader")
+                for path in ("/function/code", "/var/task"):
+                    self.assertNotIn(path, text, f"expected {script} to find its own directory")
+                if self.tls:
+                    self.assertEqual(z.read("ca-certificates.crt"), self.ca.read_bytes())
+                unpacked = self.work / f"static-{kind}"
+                unpacked.mkdir()
+                z.extract("tgllm", unpacked)
+            # ldd says so for static and static-pie executables alike (and fails on anything else).
+            out = subprocess.run(["ldd", str(unpacked / "tgllm")], capture_output=True, text=True, timeout=60)
+            self.assertIn("statically linked", out.stdout + out.stderr,
+                          f"expected the packaged tgllm to load no library; ldd says {out.stdout + out.stderr!r}")
+
+    def test_a_host_name_resolves_in_the_chroot_without_nss_modules(self):
+        # Static glibc resolves through its built-in "files" and "dns"
+        # services: no /etc/nsswitch.conf, no libnss_*.so (docs/lean-build.md).
+        # /etc/hosts alone names the fake Telegram here; plain HTTP, as the
+        # test certificate names only 127.0.0.1.
+        root = self.make_root("yc", "/function/code")
+        (root / "etc").mkdir()
+        (root / "etc" / "hosts").write_text("127.0.0.1 telegram.test\n")
+        event = self.yandex_event(self.tg.update("message", self.tg.message(Chat.private(ALICE), ALICE, "by name")))
+        res = self.run_handler(root, event, TELEGRAM_API_BASE=f"http://telegram.test:{self.tg.port}")
+        self.assertEqual((res.returncode, json.loads(res.stdout or b"{}").get("statusCode")), (0, 200),
+                         f"stdout {res.stdout!r}")
+        self.assertEqual(self.tg.texts_in(ALICE.id), ["Echo: by name"])
 
 
 if __name__ == "__main__":

@@ -36,12 +36,18 @@ class WeirdUpdateTest(BotTestCase):
                                extra={"sender_chat": channel.to_json()})
         self.assertSurvives(self.tg.update("channel_post", post), "channel news item", "channel_post")
 
-    def test_callback_query_is_skipped(self):
+    def test_callback_query_with_data_the_bot_never_made_survives(self):
         query = {"id": "4382bfdwdsb323b2d9", "from": ALICE.to_json(), "chat_instance": "-8123456789",
                  "data": "button-data",
                  "message": {"message_id": 1, "date": int(time.time()), "chat": Chat.private(ALICE).to_json(),
                              "from": self.tg.bot.to_json(), "text": "pick one"}}
-        self.assertSurvives(self.tg.update("callback_query", query), "button-data", "callback_query")
+        self.assertSurvives(self.tg.update("callback_query", query), "button-data", "a button with data")
+
+    def test_callback_query_without_a_message_is_skipped(self):
+        # An inline-mode message's button: no chat to speak of.
+        query = {"id": "99", "from": ALICE.to_json(), "chat_instance": "1", "inline_message_id": "AAA",
+                 "data": "m:gpt-4o"}
+        self.assertSurvives(self.tg.update("callback_query", query), "gpt-4o", "callback_query")
 
     def test_my_chat_member_is_skipped(self):
         change = {"chat": OPEN_GROUP.to_json(), "from": ALICE.to_json(), "date": int(time.time()),

@@ -191,6 +191,11 @@ struct delivery *delivery_new(struct tg_client *tg, struct event_base *base, enu
 	return d;
 }
 
+void delivery_offer_stop(struct delivery *d, const char *label, const char *data)
+{
+	(void)d, (void)label, (void)data;
+}
+
 void delivery_progress(struct delivery *d)
 {
 	d->progressed++;
@@ -241,10 +246,57 @@ double llm_token_scale(const struct llm_client *client)
 	return fake_token_scale;
 }
 
-struct llm_call *llm_complete(struct llm_client *client, const struct turn *turns, size_t n,
+const char *llm_model(const struct llm_client *client)
+{
+	(void)client;
+	return "fake-model";
+}
+
+/* /model and its buttons are the e2e tests' (test_steer.py): here they must not be reached. */
+int model_list_get(struct model_list *ml, model_list_cb cb, void *arg)
+{
+	(void)ml;
+	(void)cb;
+	(void)arg;
+	fail_msg("model_list_get");
+	return -1;
+}
+
+void model_list_forget(struct model_list *ml, void *arg)
+{
+	(void)ml;
+	(void)arg;
+}
+
+struct tg_call *tg_send_keyboard(struct tg_client *tg, const struct tg_target *t, const char *text,
+                                 const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg)
+{
+	(void)tg, (void)t, (void)text, (void)buttons, (void)n, (void)done, (void)arg;
+	fail_msg("tg_send_keyboard");
+	return NULL;
+}
+
+struct tg_call *tg_edit_keyboard(struct tg_client *tg, int64_t chat_id, int64_t message_id, const char *text,
+                                 const struct tg_button *buttons, size_t n, tg_done_cb done, void *arg)
+{
+	(void)tg, (void)chat_id, (void)message_id, (void)text, (void)buttons, (void)n, (void)done, (void)arg;
+	fail_msg("tg_edit_keyboard");
+	return NULL;
+}
+
+struct tg_call *tg_answer_callback(struct tg_client *tg, const char *callback_id, const char *text,
+                                   tg_done_cb done, void *arg)
+{
+	(void)tg, (void)callback_id, (void)text, (void)done, (void)arg;
+	fail_msg("tg_answer_callback");
+	return NULL;
+}
+
+struct llm_call *llm_complete(struct llm_client *client, const char *model, const struct turn *turns, size_t n,
                               struct buf *answer, llm_progress_cb progress, llm_done_cb done, void *arg)
 {
 	(void)client;
+	(void)model;
 	struct llm_call *call = calloc(1, sizeof *call);
 	call->answer = answer;
 	call->progress = progress;

@@ -19,9 +19,11 @@
 #include <string.h>
 
 #include "chat/chat.h"
+#include "chat/text.h"
 #include "gate/gate.h"
 #include "lib/log.h"
 #include "store/backend.h"
+#include "telegram/send.h"
 #include "telegram/tg.h"
 
 #include "expect.h"
@@ -42,6 +44,30 @@ int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job job)
 	submitted_ids[n_submitted++] = u->update_id;
 	update_clear(u);
 	return 0;
+}
+
+/* A Stop goes to chats_stop, never through the queue: test_stop_is_not_queued. */
+static int64_t stopped_draft;
+
+enum chats_stop chats_stop(struct chats *cs, int64_t chat_id, int64_t draft_id, int64_t user_id, bool is_admin)
+{
+	(void)cs, (void)chat_id, (void)user_id, (void)is_admin;
+	stopped_draft = draft_id;
+	return CHATS_NOTHING;
+}
+
+const char *text_get(enum text_id id, const char *language_code)
+{
+	(void)id, (void)language_code;
+	return "a text";
+}
+
+struct tg_call *tg_answer_callback(struct tg_client *tg, const char *callback_id, const char *text,
+                                   tg_done_cb done, void *arg)
+{
+	(void)tg, (void)callback_id, (void)text, (void)done, (void)arg;
+	fail_msg("a draft's stop needs no callback answer");
+	return NULL;
 }
 
 /* ---- the fake Telegram client: getMe ---- */
@@ -326,6 +352,20 @@ static void test_an_update_not_for_the_bot_is_accepted_once_marked_done(void **s
 	expect_int("acknowledged", true, acc.is_journaled);
 }
 
+static void test_stop_is_not_queued(void **state)
+{
+	(void)state;
+	identify();
+	stopped_draft = 0;
+	receive("{\"update_id\":14,\"stopped_message_generation\":{\"chat\":{\"id\":1,\"type\":"
+	        "\"private\"},\"draft_id\":77}}");
+	run_loop();
+	expect_int("nothing queued: the answer it stops runs in the queue", 0, n_submitted);
+	expect_int("the draft given to chats_stop", 77, stopped_draft);
+	expect_int("marked done", 1, fs.n_done);
+	expect_int("accepted", 1, acc.n);
+}
+
 static void test_a_stranger_is_routed_to_a_refusal(void **state)
 {
 	(void)state;
@@ -444,6 +484,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_an_update_not_for_the_bot_is_accepted_once_marked_done,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_a_stranger_is_routed_to_a_refusal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stop_is_not_queued, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_a_journal_failure_is_not_acknowledged_and_told_once, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_a_forgotten_caller_is_not_called_back, setup, teardown),

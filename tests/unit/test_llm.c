@@ -146,7 +146,7 @@ static void on_done(void *arg, const struct llm_result *res)
 static struct llm_call *ask(struct fixture *f)
 {
 	forget_outcome(f);
-	struct llm_call *call = llm_complete(f->llm, turns, N_TURNS, &f->answer, on_progress, on_done, f);
+	struct llm_call *call = llm_complete(f->llm, NULL, turns, N_TURNS, &f->answer, on_progress, on_done, f);
 	if (!call)
 		fail_msg("llm_complete refused to start");
 	return call;

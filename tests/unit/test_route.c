@@ -43,7 +43,7 @@ static int route(const char *json)
 	const char *why = NULL;
 	enum chat_job job;
 	struct route_self self = {SELF_ID, SELF};
-	bool is_for_bot = route_update(&u, allow, &self, &job, &why);
+	bool is_for_bot = route_update(&u, allow, NULL, &self, &job, &why);
 	update_clear(&u);
 	if (!is_for_bot && (!why || !*why))
 		fail_msg("an update not for the bot must say why");
