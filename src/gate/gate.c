@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/settings.h"
 #include "chat/text.h"
 #include "gate/route.h"
 #include "lib/backoff.h"
@@ -112,7 +113,8 @@ static void stop(struct receipt *r)
 	/* A draft's stop comes from the one private chat it was shown in: its user asked. */
 	int64_t draft_id = is_button ? strtoll(u->callback_data + 2, NULL, 10) : u->draft_id;
 	int64_t user_id = is_button ? m->from.id : m->chat_id;
-	bool is_admin = is_button && g->env.admins && access_allows(g->env.admins, m->from.id, m->from.username, 0);
+	bool is_admin =
+	    is_button && g->env.admins && access_allows(g->env.admins, m->from.id, m->from.username, 0);
 	enum chats_stop result = chats_stop(g->env.chats, m->chat_id, draft_id, user_id, is_admin);
 	if (result != CHATS_STOPPED)
 		log_info("bot: update=%lld chat=%lld: a Stop for draft %lld: %s", (long long)u->update_id,
@@ -286,8 +288,11 @@ static void read_ahead(struct gate *g, struct receipt *r)
 	if (r->is_read_ahead || !g->self_username)
 		return;
 	r->is_read_ahead = true;
-	if (route(g, &r->update, &job, &why) && job == CHAT_REPLY)
+	if (route(g, &r->update, &job, &why) && job == CHAT_REPLY) {
+		/* A reply reads both (chat/conversation.c, start_reply). */
 		store_history_prefetch(g->env.store, r->update.message.chat_id);
+		store_setting_prefetch(g->env.store, r->update.message.chat_id, CHAT_SETTINGS_KEY);
+	}
 }
 
 int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t len, gate_accepted_cb accepted,

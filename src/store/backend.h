@@ -23,6 +23,7 @@ struct store_ops {
 	void (*update_release)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 	void (*update_pending)(struct store *s, store_pending_cb cb, void *arg);
 	void (*setting_get)(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
+	void (*setting_prefetch)(struct store *s, int64_t scope, const char *key); /* NULL: ignored */
 	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value,
 	                    store_done_cb cb, void *arg);
 	void (*free)(struct store *s);

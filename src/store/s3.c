@@ -63,6 +63,14 @@ enum conditions_known {
 	CONDITIONS_UNSUPPORTED, /* said: plain writes from the start, no warning */
 };
 
+/* A setting read ahead (store_setting_prefetch), for the setting_get that follows. */
+struct read_setting {
+	struct read_setting *next;
+	char *key;   /* the object's */
+	char *value; /* NULL: not set */
+	long long read_at;
+};
+
 /*
  * A history as the last load read it (body, ETag, write ids), for the
  * append that follows it in the same chat: that append writes on this
@@ -91,7 +99,8 @@ struct store_s3 {
 	enum conditions_known conditions;
 	char *refused_condition;  /* a 501 that came while the setting was being read, to report then */
 	struct s3_op *waiting;    /* claims waiting for the conditions to be known (via next_waiting) */
-	struct s3_op *prefetches; /* histories being read ahead (via next_waiting) */
+	struct s3_op *prefetches; /* histories and settings being read ahead (via next_waiting) */
+	struct read_setting *read_settings; /* settings read ahead, not yet asked for */
 	struct cached_history cached[S3_CACHED_MAX];
 	size_t n_cached; /* the oldest first */
 };
@@ -401,7 +410,7 @@ static void prefetch_got(struct s3_op *op, const struct http_response *resp);
 static struct s3_op *prefetch_find(struct store_s3 *s, int64_t chat_id)
 {
 	for (struct s3_op *p = s->prefetches; p; p = p->next_waiting)
-		if (p->chat_id == chat_id && !p->is_stale)
+		if (p->step == prefetch_got && p->chat_id == chat_id && !p->is_stale)
 			return p;
 	return NULL;
 }
@@ -420,7 +429,7 @@ static void prefetch_unlink(struct s3_op *op)
 static void prefetch_forget(struct store_s3 *s, int64_t chat_id)
 {
 	for (struct s3_op *p = s->prefetches; p; p = p->next_waiting)
-		if (p->chat_id == chat_id && !p->waiter)
+		if (p->step == prefetch_got && p->chat_id == chat_id && !p->waiter)
 			p->is_stale = true;
 	struct cached_history *c = cached_find(s, chat_id);
 	if (c && c->is_prefetched)
@@ -1454,6 +1463,8 @@ static void pending_got(struct s3_op *op, const struct http_response *resp)
 
 /* ---- settings: one small object per scope and key ---- */
 
+static void setting_prefetch_got(struct s3_op *op, const struct http_response *resp);
+
 static void setting_got(struct s3_op *op, const struct http_response *resp)
 {
 	char *value = NULL;
@@ -1470,6 +1481,110 @@ static void setting_got(struct s3_op *op, const struct http_response *resp)
 	op_free(op);
 }
 
+/*
+ * Settings are read ahead as histories are (history_prefetch): the GET goes
+ * beside the claim, and the setting_get that follows within
+ * S3_PREFETCH_FRESH_MS takes its answer, once. This process's own
+ * setting_set of the key makes a read ahead old.
+ */
+static struct s3_op *setting_prefetch_find(struct store_s3 *s, const char *key)
+{
+	for (struct s3_op *p = s->prefetches; p; p = p->next_waiting)
+		if (p->step == setting_prefetch_got && !p->is_stale && strcmp(p->key, key) == 0)
+			return p;
+	return NULL;
+}
+
+static struct read_setting **read_setting_find(struct store_s3 *s, const char *key)
+{
+	struct read_setting **at = &s->read_settings;
+	while (*at && strcmp((*at)->key, key) != 0)
+		at = &(*at)->next;
+	return at;
+}
+
+static void read_setting_drop(struct read_setting **at)
+{
+	struct read_setting *r = *at;
+	*at = r->next;
+	free(r->key);
+	free(r->value);
+	free(r);
+}
+
+static void setting_prefetch_forget(struct store_s3 *s, const char *key)
+{
+	for (struct s3_op *p = s->prefetches; p; p = p->next_waiting)
+		if (p->step == setting_prefetch_got && !p->waiter && strcmp(p->key, key) == 0)
+			p->is_stale = true;
+	struct read_setting **at = read_setting_find(s, key);
+	if (*at)
+		read_setting_drop(at);
+}
+
+static void setting_prefetch_got(struct s3_op *op, const struct http_response *resp)
+{
+	struct store_s3 *s = op->s;
+	struct s3_op *waiter = op->waiter;
+	prefetch_unlink(op);
+	if (waiter) {
+		setting_got(waiter, resp);
+	} else if (!op->is_stale && (is_ok(resp) || resp->status == 404) && resp->body_len <= S3_SMALL_MAX) {
+		struct read_setting **at = read_setting_find(s, op->key);
+		if (*at)
+			read_setting_drop(at);
+		struct read_setting *r = calloc(1, sizeof *r);
+		if (r && (r->key = strdup(op->key)) &&
+		    (!is_ok(resp) || (r->value = strndup(resp->body, resp->body_len)))) {
+			r->read_at = op->read_at;
+			r->next = s->read_settings;
+			s->read_settings = r;
+		} else if (r) {
+			free(r->key);
+			free(r);
+		}
+	}
+	op_free(op);
+}
+
+static void setting_prefetch(struct store *base, int64_t scope, const char *key)
+{
+	struct store_s3 *s = from(base);
+	struct s3_op *op = op_new(s, "reading a setting", setting_key(s, scope, key));
+	if (!op)
+		return; /* only a hint */
+	struct read_setting **at = read_setting_find(s, op->key);
+	if (setting_prefetch_find(s, op->key) || (*at && is_fresh((*at)->read_at))) {
+		op_free(op);
+		return;
+	}
+	op->read_at = now_ms();
+	if (op_get(op, S3_SMALL_MAX, setting_prefetch_got) != 0) {
+		op_free(op);
+		return;
+	}
+	op->next_waiting = s->prefetches;
+	s->prefetches = op;
+}
+
+/* Answers the get from a read ahead, when there is a fresh one; false when it must read. */
+static bool setting_from_prefetch(struct s3_op *op)
+{
+	struct store_s3 *s = op->s;
+	struct s3_op *p = setting_prefetch_find(s, op->key);
+	if (p && !p->waiter && is_fresh(p->read_at)) {
+		p->waiter = op;
+		return true;
+	}
+	struct read_setting **at = read_setting_find(s, op->key);
+	if (!*at || !is_fresh((*at)->read_at))
+		return false;
+	store_answer_value(&s->base, op->cb.value, op->arg, 0, (*at)->value);
+	read_setting_drop(at);
+	op_free(op);
+	return true;
+}
+
 static void setting_get(struct store *base, int64_t scope, const char *key, store_value_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
@@ -1477,6 +1592,8 @@ static void setting_get(struct store *base, int64_t scope, const char *key, stor
 	if (op) {
 		op->cb.value = cb;
 		op->arg = arg;
+		if (setting_from_prefetch(op))
+			return;
 		if (op_get(op, S3_SMALL_MAX, setting_got) == 0)
 			return;
 		op_free(op);
@@ -1489,6 +1606,8 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "writing a setting", setting_key(s, scope, key));
+	if (op)
+		setting_prefetch_forget(s, op->key);
 	char *body = strdup(value);
 	if (op && body) {
 		op->cb.done = cb;
@@ -1734,6 +1853,8 @@ static void store_s3_free(struct store *base)
 	s->prefetches = NULL;
 	while (s->ops)
 		op_free(s->ops);
+	while (s->read_settings)
+		read_setting_drop(&s->read_settings);
 	while (s->n_cached)
 		cached_drop(s, s->n_cached - 1, true);
 	s3_client_free(s->client);
@@ -1755,6 +1876,7 @@ static const struct store_ops s3_ops = {
     .update_release = update_release,
     .update_pending = update_pending,
     .setting_get = setting_get,
+    .setting_prefetch = setting_prefetch,
     .setting_set = setting_set,
     .free = store_s3_free,
 };

@@ -23,6 +23,12 @@ void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, v
 	time_at_once(s, METRICS_HISTORY_LOAD, started);
 }
 
+void store_setting_prefetch(struct store *s, int64_t scope, const char *key)
+{
+	if (s->ops->setting_prefetch)
+		s->ops->setting_prefetch(s, scope, key);
+}
+
 void store_history_prefetch(struct store *s, int64_t chat_id)
 {
 	if (s->ops->history_prefetch)

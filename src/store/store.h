@@ -88,6 +88,8 @@ void store_update_done(struct store *s, int64_t update_id, store_done_cb cb, voi
 void store_update_release(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 void store_update_pending(struct store *s, store_pending_cb cb, void *arg);
 void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
+/* A hint, with no callback, as store_history_prefetch: that setting is about to be read. */
+void store_setting_prefetch(struct store *s, int64_t scope, const char *key);
 void store_setting_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
                        void *arg);
 

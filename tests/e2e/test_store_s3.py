@@ -587,15 +587,16 @@ class S3ColdHandleTest(S3TestCase):
         self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Count my requests"])
         got = self.requests_since(seen)
         # Before: the journal record read, then written; the history read twice (the
-        # second time only for its ETag); 8 requests, all one after another.
+        # second time only for its ETag); 8 requests (9 with the chat's settings), one after another.
         self.assertEqual(sorted(got), sorted([
             ("GET", "tgllm/settings/0/s3_conditional_writes", "", 200),
             ("GET", "tgllm/settings/0/bot_identity", "", 200),
             ("PUT", "journal", "If-None-Match", 200),   # the claim: one conditional PUT
-            ("GET", "history", "", 404),                # the load; the append writes on what it read
+            ("GET", "history", "", 404),                # read ahead, beside the claim; the append writes on it
+            ("GET", f"tgllm/settings/{ALICE.id}/chat", "", 404),   # the chat's model and prompt, beside it too
             ("PUT", "history", "If-None-Match", 200),
             ("PUT", "journal", "", 200),                # marked done
-        ]), "expected 6 S3 requests for a cold handle; got:\n" + "\n".join(map(str, got)))
+        ]), "expected 7 S3 requests for a cold handle; got:\n" + "\n".join(map(str, got)))
         self.assertEqual(got[-1][:2], ("PUT", "journal"), "expected the update marked done last, once the "
                                                           "exchange is stored")
         methods = [c.method for c in self.tg.calls[calls:]]
@@ -653,11 +654,13 @@ class S3ColdHandleOverlapTest(S3ColdHandleTest):
         msg = self.tg.message(Chat.private(ALICE), ALICE, "Read ahead")
         self.assertEqual(self.handle(self.tg.update("message", msg)), 200)
         history, journal = f"/{BUCKET}/{PREFIX}{ALICE.id}.json", f"/{BUCKET}/{PREFIX}tgllm/updates/"
-        read = [a for a in self.s3.arrivals()[seen_arrivals:] if a["method"] == "GET" and a["url"] == history]
+        settings = f"/{BUCKET}/{PREFIX}tgllm/settings/{ALICE.id}/chat"
         claim = [r for r in self.s3.requests()[seen:] if r["method"] == "PUT" and r["url"].startswith(journal)]
-        self.assertTrue(read and claim, f"expected a history read and a claim; got\n{self.s3.describe()}")
-        self.assertLess(read[0]["at"], claim[0]["at"], "expected the history read sent before the claim was "
-                                                      "answered (beside it), not after")
+        for url in (history, settings):
+            read = [a for a in self.s3.arrivals()[seen_arrivals:] if a["method"] == "GET" and a["url"] == url]
+            self.assertTrue(read and claim, f"expected a read of {url} and a claim; got\n{self.s3.describe()}")
+            self.assertLess(read[0]["at"], claim[0]["at"], f"expected {url} read before the claim was answered "
+                                                          "(beside it), not after")
 
     # The parent's tests, run here too, would only repeat them slower.
     test_a_cold_handle_makes_only_the_requests_that_carry_information = None
