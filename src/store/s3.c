@@ -163,6 +163,7 @@ struct s3_op {
 	struct s3_op *next_waiting; /* claim: in s->waiting; prefetch: in s->prefetches */
 	struct s3_op *waiter;       /* prefetch: the load its read will answer */
 	bool is_stale;              /* prefetch: this process writes the history meanwhile */
+	bool is_write;              /* an append or clear of chat_id's history, a set of key's setting */
 	long long read_at;          /* prefetch: ms (CLOCK_MONOTONIC) when sent */
 };
 
@@ -436,6 +437,18 @@ static void prefetch_forget(struct store_s3 *s, int64_t chat_id)
 		cached_drop(s, (size_t)(c - s->cached), true);
 }
 
+/*
+ * Whether this process is writing the object (key), or chat_id's history
+ * when key is NULL: a read sent now could come back older than the write.
+ */
+static bool is_being_written(const struct store_s3 *s, int64_t chat_id, const char *key)
+{
+	for (const struct s3_op *op = s->ops; op; op = op->next)
+		if (op->is_write && (key ? strcmp(op->key, key) == 0 : op->chat_id == chat_id))
+			return true;
+	return false;
+}
+
 /* Whether a job's load of the chat is kept for its append (see history_prefetch). */
 static bool is_loaded(struct store_s3 *s, int64_t chat_id)
 {
@@ -453,7 +466,8 @@ static void history_prefetch(struct store *base, int64_t chat_id)
 	 * would be old by then.
 	 */
 	if (s->conditions == CONDITIONS_IGNORED || s->conditions == CONDITIONS_UNSUPPORTED ||
-	    prefetch_find(s, chat_id) || (c && !c->is_prefetched) || (c && is_fresh(c->read_at)))
+	    prefetch_find(s, chat_id) || (c && !c->is_prefetched) || is_being_written(s, chat_id, NULL) ||
+	    (c && is_fresh(c->read_at)))
 		return;
 	struct s3_op *op = op_new(s, "reading history", history_key(s, chat_id));
 	if (!op)
@@ -733,6 +747,7 @@ static void history_append(struct store *base, int64_t chat_id, const struct tur
 	op->update_id = update_id;
 	op->cb.done = cb;
 	op->arg = arg;
+	op->is_write = true;
 	make_id(s, op->write_id);
 	prefetch_forget(s, chat_id);
 	if (!append_from_cache(op)) {
@@ -1001,6 +1016,8 @@ static void history_clear(struct store *base, int64_t chat_id, store_done_cb cb,
 	cached_forget(s, chat_id);
 	struct s3_op *op = op_new(s, "clearing history", history_key(s, chat_id));
 	if (op) {
+		op->chat_id = chat_id;
+		op->is_write = true;
 		op->cb.done = cb;
 		op->arg = arg;
 		if (op_request(op, "DELETE", NULL, 0, NULL, NULL, S3_SMALL_MAX, clear_done) == 0)
@@ -1554,7 +1571,8 @@ static void setting_prefetch(struct store *base, int64_t scope, const char *key)
 	if (!op)
 		return; /* only a hint */
 	struct read_setting **at = read_setting_find(s, op->key);
-	if (setting_prefetch_find(s, op->key) || (*at && is_fresh((*at)->read_at))) {
+	if (setting_prefetch_find(s, op->key) || (*at && is_fresh((*at)->read_at)) ||
+	    is_being_written(s, 0, op->key)) {
 		op_free(op);
 		return;
 	}
@@ -1606,8 +1624,10 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "writing a setting", setting_key(s, scope, key));
-	if (op)
+	if (op) {
+		op->is_write = true;
 		setting_prefetch_forget(s, op->key);
+	}
 	char *body = strdup(value);
 	if (op && body) {
 		op->cb.done = cb;
