@@ -24,6 +24,11 @@ class StopTest(BotTestCase):
     def model_request(self, needle: str):
         return self.llm.wait_for(lambda: self.llm.requests_with(needle), 10, f"the request with {needle!r}")[0]
 
+    def wait_callback_answer(self, text):
+        """The button's press is answered after the update is marked done: its answer is waited for."""
+        self.tg.wait_for(lambda: self.tg.callback_answers()[-1:] == [text], 5,
+                         lambda: f"the callback answer {text!r}; got {self.tg.callback_answers()!r}")
+
     def assertTransferEnded(self, req, stopped_at: float):
         self.llm.wait_for(lambda: req.finished, 4, "the model transfer to be closed after the stop")
         self.assertLess(req.finished - stopped_at, 3, "expected the stream cut off, not read to its end")
@@ -70,8 +75,7 @@ class StopTest(BotTestCase):
         self.assertEqual((label, data), ("Стоп", f"s:{msg['message_id']}"))  # Ivan reads Russian
         other = self.tg.press(BOB, streaming, data, chat=GROUP)
         self.tg.push(other)
-        self.wait_update_done(other["update_id"])
-        self.assertEqual(self.tg.callback_answers(), ["Only the person who asked can stop this answer."])
+        self.wait_callback_answer("Only the person who asked can stop this answer.")
         stopped_at = time.monotonic()
         press = self.tg.press(IVAN, streaming, data, chat=GROUP)
         self.tg.push(press)
@@ -84,8 +88,7 @@ class StopTest(BotTestCase):
         self.wait_handled(msg)
         late = self.tg.press(IVAN, streaming, data, chat=GROUP)
         self.tg.push(late)
-        self.wait_update_done(late["update_id"])
-        self.assertEqual(self.tg.callback_answers()[-1], "Этот ответ уже закончен.")
+        self.wait_callback_answer("Этот ответ уже закончен.")
 
     def test_an_admin_may_stop_anyones_answer(self):
         self.start_bot(TG_BOT_ADMINS="bob_builder")
