@@ -2,6 +2,7 @@
 
 #include "bot.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,6 +76,25 @@ int doctor_config_failed(const char *why)
 	return 1;
 }
 
+/* Certificates in a PEM file: the lines that begin one. */
+static int certificates_in(FILE *f)
+{
+	char line[256];
+	int n = 0;
+	while (fgets(line, sizeof line, f))
+		n += strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0;
+	return n;
+}
+
+/* A hashed directory (openssl rehash): the certificates named <8 hex digits>.<n>. */
+static int certificates_named_in(DIR *dir)
+{
+	int n = 0;
+	for (struct dirent *e; (e = readdir(dir));)
+		n += strlen(e->d_name) >= 10 && strspn(e->d_name, "0123456789abcdef") == 8 && e->d_name[8] == '.';
+	return n;
+}
+
 static void check_ca(struct doctor *d)
 {
 	const char *path = d->cfg->ca_bundle;
@@ -82,19 +102,23 @@ static void check_ca(struct doctor *d)
 		pass(d, "CA certificates: the system's");
 		return;
 	}
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		fail(d, "CA_BUNDLE %s cannot be read: point it at a PEM file of certificate authorities",
+	DIR *dir = opendir(path);
+	FILE *f = dir ? NULL : fopen(path, "r");
+	if (!dir && !f) {
+		fail(d, "CA_BUNDLE %s cannot be read: point it at a PEM file of certificate authorities, or a "
+		        "directory of them hashed by openssl rehash",
 		     path);
 		return;
 	}
-	char line[256];
-	int n = 0;
-	while (fgets(line, sizeof line, f))
-		n += strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0;
-	fclose(f);
+	int n = dir ? certificates_named_in(dir) : certificates_in(f);
+	if (dir)
+		closedir(dir);
+	else
+		fclose(f);
 	if (n == 0) {
-		fail(d, "CA_BUNDLE %s holds no certificate: it must be a PEM bundle", path);
+		fail(d, "CA_BUNDLE %s holds no certificate: it must be a PEM bundle, or a directory hashed by "
+		        "openssl rehash",
+		     path);
 		return;
 	}
 	pass(d, "CA certificates: %s (%d)", path, n);

@@ -58,7 +58,7 @@ static const char usage[] =
 	"  WEBHOOK_SECRET      the secret token Telegram must send with every update\n"
 	"  TLS_CERT, TLS_KEY   PEM files: serve HTTPS directly (e.g. a self-signed certificate)\n"
 	"  HANDLE_DEADLINE     seconds a serverless invocation may take (default 55)\n"
-	"  CA_BUNDLE           a PEM file of trusted certificate authorities (default: the system's)\n"
+	"  CA_BUNDLE           trusted certificate authorities: a PEM file or a hashed directory\n"
 	"  LOG_LEVEL           debug, info, warn or error (default info)\n"
 	"  LOG_FORMAT          text, or json: one JSON object a line (default text)\n"
 	"  METRICS_LISTEN      HOST:PORT for GET /metrics and /healthz (serve also has them on LISTEN)\n";

@@ -26,7 +26,8 @@ struct http_client {
 	struct event *stall_watch; /* four times a second while a call has a stall limit */
 	struct http_call *calls;   /* doubly linked, for cancelling at shutdown */
 	char *ca_bundle;
-	bool has_ca_dir; /* libcurl's default CA directory exists: no need for its bundle file */
+	bool has_ca_dir;    /* libcurl's default CA directory exists: no need for its bundle file */
+	bool is_ca_dir;     /* ca_bundle names a hashed directory (openssl rehash), not a PEM file */
 	int running;
 	/*
 	 * Easy handles of finished calls, reset, for the next ones: a new handle
@@ -428,6 +429,8 @@ int http_client_set_ca_bundle(struct http_client *c, const char *path)
 		return -1;
 	free(c->ca_bundle);
 	c->ca_bundle = copy;
+	struct stat st;
+	c->is_ca_dir = path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 	return 0;
 }
 
@@ -555,10 +558,14 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 	 * first HTTPS connection of every process; a hashed directory costs a
 	 * few ms (docs/lean-build.md). Cold serverless starts pay it each time.
 	 */
-	if (c->ca_bundle)
-		SET(CURLOPT_CAINFO, c->ca_bundle);
-	else if (c->has_ca_dir)
+	if (c->ca_bundle && c->is_ca_dir) {
+		SET(CURLOPT_CAPATH, c->ca_bundle);
 		SET(CURLOPT_CAINFO, NULL);
+	} else if (c->ca_bundle) {
+		SET(CURLOPT_CAINFO, c->ca_bundle);
+	} else if (c->has_ca_dir) {
+		SET(CURLOPT_CAINFO, NULL);
+	}
 	if (req->timeout_ms > 0)
 		SET(CURLOPT_TIMEOUT_MS, req->timeout_ms);
 	/*

@@ -105,8 +105,11 @@ struct http_request {
 
 struct http_client *http_client_new(struct event_base *base);
 /*
- * Certificate authorities to trust for HTTPS, a PEM bundle (copied); NULL
- * for the system's. Packages for serverless platforms bring their own.
+ * Certificate authorities to trust for HTTPS (copied): a PEM bundle, or a
+ * directory of certificates named by subject hash (openssl rehash), which
+ * OpenSSL reads one issuer at a time instead of parsing a whole bundle at
+ * the first connection; NULL for the system's. Packages for serverless
+ * platforms bring their own.
  */
 int http_client_set_ca_bundle(struct http_client *c, const char *path);
 /* Cancels every call still running (no callbacks). NULL is a no-op. */

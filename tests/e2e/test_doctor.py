@@ -2,6 +2,7 @@
 every check passes; each check made to fail in turn against the fakes."""
 
 import os
+import shutil
 import tempfile
 
 from harness import API_KEY, BotTestCase, main, run_bin
@@ -94,6 +95,27 @@ class DoctorTest(DoctorTestCase):
         code, lines = self.doctor(STORE=f"sqlite:{missing}")
         self.assertEqual(code, 1)
         self.assertFailed(lines, "store", "may write the database file and its folder")
+
+    def test_ca_bundle_a_file_a_hashed_directory_or_neither(self):
+        work = tempfile.mkdtemp(prefix="tgllm-doctor-ca-")
+        self.addCleanup(shutil.rmtree, work)
+        system = "/etc/ssl/certs/ca-certificates.crt"
+        if os.path.exists(system):
+            code, lines = self.doctor(CA_BUNDLE=system)
+            self.assertEqual(code, 0, "\n".join(lines))
+            self.assertRegex(self.line(lines, "CA certificates"), r"ca-certificates\.crt \(\d{2,}\)")
+        hashed = os.path.join(work, "hashed")
+        os.mkdir(hashed)
+        for name in ("0123abcd.0", "0123abcd.1", "89abcdef.0", "README"):
+            with open(os.path.join(hashed, name), "w") as f:
+                f.write("-----BEGIN CERTIFICATE-----\n")
+        code, lines = self.doctor(CA_BUNDLE=hashed)
+        self.assertIn(f"{hashed} (3)", self.line(lines, "CA certificates"))
+        empty = os.path.join(work, "empty")
+        os.mkdir(empty)
+        code, lines = self.doctor(CA_BUNDLE=empty)
+        self.assertEqual(code, 1)
+        self.assertFailed(lines, "CA_BUNDLE", "openssl rehash")
 
     def test_a_configuration_error_is_a_failed_check(self):
         code, lines = self.doctor(TG_BOT_TOKEN=None)

@@ -242,6 +242,19 @@ class PackageTestCase(BotTestCase):
 
     # ---- the tree --------------------------------------------------------
 
+    def assertCertificates(self, z: zipfile.ZipFile):
+        """The zip's CAs are the bundle's certificates, one a file, each named by its subject hash
+        (what OpenSSL looks up in a hashed directory), so no bundle is parsed at a cold start."""
+        pem = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.S)
+        names = [n for n in z.namelist() if n.startswith("ca-certificates/") and not n.endswith("/")]
+        self.assertEqual(sorted(z.read(n).strip() for n in names), sorted(pem.findall(self.ca.read_bytes())))
+        self.assertNotIn("ca-certificates.crt", z.namelist(), "expected no bundle file to parse")
+        test_ca = [n for n in names if z.read(n).strip() == self.tls[0].read_bytes().strip()]
+        self.assertEqual(len(test_ca), 1, "expected the test's CA in the directory")
+        h = subprocess.run(["openssl", "x509", "-noout", "-subject_hash", "-in", str(self.tls[0])],
+                           capture_output=True, text=True, check=True).stdout.strip()
+        self.assertRegex(test_ca[0], rf"^ca-certificates/{h}\.\d+$")
+
     def make_root(self, kind: str, code_dir: str) -> Path:
         """An empty tree with the zip unpacked at code_dir, bash and /tmp."""
         root = Path(tempfile.mkdtemp(prefix="root-", dir=self.work))
@@ -395,7 +408,7 @@ class PackageTest(PackageTestCase):
         for kind, script in (("yc", "handler.sh"), ("lambda", "bootstrap")):
             with zipfile.ZipFile(self.zips[kind]) as z:
                 entries = {i.filename: i for i in z.infolist()}
-                for name in (script, "tgllm", LOADER, "ca-certificates.crt"):
+                for name in (script, "tgllm", LOADER):
                     self.assertIn(name, entries, f"expected {name} in {self.zips[kind].name}")
                 for name, path in libs.items():
                     self.assertIn(f"lib/{name}", entries, f"expected {name} (ldd) in {self.zips[kind].name}")
@@ -412,7 +425,7 @@ class PackageTest(PackageTestCase):
                 for path in ("/function/code", "/var/task"):
                     self.assertNotIn(path, text, f"expected {script} to find its own directory")
                 if self.tls:
-                    self.assertEqual(z.read("ca-certificates.crt"), self.ca.read_bytes())
+                    self.assertCertificates(z)
 
     def test_the_chroot_holds_nothing_a_missing_library_could_come_from(self):
         # The control: without the bundled libc (bash's own copy is in the
@@ -452,8 +465,9 @@ class LeanPackageTest(PackageTestCase):
         for kind, script in (("yc", "handler.sh"), ("lambda", "bootstrap")):
             with zipfile.ZipFile(self.zips[kind]) as z:
                 entries = {i.filename: i for i in z.infolist()}
-                self.assertEqual(sorted(entries), sorted([script, "tgllm", "ca-certificates.crt"]),
-                                 f"expected {self.zips[kind].name} to hold the script, tgllm and the CA bundle only")
+                others = sorted(n for n in entries if not re.fullmatch(r"ca-certificates/[0-9a-f]{8}\.\d+", n))
+                self.assertEqual(others, sorted([script, "tgllm", "ca-certificates/"]),
+                                 f"expected {self.zips[kind].name} to hold the script, tgllm and the CAs only")
                 for name in (script, "tgllm"):
                     mode = entries[name].external_attr >> 16
                     self.assertEqual((stat.S_ISREG(mode), stat.S_IMODE(mode)), (True, 0o755),
@@ -463,7 +477,7 @@ class LeanPackageTest(PackageTestCase):
                 for path in ("/function/code", "/var/task"):
                     self.assertNotIn(path, text, f"expected {script} to find its own directory")
                 if self.tls:
-                    self.assertEqual(z.read("ca-certificates.crt"), self.ca.read_bytes())
+                    self.assertCertificates(z)
                 unpacked = self.work / f"static-{kind}"
                 unpacked.mkdir()
                 z.extract("tgllm", unpacked)
