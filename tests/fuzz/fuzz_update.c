@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for src/telegram/update.c: any bytes as an Update body.
- * A decoded update keeps its promises (update.h); a failure says why and
- * leaves nothing to free.
+ * A decoded update keeps its promises (update.h): a message's text and
+ * entities, a callback's id and presser, nothing more for other kinds; a
+ * failure says why and leaves nothing to free.
  */
 #include "telegram/update.h"
 
@@ -31,7 +32,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; i < m->n_entities; i++)
 			if (!m->entities[i].type || m->entities[i].offset < 0 || m->entities[i].length < 0)
 				abort();
-	} else if (m->text || m->entities || m->from.first_name) {
+	} else if (u.kind == TG_UPDATE_CALLBACK) {
+		/* The button's message is the bot's: no text; the sender is who pressed it. */
+		if (!u.callback_id || m->text || m->entities || (m->has_from && !m->from.first_name))
+			abort();
+	} else if (m->text || m->entities || m->from.first_name || u.callback_id || u.callback_data) {
 		abort();
 	}
 	update_clear(&u);
