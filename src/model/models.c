@@ -101,8 +101,8 @@ static void on_listed(void *arg, const struct http_response *resp)
 	json_t *root = resp->status == 200 ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
 	const json_t *data = json_object_get(root, "data");
 	if (!json_is_array(data))
-		log_info("models: %s lists no models (%ld%s%s); offering %s alone", ml->url, resp->status,
-		         resp->is_transport_error ? ": " : "", resp->error, ml->fallback);
+		log_info("models: the provider lists no models at GET /models (%ld%s%s); offering %s alone",
+		         resp->status, resp->is_transport_error ? ": " : "", resp->error, ml->fallback);
 	for (size_t i = 0; json_is_array(data) && i < json_array_size(data); i++) {
 		const char *id = json_string_value(json_object_get(json_array_get(data, i), "id"));
 		if (id && model_is_chat(id) && add(ml, id, strlen(id)) != 0)

@@ -398,6 +398,23 @@ static bool is_fresh(long long read_at)
 
 static void load_got(struct s3_op *op, const struct http_response *resp);
 
+/* Hands a read kept in the cache to got as the response it was, then frees its body. */
+static void replay(struct s3_op *op, struct cached_history *c,
+                   void (*got)(struct s3_op *op, const struct http_response *resp))
+{
+	const char *headers[] = {c->etag, "", c->write_ids};
+	struct http_response resp = {
+	    .status = c->status,
+	    .error = "",
+	    .body = c->body,
+	    .body_len = c->body_len,
+	    .retry_after = -1,
+	    .headers = headers,
+	};
+	got(op, &resp);
+	free(c->body);
+}
+
 /*
  * Reading ahead (store_history_prefetch): the GET goes beside the journal
  * write, and the load that follows takes its answer (waiting for it when it
@@ -514,17 +531,7 @@ static bool load_from_prefetch(struct s3_op *op)
 		return false;
 	struct cached_history c = *found;
 	cached_drop(s, (size_t)(found - s->cached), false); /* its body is c's now; load_got keeps it again */
-	const char *headers[] = {c.etag, "", c.write_ids};
-	struct http_response resp = {
-	    .status = c.status,
-	    .error = "",
-	    .body = c.body,
-	    .body_len = c.body_len,
-	    .retry_after = -1,
-	    .headers = headers,
-	};
-	load_got(op, &resp);
-	free(c.body);
+	replay(op, &c, load_got);
 	json_decref(c.arr); /* NULL: read ahead, not parsed */
 	return true;
 }
@@ -771,17 +778,7 @@ static bool append_from_cache(struct s3_op *op)
 	struct cached_history c = *found;
 	cached_drop(s, (size_t)(found - s->cached), false); /* its body and array are c's now */
 	op->read = c.arr;                                   /* taken */
-	const char *headers[] = {c.etag, "", c.write_ids};
-	struct http_response resp = {
-	    .status = c.status,
-	    .error = "",
-	    .body = c.body,
-	    .body_len = c.body_len,
-	    .retry_after = -1,
-	    .headers = headers,
-	};
-	append_got(op, &resp);
-	free(c.body);
+	replay(op, &c, append_got);
 	return true;
 }
 
