@@ -16,6 +16,11 @@ struct store_options bot_store_options(const struct config *cfg)
 	};
 }
 
+static bool is_admin(const void *admins, const struct tg_user *u)
+{
+	return access_allows(admins, u->id, u->username, 0);
+}
+
 int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, bool can_stop, char *err,
              size_t errlen)
 {
@@ -56,6 +61,9 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, b
 	    .context_tokens = cfg->context_tokens,
 	    .think = cfg->show_reasoning ? RENDER_THINK_QUOTE : RENDER_THINK_HIDE,
 	    .can_stop = can_stop,
+	    .budget = cfg->budget,
+	    .is_admin = cfg->admins ? is_admin : NULL,
+	    .admins = cfg->admins,
 	};
 	if (!(b->chats = chats_new(&chat)))
 		goto oom;

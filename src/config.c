@@ -405,6 +405,17 @@ static int load_bot(struct config *cfg, char *err, size_t errlen)
 	}
 	cfg->llm_timeout_s = n;
 
+	static const char *const budgets[] = {"DAILY_TOKENS", "MONTHLY_TOKENS"};
+	long long *budget_of[] = {&cfg->budget.daily, &cfg->budget.monthly};
+	for (size_t i = 0; i < 2; i++) {
+		n = 0;
+		if ((v = env(budgets[i])) && parse_positive(v, 2000000000, &n) != 0) {
+			snprintf(err, errlen, "%s must be a positive number of tokens (unset: unlimited)", budgets[i]);
+			return -1;
+		}
+		*budget_of[i] = n;
+	}
+
 	v = env("REASONING");
 	if (v && strcmp(v, "quote") != 0 && strcmp(v, "hide") != 0) {
 		snprintf(err, errlen, "REASONING must be hide or quote");

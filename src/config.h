@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "chat/usage.h"
 #include "gate/access.h"
 #include "lib/log.h"
 #include "telegram/tg.h"
@@ -35,6 +36,7 @@ struct config {
 	char *s3_secret;
 	char *s3_session_token; /* AWS_SESSION_TOKEN with temporary AWS credentials (Lambda's role), or NULL */
 	size_t context_tokens;
+	struct usage_budget budget; /* DAILY_TOKENS, MONTHLY_TOKENS; 0: unlimited */
 	long llm_timeout_s;  /* a whole model answer */
 	bool show_reasoning; /* <think> text as an expandable quote, else hidden */
 

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "model/llm.h"
+#include "chat/usage.h"
 #include "model/models.h"
 #include "store/store.h"
 #include "telegram/render.h"
@@ -39,6 +40,8 @@ enum chat_job {
 	CHAT_MODEL,  /* /model [NAME]: show the chat's model and the choice, or switch */
 	CHAT_SYSTEM, /* /system [TEXT|reset]: show, set or reset the chat's system prompt */
 	CHAT_PICK,   /* a button of the bot's message was pressed (/model's choice) */
+	CHAT_RETRY,  /* /retry: the last answer again, in its place */
+	CHAT_USAGE,  /* /usage [all]: the sender's tokens (everyone's, for an admin) */
 	/* /model NAME or /system TEXT in a group, or a button, from someone who may not steer it */
 	CHAT_NOT_PERMITTED,
 	/*
@@ -66,6 +69,10 @@ struct chat_env {
 	size_t context_tokens;     /* the prompt budget */
 	enum render_think think;   /* what becomes of the model's <think> text */
 	bool can_stop;             /* streamed answers offer a Stop control (poll, serve: not serverless) */
+	struct usage_budget budget; /* DAILY_TOKENS, MONTHLY_TOKENS: per user */
+	/* Whether u is one of TG_BOT_ADMINS (the gate's list): no budget, /usage all. NULL: no one is. */
+	bool (*is_admin)(const void *admins, const struct tg_user *u);
+	const void *admins;
 };
 
 struct chats;

@@ -12,6 +12,7 @@
 #include "lib/history.h"
 #include "lib/log.h"
 #include "model/llm.h"
+#include "model/tokens.h"
 #include "store/store.h"
 #include "telegram/deliver.h"
 #include "telegram/render.h"
@@ -20,6 +21,9 @@
 #define CONTEXT_RETRIES 3
 #define MAX_USER_TEXT   (64u << 10)  /* bytes of one message sent to the model */
 #define REFUSED_AT      "refused_at" /* setting of the user's id: when a stranger was last refused */
+/* Completion tokens a budget holds for an answer: more than models write at once; the answer ends there. */
+#define COMPLETION_RESERVE 16384
+#define ANSWER_MIN         16 /* tokens: with less left of a budget after the prompt, no answer is begun */
 
 static long long chat_of(const struct conversation *c)
 {
@@ -27,11 +31,109 @@ static long long chat_of(const struct conversation *c)
 }
 
 /* The job is over, whatever happened: the queue frees it. */
-static void end(struct conversation *c)
+static void over(struct conversation *c)
 {
 	if (c->job != CHAT_NOT_JOURNALED) /* the gate counted that one */
 		metrics_update(c->u.kind_name, c->outcome);
 	c->ended(c->arg);
+}
+
+/* ---- usage: what an answer spends, and the budget it spends from ---- */
+
+static bool is_admin(const struct conversation *c)
+{
+	return c->env->is_admin && c->env->is_admin(c->env->admins, &c->u.message.from);
+}
+
+static bool has_budget(const struct conversation *c)
+{
+	return (c->env->budget.daily || c->env->budget.monthly) && !is_admin(c);
+}
+
+/* The name /usage all shows: @username, else the first name. */
+static void user_name(const struct conversation *c, char out[72])
+{
+	const struct tg_user *f = &c->u.message.from;
+	if (f->username)
+		snprintf(out, 72, "@%s", f->username);
+	else
+		snprintf(out, 72, "%s", f->first_name ? f->first_name : "");
+}
+
+/* store_setting_change's: the budget checked and the answer's share held, or nothing when too little is left. */
+static char *reserve_change(void *arg, const char *value)
+{
+	struct conversation *c = arg;
+	long long need = (long long)c->asked.estimated;
+	long long left = usage_left(value, c->usage_day, &c->env->budget, &c->is_over_daily);
+	c->is_over_budget = left - need < ANSWER_MIN;
+	c->reserved = 0;
+	if (c->is_over_budget)
+		return NULL;
+	c->allowance = left - need < COMPLETION_RESERVE ? left - need : COMPLETION_RESERVE;
+	char name[72];
+	user_name(c, name);
+	struct usage_count add = {.reserved = need + c->allowance};
+	char *out = usage_add(value, c->usage_day, c->usage_model, name, &add);
+	if (out)
+		c->reserved = add.reserved;
+	return out;
+}
+
+/* store_setting_change's: what the answer spent added, its reservation given back. */
+static char *count_change(void *arg, const char *value)
+{
+	struct conversation *c = arg;
+	char name[72];
+	user_name(c, name);
+	struct usage_count add = c->spent;
+	add.reserved = -c->reserved;
+	return usage_add(value, c->usage_day, c->usage_model, name, &add);
+}
+
+static void on_counted(void *arg, int err)
+{
+	struct conversation *c = arg;
+	if (err)
+		log_warn("chat=%lld: what user %lld's answer spent could not be counted", chat_of(c),
+		         (long long)c->u.message.from.id);
+	if (--c->writes == 0 && c->is_ending)
+		over(c);
+}
+
+/* Writes what the answer spent (and gives the reservation back), beside whatever else ends the job. */
+static void count_usage(struct conversation *c)
+{
+	if (!c->is_count_due)
+		return;
+	c->is_count_due = false;
+	if (!c->spent.prompt && !c->spent.completion && !c->reserved)
+		return;
+	c->writes++;
+	store_setting_change(c->env->store, c->u.message.from.id, c->usage_key, count_change, c, on_counted, c);
+}
+
+/*
+ * What the answer cost: the API's count, or the estimate where it reported
+ * none (-1: a provider without usage, or an answer stopped or cut).
+ */
+static void note_spent(struct conversation *c, long prompt, long completion)
+{
+	double scale = llm_token_scale(c->env->llm);
+	c->spent.prompt = prompt >= 0 ? prompt : (long long)c->asked.estimated;
+	c->spent.completion =
+	    completion >= 0 ? completion : (long long)((double)tokens_estimate(c->answer.data, c->answer.len) * scale);
+	c->spent.is_estimated = prompt < 0 || completion < 0;
+	c->is_count_due = true;
+}
+
+/* The job's work is done; it is over once what it spent is counted. */
+static void end(struct conversation *c)
+{
+	count_usage(c);
+	c->is_ending = true;
+	if (c->writes == 0)
+		over(c);
 }
 
 /* ---- talking to Telegram ---- */
@@ -143,6 +245,7 @@ static void on_last_refusal(void *arg, int err, const char *value)
 /* ---- a reply from the model ---- */
 
 static void ask(struct conversation *c);
+static void on_reserved(void *arg, int err);
 
 static void on_saved(void *arg, int err)
 {
@@ -155,8 +258,10 @@ static void on_saved(void *arg, int err)
 
 static void save_exchange(struct conversation *c)
 {
+	count_usage(c); /* at once, beside the history: on S3 each is a round trip */
 	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len}};
-	store_history_append(c->env->store, c->u.message.chat_id, turns, 2, c->u.update_id, on_saved, c);
+	store_history_replace(c->env->store, c->u.message.chat_id, c->replaced, c->n_replaced, turns, 2,
+	                      c->u.update_id, on_saved, c);
 }
 
 static void send_after_text(struct conversation *c)
@@ -228,6 +333,7 @@ static void on_answer(void *arg, const struct llm_result *res)
 		return;
 	switch (res->status) {
 	case LLM_OK:
+		note_spent(c, res->prompt_tokens, res->completion_tokens);
 		if (c->min_from > 0)
 			c->after_text = TEXT_CONTEXT_DROPPED;
 		log_info("chat=%lld update=%lld: answered (%zu bytes, %ld+%ld tokens)", chat_of(c),
@@ -236,10 +342,17 @@ static void on_answer(void *arg, const struct llm_result *res)
 		deliver(c, NULL);
 		return;
 	case LLM_CUT:
-		log_warn("chat=%lld: the model's answer broke off (%s); delivering the part", chat_of(c),
-		         res->detail);
+		note_spent(c, res->prompt_tokens, res->completion_tokens);
 		if (c->min_from > 0)
 			c->after_text = TEXT_CONTEXT_DROPPED;
+		if (res->is_at_limit && c->reserved) {
+			log_info("chat=%lld: user %lld's answer reached what is left of the budget", chat_of(c),
+			         (long long)c->u.message.from.id);
+			deliver(c, text_get(TEXT_BUDGET_CUT, c->lang));
+			return;
+		}
+		log_warn("chat=%lld: the model's answer broke off (%s); delivering the part", chat_of(c),
+		         res->detail);
 		deliver(c, text_get(TEXT_ANSWER_CUT, c->lang));
 		return;
 	case LLM_CONTEXT:
@@ -303,6 +416,12 @@ static void on_model_forgotten(void *arg, int err)
 	send_text(c, text, strlen(text), mark_done_and_end);
 }
 
+static char *put_model(void *arg, const char *value)
+{
+	struct conversation *c = arg;
+	return chat_settings_merge(value, &c->settings, false);
+}
+
 /* The chat's model is gone from the provider: back to the default, and the user asked to send again. */
 static void forget_model(struct conversation *c)
 {
@@ -311,13 +430,8 @@ static void forget_model(struct conversation *c)
 	snprintf(c->gone_model, sizeof c->gone_model, "%s", c->settings.model);
 	free(c->settings.model);
 	c->settings.model = NULL;
-	char *value = chat_settings_format(&c->settings);
-	if (!value) {
-		on_model_forgotten(c, -1);
-		return;
-	}
-	store_setting_set(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, value, on_model_forgotten, c);
-	free(value);
+	store_setting_change(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, put_model, c,
+	                     on_model_forgotten, c);
 }
 
 static void on_progress(void *arg)
@@ -336,6 +450,14 @@ static void ask(struct conversation *c)
 		log_warn("chat=%lld: a message of %zu bytes does not fit the budget of %zu tokens",
 		         chat_of(c), c->user.len, env->context_tokens);
 		fail_with(c, TEXT_TOO_LONG);
+		return;
+	}
+	if (!c->usage_model[0])
+		snprintf(c->usage_model, sizeof c->usage_model, "%s",
+		         c->settings.model ? c->settings.model : llm_model(env->llm));
+	if (has_budget(c) && !c->reserved) {
+		store_setting_change(env->store, c->u.message.from.id, c->usage_key, reserve_change, c, on_reserved,
+		                     c);
 		return;
 	}
 	size_t from = c->asked.from;
@@ -357,8 +479,76 @@ static void ask(struct conversation *c)
 	turns[n++] = c->user;
 	c->llm = llm_complete(env->llm, c->settings.model, turns, n, &c->answer, on_progress, on_answer, c);
 	free(turns);
-	if (!c->llm)
+	if (!c->llm) {
 		fail_with(c, TEXT_MODEL_DOWN);
+		return;
+	}
+	if (c->reserved) { /* the text the allowance is, by the estimate's measure: 4 + bytes / 3 (tokens.h) */
+		double scale = llm_token_scale(env->llm);
+		double tokens = (double)c->allowance / (scale > 0 ? scale : 1) - 4;
+		llm_limit(c->llm, tokens > 0 ? (size_t)(3 * tokens) : 0);
+	}
+}
+
+static void over_budget(struct conversation *c)
+{
+	typing_stop(c);
+	c->outcome = METRICS_REFUSED;
+	time_t resets = usage_resets(time(NULL), c->is_over_daily);
+	struct tm tm;
+	gmtime_r(&resets, &tm);
+	char when[16], limit[24], text[512];
+	strftime(when, sizeof when, c->is_over_daily ? "%H:%M" : "%Y-%m-%d", &tm);
+	snprintf(limit, sizeof limit, "%lld", c->is_over_daily ? c->env->budget.daily : c->env->budget.monthly);
+	log_info("chat=%lld: user %lld is over the %s budget", chat_of(c), (long long)c->u.message.from.id,
+	         c->is_over_daily ? "daily" : "monthly");
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	snprintf(text, sizeof text, text_get(c->is_over_daily ? TEXT_OVER_DAILY : TEXT_OVER_MONTHLY, c->lang), limit,
+	         when); /* each language's text takes two %s */
+#pragma GCC diagnostic pop
+	send_text(c, text, strlen(text), mark_done_and_end);
+}
+
+static void on_reserved(void *arg, int err)
+{
+	struct conversation *c = arg;
+	if (err || (!c->is_over_budget && !c->reserved)) {
+		c->reserved = 0;
+		log_error("chat=%lld: user %lld's budget cannot be checked", chat_of(c),
+		          (long long)c->u.message.from.id);
+		fail_with(c, TEXT_STORE_FAILED);
+		return;
+	}
+	if (c->is_over_budget) {
+		over_budget(c);
+		return;
+	}
+	c->is_count_due = true; /* the reservation goes back, whatever happens to the answer */
+	ask(c);
+}
+
+/*
+ * /retry: the history's last exchange comes out of it; its question is
+ * asked again, and the new exchange will take its place. 0 when the
+ * history does not end with an answer, -1 when out of memory.
+ */
+static int take_last_exchange(struct conversation *c)
+{
+	struct history *h = &c->history;
+	if (h->len < 2 || h->turns[h->len - 1].role != TURN_ASSISTANT || h->turns[h->len - 2].role != TURN_USER)
+		return 0;
+	const struct turn *q = &h->turns[h->len - 2];
+	if (!(c->user.content = malloc(q->len + 1)))
+		return -1;
+	memcpy(c->user.content, q->content, q->len + 1);
+	c->user.len = q->len;
+	c->replaced[0] = h->turns[h->len - 2];
+	c->replaced[1] = h->turns[h->len - 1];
+	c->n_replaced = 2;
+	h->len -= 2;
+	log_info("chat=%lld update=%lld: asking again for the last answer", chat_of(c), (long long)c->u.update_id);
+	return 1;
 }
 
 /* One of the two reads (history, settings) is in; with both, the model is asked. */
@@ -366,8 +556,11 @@ static void loaded(struct conversation *c)
 {
 	if (--c->loading > 0)
 		return;
+	int taken = c->job == CHAT_RETRY && !c->is_load_failed ? take_last_exchange(c) : 1;
 	if (c->is_load_failed)
 		fail_with(c, TEXT_STORE_FAILED);
+	else if (taken <= 0)
+		fail_with(c, taken == 0 ? TEXT_RETRY_NOTHING : TEXT_MODEL_DOWN);
 	else if (c->is_history_aside) /* told before the answer, which begins a new conversation */
 		send_notice(c, TEXT_HISTORY_ASIDE, ask);
 	else
@@ -404,26 +597,14 @@ static void on_visible(void *arg)
 	typing_stop(arg);
 }
 
-static void start_reply(struct conversation *c)
+/* "typing…", the delivery, then the chat's history and settings: the model is asked once both are in. */
+static void begin_answer(struct conversation *c)
 {
 	const struct tg_message *m = &c->u.message;
 	struct tg_target t = tg_target_of(&c->u.message);
-	tg_typing_start(&c->typing, c->env->tg, c->env->base, &t);
-	size_t len = strlen(m->text);
-	if (len > MAX_USER_TEXT) {
-		log_warn("chat=%lld: a message of %zu bytes is over the limit", chat_of(c), len);
-		fail_with(c, TEXT_TOO_LONG);
-		return;
-	}
-	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
-	int n = is_group ? asprintf(&c->user.content, "%s: %s", m->from.first_name, m->text)
-	                 : asprintf(&c->user.content, "%s", m->text);
-	if (n < 0) {
-		c->user.content = NULL;
-		fail_with(c, TEXT_MODEL_DOWN);
-		return;
-	}
-	c->user.len = (size_t)n;
+	time_t now = time(NULL);
+	usage_day(now, c->usage_day);
+	usage_key(now, c->usage_key);
 	c->delivery = delivery_new(c->env->tg, c->env->base, c->env->think, &t, &c->answer, on_visible, c);
 	if (!c->delivery) {
 		fail_with(c, TEXT_MODEL_DOWN);
@@ -440,12 +621,130 @@ static void start_reply(struct conversation *c)
 	store_setting_get(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, on_settings_loaded, c);
 }
 
+static void start_typing(struct conversation *c)
+{
+	struct tg_target t = tg_target_of(&c->u.message);
+	tg_typing_start(&c->typing, c->env->tg, c->env->base, &t);
+}
+
+static void start_reply(struct conversation *c)
+{
+	const struct tg_message *m = &c->u.message;
+	start_typing(c);
+	size_t len = strlen(m->text);
+	if (len > MAX_USER_TEXT) {
+		log_warn("chat=%lld: a message of %zu bytes is over the limit", chat_of(c), len);
+		fail_with(c, TEXT_TOO_LONG);
+		return;
+	}
+	bool is_group = m->chat_type == TG_CHAT_GROUP || m->chat_type == TG_CHAT_SUPERGROUP;
+	int n = is_group ? asprintf(&c->user.content, "%s: %s", m->from.first_name, m->text)
+	                 : asprintf(&c->user.content, "%s", m->text);
+	if (n < 0) {
+		c->user.content = NULL;
+		fail_with(c, TEXT_MODEL_DOWN);
+		return;
+	}
+	c->user.len = (size_t)n;
+	begin_answer(c);
+}
+
+/* ---- /usage ---- */
+
+static void send_buf(struct conversation *c, struct buf *text, int rc)
+{
+	if (rc != BUF_OK) {
+		buf_free(text);
+		log_error("chat=%lld: out of memory writing a usage report", chat_of(c));
+		fail_with(c, TEXT_MODEL_DOWN);
+		return;
+	}
+	send_text(c, text->data, text->len, mark_done_and_end);
+	buf_free(text);
+}
+
+static void on_usage_read(void *arg, int err, const char *value)
+{
+	struct conversation *c = arg;
+	if (err) {
+		fail_with(c, TEXT_STORE_FAILED);
+		return;
+	}
+	struct buf text;
+	buf_init(&text, 8192);
+	int rc = BUF_OK;
+	if (c->job == CHAT_USAGE && c->users) /* asked for everyone's, and is no admin */
+		rc = buf_append_str(&text, text_get(TEXT_USAGE_ALL_ONLY_ADMINS, c->lang));
+	if (rc == BUF_OK && text.len)
+		rc = buf_append_str(&text, "\n\n");
+	struct usage_budget none = {0};
+	if (rc == BUF_OK)
+		rc = usage_report(&text, value, c->usage_day, has_budget(c) ? &c->env->budget : &none, c->lang);
+	send_buf(c, &text, rc);
+}
+
+static void on_usage_scanned(void *arg, int err, int64_t scope, const char *value)
+{
+	struct conversation *c = arg;
+	if (value) {
+		if (c->n_users == c->cap_users) {
+			size_t cap = c->cap_users ? c->cap_users * 2 : 32;
+			struct usage_user *u = realloc(c->users, cap * sizeof *u);
+			if (!u)
+				return; /* the report leaves this user out */
+			c->users = u;
+			c->cap_users = cap;
+		}
+		if (usage_user_read(value, c->usage_day, (long long)scope, &c->users[c->n_users]))
+			c->n_users++;
+		return;
+	}
+	if (err) {
+		fail_with(c, TEXT_STORE_FAILED);
+		return;
+	}
+	struct buf text;
+	buf_init(&text, 8192);
+	send_buf(c, &text, usage_report_all(&text, c->users, c->n_users, c->lang));
+}
+
+/* Whether the command's argument is "all". */
+static bool asks_for_all(const char *text)
+{
+	const char *p = text ? text + strcspn(text, " \t\n") : "";
+	p += strspn(p, " \t\n");
+	return strncasecmp(p, "all", 3) == 0 && (p[3] == '\0' || strchr(" \t\n", p[3]));
+}
+
+static void start_usage(struct conversation *c)
+{
+	time_t now = time(NULL);
+	usage_day(now, c->usage_day);
+	usage_key(now, c->usage_key);
+	if (asks_for_all(c->u.message.text)) {
+		if (is_admin(c)) {
+			c->job = CHAT_USAGE; /* stays; c->users marks the scan */
+			store_setting_scan(c->env->store, c->usage_key, on_usage_scanned, c);
+			return;
+		}
+		c->users = calloc(1, sizeof *c->users); /* marks the refusal for on_usage_read */
+	}
+	store_setting_get(c->env->store, c->u.message.from.id, c->usage_key, on_usage_read, c);
+}
+
 void conversation_start(struct conversation *c)
 {
 	log_debug("chat=%lld update=%lld: handling", chat_of(c), (long long)c->u.update_id);
 	switch (c->job) {
 	case CHAT_REPLY:
 		start_reply(c);
+		return;
+	case CHAT_RETRY:
+		start_typing(c);
+		begin_answer(c);
+		return;
+	case CHAT_USAGE:
+		start_usage(c);
 		return;
 	case CHAT_START:
 		send_notice(c, TEXT_START, mark_done_and_end);
@@ -476,7 +775,7 @@ void conversation_start(struct conversation *c)
 
 enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int64_t user_id, bool is_admin)
 {
-	if (c->job != CHAT_REPLY || c->u.message.message_id != draft_id || !c->llm)
+	if ((c->job != CHAT_REPLY && c->job != CHAT_RETRY) || c->u.message.message_id != draft_id || !c->llm)
 		return CHATS_NOTHING;
 	if (!is_admin && c->u.message.from.id != user_id)
 		return CHATS_NOT_ALLOWED;
@@ -484,6 +783,7 @@ enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int6
 	         (long long)c->u.update_id, c->answer.len);
 	llm_cancel(c->llm);
 	c->llm = NULL;
+	note_spent(c, -1, -1);
 	if (c->answer.len && !is_blank(c))
 		deliver(c, text_get(TEXT_STOPPED, c->lang));
 	else if (!c->answer.len)
@@ -499,6 +799,7 @@ bool conversation_hurry(struct conversation *c)
 	         (long long)c->u.update_id, c->answer.len);
 	llm_cancel(c->llm);
 	c->llm = NULL;
+	note_spent(c, -1, -1);
 	if (c->answer.len)
 		deliver(c, text_get(TEXT_DEADLINE_CUT, c->lang));
 	else
@@ -525,7 +826,7 @@ void conversation_init(struct conversation *c, const struct chat_env *env, struc
 	memset(u, 0, sizeof *u);
 	c->job = job;
 	c->outcome = job == CHAT_REFUSE || job == CHAT_NOT_PERMITTED ? METRICS_REFUSED
-	             : job == CHAT_REPLY                              ? METRICS_FAILED
+	             : job == CHAT_REPLY || job == CHAT_RETRY         ? METRICS_FAILED
 	                                                              : METRICS_ANSWERED;
 	c->ended = ended;
 	c->arg = arg;
@@ -544,6 +845,9 @@ void conversation_clear(struct conversation *c)
 	tg_typing_stop(&c->typing);
 	tg_call_cancel(c->send_call);
 	history_free(&c->history);
+	for (size_t i = 0; i < c->n_replaced; i++)
+		free(c->replaced[i].content);
+	free(c->users);
 	free(c->user.content);
 	buf_free(&c->answer);
 	update_clear(&c->u);

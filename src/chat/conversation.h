@@ -13,6 +13,7 @@
 #include "chat/policy.h"
 #include "chat/settings.h"
 #include "chat/text.h"
+#include "chat/usage.h"
 #include "lib/buf.h"
 #include "lib/history.h"
 #include "lib/metrics.h"
@@ -54,7 +55,27 @@ struct conversation {
 	bool is_load_failed;  /* the history could not be read */
 	bool is_history_aside; /* it was unreadable and kept aside: the chat starts over */
 	void (*then)(struct conversation *c); /* steer.c: the step after the call under way */
+	bool is_system_chosen;                /* the choice being stored is the system prompt (else the model) */
 	char gone_model[96];                          /* a chosen model the provider no longer has, for the notice */
+
+	/* /retry: the last exchange as loaded, taken out of the history; the new one takes its place */
+	struct turn replaced[2];
+	size_t n_replaced;
+
+	/* usage (chat/usage.h): counted in the month and day the answer began */
+	char usage_key[USAGE_KEY_LEN];
+	char usage_day[USAGE_DAY_LEN];
+	char usage_model[96];     /* the model the answer is counted for */
+	long long reserved;       /* tokens of the user's budget held for this answer; 0: none */
+	long long allowance;      /* of which the answer may spend, by estimate */
+	bool is_over_budget;      /* the reservation found too little left */
+	bool is_over_daily;       /* ... of the daily budget (else the monthly) */
+	struct usage_count spent; /* what the answer cost, to add once the job ends */
+	bool is_count_due;        /* spent (or the reservation's return) is still to be written */
+	int writes;               /* usage writes in flight; the job is over when they are done */
+	bool is_ending;
+	struct usage_user *users; /* /usage all: one per user with a count this month */
+	size_t n_users, cap_users;
 };
 
 /*

@@ -47,6 +47,18 @@ int chat_settings_set(char **field, const char *v)
 	return 0;
 }
 
+char *chat_settings_merge(const char *value, const struct chat_settings *mine, bool is_system)
+{
+	struct chat_settings now;
+	if (chat_settings_parse(value, &now) != 0)
+		return NULL;
+	char *out = chat_settings_set(is_system ? &now.system : &now.model, is_system ? mine->system : mine->model) == 0
+	                ? chat_settings_format(&now)
+	                : NULL;
+	chat_settings_free(&now);
+	return out;
+}
+
 void chat_settings_free(struct chat_settings *s)
 {
 	free(s->model);

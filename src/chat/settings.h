@@ -7,6 +7,7 @@
 #ifndef TGLLM_CHAT_SETTINGS_H
 #define TGLLM_CHAT_SETTINGS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define CHAT_SETTINGS_KEY "chat"
@@ -22,6 +23,14 @@ struct chat_settings {
 int chat_settings_parse(const char *value, struct chat_settings *s);
 /* The value to store; NULL when out of memory. */
 char *chat_settings_format(const struct chat_settings *s);
+/*
+ * The stored value (NULL: nothing chosen) with one choice of mine, its
+ * system prompt or (is_system false) its model, put in: what a
+ * store_setting_change writes, so that a choice of the other kind made
+ * meanwhile elsewhere (another serverless invocation) is kept. NULL when
+ * out of memory.
+ */
+char *chat_settings_merge(const char *value, const struct chat_settings *mine, bool is_system);
 /* Replaces *field with a copy of v (NULL: the default); -1 when out of memory (unchanged). */
 int chat_settings_set(char **field, const char *v);
 void chat_settings_free(struct chat_settings *s);

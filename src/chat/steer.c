@@ -84,19 +84,19 @@ static void on_settings_saved(void *arg, int err)
 	c->then(c);
 }
 
-/* Stores c->settings, then goes on with next (the user is told the store failed instead). */
-static void save(struct conversation *c, void (*next)(struct conversation *c))
+static char *put_choice(void *arg, const char *value)
 {
-	char *value = chat_settings_format(&c->settings);
-	if (!value) {
-		log_error("chat=%lld: out of memory writing the chat's settings", chat_of(c));
-		say(c, text_get(TEXT_STORE_FAILED, c->lang));
-		return;
-	}
+	struct conversation *c = arg;
+	return chat_settings_merge(value, &c->settings, c->is_system_chosen);
+}
+
+/* Stores the choice made in c->settings, then goes on with next (the user is told the store failed instead). */
+static void save(struct conversation *c, bool is_system, void (*next)(struct conversation *c))
+{
 	c->then = next;
-	store_setting_set(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, value, on_settings_saved,
-	                  c);
-	free(value);
+	c->is_system_chosen = is_system;
+	store_setting_change(c->env->store, c->u.message.chat_id, CHAT_SETTINGS_KEY, put_choice, c,
+	                     on_settings_saved, c);
 }
 
 /* Reads the chat's settings into c->settings, then next; the user is told when the store fails. */
@@ -155,7 +155,7 @@ static void switch_to(struct conversation *c, const char *name, void (*next)(str
 		say(c, text_get(TEXT_STORE_FAILED, c->lang));
 		return;
 	}
-	save(c, next);
+	save(c, false, next);
 }
 
 static void on_models_for_command(void *arg, const char *const *names, size_t n)
@@ -326,7 +326,7 @@ static void system_with_settings(struct conversation *c)
 	}
 	free(c->settings.system);
 	c->settings.system = prompt;
-	save(c, on_system_saved);
+	save(c, true, on_system_saved);
 }
 
 /* ---- the jobs ---- */

@@ -21,12 +21,16 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"/new — forget this conversation and start a fresh one\n"
 		"/model — see or change the model that answers in this chat\n"
 		"/system — see or set how the model should behave here (/system reset: the default)\n"
+		"/retry — ask again for the last answer\n"
+		"/usage — the tokens you spent today and this month\n"
 		"/help — this help",
 		"Напишите сообщение, и я отвечу, помня контекст разговора.\n"
 		"В группах упомяните меня или ответьте на моё сообщение.\n\n"
 		"/new — забыть этот разговор и начать новый\n"
 		"/model — посмотреть или сменить модель, которая отвечает в этом чате\n"
 		"/system — посмотреть или задать, как модели себя вести (/system reset — по умолчанию)\n"
+		"/retry — получить последний ответ заново\n"
+		"/usage — сколько токенов вы потратили сегодня и за месяц\n"
 		"/help — эта справка",
 	},
 	[TEXT_NEW_DONE] = {
@@ -178,6 +182,58 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"Only the person who asked can stop this answer.",
 		"Остановить этот ответ может только тот, кто спросил.",
 	},
+	[TEXT_RETRY_NOTHING] = {
+		"There is no answer to ask again for: this conversation has none yet.",
+		"Повторять нечего: в этом разговоре ещё нет ответа.",
+	},
+	[TEXT_OVER_DAILY] = {
+		"You have used your %s tokens for today. The budget starts again at %s UTC.",
+		"Вы израсходовали свои %s токенов на сегодня. Бюджет обновится в %s UTC.",
+	},
+	[TEXT_OVER_MONTHLY] = {
+		"You have used your %s tokens for this month. The budget starts again on %s.",
+		"Вы израсходовали свои %s токенов на этот месяц. Бюджет обновится %s.",
+	},
+	[TEXT_BUDGET_CUT] = {
+		"(cut short: your token budget ran out; /usage tells more)",
+		"(ответ прерван: закончился ваш бюджет токенов; подробнее — /usage)",
+	},
+	[TEXT_USAGE_TODAY] = {
+		"Today (UTC)",
+		"Сегодня (UTC)",
+	},
+	[TEXT_USAGE_MONTH] = {
+		"This month",
+		"В этом месяце",
+	},
+	[TEXT_USAGE_NONE] = {
+		"no tokens",
+		"токенов не потрачено",
+	},
+	[TEXT_USAGE_LEFT_DAY] = {
+		"Left today: %s of %s tokens.",
+		"Осталось на сегодня: %s из %s токенов.",
+	},
+	[TEXT_USAGE_LEFT_MONTH] = {
+		"Left this month: %s of %s tokens.",
+		"Осталось на месяц: %s из %s токенов.",
+	},
+	[TEXT_USAGE_ESTIMATED] = {
+		"~ an estimate: the provider did not report every answer's tokens.",
+		"~ оценка: провайдер сообщил не обо всех токенах.",
+	},
+	[TEXT_USAGE_ALL_DAY] = {
+		"Top users today (UTC)",
+		"Больше всех сегодня (UTC)",
+	},
+	[TEXT_USAGE_ALL_MONTH] = {
+		"Top users this month",
+		"Больше всех в этом месяце",
+	},
+	[TEXT_USAGE_ALL_ONLY_ADMINS] = {
+		"Only the bot's admins can see everyone's usage. Here is yours.",
+		"Расход всех видят только администраторы бота. Вот ваш.",
+	},
 	[TEXT_BUTTON_STALE] = {
 		"This button no longer works. /model shows the choice again.",
 		"Эта кнопка больше не работает. /model покажет выбор снова.",
@@ -189,12 +245,16 @@ static const struct tg_command commands_en[] = {
     {"new", "Forget this conversation and start afresh"},
     {"model", "See or change the model that answers here"},
     {"system", "See or set how the model should behave here"},
+    {"retry", "Ask again for the last answer"},
+    {"usage", "Tokens you spent today and this month"},
     {"help", "What the bot does and how to use it"},
 };
 static const struct tg_command commands_ru[] = {
     {"new", "Забыть этот разговор и начать новый"},
     {"model", "Посмотреть или сменить модель"},
     {"system", "Посмотреть или задать, как модели себя вести"},
+    {"retry", "Получить последний ответ заново"},
+    {"usage", "Сколько токенов потрачено сегодня и за месяц"},
     {"help", "Что умеет бот и как им пользоваться"},
 };
 

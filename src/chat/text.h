@@ -45,6 +45,19 @@ enum text_id {
 	TEXT_STOPPED_EMPTY,   /* stopped before the model said anything */
 	TEXT_STOP_NOTHING,    /* a Stop for an answer that is over */
 	TEXT_STOP_NOT_YOURS,  /* a Stop pressed by someone else than the asker */
+	TEXT_RETRY_NOTHING,   /* /retry with no answer in the history */
+	TEXT_OVER_DAILY,      /* %s, %s: the daily budget in tokens, when it resets (HH:MM UTC) */
+	TEXT_OVER_MONTHLY,    /* %s, %s: the monthly budget in tokens, the day it resets (YYYY-MM-DD) */
+	TEXT_BUDGET_CUT,      /* appended to an answer cut where the budget ran out */
+	TEXT_USAGE_TODAY,     /* /usage's headings */
+	TEXT_USAGE_MONTH,
+	TEXT_USAGE_NONE,      /* no tokens spent in the period */
+	TEXT_USAGE_LEFT_DAY,  /* %s, %s: tokens left today, of the daily budget */
+	TEXT_USAGE_LEFT_MONTH, /* %s, %s: tokens left this month, of the monthly budget */
+	TEXT_USAGE_ESTIMATED, /* some counts are estimates */
+	TEXT_USAGE_ALL_DAY,   /* /usage all's headings */
+	TEXT_USAGE_ALL_MONTH,
+	TEXT_USAGE_ALL_ONLY_ADMINS, /* /usage all from someone who is no admin */
 	TEXT_COUNT
 };
 

@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chat/settings.h"
 #include "chat/text.h"
+#include "chat/usage.h"
 #include "gate/route.h"
 #include "lib/backoff.h"
 #include "lib/log.h"
@@ -288,10 +290,14 @@ static void read_ahead(struct gate *g, struct receipt *r)
 	if (r->is_read_ahead || !g->self_username)
 		return;
 	r->is_read_ahead = true;
-	if (route(g, &r->update, &job, &why) && job == CHAT_REPLY) {
-		/* A reply reads both (chat/conversation.c, start_reply). */
-		store_history_prefetch(g->env.store, r->update.message.chat_id);
-		store_setting_prefetch(g->env.store, r->update.message.chat_id, CHAT_SETTINGS_KEY);
+	if (route(g, &r->update, &job, &why) && (job == CHAT_REPLY || job == CHAT_RETRY)) {
+		/* An answer reads both (chat/conversation.c, begin_answer), then counts what it spent. */
+		const struct tg_message *m = &r->update.message;
+		char usage[USAGE_KEY_LEN];
+		usage_key(time(NULL), usage);
+		store_history_prefetch(g->env.store, m->chat_id);
+		store_setting_prefetch(g->env.store, m->chat_id, CHAT_SETTINGS_KEY);
+		store_setting_prefetch(g->env.store, m->from.id, usage);
 	}
 }
 

@@ -59,6 +59,7 @@ struct llm_call {
 	bool is_finished; /* [DONE] or a finish_reason arrived */
 	bool has_stream_error;
 	bool is_answer_too_big;
+	size_t max_answer; /* bytes of answer text: LLM_MAX_ANSWER, or less (llm_limit) */
 	long prompt_tokens;
 	long completion_tokens;
 	struct buf detail; /* the operator's account of a failure; empty (unallocated) when none */
@@ -278,7 +279,7 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 	(void)kind;
 	struct llm_call *call = arg;
 	if (start_attempt(call) != 0) {
-		struct llm_result res = {LLM_DOWN, -1, -1, "cannot start the request"};
+		struct llm_result res = {.status = LLM_DOWN, .prompt_tokens = -1, .completion_tokens = -1, .detail = "cannot start the request"};
 		count(call, llm_status_name(LLM_DOWN));
 		call->done(call->arg, &res);
 		call_free(call);
@@ -295,6 +296,7 @@ static void finish(struct llm_call *call, enum llm_status status)
 		.status = status,
 		.prompt_tokens = call->prompt_tokens,
 		.completion_tokens = call->completion_tokens,
+		.is_at_limit = status == LLM_CUT && call->is_answer_too_big,
 		.detail = buf_str(&call->detail),
 	};
 	count(call, llm_status_name(status));
@@ -401,7 +403,7 @@ static void on_http_done(void *arg, const struct http_response *resp)
 		return;
 	}
 	if (call->is_answer_too_big) {
-		log_warn("llm: the answer passed %u bytes and was cut there", LLM_MAX_ANSWER);
+		log_warn("llm: the answer passed %zu bytes and was cut there", call->max_answer);
 		finish(call, LLM_CUT);
 		return;
 	}
@@ -436,7 +438,7 @@ static int start_attempt(struct llm_call *call)
 	reset_attempt(call);
 	buf_init(&call->json, LLM_MAX_BODY);
 	buf_free(call->text);
-	buf_init(call->text, LLM_MAX_ANSWER);
+	buf_init(call->text, call->max_answer);
 	buf_init(&call->delta, LLM_MAX_ANSWER);
 	struct http_request req = {
 		.method = "POST",
@@ -527,6 +529,7 @@ struct llm_call *llm_complete(struct llm_client *llm, const char *model, const s
 		goto fail;
 	call->llm = llm;
 	call->text = answer;
+	call->max_answer = LLM_MAX_ANSWER;
 	buf_init(&call->detail, LLM_MAX_DETAIL);
 	call->progress = progress;
 	call->done = done;
@@ -541,6 +544,12 @@ fail:
 	log_error("llm: cannot start a request");
 	call_free(call);
 	return NULL;
+}
+
+void llm_limit(struct llm_call *call, size_t max)
+{
+	if (max < call->max_answer)
+		call->max_answer = call->text->max = max;
 }
 
 void llm_cancel(struct llm_call *call)

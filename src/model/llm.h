@@ -16,6 +16,7 @@
 #define TGLLM_LLM_H
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "lib/history.h"
@@ -38,6 +39,7 @@ struct llm_result {
 	enum llm_status status; /* the answer (or its part, for LLM_CUT) is in the caller's buffer */
 	long prompt_tokens; /* from the usage chunk, -1 when not reported */
 	long completion_tokens;
+	bool is_at_limit;   /* LLM_CUT: the answer reached the caller's limit (llm_limit), the transfer ended */
 	const char *detail; /* for the operator's log: status and the API's message */
 };
 
@@ -79,6 +81,12 @@ const char *llm_model(const struct llm_client *llm);
 struct llm_call *llm_complete(struct llm_client *llm, const char *model, const struct turn *turns, size_t n,
 			      struct buf *answer, llm_progress_cb progress, llm_done_cb done,
 			      void *arg);
+/*
+ * Ends the answer once its text would pass max bytes (below the client's own
+ * limit): the transfer stops there and done gets LLM_CUT with is_at_limit.
+ * What a usage budget leaves an answer.
+ */
+void llm_limit(struct llm_call *call, size_t max);
 void llm_cancel(struct llm_call *call);
 
 /* "ok", "context", ... for log lines. */

@@ -14,8 +14,9 @@ struct store_ops {
 	bool answers_at_once; /* each operation is over when its function returns: store.c times it */
 	void (*history_load)(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
 	void (*history_prefetch)(struct store *s, int64_t chat_id); /* NULL: the hint is ignored */
-	void (*history_append)(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
-	                       int64_t update_id, store_done_cb cb, void *arg);
+	/* store_history_replace; store_history_append with n_old 0 */
+	void (*history_append)(struct store *s, int64_t chat_id, const struct turn *old, size_t n_old,
+	                       const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb, void *arg);
 	void (*history_clear)(struct store *s, int64_t chat_id, store_done_cb cb, void *arg);
 	void (*update_claim)(struct store *s, int64_t update_id, int64_t chat_id, const char *raw,
 	                     size_t raw_len, store_claim_cb cb, void *arg);
@@ -26,6 +27,9 @@ struct store_ops {
 	void (*setting_prefetch)(struct store *s, int64_t scope, const char *key); /* NULL: ignored */
 	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value,
 	                    store_done_cb cb, void *arg);
+	void (*setting_change)(struct store *s, int64_t scope, const char *key, store_change_fn change,
+	                       void *change_arg, store_done_cb cb, void *arg);
+	void (*setting_scan)(struct store *s, const char *key, store_scan_cb cb, void *arg);
 	void (*free)(struct store *s);
 };
 
@@ -51,6 +55,9 @@ void store_answer_claim(struct store *s, store_claim_cb cb, void *arg, int err, 
 void store_answer_value(struct store *s, store_value_cb cb, void *arg, int err, const char *value);
 /* The pending updates' texts (raws[0..n), each malloc'd, and the array) move into the answer. */
 void store_answer_pending(struct store *s, store_pending_cb cb, void *arg, int err, char **raws, size_t n);
+/* The scopes and values (values[0..n), each malloc'd, and both arrays) move into the answer. */
+void store_answer_scan(struct store *s, store_scan_cb cb, void *arg, int err, int64_t *scopes, char **values,
+                       size_t n);
 
 int store_sqlite_open(const char *path, struct event_base *base, struct store **out, char *err,
                       size_t errlen);

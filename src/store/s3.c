@@ -69,6 +69,8 @@ struct read_setting {
 	char *key;   /* the object's */
 	char *value; /* NULL: not set */
 	long long read_at;
+	char etag[160]; /* for a change that writes on it */
+	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
 };
 
 /*
@@ -110,14 +112,18 @@ struct s3_op;
 typedef void (*s3_step)(struct s3_op *op, const struct http_response *resp);
 
 struct pending_entry {
-	int64_t update_id;
+	int64_t update_id; /* a scan's: the scope */
 	char *key;
 	time_t modified; /* LastModified from the listing, 0 when unknown */
-	char *raw;       /* the journaled update when the record is pending */
+	char *raw;       /* the journaled update when the record is pending; a scan's: the value */
 };
 
-/* update_pending's state: the listing, then the records read a few at a time. */
+/*
+ * update_pending's state: the listing, then the records read a few at a
+ * time. setting_scan goes the same way through the settings' folder.
+ */
 struct pending {
+	char *name; /* a scan's: the setting's key, which the objects' names end with */
 	struct pending_entry *v;
 	size_t n, cap;
 	size_t next;    /* the next entry to read */
@@ -126,6 +132,7 @@ struct pending {
 };
 
 union s3_cb {
+	store_scan_cb scan;
 	store_done_cb done;
 	store_history_cb history;
 	store_claim_cb claim;
@@ -148,6 +155,9 @@ struct s3_op {
 	/* the operation's */
 	int64_t chat_id, update_id;
 	json_t *turns;                /* append: the new turns, in the stored layout */
+	json_t *old;                  /* append: the turns they replace, or NULL */
+	store_change_fn change;       /* setting_change's, and its argument: */
+	void *change_arg;
 	char write_id[S3_ID_LEN + 1]; /* append: names this exchange in the object's metadata */
 	bool has_put;                 /* append: a PUT was sent, so a conflict may be our own write */
 	size_t conflicts;             /* append: re-reads after a lost race */
@@ -218,6 +228,7 @@ static void pending_free(struct pending *p)
 		free(p->v[i].raw);
 	}
 	free(p->v);
+	free(p->name);
 	free(p);
 }
 
@@ -234,6 +245,7 @@ static void op_free(struct s3_op *op)
 	s3_cancel(op->call);
 	free(op->key);
 	json_decref(op->turns);
+	json_decref(op->old);
 	json_decref(op->read);
 	free(op->record);
 	free(op->aside);
@@ -737,14 +749,14 @@ static void append_got(struct s3_op *op, const struct http_response *resp);
 static void append_put(struct s3_op *op, const struct http_response *resp);
 static void append_marked(struct s3_op *op, const struct http_response *resp);
 
-static void history_append(struct store *base, int64_t chat_id, const struct turn *turns, size_t n,
-                           int64_t update_id, store_done_cb cb, void *arg)
+static void history_append(struct store *base, int64_t chat_id, const struct turn *old, size_t n_old,
+                           const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb, void *arg)
 {
 	struct store_s3 *s = from(base);
 	struct s3_op *op = op_new(s, "writing history", history_key(s, chat_id));
 	/* history_to_json turns invalid UTF-8 into U+FFFD: JSON cannot carry it. */
-	struct history h = {(struct turn *)turns, n, n};
-	if (!op || !(op->turns = history_to_json(&h, 0))) {
+	struct history h = {(struct turn *)turns, n, n}, replaced = {(struct turn *)old, n_old, n_old};
+	if (!op || !(op->turns = history_to_json(&h, 0)) || (n_old && !(op->old = history_to_json(&replaced, 0)))) {
 		if (op)
 			op_free(op);
 		store_answer_done(base, cb, arg, -1);
@@ -863,6 +875,26 @@ static char *dump_bounded(const struct s3_op *op, json_t *arr, size_t keep)
 	}
 }
 
+/*
+ * /retry: the turns the exchange replaces go when the history still ends
+ * with them; when it does not (another writer appended since the load), the
+ * exchange is appended after what is there.
+ */
+static void drop_replaced(const struct s3_op *op, json_t *arr)
+{
+	size_t n = json_array_size(arr), n_old = json_array_size(op->old);
+	bool is_same = n >= n_old;
+	for (size_t i = 0; is_same && i < n_old; i++)
+		is_same = json_equal(json_array_get(arr, n - n_old + i), json_array_get(op->old, i));
+	if (!is_same) {
+		log_info("store: s3: chat=%lld: the turns to replace are no longer the last; appending",
+		         (long long)op->chat_id);
+		return;
+	}
+	for (size_t i = 0; i < n_old; i++)
+		json_array_remove(arr, n - 1 - i);
+}
+
 static void append_got(struct s3_op *op, const struct http_response *resp)
 {
 	json_t *arr;
@@ -906,6 +938,8 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		    op, &(struct http_response){.status = 200, .body = "", .error = "", .retry_after = -1});
 		return;
 	}
+	if (arr && op->old)
+		drop_replaced(op, arr);
 	char *text = NULL;
 	if (!arr || json_array_extend(arr, op->turns) != 0 ||
 	    !(text = dump_bounded(op, arr, json_array_size(op->turns)))) {
@@ -1280,9 +1314,32 @@ static int pending_list_page(struct s3_op *op, const char *token)
 	return op->call ? 0 : -1;
 }
 
+static void scan_finish(struct s3_op *op, int err)
+{
+	struct pending *p = op->pending;
+	size_t n = 0;
+	int64_t *scopes = calloc(p->n + 1, sizeof *scopes);
+	char **values = calloc(p->n + 1, sizeof *values);
+	if (!scopes || !values)
+		err = -1;
+	for (size_t i = 0; scopes && values && i < p->n; i++) {
+		if (p->v[i].raw) {
+			scopes[n] = p->v[i].update_id;
+			values[n++] = p->v[i].raw;
+			p->v[i].raw = NULL;
+		}
+	}
+	store_answer_scan(&op->s->base, op->cb.scan, op->arg, err, scopes, values, n);
+	op_free(op);
+}
+
 static void pending_finish(struct s3_op *op, int err)
 {
 	struct pending *p = op->pending;
+	if (p->name) {
+		scan_finish(op, err);
+		return;
+	}
 	size_t n = 0;
 	char **raws = calloc(p->n + 1, sizeof *raws);
 	if (!raws)
@@ -1325,8 +1382,9 @@ static int pending_add(struct pending *p, const char *key, size_t dir_len, const
 	char *end;
 	errno = 0;
 	long long id = strtoll(name, &end, 10);
-	if (errno || end == name || strcmp(end, ".json") != 0)
-		return 0; /* not a record of ours */
+	if (errno || end == name ||
+	    (p->name ? *end != '/' || strcmp(end + 1, p->name) != 0 : strcmp(end, ".json") != 0))
+		return 0; /* not a record of ours, or another setting */
 	if (p->n == S3_PENDING_MAX)
 		return 0;
 	if (p->n == p->cap) {
@@ -1361,7 +1419,7 @@ static void pending_listed(struct s3_op *op, const struct http_response *resp)
 		pending_finish(op, -1);
 		return;
 	}
-	size_t dir_len = strlen(op->s->prefix) + strlen(JOURNAL_DIR);
+	size_t dir_len = strlen(op->key);
 	const char *at = resp->body, *end = resp->body + resp->body_len;
 	for (;;) {
 		const char *c = memmem(at, (size_t)(end - at), "<Contents>", 10);
@@ -1396,7 +1454,7 @@ static void pending_listed(struct s3_op *op, const struct http_response *resp)
 		return;
 	}
 	free(token);
-	log_debug("store: s3: the update journal holds %zu records", p->n);
+	log_debug("store: s3: %s: %zu objects", op->what, p->n);
 	if (p->n)
 		qsort(p->v, p->n, sizeof *p->v, by_update_id);
 	pending_read_next(op);
@@ -1411,7 +1469,8 @@ static void pending_read_next(struct s3_op *parent)
 	struct pending *p = parent->pending;
 	while (p->running < S3_PENDING_PARALLEL && p->next < p->n) {
 		size_t i = p->next++;
-		struct s3_op *op = op_new(parent->s, "reading the update journal", strdup(p->v[i].key));
+		struct s3_op *op = op_new(parent->s, p->name ? "reading a setting" : "reading the update journal",
+		                          strdup(p->v[i].key));
 		if (!op) {
 			p->err = -1;
 			continue;
@@ -1449,7 +1508,10 @@ static void pending_got(struct s3_op *op, const struct http_response *resp)
 	struct s3_op *parent = op->parent;
 	struct pending *p = parent->pending;
 	struct pending_entry *e = &p->v[op->index];
-	if (is_ok(resp)) {
+	if (p->name && is_ok(resp)) {
+		if (!(e->raw = strndup(resp->body, resp->body_len)))
+			p->err = -1;
+	} else if (is_ok(resp)) {
 		json_t *record = json_loadb(resp->body, resp->body_len, JSON_ALLOW_NUL, NULL);
 		const char *state = json_string_value(json_object_get(record, "state"));
 		json_t *body = json_object_get(record, "body");
@@ -1542,7 +1604,7 @@ static void setting_prefetch_got(struct s3_op *op, const struct http_response *r
 	struct s3_op *waiter = op->waiter;
 	prefetch_unlink(op);
 	if (waiter) {
-		setting_got(waiter, resp);
+		waiter->step(waiter, resp);
 	} else if (!op->is_stale && (is_ok(resp) || resp->status == 404) && resp->body_len <= S3_SMALL_MAX) {
 		struct read_setting **at = read_setting_find(s, op->key);
 		if (*at)
@@ -1551,6 +1613,10 @@ static void setting_prefetch_got(struct s3_op *op, const struct http_response *r
 		if (r && (r->key = strdup(op->key)) &&
 		    (!is_ok(resp) || (r->value = strndup(resp->body, resp->body_len)))) {
 			r->read_at = op->read_at;
+			if (is_ok(resp)) {
+				snprintf(r->etag, sizeof r->etag, "%s", s3_etag(resp));
+				snprintf(r->write_ids, sizeof r->write_ids, "%s", s3_write_ids(resp));
+			}
 			r->next = s->read_settings;
 			s->read_settings = r;
 		} else if (r) {
@@ -1607,6 +1673,7 @@ static void setting_get(struct store *base, int64_t scope, const char *key, stor
 	if (op) {
 		op->cb.value = cb;
 		op->arg = arg;
+		op->step = setting_got;
 		if (setting_from_prefetch(op))
 			return;
 		if (op_get(op, S3_SMALL_MAX, setting_got) == 0)
@@ -1638,6 +1705,148 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 	if (op)
 		op_free(op);
 	store_answer_done(base, cb, arg, -1);
+}
+
+/*
+ * A change is a read, then a write conditional on the ETag read; a lost race
+ * reads again. As a history's, the write carries an id in the object's
+ * metadata, so that a write whose answer was lost is known for ours when
+ * the object is read again, and not done twice (a count added twice).
+ */
+static void change_got(struct s3_op *op, const struct http_response *resp);
+static void change_put(struct s3_op *op, const struct http_response *resp);
+static bool change_from_prefetch(struct s3_op *op);
+
+static void setting_change(struct store *base, int64_t scope, const char *key, store_change_fn change,
+                           void *change_arg, store_done_cb cb, void *arg)
+{
+	struct store_s3 *s = from(base);
+	struct s3_op *op = op_new(s, "changing a setting", setting_key(s, scope, key));
+	if (!op) {
+		store_answer_done(base, cb, arg, -1);
+		return;
+	}
+	op->is_write = true;
+	op->change = change;
+	op->change_arg = change_arg;
+	op->cb.done = cb;
+	op->arg = arg;
+	make_id(s, op->write_id);
+	op->step = change_got;
+	if (change_from_prefetch(op))
+		return;
+	setting_prefetch_forget(s, op->key);
+	if (op_get(op, S3_SMALL_MAX, change_got) != 0)
+		op_done(op, -1);
+}
+
+/* The setting as read (read: NULL when there is none), changed and written on its ETag. */
+static void change_apply(struct s3_op *op, const char *read, const char *etag, const char *ids)
+{
+	if (op->has_put && has_write_id(ids, op->write_id)) {
+		op_done(op, 0); /* our write landed, its answer was lost */
+		return;
+	}
+	char *value = op->change(op->change_arg, read);
+	if (!value) {
+		op_done(op, 0);
+		return;
+	}
+	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
+	next_write_ids(op->write_id, ids, write_ids);
+	char condition[192] = "";
+	if (!read)
+		snprintf(condition, sizeof condition, "If-None-Match: *");
+	else if (etag[0])
+		snprintf(condition, sizeof condition, "If-Match: %.160s", etag);
+	struct s3_request put = {
+	    .method = "PUT",
+	    .body = value,
+	    .body_len = strlen(value),
+	    .content_type = "text/plain; charset=utf-8",
+	    .condition = condition[0] ? condition : NULL,
+	    .write_ids = write_ids,
+	    .max_body = S3_SMALL_MAX,
+	};
+	op->has_put = true;
+	if (op_send(op, put, change_put) != 0)
+		op_done(op, -1);
+}
+
+static void change_got(struct s3_op *op, const struct http_response *resp)
+{
+	if (!is_ok(resp) && resp->status != 404) {
+		log_failure(op, resp);
+		op_done(op, -1);
+		return;
+	}
+	char *read = is_ok(resp) ? strndup(resp->body, resp->body_len) : NULL;
+	if (is_ok(resp) && !read) {
+		op_done(op, -1);
+		return;
+	}
+	change_apply(op, read, is_ok(resp) ? s3_etag(resp) : "", is_ok(resp) ? s3_write_ids(resp) : "");
+	free(read);
+}
+
+/*
+ * The setting read ahead beside the claim stands for the change's read,
+ * as a history's load does for its append: only where the server is known
+ * to refuse a write whose condition fails.
+ */
+static bool change_from_prefetch(struct s3_op *op)
+{
+	struct store_s3 *s = op->s;
+	if (s->conditions != CONDITIONS_ENFORCED)
+		return false;
+	struct s3_op *p = setting_prefetch_find(s, op->key);
+	if (p && !p->waiter && is_fresh(p->read_at)) {
+		p->waiter = op;
+		return true;
+	}
+	struct read_setting **at = read_setting_find(s, op->key);
+	if (!*at || !is_fresh((*at)->read_at))
+		return false;
+	struct read_setting *r = *at;
+	*at = r->next;
+	change_apply(op, r->value, r->etag, r->write_ids);
+	free(r->key);
+	free(r->value);
+	free(r);
+	return true;
+}
+
+static void change_put(struct s3_op *op, const struct http_response *resp)
+{
+	if (is_ok(resp)) {
+		op_done(op, 0);
+		return;
+	}
+	if ((resp->status == 412 || resp->status == 409 || resp->status == 404) &&
+	    s3_has_conditions(op->s->client) && ++op->conflicts < S3_CONFLICTS) {
+		log_info("store: s3: %s changed while it was written (%ld); reading it again", op->key,
+		         resp->status);
+		if (op_get(op, S3_SMALL_MAX, change_got) != 0)
+			op_done(op, -1);
+		return;
+	}
+	log_failure(op, resp);
+	op_done(op, -1);
+}
+
+static void setting_scan(struct store *base, const char *key, store_scan_cb cb, void *arg)
+{
+	struct store_s3 *s = from(base);
+	struct s3_op *op = op_new(s, "listing the settings", str_printf("%s" SETTINGS_DIR, s->prefix));
+	if (op) {
+		op->cb.scan = cb;
+		op->arg = arg;
+		if ((op->pending = calloc(1, sizeof *op->pending)) && (op->pending->name = strdup(key)) &&
+		    pending_list_page(op, NULL) == 0)
+			return;
+		op_free(op);
+	}
+	store_answer_scan(base, cb, arg, -1, NULL, NULL, 0);
 }
 
 /*
@@ -1895,6 +2104,8 @@ static const struct store_ops s3_ops = {
     .setting_get = setting_get,
     .setting_prefetch = setting_prefetch,
     .setting_set = setting_set,
+    .setting_change = setting_change,
+    .setting_scan = setting_scan,
     .free = store_s3_free,
 };
 

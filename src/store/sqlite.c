@@ -21,7 +21,7 @@ struct store_sqlite {
 	struct store base;
 	sqlite3 *db;
 	sqlite3_stmt *load, *append, *clear, *claim, *done, *release, *pending, *get, *set, *begin,
-		*commit, *rollback;
+		*commit, *rollback, *last, *drop, *scan;
 };
 
 /* Each entry moves the schema from version i to i + 1. */
@@ -115,11 +115,51 @@ static int mark_done(struct store_sqlite *s, int64_t update_id)
 	return run(s, s->done, "marking an update done");
 }
 
-static void history_append(struct store *base, int64_t chat_id, const struct turn *turns, size_t n,
-			   int64_t update_id, store_done_cb cb, void *arg)
+/*
+ * Deletes the chat's last n_old turns when they are old[0..n_old); leaves
+ * them when they are not (another process appended since they were read).
+ */
+static int drop_replaced(struct store_sqlite *s, int64_t chat_id, const struct turn *old, size_t n_old)
+{
+	sqlite3_bind_int64(s->last, 1, chat_id);
+	sqlite3_bind_int64(s->last, 2, (sqlite3_int64)n_old);
+	size_t seen = 0;
+	bool is_same = true;
+	sqlite3_int64 first = 0;
+	int rc;
+	while ((rc = sqlite3_step(s->last)) == SQLITE_ROW) { /* newest first */
+		const struct turn *t = &old[n_old - 1 - seen++];
+		const char *role = (const char *)sqlite3_column_text(s->last, 1);
+		const char *content = (const char *)sqlite3_column_blob(s->last, 2);
+		size_t len = (size_t)sqlite3_column_bytes(s->last, 2);
+		first = sqlite3_column_int64(s->last, 0);
+		if (!role || strcmp(role, turn_role_name(t->role)) != 0 || len != t->len ||
+		    (len && memcmp(content, t->content, len) != 0))
+			is_same = false;
+	}
+	sqlite3_reset(s->last);
+	sqlite3_clear_bindings(s->last);
+	if (rc != SQLITE_DONE) {
+		log_db_error(s, "reading the last turns");
+		return -1;
+	}
+	if (seen != n_old || !is_same) {
+		log_info("store: chat=%lld: the turns to replace are no longer the last; appending",
+		         (long long)chat_id);
+		return 0;
+	}
+	sqlite3_bind_int64(s->drop, 1, chat_id);
+	sqlite3_bind_int64(s->drop, 2, first);
+	return run(s, s->drop, "deleting the replaced turns");
+}
+
+static void history_append(struct store *base, int64_t chat_id, const struct turn *old, size_t n_old,
+			   const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb, void *arg)
 {
 	struct store_sqlite *s = from(base);
 	int err = run(s, s->begin, "BEGIN");
+	if (!err && n_old)
+		err = drop_replaced(s, chat_id, old, n_old);
 	for (size_t i = 0; i < n && !err; i++) {
 		sqlite3_bind_int64(s->append, 1, chat_id);
 		sqlite3_bind_text(s->append, 2, turn_role_name(turns[i].role), -1, SQLITE_STATIC);
@@ -226,11 +266,84 @@ static void setting_set(struct store *base, int64_t scope, const char *key, cons
 	store_answer_done(base, cb, arg, run(s, s->set, "writing a setting"));
 }
 
+static void setting_change(struct store *base, int64_t scope, const char *key, store_change_fn change,
+			   void *change_arg, store_done_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	int err = run(s, s->begin, "BEGIN");
+	if (!err) {
+		sqlite3_bind_int64(s->get, 1, scope);
+		sqlite3_bind_text(s->get, 2, key, -1, SQLITE_STATIC);
+		int rc = sqlite3_step(s->get);
+		char *value = change(change_arg, rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s->get, 0)
+		                                                  : NULL);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+			log_db_error(s, "reading a setting");
+			err = -1;
+		}
+		sqlite3_reset(s->get);
+		sqlite3_clear_bindings(s->get);
+		if (!err && value) {
+			sqlite3_bind_int64(s->set, 1, scope);
+			sqlite3_bind_text(s->set, 2, key, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s->set, 3, value, -1, SQLITE_STATIC);
+			err = run(s, s->set, "writing a setting");
+		}
+		free(value);
+	}
+	if (!err)
+		err = run(s, s->commit, "COMMIT");
+	if (err && run(s, s->rollback, "ROLLBACK") != 0)
+		log_error("store: sqlite: the transaction could not be rolled back");
+	store_answer_done(base, cb, arg, err);
+}
+
+static void setting_scan(struct store *base, const char *key, store_scan_cb cb, void *arg)
+{
+	struct store_sqlite *s = from(base);
+	int64_t *scopes = NULL;
+	char **values = NULL;
+	size_t n = 0, cap = 0;
+	int err = 0, rc;
+	sqlite3_bind_text(s->scan, 1, key, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(s->scan)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			int64_t *sc = realloc(scopes, cap * sizeof *sc);
+			if (sc)
+				scopes = sc;
+			char **v = realloc(values, cap * sizeof *v);
+			if (v)
+				values = v;
+			if (!sc || !v) {
+				err = -1;
+				break;
+			}
+		}
+		const char *value = (const char *)sqlite3_column_text(s->scan, 1);
+		if (!value)
+			continue;
+		if (!(values[n] = strdup(value))) {
+			err = -1;
+			break;
+		}
+		scopes[n++] = sqlite3_column_int64(s->scan, 0);
+	}
+	if (!err && rc != SQLITE_DONE) {
+		log_db_error(s, "reading settings");
+		err = -1;
+	}
+	sqlite3_reset(s->scan);
+	sqlite3_clear_bindings(s->scan);
+	store_answer_scan(base, cb, arg, err, scopes, values, n);
+}
+
 static void store_sqlite_free(struct store *base)
 {
 	struct store_sqlite *s = from(base);
-	sqlite3_stmt *all[] = {s->load, s->append, s->clear, s->claim,  s->done,   s->release,
-			       s->pending, s->get, s->set,  s->begin, s->commit, s->rollback};
+	sqlite3_stmt *all[] = {s->load,  s->append, s->clear,  s->claim,    s->done, s->release,
+			       s->pending, s->get, s->set,    s->begin, s->commit, s->rollback,
+			       s->last,    s->drop, s->scan};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sqlite3_finalize(all[i]);
 	sqlite3_close(s->db);
@@ -250,6 +363,8 @@ static const struct store_ops sqlite_ops = {
 	.update_pending = update_pending,
 	.setting_get = setting_get,
 	.setting_set = setting_set,
+	.setting_change = setting_change,
+	.setting_scan = setting_scan,
 	.free = store_sqlite_free,
 };
 
@@ -397,6 +512,11 @@ int store_sqlite_open(const char *path, struct event_base *base, struct store **
 	    prepare(s, &s->get, "SELECT value FROM settings WHERE scope = ?1 AND key = ?2", err, errlen) ||
 	    prepare(s, &s->set, "INSERT OR REPLACE INTO settings (scope, key, value) VALUES (?1, ?2, ?3)",
 		    err, errlen) ||
+	    prepare(s, &s->last,
+		    "SELECT id, role, content FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2", err,
+		    errlen) ||
+	    prepare(s, &s->drop, "DELETE FROM messages WHERE chat_id = ?1 AND id >= ?2", err, errlen) ||
+	    prepare(s, &s->scan, "SELECT scope, value FROM settings WHERE key = ?1", err, errlen) ||
 	    prepare(s, &s->begin, "BEGIN IMMEDIATE", err, errlen) ||
 	    prepare(s, &s->commit, "COMMIT", err, errlen) || prepare(s, &s->rollback, "ROLLBACK", err, errlen))
 		goto fail;

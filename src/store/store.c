@@ -39,7 +39,15 @@ void store_history_append(struct store *s, int64_t chat_id, const struct turn *t
                           int64_t update_id, store_done_cb cb, void *arg)
 {
 	double started = metrics_clock();
-	s->ops->history_append(s, chat_id, turns, n, update_id, cb, arg);
+	s->ops->history_append(s, chat_id, NULL, 0, turns, n, update_id, cb, arg);
+	time_at_once(s, METRICS_HISTORY_APPEND, started);
+}
+
+void store_history_replace(struct store *s, int64_t chat_id, const struct turn *old, size_t n_old,
+                           const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb, void *arg)
+{
+	double started = metrics_clock();
+	s->ops->history_append(s, chat_id, old, n_old, turns, n, update_id, cb, arg);
 	time_at_once(s, METRICS_HISTORY_APPEND, started);
 }
 
@@ -94,9 +102,24 @@ void store_setting_set(struct store *s, int64_t scope, const char *key, const ch
 	time_at_once(s, METRICS_SETTING_SET, started);
 }
 
+void store_setting_change(struct store *s, int64_t scope, const char *key, store_change_fn change,
+                          void *change_arg, store_done_cb cb, void *arg)
+{
+	double started = metrics_clock();
+	s->ops->setting_change(s, scope, key, change, change_arg, cb, arg);
+	time_at_once(s, METRICS_SETTING_CHANGE, started);
+}
+
+void store_setting_scan(struct store *s, const char *key, store_scan_cb cb, void *arg)
+{
+	double started = metrics_clock();
+	s->ops->setting_scan(s, key, cb, arg);
+	time_at_once(s, METRICS_SETTING_SCAN, started);
+}
+
 /* ---- answers through the loop ---- */
 
-enum answer_kind { ANSWER_DONE, ANSWER_HISTORY, ANSWER_CLAIM, ANSWER_VALUE, ANSWER_PENDING };
+enum answer_kind { ANSWER_DONE, ANSWER_HISTORY, ANSWER_CLAIM, ANSWER_VALUE, ANSWER_PENDING, ANSWER_SCAN };
 
 struct store_answer {
 	struct store_answer *next;
@@ -107,13 +130,15 @@ struct store_answer {
 		store_claim_cb claim;
 		store_value_cb value;
 		store_pending_cb pending;
+		store_scan_cb scan;
 	} cb;
 	void *arg;
 	int err;
 	bool is_new;
 	struct history history;
 	char *value;
-	char **raws;
+	char **raws; /* pending updates, or a scan's values */
+	int64_t *scopes; /* a scan's */
 	size_t n_raws;
 };
 
@@ -124,6 +149,7 @@ static void answer_free(struct store_answer *a)
 	for (size_t i = 0; i < a->n_raws; i++)
 		free(a->raws[i]);
 	free(a->raws);
+	free(a->scopes);
 	free(a);
 }
 
@@ -147,6 +173,11 @@ static void answer_give(struct store_answer *a)
 		for (size_t i = 0; i < a->n_raws; i++)
 			a->cb.pending(a->arg, 0, a->raws[i]);
 		a->cb.pending(a->arg, a->err, NULL);
+		break;
+	case ANSWER_SCAN:
+		for (size_t i = 0; i < a->n_raws; i++)
+			a->cb.scan(a->arg, 0, a->scopes[i], a->raws[i]);
+		a->cb.scan(a->arg, a->err, 0, NULL);
 		break;
 	}
 	answer_free(a);
@@ -255,6 +286,25 @@ void store_answer_pending(struct store *s, store_pending_cb cb, void *arg, int e
 	}
 	a->cb.pending = cb;
 	a->raws = raws;
+	a->n_raws = n;
+	answer_queue(s, a);
+}
+
+void store_answer_scan(struct store *s, store_scan_cb cb, void *arg, int err, int64_t *scopes, char **values,
+                       size_t n)
+{
+	struct store_answer *a = answer_new(ANSWER_SCAN, arg, err);
+	if (!a) {
+		for (size_t i = 0; i < n; i++)
+			free(values[i]);
+		free(values);
+		free(scopes);
+		cb(arg, -1, 0, NULL);
+		return;
+	}
+	a->cb.scan = cb;
+	a->raws = values;
+	a->scopes = scopes;
 	a->n_raws = n;
 	answer_queue(s, a);
 }

@@ -67,6 +67,16 @@ typedef void (*store_claim_cb)(void *arg, int err, bool is_new);
 typedef void (*store_value_cb)(void *arg, int err, const char *value);
 /* Called once per journaled update not yet done, oldest first, then once with raw NULL. */
 typedef void (*store_pending_cb)(void *arg, int err, const char *raw);
+/*
+ * What a setting becomes (store_setting_change): given its value (NULL: not
+ * set), the new value (malloc'd; the store frees it), or NULL to leave it as
+ * it is. It may be called more than once (another writer changed the
+ * setting meanwhile: again, on what that one wrote), so it only computes;
+ * its last call is what the store kept once the change's callback says 0.
+ */
+typedef char *(*store_change_fn)(void *arg, const char *value);
+/* Called once per scope that has the key (in no particular order), then once with value NULL. */
+typedef void (*store_scan_cb)(void *arg, int err, int64_t scope, const char *value);
 
 void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
 /*
@@ -79,6 +89,14 @@ void store_history_prefetch(struct store *s, int64_t chat_id);
  * can). */
 void store_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
                           int64_t update_id, store_done_cb cb, void *arg);
+/*
+ * As store_history_append, but the turns take the place of old[0..n_old),
+ * the last turns of the history as it was loaded (/retry), when it still
+ * ends with them. When it does not (another writer appended meanwhile), the
+ * turns are appended: no one's turns are lost.
+ */
+void store_history_replace(struct store *s, int64_t chat_id, const struct turn *old, size_t n_old,
+                           const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb, void *arg);
 void store_history_clear(struct store *s, int64_t chat_id, store_done_cb cb, void *arg);
 /* Journals an update (raw is its JSON text, borrowed for the call) unless its id is known. */
 void store_update_claim(struct store *s, int64_t update_id, int64_t chat_id, const char *raw, size_t raw_len,
@@ -92,5 +110,14 @@ void store_setting_get(struct store *s, int64_t scope, const char *key, store_va
 void store_setting_prefetch(struct store *s, int64_t scope, const char *key);
 void store_setting_set(struct store *s, int64_t scope, const char *key, const char *value, store_done_cb cb,
                        void *arg);
+/*
+ * Reads and writes a setting as one step (a usage count, a budget's
+ * reservation): no concurrent change in between is lost, in this process
+ * or another (S3: a conditional write, repeated after a lost race).
+ */
+void store_setting_change(struct store *s, int64_t scope, const char *key, store_change_fn change,
+                          void *change_arg, store_done_cb cb, void *arg);
+/* Every scope's value of key (/usage all: every user's count of the month). */
+void store_setting_scan(struct store *s, const char *key, store_scan_cb cb, void *arg);
 
 #endif

@@ -14,6 +14,8 @@ A test scripts what the model does with Reply objects:
   (e.g. "every request whose last message mentions X fails");
 - context_limit = N: any request whose message contents add up to more than
   N characters is refused with 400 context_length_exceeded, as OpenAI does;
+- reported_usage(req, text): the usage it reports for an answer (Reply(usage=False):
+  none, as some providers do);
 - prompt_token_factor = F: the usage it reports counts F times the tokens of
   the bot's own estimate (a model whose tokenizer needs more, or fewer,
   tokens for the same text).
@@ -56,6 +58,7 @@ class Reply:
     early: bool = False              # (queued, stream) answer before reading the request body, read it after
                                      # the first piece: legal HTTP/1.1 that leaves the client still sending
     finish_reason: str = "stop"
+    usage: bool = True               # report usage (a usage chunk, or the object's "usage"), as OpenAI does
     ascii_escapes: bool = False      # events written with \\u escapes only: pieces may hold lone surrogates
                                      # (an emoji's UTF-16 pair split across two events, as some servers do)
 
@@ -446,7 +449,8 @@ class FakeOpenAI:
         pause()
         write(event(dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None,
                                          "finish_reason": reply.finish_reason}])))
-        write(event(dict(base, choices=[], usage=_usage(req, text, self.prompt_token_factor))))
+        if reply.usage:
+            write(event(dict(base, choices=[], usage=reported_usage(req, text, self.prompt_token_factor))))
         if reply.comments:
             write(f": done{eol}{eol}")
         write(event("[DONE]"))
@@ -460,7 +464,7 @@ def _split(text: str, pieces: int) -> list:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
-def _usage(req: Request, text: str, factor: float = 1.0) -> dict:
+def reported_usage(req: Request, text: str, factor: float = 1.0) -> dict:
     # Counted like the bot's own pessimistic estimate (4 + UTF-8 bytes / 3 per
     # message), so whatever calibration the bot learns from usage stays ~1,
     # unless the test sets a factor (FakeOpenAI.prompt_token_factor).
@@ -474,4 +478,4 @@ def _completion(text: str, model: str, n: int, req: Request, finish_reason: str,
             "system_fingerprint": "fp_fake",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                          "logprobs": None, "finish_reason": finish_reason}],
-            "usage": _usage(req, text, factor)}
+            "usage": reported_usage(req, text, factor)}

@@ -89,6 +89,8 @@ TEXT_HELP = ("Write a message and I will answer, keeping the context of our conv
              "/new — forget this conversation and start a fresh one\n"
              "/model — see or change the model that answers in this chat\n"
              "/system — see or set how the model should behave here (/system reset: the default)\n"
+             "/retry — ask again for the last answer\n"
+             "/usage — the tokens you spent today and this month\n"
              "/help — this help")
 TEXT_NEW_DONE = "Started a new conversation: I have forgotten the previous one."
 

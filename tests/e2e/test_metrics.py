@@ -9,7 +9,7 @@ import http.client
 import re
 import socket
 
-from fake_openai import Reply, _usage
+from fake_openai import Reply, reported_usage
 from fake_telegram import Chat
 from harness import ALICE, BOB, GROUP_ID, MALLORY, main, run_bin
 from test_serve import ServeTestCase, free_port
@@ -117,7 +117,7 @@ class ServeMetricsTest(MetricsTestCase):
 
         [req] = self.llm.requests_with("Count this one")
         reply_text = "Echo: Count this one"
-        usage = _usage(req, reply_text)
+        usage = reported_usage(req, reply_text)
         self.assertEqual(value(m, "tgllm_model_calls_total", outcome="ok"), 1)
         self.assertEqual(value(m, "tgllm_model_tokens_total", direction="prompt"), usage["prompt_tokens"])
         self.assertEqual(value(m, "tgllm_model_tokens_total", direction="completion"), usage["completion_tokens"])

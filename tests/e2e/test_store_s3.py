@@ -25,6 +25,7 @@ What these tests prove and what they cannot:
     8 MB) is kept aside next to it, the user told, and the chat starts over.
 """
 
+import datetime
 import http.client
 import json
 import os
@@ -586,6 +587,7 @@ class S3ColdHandleTest(S3TestCase):
         self.assertEqual(self.handle(self.tg.update("message", msg)), 200)
         self.assertEqual([r.text for r in self.tg.replies_to(msg)], ["Echo: Count my requests"])
         got = self.requests_since(seen)
+        usage = f"usage-{datetime.datetime.now(datetime.timezone.utc):%Y-%m}"
         # Before: the journal record read, then written; the history read twice (the
         # second time only for its ETag); 8 requests (9 with the chat's settings), one after another.
         self.assertEqual(sorted(got), sorted([
@@ -594,9 +596,11 @@ class S3ColdHandleTest(S3TestCase):
             ("PUT", "journal", "If-None-Match", 200),   # the claim: one conditional PUT
             ("GET", "history", "", 404),                # read ahead, beside the claim; the append writes on it
             ("GET", f"tgllm/settings/{ALICE.id}/chat", "", 404),   # the chat's model and prompt, beside it too
+            ("GET", f"tgllm/settings/{ALICE.id}/{usage}", "", 404),  # the sender's usage, beside it too
             ("PUT", "history", "If-None-Match", 200),
+            ("PUT", f"tgllm/settings/{ALICE.id}/{usage}", "If-None-Match", 200),  # counted, beside the history
             ("PUT", "journal", "", 200),                # marked done
-        ]), "expected 7 S3 requests for a cold handle; got:\n" + "\n".join(map(str, got)))
+        ]), "expected 9 S3 requests for a cold handle; got:\n" + "\n".join(map(str, got)))
         self.assertEqual(got[-1][:2], ("PUT", "journal"), "expected the update marked done last, once the "
                                                           "exchange is stored")
         methods = [c.method for c in self.tg.calls[calls:]]
@@ -655,8 +659,9 @@ class S3ColdHandleOverlapTest(S3ColdHandleTest):
         self.assertEqual(self.handle(self.tg.update("message", msg)), 200)
         history, journal = f"/{BUCKET}/{PREFIX}{ALICE.id}.json", f"/{BUCKET}/{PREFIX}tgllm/updates/"
         settings = f"/{BUCKET}/{PREFIX}tgllm/settings/{ALICE.id}/chat"
+        usage = f"/{BUCKET}/{PREFIX}tgllm/settings/{ALICE.id}/usage-{datetime.datetime.now(datetime.timezone.utc):%Y-%m}"
         claim = [r for r in self.s3.requests()[seen:] if r["method"] == "PUT" and r["url"].startswith(journal)]
-        for url in (history, settings):
+        for url in (history, settings, usage):
             read = [a for a in self.s3.arrivals()[seen_arrivals:] if a["method"] == "GET" and a["url"] == url]
             self.assertTrue(read and claim, f"expected a read of {url} and a claim; got\n{self.s3.describe()}")
             self.assertLess(read[0]["at"], claim[0]["at"], f"expected {url} read before the claim was answered "

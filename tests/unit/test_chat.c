@@ -325,6 +325,12 @@ static void llm_call_free(struct llm_call *call)
 	free(call);
 }
 
+void llm_limit(struct llm_call *call, size_t max)
+{
+	(void)call;
+	note("llm limit %zu", max);
+}
+
 void llm_cancel(struct llm_call *call)
 {
 	if (!call)
@@ -351,7 +357,7 @@ static void answer_llm(enum llm_status status, long prompt_tokens)
 		fail_msg("expected a model request in flight");
 	struct llm_call *call = llm;
 	llm = NULL;
-	struct llm_result res = {status, prompt_tokens, 10, "fake detail"};
+	struct llm_result res = {.status = status, .prompt_tokens = prompt_tokens, .completion_tokens = 10, .detail = "fake detail"};
 	call->done(call->arg, &res);
 	llm_call_free(call);
 }
@@ -370,6 +376,8 @@ struct fake_store {
 	int fail_load, fail_append;
 	bool set_aside_load; /* history_load answers STORE_HISTORY_SET_ASIDE with no turns */
 	char *refused_at;    /* the refused_at setting's value */
+	char *usage;         /* the usage setting's value (one user, one month) */
+	char *chat;          /* the chat setting's value */
 };
 
 static struct fake_store *fs;
@@ -387,9 +395,12 @@ static void fake_history_load(struct store *s, int64_t chat_id, store_history_cb
 	store_answer_history(s, cb, arg, err, &h);
 }
 
-static void fake_history_append(struct store *s, int64_t chat_id, const struct turn *turns, size_t n,
-                                int64_t update_id, store_done_cb cb, void *arg)
+static void fake_history_append(struct store *s, int64_t chat_id, const struct turn *old, size_t n_old,
+                                const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb, void *arg)
 {
+	(void)old;
+	if (n_old)
+		note("store replace %zu", n_old);
 	char line[2048] = "";
 	for (size_t i = 0; i < n; i++)
 		snprintf(line + strlen(line), sizeof line - strlen(line), "%s%s:%.*s", i ? " | " : "",
@@ -449,6 +460,19 @@ static void fake_setting_set(struct store *s, int64_t scope, const char *key, co
 	store_answer_done(s, cb, arg, 0);
 }
 
+static void fake_setting_change(struct store *s, int64_t scope, const char *key, store_change_fn change,
+                                void *change_arg, store_done_cb cb, void *arg)
+{
+	char **kept = strncmp(key, "usage-", 6) == 0 ? &fs->usage : &fs->chat;
+	char *value = change(change_arg, *kept);
+	note("store change %lld %s", (long long)scope, key);
+	if (value) {
+		free(*kept);
+		*kept = value;
+	}
+	store_answer_done(s, cb, arg, 0);
+}
+
 static void fake_free(struct store *s)
 {
 	store_clear(s);
@@ -465,6 +489,7 @@ static const struct store_ops fake_ops = {
     .update_pending = fake_update_pending,
     .setting_get = fake_setting_get,
     .setting_set = fake_setting_set,
+    .setting_change = fake_setting_change,
     .free = fake_free,
 };
 
@@ -514,6 +539,8 @@ static int world_close(void **state)
 	store_clear(&w.store.base);
 	history_free(&w.store.history);
 	free(w.store.refused_at);
+	free(w.store.usage);
+	free(w.store.chat);
 	event_base_free(w.base);
 	free_sends();
 	forget_events();

@@ -56,6 +56,12 @@ enum chats_stop chats_stop(struct chats *cs, int64_t chat_id, int64_t draft_id, 
 	return CHATS_NOTHING;
 }
 
+void usage_key(time_t t, char key[USAGE_KEY_LEN])
+{
+	(void)t;
+	snprintf(key, USAGE_KEY_LEN, "usage-test");
+}
+
 const char *text_get(enum text_id id, const char *language_code)
 {
 	(void)id, (void)language_code;

@@ -1009,6 +1009,133 @@ static void test_free_drops_queued_answers_without_calling_back(void **state)
 	expect_int("callbacks after store_free", 0, callbacks_after_free);
 }
 
+static void do_replace(struct fixture *f, int64_t chat, const struct turn *old, size_t n_old, const struct turn *turns,
+                       size_t n)
+{
+	struct op o = {.what = "store_history_replace"};
+	store_history_replace(f->store, chat, old, n_old, turns, n, 0, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	op_free(&o);
+}
+
+static void test_replace_takes_the_place_of_the_last_turns_only_while_they_are_last(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	struct turn first[] = {turn(TURN_USER, "q1"), turn(TURN_ASSISTANT, "a1"), turn(TURN_USER, "q2"),
+	                       turn(TURN_ASSISTANT, "a2")};
+	do_append(f, f->store, 5, first, 4, 0);
+	struct turn again[] = {turn(TURN_USER, "q2"), turn(TURN_ASSISTANT, "a2, again")};
+	do_replace(f, 5, first + 2, 2, again, 2);
+	struct history h = do_load(f, f->store, 5);
+	struct turn want[] = {first[0], first[1], again[0], again[1]};
+	expect_history("the last exchange replaced", want, 4, &h);
+	history_free(&h);
+
+	/* Replacing what is no longer last (another writer appended since the load) appends instead. */
+	struct turn third[] = {turn(TURN_USER, "q3"), turn(TURN_ASSISTANT, "a3")};
+	do_append(f, f->store, 5, third, 2, 0);
+	struct turn late[] = {turn(TURN_USER, "q2"), turn(TURN_ASSISTANT, "a2, late")};
+	do_replace(f, 5, again, 2, late, 2);
+	h = do_load(f, f->store, 5);
+	struct turn kept[] = {first[0], first[1], again[0], again[1], third[0], third[1], late[0], late[1]};
+	expect_history("nothing lost when the turns are no longer last", kept, 8, &h);
+	history_free(&h);
+}
+
+struct counter {
+	int calls;
+	const char *seen; /* what the last call was given */
+	char seen_copy[64];
+	bool is_unchanged; /* answer NULL: leave the setting */
+};
+
+static char *add_one(void *arg, const char *value)
+{
+	struct counter *c = arg;
+	c->calls++;
+	snprintf(c->seen_copy, sizeof c->seen_copy, "%s", value ? value : "(unset)");
+	if (c->is_unchanged)
+		return NULL;
+	char *out = malloc(24);
+	if (out)
+		snprintf(out, 24, "%d", (value ? atoi(value) : 0) + 1);
+	return out;
+}
+
+static void do_change(struct fixture *f, int64_t scope, const char *key, struct counter *c)
+{
+	struct op o = {.what = "store_setting_change"};
+	store_setting_change(f->store, scope, key, add_one, c, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	op_free(&o);
+}
+
+static void test_change_reads_and_writes_a_setting_in_one_step(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	struct counter c = {0};
+	do_change(f, 7, "n", &c);
+	expect_str("first given", "(unset)", c.seen_copy);
+	do_change(f, 7, "n", &c);
+	do_change(f, 7, "n", &c);
+	expect_str("then given what it wrote", "2", c.seen_copy);
+	expect_setting(f, f->store, 7, "n", "3");
+	expect_setting(f, f->store, 8, "n", NULL);
+	c.is_unchanged = true;
+	do_change(f, 7, "n", &c);
+	expect_setting(f, f->store, 7, "n", "3");
+	expect_int("one call a change", 4, c.calls);
+}
+
+struct scan {
+	int64_t scopes[8];
+	char values[8][16];
+	size_t n;
+	bool is_over;
+	int err;
+};
+
+static void on_scan(void *arg, int err, int64_t scope, const char *value)
+{
+	struct scan *sc = arg;
+	if (!value) {
+		sc->is_over = true;
+		sc->err = err;
+		return;
+	}
+	if (sc->n < 8) {
+		sc->scopes[sc->n] = scope;
+		snprintf(sc->values[sc->n++], 16, "%s", value);
+	}
+}
+
+static void test_scan_gives_every_scopes_value_of_a_key(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	do_set(f, f->store, 1, "usage-2026-12", "a");
+	do_set(f, f->store, 2, "usage-2026-12", "b");
+	do_set(f, f->store, 2, "usage-2026-11", "old");
+	do_set(f, f->store, 3, "chat", "other");
+	struct scan sc = {0};
+	store_setting_scan(f->store, "usage-2026-12", on_scan, &sc);
+	expect_int("nothing inside the call", 0, sc.is_over || sc.n);
+	for (int i = 0; i < 100 && !sc.is_over; i++)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	expect_int("ended", 1, sc.is_over);
+	expect_int("err", 0, sc.err);
+	expect_int("scopes with the key", 2, (long long)sc.n);
+	bool is_a_first = sc.scopes[0] == 1;
+	expect_str("scope 1's", "a", sc.values[is_a_first ? 0 : 1]);
+	expect_str("scope 2's", "b", sc.values[is_a_first ? 1 : 0]);
+}
+
 #define TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -1034,6 +1161,9 @@ int main(void)
 	    TEST(test_turn_with_unknown_role_is_skipped),
 	    TEST(test_open_prunes_done_updates_older_than_a_week),
 	    TEST(test_free_drops_queued_answers_without_calling_back),
+	    TEST(test_replace_takes_the_place_of_the_last_turns_only_while_they_are_last),
+	    TEST(test_change_reads_and_writes_a_setting_in_one_step),
+	    TEST(test_scan_gives_every_scopes_value_of_a_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

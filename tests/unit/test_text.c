@@ -96,6 +96,10 @@ static int strings_of(int id)
 	case TEXT_SYSTEM_TOO_LONG:
 		return 1;
 	case TEXT_MODEL_GONE:
+	case TEXT_OVER_DAILY:
+	case TEXT_OVER_MONTHLY:
+	case TEXT_USAGE_LEFT_DAY:
+	case TEXT_USAGE_LEFT_MONTH:
 		return 2;
 	default:
 		return 0;
