@@ -141,7 +141,7 @@ def telegram_spec(d: Path, out: Path) -> Path:
     return out
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -155,7 +155,7 @@ class Prism:
         self.port = 0
         self.proc = None
         for _ in range(2):  # a port taken between choosing and binding: once more with another
-            self.port = _free_port()
+            self.port = free_port()
             log = open(log_path, "ab")
             self.proc = subprocess.Popen([*args, "--host", "127.0.0.1", "--port", str(self.port)],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

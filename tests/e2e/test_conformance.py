@@ -10,7 +10,8 @@ getMyCommands, setMyCommands, sendMessage (entities, reply_parameters,
 message_thread_id, an inline keyboard), sendMessageDraft (entities,
 can_stop), sendChatAction, editMessageText (with and without reply_markup)
 and answerCallbackQuery, the Stop flows (stopped_message_generation and the
-Stop button) included. Every call Prism refuses (422: a parameter name,
+Stop button) included; in poll, serve and handle, with the webhook commands
+and doctor, an answer in several parts and one sent again as plain text. Every call Prism refuses (422: a parameter name,
 type or required parameter the spec does not allow; 404: a method it does
 not know) fails the test, naming the call and what Prism said. When every
 test of the class has run and passed, every Bot API method named in src/
@@ -34,6 +35,7 @@ them, except with CI=true, where it fails them.
 """
 
 import collections
+import http.client
 import json
 import re
 import shutil
@@ -42,9 +44,10 @@ import unittest
 from pathlib import Path
 
 import prism
-from fake_openai import streamed
+from fake_openai import answer, streamed
 from fake_telegram import Chat
 from harness import ALICE, BOB, FORUM, IVAN, TOKEN, BotProcess, BotTestCase, main, run_bin
+from prism import free_port
 
 MODELS = "gpt-4o-mini, gpt-4o, o3-mini"
 HOOK = "https://bot.example.com/telegram/hook"
@@ -165,6 +168,16 @@ class BotApiConformanceTest(BotTestCase):
         self.assertTrue(reply.entities, f"expected a formatted answer: {reply.params}")
         self.ask(ALICE, "/help")
         self.ask(IVAN, "Привет! Как дела?")
+        # An answer over 4096 characters: several messages.
+        self.llm.on_message_containing("Write a lot", answer("Lorem ipsum **dolor** sit amet. " * 200))
+        before = len(self.tg.messages_in(ALICE.id))
+        self.wait_handled(self.tg.send_private(ALICE, "Write a lot"))
+        self.assertGreaterEqual(len(self.tg.messages_in(ALICE.id)) - before, 2, "expected the answer in parts")
+        # Formatting Telegram refuses: the answer goes again as plain text.
+        self.tg.reject_entities(times=1)
+        self.llm.on_message_containing("Refused format", streamed(FORMATTED))
+        plain = self.ask(ALICE, "Refused format, please")
+        self.assertEqual(plain.entities, [])
         for method in ("getMe", "getWebhookInfo"):
             self.assertCalled(method)
         self.assertCalled("getUpdates", "offset", "timeout", "allowed_updates")
@@ -243,6 +256,27 @@ class BotApiConformanceTest(BotTestCase):
         self.cli("delete-webhook")
         self.assertEqual(self.tg.webhook.url, "")
         self.assertCalled("deleteWebhook", "drop_pending_updates")
+
+    def test_serve_and_handle(self):
+        port = free_port()
+        bot = BotProcess(self.bot_env(LISTEN=f"127.0.0.1:{port}"), self.log_path, args=("serve",))
+        self.bots.append(bot)
+        self.addCleanup(bot.kill)
+        self.tg.wait_for(lambda: "serve: listening on" in self.log() or not bot.running(), 15,
+                         "`tgllm serve` listening")
+        msg = self.tg.message(Chat.private(BOB), BOB, "Through the webhook server")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("POST", "/", json.dumps(self.tg.update("message", msg)),
+                         {"Content-Type": "application/json"})
+            self.assertEqual(conn.getresponse().status, 200)
+        finally:
+            conn.close()
+        self.wait_reply(msg)
+        bot.stop()
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Through tgllm handle")
+        self.assertEqual(self.handle_update(self.tg.update("message", msg), {}), 200)
+        self.wait_reply(msg)
 
     def test_doctor(self):
         self.cli("doctor")
