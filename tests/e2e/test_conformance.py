@@ -37,8 +37,10 @@ them, except with CI=true, where it fails them.
 import collections
 import http.client
 import json
+import os
 import re
 import shutil
+import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -77,6 +79,14 @@ def methods_in_source() -> dict:
     return found
 
 
+def remove_workdir(workdir: Path):
+    """The class's folder (the spec the proxy loads, Prism's logs); TGLLM_E2E_KEEP=1 keeps it."""
+    if os.environ.get("TGLLM_E2E_KEEP"):
+        sys.stderr.write(f"\nPrism's spec and logs kept in {workdir}\n")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 class BotApiConformanceTest(BotTestCase):
     """Every Bot API call through `prism proxy` (one Prism for the class, each test with its own fake)."""
 
@@ -95,7 +105,7 @@ class BotApiConformanceTest(BotTestCase):
     @classmethod
     def tearDownClass(cls):
         cls.proxy.stop()
-        shutil.rmtree(cls.workdir, ignore_errors=True)
+        remove_workdir(cls.workdir)
         every = set(unittest.TestLoader().getTestCaseNames(cls))
         if cls.ran != every or cls.failed:
             return  # one test alone, or a failure: the coverage would say nothing more
@@ -299,7 +309,7 @@ class ChatCompletionConformanceTest(BotTestCase):
     @classmethod
     def tearDownClass(cls):
         cls.mock.stop()
-        shutil.rmtree(cls.workdir, ignore_errors=True)
+        remove_workdir(cls.workdir)
 
     def assertSpecAccepts(self, min_posts: int, min_gets: int = 0):
         """Every request the fake model recorded, as Prism's mock answers it: 2xx, or the test fails."""
