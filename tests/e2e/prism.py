@@ -33,6 +33,8 @@ copy of the spec the proxy loads; everything else is checked as published.
 Around the proxy (TelegramProxy):
   bot -> front (records each call and Prism's answer) -> prism proxy
       -> back (relays to the current test's fake Telegram) -> FakeTelegram
+(file downloads, /file/bot<token>/..., are no Bot API method: the front
+sends them to the back directly).
 The front says which call Prism refused and why; the back lets one Prism
 (which starts in seconds) serve every test of a class, each with its own fake.
 
@@ -203,6 +205,7 @@ class Exchange:
     """One call of the bot as the front saw it: what it sent and what came back through Prism."""
 
     method: str             # the Bot API method (from the path)
+    path: str
     http_method: str
     content_type: str
     body: bytes
@@ -245,7 +248,7 @@ _HOP = {"host", "connection", "keep-alive", "transfer-encoding", "content-length
 
 
 class _Relay(http.server.ThreadingHTTPServer):
-    """Forwards every request to target() (host, port) and answers what came back; record() sees both."""
+    """Forwards every request to target(path) (host, port) and answers what came back; record() sees both."""
 
     daemon_threads = True
     block_on_close = False
@@ -302,7 +305,7 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
         if self.command == "POST":
             headers["Content-Length"] = str(len(body))
-        host, port = self.server.target()
+        host, port = self.server.target(self.path)
         conn = http.client.HTTPConnection(host, port, timeout=120)
         try:
             conn.request(self.command, self.path, body=body if self.command == "POST" else None, headers=headers)
@@ -313,7 +316,8 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
         finally:
             conn.close()
         if self.server.record:
-            self.server.record(Exchange(method=self.path.split("?")[0].rsplit("/", 1)[-1], http_method=self.command,
+            self.server.record(Exchange(method=self.path.split("?")[0].rsplit("/", 1)[-1], path=self.path,
+                                        http_method=self.command,
                                         content_type=self.headers.get("Content-Type", ""), body=body, status=status,
                                         answer_type=answer_type, answer=answer))
         self.send_response(status)
@@ -348,10 +352,13 @@ class TelegramProxy:
         self.upstream: Optional[str] = None   # the current fake's base URL
         self.lock = threading.Lock()
         self.exchanges: list[Exchange] = []
-        self.back = _Relay(self._upstream)
+        self.back = _Relay(lambda path: self._upstream())
         self.prism = Prism([str(d / "bin" / "prism"), "proxy", str(self.spec), self.back.base_url, "--errors"],
                            workdir / "prism-proxy.log")
-        self.front = _Relay(lambda: ("127.0.0.1", self.prism.port), self._record)
+        # Downloads (GET /file/bot<token>/<file_path>, after getFile) are not Bot API methods and the
+        # spec has no such path: they go straight to the back, past Prism.
+        self.front = _Relay(lambda path: self._upstream() if path.startswith("/file/") else
+                            ("127.0.0.1", self.prism.port), self._record)
 
     def _upstream(self):
         if not self.upstream:
@@ -360,7 +367,7 @@ class TelegramProxy:
         return (host, int(port))
 
     def _record(self, ex: Exchange):
-        if ex.method in self.names:
+        if ex.method in self.names and not ex.path.startswith("/file/"):
             ex.unknown_names = tuple(n for n in form_names(ex.content_type, ex.body) if n not in self.names[ex.method])
         with self.lock:
             self.exchanges.append(ex)
