@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible chat completions server for the end-to-end tests.
 
 POST /v1/chat/completions on 127.0.0.1 (an ephemeral port). Every request is
-recorded (body, headers, time). By default the answer is
+recorded (body as parsed and as sent, headers, time; GETs of the model list in `gets`). By default the answer is
 "Echo: <content of the last message>": streamed as Server-Sent Events when
 the request says "stream": true (chat.completion.chunk objects over HTTP/1.1
 chunked transfer encoding, a finish chunk, a usage chunk with "choices": [],
@@ -120,6 +120,7 @@ class Request:
     time: float                   # time.monotonic() when it arrived
     status: int = 0               # status answered
     finished: Optional[float] = None
+    raw: bytes = b""              # the body as sent
 
     @property
     def messages(self) -> list:
@@ -159,6 +160,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         fake = self.server.fake
+        with fake.lock:
+            fake.gets.append(Request(body={}, headers={k.lower(): v for k, v in self.headers.items()},
+                                     path=self.path.split("?")[0], time=time.monotonic()))
         if self.path.split("?")[0].rstrip("/") == "/v1/models" and fake.models is not None:
             if fake.api_key and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
                 return self.send_json(401, {"error": invalid_api_key().error})
@@ -211,7 +215,8 @@ class _Server(http.server.ThreadingHTTPServer):
 class FakeOpenAI:
     def __init__(self):
         self.lock = threading.Condition()
-        self.requests: list[Request] = []
+        self.requests: list[Request] = []     # POSTs (chat completions)
+        self.gets: list[Request] = []         # GETs (the model list)
         self.queue = collections.deque()
         self.rules: list[tuple[Callable[[Request], bool], Reply]] = []
         self.default = Reply()
@@ -326,7 +331,8 @@ class FakeOpenAI:
                       time=time.monotonic(), status=200)
 
         def read_request():
-            req.body = json.loads(h.read_body())  # the whole request, or the test fails here
+            req.raw = h.read_body()
+            req.body = json.loads(req.raw)  # the whole request, or the test fails here
             with self.lock:
                 self.requests.append(req)
                 self.lock.notify_all()
@@ -347,7 +353,7 @@ class FakeOpenAI:
         except ValueError:
             body = {"_unparsable": raw.decode("utf-8", "replace")}
         req = Request(body=body if isinstance(body, dict) else {"_not_object": body},
-                      headers={k.lower(): v for k, v in h.headers.items()}, path=path, time=time.monotonic())
+                      headers={k.lower(): v for k, v in h.headers.items()}, path=path, time=time.monotonic(), raw=raw)
         with self.lock:
             self.requests.append(req)
             self._counter += 1

@@ -295,13 +295,18 @@ class BotTestCase(unittest.TestCase):
 
     # ---- the bot ---------------------------------------------------------
 
+    def telegram_api_base(self) -> str:
+        """The bots' TELEGRAM_API_BASE: the fake Telegram, unless a test puts something in
+        between (test_conformance.py: Prism, which checks every call against the Bot API spec)."""
+        return self.tg.base_url
+
     def bot_env(self, **env) -> dict:
         base = {
             "TG_BOT_TOKEN": TOKEN,
             "TG_BOT_CHATS": DEFAULT_ALLOWLIST,
             "OPENAI_API_KEY": API_KEY,
             "OPENAI_BASE_URL": self.llm.base_url,
-            "TELEGRAM_API_BASE": self.tg.base_url,
+            "TELEGRAM_API_BASE": self.telegram_api_base(),
             "STORE": self.store,
             "LOG_LEVEL": "debug",
             "TELEGRAM_PACING": self.pacing,
