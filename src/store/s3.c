@@ -895,6 +895,37 @@ static void drop_replaced(const struct s3_op *op, json_t *arr)
 		json_array_remove(arr, n - 1 - i);
 }
 
+/*
+ * PUTs body (taken) on the version read: If-Match its ETag (etag NULL: there
+ * was no object, If-None-Match: *), so that another writer's change is never
+ * written over; the op's write id goes first in the object's write ids.
+ */
+static void put_on_version(struct s3_op *op, char *body, const char *type, const char *etag, const char *ids,
+                           s3_step step)
+{
+	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
+	next_write_ids(op->write_id, ids, write_ids);
+	char condition[192] = "";
+	if (!etag)
+		snprintf(condition, sizeof condition, "If-None-Match: *");
+	else if (etag[0])
+		snprintf(condition, sizeof condition, "If-Match: %.160s", etag);
+	else if (s3_has_conditions(op->s->client))
+		log_warn("store: s3: the server sent no ETag with %s; writing it unconditionally", op->key);
+	struct s3_request put = {
+	    .method = "PUT",
+	    .body = body,
+	    .body_len = strlen(body),
+	    .content_type = type,
+	    .condition = condition[0] ? condition : NULL,
+	    .write_ids = write_ids,
+	    .max_body = S3_SMALL_MAX,
+	};
+	op->has_put = true;
+	if (op_send(op, put, step) != 0)
+		op_done(op, -1);
+}
+
 static void append_got(struct s3_op *op, const struct http_response *resp)
 {
 	json_t *arr;
@@ -951,30 +982,7 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		return;
 	}
 	json_decref(arr);
-	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
-	next_write_ids(op->write_id, ids, write_ids);
-	/* The write must land on exactly what was read: another writer's turns are never lost. */
-	char condition[192] = "";
-	if (resp->status == 404)
-		snprintf(condition, sizeof condition, "If-None-Match: *");
-	else if (s3_etag(resp)[0])
-		snprintf(condition, sizeof condition, "If-Match: %.160s", s3_etag(resp));
-	else if (s3_has_conditions(op->s->client))
-		log_warn("store: s3: chat=%lld: the server sent no ETag with the history; writing it "
-		         "unconditionally",
-		         (long long)op->chat_id);
-	struct s3_request put = {
-	    .method = "PUT",
-	    .body = text,
-	    .body_len = strlen(text),
-	    .content_type = "application/json",
-	    .condition = condition[0] ? condition : NULL,
-	    .write_ids = write_ids,
-	    .max_body = S3_SMALL_MAX,
-	};
-	op->has_put = true;
-	if (op_send(op, put, append_put) != 0)
-		op_done(op, -1);
+	put_on_version(op, text, "application/json", resp->status == 404 ? NULL : s3_etag(resp), ids, append_put);
 }
 
 static void mark_done_send(struct s3_op *op, s3_step step);
@@ -1752,25 +1760,7 @@ static void change_apply(struct s3_op *op, const char *read, const char *etag, c
 		op_done(op, 0);
 		return;
 	}
-	char write_ids[S3_WRITE_IDS * (S3_ID_LEN + 1)];
-	next_write_ids(op->write_id, ids, write_ids);
-	char condition[192] = "";
-	if (!read)
-		snprintf(condition, sizeof condition, "If-None-Match: *");
-	else if (etag[0])
-		snprintf(condition, sizeof condition, "If-Match: %.160s", etag);
-	struct s3_request put = {
-	    .method = "PUT",
-	    .body = value,
-	    .body_len = strlen(value),
-	    .content_type = "text/plain; charset=utf-8",
-	    .condition = condition[0] ? condition : NULL,
-	    .write_ids = write_ids,
-	    .max_body = S3_SMALL_MAX,
-	};
-	op->has_put = true;
-	if (op_send(op, put, change_put) != 0)
-		op_done(op, -1);
+	put_on_version(op, value, "text/plain; charset=utf-8", read ? etag : NULL, ids, change_put);
 }
 
 static void change_got(struct s3_op *op, const struct http_response *resp)

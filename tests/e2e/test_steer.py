@@ -4,9 +4,13 @@ prompt; both survive restarts, apply only to that chat, and in groups only
 the people the allowlist names and the admins may change them. A chosen
 model the provider no longer has sends the chat back to the default."""
 
+import json
+import threading
+
 from fake_openai import Reply
 from fake_telegram import Chat
 from harness import ALICE, BOB, BotTestCase, GROUP_ID, IVAN, User, main
+from test_store_s3 import BUCKET, PREFIX, S3TestCase
 
 MODELS = "gpt-4o-mini, gpt-4o, o3-mini"
 CAROL = User(id=888008, first_name="Carol", username="carol", language_code="ru")  # the group lets her talk
@@ -200,6 +204,35 @@ class SystemTest(SteerTestCase):
     def handle_message(self, user, text):
         msg = self.tg.message(Chat.private(user), user, text)
         return self.tg.update("message", msg), msg
+
+
+class S3SteerTest(S3TestCase):
+    """/model and /system through `handle` with the S3 store: the chat's choices are one small object,
+    changed on the version read, so two choices made at once in two invocations are both kept."""
+
+    # The chat's settings reads wait for a partner: the two invocations read the same version and collide.
+    s3_options = {"pair_gets": rf"^prefix/tgllm/settings/{ALICE.id}/chat$", "pair_wait_ms": 3000}
+
+    def test_two_choices_made_at_once_are_both_kept(self):
+        self.serverless_identity()
+        msgs = [self.tg.message(Chat.private(ALICE), ALICE, text) for text in ("/model gpt-4o", "/system Be terse.")]
+        results = {}
+        threads = [threading.Thread(target=lambda m=m: results.update(
+            {m["text"]: self.handle(self.tg.update("message", m), OPENAI_MODELS=MODELS)})) for m in msgs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(set(results.values()), {200})
+        key = f"{PREFIX}tgllm/settings/{ALICE.id}/chat"
+        self.assertEqual(json.loads(self.s3.read_object(BUCKET, key)), {"model": "gpt-4o", "system": "Be terse."})
+        statuses = [p["status"] for p in self.requests_to(key, "PUT")]
+        self.assertIn(412, statuses, f"expected the two writers to collide; without it this proves nothing: "
+                                     f"{statuses}")
+        msg = self.tg.message(Chat.private(ALICE), ALICE, "Who answers?")
+        self.assertEqual(self.handle(self.tg.update("message", msg), OPENAI_MODELS=MODELS), 200)
+        req = self.llm.requests_with("Who answers?")[0]
+        self.assertEqual((req.body["model"], req.messages[0]), ("gpt-4o", {"role": "system", "content": "Be terse."}))
 
 
 if __name__ == "__main__":

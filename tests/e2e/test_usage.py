@@ -80,12 +80,12 @@ class RetryTest(UsageTestCase):
     def test_a_burst_of_retries_is_answered_in_order_and_leaves_one_exchange(self):
         self.start_bot()
         self.ask(ALICE, "Roll a die")
-        for i in range(10):
+        for i in range(20):
             self.llm.enqueue(Reply(text=f"Take {i}"))
-        msgs = [self.tg.send_private(ALICE, "/retry") for _ in range(10)]
-        self.wait_handled(*msgs, timeout=30)
-        self.assertEqual([self.tg.replies_to(m)[0].text for m in msgs], [f"Take {i}" for i in range(10)])
-        self.assertEqual(self.stored_history(ALICE.id), [user("Roll a die"), assistant("Take 9")])
+        msgs = [self.tg.send_private(ALICE, "/retry") for _ in range(20)]
+        self.wait_handled(*msgs, timeout=60)
+        self.assertEqual([self.tg.replies_to(m)[0].text for m in msgs], [f"Take {i}" for i in range(20)])
+        self.assertEqual(self.stored_history(ALICE.id), [user("Roll a die"), assistant("Take 19")])
 
     def test_retry_in_a_group_and_after_a_restart(self):
         bot = self.start_bot()
@@ -263,6 +263,9 @@ class S3UsageTest(S3TestCase):
         counted = self.usage_object(BOB)
         self.assertEqual(counted["name"], "@Bob_Builder")
         self.assertEqual(list(counted["days"]), [f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"])
+        msg = self.handle_text(ALICE, "/usage all", TG_BOT_ADMINS="alice")  # every user's object, listed
+        self.assertIn(f"Top users today (UTC):\n1. @Bob_Builder ({BOB.id}): {spent}\n",
+                      self.tg.replies_to(msg)[0].text)
 
     def test_concurrent_invocations_lose_no_count_and_a_budget_holds(self):
         self.serverless_identity()
