@@ -385,6 +385,9 @@ static int load_bot(struct config *cfg, char *err, size_t errlen)
 		goto oom;
 	if ((v = env("OPENAI_MODELS")) && !(cfg->llm_models = strdup(v)))
 		goto oom;
+	v = env("TRANSCRIBE_MODEL");
+	if (!(cfg->transcribe_model = strdup(v ? v : "whisper-1")))
+		goto oom;
 	if ((v = env("SYSTEM_PROMPT")) && !(cfg->system_prompt = strdup(v)))
 		goto oom;
 
@@ -434,6 +437,7 @@ void config_free(struct config *cfg)
 	access_free(cfg->allow);
 	access_free(cfg->admins);
 	free(cfg->llm_models);
+	free(cfg->transcribe_model);
 	free(cfg->llm_key);
 	free(cfg->llm_base_url);
 	free(cfg->llm_model);

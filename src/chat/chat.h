@@ -33,6 +33,7 @@
 /* What the gate asks for an update. */
 enum chat_job {
 	CHAT_REPLY,  /* a message for the model */
+	CHAT_MEDIA,  /* a voice note, audio, video note, photo or document for the model (chat/media.h) */
 	CHAT_START,  /* /start: the greeting */
 	CHAT_HELP,   /* /help */
 	CHAT_NEW,    /* /new: forget the conversation */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chat/media.h"
 #include "chat/policy.h"
 #include "chat/settings.h"
 #include "chat/steer.h"
@@ -155,7 +156,7 @@ static void on_saved(void *arg, int err)
 
 static void save_exchange(struct conversation *c)
 {
-	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len}};
+	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len, false}};
 	store_history_append(c->env->store, c->u.message.chat_id, turns, 2, c->u.update_id, on_saved, c);
 }
 
@@ -271,7 +272,7 @@ static void on_answer(void *arg, const struct llm_result *res)
 		return;
 	case LLM_REJECTED:
 		log_error("chat=%lld: the model refused the request (%s)", chat_of(c), res->detail);
-		fail_with(c, TEXT_MODEL_REJECTED);
+		fail_with(c, c->user.is_parts ? TEXT_NO_VISION : TEXT_MODEL_REJECTED); /* likely the picture */
 		return;
 	case LLM_EMPTY:
 		log_warn("chat=%lld: the model answered with no text", chat_of(c));
@@ -341,6 +342,7 @@ static void ask(struct conversation *c)
 	size_t from = c->asked.from;
 	if (from > 0)
 		log_debug("chat=%lld: leaving out the %zu oldest turns", chat_of(c), from);
+	media_drop_images(&c->history, from, c->asked.images_from);
 
 	/* A view of the request's turns: the strings stay where they are. */
 	size_t n = 0;
@@ -351,7 +353,7 @@ static void ask(struct conversation *c)
 		return;
 	}
 	if (system)
-		turns[n++] = (struct turn){TURN_SYSTEM, (char *)system, strlen(system)};
+		turns[n++] = (struct turn){TURN_SYSTEM, (char *)system, strlen(system), false};
 	for (size_t i = from; i < c->history.len; i++)
 		turns[n++] = c->history.turns[i];
 	turns[n++] = c->user;
@@ -424,6 +426,13 @@ static void start_reply(struct conversation *c)
 		return;
 	}
 	c->user.len = (size_t)n;
+	conversation_reply(c);
+}
+
+void conversation_reply(struct conversation *c)
+{
+	const struct tg_message *m = &c->u.message;
+	struct tg_target t = tg_target_of(&c->u.message);
 	c->delivery = delivery_new(c->env->tg, c->env->base, c->env->think, &t, &c->answer, on_visible, c);
 	if (!c->delivery) {
 		fail_with(c, TEXT_MODEL_DOWN);
@@ -446,6 +455,9 @@ void conversation_start(struct conversation *c)
 	switch (c->job) {
 	case CHAT_REPLY:
 		start_reply(c);
+		return;
+	case CHAT_MEDIA:
+		media_start(c);
 		return;
 	case CHAT_START:
 		send_notice(c, TEXT_START, mark_done_and_end);
@@ -476,7 +488,7 @@ void conversation_start(struct conversation *c)
 
 enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int64_t user_id, bool is_admin)
 {
-	if (c->job != CHAT_REPLY || c->u.message.message_id != draft_id || !c->llm)
+	if ((c->job != CHAT_REPLY && c->job != CHAT_MEDIA) || c->u.message.message_id != draft_id || !c->llm)
 		return CHATS_NOTHING;
 	if (!is_admin && c->u.message.from.id != user_id)
 		return CHATS_NOT_ALLOWED;
@@ -511,6 +523,18 @@ void conversation_done(struct conversation *c)
 	mark_done_and_end(c);
 }
 
+void conversation_fail(struct conversation *c, enum text_id id)
+{
+	fail_with(c, id);
+}
+
+void conversation_fail_text(struct conversation *c, const char *text)
+{
+	typing_stop(c);
+	c->outcome = METRICS_FAILED;
+	send_text(c, text, strlen(text), mark_done_and_end);
+}
+
 int64_t conversation_update_id(const struct conversation *c)
 {
 	return c->u.update_id;
@@ -525,7 +549,7 @@ void conversation_init(struct conversation *c, const struct chat_env *env, struc
 	memset(u, 0, sizeof *u);
 	c->job = job;
 	c->outcome = job == CHAT_REFUSE || job == CHAT_NOT_PERMITTED ? METRICS_REFUSED
-	             : job == CHAT_REPLY                              ? METRICS_FAILED
+	             : job == CHAT_REPLY || job == CHAT_MEDIA         ? METRICS_FAILED
 	                                                              : METRICS_ANSWERED;
 	c->ended = ended;
 	c->arg = arg;
@@ -538,6 +562,7 @@ void conversation_clear(struct conversation *c)
 {
 	if (c->env)
 		model_list_forget(c->env->models, c);
+	media_clear(c);
 	chat_settings_free(&c->settings);
 	llm_cancel(c->llm);
 	delivery_free(c->delivery);

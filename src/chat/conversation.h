@@ -55,6 +55,7 @@ struct conversation {
 	bool is_history_aside; /* it was unreadable and kept aside: the chat starts over */
 	void (*then)(struct conversation *c); /* steer.c: the step after the call under way */
 	char gone_model[96];                          /* a chosen model the provider no longer has, for the notice */
+	struct media_job *media; /* CHAT_MEDIA: chat/media.c's download and transcription */
 };
 
 /*
@@ -70,6 +71,16 @@ enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int6
 /* While the model streams: cuts the answer short and delivers what there is; false when not streaming. */
 bool conversation_hurry(struct conversation *c);
 int64_t conversation_update_id(const struct conversation *c);
+/*
+ * A reply whose user turn (c->user) is built, "typing…" shown: the answer
+ * is delivered, the history and settings read, the model asked (for
+ * chat/media.c, once a file became that turn).
+ */
+void conversation_reply(struct conversation *c);
+/* Sends a notice (copied), then ends the job (marked done; outcome: failed). */
+void conversation_fail(struct conversation *c, enum text_id id);
+/* The same with a sentence of the caller's (copied). */
+void conversation_fail_text(struct conversation *c, const char *text);
 /* The job is done: marked so in the journal, then over (for chat/steer.c). */
 void conversation_done(struct conversation *c);
 /* Stops at once: no callback runs afterwards; the update is not marked done. */

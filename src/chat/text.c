@@ -178,6 +178,47 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"Only the person who asked can stop this answer.",
 		"Остановить этот ответ может только тот, кто спросил.",
 	},
+	[TEXT_FILE_TOO_BIG] = {
+		"This file is over 20 MB, the most a bot may download from Telegram. Please send a smaller one.",
+		"Этот файл больше 20 МБ — больше бот не может скачать из Telegram. Пришлите файл поменьше.",
+	},
+	[TEXT_FILE_FAILED] = {
+		"I could not download this file from Telegram. Please send it again.",
+		"Не удалось скачать этот файл из Telegram. Пришлите его ещё раз.",
+	},
+	[TEXT_PICTURE_TOO_BIG] = {
+		"This picture or PDF is over 5 MB, more than I keep in a conversation. Please send a smaller one.",
+		"Эта картинка или PDF больше 5 МБ — столько я не храню в разговоре. Пришлите файл поменьше.",
+	},
+	[TEXT_FILE_UNSUPPORTED] = {
+		"I cannot read this kind of file. I understand voice messages, photos and text files.",
+		"Такой файл я прочитать не могу. Я понимаю голосовые сообщения, фотографии и текстовые файлы.",
+	},
+	[TEXT_FILE_TOO_LONG] = {
+		"This file is too long for the model: at most about %s KB of text fit. Please send a shorter one.",
+		"Этот файл слишком длинный для модели: помещается не больше примерно %s КБ текста. Пришлите файл "
+		"покороче.",
+	},
+	[TEXT_PHOTO_QUESTION] = {
+		"What is in this picture?",
+		"Что на этой картинке?",
+	},
+	[TEXT_NO_VISION] = {
+		"This model cannot look at pictures or read files. /model lets you pick another one.",
+		"Эта модель не умеет смотреть картинки и читать файлы. Другую можно выбрать командой /model.",
+	},
+	[TEXT_VOICE_HEARD] = {
+		"🎙 Heard: “%s”",
+		"🎙 Распознано: «%s»",
+	},
+	[TEXT_VOICE_EMPTY] = {
+		"I could not make out any words in this recording.",
+		"Не удалось разобрать слов в этой записи.",
+	},
+	[TEXT_VOICE_FAILED] = {
+		"I could not turn this recording into text right now. Please try again, or type your message.",
+		"Не удалось сейчас превратить эту запись в текст. Попробуйте ещё раз или напишите сообщение.",
+	},
 	[TEXT_BUTTON_STALE] = {
 		"This button no longer works. /model shows the choice again.",
 		"Эта кнопка больше не работает. /model покажет выбор снова.",

@@ -45,6 +45,17 @@ enum text_id {
 	TEXT_STOPPED_EMPTY,   /* stopped before the model said anything */
 	TEXT_STOP_NOTHING,    /* a Stop for an answer that is over */
 	TEXT_STOP_NOT_YOURS,  /* a Stop pressed by someone else than the asker */
+	/* files (chat/media.c) */
+	TEXT_FILE_TOO_BIG,     /* over Telegram's 20 MB download limit */
+	TEXT_FILE_FAILED,      /* the file could not be downloaded */
+	TEXT_PICTURE_TOO_BIG,  /* a picture or PDF over what a conversation keeps (MEDIA.md) */
+	TEXT_FILE_UNSUPPORTED, /* a kind of file the bot cannot read */
+	TEXT_FILE_TOO_LONG,    /* %s: the most text (in KB) that fits the prompt budget */
+	TEXT_PHOTO_QUESTION,   /* the question asked of a photo without a caption */
+	TEXT_NO_VISION,        /* the model refused a picture or a file */
+	TEXT_VOICE_HEARD,      /* %s: the transcript, shown before the answer */
+	TEXT_VOICE_EMPTY,      /* no words in the recording */
+	TEXT_VOICE_FAILED,     /* the transcription service failed */
 	TEXT_COUNT
 };
 

@@ -288,7 +288,7 @@ static void read_ahead(struct gate *g, struct receipt *r)
 	if (r->is_read_ahead || !g->self_username)
 		return;
 	r->is_read_ahead = true;
-	if (route(g, &r->update, &job, &why) && job == CHAT_REPLY) {
+	if (route(g, &r->update, &job, &why) && (job == CHAT_REPLY || job == CHAT_MEDIA)) {
 		/* A reply reads both (chat/conversation.c, start_reply). */
 		store_history_prefetch(g->env.store, r->update.message.chat_id);
 		store_setting_prefetch(g->env.store, r->update.message.chat_id, CHAT_SETTINGS_KEY);

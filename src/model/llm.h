@@ -53,6 +53,7 @@ struct llm_options {
 	const char *key;      /* a secret: sent as the bearer token, never logged */
 	const char *model;
 	long timeout_s;       /* a whole answer */
+	const char *transcribe_model; /* model/transcribe.c (TRANSCRIBE_MODEL); NULL: whisper-1 */
 };
 
 struct llm_client *llm_client_new(struct event_base *base, struct http_client *http,
@@ -80,6 +81,16 @@ struct llm_call *llm_complete(struct llm_client *llm, const char *model, const s
 			      struct buf *answer, llm_progress_cb progress, llm_done_cb done,
 			      void *arg);
 void llm_cancel(struct llm_call *call);
+
+/*
+ * For the API's other endpoints (model/transcribe.c): <base_url>/<path>
+ * (malloc'd; NULL when out of memory; a secret for the log as any URL), the
+ * "Authorization: Bearer ..." header, the HTTP client and the options' models.
+ */
+char *llm_endpoint(const struct llm_client *llm, const char *path);
+const char *llm_auth_header(const struct llm_client *llm);
+struct http_client *llm_http(const struct llm_client *llm);
+const char *llm_transcribe_model(const struct llm_client *llm);
 
 /* "ok", "context", ... for log lines. */
 const char *llm_status_name(enum llm_status status);
