@@ -39,6 +39,7 @@ enum chat_job {
 	CHAT_NEW,    /* /new: forget the conversation */
 	CHAT_MODEL,  /* /model [NAME]: show the chat's model and the choice, or switch */
 	CHAT_SYSTEM, /* /system [TEXT|reset]: show, set or reset the chat's system prompt */
+	CHAT_IMAGE,  /* /image PROMPT (/img): draw a picture (chat/media.h) */
 	CHAT_PICK,   /* a button of the bot's message was pressed (/model's choice) */
 	/* /model NAME or /system TEXT in a group, or a button, from someone who may not steer it */
 	CHAT_NOT_PERMITTED,

@@ -459,6 +459,9 @@ void conversation_start(struct conversation *c)
 	case CHAT_MEDIA:
 		media_start(c);
 		return;
+	case CHAT_IMAGE:
+		media_draw(c);
+		return;
 	case CHAT_START:
 		send_notice(c, TEXT_START, mark_done_and_end);
 		return;

@@ -12,10 +12,12 @@
 #include <strings.h>
 
 #include "chat/text.h"
+#include "lib/base64.h"
 #include "lib/buf.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
 #include "lib/utf8.h"
+#include "model/images.h"
 #include "model/tokens.h"
 #include "model/transcribe.h"
 #include "telegram/send.h"
@@ -38,7 +40,9 @@ struct media_job {
 	enum media_kind kind;
 	struct tg_download *download;
 	struct transcribe_call *transcribe;
-	char *mime; /* what the bytes are said to be */
+	struct images_call *images;
+	char *prompt; /* /image's, the caption unless the model reworded it */
+	char *mime;   /* what the bytes are said to be */
 };
 
 static long long chat_of(const struct conversation *c)
@@ -126,30 +130,6 @@ static enum media_kind kind_of(const struct tg_media *f)
 
 /* ---- building the user turn ---- */
 
-static int base64_append(struct buf *b, const unsigned char *s, size_t n)
-{
-	static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char out[1024];
-	size_t k = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)s[i] << 16;
-		if (i + 1 < n)
-			v |= (unsigned)s[i + 1] << 8;
-		if (i + 2 < n)
-			v |= s[i + 2];
-		out[k++] = digits[(v >> 18) & 63];
-		out[k++] = digits[(v >> 12) & 63];
-		out[k++] = i + 1 < n ? digits[(v >> 6) & 63] : '=';
-		out[k++] = i + 2 < n ? digits[v & 63] : '=';
-		if (k == sizeof out) {
-			if (buf_append(b, out, k) != BUF_OK)
-				return -1;
-			k = 0;
-		}
-	}
-	return buf_append(b, out, k) == BUF_OK ? 0 : -1;
-}
-
 /* The question: the caption, or the default one; "Name: " before it in groups, as for text. */
 static int append_question(struct buf *b, const struct conversation *c, const char *fallback)
 {
@@ -194,8 +174,7 @@ static int build_parts(struct conversation *c, const char *data, size_t len)
 		         BUF_OK ||
 		     buf_append_str(&b, job->mime) != BUF_OK || buf_append_str(&b, ";base64,") != BUF_OK;
 	if (rc == 0)
-		rc = base64_append(&b, (const unsigned char *)data, len) != 0 ||
-		     buf_append_str(&b, "\"}}]") != BUF_OK;
+		rc = base64_append(&b, data, len) != BUF_OK || buf_append_str(&b, "\"}}]") != BUF_OK;
 	if (rc != 0) {
 		buf_free(&b);
 		return -1;
@@ -464,9 +443,85 @@ void media_clear(struct conversation *c)
 		return;
 	tg_download_cancel(job->download);
 	transcribe_cancel(job->transcribe);
+	images_cancel(job->images);
+	free(job->prompt);
 	free(job->mime);
 	free(job);
 	c->media = NULL;
+}
+
+/* ---- /image ---- */
+
+static void on_photo_sent(void *arg, const struct tg_result *res)
+{
+	struct conversation *c = arg;
+	c->send_call = NULL;
+	if (res->ok) {
+		log_info("chat=%lld: sent a picture", chat_of(c));
+		conversation_done(c);
+		return;
+	}
+	log_error("chat=%lld: sendPhoto failed: %ld %s", chat_of(c), res->error_code, res->description);
+	if (res->is_maybe_delivered) /* it may be in the chat: a notice could contradict it */
+		conversation_done(c);
+	else
+		conversation_fail(c, TEXT_IMAGE_FAILED);
+}
+
+static void on_picture(void *arg, const struct picture *p)
+{
+	struct conversation *c = arg;
+	c->media->images = NULL;
+	if (p->status != LLM_OK) {
+		log_error("chat=%lld: no picture (%s): %s", chat_of(c), llm_status_name(p->status),
+		          p->detail);
+		conversation_fail(c, p->status == LLM_REJECTED ? TEXT_IMAGE_REFUSED
+		                     : p->status == LLM_AUTH   ? TEXT_MODEL_AUTH
+		                     : p->status == LLM_QUOTA  ? TEXT_MODEL_QUOTA
+		                     : p->status == LLM_BUSY   ? TEXT_MODEL_BUSY
+		                                               : TEXT_IMAGE_FAILED);
+		return;
+	}
+	const char *caption = p->revised_prompt ? p->revised_prompt : c->media->prompt;
+	struct tg_target t = tg_target_of(&c->u.message);
+	log_info("chat=%lld: drew a picture of %zu bytes", chat_of(c), p->len);
+	if (!(c->send_call = tg_send_photo(c->env->tg, &t, p->data, p->len, caption, on_photo_sent, c)))
+		conversation_fail(c, TEXT_IMAGE_FAILED);
+}
+
+static void on_usage_sent(void *arg, const struct tg_result *res)
+{
+	struct conversation *c = arg;
+	c->send_call = NULL;
+	if (!res->ok)
+		log_warn("chat=%lld: could not explain /image: %ld %s", chat_of(c), res->error_code,
+		         res->description);
+	conversation_done(c);
+}
+
+void media_draw(struct conversation *c)
+{
+	const char *text = c->u.message.text ? c->u.message.text : "";
+	const char *prompt = text + strcspn(text, " \t\n"); /* after the command */
+	prompt += strspn(prompt, " \t\n");
+	if (!*prompt) {
+		const char *usage = text_get(TEXT_IMAGE_USAGE, c->lang);
+		struct tg_target t = tg_target_of(&c->u.message);
+		if (!(c->send_call = tg_send_text(c->env->tg, &t, usage, strlen(usage), on_usage_sent, c)))
+			conversation_done(c);
+		return;
+	}
+	c->media = calloc(1, sizeof *c->media);
+	if (!c->media || !(c->media->prompt = strdup(prompt))) {
+		conversation_fail(c, TEXT_IMAGE_FAILED);
+		return;
+	}
+	struct tg_target t = tg_target_of(&c->u.message);
+	tg_action_start(&c->typing, c->env->tg, c->env->base, &t, "upload_photo");
+	log_info("chat=%lld update=%lld: drawing a picture (%zu bytes of prompt)", chat_of(c),
+	         (long long)c->u.update_id, strlen(prompt));
+	if (!(c->media->images = images_generate(c->env->llm, prompt, on_picture, c)))
+		conversation_fail(c, TEXT_IMAGE_FAILED);
 }
 
 /* ---- older turns without their pictures ---- */

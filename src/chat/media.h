@@ -21,6 +21,12 @@
 #include "lib/history.h"
 
 void media_start(struct conversation *c);
+/*
+ * CHAT_IMAGE: /image PROMPT draws a picture (model/images.h) and sends it as
+ * a photo with the prompt (or the model's rewording) as its caption,
+ * "upload_photo" showing meanwhile. Nothing is stored in the history.
+ */
+void media_draw(struct conversation *c);
 /* Stops what c's file is doing (download, transcription) and frees it; no callback runs. */
 void media_clear(struct conversation *c);
 /*

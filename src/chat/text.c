@@ -16,17 +16,21 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"помню наш разговор. /new начинает новый, /help расскажет больше.",
 	},
 	[TEXT_HELP] = {
-		"Write a message and I will answer, keeping the context of our conversation.\n"
+		"Write a message and I will answer, keeping the context of our conversation. I also understand "
+		"voice messages, photos and text files.\n"
 		"In groups, mention me or reply to my message.\n\n"
 		"/new — forget this conversation and start a fresh one\n"
 		"/model — see or change the model that answers in this chat\n"
 		"/system — see or set how the model should behave here (/system reset: the default)\n"
+		"/image — draw a picture of what you describe\n"
 		"/help — this help",
-		"Напишите сообщение, и я отвечу, помня контекст разговора.\n"
+		"Напишите сообщение, и я отвечу, помня контекст разговора. Я понимаю и голосовые сообщения, "
+		"фотографии и текстовые файлы.\n"
 		"В группах упомяните меня или ответьте на моё сообщение.\n\n"
 		"/new — забыть этот разговор и начать новый\n"
 		"/model — посмотреть или сменить модель, которая отвечает в этом чате\n"
 		"/system — посмотреть или задать, как модели себя вести (/system reset — по умолчанию)\n"
+		"/image — нарисовать картинку по описанию\n"
 		"/help — эта справка",
 	},
 	[TEXT_NEW_DONE] = {
@@ -219,6 +223,18 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"I could not turn this recording into text right now. Please try again, or type your message.",
 		"Не удалось сейчас превратить эту запись в текст. Попробуйте ещё раз или напишите сообщение.",
 	},
+	[TEXT_IMAGE_USAGE] = {
+		"/image draws a picture of what you describe, e.g. /image a red fox in the snow, watercolour.",
+		"/image рисует картинку по описанию, например: /image рыжая лиса на снегу, акварель.",
+	},
+	[TEXT_IMAGE_REFUSED] = {
+		"The picture model refused this description. Please try describing it differently.",
+		"Модель картинок отказалась рисовать по этому описанию. Попробуйте описать иначе.",
+	},
+	[TEXT_IMAGE_FAILED] = {
+		"I could not draw this picture right now. Please try again in a minute.",
+		"Сейчас не получилось нарисовать картинку. Попробуйте ещё раз через минуту.",
+	},
 	[TEXT_BUTTON_STALE] = {
 		"This button no longer works. /model shows the choice again.",
 		"Эта кнопка больше не работает. /model покажет выбор снова.",
@@ -230,12 +246,14 @@ static const struct tg_command commands_en[] = {
     {"new", "Forget this conversation and start afresh"},
     {"model", "See or change the model that answers here"},
     {"system", "See or set how the model should behave here"},
+    {"image", "Draw a picture of what you describe"},
     {"help", "What the bot does and how to use it"},
 };
 static const struct tg_command commands_ru[] = {
     {"new", "Забыть этот разговор и начать новый"},
     {"model", "Посмотреть или сменить модель"},
     {"system", "Посмотреть или задать, как модели себя вести"},
+    {"image", "Нарисовать картинку по описанию"},
     {"help", "Что умеет бот и как им пользоваться"},
 };
 

@@ -56,6 +56,9 @@ enum text_id {
 	TEXT_VOICE_HEARD,      /* %s: the transcript, shown before the answer */
 	TEXT_VOICE_EMPTY,      /* no words in the recording */
 	TEXT_VOICE_FAILED,     /* the transcription service failed */
+	TEXT_IMAGE_USAGE,      /* /image without a prompt */
+	TEXT_IMAGE_REFUSED,    /* the picture model refused the prompt */
+	TEXT_IMAGE_FAILED,     /* no picture came, or it could not be sent */
 	TEXT_COUNT
 };
 

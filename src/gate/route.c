@@ -60,6 +60,8 @@ static enum chat_job command_job(const char *name)
 	    {"new", CHAT_NEW},
 	    {"model", CHAT_MODEL},
 	    {"system", CHAT_SYSTEM},
+	    {"image", CHAT_IMAGE},
+	    {"img", CHAT_IMAGE},
 	};
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		if (strcmp(name, commands[i].name) == 0)

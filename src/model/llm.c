@@ -37,6 +37,8 @@ struct llm_client {
 	long timeout_s;
 	double token_scale;
 	char *transcribe_model;
+	char *image_model;
+	char *image_size;
 };
 
 static const struct backoff retry_backoff = {500, 8000, false};
@@ -470,11 +472,14 @@ struct llm_client *llm_client_new(struct event_base *base, struct http_client *h
 	llm->token_scale = 1.0;
 	llm->model = strdup(o->model);
 	llm->transcribe_model = strdup(o->transcribe_model ? o->transcribe_model : "whisper-1");
+	llm->image_model = strdup(o->image_model ? o->image_model : "gpt-image-1");
+	llm->image_size = strdup(o->image_size ? o->image_size : "1024x1024");
 	if (asprintf(&llm->url, "%s" COMPLETIONS_PATH, o->base_url) < 0)
 		llm->url = NULL;
 	if (asprintf(&llm->auth, "Authorization: Bearer %s", o->key) < 0)
 		llm->auth = NULL;
-	if (!llm->model || !llm->transcribe_model || !llm->url || !llm->auth) {
+	if (!llm->model || !llm->transcribe_model || !llm->image_model || !llm->image_size || !llm->url ||
+	    !llm->auth) {
 		llm_client_free(llm);
 		return NULL;
 	}
@@ -499,6 +504,8 @@ void llm_client_free(struct llm_client *llm)
 	free(llm->auth);
 	free(llm->model);
 	free(llm->transcribe_model);
+	free(llm->image_model);
+	free(llm->image_size);
 	free(llm);
 }
 
@@ -525,6 +532,16 @@ struct http_client *llm_http(const struct llm_client *llm)
 const char *llm_transcribe_model(const struct llm_client *llm)
 {
 	return llm->transcribe_model;
+}
+
+const char *llm_image_model(const struct llm_client *llm)
+{
+	return llm->image_model;
+}
+
+const char *llm_image_size(const struct llm_client *llm)
+{
+	return llm->image_size;
 }
 
 /* The request body: the model, the turns, streaming with usage in the last chunk. */

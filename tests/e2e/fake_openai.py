@@ -22,6 +22,7 @@ Precedence: context limit, then rules, then the queue, then the default.
 Python standard library only.
 """
 
+import base64
 import collections
 import os
 import sys
@@ -141,6 +142,20 @@ class Request:
         return sum(len(c) for c in self.contents())
 
 
+PNG_PICTURE = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
+
+
+@dataclass
+class ImageReply:
+    """One answer of /v1/images/generations: a picture (b64_json, or a URL served here), or an error."""
+    data: bytes = PNG_PICTURE
+    as_url: bool = False
+    revised_prompt: Optional[str] = None
+    status: int = 200
+    message: str = ""
+    code: Optional[str] = None
+
+
 @dataclass
 class Transcription:
     fields: dict
@@ -208,6 +223,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         fake = self.server.fake
+        if self.path.startswith("/files/"):
+            with fake.lock:
+                fake.file_gets.append({k.lower(): v for k, v in self.headers.items()})
+                data = fake.files.get(self.path[len("/files/"):])
+            if data is None:
+                return self.send_json(404, {"error": "no such file"})
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if self.path.split("?")[0].rstrip("/") == "/v1/models" and fake.models is not None:
             if fake.api_key and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
                 return self.send_json(401, {"error": invalid_api_key().error})
@@ -276,6 +303,10 @@ class FakeOpenAI:
         self.transcriptions: list = []          # Transcription requests, in order
         self.transcript_replies = collections.deque()  # next answers: a text, or (status, message)
         self.no_vision = False                  # chat requests with an image or file part answer 400
+        self.image_requests: list = []          # bodies of /v1/images/generations requests, in order
+        self.image_replies = collections.deque()  # next answers: ImageReply
+        self.files: dict = {}                   # name -> bytes served at GET /files/<name> (picture URLs)
+        self.file_gets: list = []               # headers of those GETs
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -419,6 +450,43 @@ class FakeOpenAI:
         text = reply if isinstance(reply, str) else f.data.decode("utf-8", "replace")
         h.send_json(200, {"text": text})
 
+    # ---- pictures ---------------------------------------------------------
+
+    def draw_next(self, *replies: "ImageReply"):
+        with self.lock:
+            self.image_replies.extend(replies)
+
+    def _serve_images(self, h: _Handler, raw: bytes):
+        """POST /v1/images/generations (https://platform.openai.com/docs/api-reference/images/create)."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        with self.lock:
+            self.image_requests.append(body)
+            reply = self.image_replies.popleft() if self.image_replies else ImageReply()
+            self.lock.notify_all()
+        if not isinstance(body.get("prompt"), str) or not body.get("model"):
+            return h.send_json(400, {"error": {"message": "prompt and model are required",
+                                               "type": "invalid_request_error"}})
+        if "response_format" in body and not str(body["model"]).startswith("dall-e"):
+            return h.send_json(400, {"error": {"message": "Unknown parameter: 'response_format'.",
+                                               "type": "invalid_request_error", "code": "unknown_parameter"}})
+        if reply.status != 200:
+            return h.send_json(reply.status, {"error": {"message": reply.message, "type": "invalid_request_error",
+                                                        "code": reply.code}})
+        item: dict = {}
+        if reply.as_url:
+            name = f"img{len(self.image_requests)}.png"
+            with self.lock:
+                self.files[name] = reply.data
+            item["url"] = f"http://127.0.0.1:{self.port}/files/{name}"
+        else:
+            item["b64_json"] = base64.b64encode(reply.data).decode()
+        if reply.revised_prompt:
+            item["revised_prompt"] = reply.revised_prompt
+        h.send_json(200, {"created": int(time.time()), "data": [item]})
+
     def wait_transcriptions(self, n: int, timeout: float = 10.0) -> list:
         self.wait_for(lambda: len(self.transcriptions) >= n, timeout, f"{n} transcription requests")
         with self.lock:
@@ -427,6 +495,8 @@ class FakeOpenAI:
     def _serve(self, h: _Handler):
         if h.path.split("?")[0].rstrip("/") == "/v1/audio/transcriptions":
             return self._serve_transcription(h, h.read_body())
+        if h.path.split("?")[0].rstrip("/") == "/v1/images/generations":
+            return self._serve_images(h, h.read_body())
         early = self._take_early()
         if early:
             return self._serve_early(h, early)

@@ -1105,6 +1105,33 @@ class FakeTelegram:
     def _m_getwebhookinfo(self, h, call):
         return self._ok(h, call, self.webhook_info())
 
+    def _m_sendphoto(self, h, call):
+        """https://core.telegram.org/bots/api#sendphoto: the photo uploaded (multipart) or a file_id/URL."""
+        p = call.params
+        chat_id = call.chat_id()
+        if chat_id is None:
+            return self._error(h, call, 400, "Bad Request: chat_id is empty")
+        photo = call.files.get("photo")
+        if photo is None and not isinstance(p.get("photo"), str):
+            return self._error(h, call, 400, "Bad Request: there is no photo in the request")
+        if photo is not None and not photo.data:
+            return self._error(h, call, 400, "Bad Request: file must be non-empty")
+        caption = p.get("caption") if isinstance(p.get("caption"), str) else ""
+        if utf16_len(caption) > 1024:
+            return self._error(h, call, 400, "Bad Request: message caption is too long")
+        rp = p.get("reply_parameters")
+        reply_to = _as_int(rp.get("message_id")) if isinstance(rp, dict) else None
+        thread_id = _as_int(p.get("message_thread_id"))
+        mid = self.new_message_id()
+        with self.cond:
+            self.bot_messages.append(BotMessage(message_id=mid, chat_id=chat_id, text=caption, time=call.time,
+                                                params=dict(p, _photo=photo), thread_id=thread_id,
+                                                reply_to=reply_to))
+        return self._ok(h, call, {"message_id": mid, "from": self.bot.to_json(), "chat": self._chat_json(chat_id),
+                                  "date": int(time.time()), "caption": caption,
+                                  "photo": [{"file_id": f"sent{mid}", "file_unique_id": f"s{mid}", "width": 1024,
+                                             "height": 1024}]})
+
     def _m_getfile(self, h, call):
         fid = call.params.get("file_id")
         with self.cond:

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 
+from fake_openai import PNG_PICTURE, ImageReply
 from fake_telegram import Chat
 from harness import ALICE, IVAN, MALLORY, OPEN_GROUP, BotTestCase, main
 from test_store_s3 import BUCKET, PREFIX, S3TestCase
@@ -25,6 +26,8 @@ TEXT_FILE_UNSUPPORTED = "I cannot read this kind of file. I understand voice mes
 TEXT_PHOTO_QUESTION = "What is in this picture?"
 TEXT_PHOTO_QUESTION_RU = "Что на этой картинке?"
 TEXT_NO_VISION = "This model cannot look at pictures or read files. /model lets you pick another one."
+TEXT_IMAGE_REFUSED = "The picture model refused this description. Please try describing it differently."
+TEXT_IMAGE_FAILED = "I could not draw this picture right now. Please try again in a minute."
 TEXT_VOICE_EMPTY = "I could not make out any words in this recording."
 TEXT_VOICE_FAILED = ("I could not turn this recording into text right now. Please try again, or type your "
                      "message.")
@@ -259,6 +262,59 @@ class DocumentTest(MediaTestCase):
             {"type": "text", "text": "Summarise"},
             {"type": "file", "file": {"filename": "paper.pdf", "file_data": data_url("application/pdf", PDF)}},
         ])
+
+
+class ImageTest(MediaTestCase):
+
+    def test_image_draws_and_uploads_a_photo_with_the_prompt(self):
+        self.start_bot(IMAGE_MODEL="gpt-image-1", IMAGE_SIZE="1536x1024")
+        msg = self.tg.send_private(ALICE, "/image a red fox in the snow")
+        photo = self.wait_reply(msg)
+        self.assertEqual(photo.text, "a red fox in the snow", "expected the prompt as the caption")
+        upload = photo.params["_photo"]
+        self.assertIsNotNone(upload, "expected the bytes uploaded (multipart), never a provider URL")
+        self.assertEqual(upload.data, PNG_PICTURE)
+        self.assertEqual(upload.content_type, "image/png")
+        self.assertEqual(self.llm.image_requests, [{"model": "gpt-image-1", "prompt": "a red fox in the snow",
+                                                    "n": 1, "size": "1536x1024"}],
+                         "expected no response_format for a gpt-image model, and the size sent")
+        self.assertIn("upload_photo", [c.params.get("action") for c in self.tg.calls_of("sendChatAction")])
+        self.wait_handled(msg)
+        self.assertEqual(self.llm.requests, [], "expected no chat completion for a drawing")
+        self.assertEqual(self.stored_turns(ALICE.id), [], "expected a drawing not to enter the history")
+
+    def test_img_with_a_url_answer_and_a_revised_prompt_of_dall_e(self):
+        self.llm.draw_next(ImageReply(as_url=True, revised_prompt="R" * 1500))
+        self.start_bot(IMAGE_MODEL="dall-e-3")
+        msg = self.tg.send_private(IVAN, "/img кот")
+        photo = self.wait_reply(msg)
+        self.assertEqual(photo.text, "R" * 1024, "expected the revised prompt cut to 1024 characters")
+        self.assertEqual(photo.params["_photo"].data, PNG_PICTURE)
+        self.assertEqual(self.llm.image_requests[0].get("response_format"), "b64_json")
+        self.assertNotIn("authorization", self.llm.file_gets[0],
+                         "expected the picture's URL fetched without the API key")
+
+    def test_image_alone_explains_itself_and_refusals_are_told(self):
+        self.start_bot()
+        usage = self.tg.send_private(ALICE, "/image")
+        self.assertIn("/image draws a picture", self.wait_reply(usage).text)
+        self.llm.draw_next(ImageReply(status=400, message="Your request was rejected by the safety system.",
+                                      code="content_policy_violation"),
+                           ImageReply(status=500, message="boom"))
+        refused = self.tg.send_private(ALICE, "/image something forbidden")
+        self.assertEqual(self.wait_reply(refused).text, TEXT_IMAGE_REFUSED)
+        failed = self.tg.send_private(ALICE, "/image a cat")
+        self.assertEqual(self.wait_reply(failed).text, TEXT_IMAGE_FAILED)
+        self.wait_handled(usage, refused, failed)
+        self.assertEqual(len(self.llm.image_requests), 2)
+        self.assertEqual(self.tg.calls_of("sendPhoto"), [])
+        self.assertLogged(r"no picture .*content_policy_violation")
+
+    def test_in_a_group_image_is_a_command_for_the_bot(self):
+        self.start_bot()
+        msg = self.tg.send_group(OPEN_GROUP, ALICE, "/image@tgllm_test_bot a lighthouse")
+        self.assertEqual(self.wait_reply(msg).text, "a lighthouse")
+        self.assertEqual(self.tg.calls_of("sendPhoto")[0].chat_id(), OPEN_GROUP.id)
 
 
 class MediaHandleTest(MediaTestCase):

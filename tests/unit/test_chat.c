@@ -22,6 +22,7 @@
 #include "chat/text.h"
 #include "lib/log.h"
 #include "model/llm.h"
+#include "model/images.h"
 #include "model/transcribe.h"
 #include "store/backend.h"
 #include "telegram/deliver.h"
@@ -387,6 +388,32 @@ struct transcribe_call *transcribe(struct llm_client *client, const char *data, 
 void transcribe_cancel(struct transcribe_call *call)
 {
 	(void)call;
+}
+
+struct images_call *images_generate(struct llm_client *client, const char *prompt, images_cb done, void *arg)
+{
+	(void)client, (void)done, (void)arg;
+	note("images_generate %s", prompt);
+	return NULL;
+}
+
+void images_cancel(struct images_call *call)
+{
+	(void)call;
+}
+
+struct tg_call *tg_send_photo(struct tg_client *tg, const struct tg_target *t, const char *data, size_t len,
+                              const char *caption, tg_done_cb done, void *arg)
+{
+	(void)tg, (void)t, (void)data, (void)len, (void)caption, (void)done, (void)arg;
+	return NULL;
+}
+
+void tg_action_start(struct tg_typing *typing, struct tg_client *tg, struct event_base *base,
+                     const struct tg_target *t, const char *action)
+{
+	(void)action;
+	tg_typing_start(typing, tg, base, t);
 }
 
 void transcribe_file_name(const char *file_path, const char *mime, char *out, size_t n)

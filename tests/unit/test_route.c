@@ -75,6 +75,8 @@ static void test_commands_are_recognised_with_and_without_the_bot_name(void **st
 	assert_int_equal(route(PRIVATE(ALICE, "/help")), CHAT_HELP);
 	assert_int_equal(route(PRIVATE(ALICE, "/new")), CHAT_NEW);
 	assert_int_equal(route(PRIVATE(ALICE, "/new@tgllm_BOT")), CHAT_NEW);
+	assert_int_equal(route(PRIVATE(ALICE, "/image a fox")), CHAT_IMAGE);
+	assert_int_equal(route(PRIVATE(ALICE, "/img")), CHAT_IMAGE);
 	assert_int_equal(route(PRIVATE(ALICE, "/NEW please")), CHAT_NEW);
 	assert_int_equal(route(PRIVATE(ALICE, "/new@other_bot")), IGNORED);
 	/* Not a command: the model gets it. */
