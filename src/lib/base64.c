@@ -74,7 +74,8 @@ char *base64_decode(const char *s, size_t n, size_t *out_len)
 			out[k++] = (char)(acc >> bits & 0xFF);
 		}
 	}
-	if (bits >= 6 || pad > 2) { /* a lone character is no byte */
+	/* A lone character is no byte; bits left over that are not zero are not from an encoder. */
+	if (bits >= 6 || pad > 2 || (acc & ((1u << bits) - 1)) != 0) {
 		free(out);
 		return NULL;
 	}

@@ -274,6 +274,11 @@ static int decode_callback(const json_t *cb, struct tg_update *u, char *err, siz
 	m->text = NULL;
 	free(m->caption);
 	m->caption = NULL;
+	for (size_t i = 0; i < m->n_entities; i++) /* the text's and the caption's, gone with them */
+		free(m->entities[i].type);
+	free(m->entities);
+	m->entities = NULL;
+	m->n_entities = 0;
 	free(m->media.file_id);
 	free(m->media.mime_type);
 	free(m->media.file_name);

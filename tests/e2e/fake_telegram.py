@@ -345,6 +345,9 @@ class FakeTelegram:
         self.next_callback = 0
         self.files: dict = {}                  # file_id -> (file_path, bytes): what getFile and downloads serve
         self.downloads: list = []              # (token_ok, file_path) of every file GET, in order
+        self.download_delay = 0.0              # seconds each file download takes (a slow network)
+        self.downloads_in_flight = 0
+        self.max_downloads_in_flight = 0
         self._poll_generation = 0
         self._stopping = threading.Event()
         self._server: Optional[_Server] = None
@@ -698,7 +701,17 @@ class FakeTelegram:
             return h.send_body(failure.error_code, b"error", "text/plain")
         if not found:
             return h.send_body(404, b'{"ok":false,"error_code":404,"description":"Not Found"}')
-        h.send_body(200, found[0], "application/octet-stream")
+        with self.cond:
+            self.downloads_in_flight += 1
+            self.max_downloads_in_flight = max(self.max_downloads_in_flight, self.downloads_in_flight)
+        try:
+            if self.download_delay and self._stopping.wait(self.download_delay):
+                h.close_connection = True
+                return
+            h.send_body(200, found[0], "application/octet-stream")
+        finally:
+            with self.cond:
+                self.downloads_in_flight -= 1
 
     def _serve_unsafe(self, h: _Handler):
         url = urllib.parse.urlsplit(h.path)

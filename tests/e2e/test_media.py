@@ -10,7 +10,7 @@ import sqlite3
 import sys
 
 from fake_openai import PNG_PICTURE, ImageReply
-from fake_telegram import Chat
+from fake_telegram import Chat, User
 from harness import ALICE, IVAN, MALLORY, OPEN_GROUP, BotTestCase, main
 from test_store_s3 import BUCKET, PREFIX, S3TestCase
 
@@ -164,6 +164,17 @@ class FileLimitTest(MediaTestCase):
         self.assertNotStored(ALICE.id)
         self.assertEqual(self.ask(ALICE, "still there?").text, "Echo: still there?")
         self.assertBotRunning(bot)
+
+    def test_at_most_four_files_come_in_at_once_and_the_rest_wait(self):
+        self.tg.download_delay = 0.3
+        self.start_bot(TG_BOT_CHATS="*")
+        users = [ALICE, IVAN] + [User(id=900000 + i, first_name=f"U{i}", username=f"u{i}") for i in range(5)]
+        msgs = [self.tg.send_file(Chat.private(u), u, "photo", JPEG) for u in users]
+        for m in msgs:
+            self.assertIn(self.wait_reply(m, timeout=20).text, ("Echo: " + TEXT_PHOTO_QUESTION, "Echo: " + TEXT_PHOTO_QUESTION_RU))
+        self.assertEqual(len(self.tg.downloads), 7)
+        self.assertEqual(self.tg.max_downloads_in_flight, 4,
+                         "expected the downloads bounded to 4 at once, and that bound reached")
 
     def test_a_stranger_file_is_refused_without_a_download(self):
         self.start_bot()
