@@ -565,6 +565,7 @@ void conversation_clear(struct conversation *c)
 {
 	if (c->env)
 		model_list_forget(c->env->models, c);
+	bool had_file = c->media != NULL;
 	media_clear(c);
 	chat_settings_free(&c->settings);
 	llm_cancel(c->llm);
@@ -576,4 +577,6 @@ void conversation_clear(struct conversation *c)
 	buf_free(&c->answer);
 	update_clear(&c->u);
 	memset(c, 0, sizeof *c);
+	if (had_file)
+		media_release_memory();
 }

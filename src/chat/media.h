@@ -30,6 +30,12 @@ void media_draw(struct conversation *c);
 /* Stops what c's file is doing (download, transcription) and frees it; no callback runs. */
 void media_clear(struct conversation *c);
 /*
+ * A job that held a file is over (all freed): the memory its megabytes took
+ * goes back to the system, so that an idle daemon is as small after a burst
+ * of photos as before it.
+ */
+void media_release_memory(void);
+/*
  * The turns [from, images_from) of h lose their pictures and files: a turn
  * of parts becomes its text with "[picture]" or "[file NAME]" where they
  * were (the prompt's budget went to newer ones, chat/policy.h). Only the
