@@ -368,6 +368,20 @@ class MediaS3Test(S3TestCase):
             {"type": "image_url", "image_url": {"url": data_url("image/jpeg", JPEG)}}]})
         self.assertEqual(stored[3], {"role": "assistant", "content": "Echo: and this one?"})
 
+    def test_a_voice_note_in_a_group_through_handle_is_stored_as_its_transcript(self):
+        self.serverless_identity()
+        reply_to_bot = {"message_id": 1, "chat": OPEN_GROUP.to_json(), "date": 0,
+                        "from": self.tg.bot.to_json(), "text": "hi"}
+        msg = self.tg.message(OPEN_GROUP, ALICE, None, reply_to=reply_to_bot, extra={"voice": {
+            "file_id": self.tg.add_file(b"Tell us a joke", "voice/g.oga"), "file_size": 14, "duration": 1,
+            "mime_type": "audio/ogg"}})
+        self.assertEqual(self.handle(self.tg.update("message", msg)), 200)
+        self.assertEqual(self.tg.texts_in(OPEN_GROUP.id), ["🎙 Heard: “Tell us a joke”", "Echo: Alice: Tell us a joke"])
+        self.assertEqual(self.wait_history(OPEN_GROUP.id, 2), [
+            {"role": "user", "content": "Alice: Tell us a joke"},
+            {"role": "assistant", "content": "Echo: Alice: Tell us a joke"}])
+        self.assertEqual(self.llm.transcriptions[0].file.filename, "voice.ogg")
+
 
 if __name__ == "__main__":
     main()
