@@ -162,8 +162,9 @@ static int build_parts(struct conversation *c, const char *data, size_t len)
 	struct buf b;
 	buf_init(&b, SIZE_MAX - 1);
 	bool is_pdf = job->kind == MEDIA_PDF;
-	int rc = buf_append_str(&b, "[{\"type\":\"text\",\"text\":") != BUF_OK ||
-	         append_question(&b, c, is_pdf ? NULL : text_get(TEXT_PHOTO_QUESTION, c->lang)) != 0;
+	int rc =
+	    buf_append_str(&b, "[{\"type\":\"text\",\"text\":") != BUF_OK ||
+	    append_question(&b, c, text_get(is_pdf ? TEXT_PDF_QUESTION : TEXT_PHOTO_QUESTION, c->lang)) != 0;
 	if (rc == 0 && is_pdf)
 		rc = buf_append_str(&b, "},{\"type\":\"file\",\"file\":{\"filename\":") != BUF_OK ||
 		     jsonw_string(&b, m->media.file_name ? m->media.file_name : "document.pdf",

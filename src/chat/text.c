@@ -207,6 +207,10 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"What is in this picture?",
 		"Что на этой картинке?",
 	},
+	[TEXT_PDF_QUESTION] = {
+		"What is in this document?",
+		"О чём этот документ?",
+	},
 	[TEXT_NO_VISION] = {
 		"This model cannot look at pictures or read files. /model lets you pick another one.",
 		"Эта модель не умеет смотреть картинки и читать файлы. Другую можно выбрать командой /model.",

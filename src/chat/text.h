@@ -52,6 +52,7 @@ enum text_id {
 	TEXT_FILE_UNSUPPORTED, /* a kind of file the bot cannot read */
 	TEXT_FILE_TOO_LONG,    /* %s: the most text (in KB) that fits the prompt budget */
 	TEXT_PHOTO_QUESTION,   /* the question asked of a photo without a caption */
+	TEXT_PDF_QUESTION,     /* the question asked of a PDF without a caption */
 	TEXT_NO_VISION,        /* the model refused a picture or a file */
 	TEXT_VOICE_HEARD,      /* %s: the transcript, shown before the answer */
 	TEXT_VOICE_EMPTY,      /* no words in the recording */

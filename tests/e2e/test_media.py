@@ -273,6 +273,10 @@ class DocumentTest(MediaTestCase):
             {"type": "text", "text": "Summarise"},
             {"type": "file", "file": {"filename": "paper.pdf", "file_data": data_url("application/pdf", PDF)}},
         ])
+        bare = self.tg.send_file(Chat.private(IVAN), IVAN, "document", PDF, file_name="статья.pdf",
+                                 mime_type="application/pdf")
+        self.assertEqual(self.wait_reply(bare).text, "Echo: О чём этот документ?")
+        self.assertEqual(self.llm.requests[-1].messages[-1]["content"][1]["file"]["filename"], "статья.pdf")
 
 
 class ImageTest(MediaTestCase):
