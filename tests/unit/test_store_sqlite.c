@@ -822,6 +822,37 @@ static void test_a_turn_of_parts_comes_back_as_parts(void **state)
 	history_free(&h);
 }
 
+/* Pictures make turns big: a load reads the newest 8 MB of turns, never fewer than one. */
+static void test_a_load_reads_the_newest_8_mb_of_turns(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	size_t mb = 1u << 20;
+	char *big = malloc(mb + 1);
+	memset(big, 'x', mb);
+	big[mb] = '\0';
+	for (int i = 0; i < 9; i++) {
+		big[0] = (char)('0' + i);
+		const struct turn t[] = {turn(i % 2 ? TURN_ASSISTANT : TURN_USER, big)};
+		do_append(f, f->store, 42, t, 1, 0);
+	}
+	struct history h = do_load(f, f->store, 42);
+	expect_int("turns within 8 MB", 8, h.len);
+	expect_int("the oldest kept is the second written", '1', h.turns[0].content[0]);
+	expect_int("the newest is last", '8', h.turns[7].content[0]);
+	history_free(&h);
+	big[0] = 'y';
+	char *huge = realloc(big, 9 * mb + 1);
+	memset(huge, 'z', 9 * mb);
+	huge[9 * mb] = '\0';
+	const struct turn t[] = {turn(TURN_USER, huge)};
+	do_append(f, f->store, 43, t, 1, 0);
+	h = do_load(f, f->store, 43);
+	expect_int("one turn over 8 MB alone is still read", 1, h.len);
+	history_free(&h);
+	free(huge);
+}
+
 /* A database of the schema before pictures (version 1): its turns are text, and new ones may be parts. */
 static void test_a_database_before_pictures_is_upgraded(void **state)
 {
@@ -1077,6 +1108,7 @@ int main(void)
 	    TEST(test_everything_survives_reopening),
 	    TEST(test_a_turn_of_parts_comes_back_as_parts),
 	    TEST(test_a_database_before_pictures_is_upgraded),
+	    TEST(test_a_load_reads_the_newest_8_mb_of_turns),
 	    TEST(test_files_it_creates_are_private_whatever_the_umask),
 	    TEST(test_database_from_a_newer_tgllm_is_refused),
 	    TEST(test_unopenable_path_and_unknown_spec_are_refused),
