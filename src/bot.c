@@ -34,6 +34,9 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, b
 	    .key = cfg->llm_key,
 	    .model = cfg->llm_model,
 	    .timeout_s = cfg->llm_timeout_s,
+	    .transcribe_model = cfg->transcribe_model,
+	    .image_model = cfg->image_model,
+	    .image_size = cfg->image_size,
 	};
 	b->llm = llm_client_new(base, b->http, &llm);
 	struct model_list_options models = {

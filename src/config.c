@@ -39,6 +39,18 @@ static int is_http_url(const char *s)
 	return (strncmp(s, "http://", 7) == 0 && s[7]) || (strncmp(s, "https://", 8) == 0 && s[8]);
 }
 
+/* "1024x1536" or "auto" (https://platform.openai.com/docs/api-reference/images/create). */
+static bool is_image_size(const char *s)
+{
+	if (strcmp(s, "auto") == 0)
+		return true;
+	size_t w = strspn(s, "0123456789");
+	if (w == 0 || w > 5 || s[w] != 'x')
+		return false;
+	size_t h = strspn(s + w + 1, "0123456789");
+	return h > 0 && h <= 5 && s[w + 1 + h] == '\0';
+}
+
 static int parse_positive(const char *s, long max, long *out)
 {
 	char *end;
@@ -385,6 +397,19 @@ static int load_bot(struct config *cfg, char *err, size_t errlen)
 		goto oom;
 	if ((v = env("OPENAI_MODELS")) && !(cfg->llm_models = strdup(v)))
 		goto oom;
+	v = env("TRANSCRIBE_MODEL");
+	if (!(cfg->transcribe_model = strdup(v ? v : "whisper-1")))
+		goto oom;
+	v = env("IMAGE_MODEL");
+	if (!(cfg->image_model = strdup(v ? v : "gpt-image-1")))
+		goto oom;
+	v = env("IMAGE_SIZE");
+	if (v && !is_image_size(v)) {
+		snprintf(err, errlen, "IMAGE_SIZE must be WIDTHxHEIGHT (e.g. 1024x1024) or auto");
+		return -1;
+	}
+	if (!(cfg->image_size = strdup(v ? v : "1024x1024")))
+		goto oom;
 	if ((v = env("SYSTEM_PROMPT")) && !(cfg->system_prompt = strdup(v)))
 		goto oom;
 
@@ -445,6 +470,9 @@ void config_free(struct config *cfg)
 	access_free(cfg->allow);
 	access_free(cfg->admins);
 	free(cfg->llm_models);
+	free(cfg->transcribe_model);
+	free(cfg->image_model);
+	free(cfg->image_size);
 	free(cfg->llm_key);
 	free(cfg->llm_base_url);
 	free(cfg->llm_model);

@@ -27,6 +27,9 @@ struct config {
 	char *llm_base_url; /* without a trailing slash */
 	char *llm_model;
 	char *llm_models; /* OPENAI_MODELS: the choice /model offers; NULL: the provider's list */
+	char *transcribe_model; /* TRANSCRIBE_MODEL: speech to text (voice notes) */
+	char *image_model;      /* IMAGE_MODEL: /image */
+	char *image_size;       /* IMAGE_SIZE: /image's WIDTHxHEIGHT (or auto) */
 	char *system_prompt; /* NULL when unset */
 	char *store;         /* "sqlite:PATH" or "s3://BUCKET[/PREFIX]" */
 	/* STORE=s3://...: NULL otherwise */

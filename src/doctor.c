@@ -358,8 +358,8 @@ static void check_store(struct doctor *d)
 		return;
 	}
 	struct turn probe[2] = {
-	    {TURN_USER, PROBE_TEXT, sizeof PROBE_TEXT - 1},
-	    {TURN_ASSISTANT, "ok", 2},
+	    {TURN_USER, PROBE_TEXT, sizeof PROBE_TEXT - 1, false},
+	    {TURN_ASSISTANT, "ok", 2, false},
 	};
 	store_history_append(d->store, PROBE_CHAT, probe, 2, 0, on_probe_written, d);
 }

@@ -34,11 +34,13 @@
 /* What the gate asks for an update. */
 enum chat_job {
 	CHAT_REPLY,  /* a message for the model */
+	CHAT_MEDIA,  /* a voice note, audio, video note, photo or document for the model (chat/media.h) */
 	CHAT_START,  /* /start: the greeting */
 	CHAT_HELP,   /* /help */
 	CHAT_NEW,    /* /new: forget the conversation */
 	CHAT_MODEL,  /* /model [NAME]: show the chat's model and the choice, or switch */
 	CHAT_SYSTEM, /* /system [TEXT|reset]: show, set or reset the chat's system prompt */
+	CHAT_IMAGE,  /* /image PROMPT (/img): draw a picture (chat/media.h) */
 	CHAT_PICK,   /* a button of the bot's message was pressed (/model's choice) */
 	CHAT_RETRY,  /* /retry: the last answer again, in its place */
 	CHAT_USAGE,  /* /usage [all]: the sender's tokens (everyone's, for an admin) */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chat/media.h"
 #include "chat/policy.h"
 #include "chat/settings.h"
 #include "chat/steer.h"
@@ -259,7 +260,7 @@ static void on_saved(void *arg, int err)
 static void save_exchange(struct conversation *c)
 {
 	count_usage(c); /* at once, beside the history: on S3 each is a round trip */
-	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len}};
+	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len, false}};
 	store_history_replace(c->env->store, c->u.message.chat_id, c->replaced, c->n_replaced, turns, 2,
 	                      c->u.update_id, on_saved, c);
 }
@@ -384,7 +385,7 @@ static void on_answer(void *arg, const struct llm_result *res)
 		return;
 	case LLM_REJECTED:
 		log_error("chat=%lld: the model refused the request (%s)", chat_of(c), res->detail);
-		fail_with(c, TEXT_MODEL_REJECTED);
+		fail_with(c, c->user.is_parts ? TEXT_NO_VISION : TEXT_MODEL_REJECTED); /* likely the picture */
 		return;
 	case LLM_EMPTY:
 		log_warn("chat=%lld: the model answered with no text", chat_of(c));
@@ -463,6 +464,7 @@ static void ask(struct conversation *c)
 	size_t from = c->asked.from;
 	if (from > 0)
 		log_debug("chat=%lld: leaving out the %zu oldest turns", chat_of(c), from);
+	media_drop_images(&c->history, from, c->asked.images_from);
 
 	/* A view of the request's turns: the strings stay where they are. */
 	size_t n = 0;
@@ -473,7 +475,7 @@ static void ask(struct conversation *c)
 		return;
 	}
 	if (system)
-		turns[n++] = (struct turn){TURN_SYSTEM, (char *)system, strlen(system)};
+		turns[n++] = (struct turn){TURN_SYSTEM, (char *)system, strlen(system), false};
 	for (size_t i = from; i < c->history.len; i++)
 		turns[n++] = c->history.turns[i];
 	turns[n++] = c->user;
@@ -543,6 +545,7 @@ static int take_last_exchange(struct conversation *c)
 		return -1;
 	memcpy(c->user.content, q->content, q->len + 1);
 	c->user.len = q->len;
+	c->user.is_parts = q->is_parts; /* a picture's question is asked with the picture */
 	c->replaced[0] = h->turns[h->len - 2];
 	c->replaced[1] = h->turns[h->len - 1];
 	c->n_replaced = 2;
@@ -597,8 +600,7 @@ static void on_visible(void *arg)
 	typing_stop(arg);
 }
 
-/* "typing…", the delivery, then the chat's history and settings: the model is asked once both are in. */
-static void begin_answer(struct conversation *c)
+void conversation_reply(struct conversation *c)
 {
 	const struct tg_message *m = &c->u.message;
 	struct tg_target t = tg_target_of(&c->u.message);
@@ -646,7 +648,7 @@ static void start_reply(struct conversation *c)
 		return;
 	}
 	c->user.len = (size_t)n;
-	begin_answer(c);
+	conversation_reply(c);
 }
 
 /* ---- /usage ---- */
@@ -741,10 +743,16 @@ void conversation_start(struct conversation *c)
 		return;
 	case CHAT_RETRY:
 		start_typing(c);
-		begin_answer(c);
+		conversation_reply(c);
 		return;
 	case CHAT_USAGE:
 		start_usage(c);
+		return;
+	case CHAT_MEDIA:
+		media_start(c);
+		return;
+	case CHAT_IMAGE:
+		media_draw(c);
 		return;
 	case CHAT_START:
 		send_notice(c, TEXT_START, mark_done_and_end);
@@ -775,7 +783,7 @@ void conversation_start(struct conversation *c)
 
 enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int64_t user_id, bool is_admin)
 {
-	if ((c->job != CHAT_REPLY && c->job != CHAT_RETRY) || c->u.message.message_id != draft_id || !c->llm)
+	if ((c->job != CHAT_REPLY && c->job != CHAT_RETRY && c->job != CHAT_MEDIA) || c->u.message.message_id != draft_id || !c->llm)
 		return CHATS_NOTHING;
 	if (!is_admin && c->u.message.from.id != user_id)
 		return CHATS_NOT_ALLOWED;
@@ -812,6 +820,18 @@ void conversation_done(struct conversation *c)
 	mark_done_and_end(c);
 }
 
+void conversation_fail(struct conversation *c, enum text_id id)
+{
+	fail_with(c, id);
+}
+
+void conversation_fail_text(struct conversation *c, const char *text)
+{
+	typing_stop(c);
+	c->outcome = METRICS_FAILED;
+	send_text(c, text, strlen(text), mark_done_and_end);
+}
+
 int64_t conversation_update_id(const struct conversation *c)
 {
 	return c->u.update_id;
@@ -826,7 +846,7 @@ void conversation_init(struct conversation *c, const struct chat_env *env, struc
 	memset(u, 0, sizeof *u);
 	c->job = job;
 	c->outcome = job == CHAT_REFUSE || job == CHAT_NOT_PERMITTED ? METRICS_REFUSED
-	             : job == CHAT_REPLY || job == CHAT_RETRY         ? METRICS_FAILED
+	             : job == CHAT_REPLY || job == CHAT_RETRY || job == CHAT_MEDIA ? METRICS_FAILED
 	                                                              : METRICS_ANSWERED;
 	c->ended = ended;
 	c->arg = arg;
@@ -839,6 +859,8 @@ void conversation_clear(struct conversation *c)
 {
 	if (c->env)
 		model_list_forget(c->env->models, c);
+	bool had_file = c->media != NULL;
+	media_clear(c);
 	chat_settings_free(&c->settings);
 	llm_cancel(c->llm);
 	delivery_free(c->delivery);
@@ -852,4 +874,6 @@ void conversation_clear(struct conversation *c)
 	buf_free(&c->answer);
 	update_clear(&c->u);
 	memset(c, 0, sizeof *c);
+	if (had_file)
+		media_release_memory();
 }

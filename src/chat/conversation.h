@@ -76,6 +76,7 @@ struct conversation {
 	bool is_ending;
 	struct usage_user *users; /* /usage all: one per user with a count this month */
 	size_t n_users, cap_users;
+	struct media_job *media; /* CHAT_MEDIA: chat/media.c's download and transcription */
 };
 
 /*
@@ -91,6 +92,16 @@ enum chats_stop conversation_stop(struct conversation *c, int64_t draft_id, int6
 /* While the model streams: cuts the answer short and delivers what there is; false when not streaming. */
 bool conversation_hurry(struct conversation *c);
 int64_t conversation_update_id(const struct conversation *c);
+/*
+ * A reply whose user turn (c->user) is built, "typing…" shown: the answer
+ * is delivered, the history and settings read, the model asked (for
+ * chat/media.c, once a file became that turn).
+ */
+void conversation_reply(struct conversation *c);
+/* Sends a notice (copied), then ends the job (marked done; outcome: failed). */
+void conversation_fail(struct conversation *c, enum text_id id);
+/* The same with a sentence of the caller's (copied). */
+void conversation_fail_text(struct conversation *c, const char *text);
 /* The job is done: marked so in the journal, then over (for chat/steer.c). */
 void conversation_done(struct conversation *c);
 /* Stops at once: no callback runs afterwards; the update is not marked done. */

@@ -15,16 +15,19 @@
 #define POLICY_REFUSAL_INTERVAL_S 3600 /* a stranger is told "no" once an hour, not at every message */
 
 struct prompt_plan {
-	size_t from;      /* the first history turn to send */
-	size_t estimated; /* tokens of the whole prompt, by the scaled estimate */
+	size_t from;        /* the first history turn to send */
+	size_t estimated;   /* tokens of the whole prompt, by the scaled estimate */
+	size_t images_from; /* turns before this one go without their pictures (media_prompt_turn) */
 };
 
 /*
  * Plans a request of the system prompt (NULL for none), the newest history
  * turns that fit the budget (none before min_from, and never an assistant
- * turn first) and the user's turn, each turn costing tokens_estimate() *
- * scale (rounded down) + 1. Returns -1 when the system prompt and the user's
- * turn alone do not fit.
+ * turn first) and the user's turn, each turn costing tokens_estimate_turn() *
+ * scale (rounded down) + 1. Pictures go before text: from the newest turn
+ * whose picture does not fit, older turns are sent without theirs, and
+ * their text is kept while it fits. Returns -1 when the system prompt and
+ * the user's turn alone do not fit.
  */
 int policy_plan_prompt(const struct history *h, size_t min_from, const char *system, const struct turn *user,
                        size_t budget, double scale, struct prompt_plan *out);

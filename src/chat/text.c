@@ -16,21 +16,25 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"помню наш разговор. /new начинает новый, /help расскажет больше.",
 	},
 	[TEXT_HELP] = {
-		"Write a message and I will answer, keeping the context of our conversation.\n"
+		"Write a message and I will answer, keeping the context of our conversation. I also understand "
+		"voice messages, photos and text files.\n"
 		"In groups, mention me or reply to my message.\n\n"
 		"/new — forget this conversation and start a fresh one\n"
 		"/model — see or change the model that answers in this chat\n"
 		"/system — see or set how the model should behave here (/system reset: the default)\n"
 		"/retry — ask again for the last answer\n"
 		"/usage — the tokens you spent today and this month\n"
+		"/image — draw a picture of what you describe\n"
 		"/help — this help",
-		"Напишите сообщение, и я отвечу, помня контекст разговора.\n"
+		"Напишите сообщение, и я отвечу, помня контекст разговора. Я понимаю и голосовые сообщения, "
+		"фотографии и текстовые файлы.\n"
 		"В группах упомяните меня или ответьте на моё сообщение.\n\n"
 		"/new — забыть этот разговор и начать новый\n"
 		"/model — посмотреть или сменить модель, которая отвечает в этом чате\n"
 		"/system — посмотреть или задать, как модели себя вести (/system reset — по умолчанию)\n"
 		"/retry — получить последний ответ заново\n"
 		"/usage — сколько токенов вы потратили сегодня и за месяц\n"
+		"/image — нарисовать картинку по описанию\n"
 		"/help — эта справка",
 	},
 	[TEXT_NEW_DONE] = {
@@ -234,6 +238,63 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"Only the bot's admins can see everyone's usage. Here is yours.",
 		"Расход всех видят только администраторы бота. Вот ваш.",
 	},
+	[TEXT_FILE_TOO_BIG] = {
+		"This file is over 20 MB, the most a bot may download from Telegram. Please send a smaller one.",
+		"Этот файл больше 20 МБ — больше бот не может скачать из Telegram. Пришлите файл поменьше.",
+	},
+	[TEXT_FILE_FAILED] = {
+		"I could not download this file from Telegram. Please send it again.",
+		"Не удалось скачать этот файл из Telegram. Пришлите его ещё раз.",
+	},
+	[TEXT_PICTURE_TOO_BIG] = {
+		"This picture or PDF is over 5 MB, more than I keep in a conversation. Please send a smaller one.",
+		"Эта картинка или PDF больше 5 МБ — столько я не храню в разговоре. Пришлите файл поменьше.",
+	},
+	[TEXT_FILE_UNSUPPORTED] = {
+		"I cannot read this kind of file. I understand voice messages, photos and text files.",
+		"Такой файл я прочитать не могу. Я понимаю голосовые сообщения, фотографии и текстовые файлы.",
+	},
+	[TEXT_FILE_TOO_LONG] = {
+		"This file is too long for the model: at most about %s KB of text fit. Please send a shorter one.",
+		"Этот файл слишком длинный для модели: помещается не больше примерно %s КБ текста. Пришлите файл "
+		"покороче.",
+	},
+	[TEXT_PHOTO_QUESTION] = {
+		"What is in this picture?",
+		"Что на этой картинке?",
+	},
+	[TEXT_PDF_QUESTION] = {
+		"What is in this document?",
+		"О чём этот документ?",
+	},
+	[TEXT_NO_VISION] = {
+		"This model cannot look at pictures or read files. /model lets you pick another one.",
+		"Эта модель не умеет смотреть картинки и читать файлы. Другую можно выбрать командой /model.",
+	},
+	[TEXT_VOICE_HEARD] = {
+		"🎙 Heard: “%s”",
+		"🎙 Распознано: «%s»",
+	},
+	[TEXT_VOICE_EMPTY] = {
+		"I could not make out any words in this recording.",
+		"Не удалось разобрать слов в этой записи.",
+	},
+	[TEXT_VOICE_FAILED] = {
+		"I could not turn this recording into text right now. Please try again, or type your message.",
+		"Не удалось сейчас превратить эту запись в текст. Попробуйте ещё раз или напишите сообщение.",
+	},
+	[TEXT_IMAGE_USAGE] = {
+		"/image draws a picture of what you describe, e.g. /image a red fox in the snow, watercolour.",
+		"/image рисует картинку по описанию, например: /image рыжая лиса на снегу, акварель.",
+	},
+	[TEXT_IMAGE_REFUSED] = {
+		"The picture model refused this description. Please try describing it differently.",
+		"Модель картинок отказалась рисовать по этому описанию. Попробуйте описать иначе.",
+	},
+	[TEXT_IMAGE_FAILED] = {
+		"I could not draw this picture right now. Please try again in a minute.",
+		"Сейчас не получилось нарисовать картинку. Попробуйте ещё раз через минуту.",
+	},
 	[TEXT_BUTTON_STALE] = {
 		"This button no longer works. /model shows the choice again.",
 		"Эта кнопка больше не работает. /model покажет выбор снова.",
@@ -247,6 +308,7 @@ static const struct tg_command commands_en[] = {
     {"system", "See or set how the model should behave here"},
     {"retry", "Ask again for the last answer"},
     {"usage", "Tokens you spent today and this month"},
+    {"image", "Draw a picture of what you describe"},
     {"help", "What the bot does and how to use it"},
 };
 static const struct tg_command commands_ru[] = {
@@ -255,6 +317,7 @@ static const struct tg_command commands_ru[] = {
     {"system", "Посмотреть или задать, как модели себя вести"},
     {"retry", "Получить последний ответ заново"},
     {"usage", "Сколько токенов потрачено сегодня и за месяц"},
+    {"image", "Нарисовать картинку по описанию"},
     {"help", "Что умеет бот и как им пользоваться"},
 };
 

@@ -58,6 +58,21 @@ enum text_id {
 	TEXT_USAGE_ALL_DAY,   /* /usage all's headings */
 	TEXT_USAGE_ALL_MONTH,
 	TEXT_USAGE_ALL_ONLY_ADMINS, /* /usage all from someone who is no admin */
+	/* files (chat/media.c) */
+	TEXT_FILE_TOO_BIG,     /* over Telegram's 20 MB download limit */
+	TEXT_FILE_FAILED,      /* the file could not be downloaded */
+	TEXT_PICTURE_TOO_BIG,  /* a picture or PDF over what a conversation keeps (MEDIA.md) */
+	TEXT_FILE_UNSUPPORTED, /* a kind of file the bot cannot read */
+	TEXT_FILE_TOO_LONG,    /* %s: the most text (in KB) that fits the prompt budget */
+	TEXT_PHOTO_QUESTION,   /* the question asked of a photo without a caption */
+	TEXT_PDF_QUESTION,     /* the question asked of a PDF without a caption */
+	TEXT_NO_VISION,        /* the model refused a picture or a file */
+	TEXT_VOICE_HEARD,      /* %s: the transcript, shown before the answer */
+	TEXT_VOICE_EMPTY,      /* no words in the recording */
+	TEXT_VOICE_FAILED,     /* the transcription service failed */
+	TEXT_IMAGE_USAGE,      /* /image without a prompt */
+	TEXT_IMAGE_REFUSED,    /* the picture model refused the prompt */
+	TEXT_IMAGE_FAILED,     /* no picture came, or it could not be sent */
 	TEXT_COUNT
 };
 

@@ -290,7 +290,7 @@ static void read_ahead(struct gate *g, struct receipt *r)
 	if (r->is_read_ahead || !g->self_username)
 		return;
 	r->is_read_ahead = true;
-	if (route(g, &r->update, &job, &why) && (job == CHAT_REPLY || job == CHAT_RETRY)) {
+	if (route(g, &r->update, &job, &why) && (job == CHAT_REPLY || job == CHAT_RETRY || job == CHAT_MEDIA)) {
 		/* An answer reads both (chat/conversation.c, begin_answer), then counts what it spent. */
 		const struct tg_message *m = &r->update.message;
 		char usage[USAGE_KEY_LEN];

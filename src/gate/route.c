@@ -62,6 +62,8 @@ static enum chat_job command_job(const char *name)
 	    {"system", CHAT_SYSTEM},
 	    {"retry", CHAT_RETRY},
 	    {"usage", CHAT_USAGE},
+	    {"image", CHAT_IMAGE},
+	    {"img", CHAT_IMAGE},
 	};
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		if (strcmp(name, commands[i].name) == 0)
@@ -84,7 +86,7 @@ static const char *why_not_for_bot(const struct tg_update *u)
 		return "no sender";
 	if (m->from.is_bot)
 		return "sent by a bot";
-	if (u->kind == TG_UPDATE_MESSAGE && !m->text)
+	if (u->kind == TG_UPDATE_MESSAGE && !m->text && m->media.kind == TG_MEDIA_NONE)
 		return "no text";
 	if (!is_group(m) && m->chat_type != TG_CHAT_PRIVATE)
 		return "not a private chat or a group";
@@ -114,12 +116,12 @@ static bool has_argument(const char *text)
 }
 
 /* In a group: whether the message mentions the bot, replies to it, or is a command for it. */
-static bool is_addressed(const struct tg_message *m, const struct route_self *self, bool is_command,
-                         const struct command *cmd, enum chat_job job)
+static bool is_addressed(const struct tg_message *m, const char *text, const struct route_self *self,
+                         bool is_command, const struct command *cmd, enum chat_job job)
 {
-	if (is_command && (cmd->target[0] || job != CHAT_REPLY))
+	if (is_command && (cmd->target[0] || (job != CHAT_REPLY && job != CHAT_MEDIA)))
 		return true;
-	if (mentions(m->text, self->username))
+	if (mentions(text, self->username))
 		return true;
 	if (m->reply_to_from_id != 0 && m->reply_to_from_id == self->id)
 		return true;
@@ -150,20 +152,22 @@ bool route_update(const struct tg_update *u, const struct access_list *allow, co
 		*job = may_steer(m, allow, admins) ? CHAT_PICK : CHAT_NOT_PERMITTED;
 		return true;
 	}
+	/* A file's caption addresses the bot as a text does; the file is the job whatever it says. */
+	const char *text = m->text ? m->text : m->caption ? m->caption : "";
 	struct command cmd;
-	bool is_command = parse_command(m->text, &cmd);
+	bool is_command = parse_command(text, &cmd);
 	if (is_command && cmd.target[0] && strcasecmp(cmd.target, self->username) != 0) {
 		*why = "a command for another bot";
 		return false;
 	}
-	*job = is_command ? command_job(cmd.name) : CHAT_REPLY;
-	if (is_group(m) && !is_addressed(m, self, is_command, &cmd, *job)) {
+	*job = !m->text ? CHAT_MEDIA : is_command ? command_job(cmd.name) : CHAT_REPLY;
+	if (is_group(m) && !is_addressed(m, text, self, is_command, &cmd, *job)) {
 		*why = "a group message not addressed to the bot";
 		return false;
 	}
 	if (!access_allows(allow, m->from.id, m->from.username, m->chat_id))
 		*job = CHAT_REFUSE;
-	else if ((*job == CHAT_MODEL || *job == CHAT_SYSTEM) && has_argument(m->text) &&
+	else if ((*job == CHAT_MODEL || *job == CHAT_SYSTEM) && has_argument(text) &&
 	         !may_steer(m, allow, admins))
 		*job = CHAT_NOT_PERMITTED;
 	return true;

@@ -51,7 +51,15 @@ int history_push(struct history *h, enum turn_role role, const char *content, si
 	if (len)
 		memcpy(copy, content, len);
 	copy[len] = '\0';
-	h->turns[h->len++] = (struct turn){role, copy, len};
+	h->turns[h->len++] = (struct turn){role, copy, len, false};
+	return 0;
+}
+
+int history_push_parts(struct history *h, enum turn_role role, const char *json, size_t len)
+{
+	if (history_push(h, role, json, len) != 0)
+		return -1;
+	h->turns[h->len - 1].is_parts = true;
 	return 0;
 }
 
@@ -83,7 +91,8 @@ int history_write_json(struct buf *out, const struct turn *turns, size_t n)
 		if (rc == BUF_OK)
 			rc = buf_append_str(out, "\",\"content\":");
 		if (rc == BUF_OK)
-			rc = jsonw_string(out, turns[i].content, turns[i].len);
+			rc = turns[i].is_parts ? buf_append(out, turns[i].content, turns[i].len)
+			                       : jsonw_string(out, turns[i].content, turns[i].len);
 		if (rc == BUF_OK)
 			rc = buf_append(out, "}", 1);
 	}

@@ -26,6 +26,8 @@
 #define LLM_STALL_S 60 /* seconds of silence once the answer has begun; the first byte has the whole timeout */
 #define LLM_MAX_DETAIL 1024
 
+#define COMPLETIONS_PATH "/chat/completions"
+
 struct llm_client {
 	struct event_base *base;
 	struct http_client *http;
@@ -34,6 +36,9 @@ struct llm_client {
 	char *model;
 	long timeout_s;
 	double token_scale;
+	char *transcribe_model;
+	char *image_model;
+	char *image_size;
 };
 
 static const struct backoff retry_backoff = {500, 8000, false};
@@ -468,11 +473,15 @@ struct llm_client *llm_client_new(struct event_base *base, struct http_client *h
 	llm->timeout_s = o->timeout_s;
 	llm->token_scale = 1.0;
 	llm->model = strdup(o->model);
-	if (asprintf(&llm->url, "%s/chat/completions", o->base_url) < 0)
+	llm->transcribe_model = strdup(o->transcribe_model ? o->transcribe_model : "whisper-1");
+	llm->image_model = strdup(o->image_model ? o->image_model : "gpt-image-1");
+	llm->image_size = strdup(o->image_size ? o->image_size : "1024x1024");
+	if (asprintf(&llm->url, "%s" COMPLETIONS_PATH, o->base_url) < 0)
 		llm->url = NULL;
 	if (asprintf(&llm->auth, "Authorization: Bearer %s", o->key) < 0)
 		llm->auth = NULL;
-	if (!llm->model || !llm->url || !llm->auth) {
+	if (!llm->model || !llm->transcribe_model || !llm->image_model || !llm->image_size || !llm->url ||
+	    !llm->auth) {
 		llm_client_free(llm);
 		return NULL;
 	}
@@ -496,7 +505,45 @@ void llm_client_free(struct llm_client *llm)
 	free(llm->url);
 	free(llm->auth);
 	free(llm->model);
+	free(llm->transcribe_model);
+	free(llm->image_model);
+	free(llm->image_size);
 	free(llm);
+}
+
+char *llm_endpoint(const struct llm_client *llm, const char *path)
+{
+	/* url is <base_url>/chat/completions */
+	char *url = NULL;
+	int base_len = (int)(strlen(llm->url) - strlen(COMPLETIONS_PATH));
+	if (asprintf(&url, "%.*s/%s", base_len, llm->url, path) < 0)
+		return NULL;
+	return url;
+}
+
+const char *llm_auth_header(const struct llm_client *llm)
+{
+	return llm->auth;
+}
+
+struct http_client *llm_http(const struct llm_client *llm)
+{
+	return llm->http;
+}
+
+const char *llm_transcribe_model(const struct llm_client *llm)
+{
+	return llm->transcribe_model;
+}
+
+const char *llm_image_model(const struct llm_client *llm)
+{
+	return llm->image_model;
+}
+
+const char *llm_image_size(const struct llm_client *llm)
+{
+	return llm->image_size;
 }
 
 /* The request body: the model, the turns, streaming with usage in the last chunk. */

@@ -55,6 +55,9 @@ struct llm_options {
 	const char *key;      /* a secret: sent as the bearer token, never logged */
 	const char *model;
 	long timeout_s;       /* a whole answer */
+	const char *transcribe_model; /* model/transcribe.c (TRANSCRIBE_MODEL); NULL: whisper-1 */
+	const char *image_model;      /* model/images.c (IMAGE_MODEL); NULL: gpt-image-1 */
+	const char *image_size;       /* IMAGE_SIZE; NULL: 1024x1024 */
 };
 
 struct llm_client *llm_client_new(struct event_base *base, struct http_client *http,
@@ -88,6 +91,18 @@ struct llm_call *llm_complete(struct llm_client *llm, const char *model, const s
  */
 void llm_limit(struct llm_call *call, size_t max);
 void llm_cancel(struct llm_call *call);
+
+/*
+ * For the API's other endpoints (model/transcribe.c, model/images.c): <base_url>/<path>
+ * (malloc'd; NULL when out of memory; a secret for the log as any URL), the
+ * "Authorization: Bearer ..." header, the HTTP client and the options' models.
+ */
+char *llm_endpoint(const struct llm_client *llm, const char *path);
+const char *llm_auth_header(const struct llm_client *llm);
+struct http_client *llm_http(const struct llm_client *llm);
+const char *llm_transcribe_model(const struct llm_client *llm);
+const char *llm_image_model(const struct llm_client *llm);
+const char *llm_image_size(const struct llm_client *llm);
 
 /* "ok", "context", ... for log lines. */
 const char *llm_status_name(enum llm_status status);

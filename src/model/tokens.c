@@ -1,6 +1,7 @@
 #include "model/tokens.h"
 
 #include <math.h>
+#include <string.h>
 
 /*
  * 4 + ceil(len / 3). English runs at ~4 bytes of UTF-8 per token and Cyrillic
@@ -14,11 +15,38 @@ size_t tokens_estimate(const char *content, size_t len)
 	return 4 + len / 3 + (len % 3 != 0);
 }
 
+/*
+ * A turn of parts is the compact JSON we (or jansson) wrote: a picture is a
+ * "data:" URL in a string, which base64 keeps free of quotes; a file is a
+ * "file_data" string alike. Counting them needs no parse.
+ */
+size_t tokens_estimate_turn(const struct turn *t, bool with_images)
+{
+	if (!t->is_parts)
+		return tokens_estimate(t->content, t->len);
+	static const char data[] = "\"data:";
+	size_t text = 0, media = 0;
+	const char *p = t->content, *end = t->content + t->len;
+	while (p < end) {
+		const char *q = memmem(p, (size_t)(end - p), data, sizeof data - 1);
+		if (!q) {
+			text += (size_t)(end - p);
+			break;
+		}
+		text += (size_t)(q - p) + 1;
+		media++;
+		const char *close = memchr(q + 1, '"', (size_t)(end - q - 1));
+		p = close ? close : end;
+	}
+	size_t sum = tokens_estimate(t->content, text);
+	return with_images ? sum + media * TOKENS_PER_IMAGE : sum;
+}
+
 size_t tokens_estimate_turns(const struct turn *turns, size_t n)
 {
 	size_t sum = 0;
 	for (size_t i = 0; i < n; i++)
-		sum += tokens_estimate(turns[i].content, turns[i].len);
+		sum += tokens_estimate_turn(&turns[i], true);
 	return sum;
 }
 
@@ -31,7 +59,7 @@ size_t tokens_fit(const struct turn *turns, size_t n, size_t budget, double scal
 	size_t first = n;
 	while (first > 0) {
 		const struct turn *t = &turns[first - 1];
-		used += (double)tokens_estimate(t->content, t->len) * scale;
+		used += (double)tokens_estimate_turn(t, true) * scale;
 		if (used > (double)budget)
 			break;
 		first--;

@@ -7,6 +7,7 @@
 #ifndef TGLLM_TOKENS_H
 #define TGLLM_TOKENS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "lib/history.h"
@@ -19,6 +20,21 @@
  * learned from the API's reported usage.
  */
 size_t tokens_estimate(const char *content, size_t len);
+
+/*
+ * What a picture (or a file part) costs in a prompt, whatever its bytes: a
+ * fixed figure near what a 512x512 tile plus a low-detail view cost with
+ * OpenAI's vision models. Its base64 bytes are not text and count nothing.
+ */
+#define TOKENS_PER_IMAGE 800
+
+/*
+ * One turn: tokens_estimate of its text; a turn of content parts
+ * (turn.is_parts) counts its JSON text but the data: URLs, plus
+ * TOKENS_PER_IMAGE for each picture or file, or only the text when
+ * with_images is false (the turn sent without them, media_prompt_turn).
+ */
+size_t tokens_estimate_turn(const struct turn *t, bool with_images);
 
 /* The estimates of n turns added up, unscaled. */
 size_t tokens_estimate_turns(const struct turn *turns, size_t n);

@@ -48,8 +48,12 @@ static json_t *turn_to_json(const struct turn *t)
 	if (!obj)
 		return NULL;
 	/* json_object_set_new takes the value even when it fails (or is NULL). */
+	/* A turn of parts was written by us (or read from such an object): its text is a JSON array. */
+	json_t *content = t->is_parts ? json_loadb(t->content, t->len, 0, NULL) : NULL;
+	if (!content)
+		content = json_text(t->content, t->len);
 	if (json_object_set_new(obj, "role", json_string(turn_role_name(t->role))) != 0 ||
-	    json_object_set_new(obj, "content", json_text(t->content, t->len)) != 0) {
+	    json_object_set_new(obj, "content", content) != 0) {
 		json_decref(obj);
 		return NULL;
 	}
@@ -71,36 +75,46 @@ json_t *history_to_json(const struct history *h, size_t from)
 	return arr;
 }
 
+static bool is_known_part(const json_t *part)
+{
+	const char *type = json_string_value(json_object_get(part, "type"));
+	if (!type)
+		return false;
+	if (strcmp(type, "text") == 0)
+		return json_is_string(json_object_get(part, "text"));
+	if (strcmp(type, "image_url") == 0)
+		return json_is_string(json_object_get(json_object_get(part, "image_url"), "url"));
+	if (strcmp(type, "file") == 0)
+		return json_is_object(json_object_get(part, "file"));
+	return false;
+}
+
 /*
- * Appends a turn whose content is an array of parts: the {"type": "text",
- * "text": "..."} parts are joined, images and the like are left out. Returns
- * 1 when no part has text (nothing appended), 0 when appended, -1 when out of
- * memory.
+ * Appends a turn whose content is an array of parts, as its compact JSON
+ * text: the text, image and file parts, in their order (others, which a
+ * model may refuse, are left out). Returns 1 when no part is one of those
+ * (nothing appended), 0 when appended, -1 when out of memory.
  */
 static int push_parts(struct history *h, enum turn_role role, const json_t *parts)
 {
-	struct buf b;
-	buf_init(&b, SIZE_MAX - 1);
-	bool has_text = false;
-	int rc = 0;
+	json_t *kept = json_array();
+	if (!kept)
+		return -1;
+	int rc = 1;
 	for (size_t i = 0; i < json_array_size(parts); i++) {
-		const json_t *part = json_array_get(parts, i);
-		const char *type = json_string_value(json_object_get(part, "type"));
-		const json_t *text = json_object_get(part, "text");
-		if (!type || strcmp(type, "text") != 0 || !json_is_string(text))
-			continue;
-		has_text = true;
-		if (buf_append(&b, json_string_value(text), json_string_length(text)) != BUF_OK) {
+		json_t *part = json_array_get(parts, i);
+		if (is_known_part(part) && json_array_append(kept, part) != 0) {
 			rc = -1;
 			goto out;
 		}
 	}
-	if (!has_text)
-		rc = 1;
-	else
-		rc = history_push(h, role, buf_str(&b), b.len);
+	if (json_array_size(kept) == 0)
+		goto out;
+	char *text = json_dumps(kept, JSON_COMPACT);
+	rc = text ? history_push_parts(h, role, text, strlen(text)) : -1;
+	free(text);
 out:
-	buf_free(&b);
+	json_decref(kept);
 	return rc;
 }
 

@@ -19,8 +19,8 @@ json_t *history_to_json(const struct history *h, size_t from);
 /*
  * Appends the turns of a JSON array in that layout. Entries that are not
  * objects with a known "role" and a string "content" are skipped (content that
- * is an array of parts takes the concatenated "text" parts; an array without
- * one is skipped too). Returns the number of skipped entries, or -1 when arr
+ * is an array of parts is kept as such, turn.is_parts, with its text, image_url
+ * and file parts; an array without one is skipped too). Returns the number of skipped entries, or -1 when arr
  * is not an array or memory ran out (then nothing is appended).
  */
 int history_append_json(struct history *h, const json_t *arr);

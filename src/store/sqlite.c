@@ -15,6 +15,11 @@
 #include "store/backend.h"
 
 #define HISTORY_LOAD_MAX 2000 /* turns; far beyond any context window */
+/*
+ * Bytes of turns loaded, newest first: pictures make turns big (MEDIA.md),
+ * and a job holds its history in memory. The S3 store's object has the same bound.
+ */
+#define HISTORY_LOAD_BYTES (8u << 20)
 #define JOURNAL_KEEP_S (7 * 86400)
 
 struct store_sqlite {
@@ -45,6 +50,8 @@ static const char *const migrations[] = {
 	"  key TEXT NOT NULL,"
 	"  value TEXT NOT NULL,"
 	"  PRIMARY KEY (scope, key));",
+	/* A turn whose content is the JSON text of an array of content parts (a photo, a PDF). */
+	"ALTER TABLE messages ADD COLUMN is_parts INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -76,6 +83,7 @@ static void history_load(struct store *base, int64_t chat_id, store_history_cb c
 	struct store_sqlite *s = from(base);
 	struct history h = HISTORY_INIT;
 	int err = 0, rc;
+	size_t bytes = 0;
 	sqlite3_bind_int64(s->load, 1, chat_id);
 	sqlite3_bind_int(s->load, 2, HISTORY_LOAD_MAX);
 	while ((rc = sqlite3_step(s->load)) == SQLITE_ROW) {
@@ -87,7 +95,14 @@ static void history_load(struct store *base, int64_t chat_id, store_history_cb c
 			log_warn("store: chat=%lld: skipping a stored turn with a bad role", (long long)chat_id);
 			continue;
 		}
-		if (history_push(&h, role, content, (size_t)len) != 0) {
+		bytes += (size_t)len;
+		if (bytes > HISTORY_LOAD_BYTES && h.len > 0) {
+			rc = SQLITE_DONE; /* the older turns are beyond any prompt anyway */
+			break;
+		}
+		bool is_parts = sqlite3_column_int(s->load, 2) != 0;
+		if ((is_parts ? history_push_parts(&h, role, content, (size_t)len)
+		              : history_push(&h, role, content, (size_t)len)) != 0) {
 			err = -1;
 			break;
 		}
@@ -165,6 +180,7 @@ static void history_append(struct store *base, int64_t chat_id, const struct tur
 		sqlite3_bind_text(s->append, 2, turn_role_name(turns[i].role), -1, SQLITE_STATIC);
 		sqlite3_bind_text(s->append, 3, turns[i].content, (int)turns[i].len, SQLITE_STATIC);
 		sqlite3_bind_int64(s->append, 4, (sqlite3_int64)time(NULL));
+		sqlite3_bind_int(s->append, 5, turns[i].is_parts);
 		err = run(s, s->append, "appending a turn");
 	}
 	if (!err && update_id)
@@ -493,10 +509,10 @@ int store_sqlite_open(const char *path, struct event_base *base, struct store **
 	if (migrate(s, err, errlen) != 0)
 		goto fail;
 	if (prepare(s, &s->load,
-		    "SELECT role, content FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2",
+		    "SELECT role, content, is_parts FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2",
 		    err, errlen) ||
 	    prepare(s, &s->append,
-		    "INSERT INTO messages (chat_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)", err,
+		    "INSERT INTO messages (chat_id, role, content, created_at, is_parts) VALUES (?1, ?2, ?3, ?4, ?5)", err,
 		    errlen) ||
 	    prepare(s, &s->clear, "DELETE FROM messages WHERE chat_id = ?1", err, errlen) ||
 	    prepare(s, &s->claim,

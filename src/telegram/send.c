@@ -1,5 +1,6 @@
 #include "telegram/send.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,6 +114,53 @@ struct tg_call *tg_answer_callback(struct tg_client *tg, const char *callback_id
 	return tg_call(tg, "answerCallbackQuery", params, 0, 0, SEND_TIMEOUT_S, done, arg);
 }
 
+#define CAPTION_MAX 1024 /* characters (https://core.telegram.org/bots/api#sendphoto) */
+
+/* The bytes of caption's first CAPTION_MAX characters (UTF-16 units, as Telegram counts). */
+static size_t caption_cut(const char *s)
+{
+	size_t units = 0, i = 0;
+	while (s[i]) {
+		unsigned char c = (unsigned char)s[i];
+		size_t n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+		size_t u = n == 4 ? 2 : 1;
+		if (units + u > CAPTION_MAX)
+			break;
+		for (size_t k = 1; k < n; k++)
+			if (!s[i + k])
+				return i; /* a cut sequence: what came before */
+		units += u;
+		i += n;
+	}
+	return i;
+}
+
+struct tg_call *tg_send_photo(struct tg_client *tg, const struct tg_target *t, const char *data, size_t len,
+                              const char *caption, tg_done_cb done, void *arg)
+{
+	char chat[24], thread[24], reply[96];
+	snprintf(chat, sizeof chat, "%lld", (long long)t->chat_id);
+	snprintf(thread, sizeof thread, "%lld", (long long)t->thread_id);
+	snprintf(reply, sizeof reply, "{\"message_id\":%lld,\"allow_sending_without_reply\":true}",
+	         (long long)t->reply_to);
+	bool is_png = len > 8 && memcmp(data, "\x89PNG", 4) == 0;
+	struct http_form_field form[5];
+	size_t n = 0;
+	form[n++] = (struct http_form_field){.name = "chat_id", .data = chat, .len = strlen(chat)};
+	form[n++] = (struct http_form_field){.name = "photo",
+	                                     .data = data,
+	                                     .len = len,
+	                                     .filename = is_png ? "image.png" : "image.jpg",
+	                                     .type = is_png ? "image/png" : "image/jpeg"};
+	if (caption && caption[0])
+		form[n++] = (struct http_form_field){.name = "caption", .data = caption, .len = caption_cut(caption)};
+	if (t->thread_id)
+		form[n++] = (struct http_form_field){.name = "message_thread_id", .data = thread, .len = strlen(thread)};
+	if (t->reply_to)
+		form[n++] = (struct http_form_field){.name = "reply_parameters", .data = reply, .len = strlen(reply)};
+	return tg_call_form(tg, "sendPhoto", form, n, t->chat_id, 0, 120, done, arg);
+}
+
 static void on_action_sent(void *arg, const struct tg_result *res)
 {
 	struct tg_typing *t = arg;
@@ -130,7 +178,7 @@ static void send_typing(struct tg_typing *t)
 	struct tg_target target = {.chat_id = t->chat_id, .thread_id = t->thread_id};
 	int rc = tg_open_target(&b, &target, false);
 	if (rc == BUF_OK)
-		rc = jsonw_member_string(&b, "action", "typing", 6);
+		rc = jsonw_member_string(&b, "action", t->action, strlen(t->action));
 	char *params = jsonw_finish_object(&b, rc);
 	if (params)
 		t->call = tg_call(t->tg, "sendChatAction", params, t->chat_id, 0, SEND_TIMEOUT_S,
@@ -147,8 +195,15 @@ static void on_timer(evutil_socket_t fd, short kind, void *arg)
 void tg_typing_start(struct tg_typing *t, struct tg_client *tg, struct event_base *base,
                      const struct tg_target *target)
 {
+	tg_action_start(t, tg, base, target, "typing");
+}
+
+void tg_action_start(struct tg_typing *t, struct tg_client *tg, struct event_base *base,
+                     const struct tg_target *target, const char *action)
+{
 	tg_typing_stop(t);
 	t->tg = tg;
+	t->action = action;
 	t->chat_id = target->chat_id;
 	t->thread_id = target->thread_id;
 	send_typing(t);

@@ -51,6 +51,14 @@ int tg_open_target(struct buf *b, const struct tg_target *t, bool is_reply);
 struct tg_call *tg_send_text(struct tg_client *tg, const struct tg_target *t, const char *text, size_t len,
                              tg_done_cb done, void *arg);
 
+/*
+ * sendPhoto of len bytes (copied) uploaded as multipart/form-data, a PNG or
+ * JPEG, with caption (at most 1024 characters: cut here, on a character)
+ * to t, as a reply (https://core.telegram.org/bots/api#sendphoto).
+ */
+struct tg_call *tg_send_photo(struct tg_client *tg, const struct tg_target *t, const char *data, size_t len,
+                              const char *caption, tg_done_cb done, void *arg);
+
 /* A button of an inline keyboard: its label and its callback data (at most 64 bytes). */
 struct tg_button {
 	const char *text;
@@ -73,6 +81,7 @@ struct tg_call *tg_answer_callback(struct tg_client *tg, const char *callback_id
  */
 struct tg_typing {
 	struct tg_client *tg;
+	const char *action; /* a literal: "typing", "upload_photo" */
 	int64_t chat_id, thread_id; /* the chat action's target: no reply */
 	struct event *timer;
 	struct tg_call *call;
@@ -81,6 +90,9 @@ struct tg_typing {
 /* Shows "typing…" in the target's chat now and every few seconds until stopped. */
 void tg_typing_start(struct tg_typing *typing, struct tg_client *tg, struct event_base *base,
                      const struct tg_target *t);
+/* The same with another chat action (https://core.telegram.org/bots/api#sendchataction), a literal. */
+void tg_action_start(struct tg_typing *typing, struct tg_client *tg, struct event_base *base,
+                     const struct tg_target *t, const char *action);
 /* Stops it, also a call in flight; typing is left all zero. Stopping one not running is a no-op. */
 void tg_typing_stop(struct tg_typing *typing);
 

@@ -51,8 +51,11 @@ struct tg_client {
 	double global_next;
 	struct pace *paces[PACE_BUCKETS];
 	size_t in_flight;
-	struct tg_call *waiting_head, *waiting_tail; /* for a free request slot, oldest first */
-	struct event *kick;                          /* starts waiting calls from the loop */
+	struct tg_call *waiting_head, *waiting_tail;         /* for a free request slot, oldest first */
+	struct event *kick;                                  /* starts waiting calls from the loop */
+	char *file_prefix;                                   /* "<api_base>/file/bot<token>/": a secret too */
+	size_t downloading;                                  /* files coming in (TG_MAX_DOWNLOADS) */
+	struct tg_download *downloads_head, *downloads_tail; /* waiting for one of those, oldest first */
 };
 
 struct tg_call {
@@ -579,8 +582,10 @@ struct tg_client *tg_client_new(struct event_base *base, struct http_client *htt
 	tg->pacing = *pacing;
 	if (asprintf(&tg->url_prefix, "%s/bot%s/", api_base, token) < 0)
 		tg->url_prefix = NULL;
+	if (asprintf(&tg->file_prefix, "%s/file/bot%s/", api_base, token) < 0)
+		tg->file_prefix = NULL;
 	tg->kick = event_new(base, -1, 0, on_kick, tg);
-	if (!tg->url_prefix || !tg->kick) {
+	if (!tg->url_prefix || !tg->file_prefix || !tg->kick) {
 		tg_client_free(tg);
 		return NULL;
 	}
@@ -601,6 +606,7 @@ void tg_client_free(struct tg_client *tg)
 	if (tg->kick)
 		event_free(tg->kick);
 	free(tg->url_prefix);
+	free(tg->file_prefix);
 	free(tg);
 }
 
@@ -701,4 +707,208 @@ bool tg_call_is_sent(const struct tg_call *call)
 void tg_call_cancel(struct tg_call *call)
 {
 	call_free(call);
+}
+
+/* ---- files ---- */
+
+#define TG_FILE_TIMEOUT_S 120 /* 20 MB at well under 1 Mbit/s */
+
+struct tg_download {
+	struct tg_client *tg;
+	size_t max_bytes;
+	char *file_path; /* from getFile */
+	struct tg_call *get_file;
+	struct http_call *http;
+	bool is_waiting; /* in the queue for a turn */
+	bool has_turn;   /* counts in tg->downloading */
+	struct tg_download *next;
+	struct event *start; /* a turn that came free starts the download from the loop */
+	tg_file_cb done;
+	void *arg;
+};
+
+static void give_turn(struct tg_download *d)
+{
+	d->has_turn = true;
+	d->tg->downloading++;
+	event_active(d->start, 0, 0);
+}
+
+/* d's turn ends: the oldest waiting download may start. */
+static void end_turn(struct tg_download *d)
+{
+	struct tg_client *tg = d->tg;
+	if (!d->has_turn)
+		return;
+	d->has_turn = false;
+	tg->downloading--;
+	struct tg_download *next = tg->downloads_head;
+	if (!next)
+		return;
+	tg->downloads_head = next->next;
+	if (!tg->downloads_head)
+		tg->downloads_tail = NULL;
+	next->is_waiting = false;
+	next->next = NULL;
+	give_turn(next);
+}
+
+static void unqueue(struct tg_download *d)
+{
+	struct tg_client *tg = d->tg;
+	if (!d->is_waiting)
+		return;
+	struct tg_download *prev = NULL;
+	for (struct tg_download *w = tg->downloads_head; w; prev = w, w = w->next) {
+		if (w != d)
+			continue;
+		if (prev)
+			prev->next = d->next;
+		else
+			tg->downloads_head = d->next;
+		if (tg->downloads_tail == d)
+			tg->downloads_tail = prev;
+		break;
+	}
+	d->is_waiting = false;
+	d->next = NULL;
+}
+
+static void download_free(struct tg_download *d)
+{
+	if (!d)
+		return;
+	unqueue(d);
+	tg_call_cancel(d->get_file);
+	if (d->http)
+		http_cancel(d->http);
+	if (d->start)
+		event_free(d->start);
+	end_turn(d);
+	free(d->file_path);
+	free(d);
+}
+
+static void download_end(struct tg_download *d, const struct tg_file *f)
+{
+	end_turn(d);
+	d->done(d->arg, f);
+	download_free(d);
+}
+
+static void download_fail(struct tg_download *d, bool is_too_big, const char *detail)
+{
+	struct tg_file f = {
+	    .is_too_big = is_too_big, .file_path = d->file_path ? d->file_path : "", .detail = detail};
+	download_end(d, &f);
+}
+
+static void on_file(void *arg, const struct http_response *resp)
+{
+	struct tg_download *d = arg;
+	d->http = NULL;
+	if (resp->is_too_big) {
+		download_fail(d, true, "the file is over the limit");
+		return;
+	}
+	if (resp->is_transport_error || resp->status != 200) {
+		char detail[160];
+		snprintf(detail, sizeof detail, "HTTP %ld %s", resp->status, resp->error);
+		download_fail(d, false, detail);
+		return;
+	}
+	struct tg_file f = {.ok = true, .data = resp->body, .len = resp->body_len, .file_path = d->file_path};
+	download_end(d, &f);
+}
+
+static void on_turn(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	struct tg_download *d = arg;
+	char *url = NULL;
+	if (asprintf(&url, "%s%s", d->tg->file_prefix, d->file_path) < 0) {
+		download_fail(d, false, "out of memory");
+		return;
+	}
+	struct http_request req = {
+	    .method = "GET",
+	    .url = url, /* holds the token: http never logs it */
+	    .timeout_ms = TG_FILE_TIMEOUT_S * 1000L,
+	    .stall_s = 30,
+	    .max_body = d->max_bytes,
+	    .on_done = on_file,
+	    .arg = d,
+	};
+	d->http = http_start(d->tg->http, &req);
+	free(url);
+	if (!d->http)
+		download_fail(d, false, "the request could not start");
+}
+
+static void on_file_path(void *arg, const struct tg_result *res)
+{
+	struct tg_download *d = arg;
+	d->get_file = NULL;
+	if (!res->ok) {
+		download_fail(d, false, res->description);
+		return;
+	}
+	json_t *file =
+	    (json_t *)res->result; /* jansson's getters take non-const trees but do not change them */
+	const char *path = json_string_value(json_object_get(file, "file_path"));
+	json_int_t size = json_integer_value(json_object_get(file, "file_size"));
+	/* A path that could climb out of the bot's files, or hide another URL, is no path. */
+	if (!path || !path[0] || strstr(path, "..") || strpbrk(path, "?#\\ \r\n")) {
+		download_fail(d, false, "getFile gave no usable file_path");
+		return;
+	}
+	if (size > 0 && (uint64_t)size > d->max_bytes) {
+		download_fail(d, true, "getFile says the file is over the limit");
+		return;
+	}
+	if (!(d->file_path = strdup(path))) {
+		download_fail(d, false, "out of memory");
+		return;
+	}
+	struct tg_client *tg = d->tg;
+	if (tg->downloading < TG_MAX_DOWNLOADS) {
+		give_turn(d);
+		return;
+	}
+	d->is_waiting = true;
+	if (tg->downloads_tail)
+		tg->downloads_tail->next = d;
+	else
+		tg->downloads_head = d;
+	tg->downloads_tail = d;
+}
+
+struct tg_download *tg_download(struct tg_client *tg, const char *file_id, size_t max_bytes, tg_file_cb done,
+                                void *arg)
+{
+	struct tg_download *d = calloc(1, sizeof *d);
+	if (!d)
+		return NULL;
+	*d = (struct tg_download){.tg = tg, .max_bytes = max_bytes, .done = done, .arg = arg};
+	json_t *params = json_pack("{ss}", "file_id", file_id);
+	char *body = params ? json_dumps(params, JSON_COMPACT) : NULL;
+	json_decref(params);
+	d->start = event_new(tg->base, -1, 0, on_turn, d);
+	if (!body || !d->start) {
+		free(body);
+		download_free(d);
+		return NULL;
+	}
+	/* body is taken by the call */
+	if (!(d->get_file = tg_call(tg, "getFile", body, 0, 0, 30, on_file_path, d))) {
+		download_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+void tg_download_cancel(struct tg_download *d)
+{
+	download_free(d);
 }

@@ -141,4 +141,31 @@ bool tg_call_is_sent(const struct tg_call *call);
 /* Cancels a call, including one waiting to retry; done is not called. */
 void tg_call_cancel(struct tg_call *call);
 
+/*
+ * Files (https://core.telegram.org/bots/api#getfile): getFile with the
+ * file_id, then GET <api_base>/file/bot<token>/<file_path> into a buffer of
+ * at most max_bytes. That URL holds the token: log lines say "a file".
+ * At most TG_MAX_DOWNLOADS files come in at once; more wait their turn (a
+ * queue, not a failure), so memory stays bounded whatever arrives.
+ */
+#define TG_MAX_DOWNLOADS 4
+
+struct tg_file {
+	bool ok;
+	bool is_too_big;       /* over max_bytes: stopped, nothing kept */
+	const char *data;      /* the bytes (NUL-terminated), borrowed for the callback */
+	size_t len;
+	const char *file_path; /* Telegram's path ("voice/file_1.oga"), "" when unknown */
+	const char *detail;    /* why it failed, for the log; never the URL */
+};
+
+typedef void (*tg_file_cb)(void *arg, const struct tg_file *file);
+struct tg_download;
+
+/* NULL when it cannot start (done is not called); done runs once unless cancelled. */
+struct tg_download *tg_download(struct tg_client *tg, const char *file_id, size_t max_bytes, tg_file_cb done,
+                                void *arg);
+/* NULL is a no-op; done is not called. */
+void tg_download_cancel(struct tg_download *d);
+
 #endif

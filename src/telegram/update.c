@@ -1,6 +1,7 @@
 #include "telegram/update.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,79 @@ static int decode_entities(const json_t *arr, struct tg_message *m)
 	return 0;
 }
 
+/* The file fields every kind shares; a file without a string file_id counts as absent. */
+static int decode_file(const json_t *obj, enum tg_media_kind kind, struct tg_media *out)
+{
+	const char *id = get_str(obj, "file_id");
+	if (!id)
+		return 0;
+	if (!get_int(obj, "file_size", &out->file_size) || out->file_size < 0)
+		out->file_size = 0;
+	out->kind = kind;
+	if (!(out->file_id = strdup(id)) || copy_str(obj, "mime_type", &out->mime_type) != 0 ||
+	    copy_str(obj, "file_name", &out->file_name) != 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * https://core.telegram.org/bots/api#photosize: the sizes of one photo. The
+ * largest that may be downloaded is the one to read; when none may, the
+ * largest, so that the user is told it is too big.
+ */
+static const json_t *pick_photo(const json_t *sizes)
+{
+	const json_t *best = NULL, *biggest = NULL;
+	int64_t best_area = -1, biggest_area = -1;
+	for (size_t i = 0; i < json_array_size(sizes); i++) {
+		const json_t *p = json_array_get(sizes, i);
+		int64_t w = 0, h = 0, size = 0;
+		if (!get_str(p, "file_id"))
+			continue;
+		(void)get_int(p, "width", &w); /* absent: 0, the smallest */
+		(void)get_int(p, "height", &h);
+		(void)get_int(p, "file_size", &size);
+		int64_t area = w > 0 && h > 0 && w < INT32_MAX && h < INT32_MAX ? w * h : 0;
+		if (area > biggest_area) {
+			biggest = p;
+			biggest_area = area;
+		}
+		if (size <= TG_FILE_MAX && area > best_area) {
+			best = p;
+			best_area = area;
+		}
+	}
+	return best ? best : biggest;
+}
+
+/* The file a message carries, if it is one the bot reads. */
+static int decode_media(const json_t *obj, struct tg_media *out)
+{
+	static const struct {
+		const char *field;
+		enum tg_media_kind kind;
+	} kinds[] = {
+	    {"voice", TG_MEDIA_VOICE},
+	    {"audio", TG_MEDIA_AUDIO},
+	    {"video_note", TG_MEDIA_VIDEO_NOTE},
+	    {"document", TG_MEDIA_DOCUMENT},
+	};
+	const json_t *photo = pick_photo(json_object_get(obj, "photo"));
+	if (photo) {
+		if (decode_file(photo, TG_MEDIA_PHOTO, out) != 0)
+			return -1;
+		free(out->mime_type); /* Telegram's photos are JPEG; a PhotoSize has no mime_type */
+		out->mime_type = strdup("image/jpeg");
+		return out->mime_type ? 0 : -1;
+	}
+	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+		const json_t *f = json_object_get(obj, kinds[i].field);
+		if (json_is_object(f))
+			return decode_file(f, kinds[i].kind, out);
+	}
+	return 0;
+}
+
 /* https://core.telegram.org/bots/api#message */
 static int decode_message(const json_t *obj, struct tg_message *m, char *err, size_t errlen)
 {
@@ -145,6 +219,15 @@ static int decode_message(const json_t *obj, struct tg_message *m, char *err, si
 		goto no_memory;
 	if (m->text && decode_entities(json_object_get(obj, "entities"), m) != 0)
 		goto no_memory;
+	if (!m->text) {
+		if (decode_media(obj, &m->media) != 0)
+			goto no_memory;
+		/* A caption addresses the bot as text does: its mentions are the message's entities. */
+		if (m->media.kind != TG_MEDIA_NONE &&
+		    (copy_str(obj, "caption", &m->caption) != 0 ||
+		     (m->caption && decode_entities(json_object_get(obj, "caption_entities"), m) != 0)))
+			goto no_memory;
+	}
 
 	const json_t *reply = json_object_get(obj, "reply_to_message");
 	if (json_is_object(reply)) {
@@ -189,6 +272,17 @@ static int decode_callback(const json_t *cb, struct tg_update *u, char *err, siz
 	m->has_from = false;
 	free(m->text); /* the button's message is the bot's, not a question */
 	m->text = NULL;
+	free(m->caption);
+	m->caption = NULL;
+	for (size_t i = 0; i < m->n_entities; i++) /* the text's and the caption's, gone with them */
+		free(m->entities[i].type);
+	free(m->entities);
+	m->entities = NULL;
+	m->n_entities = 0;
+	free(m->media.file_id);
+	free(m->media.mime_type);
+	free(m->media.file_name);
+	memset(&m->media, 0, sizeof m->media);
 	if (decode_user(json_object_get(cb, "from"), m) != 0 || !(u->callback_id = strdup(id)) ||
 	    copy_str(cb, "data", &u->callback_data) != 0) {
 		set_error(err, errlen, "out of memory decoding a callback_query");
@@ -299,6 +393,10 @@ void update_clear(struct tg_update *u)
 	free(m->from.username);
 	free(m->from.language_code);
 	free(m->text);
+	free(m->caption);
+	free(m->media.file_id);
+	free(m->media.mime_type);
+	free(m->media.file_name);
 	for (size_t i = 0; i < m->n_entities; i++)
 		free(m->entities[i].type);
 	free(m->entities);

@@ -1,8 +1,9 @@
 /*
  * update: Bot API Update JSON -> plain C structs.
  *
- * Only what the bot acts on is decoded: text messages (and their captions are
- * NOT treated as text). Every other update kind is reported as
+ * Only what the bot acts on is decoded: text messages, and the files it can
+ * read (voice, audio, video_note, photo, document) with their caption, which
+ * is not the message's text. Every other update kind is reported as
  * TG_UPDATE_OTHER with its kind name, so the caller can log and skip it.
  * A decoded update owns all its strings; update_clear() frees them.
  * See https://core.telegram.org/bots/api#update and #message.
@@ -37,6 +38,27 @@ struct tg_entity {
 	int64_t user_id; /* for "text_mention", else 0 */
 };
 
+/* A file the message carries (https://core.telegram.org/bots/api#voice, #audio, #videonote, #photosize, #document). */
+enum tg_media_kind {
+	TG_MEDIA_NONE,
+	TG_MEDIA_VOICE,
+	TG_MEDIA_AUDIO,
+	TG_MEDIA_VIDEO_NOTE,
+	TG_MEDIA_PHOTO, /* the largest PhotoSize within TG_FILE_MAX (the largest of all when none is) */
+	TG_MEDIA_DOCUMENT,
+};
+
+struct tg_media {
+	enum tg_media_kind kind;
+	char *file_id;     /* for getFile; never NULL unless kind is TG_MEDIA_NONE */
+	int64_t file_size; /* bytes; 0 when Telegram does not say */
+	char *mime_type;   /* NULL when absent ("image/jpeg" for a photo) */
+	char *file_name;   /* NULL when absent */
+};
+
+/* The largest file a bot may download (https://core.telegram.org/bots/api#getfile). */
+#define TG_FILE_MAX (20 * 1024 * 1024)
+
 struct tg_message {
 	int64_t message_id;
 	int64_t chat_id;
@@ -50,6 +72,8 @@ struct tg_message {
 	size_t n_entities;
 	int64_t reply_to_message_id;   /* 0 when not a reply */
 	int64_t reply_to_from_id;      /* sender of the replied-to message, 0 when unknown */
+	struct tg_media media;         /* kind TG_MEDIA_NONE for a message without a file */
+	char *caption;                 /* the file's caption, NULL when none; its entities are in entities */
 };
 
 enum tg_update_kind {

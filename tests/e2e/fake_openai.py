@@ -24,7 +24,10 @@ Precedence: context limit, then rules, then the queue, then the default.
 Python standard library only.
 """
 
+import base64
 import collections
+import os
+import sys
 import http.server
 import json
 import socket
@@ -32,6 +35,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fake_telegram import _parse_multipart  # noqa: E402 - one multipart reader for both fakes
 
 DEFAULT_CHUNKS = 3
 
@@ -140,6 +146,67 @@ class Request:
         return sum(len(c) for c in self.contents())
 
 
+PNG_PICTURE = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
+
+
+@dataclass
+class ImageReply:
+    """One answer of /v1/images/generations: a picture (b64_json, or a URL served here), or an error."""
+    data: bytes = PNG_PICTURE
+    as_url: bool = False
+    revised_prompt: Optional[str] = None
+    status: int = 200
+    message: str = ""
+    code: Optional[str] = None
+
+
+@dataclass
+class Transcription:
+    fields: dict
+    files: dict
+    headers: dict
+
+    @property
+    def file(self):
+        return self.files.get("file")
+
+
+def _bad_content_part(messages: list, no_vision: bool) -> Optional[str]:
+    """What OpenAI would refuse in the messages' content parts, or None."""
+    import base64
+    import binascii
+    import re as _re
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for p in content:
+            kind = p.get("type") if isinstance(p, dict) else None
+            if kind == "text" and isinstance(p.get("text"), str):
+                continue
+            if kind == "image_url":
+                url = (p.get("image_url") or {}).get("url") if isinstance(p.get("image_url"), dict) else None
+                mt = _re.fullmatch(r"data:(image/(?:jpeg|png|gif|webp));base64,([A-Za-z0-9+/=]+)", url or "")
+                if not mt:
+                    return f"Invalid image_url: {str(url)[:40]}"
+                try:
+                    base64.b64decode(mt.group(2), validate=True)
+                except (binascii.Error, ValueError):
+                    return "Invalid base64 image_url."
+                if no_vision:
+                    return "Invalid content type. image_url is only supported by certain models."
+                continue
+            if kind == "file" and isinstance(p.get("file"), dict):
+                data = p["file"].get("file_data") or ""
+                if not p["file"].get("filename") or not data.startswith("data:application/pdf;base64,"):
+                    return "Invalid file part."
+                if no_vision:
+                    return "Invalid content type. file is only supported by certain models."
+                continue
+            return f"Invalid content part: {json.dumps(p)[:60]}"
+    return None
+
+
 def _content_text(content) -> str:
     if isinstance(content, str):
         return content
@@ -160,6 +227,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         fake = self.server.fake
+        if self.path.startswith("/files/"):
+            with fake.lock:
+                fake.file_gets.append({k.lower(): v for k, v in self.headers.items()})
+                data = fake.files.get(self.path[len("/files/"):])
+            if data is None:
+                return self.send_json(404, {"error": "no such file"})
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         with fake.lock:
             fake.gets.append(Request(body={}, headers={k.lower(): v for k, v in self.headers.items()},
                                      path=self.path.split("?")[0], time=time.monotonic()))
@@ -229,6 +308,13 @@ class FakeOpenAI:
         self._stopping = threading.Event()
         self._server: Optional[_Server] = None
         self._counter = 0
+        self.transcriptions: list = []          # Transcription requests, in order
+        self.transcript_replies = collections.deque()  # next answers: a text, or (status, message)
+        self.no_vision = False                  # chat requests with an image or file part answer 400
+        self.image_requests: list = []          # bodies of /v1/images/generations requests, in order
+        self.image_replies = collections.deque()  # next answers: ImageReply
+        self.files: dict = {}                   # name -> bytes served at GET /files/<name> (picture URLs)
+        self.file_gets: list = []               # headers of those GETs
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -342,7 +428,84 @@ class FakeOpenAI:
         finally:
             req.finished = time.monotonic()
 
+    # ---- audio ------------------------------------------------------------
+
+    def transcribe_next(self, *replies):
+        """The next transcriptions answer these: a text, or (status, message) for an error.
+        Without any, the transcript is the uploaded bytes read as UTF-8 (a test "speaks" text)."""
+        with self.lock:
+            self.transcript_replies.extend(replies)
+
+    def _serve_transcription(self, h: _Handler, raw: bytes):
+        """POST /v1/audio/transcriptions (https://platform.openai.com/docs/api-reference/audio/createTranscription):
+        multipart with "file" (a name whose extension says the format) and "model"."""
+        fields, files, bad = _parse_multipart(h.headers.get("Content-Type") or "", raw)
+        t = Transcription(fields=fields, files=files, headers={k.lower(): v for k, v in h.headers.items()})
+        with self.lock:
+            self.transcriptions.append(t)
+            reply = self.transcript_replies.popleft() if self.transcript_replies else None
+            self.lock.notify_all()
+        f = files.get("file")
+        ext = (f.filename or "").rsplit(".", 1)[-1].lower() if f and "." in (f.filename or "") else ""
+        if bad or not f or not fields.get("model"):
+            return h.send_json(400, {"error": {"message": bad or "you must provide a file and a model",
+                                               "type": "invalid_request_error"}})
+        if ext not in ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm"):
+            return h.send_json(400, {"error": {"message": f"Invalid file format. Supported formats: ['flac', "
+                                               f"'m4a', 'mp3', 'mp4', 'mpeg', 'mpga', 'oga', 'ogg', 'wav', 'webm']",
+                                               "type": "invalid_request_error"}})
+        if isinstance(reply, tuple):
+            return h.send_json(reply[0], {"error": {"message": reply[1], "type": "server_error"}})
+        text = reply if isinstance(reply, str) else f.data.decode("utf-8", "replace")
+        h.send_json(200, {"text": text})
+
+    # ---- pictures ---------------------------------------------------------
+
+    def draw_next(self, *replies: "ImageReply"):
+        with self.lock:
+            self.image_replies.extend(replies)
+
+    def _serve_images(self, h: _Handler, raw: bytes):
+        """POST /v1/images/generations (https://platform.openai.com/docs/api-reference/images/create)."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        with self.lock:
+            self.image_requests.append(body)
+            reply = self.image_replies.popleft() if self.image_replies else ImageReply()
+            self.lock.notify_all()
+        if not isinstance(body.get("prompt"), str) or not body.get("model"):
+            return h.send_json(400, {"error": {"message": "prompt and model are required",
+                                               "type": "invalid_request_error"}})
+        if "response_format" in body and not str(body["model"]).startswith("dall-e"):
+            return h.send_json(400, {"error": {"message": "Unknown parameter: 'response_format'.",
+                                               "type": "invalid_request_error", "code": "unknown_parameter"}})
+        if reply.status != 200:
+            return h.send_json(reply.status, {"error": {"message": reply.message, "type": "invalid_request_error",
+                                                        "code": reply.code}})
+        item: dict = {}
+        if reply.as_url:
+            name = f"img{len(self.image_requests)}.png"
+            with self.lock:
+                self.files[name] = reply.data
+            item["url"] = f"http://127.0.0.1:{self.port}/files/{name}"
+        else:
+            item["b64_json"] = base64.b64encode(reply.data).decode()
+        if reply.revised_prompt:
+            item["revised_prompt"] = reply.revised_prompt
+        h.send_json(200, {"created": int(time.time()), "data": [item]})
+
+    def wait_transcriptions(self, n: int, timeout: float = 10.0) -> list:
+        self.wait_for(lambda: len(self.transcriptions) >= n, timeout, f"{n} transcription requests")
+        with self.lock:
+            return list(self.transcriptions)
+
     def _serve(self, h: _Handler):
+        if h.path.split("?")[0].rstrip("/") == "/v1/audio/transcriptions":
+            return self._serve_transcription(h, h.read_body())
+        if h.path.split("?")[0].rstrip("/") == "/v1/images/generations":
+            return self._serve_images(h, h.read_body())
         early = self._take_early()
         if early:
             return self._serve_early(h, early)
@@ -371,6 +534,11 @@ class FakeOpenAI:
                 req.status = 400
                 return h.send_json(400, {"error": {"message": "We could not parse the JSON body of your request.",
                                                    "type": "invalid_request_error", "param": None, "code": None}})
+            bad_part = _bad_content_part(req.messages, self.no_vision)
+            if bad_part:
+                req.status = 400
+                return h.send_json(400, {"error": {"message": bad_part, "type": "invalid_request_error",
+                                                   "param": "messages", "code": None}})
             reply = self._choose(req)
             if reply.delay and self._stopping.wait(reply.delay):
                 h.close_connection = True

@@ -343,6 +343,11 @@ class FakeTelegram:
         self.callback_ids: set = set()         # callback queries pressed and not yet answered
         self.menus: dict = {}                  # language_code ("" = default) -> the bot's commands
         self.next_callback = 0
+        self.files: dict = {}                  # file_id -> (file_path, bytes): what getFile and downloads serve
+        self.downloads: list = []              # (token_ok, file_path) of every file GET, in order
+        self.download_delay = 0.0              # seconds each file download takes (a slow network)
+        self.downloads_in_flight = 0
+        self.max_downloads_in_flight = 0
         self._poll_generation = 0
         self._stopping = threading.Event()
         self._server: Optional[_Server] = None
@@ -438,6 +443,50 @@ class FakeTelegram:
     def send_private(self, user: User, text: Optional[str] = None, **kw) -> dict:
         """The user writes to the bot in a private chat; returns the Message."""
         msg = self.message(Chat.private(user), user, text, **kw)
+        self.push(self.update("message", msg))
+        return msg
+
+    # ---- files -----------------------------------------------------------
+
+    def add_file(self, data: bytes, file_path: str, file_id: Optional[str] = None) -> str:
+        """A file the bot may download: getFile gives file_path, GET /file/bot<token>/<file_path>
+        gives data. Returns its file_id."""
+        with self.cond:
+            fid = file_id or f"FILE{len(self.files) + 1}x{int(time.monotonic() * 1000) % 100000}"
+            self.files[fid] = (file_path, data)
+            return fid
+
+    def send_file(self, chat: Chat, user: User, kind: str, data: bytes, *, file_path: Optional[str] = None,
+                  caption: Optional[str] = None, mime_type: Optional[str] = None, file_name: Optional[str] = None,
+                  file_size: Optional[int] = None, **kw) -> dict:
+        """The user sends a file: kind is voice, audio, video_note, photo or document. Its bytes are
+        served to getFile and the download; file_size defaults to their length."""
+        ext = {"voice": "oga", "audio": "mp3", "video_note": "mp4", "photo": "jpg"}.get(kind, "bin")
+        path = file_path or f"{kind}s/file_{len(self.files)}.{ext}"
+        fid = self.add_file(data, path)
+        obj: dict = {"file_id": fid, "file_unique_id": "u" + fid,
+                     "file_size": len(data) if file_size is None else file_size}
+        if mime_type:
+            obj["mime_type"] = mime_type
+        if file_name:
+            obj["file_name"] = file_name
+        if kind == "voice":
+            obj.setdefault("mime_type", "audio/ogg")
+            obj["duration"] = 2
+        extra = dict(kw.pop("extra", None) or {})
+        if kind == "photo":
+            small = self.add_file(b"\xff\xd8\xff small", f"photos/small_{fid}.jpg")
+            extra["photo"] = [{"file_id": small, "file_unique_id": "s" + fid, "width": 90, "height": 60,
+                               "file_size": 10},
+                              dict(obj, width=1280, height=853)]
+        else:
+            extra[kind] = obj
+        if caption is not None:
+            extra["caption"] = caption
+            ents = auto_entities(caption)
+            if ents:
+                extra["caption_entities"] = ents
+        msg = self.message(chat, user, None, extra=extra, **kw)
         self.push(self.update("message", msg))
         return msg
 
@@ -634,8 +683,41 @@ class FakeTelegram:
             with self.cond:
                 self.in_flight -= 1
 
+    def _serve_file(self, h: _Handler, token: str, path: str):
+        """GET /file/bot<token>/<file_path> (https://core.telegram.org/bots/api#getfile)."""
+        with self.cond:
+            self.downloads.append((token == self.token, path))
+            found = [d for p, d in self.files.values() if p == path]
+            failure = None
+            for f in self.failures:
+                if f.remaining > 0 and f.method == "download":
+                    f.remaining -= 1
+                    failure = f
+                    break
+            self.cond.notify_all()
+        if token != self.token:
+            return h.send_body(401, b'{"ok":false,"error_code":401,"description":"Unauthorized"}')
+        if failure:
+            return h.send_body(failure.error_code, b"error", "text/plain")
+        if not found:
+            return h.send_body(404, b'{"ok":false,"error_code":404,"description":"Not Found"}')
+        with self.cond:
+            self.downloads_in_flight += 1
+            self.max_downloads_in_flight = max(self.max_downloads_in_flight, self.downloads_in_flight)
+        try:
+            if self.download_delay and self._stopping.wait(self.download_delay):
+                h.close_connection = True
+                return
+            h.send_body(200, found[0], "application/octet-stream")
+        finally:
+            with self.cond:
+                self.downloads_in_flight -= 1
+
     def _serve_unsafe(self, h: _Handler):
         url = urllib.parse.urlsplit(h.path)
+        fm = re.fullmatch(r"/file/bot([^/]*)/(.+)", url.path)
+        if fm and h.command == "GET":
+            return self._serve_file(h, fm.group(1), urllib.parse.unquote(fm.group(2)))
         m = re.fullmatch(r"/bot([^/]*)/([A-Za-z0-9_]+)", url.path)
         body = h.read_body() if h.command == "POST" else b""
         if not m:
@@ -1035,6 +1117,45 @@ class FakeTelegram:
 
     def _m_getwebhookinfo(self, h, call):
         return self._ok(h, call, self.webhook_info())
+
+    def _m_sendphoto(self, h, call):
+        """https://core.telegram.org/bots/api#sendphoto: the photo uploaded (multipart) or a file_id/URL."""
+        p = call.params
+        chat_id = call.chat_id()
+        if chat_id is None:
+            return self._error(h, call, 400, "Bad Request: chat_id is empty")
+        photo = call.files.get("photo")
+        if photo is None and not isinstance(p.get("photo"), str):
+            return self._error(h, call, 400, "Bad Request: there is no photo in the request")
+        if photo is not None and not photo.data:
+            return self._error(h, call, 400, "Bad Request: file must be non-empty")
+        caption = p.get("caption") if isinstance(p.get("caption"), str) else ""
+        if utf16_len(caption) > 1024:
+            return self._error(h, call, 400, "Bad Request: message caption is too long")
+        rp = p.get("reply_parameters")
+        reply_to = _as_int(rp.get("message_id")) if isinstance(rp, dict) else None
+        thread_id = _as_int(p.get("message_thread_id"))
+        mid = self.new_message_id()
+        with self.cond:
+            self.bot_messages.append(BotMessage(message_id=mid, chat_id=chat_id, text=caption, time=call.time,
+                                                params=dict(p, _photo=photo), thread_id=thread_id,
+                                                reply_to=reply_to))
+        return self._ok(h, call, {"message_id": mid, "from": self.bot.to_json(), "chat": self._chat_json(chat_id),
+                                  "date": int(time.time()), "caption": caption,
+                                  "photo": [{"file_id": f"sent{mid}", "file_unique_id": f"s{mid}", "width": 1024,
+                                             "height": 1024}]})
+
+    def _m_getfile(self, h, call):
+        fid = call.params.get("file_id")
+        with self.cond:
+            entry = self.files.get(fid) if isinstance(fid, str) else None
+        if entry is None:
+            return self._error(h, call, 400, "Bad Request: invalid file_id")
+        path, data = entry
+        if len(data) > 20 * 1024 * 1024:
+            return self._error(h, call, 400, "Bad Request: file is too big")
+        return self._ok(h, call, {"file_id": fid, "file_unique_id": "u" + fid, "file_size": len(data),
+                                  "file_path": path})
 
     def _m_sendchataction(self, h, call):
         if call.chat_id() is None:

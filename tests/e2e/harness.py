@@ -84,13 +84,15 @@ FAST_PACING = "0.05,0.15,0"
 # one of its answers from another.
 TEXT_START = ("Hi! I am a bot that answers with a language model. Just write to me; I remember our "
               "conversation. /new starts a fresh one, /help tells more.")
-TEXT_HELP = ("Write a message and I will answer, keeping the context of our conversation.\n"
+TEXT_HELP = ("Write a message and I will answer, keeping the context of our conversation. I also understand "
+             "voice messages, photos and text files.\n"
              "In groups, mention me or reply to my message.\n\n"
              "/new — forget this conversation and start a fresh one\n"
              "/model — see or change the model that answers in this chat\n"
              "/system — see or set how the model should behave here (/system reset: the default)\n"
              "/retry — ask again for the last answer\n"
              "/usage — the tokens you spent today and this month\n"
+             "/image — draw a picture of what you describe\n"
              "/help — this help")
 TEXT_NEW_DONE = "Started a new conversation: I have forgotten the previous one."
 

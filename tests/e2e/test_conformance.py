@@ -11,7 +11,9 @@ message_thread_id, an inline keyboard), sendMessageDraft (entities,
 can_stop), sendChatAction, editMessageText (with and without reply_markup)
 and answerCallbackQuery, the Stop flows (stopped_message_generation and the
 Stop button) included; in poll, serve and handle, with the webhook commands
-and doctor, an answer in several parts and one sent again as plain text. Every call Prism refuses (422: a parameter name,
+and doctor, an answer in several parts and one sent again as plain text,
+a photo (getFile; the download itself is no Bot API method) and a picture
+drawn (sendPhoto, multipart). Every call Prism refuses (422: a parameter name,
 type or required parameter the spec does not allow; 404: a method it does
 not know) fails the test, naming the call and what Prism said. When every
 test of the class has run and passed, every Bot API method named in src/
@@ -60,6 +62,7 @@ CERT = ("-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydGlmaWNhdGUgZm9yIH
 FORMATTED = ["**Bold** and _italic_, ", "`code`, a [link](https://example.com/a?b=c) ", "and ~~gone~~.\n\n",
              "```python\nprint('hi')\n```\n", "> quoted\n\n", "- one\n- two\n"]
 SLOW = [f"word{i} " for i in range(40)]  # 8 s unless stopped
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(range(256)) + b"\xff\xd9"
 
 
 def methods_in_source() -> dict:
@@ -196,6 +199,15 @@ class BotApiConformanceTest(BotTestCase):
         self.assertCalled("sendMessage", "chat_id", "text", "reply_parameters", "entities")
         self.assertCalled("sendMessageDraft", "chat_id", "draft_id", "text", "entities", "can_stop")
         self.assertCalled("sendChatAction", "chat_id", "action")
+
+    def test_a_photo_read_and_a_picture_drawn(self):
+        self.start_bot()
+        photo = self.tg.send_file(Chat.private(ALICE), ALICE, "photo", JPEG, caption="What is this?")
+        self.assertEqual(self.wait_reply(photo).text, "Echo: What is this?")
+        drawn = self.wait_reply(self.tg.send_private(ALICE, "/image a red fox in the snow"))
+        self.assertEqual(drawn.text, "a red fox in the snow")
+        self.assertCalled("getFile", "file_id")
+        self.assertCalled("sendPhoto", "chat_id", "caption", "reply_parameters")
 
     def test_a_draft_stopped_with_telegrams_stop_control(self):
         self.start_bot()

@@ -135,8 +135,8 @@ class MenuTest(SteerTestCase):
         bot = self.start_bot()
         self.tg.wait_for(lambda: len(self.tg.calls_of("setMyCommands", ok=True)) == 2, 10, "two setMyCommands")
         en, ru = self.tg.menus[""], self.tg.menus["ru"]
-        self.assertEqual([c["command"] for c in en], ["new", "model", "system", "retry", "usage", "help"])
-        self.assertEqual([c["command"] for c in ru], ["new", "model", "system", "retry", "usage", "help"])
+        self.assertEqual([c["command"] for c in en], ["new", "model", "system", "retry", "usage", "image", "help"])
+        self.assertEqual([c["command"] for c in ru], ["new", "model", "system", "retry", "usage", "image", "help"])
         self.assertNotEqual(en, ru)
         self.assertIn("Забыть", ru[0]["description"])
         sets = [c.params.get("language_code") for c in self.tg.calls_of("setMyCommands")]
@@ -158,7 +158,7 @@ class MenuTest(SteerTestCase):
         from harness import run_bin
         r = run_bin(["set-webhook", "https://bot.example/hook"], self.bot_env())
         self.assertEqual(r.returncode, 0, r.stderr.decode())
-        self.assertEqual([c["command"] for c in self.tg.menus["ru"]], ["new", "model", "system", "retry", "usage", "help"])
+        self.assertEqual([c["command"] for c in self.tg.menus["ru"]], ["new", "model", "system", "retry", "usage", "image", "help"])
         self.assertIn("", self.tg.menus)
 
 

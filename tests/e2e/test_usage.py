@@ -79,8 +79,8 @@ class RetryTest(UsageTestCase):
 
     def test_a_burst_of_retries_is_answered_in_order_and_leaves_one_exchange(self):
         self.start_bot()
-        self.ask(ALICE, "Roll a die")
-        for i in range(20):
+        self.wait_handled(self.tg.send_private(ALICE, "Roll a die"))
+        for i in range(20):  # CHAT_QUEUE_MAX: each is queued, none refused as one too many
             self.llm.enqueue(Reply(text=f"Take {i}"))
         msgs = [self.tg.send_private(ALICE, "/retry") for _ in range(20)]
         self.wait_handled(*msgs, timeout=60)

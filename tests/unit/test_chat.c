@@ -22,6 +22,8 @@
 #include "chat/text.h"
 #include "lib/log.h"
 #include "model/llm.h"
+#include "model/images.h"
+#include "model/transcribe.h"
 #include "store/backend.h"
 #include "telegram/deliver.h"
 #include "telegram/send.h"
@@ -306,7 +308,7 @@ struct llm_call *llm_complete(struct llm_client *client, const char *model, cons
 	char line[2048] = "";
 	for (size_t i = 0; i < n && i < 64; i++) {
 		call->contents[i] = strndup(turns[i].content, turns[i].len);
-		call->turns[i] = (struct turn){turns[i].role, call->contents[i], turns[i].len};
+		call->turns[i] = (struct turn){turns[i].role, call->contents[i], turns[i].len, turns[i].is_parts};
 		snprintf(line + strlen(line), sizeof line - strlen(line), "%s%s:%s", i ? " | " : "",
 		         turn_role_name(turns[i].role), call->contents[i]);
 	}
@@ -366,6 +368,64 @@ const char *llm_status_name(enum llm_status status)
 {
 	(void)status;
 	return "fake";
+}
+
+/* Files (chat/media.c): no test here sends one; tests/e2e/test_media.py does. */
+struct tg_download *tg_download(struct tg_client *tg, const char *file_id, size_t max_bytes, tg_file_cb done,
+                                void *arg)
+{
+	(void)tg, (void)max_bytes, (void)done, (void)arg;
+	note("tg_download %s", file_id);
+	return NULL;
+}
+
+void tg_download_cancel(struct tg_download *d)
+{
+	(void)d;
+}
+
+struct transcribe_call *transcribe(struct llm_client *client, const char *data, size_t len, const char *file_name,
+                                   const char *mime, transcribe_cb done, void *arg)
+{
+	(void)client, (void)data, (void)len, (void)file_name, (void)mime, (void)done, (void)arg;
+	return NULL;
+}
+
+void transcribe_cancel(struct transcribe_call *call)
+{
+	(void)call;
+}
+
+struct images_call *images_generate(struct llm_client *client, const char *prompt, images_cb done, void *arg)
+{
+	(void)client, (void)done, (void)arg;
+	note("images_generate %s", prompt);
+	return NULL;
+}
+
+void images_cancel(struct images_call *call)
+{
+	(void)call;
+}
+
+struct tg_call *tg_send_photo(struct tg_client *tg, const struct tg_target *t, const char *data, size_t len,
+                              const char *caption, tg_done_cb done, void *arg)
+{
+	(void)tg, (void)t, (void)data, (void)len, (void)caption, (void)done, (void)arg;
+	return NULL;
+}
+
+void tg_action_start(struct tg_typing *typing, struct tg_client *tg, struct event_base *base,
+                     const struct tg_target *t, const char *action)
+{
+	(void)action;
+	tg_typing_start(typing, tg, base, t);
+}
+
+void transcribe_file_name(const char *file_path, const char *mime, char *out, size_t n)
+{
+	(void)file_path, (void)mime;
+	snprintf(out, n, "voice.ogg");
 }
 
 /* ---- the fake store: a backend table over the real store.h ---- */

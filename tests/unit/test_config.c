@@ -58,6 +58,9 @@ static const char *const config_vars[] = {
     "CONTEXT_TOKENS",
     "OPENAI_TIMEOUT",
     "REASONING",
+    "TRANSCRIBE_MODEL",
+    "IMAGE_MODEL",
+    "IMAGE_SIZE",
 };
 
 static int clear_environment(void **state)
@@ -197,6 +200,9 @@ static void test_defaults_with_only_the_required_variables(void **state)
 	expect_str("llm_key", OPENAI_KEY, cfg.llm_key);
 	expect_str("llm_base_url with OPENAI_API_KEY", "https://api.openai.com/v1", cfg.llm_base_url);
 	expect_str("llm_model", "gpt-4o-mini", cfg.llm_model);
+	expect_str("transcribe_model", "whisper-1", cfg.transcribe_model);
+	expect_str("image_model", "gpt-image-1", cfg.image_model);
+	expect_str("image_size", "1024x1024", cfg.image_size);
 	expect_null("system_prompt", cfg.system_prompt);
 	expect_str("store", "sqlite:tgllm.db", cfg.store);
 	expect_null("s3_endpoint without an S3 store", cfg.s3_endpoint);
@@ -305,6 +311,29 @@ static void test_context_tokens_and_timeout_must_be_positive_numbers(void **stat
 	unsetenv("CONTEXT_TOKENS");
 	set("OPENAI_TIMEOUT", "3601");
 	expect_refused(CONFIG_BOT, "OPENAI_TIMEOUT", "OPENAI_TIMEOUT=3601");
+}
+
+static void test_media_models_are_read_and_image_size_checked(void **state)
+{
+	(void)state;
+	set_bot_minimum();
+	set("TRANSCRIBE_MODEL", "gpt-4o-transcribe");
+	set("IMAGE_MODEL", "dall-e-3");
+	set("IMAGE_SIZE", "1792x1024");
+	struct config cfg;
+	load_ok(&cfg, CONFIG_BOT, "the media models");
+	expect_str("transcribe_model", "gpt-4o-transcribe", cfg.transcribe_model);
+	expect_str("image_model", "dall-e-3", cfg.image_model);
+	expect_str("image_size", "1792x1024", cfg.image_size);
+	config_free(&cfg);
+	set("IMAGE_SIZE", "auto");
+	load_ok(&cfg, CONFIG_BOT, "IMAGE_SIZE=auto");
+	config_free(&cfg);
+	static const char *const bad[] = {"1024", "1024x", "x1024", "big", "1024x1024x2", "1024 x 1024"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		set("IMAGE_SIZE", bad[i]);
+		expect_refused(CONFIG_BOT, "IMAGE_SIZE", bad[i]);
+	}
 }
 
 /* ---- the store ---- */
@@ -815,6 +844,7 @@ int main(void)
 	    TEST(test_base_urls_must_be_http),
 	    TEST(test_model_prompt_context_and_timeout_are_read),
 	    TEST(test_context_tokens_and_timeout_must_be_positive_numbers),
+	    TEST(test_media_models_are_read_and_image_size_checked),
 	    TEST(test_store_defaults_to_a_sqlite_file),
 	    TEST(test_bucket_variables_select_the_s3_store),
 	    TEST(test_s3_endpoint_and_region_defaults),

@@ -12,6 +12,8 @@
 
 #include "store/history_json.h"
 
+#include "lib/buf.h"
+
 #include "expect.h"
 
 static void push(struct history *h, enum turn_role role, const char *content)
@@ -114,17 +116,45 @@ static void test_original_bot_file_with_escapes_loads(void **state)
 	history_free(&h);
 }
 
-static void test_content_parts_are_concatenated(void **state)
+/* A picture stays in its turn (the Python bot's and ours): text, image and file parts, others left out. */
+static void test_content_parts_are_kept_as_parts(void **state)
 {
 	(void)state;
 	struct history h = HISTORY_INIT;
 	int rc = append_text(&h, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Что на \"},"
 	                         "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}},"
 	                         "{\"type\":\"text\",\"text\":\"картинке?\"},{\"type\":\"text\"},7]},"
-	                         "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"\"}]}]");
-	expect_int("entries skipped", 0, rc);
-	expect_turn(&h, 0, TURN_USER, "Что на картинке?");
-	expect_turn(&h, 1, TURN_ASSISTANT, "");
+	                         "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"\"}]},"
+	                         "{\"role\":\"user\",\"content\":[{\"type\":\"audio\"}]}]");
+	expect_int("entries skipped (the one without a part we know)", 1, rc);
+	expect_turn(&h, 0, TURN_USER,
+	            "[{\"type\":\"text\",\"text\":\"Что на \"},{\"type\":\"image_url\",\"image_url\":{\"url\":"
+	            "\"https://x/y.png\"}},{\"type\":\"text\",\"text\":\"картинке?\"}]");
+	expect_int("a turn of parts", 1, h.turns[0].is_parts);
+	expect_turn(&h, 1, TURN_ASSISTANT, "[{\"type\":\"text\",\"text\":\"\"}]");
+
+	/* Written back, the parts are an array again, not a string holding one. */
+	json_t *arr = history_to_json(&h, 0);
+	char *text = json_dumps(arr, JSON_COMPACT);
+	expect_str("JSON of the history",
+	           "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Что на \"},"
+	           "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}},"
+	           "{\"type\":\"text\",\"text\":\"картинке?\"}]},"
+	           "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"\"}]}]",
+	           text);
+	free(text);
+	json_decref(arr);
+
+	/* And the model request carries them as they are. */
+	struct buf b;
+	buf_init(&b, 1u << 20);
+	expect_int("history_write_json", BUF_OK, history_write_json(&b, h.turns, 1));
+	expect_str("request messages",
+	           "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Что на \"},"
+	           "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}},"
+	           "{\"type\":\"text\",\"text\":\"картинке?\"}]}]",
+	           buf_str(&b));
+	buf_free(&b);
 	history_free(&h);
 }
 
@@ -193,7 +223,7 @@ int main(void)
 		cmocka_unit_test(test_json_layout_is_role_and_content),
 		cmocka_unit_test(test_json_round_trip_keeps_cyrillic_and_emoji),
 		cmocka_unit_test(test_original_bot_file_with_escapes_loads),
-		cmocka_unit_test(test_content_parts_are_concatenated),
+		cmocka_unit_test(test_content_parts_are_kept_as_parts),
 		cmocka_unit_test(test_bad_entries_are_skipped_and_counted),
 		cmocka_unit_test(test_append_json_of_non_array_is_an_error),
 		cmocka_unit_test(test_invalid_utf8_is_saved_as_replacement_chars),

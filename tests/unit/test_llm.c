@@ -78,8 +78,8 @@ struct fixture {
 static char system_text[] = "You are terse.";
 static char user_text[] = "Say \"hello\"\nin Russian: привет?";
 static const struct turn turns[] = {
-    {TURN_SYSTEM, system_text, sizeof system_text - 1},
-    {TURN_USER, user_text, sizeof user_text - 1},
+    {TURN_SYSTEM, system_text, sizeof system_text - 1, false},
+    {TURN_USER, user_text, sizeof user_text - 1, false},
 };
 #define N_TURNS 2
 

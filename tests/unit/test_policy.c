@@ -7,10 +7,12 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "chat/policy.h"
+#include "model/tokens.h"
 
 #include "expect.h"
 
@@ -30,7 +32,51 @@ static void make_five_turns(struct history *h)
 	push(h, TURN_USER, "u3----");
 }
 
-static const struct turn user = {TURN_USER, "new---", 6}; /* 7 tokens */
+static const struct turn user = {TURN_USER, "new---", 6, false}; /* 7 tokens */
+
+static void push_picture(struct history *h, const char *text)
+{
+	char parts[256];
+	snprintf(
+	    parts, sizeof parts,
+	    "[{\"type\":\"text\",\"text\":\"%s\"},{\"type\":\"image_url\",\"image_url\":{\"url\":"
+	    "\"data:image/jpeg;base64,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}}]",
+	    text);
+	if (history_push_parts(h, TURN_USER, parts, strlen(parts)) != 0)
+		fail_msg("history_push_parts: expected 0");
+}
+
+/* A picture costs TOKENS_PER_IMAGE; when two do not fit, the older loses its picture, not its words. */
+static void test_old_pictures_go_before_text(void **state)
+{
+	(void)state;
+	struct history h = HISTORY_INIT;
+	push_picture(&h, "first");
+	push(&h, TURN_ASSISTANT, "a1----");
+	push_picture(&h, "second");
+	push(&h, TURN_ASSISTANT, "a2----");
+	size_t picture = tokens_estimate_turn(&h.turns[0], true);
+	size_t words = tokens_estimate_turn(&h.turns[0], false);
+	if (picture != words + TOKENS_PER_IMAGE || words > 40)
+		fail_msg("a picture turn: expected its words (%zu, not its base64) and %d more, got %zu",
+		         words, TOKENS_PER_IMAGE, picture);
+	struct prompt_plan plan;
+	expect_int("a big budget", 0, policy_plan_prompt(&h, 0, NULL, &user, 100000, 1.0, &plan));
+	expect_int("everything sent", 0, plan.from);
+	expect_int("every picture sent", 0, plan.images_from);
+
+	/* Room for one picture: the newest keeps it, the older one goes as words. */
+	expect_int("room for one picture", 0,
+	           policy_plan_prompt(&h, 0, NULL, &user, 2 * picture, 1.0, &plan));
+	expect_int("every turn sent", 0, plan.from);
+	expect_int("the first picture left out", 1, plan.images_from);
+
+	/* Room for no picture at all: words only, the newest first. */
+	expect_int("room for words", 0, policy_plan_prompt(&h, 0, NULL, &user, 100, 1.0, &plan));
+	expect_int("every turn sent", 0, plan.from);
+	expect_int("no picture", 3, plan.images_from);
+	history_free(&h);
+}
 
 static void test_the_newest_turns_that_fit_are_sent(void **state)
 {
@@ -138,6 +184,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_the_newest_turns_that_fit_are_sent),
+	    cmocka_unit_test(test_old_pictures_go_before_text),
 	    cmocka_unit_test(test_the_system_prompt_counts_against_the_budget),
 	    cmocka_unit_test(test_a_message_that_cannot_fit_is_refused),
 	    cmocka_unit_test(test_the_scale_makes_turns_dearer),

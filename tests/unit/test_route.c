@@ -75,6 +75,8 @@ static void test_commands_are_recognised_with_and_without_the_bot_name(void **st
 	assert_int_equal(route(PRIVATE(ALICE, "/help")), CHAT_HELP);
 	assert_int_equal(route(PRIVATE(ALICE, "/new")), CHAT_NEW);
 	assert_int_equal(route(PRIVATE(ALICE, "/new@tgllm_BOT")), CHAT_NEW);
+	assert_int_equal(route(PRIVATE(ALICE, "/image a fox")), CHAT_IMAGE);
+	assert_int_equal(route(PRIVATE(ALICE, "/img")), CHAT_IMAGE);
 	assert_int_equal(route(PRIVATE(ALICE, "/NEW please")), CHAT_NEW);
 	assert_int_equal(route(PRIVATE(ALICE, "/new@other_bot")), IGNORED);
 	/* Not a command: the model gets it. */
@@ -146,6 +148,32 @@ static void test_other_updates_and_messages_are_ignored(void **state)
 			 IGNORED);
 }
 
+#define PHOTO_IN(chat, type, from, extra)                                                          \
+	"{\"update_id\":1,\"message\":{\"message_id\":5,\"chat\":{\"id\":" chat ",\"type\":\"" type "\"}," \
+	"\"from\":" from ",\"photo\":[{\"file_id\":\"p\",\"width\":9,\"height\":9}]" extra "}}"
+
+/* A file is routed as text is: in a private chat always, in a group when its caption or a reply addresses the bot. */
+static void test_files_go_to_the_model_when_addressed(void **state)
+{
+	(void)state;
+	assert_int_equal(route(PHOTO_IN("7", "private", ALICE, "")), CHAT_MEDIA);
+	assert_int_equal(route(PHOTO_IN("7", "private", ALICE, ",\"caption\":\"/new\"")), CHAT_MEDIA);
+	assert_int_equal(route(PHOTO_IN("7", "private", EVE, "")), CHAT_REFUSE);
+	assert_int_equal(route("{\"update_id\":1,\"message\":{\"message_id\":5,\"chat\":{\"id\":7,"
+	                       "\"type\":\"private\"},\"from\":" ALICE ",\"voice\":{\"file_id\":\"v\"}}}"),
+	                 CHAT_MEDIA);
+	assert_int_equal(route(PHOTO_IN("-100500", "group", EVE, "")), IGNORED);
+	assert_int_equal(route(PHOTO_IN("-100500", "group", EVE, ",\"caption\":\"nice one\"")), IGNORED);
+	assert_int_equal(route(PHOTO_IN("-100500", "group", EVE, ",\"caption\":\"@tgllm_bot what is it\"")),
+	                 CHAT_MEDIA);
+	assert_int_equal(route(PHOTO_IN("-100500", "group", EVE,
+	                                ",\"reply_to_message\":{\"message_id\":4,\"chat\":{\"id\":-100500,"
+	                                "\"type\":\"group\"},\"from\":{\"id\":1000,\"is_bot\":true,"
+	                                "\"first_name\":\"Bot\"}}")),
+	                 CHAT_MEDIA);
+	assert_int_equal(route(PHOTO_IN("-999", "group", EVE, ",\"caption\":\"@tgllm_bot hi\"")), CHAT_REFUSE);
+}
+
 static void test_a_text_mention_of_the_bot_addresses_it(void **state)
 {
 	(void)state;
@@ -169,6 +197,7 @@ int main(void)
 		cmocka_unit_test(test_group_messages_need_a_mention_a_reply_or_a_command),
 		cmocka_unit_test(test_group_access_by_chat_or_sender),
 		cmocka_unit_test(test_other_updates_and_messages_are_ignored),
+		cmocka_unit_test(test_files_go_to_the_model_when_addressed),
 		cmocka_unit_test(test_a_text_mention_of_the_bot_addresses_it),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

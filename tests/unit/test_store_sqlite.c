@@ -357,7 +357,7 @@ static void do_set(struct fixture *f, struct store *s, int64_t scope, const char
 
 static struct turn turn(enum turn_role role, const char *content)
 {
-	return (struct turn){role, (char *)content, strlen(content)};
+	return (struct turn){role, (char *)content, strlen(content), false};
 }
 
 static void expect_history(const char *what, const struct turn *expected, size_t n, const struct history *h)
@@ -802,6 +802,86 @@ static void test_files_it_creates_are_private_whatever_the_umask(void **state)
 	expect_private(p, "the shared-memory index");
 }
 
+/* A picture's turn keeps its content-parts flag; one of text stays text, whatever it looks like. */
+static void test_a_turn_of_parts_comes_back_as_parts(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	static const char parts[] =
+	    "[{\"type\":\"text\",\"text\":\"what is it?\"},"
+	    "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/jpeg;base64,/9j/\"}}]";
+	struct turn t[] = {turn(TURN_USER, parts), turn(TURN_ASSISTANT, "A cat."), turn(TURN_USER, parts)};
+	t[0].is_parts = true;
+	do_append(f, f->store, 42, t, 3, 0);
+	reopen(f);
+	struct history h = do_load(f, f->store, 42);
+	expect_history("a picture, an answer, text that looks like parts", t, 3, &h);
+	expect_int("the picture's turn is parts", 1, h.turns[0].is_parts);
+	expect_int("the answer is text", 0, h.turns[1].is_parts);
+	expect_int("typed text is text", 0, h.turns[2].is_parts);
+	history_free(&h);
+}
+
+/* Pictures make turns big: a load reads the newest 8 MB of turns, never fewer than one. */
+static void test_a_load_reads_the_newest_8_mb_of_turns(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	size_t mb = 1u << 20;
+	char *big = malloc(mb + 1);
+	memset(big, 'x', mb);
+	big[mb] = '\0';
+	for (int i = 0; i < 9; i++) {
+		big[0] = (char)('0' + i);
+		const struct turn t[] = {turn(i % 2 ? TURN_ASSISTANT : TURN_USER, big)};
+		do_append(f, f->store, 42, t, 1, 0);
+	}
+	struct history h = do_load(f, f->store, 42);
+	expect_int("turns within 8 MB", 8, h.len);
+	expect_int("the oldest kept is the second written", '1', h.turns[0].content[0]);
+	expect_int("the newest is last", '8', h.turns[7].content[0]);
+	history_free(&h);
+	big[0] = 'y';
+	char *huge = realloc(big, 9 * mb + 1);
+	memset(huge, 'z', 9 * mb);
+	huge[9 * mb] = '\0';
+	const struct turn t[] = {turn(TURN_USER, huge)};
+	do_append(f, f->store, 43, t, 1, 0);
+	h = do_load(f, f->store, 43);
+	expect_int("one turn over 8 MB alone is still read", 1, h.len);
+	history_free(&h);
+	free(huge);
+}
+
+/* A database of the schema before pictures (version 1): its turns are text, and new ones may be parts. */
+static void test_a_database_before_pictures_is_upgraded(void **state)
+{
+	struct fixture *f = *state;
+	sql_exec(
+	    f->path,
+	    "CREATE TABLE messages (id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, role TEXT NOT NULL,"
+	    " content TEXT NOT NULL, created_at INTEGER NOT NULL);"
+	    "CREATE INDEX messages_by_chat ON messages (chat_id, id);"
+	    "CREATE TABLE updates (update_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL,"
+	    " state TEXT NOT NULL CHECK (state IN ('pending', 'done')), body TEXT,"
+	    " received_at INTEGER NOT NULL);"
+	    "CREATE INDEX updates_pending ON updates (state, update_id);"
+	    "CREATE TABLE settings (scope INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+	    " PRIMARY KEY (scope, key));"
+	    "INSERT INTO messages (chat_id, role, content, created_at) VALUES (42, 'user', 'old', 1);"
+	    "PRAGMA user_version = 1");
+	f->store = open_store(f);
+	struct turn t[] = {turn(TURN_USER, "[{\"type\":\"text\",\"text\":\"new\"}]")};
+	t[0].is_parts = true;
+	do_append(f, f->store, 42, t, 1, 0);
+	struct history h = do_load(f, f->store, 42);
+	const struct turn all[] = {turn(TURN_USER, "old"), t[0]};
+	expect_history("the old turn and the new", all, 2, &h);
+	expect_int("the old turn is text", 0, h.turns[0].is_parts);
+	expect_int("the new one is parts", 1, h.turns[1].is_parts);
+	history_free(&h);
+}
+
 static void test_database_from_a_newer_tgllm_is_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -1153,6 +1233,9 @@ int main(void)
 	    TEST(test_release_forgets_a_pending_update_but_not_a_done_one),
 	    TEST(test_settings_are_per_scope_and_key),
 	    TEST(test_everything_survives_reopening),
+	    TEST(test_a_turn_of_parts_comes_back_as_parts),
+	    TEST(test_a_database_before_pictures_is_upgraded),
+	    TEST(test_a_load_reads_the_newest_8_mb_of_turns),
 	    TEST(test_files_it_creates_are_private_whatever_the_umask),
 	    TEST(test_database_from_a_newer_tgllm_is_refused),
 	    TEST(test_unopenable_path_and_unknown_spec_are_refused),

@@ -94,6 +94,8 @@ static int strings_of(int id)
 	case TEXT_MODEL_PICKED:
 	case TEXT_SYSTEM_SHOW:
 	case TEXT_SYSTEM_TOO_LONG:
+	case TEXT_FILE_TOO_LONG:
+	case TEXT_VOICE_HEARD:
 		return 1;
 	case TEXT_MODEL_GONE:
 	case TEXT_OVER_DAILY:

@@ -174,17 +174,13 @@ static void test_message_without_from_has_no_sender(void **state)
 	update_clear(&u);
 }
 
-static void test_sticker_photo_and_service_messages_have_no_text(void **state)
+static void test_sticker_and_service_messages_have_no_text(void **state)
 {
 	(void)state;
 	static const char *const cases[] = {
 	    "{\"update_id\":7,\"message\":{\"message_id\":3,\"from\":{\"id\":1},"
 	    "\"chat\":{\"id\":1,\"type\":\"private\"},"
 	    "\"sticker\":{\"file_id\":\"CAAC\",\"emoji\":\"😀\"}}}",
-	    "{\"update_id\":8,\"message\":{\"message_id\":4,\"from\":{\"id\":1},"
-	    "\"chat\":{\"id\":1,\"type\":\"private\"},\"photo\":[{\"file_id\":\"AgAD\"}],"
-	    "\"caption\":\"look at this\","
-	    "\"caption_entities\":[{\"offset\":0,\"length\":4,\"type\":\"bold\"}]}}",
 	    "{\"update_id\":9,\"message\":{\"message_id\":5,\"from\":{\"id\":1},"
 	    "\"chat\":{\"id\":-5,\"type\":\"group\"},"
 	    "\"new_chat_members\":[{\"id\":2,\"first_name\":\"New\"}]}}",
@@ -196,8 +192,86 @@ static void test_sticker_photo_and_service_messages_have_no_text(void **state)
 		if (u.message.text)
 			fail_msg("case %zu: expected no text, got \"%s\"", i, u.message.text);
 		expect_int("n_entities", 0, u.message.n_entities);
+		expect_int("media", TG_MEDIA_NONE, u.message.media.kind);
 		update_clear(&u);
 	}
+}
+
+/* A photo's caption is no text; the largest size that may be downloaded is the one to read. */
+static void test_photo_has_its_largest_size_and_caption(void **state)
+{
+	(void)state;
+	struct tg_update u;
+	decode_ok("{\"update_id\":8,\"message\":{\"message_id\":4,\"from\":{\"id\":1},"
+	          "\"chat\":{\"id\":1,\"type\":\"private\"},\"photo\":["
+	          "{\"file_id\":\"small\",\"width\":90,\"height\":60,\"file_size\":1000},"
+	          "{\"file_id\":\"huge\",\"width\":9000,\"height\":6000,\"file_size\":30000000},"
+	          "{\"file_id\":\"big\",\"width\":1280,\"height\":853,\"file_size\":200000}],"
+	          "\"caption\":\"look at this @bot\","
+	          "\"caption_entities\":[{\"offset\":13,\"length\":4,\"type\":\"mention\"}]}}",
+	          &u);
+	if (u.message.text)
+		fail_msg("expected no text, got \"%s\"", u.message.text);
+	expect_int("media", TG_MEDIA_PHOTO, u.message.media.kind);
+	expect_str("file_id", "big", u.message.media.file_id);
+	expect_int("file_size", 200000, u.message.media.file_size);
+	expect_str("mime_type", "image/jpeg", u.message.media.mime_type);
+	expect_str("caption", "look at this @bot", u.message.caption);
+	expect_int("caption entities", 1, u.message.n_entities);
+	update_clear(&u);
+
+	/* Every size over the limit: the largest, so that the user is told it is too big. */
+	decode_ok("{\"update_id\":8,\"message\":{\"message_id\":4,\"chat\":{\"id\":1,\"type\":\"private\"},"
+	          "\"photo\":[{\"file_id\":\"a\",\"width\":10,\"height\":10,\"file_size\":30000000},"
+	          "{\"file_id\":\"b\",\"width\":20,\"height\":20,\"file_size\":40000000},{\"width\":1}]}}",
+	          &u);
+	expect_str("file_id", "b", u.message.media.file_id);
+	expect_int("file_size", 40000000, u.message.media.file_size);
+	update_clear(&u);
+}
+
+static void test_voice_audio_video_note_and_document_are_files(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *field;
+		enum tg_media_kind kind;
+	} cases[] = {
+	    {"voice", TG_MEDIA_VOICE},
+	    {"audio", TG_MEDIA_AUDIO},
+	    {"video_note", TG_MEDIA_VIDEO_NOTE},
+	    {"document", TG_MEDIA_DOCUMENT},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char json[512];
+		snprintf(json, sizeof json,
+		         "{\"update_id\":1,\"message\":{\"message_id\":2,\"chat\":{\"id\":1,\"type\":\"private\"},"
+		         "\"%s\":{\"file_id\":\"F%zu\",\"file_size\":1234,\"mime_type\":\"audio/ogg\","
+		         "\"file_name\":\"a.txt\",\"duration\":3}}}",
+		         cases[i].field, i);
+		struct tg_update u;
+		decode_ok(json, &u);
+		expect_int(cases[i].field, cases[i].kind, u.message.media.kind);
+		expect_int("file_size", 1234, u.message.media.file_size);
+		expect_str("mime_type", "audio/ogg", u.message.media.mime_type);
+		expect_str("file_name", "a.txt", u.message.media.file_name);
+		if (!u.message.media.file_id || strncmp(u.message.media.file_id, "F", 1) != 0)
+			fail_msg("%s: expected a file_id", cases[i].field);
+		update_clear(&u);
+	}
+	/* A file without a file_id is no file; one of a wrong size type has no size. */
+	struct tg_update u;
+	decode_ok("{\"update_id\":1,\"message\":{\"message_id\":2,\"chat\":{\"id\":1,\"type\":\"private\"},"
+	          "\"voice\":{\"file_size\":3}}}",
+	          &u);
+	expect_int("no file_id", TG_MEDIA_NONE, u.message.media.kind);
+	update_clear(&u);
+	decode_ok("{\"update_id\":1,\"message\":{\"message_id\":2,\"chat\":{\"id\":1,\"type\":\"private\"},"
+	          "\"voice\":{\"file_id\":\"x\",\"file_size\":\"big\"}}}",
+	          &u);
+	expect_int("voice", TG_MEDIA_VOICE, u.message.media.kind);
+	expect_int("a size that is no number", 0, u.message.media.file_size);
+	update_clear(&u);
 }
 
 static void test_other_update_kinds_report_their_name(void **state)
@@ -417,7 +491,9 @@ int main(void)
 	    cmocka_unit_test(test_forum_topic_message_has_thread_id),
 	    cmocka_unit_test(test_user_without_username_or_first_name),
 	    cmocka_unit_test(test_message_without_from_has_no_sender),
-	    cmocka_unit_test(test_sticker_photo_and_service_messages_have_no_text),
+	    cmocka_unit_test(test_sticker_and_service_messages_have_no_text),
+	    cmocka_unit_test(test_photo_has_its_largest_size_and_caption),
+	    cmocka_unit_test(test_voice_audio_video_note_and_document_are_files),
 	    cmocka_unit_test(test_other_update_kinds_report_their_name),
 	    cmocka_unit_test(test_reply_to_message_gives_its_id_and_sender),
 	    cmocka_unit_test(test_malformed_json_is_an_error_with_reason),
