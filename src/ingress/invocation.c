@@ -7,51 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-static int base64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '-')
-		return 62;
-	if (c == '/' || c == '_')
-		return 63;
-	return -1;
-}
-
-/* Decodes base64 (standard or URL-safe, padding optional, whitespace ignored); -1 on bad input. */
-static int base64_decode(const char *in, size_t len, char **out, size_t *out_len)
-{
-	char *p = malloc(len / 4 * 3 + 4);
-	if (!p)
-		return -1;
-	uint32_t acc = 0;
-	int bits = 0;
-	size_t n = 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)in[i];
-		if (c == '=' || c == '\n' || c == '\r' || c == ' ')
-			continue;
-		int v = base64_value(c);
-		if (v < 0) {
-			free(p);
-			return -1;
-		}
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			p[n++] = (char)((acc >> bits) & 0xff);
-		}
-	}
-	p[n] = '\0';
-	*out = p;
-	*out_len = n;
-	return 0;
-}
+#include "lib/base64.h"
 
 static const char *header(const json_t *headers, const char *name)
 {
@@ -116,7 +72,7 @@ int invocation_parse(const char *input, size_t len, struct invocation *out, char
 	size_t text_len = json_is_string(body) ? json_string_length(body) : 0;
 	int rc = 0;
 	if (json_is_true(json_object_get(ev, "isBase64Encoded"))) {
-		if (base64_decode(text, text_len, &out->body, &out->body_len) != 0) {
+		if (!(out->body = base64_decode(text, text_len, &out->body_len))) {
 			snprintf(err, errlen, "the event's body is not valid base64");
 			rc = -1;
 		}

@@ -38,9 +38,9 @@ static int value_of(char c)
 		return c - 'a' + 26;
 	if (c >= '0' && c <= '9')
 		return c - '0' + 52;
-	if (c == '+')
+	if (c == '+' || c == '-') /* '-' and '_': the URL-safe alphabet (some event bodies) */
 		return 62;
-	if (c == '/')
+	if (c == '/' || c == '_')
 		return 63;
 	return -1;
 }

@@ -13,7 +13,8 @@
 /* Appends the encoding of n bytes to b. BUF_OK or a buf_error. */
 int base64_append(struct buf *b, const void *data, size_t n);
 /*
- * Decodes n characters (whitespace skipped, padding optional) into a new
+ * Decodes n characters (the standard or the URL-safe alphabet, whitespace
+ * skipped, padding optional) into a new
  * buffer of *out_len bytes (malloc'd, NUL-terminated); NULL when the text
  * is not base64 or memory ran out.
  */

@@ -1587,13 +1587,18 @@ static struct read_setting **read_setting_find(struct store_s3 *s, const char *k
 	return at;
 }
 
+static void read_setting_free(struct read_setting *r)
+{
+	free(r->key);
+	free(r->value);
+	free(r);
+}
+
 static void read_setting_drop(struct read_setting **at)
 {
 	struct read_setting *r = *at;
 	*at = r->next;
-	free(r->key);
-	free(r->value);
-	free(r);
+	read_setting_free(r);
 }
 
 static void setting_prefetch_forget(struct store_s3 *s, const char *key)
@@ -1656,10 +1661,16 @@ static void setting_prefetch(struct store *base, int64_t scope, const char *key)
 	s->prefetches = op;
 }
 
-/* Answers the get from a read ahead, when there is a fresh one; false when it must read. */
-static bool setting_from_prefetch(struct s3_op *op)
+/*
+ * A fresh read ahead of op's key stands for op's GET: op waits for the one
+ * in flight (its step takes the answer; *taken is NULL), or *taken is the
+ * one already read (unlinked: the caller's to use and free). False when
+ * there is none.
+ */
+static bool take_read_ahead(struct s3_op *op, struct read_setting **taken)
 {
 	struct store_s3 *s = op->s;
+	*taken = NULL;
 	struct s3_op *p = setting_prefetch_find(s, op->key);
 	if (p && !p->waiter && is_fresh(p->read_at)) {
 		p->waiter = op;
@@ -1668,9 +1679,22 @@ static bool setting_from_prefetch(struct s3_op *op)
 	struct read_setting **at = read_setting_find(s, op->key);
 	if (!*at || !is_fresh((*at)->read_at))
 		return false;
-	store_answer_value(&s->base, op->cb.value, op->arg, 0, (*at)->value);
-	read_setting_drop(at);
-	op_free(op);
+	*taken = *at;
+	*at = (*at)->next;
+	return true;
+}
+
+/* Answers the get from a read ahead, when there is a fresh one; false when it must read. */
+static bool setting_from_prefetch(struct s3_op *op)
+{
+	struct read_setting *r;
+	if (!take_read_ahead(op, &r))
+		return false;
+	if (r) {
+		store_answer_value(&op->s->base, op->cb.value, op->arg, 0, r->value);
+		read_setting_free(r);
+		op_free(op);
+	}
 	return true;
 }
 
@@ -1786,23 +1810,13 @@ static void change_got(struct s3_op *op, const struct http_response *resp)
  */
 static bool change_from_prefetch(struct s3_op *op)
 {
-	struct store_s3 *s = op->s;
-	if (s->conditions != CONDITIONS_ENFORCED)
+	struct read_setting *r;
+	if (op->s->conditions != CONDITIONS_ENFORCED || !take_read_ahead(op, &r))
 		return false;
-	struct s3_op *p = setting_prefetch_find(s, op->key);
-	if (p && !p->waiter && is_fresh(p->read_at)) {
-		p->waiter = op;
-		return true;
+	if (r) {
+		change_apply(op, r->value, r->etag, r->write_ids);
+		read_setting_free(r);
 	}
-	struct read_setting **at = read_setting_find(s, op->key);
-	if (!*at || !is_fresh((*at)->read_at))
-		return false;
-	struct read_setting *r = *at;
-	*at = r->next;
-	change_apply(op, r->value, r->etag, r->write_ids);
-	free(r->key);
-	free(r->value);
-	free(r);
 	return true;
 }
 
