@@ -213,8 +213,15 @@ int main(int argc, char **argv)
 	 * legacy name (TLS and EVP fetch from the providers), so the tables stay
 	 * empty: the first call's choice holds for the process.
 	 */
-	const uint64_t no_legacy_names = OPENSSL_INIT_NO_ADD_ALL_CIPHERS | OPENSSL_INIT_NO_ADD_ALL_DIGESTS;
-	if (OPENSSL_init_crypto(no_legacy_names, NULL) != 1 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+	uint64_t init = OPENSSL_INIT_NO_ADD_ALL_CIPHERS | OPENSSL_INIT_NO_ADD_ALL_DIGESTS;
+	/*
+	 * The system's openssl.cnf (12 KB on Debian, parsed at every start:
+	 * ~1 M instructions) says nothing the bot's TLS needs; an operator who
+	 * does want a configuration names it in OPENSSL_CONF.
+	 */
+	if (!getenv("OPENSSL_CONF"))
+		init |= OPENSSL_INIT_NO_LOAD_CONFIG;
+	if (OPENSSL_init_crypto(init, NULL) != 1 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fputs("tgllm: cannot initialise libcurl\n", stderr);
 		return 1;
 	}
