@@ -489,8 +489,7 @@ static curl_mime *make_form(CURL *easy, const struct http_form_field *fields, si
 /* A call with room for its header list: the lines' copies follow the nodes. */
 static struct http_call *call_new(const struct http_request *req)
 {
-	bool is_signed = req->aws_sigv4 != NULL;
-	size_t n = is_signed ? 0 : 1, text = 0;
+	size_t n = 1, text = 0;
 	for (size_t i = 0; req->headers && req->headers[i]; i++, n++)
 		text += strlen(req->headers[i]) + 1;
 	struct http_call *call = calloc(1, sizeof *call + n * sizeof call->header_nodes[0] + text);
@@ -498,8 +497,7 @@ static struct http_call *call_new(const struct http_request *req)
 		return NULL;
 	char *copy = (char *)&call->header_nodes[n];
 	size_t k = 0;
-	if (!is_signed)
-		call->header_nodes[k++].data = (char *)no_expect; /* curl only reads the lines */
+	call->header_nodes[k++].data = (char *)no_expect; /* curl only reads the lines */
 	for (size_t i = 0; req->headers && req->headers[i]; i++) {
 		size_t len = strlen(req->headers[i]) + 1;
 		memcpy(copy, req->headers[i], len);
@@ -586,11 +584,6 @@ struct http_call *http_start(struct http_client *c, const struct http_request *r
 		if (!(call->form = make_form(e, req->form, req->n_form)))
 			goto fail;
 		SET(CURLOPT_MIMEPOST, call->form);
-	}
-	if (req->aws_sigv4) {
-		SET(CURLOPT_AWS_SIGV4, req->aws_sigv4);
-		SET(CURLOPT_USERNAME, req->username ? req->username : "");
-		SET(CURLOPT_PASSWORD, req->password ? req->password : "");
 	}
 	if (req->method && strcmp(req->method, req->body || req->form ? "POST" : "GET") != 0)
 		SET(CURLOPT_CUSTOMREQUEST, req->method);

@@ -91,14 +91,6 @@ struct http_request {
 	 * for the whole call.
 	 */
 	const char *const *keep_headers;
-	/*
-	 * AWS Signature V4 by libcurl (CURLOPT_AWS_SIGV4), e.g. "aws:amz:ru-central1:s3",
-	 * with the key id and secret as username and password; NULL for none.
-	 * libcurl 7.88 does not add x-amz-content-sha256: put it in headers.
-	 */
-	const char *aws_sigv4;
-	const char *username;
-	const char *password;        /* a secret: never logged */
 	http_done_cb on_done;
 	void *arg;
 };

@@ -1,13 +1,16 @@
 #include "store/s3_client.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/backoff.h"
 #include "lib/log.h"
 #include "lib/utf8.h"
+#include "store/sigv4.h"
 
 #define S3_TIMEOUT_MS 60000 /* one request, an 8 MB history included */
 #define S3_STALL_S    20
@@ -21,10 +24,13 @@ struct s3_client {
 	struct event_base *base;
 	struct http_client *http;
 	char *endpoint; /* no trailing '/' */
+	char *host_header;   /* "Host: <the endpoint's host[:port]>": what is signed is what is sent */
+	const char *prefix;  /* the endpoint's path, in endpoint: "" or "/…" */
 	char *bucket;
-	char *sigv4; /* "aws:amz:<region>:s3" for CURLOPT_AWS_SIGV4 */
+	char *region;
 	char *key_id;
 	char *secret;
+	struct sigv4_key signing_key; /* the day's */
 	char *token_header;     /* "x-amz-security-token: ..." with temporary credentials, else NULL */
 	bool has_no_conditions; /* the server answered 501 to a conditional write */
 	void (*on_no_conditions)(void *arg, const char *condition);
@@ -133,12 +139,13 @@ int s3_append_encoded(struct buf *b, const char *s, bool is_path)
 }
 
 /* Path-style: <endpoint>/<bucket>/<key>, or <endpoint>/<bucket>?<query> for a listing. */
-static char *call_url(const struct s3_call *call)
+/* The request's path (from the endpoint's own path on) and, after "?", its query; *path_len the path's length. */
+static char *call_target(const struct s3_call *call, size_t *path_len)
 {
 	const struct s3_client *c = call->client;
 	struct buf b;
 	buf_init(&b, S3_URL_MAX);
-	int rc = buf_append_str(&b, c->endpoint);
+	int rc = buf_append_str(&b, c->prefix);
 	if (rc == BUF_OK)
 		rc = buf_append_str(&b, "/");
 	if (rc == BUF_OK)
@@ -148,6 +155,7 @@ static char *call_url(const struct s3_call *call)
 		if (rc == BUF_OK)
 			rc = s3_append_encoded(&b, call->key, true);
 	}
+	*path_len = b.len;
 	if (rc == BUF_OK && call->query) {
 		rc = buf_append_str(&b, "?");
 		if (rc == BUF_OK)
@@ -202,20 +210,26 @@ static void answer_failed_start(struct s3_call *call)
 	done(arg, &resp);
 }
 
-/* Sends the call's request; its response goes to on_http_done. */
+/* Sends the call's request, signed; its response goes to on_http_done. */
 static void send_try(struct s3_call *call)
 {
 	struct s3_client *c = call->client;
-	char sha[65], sha_header[96], type_header[128];
-	const char *headers[8];
-	size_t n = 0;
-	char *url = call_url(call);
-	if (!url || sha256_hex(call->body, call->body_len, sha) != 0) {
-		free(url);
+	char sha[65], sha_header[96], type_header[128], date[SIGV4_DATE_LEN], date_header[40];
+	char authorization[1024];
+	const char *headers[11];
+	size_t n = 0, path_len = 0;
+	char *target = call_target(call, &path_len), *url = NULL;
+	if (!target || sha256_hex(call->body, call->body_len, sha) != 0 ||
+	    asprintf(&url, "%.*s%s", (int)(strlen(c->endpoint) - strlen(c->prefix)), c->endpoint, target) < 0) {
+		free(target);
 		answer_failed_start(call);
 		return;
 	}
+	sigv4_date((long long)time(NULL), date);
+	snprintf(date_header, sizeof date_header, "x-amz-date: %s", date);
 	snprintf(sha_header, sizeof sha_header, "x-amz-content-sha256: %s", sha);
+	headers[n++] = c->host_header;
+	headers[n++] = date_header;
 	headers[n++] = sha_header;
 	if (call->content_type) {
 		snprintf(type_header, sizeof type_header, "Content-Type: %s", call->content_type);
@@ -229,6 +243,26 @@ static void send_try(struct s3_call *call)
 		headers[n++] = call->copy_header;
 	if (c->token_header)
 		headers[n++] = c->token_header;
+	target[path_len] = '\0'; /* the path alone; the query is call->query */
+	struct sigv4_request sign = {
+	    .method = call->method,
+	    .path = target,
+	    .query = call->query ? call->query : "",
+	    .headers = headers,
+	    .n_headers = n,
+	    .payload_sha256 = sha,
+	    .amz_date = date,
+	};
+	if (sigv4_key_for(&c->signing_key, c->secret, c->region, date) != 0 ||
+	    sigv4_authorization(&sign, &c->signing_key, c->key_id, c->region, authorization, sizeof authorization) != 0) {
+		log_error("s3: cannot sign a request");
+		free(target);
+		free(url);
+		answer_failed_start(call);
+		return;
+	}
+	free(target);
+	headers[n++] = authorization;
 	headers[n] = NULL;
 	struct http_request req = {
 	    .keep_headers = kept_headers,
@@ -242,9 +276,6 @@ static void send_try(struct s3_call *call)
 	    .max_body = call->max_body,
 	    .on_done = on_http_done,
 	    .arg = call,
-	    .aws_sigv4 = c->sigv4,
-	    .username = c->key_id,
-	    .password = c->secret,
 	};
 	call->tries++;
 	call->http = http_start(c->http, &req);
@@ -516,9 +547,15 @@ struct s3_client *s3_client_new(struct event_base *base, struct http_client *htt
 	while (elen > 0 && o->endpoint[elen - 1] == '/')
 		elen--;
 	if (!(c->endpoint = strndup(o->endpoint, elen)) || !(c->bucket = strdup(o->bucket)) ||
-	    asprintf(&c->sigv4, "aws:amz:%s:s3", o->region) < 0 || !(c->key_id = strdup(o->key_id)) ||
-	    !(c->secret = strdup(o->secret))) {
-		c->sigv4 = NULL;
+	    !(c->region = strdup(o->region)) || !(c->key_id = strdup(o->key_id)) || !(c->secret = strdup(o->secret)))
+		goto oom;
+	/* scheme://host[:port][/path] (checked by the store's options) */
+	const char *authority = strstr(c->endpoint, "://");
+	authority = authority ? authority + 3 : c->endpoint;
+	size_t alen = strcspn(authority, "/");
+	c->prefix = authority + alen;
+	if (asprintf(&c->host_header, "Host: %.*s", (int)alen, authority) < 0) {
+		c->host_header = NULL;
 		goto oom;
 	}
 	if (o->session_token) {
@@ -543,9 +580,13 @@ void s3_client_free(struct s3_client *c)
 		call_free(c->calls);
 	free(c->endpoint);
 	free(c->bucket);
-	free(c->sigv4);
+	free(c->host_header);
+	free(c->region);
 	free(c->key_id);
+	if (c->secret)
+		OPENSSL_cleanse(c->secret, strlen(c->secret));
 	free(c->secret);
+	OPENSSL_cleanse(&c->signing_key, sizeof c->signing_key);
 	free(c->token_header);
 	free(c);
 }
