@@ -4,6 +4,11 @@
  * callbacks come (bounded by a watchdog). Every operation is checked against
  * store.h's contract: its callback runs once, from the loop, never inside
  * the call that started it.
+ *
+ * The same cases run against the PostgreSQL store (src/store/postgres.c)
+ * when TGLLM_TEST_PG names a database (CTest's unit/test_store_postgres:
+ * tests/e2e/pg_server.py makes a throwaway cluster and sets it): each test
+ * starts from empty tables; the cases about SQLite's file are skipped there.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +33,55 @@
 
 #include "expect.h"
 
+#ifdef TGLLM_POSTGRES
+#include <libpq-fe.h>
+#endif
+
+/* The PostgreSQL database the cases run against, or NULL: SQLite. */
+static const char *pg_url;
+
+#define SQLITE_ONLY()                                                                                      \
+	do {                                                                                                \
+		if (pg_url)                                                                                 \
+			skip();                                                                             \
+	} while (0)
+
+#ifdef TGLLM_POSTGRES
+/* Runs sql (several statements allowed) on the test's database; the first row's first column into out. */
+static void pg_sql(const char *sql, char *out, size_t n)
+{
+	PGconn *pc = PQconnectdb(pg_url);
+	if (PQstatus(pc) != CONNECTION_OK) {
+		char copy[512];
+		snprintf(copy, sizeof copy, "%s", PQerrorMessage(pc));
+		PQfinish(pc);
+		fail_msg("connecting to the test's PostgreSQL: %s", copy);
+	}
+	PQsetNoticeProcessor(pc, NULL, NULL);
+	PGresult *r = PQexec(pc, sql);
+	ExecStatusType st = PQresultStatus(r);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		char copy[512];
+		snprintf(copy, sizeof copy, "%s", PQresultErrorMessage(r));
+		PQclear(r);
+		PQfinish(pc);
+		fail_msg("%s: %s", sql, copy);
+	}
+	if (out && n)
+		snprintf(out, n, "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+	PQclear(r);
+	PQfinish(pc);
+}
+#else
+static void pg_sql(const char *sql, char *out, size_t n)
+{
+	(void)sql;
+	(void)out;
+	(void)n;
+	fail_msg("this build has no PostgreSQL store");
+}
+#endif
+
 #define WATCHDOG_MS 5000
 /* sqlite.c's HISTORY_LOAD_MAX: history_load reads at most this many turns, the newest. */
 #define LOAD_MAX 2000
@@ -35,7 +89,7 @@
 struct fixture {
 	char dir[64];
 	char path[128];
-	char spec[160];
+	char spec[512];
 	struct event_base *base;
 	struct event *watchdog;
 	bool has_timed_out;
@@ -63,6 +117,12 @@ static int fixture_setup(void **state)
 	}
 	snprintf(f->path, sizeof f->path, "%s/tgllm.db", f->dir);
 	snprintf(f->spec, sizeof f->spec, "sqlite:%s", f->path);
+	if (pg_url) {
+		snprintf(f->spec, sizeof f->spec, "%s", pg_url);
+		pg_sql("DROP TABLE IF EXISTS tgllm_messages, tgllm_updates, tgllm_settings, tgllm_schema;"
+		       "DROP FUNCTION IF EXISTS test_refuse CASCADE",
+		       NULL, 0);
+	}
 	f->base = event_base_new();
 	f->watchdog = f->base ? evtimer_new(f->base, on_watchdog, f) : NULL;
 	*state = f;
@@ -671,7 +731,16 @@ static void test_append_is_all_or_nothing_with_the_done_mark(void **state)
 	do_claim(f, f->store, 666, 3, "{\"update_id\":666}");
 	do_claim(f, f->store, 667, 3, "{\"update_id\":667}");
 	/* Triggers written by another connection make one step of each transaction fail. */
-	sql_exec(f->path,
+	if (pg_url)
+		pg_sql("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+		       "$$BEGIN RAISE EXCEPTION 'test: refused'; END$$;"
+		       "CREATE TRIGGER refuse_done BEFORE UPDATE ON tgllm_updates FOR EACH ROW "
+		       "WHEN (NEW.update_id = 666) EXECUTE FUNCTION test_refuse();"
+		       "CREATE TRIGGER refuse_poison BEFORE INSERT ON tgllm_messages FOR EACH ROW "
+		       "WHEN (NEW.content = 'poison') EXECUTE FUNCTION test_refuse()",
+		       NULL, 0);
+	else
+		sql_exec(f->path,
 	         "CREATE TRIGGER refuse_done BEFORE UPDATE ON updates WHEN NEW.update_id = 666 "
 	         "BEGIN SELECT RAISE(ABORT, 'test: marking 666 done refused'); END;"
 	         "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages WHEN NEW.content = 'poison' "
@@ -771,9 +840,12 @@ static void test_everything_survives_reopening(void **state)
 	expect_setting(f, f->store, 42, "refused_at", "123");
 
 	char version[32];
-	sql_text(f->path, "PRAGMA user_version", version, sizeof version);
+	if (pg_url)
+		pg_sql("SELECT version FROM tgllm_schema", version, sizeof version);
+	else
+		sql_text(f->path, "PRAGMA user_version", version, sizeof version);
 	if (strcmp(version, "0") == 0 || version[0] == '\0')
-		fail_msg("PRAGMA user_version after opening: expected the schema's version, got \"%s\"",
+		fail_msg("the schema version after opening: expected the schema's version, got \"%s\"",
 		         version);
 }
 
@@ -788,6 +860,7 @@ static void expect_private(const char *path, const char *what)
 
 static void test_files_it_creates_are_private_whatever_the_umask(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	mode_t old = umask(022);
 	f->store = open_store(f);
@@ -856,6 +929,7 @@ static void test_a_load_reads_the_newest_8_mb_of_turns(void **state)
 /* A database of the schema before pictures (version 1): its turns are text, and new ones may be parts. */
 static void test_a_database_before_pictures_is_upgraded(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	sql_exec(
 	    f->path,
@@ -884,6 +958,7 @@ static void test_a_database_before_pictures_is_upgraded(void **state)
 
 static void test_database_from_a_newer_tgllm_is_refused(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	sql_exec(f->path, "CREATE TABLE future (x); PRAGMA user_version = 1000");
 	struct store_options o = {.spec = f->spec};
@@ -906,6 +981,7 @@ static void test_database_from_a_newer_tgllm_is_refused(void **state)
 
 static void test_unopenable_path_and_unknown_spec_are_refused(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	struct store *s = NULL;
 	char err[512] = "";
@@ -929,6 +1005,7 @@ static void test_unopenable_path_and_unknown_spec_are_refused(void **state)
 
 static void test_two_connections_share_one_file_in_wal_mode(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	struct store *other = open_store(f);
@@ -996,6 +1073,7 @@ static void test_long_history_loads_the_newest_turns(void **state)
 /* A row whose role tgllm does not know (written by hand, or by a later version) is left out. */
 static void test_turn_with_unknown_role_is_skipped(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	const struct turn t[] = {turn(TURN_USER, "before")};
@@ -1012,6 +1090,7 @@ static void test_turn_with_unknown_role_is_skipped(void **state)
 /* STORE.md: done journal entries are pruned after 7 days (at open); pending ones are kept. */
 static void test_open_prunes_done_updates_older_than_a_week(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	do_claim(f, f->store, 1, 1, "{\"update_id\":1}");
@@ -1220,6 +1299,9 @@ static void test_scan_gives_every_scopes_value_of_a_key(void **state)
 
 int main(void)
 {
+	pg_url = getenv("TGLLM_TEST_PG");
+	if (pg_url && !*pg_url)
+		pg_url = NULL;
 	const struct CMUnitTest tests[] = {
 	    TEST(test_every_operation_answers_from_the_loop_not_inside_the_call),
 	    TEST(test_answers_come_in_the_order_started),
