@@ -1081,11 +1081,15 @@ static const struct store_ops postgres_ops = {
 
 /* ---- open ---- */
 
-/* Replaces every occurrence of secret in msg by "***". */
+/*
+ * Replaces every occurrence of secret in msg by "***" (libpq's messages do not
+ * quote the password; this is for a malformed URI's). As the log's secrets, a
+ * password shorter than 4 bytes is left: "p" would take words apart.
+ */
 static void redact(char *msg, const char *secret)
 {
 	size_t n = secret ? strlen(secret) : 0;
-	if (n == 0)
+	if (n < 4)
 		return;
 	char *p;
 	while ((p = strstr(msg, secret))) {

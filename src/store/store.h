@@ -51,6 +51,8 @@ int store_open(const struct store_options *o, struct event_base *base, struct ht
                struct store **out, char *err, size_t errlen);
 /* Whether spec names a PostgreSQL database (a postgres:// or postgresql:// URI, or libpq's keyword form). */
 bool store_is_postgres_spec(const char *spec);
+/* spec as it may be shown (doctor's lines): a PostgreSQL password replaced by "***". */
+void store_spec_shown(const char *spec, char *out, size_t n);
 /* NULL is a no-op. Operations still running end without their callbacks. */
 void store_free(struct store *s);
 
