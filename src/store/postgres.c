@@ -83,7 +83,16 @@ static const enum metrics_store_op kind_metric[] = {
 enum phase { P_ONE, P_BEGIN, P_LOCK, P_LAST, P_DROP, P_INSERT, P_MARK, P_GET, P_PUT, P_COMMIT };
 
 struct pg_op {
-	struct pg_op *next;
+	struct pg_op *next;    /* waiting for a connection */
+	struct pg_op *later;   /* the next op started: answers are given in the order started */
+	bool is_over;          /* its outcome is below, to be answered once every earlier op is */
+	int err;
+	bool is_new;           /* claim */
+	struct history h;      /* load */
+	char *result;          /* get (NULL: not set) */
+	char **rows;           /* pending, scan: values */
+	int64_t *scopes;       /* scan */
+	size_t n_rows;
 	enum kind kind;
 	enum phase phase;
 	double started; /* metrics_clock() */
@@ -91,7 +100,8 @@ struct pg_op {
 	int64_t update_id;
 	char *key, *value; /* key; value, or an update's raw text (valid UTF-8) */
 	struct history old, turns;
-	size_t i; /* the turn being inserted */
+	size_t i;    /* the turn being inserted */
+	int retries; /* started again on a new connection after a lost one */
 	store_change_fn change;
 	void *change_arg;
 	union {
@@ -126,6 +136,8 @@ struct store_pg {
 	char *conninfo; /* borrowed from open's caller until the end: copied */
 	struct pg_conn conns[POOL];
 	struct pg_op *head, *tail; /* waiting for a connection, oldest first */
+	struct pg_op *first, *last; /* every op not yet answered, in the order started */
+	bool is_dispatching, is_dispatch_due;
 	struct event *retry;       /* connects again after a failure, with backoff */
 	int failures;              /* connections failed in a row */
 };
@@ -184,34 +196,70 @@ static void op_free(struct pg_op *op)
 	free(op->value);
 	history_free(&op->old);
 	history_free(&op->turns);
+	history_free(&op->h);
+	free(op->result);
+	for (size_t i = 0; i < op->n_rows; i++)
+		free(op->rows[i]);
+	free(op->rows);
+	free(op->scopes);
 	free(op);
 }
 
-/* Answers op (err 0 or -1) with what a failure or a statement without rows gives, and frees it. */
-static void op_answer(struct store_pg *s, struct pg_op *op, int err)
+/* Hands the op's outcome to the loop (its results move into the answer) and frees it. */
+static void deliver(struct store_pg *s, struct pg_op *op)
 {
-	struct history empty = HISTORY_INIT;
-	metrics_store_op(kind_metric[op->kind], metrics_clock() - op->started);
 	switch (op->kind) {
 	case K_LOAD:
-		store_answer_history(&s->base, op->cb.history, op->arg, err, &empty);
+		store_answer_history(&s->base, op->cb.history, op->arg, op->err, &op->h);
 		break;
 	case K_CLAIM:
-		store_answer_claim(&s->base, op->cb.claim, op->arg, err, false);
+		store_answer_claim(&s->base, op->cb.claim, op->arg, op->err, op->is_new);
 		break;
 	case K_GET:
-		store_answer_value(&s->base, op->cb.value, op->arg, err, NULL);
+		store_answer_value(&s->base, op->cb.value, op->arg, op->err, op->result);
 		break;
 	case K_PENDING:
-		store_answer_pending(&s->base, op->cb.pending, op->arg, err, NULL, 0);
+		store_answer_pending(&s->base, op->cb.pending, op->arg, op->err, op->rows, op->n_rows);
+		op->rows = NULL;
+		op->n_rows = 0;
 		break;
 	case K_SCAN:
-		store_answer_scan(&s->base, op->cb.scan, op->arg, err, NULL, NULL, 0);
+		store_answer_scan(&s->base, op->cb.scan, op->arg, op->err, op->scopes, op->rows, op->n_rows);
+		op->rows = NULL;
+		op->scopes = NULL;
+		op->n_rows = 0;
 		break;
 	default:
-		store_answer_done(&s->base, op->cb.done, op->arg, err);
+		store_answer_done(&s->base, op->cb.done, op->arg, op->err);
 	}
 	op_free(op);
+}
+
+/*
+ * The op is over (err 0 or -1; on failure its results are dropped). Answers
+ * go out in the order the ops were started, as SQLite's do: a later op that
+ * ended first (on another connection) waits for the earlier ones.
+ */
+static void op_over(struct store_pg *s, struct pg_op *op, int err)
+{
+	metrics_store_op(kind_metric[op->kind], metrics_clock() - op->started);
+	op->is_over = true;
+	op->err = err;
+	if (err) {
+		history_free(&op->h);
+		free(op->result);
+		op->result = NULL;
+		for (size_t i = 0; i < op->n_rows; i++)
+			free(op->rows[i]);
+		op->n_rows = 0;
+	}
+	while (s->first && s->first->is_over) {
+		struct pg_op *done = s->first;
+		s->first = done->later;
+		if (!s->first)
+			s->last = NULL;
+		deliver(s, done);
+	}
 }
 
 /* The first line of a libpq message, without its "ERROR:  " and newline. */
@@ -264,7 +312,7 @@ static void fail_waiting(struct store_pg *s, bool all_of_them)
 		if (all_of_them || now - op->started >= OP_WAIT_S) {
 			*p = op->next;
 			log_error("store: postgres: no connection to the database: an operation fails");
-			op_answer(s, op, -1);
+			op_over(s, op, -1);
 		} else {
 			s->tail = op;
 			p = &op->next;
@@ -294,7 +342,38 @@ static void conn_close(struct pg_conn *c)
 	c->is_flushing = false;
 }
 
-/* The connection is gone (dropped, timed out, or never made): its operation fails. */
+/*
+ * Whether op may run again from the start after its connection was lost
+ * mid-way: it reads, or writes what writing twice leaves the same, or its
+ * transaction had not asked to COMMIT (so the server rolled it back). A
+ * claim may not: once sent, it may have been journaled, and the second one
+ * would say "not new".
+ */
+static bool may_run_again(const struct pg_op *op)
+{
+	if (op->retries >= 2 || op->kind == K_CLAIM)
+		return false;
+	if (op->kind == K_APPEND || op->kind == K_CHANGE)
+		return op->phase != P_COMMIT;
+	return true;
+}
+
+static void run_again(struct store_pg *s, struct pg_op *op)
+{
+	op->retries++;
+	op->phase = P_ONE;
+	op->i = 0;
+	if (op->kind == K_CHANGE) { /* its new value is computed again */
+		free(op->value);
+		op->value = NULL;
+	}
+	op->next = s->head; /* the oldest waiting */
+	s->head = op;
+	if (!s->tail)
+		s->tail = op;
+}
+
+/* The connection is gone (dropped, timed out, or never made): its operation runs again or fails. */
 static void conn_lost(struct pg_conn *c, const char *why)
 {
 	struct store_pg *s = c->s;
@@ -313,8 +392,12 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	else
 		log_error("store: postgres: connection %d lost%s: %s", c->index, op ? " during an operation" : "",
 		          line);
-	if (op)
-		op_answer(s, op, -1);
+	if (op && may_run_again(op)) {
+		log_info("store: postgres: the operation runs again on a new connection");
+		run_again(s, op);
+	} else if (op) {
+		op_over(s, op, -1);
+	}
 	if (live_count(s) == 0) {
 		fail_waiting(s, false);
 		schedule_retry(s);
@@ -414,7 +497,7 @@ static void query_over(struct pg_conn *c)
 		PQclear(res);
 		struct pg_op *op = c->op;
 		c->op = NULL;
-		op_answer(c->s, op, -1);
+		op_over(c->s, op, -1);
 		if (PQtransactionStatus(c->pc) != PQTRANS_IDLE) {
 			c->state = C_BUSY;
 			send_query(c, "rolling back", "ROLLBACK", 0, NULL);
@@ -512,36 +595,96 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 		conn_start(&s->conns[0]);
 }
 
-/* Gives the waiting operations to ready connections, connecting more while under POOL. */
+/*
+ * Whether b, started after a, must wait until a is over: they touch the same
+ * chat's history, the same update in the journal (or all of it), or the
+ * same setting (or every scope's). What one op wrote, the next one sees, as
+ * with SQLite, though they may run on different connections.
+ */
+static bool conflicts(const struct pg_op *a, const struct pg_op *b)
+{
+	bool a_history = a->kind == K_LOAD || a->kind == K_APPEND || a->kind == K_CLEAR;
+	bool b_history = b->kind == K_LOAD || b->kind == K_APPEND || b->kind == K_CLEAR;
+	if (a_history && b_history && a->id == b->id)
+		return true;
+	/* The update an op journals or marks (0: none), or -1 for all of them. */
+	int64_t ua = a->kind == K_PENDING ? -1 : (a->kind == K_DONE || a->kind == K_RELEASE) ? a->id : a->update_id;
+	int64_t ub = b->kind == K_PENDING ? -1 : (b->kind == K_DONE || b->kind == K_RELEASE) ? b->id : b->update_id;
+	if (ua && ub && (ua == ub || ua == -1 || ub == -1))
+		return true;
+	bool a_setting = a->kind == K_GET || a->kind == K_SET || a->kind == K_CHANGE || a->kind == K_SCAN;
+	bool b_setting = b->kind == K_GET || b->kind == K_SET || b->kind == K_CHANGE || b->kind == K_SCAN;
+	return a_setting && b_setting && strcmp(a->key, b->key) == 0 &&
+	       (a->id == b->id || a->kind == K_SCAN || b->kind == K_SCAN);
+}
+
+/* Whether op may start now: no op started before it that it must wait for is running or waiting. */
+static bool may_start(const struct store_pg *s, const struct pg_op *op)
+{
+	for (int i = 0; i < POOL; i++)
+		if (s->conns[i].op && conflicts(s->conns[i].op, op))
+			return false;
+	for (const struct pg_op *q = s->head; q != op; q = q->next)
+		if (conflicts(q, op))
+			return false;
+	return true;
+}
+
+static struct pg_conn *find_conn(struct store_pg *s, enum conn_state state)
+{
+	for (int i = 0; i < POOL; i++)
+		if (s->conns[i].state == state)
+			return &s->conns[i];
+	return NULL;
+}
+
+/*
+ * Gives the waiting operations that may start to ready connections, oldest
+ * first, and connects one more while some wait and the pool is not full.
+ * Starting an op may end it (a lost connection) and so come back here:
+ * that call only asks this one to go round again.
+ */
 static void dispatch(struct store_pg *s)
 {
-	while (s->head) {
-		struct pg_conn *ready = NULL, *down = NULL;
-		bool is_connecting = false;
-		for (int i = 0; i < POOL; i++) {
-			struct pg_conn *c = &s->conns[i];
-			if (c->state == C_READY && !ready)
-				ready = c;
-			else if (c->state == C_DOWN && !down)
-				down = c;
-			else if (c->state == C_CONNECTING)
-				is_connecting = true;
-		}
-		if (!ready) {
-			/* One connection made at a time; none while the retry's backoff runs. */
-			if (!is_connecting && down && !evtimer_pending(s->retry, NULL))
-				conn_start(down);
-			return;
-		}
-		struct pg_op *op = s->head;
-		s->head = op->next;
-		if (!s->head)
-			s->tail = NULL;
-		op->next = NULL;
-		ready->op = op;
-		ready->state = C_BUSY;
-		advance(ready, NULL);
+	if (s->is_dispatching) {
+		s->is_dispatch_due = true;
+		return;
 	}
+	s->is_dispatching = true;
+	do {
+		s->is_dispatch_due = false;
+		struct pg_op *prev = NULL;
+		for (struct pg_op *op = s->head; op;) {
+			struct pg_conn *ready = find_conn(s, C_READY);
+			if (!ready)
+				break;
+			if (!may_start(s, op)) {
+				prev = op;
+				op = op->next;
+				continue;
+			}
+			struct pg_op *next = op->next;
+			if (prev)
+				prev->next = next;
+			else
+				s->head = next;
+			if (s->tail == op)
+				s->tail = prev;
+			op->next = NULL;
+			ready->op = op;
+			ready->state = C_BUSY;
+			advance(ready, NULL);
+			if (s->is_dispatch_due)
+				break; /* the queue may have changed under us: round again */
+			op = next;
+		}
+		/* One connection made at a time; none while the retry's backoff runs. */
+		struct pg_conn *down = find_conn(s, C_DOWN);
+		if (s->head && !find_conn(s, C_READY) && !find_conn(s, C_CONNECTING) && down &&
+		    !evtimer_pending(s->retry, NULL))
+			conn_start(down);
+	} while (s->is_dispatch_due);
+	s->is_dispatching = false;
 }
 
 static void enqueue(struct store_pg *s, struct pg_op *op)
@@ -566,7 +709,7 @@ static void finish(struct pg_conn *c, struct pg_op *op)
 {
 	c->op = NULL;
 	conn_ready(c);
-	op_answer(c->s, op, 0);
+	op_over(c->s, op, 0);
 	dispatch(c->s);
 }
 
@@ -593,13 +736,10 @@ static void load_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	}
 	c->op = NULL;
 	conn_ready(c);
-	metrics_store_op(METRICS_HISTORY_LOAD, metrics_clock() - op->started);
-	if (err) {
+	if (err)
 		log_error("store: postgres: reading history: out of memory");
-		history_free(&h);
-	}
-	store_answer_history(&c->s->base, op->cb.history, op->arg, err ? -1 : 0, &h);
-	op_free(op);
+	op->h = h;
+	op_over(c->s, op, err ? -1 : 0);
 	dispatch(c->s);
 }
 
@@ -622,14 +762,10 @@ static void list_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		          op->kind == K_SCAN ? "settings" : "the update journal");
 	c->op = NULL;
 	conn_ready(c);
-	metrics_store_op(kind_metric[op->kind], metrics_clock() - op->started);
-	if (op->kind == K_SCAN) {
-		store_answer_scan(&c->s->base, op->cb.scan, op->arg, err ? -1 : 0, scopes, values, n);
-	} else {
-		free(scopes);
-		store_answer_pending(&c->s->base, op->cb.pending, op->arg, err ? -1 : 0, values, n);
-	}
-	op_free(op);
+	op->rows = values;
+	op->scopes = scopes;
+	op->n_rows = n;
+	op_over(c->s, op, err ? -1 : 0);
 	dispatch(c->s);
 }
 
@@ -803,23 +939,16 @@ static void advance(struct pg_conn *c, PGresult *res)
 			list_rows(c, op, res);
 			return;
 		case K_CLAIM: {
-			bool is_new = atoi(PQcmdTuples(res)) > 0;
-			c->op = NULL;
-			conn_ready(c);
-			metrics_store_op(METRICS_UPDATE_CLAIM, metrics_clock() - op->started);
-			store_answer_claim(&c->s->base, op->cb.claim, op->arg, 0, is_new);
-			op_free(op);
-			dispatch(c->s);
+			op->is_new = atoi(PQcmdTuples(res)) > 0;
+			finish(c, op);
 			return;
 		}
 		case K_GET: {
-			c->op = NULL;
-			conn_ready(c);
-			metrics_store_op(METRICS_SETTING_GET, metrics_clock() - op->started);
-			store_answer_value(&c->s->base, op->cb.value, op->arg, 0,
-			                   PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : NULL);
-			op_free(op);
-			dispatch(c->s);
+			if (PQntuples(res) > 0 && !(op->result = strdup(PQgetvalue(res, 0, 0)))) {
+				fail(c, "reading a setting: out of memory");
+				return;
+			}
+			finish(c, op);
 			return;
 		}
 		default:
@@ -915,9 +1044,15 @@ static struct pg_op *op_new(enum kind kind, int64_t id, void *arg)
 /* Queues op, or (out of memory) answers -1 through the loop. */
 static void start(struct store *base, struct pg_op *op, bool is_complete)
 {
+	struct store_pg *s = from(base);
+	if (s->last)
+		s->last->later = op;
+	else
+		s->first = op;
+	s->last = op;
 	if (!is_complete) {
 		log_error("store: postgres: out of memory");
-		op_answer(from(base), op, -1);
+		op_over(from(base), op, -1);
 		return;
 	}
 	enqueue(from(base), op);
@@ -1049,11 +1184,10 @@ static void pg_free(struct store *base)
 			conn_close(c);
 			event_free(c->ev);
 		}
-		op_free(c->op);
 	}
-	while (s->head) {
-		struct pg_op *op = s->head;
-		s->head = op->next;
+	while (s->first) { /* running, waiting, or over and waiting for an earlier one */
+		struct pg_op *op = s->first;
+		s->first = op->later;
 		op_free(op);
 	}
 	if (s->retry)

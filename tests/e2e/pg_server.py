@@ -137,10 +137,10 @@ class PgServer:
     def keywords(self) -> str:
         return "host=127.0.0.1 port=%d user=%s password=%s dbname=%s" % (self.port, USER, PASSWORD, DATABASE)
 
-    def sql(self, query: str) -> str:
+    def sql(self, query: str, database: str = DATABASE) -> str:
         """Runs query with psql; its rows, unaligned, '|' between columns."""
         r = self._run([os.path.join(self.bin, "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER,
-                       "-d", DATABASE, "-v", "ON_ERROR_STOP=1", "-At", "-c", query])
+                       "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", query])
         return r.stdout.strip()
 
     def log(self) -> str:
