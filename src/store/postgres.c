@@ -31,13 +31,13 @@
 #include "lib/utf8.h"
 #include "store/backend.h"
 
-#define POOL 4
-#define CONNECT_TIMEOUT_S 10
-#define QUERY_TIMEOUT_S 30 /* no byte from the server for that long: the connection is given up */
-#define OP_WAIT_S 5        /* an operation waits that long for a connection while the server is away */
-#define HISTORY_LOAD_MAX 2000
+#define POOL               4
+#define CONNECT_TIMEOUT_S  10
+#define QUERY_TIMEOUT_S    30 /* no byte from the server for that long: the connection is given up */
+#define OP_WAIT_S          5  /* an operation waits that long for a connection while the server is away */
+#define HISTORY_LOAD_MAX   2000
 #define HISTORY_LOAD_BYTES (8u << 20) /* as sqlite.c */
-#define JOURNAL_KEEP_S (7 * 86400)
+#define JOURNAL_KEEP_S     (7 * 86400)
 /* pg_advisory_xact_lock(int, int) keys of the migration ('tgll', 14): a lock space apart from the chats'. */
 #define MIGRATION_LOCK "SELECT pg_advisory_xact_lock(1952935020, 14)"
 
@@ -45,53 +45,65 @@ static const struct backoff reconnect_backoff = {.first_ms = 50, .max_ms = 2000,
 
 /* Each entry moves the schema from version i to i + 1. */
 static const char *const migrations[] = {
-	"CREATE TABLE tgllm_messages ("
-	"  id BIGSERIAL PRIMARY KEY,"
-	"  chat_id BIGINT NOT NULL,"
-	"  role TEXT NOT NULL,"
-	"  content TEXT NOT NULL,"
-	"  is_parts BOOLEAN NOT NULL DEFAULT false,"
-	"  created_at BIGINT NOT NULL);"
-	"CREATE INDEX tgllm_messages_by_chat ON tgllm_messages (chat_id, id);"
-	"CREATE TABLE tgllm_updates ("
-	"  update_id BIGINT PRIMARY KEY,"
-	"  chat_id BIGINT NOT NULL,"
-	"  state TEXT NOT NULL CHECK (state IN ('pending', 'done')),"
-	"  body TEXT,"
-	"  received_at BIGINT NOT NULL);"
-	"CREATE INDEX tgllm_updates_pending ON tgllm_updates (update_id) WHERE state = 'pending';"
-	"CREATE TABLE tgllm_settings ("
-	"  scope BIGINT NOT NULL,"
-	"  key TEXT NOT NULL,"
-	"  value TEXT NOT NULL,"
-	"  PRIMARY KEY (scope, key));",
+    "CREATE TABLE tgllm_messages ("
+    "  id BIGSERIAL PRIMARY KEY,"
+    "  chat_id BIGINT NOT NULL,"
+    "  role TEXT NOT NULL,"
+    "  content TEXT NOT NULL,"
+    "  is_parts BOOLEAN NOT NULL DEFAULT false,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE INDEX tgllm_messages_by_chat ON tgllm_messages (chat_id, id);"
+    "CREATE TABLE tgllm_updates ("
+    "  update_id BIGINT PRIMARY KEY,"
+    "  chat_id BIGINT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('pending', 'done')),"
+    "  body TEXT,"
+    "  received_at BIGINT NOT NULL);"
+    "CREATE INDEX tgllm_updates_pending ON tgllm_updates (update_id) WHERE state = 'pending';"
+    "CREATE TABLE tgllm_settings ("
+    "  scope BIGINT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  value TEXT NOT NULL,"
+    "  PRIMARY KEY (scope, key));",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
-enum kind { K_LOAD, K_APPEND, K_CLEAR, K_CLAIM, K_DONE, K_RELEASE, K_PENDING, K_GET, K_SET, K_CHANGE, K_SCAN };
+enum kind {
+	K_LOAD,
+	K_APPEND,
+	K_CLEAR,
+	K_CLAIM,
+	K_DONE,
+	K_RELEASE,
+	K_PENDING,
+	K_GET,
+	K_SET,
+	K_CHANGE,
+	K_SCAN
+};
 
 static const enum metrics_store_op kind_metric[] = {
-	[K_LOAD] = METRICS_HISTORY_LOAD,      [K_APPEND] = METRICS_HISTORY_APPEND,
-	[K_CLEAR] = METRICS_HISTORY_CLEAR,    [K_CLAIM] = METRICS_UPDATE_CLAIM,
-	[K_DONE] = METRICS_UPDATE_DONE,       [K_RELEASE] = METRICS_UPDATE_RELEASE,
-	[K_PENDING] = METRICS_UPDATE_PENDING, [K_GET] = METRICS_SETTING_GET,
-	[K_SET] = METRICS_SETTING_SET,        [K_CHANGE] = METRICS_SETTING_CHANGE,
-	[K_SCAN] = METRICS_SETTING_SCAN,
+    [K_LOAD] = METRICS_HISTORY_LOAD,      [K_APPEND] = METRICS_HISTORY_APPEND,
+    [K_CLEAR] = METRICS_HISTORY_CLEAR,    [K_CLAIM] = METRICS_UPDATE_CLAIM,
+    [K_DONE] = METRICS_UPDATE_DONE,       [K_RELEASE] = METRICS_UPDATE_RELEASE,
+    [K_PENDING] = METRICS_UPDATE_PENDING, [K_GET] = METRICS_SETTING_GET,
+    [K_SET] = METRICS_SETTING_SET,        [K_CHANGE] = METRICS_SETTING_CHANGE,
+    [K_SCAN] = METRICS_SETTING_SCAN,
 };
 
 /* The steps of the transactions (history_append, setting_change); one statement's ops use P_ONE. */
 enum phase { P_ONE, P_BEGIN, P_LOCK, P_LAST, P_DROP, P_INSERT, P_MARK, P_GET, P_PUT, P_COMMIT };
 
 struct pg_op {
-	struct pg_op *next;    /* waiting for a connection */
-	struct pg_op *later;   /* the next op started: answers are given in the order started */
-	bool is_over;          /* its outcome is below, to be answered once every earlier op is */
+	struct pg_op *next;  /* waiting for a connection */
+	struct pg_op *later; /* the next op started: answers are given in the order started */
+	bool is_over;        /* its outcome is below, to be answered once every earlier op is */
 	int err;
-	bool is_new;           /* claim */
-	struct history h;      /* load */
-	char *result;          /* get (NULL: not set) */
-	char **rows;           /* pending, scan: values */
-	int64_t *scopes;       /* scan */
+	bool is_new;      /* claim */
+	struct history h; /* load */
+	char *result;     /* get (NULL: not set) */
+	char **rows;      /* pending, scan: values */
+	int64_t *scopes;  /* scan */
 	size_t n_rows;
 	enum kind kind;
 	enum phase phase;
@@ -135,11 +147,11 @@ struct store_pg {
 	struct event_base *evb;
 	char *conninfo; /* borrowed from open's caller until the end: copied */
 	struct pg_conn conns[POOL];
-	struct pg_op *head, *tail; /* waiting for a connection, oldest first */
+	struct pg_op *head, *tail;  /* waiting for a connection, oldest first */
 	struct pg_op *first, *last; /* every op not yet answered, in the order started */
 	bool is_dispatching, is_dispatch_due;
-	struct event *retry;       /* connects again after a failure, with backoff */
-	int failures;              /* connections failed in a row */
+	struct event *retry; /* connects again after a failure, with backoff */
+	int failures;        /* connections failed in a row */
 };
 
 static struct store_pg *from(struct store *s)
@@ -390,8 +402,8 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	else if (was_connecting)
 		log_debug("store: postgres: cannot connect: %s", line);
 	else
-		log_error("store: postgres: connection %d lost%s: %s", c->index, op ? " during an operation" : "",
-		          line);
+		log_error("store: postgres: connection %d lost%s: %s", c->index,
+		          op ? " during an operation" : "", line);
 	if (op && may_run_again(op)) {
 		log_info("store: postgres: the operation runs again on a new connection");
 		run_again(s, op);
@@ -405,7 +417,8 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	dispatch(s);
 }
 
-static const char *const conn_keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname", NULL};
+static const char *const conn_keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname",
+                                        NULL};
 
 static void conn_start(struct pg_conn *c)
 {
@@ -608,8 +621,12 @@ static bool conflicts(const struct pg_op *a, const struct pg_op *b)
 	if (a_history && b_history && a->id == b->id)
 		return true;
 	/* The update an op journals or marks (0: none), or -1 for all of them. */
-	int64_t ua = a->kind == K_PENDING ? -1 : (a->kind == K_DONE || a->kind == K_RELEASE) ? a->id : a->update_id;
-	int64_t ub = b->kind == K_PENDING ? -1 : (b->kind == K_DONE || b->kind == K_RELEASE) ? b->id : b->update_id;
+	int64_t ua = a->kind == K_PENDING                          ? -1
+	             : (a->kind == K_DONE || a->kind == K_RELEASE) ? a->id
+	                                                           : a->update_id;
+	int64_t ub = b->kind == K_PENDING                          ? -1
+	             : (b->kind == K_DONE || b->kind == K_RELEASE) ? b->id
+	                                                           : b->update_id;
 	if (ua && ub && (ua == ub || ua == -1 || ub == -1))
 		return true;
 	bool a_setting = a->kind == K_GET || a->kind == K_SET || a->kind == K_CHANGE || a->kind == K_SCAN;
@@ -727,7 +744,8 @@ static void load_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		enum turn_role role;
 		const char *content = PQgetvalue(res, i, 1);
 		if (turn_role_parse(PQgetvalue(res, i, 0), &role) != 0) {
-			log_warn("store: chat=%lld: skipping a stored turn with a bad role", (long long)op->id);
+			log_warn("store: chat=%lld: skipping a stored turn with a bad role",
+			         (long long)op->id);
 			continue;
 		}
 		size_t len = (size_t)PQgetlength(res, i, 1);
@@ -777,7 +795,8 @@ static void append_next(struct pg_conn *c, struct pg_op *op)
 	num(now, (int64_t)time(NULL));
 	if (op->i < op->turns.len) {
 		const struct turn *t = &op->turns.turns[op->i++];
-		const char *v[] = {chat, turn_role_name(t->role), t->content, t->is_parts ? "true" : "false", now};
+		const char *v[] = {chat, turn_role_name(t->role), t->content, t->is_parts ? "true" : "false",
+		                   now};
 		op->phase = P_INSERT;
 		send_query(c, "appending a turn",
 		           "INSERT INTO tgllm_messages (chat_id, role, content, is_parts, created_at) "
@@ -804,7 +823,8 @@ static bool is_still_last(const struct pg_op *op, PGresult *res, char *first, si
 	for (int i = 0; i < rows; i++) {
 		const struct turn *t = &op->old.turns[op->old.len - 1 - (size_t)i];
 		if (strcmp(PQgetvalue(res, i, 1), turn_role_name(t->role)) != 0 ||
-		    (size_t)PQgetlength(res, i, 2) != t->len || memcmp(PQgetvalue(res, i, 2), t->content, t->len) != 0)
+		    (size_t)PQgetlength(res, i, 2) != t->len ||
+		    memcmp(PQgetvalue(res, i, 2), t->content, t->len) != 0)
 			return false;
 	}
 	snprintf(first, n, "%s", PQgetvalue(res, rows - 1, 0));
@@ -824,7 +844,8 @@ static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		if (op->old.len) {
 			const char *v[] = {chat};
 			op->phase = P_LOCK;
-			/* Another instance's append to the chat waits: "still last" stays true until COMMIT. */
+			/* Another instance's append to the chat waits: "still last" stays true until COMMIT.
+			 */
 			send_query(c, "locking the chat", "SELECT pg_advisory_xact_lock($1)", 1, v);
 			return;
 		}
@@ -835,7 +856,8 @@ static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		const char *v[] = {chat, count};
 		op->phase = P_LAST;
 		send_query(c, "reading the last turns",
-		           "SELECT id, role, content FROM tgllm_messages WHERE chat_id = $1 ORDER BY id DESC LIMIT $2",
+		           "SELECT id, role, content FROM tgllm_messages WHERE chat_id = $1 ORDER BY id DESC "
+		           "LIMIT $2",
 		           2, v);
 		return;
 	}
@@ -849,8 +871,8 @@ static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		}
 		const char *v[] = {chat, first};
 		op->phase = P_DROP;
-		send_query(c, "deleting the replaced turns", "DELETE FROM tgllm_messages WHERE chat_id = $1 AND id >= $2",
-		           2, v);
+		send_query(c, "deleting the replaced turns",
+		           "DELETE FROM tgllm_messages WHERE chat_id = $1 AND id >= $2", 2, v);
 		return;
 	}
 	case P_DROP:
@@ -875,13 +897,15 @@ static void advance_change(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		return;
 	case P_BEGIN:
 		op->phase = P_LOCK;
-		/* Changes of one setting take turns (an upsert alone cannot read-modify-write a missing row). */
-		send_query(c, "locking a setting", "SELECT pg_advisory_xact_lock(hashtextextended($2, $1))", 2, v);
+		/* Changes of one setting take turns (an upsert alone cannot read-modify-write a missing row).
+		 */
+		send_query(c, "locking a setting", "SELECT pg_advisory_xact_lock(hashtextextended($2, $1))",
+		           2, v);
 		return;
 	case P_LOCK:
 		op->phase = P_GET;
-		send_query(c, "reading a setting", "SELECT value FROM tgllm_settings WHERE scope = $1 AND key = $2", 2,
-		           v);
+		send_query(c, "reading a setting",
+		           "SELECT value FROM tgllm_settings WHERE scope = $1 AND key = $2", 2, v);
 		return;
 	case P_GET: {
 		char *value = op->change(op->change_arg, PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : NULL);
@@ -961,7 +985,8 @@ static void advance(struct pg_conn *c, PGresult *res)
 		num(b, HISTORY_LOAD_MAX);
 		num(d, HISTORY_LOAD_BYTES);
 		const char *v[] = {a, b, d};
-		/* The newest turns up to HISTORY_LOAD_BYTES (the newest one whatever its size), oldest first. */
+		/* The newest turns up to HISTORY_LOAD_BYTES (the newest one whatever its size), oldest first.
+		 */
 		send_query(c, "reading history",
 		           "SELECT role, content, is_parts FROM ("
 		           "  SELECT id, role, content, is_parts,"
@@ -1006,7 +1031,8 @@ static void advance(struct pg_conn *c, PGresult *res)
 		return;
 	case K_GET: {
 		const char *v[] = {a, op->key};
-		send_query(c, "reading a setting", "SELECT value FROM tgllm_settings WHERE scope = $1 AND key = $2", 2, v);
+		send_query(c, "reading a setting",
+		           "SELECT value FROM tgllm_settings WHERE scope = $1 AND key = $2", 2, v);
 		return;
 	}
 	case K_SET: {
@@ -1019,7 +1045,8 @@ static void advance(struct pg_conn *c, PGresult *res)
 	}
 	case K_SCAN: {
 		const char *v[] = {op->key};
-		send_query(c, "reading settings", "SELECT scope, value FROM tgllm_settings WHERE key = $1", 1, v);
+		send_query(c, "reading settings", "SELECT scope, value FROM tgllm_settings WHERE key = $1", 1,
+		           v);
 		return;
 	}
 	default:
@@ -1059,11 +1086,11 @@ static void start(struct store *base, struct pg_op *op, bool is_complete)
 }
 
 /* Only when not even the op could be had: answered at once (store.h allows it). */
-#define OOM_AT_ONCE(call)                                                                                  \
-	do {                                                                                                \
-		log_error("store: postgres: out of memory");                                                \
-		call;                                                                                       \
-		return;                                                                                     \
+#define OOM_AT_ONCE(call)                                                                                    \
+	do {                                                                                                 \
+		log_error("store: postgres: out of memory");                                                 \
+		call;                                                                                        \
+		return;                                                                                      \
 	} while (0)
 
 static void pg_history_load(struct store *base, int64_t chat_id, store_history_cb cb, void *arg)
@@ -1076,7 +1103,8 @@ static void pg_history_load(struct store *base, int64_t chat_id, store_history_c
 }
 
 static void pg_history_append(struct store *base, int64_t chat_id, const struct turn *old, size_t n_old,
-                              const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb, void *arg)
+                              const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb,
+                              void *arg)
 {
 	struct pg_op *op = op_new(K_APPEND, chat_id, arg);
 	if (!op)
@@ -1198,19 +1226,19 @@ static void pg_free(struct store *base)
 }
 
 static const struct store_ops postgres_ops = {
-	.name = "postgres",
-	.history_load = pg_history_load,
-	.history_append = pg_history_append,
-	.history_clear = pg_history_clear,
-	.update_claim = pg_update_claim,
-	.update_done = pg_update_done,
-	.update_release = pg_update_release,
-	.update_pending = pg_update_pending,
-	.setting_get = pg_setting_get,
-	.setting_set = pg_setting_set,
-	.setting_change = pg_setting_change,
-	.setting_scan = pg_setting_scan,
-	.free = pg_free,
+    .name = "postgres",
+    .history_load = pg_history_load,
+    .history_append = pg_history_append,
+    .history_clear = pg_history_clear,
+    .update_claim = pg_update_claim,
+    .update_done = pg_update_done,
+    .update_release = pg_update_release,
+    .update_pending = pg_update_pending,
+    .setting_get = pg_setting_get,
+    .setting_set = pg_setting_set,
+    .setting_change = pg_setting_change,
+    .setting_scan = pg_setting_scan,
+    .free = pg_free,
 };
 
 /* ---- open ---- */
@@ -1303,8 +1331,8 @@ static int migrate(PGconn *pc, const struct secrets *sec, char *err, size_t errl
 	    exec_open(pc, MIGRATION_LOCK, 0, NULL, NULL, "lock the schema", sec, err, errlen) ||
 	    exec_open(pc, "CREATE TABLE IF NOT EXISTS tgllm_schema (version INTEGER NOT NULL)", 0, NULL, NULL,
 	              "create the schema's version table", sec, err, errlen) ||
-	    exec_open(pc, "SELECT version FROM tgllm_schema", 0, NULL, &r, "read the schema version", sec, err,
-	              errlen))
+	    exec_open(pc, "SELECT version FROM tgllm_schema", 0, NULL, &r, "read the schema version", sec,
+	              err, errlen))
 		goto fail;
 	int version = PQntuples(r) > 0 ? atoi(PQgetvalue(r, 0, 0)) : -1;
 	PQclear(r);
@@ -1315,8 +1343,8 @@ static int migrate(PGconn *pc, const struct secrets *sec, char *err, size_t errl
 		version = 0;
 	}
 	if (version > SCHEMA_VERSION) {
-		snprintf(err, errlen, "the database has schema version %d, newer than this tgllm (%d)", version,
-		         SCHEMA_VERSION);
+		snprintf(err, errlen, "the database has schema version %d, newer than this tgllm (%d)",
+		         version, SCHEMA_VERSION);
 		goto fail;
 	}
 	for (; version < SCHEMA_VERSION; version++) {
@@ -1334,7 +1362,8 @@ static int migrate(PGconn *pc, const struct secrets *sec, char *err, size_t errl
 			goto fail;
 		}
 		PQclear(m);
-		if (exec_open(pc, "UPDATE tgllm_schema SET version = $1", 1, values, NULL, what, sec, err, errlen))
+		if (exec_open(pc, "UPDATE tgllm_schema SET version = $1", 1, values, NULL, what, sec, err,
+		              errlen))
 			goto fail;
 	}
 	if (exec_open(pc, "COMMIT", 0, NULL, NULL, "commit the schema", sec, err, errlen))
@@ -1345,7 +1374,8 @@ fail:
 	return -1;
 }
 
-int store_postgres_open(const char *spec, struct event_base *base, struct store **out, char *err, size_t errlen)
+int store_postgres_open(const char *spec, struct event_base *base, struct store **out, char *err,
+                        size_t errlen)
 {
 	struct secrets sec;
 	find_secrets(spec, &sec);
@@ -1378,8 +1408,10 @@ int store_postgres_open(const char *spec, struct event_base *base, struct store 
 	PQsetNoticeProcessor(pc, notice_ignored, NULL);
 	const char *encoding = PQparameterStatus(pc, "server_encoding");
 	if (!encoding || (strcmp(encoding, "UTF8") != 0 && strcmp(encoding, "SQL_ASCII") != 0)) {
-		snprintf(err, errlen, "the database's encoding is %s; tgllm needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')",
-		         encoding ? encoding : "unknown");
+		snprintf(
+		    err, errlen,
+		    "the database's encoding is %s; tgllm needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')",
+		    encoding ? encoding : "unknown");
 		goto fail;
 	}
 	if (migrate(pc, &sec, err, errlen) != 0)
