@@ -584,6 +584,96 @@ static void test_answers_come_in_the_order_started(void **state)
 	}
 }
 
+/* ---- many operations at once: answered in the order started, each read seeing the writes before it ---- */
+
+#define BURST 40
+
+struct burst {
+	int answered[3 * BURST]; /* the order answers came in */
+	int n;
+	int bad_reads, errors, not_new;
+	char got[BURST][16];
+};
+
+struct burst_op {
+	struct burst *b;
+	int index;
+};
+
+static struct burst_op burst_ops[3 * BURST];
+
+static void burst_note(struct burst_op *o, int err)
+{
+	if (err)
+		o->b->errors++;
+	if (o->b->n < 3 * BURST)
+		o->b->answered[o->b->n++] = o->index;
+}
+
+static void on_burst_done(void *arg, int err)
+{
+	burst_note(arg, err);
+}
+
+static void on_burst_value(void *arg, int err, const char *value)
+{
+	struct burst_op *o = arg;
+	int i = o->index / 3;
+	snprintf(o->b->got[i], sizeof o->b->got[i], "%s", value ? value : "(unset)");
+	char want[16];
+	snprintf(want, sizeof want, "%d", i);
+	o->b->bad_reads += !value || strcmp(value, want) != 0;
+	burst_note(o, err);
+}
+
+static void on_burst_claim(void *arg, int err, bool is_new)
+{
+	struct burst_op *o = arg;
+	o->b->not_new += !is_new;
+	burst_note(o, err);
+}
+
+/*
+ * The gate claims updates as they come and hands them on in the order the
+ * claims are answered: a backend with several connections (PostgreSQL) must
+ * still answer in the order started, and a read must see the write started
+ * before it.
+ */
+static void test_a_burst_is_answered_in_order_and_reads_its_writes(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	static struct burst b;
+	memset(&b, 0, sizeof b);
+	for (int i = 0; i < BURST; i++) {
+		char v[16];
+		snprintf(v, sizeof v, "%d", i);
+		for (int k = 0; k < 3; k++)
+			burst_ops[3 * i + k] = (struct burst_op){&b, 3 * i + k};
+		store_setting_set(f->store, i % 3, "burst", v, on_burst_done, &burst_ops[3 * i]);
+		store_setting_get(f->store, i % 3, "burst", on_burst_value, &burst_ops[3 * i + 1]);
+		store_update_claim(f->store, 1000 + i, i % 3, "{}", 2, on_burst_claim, &burst_ops[3 * i + 2]);
+	}
+	expect_int("answers inside the calls", 0, b.n);
+	struct timeval tv = {WATCHDOG_MS / 1000, 0};
+	f->has_timed_out = false;
+	evtimer_add(f->watchdog, &tv);
+	while (b.n < 3 * BURST && !f->has_timed_out)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	evtimer_del(f->watchdog);
+	expect_int("answers", 3 * BURST, b.n);
+	expect_int("errors", 0, b.errors);
+	for (int i = 0; i < 3 * BURST; i++)
+		if (b.answered[i] != i)
+			fail_msg("answer %d: expected operation %d's, got operation %d's", i, i, b.answered[i]);
+	for (int i = 0; i < BURST; i++) {
+		char want[16];
+		snprintf(want, sizeof want, "%d", i);
+		expect_str("a get after its set", want, b.got[i]);
+	}
+	expect_int("claims not new", 0, b.not_new);
+}
+
 /* A callback may start the next operation: it is answered on a later turn of the loop, not inside. */
 struct chain {
 	struct fixture *f;
@@ -1305,6 +1395,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    TEST(test_every_operation_answers_from_the_loop_not_inside_the_call),
 	    TEST(test_answers_come_in_the_order_started),
+	    TEST(test_a_burst_is_answered_in_order_and_reads_its_writes),
 	    TEST(test_callback_may_start_another_operation),
 	    TEST(test_history_comes_back_in_order_per_chat_with_roles),
 	    TEST(test_clear_forgets_only_that_chat),
