@@ -91,7 +91,8 @@ class PgServer:
         why = unavailable()
         if why:
             raise RuntimeError(why)
-        self.dir = tempfile.mkdtemp(prefix="tgllm-pg-")
+        # As root, under /tmp whatever TMPDIR says: nobody must reach the folder.
+        self.dir = tempfile.mkdtemp(prefix="tgllm-pg-", dir="/tmp" if os.geteuid() == 0 else None)
         if os.geteuid() == 0:
             os.chown(self.dir, 65534, 65534)
         os.chmod(self.dir, 0o700)

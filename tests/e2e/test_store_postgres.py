@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import sys
+import threading
 import time
 
 import harness
@@ -23,7 +24,7 @@ import test_persistence
 import test_usage
 from fake_openai import Reply
 from fake_telegram import Chat, User
-from harness import ALICE, BOB, BotTestCase, main, run_bin
+from harness import ALICE, BOB, IVAN, BotTestCase, main, run_bin
 from pg_server import PASSWORD, PgServer, skip_or_fail, unavailable
 
 _databases = itertools.count(1)
@@ -227,6 +228,24 @@ class PgStartTest(PgTestCase):
         del msg
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("cannot connect to PostgreSQL", result.stderr.decode("utf-8", "replace"))
+
+    def test_instances_starting_at_once_on_a_new_database_make_one_schema(self):
+        # Six `handle` invocations at once on a new database: the schema is made by whichever comes
+        # first, under an advisory lock; the others wait for it and find it made.
+        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
+                           username=self.tg.bot.username, is_bot=True)
+        msgs = [self.tg.message(Chat.private(u), u, f"At once {i}") for i, u in enumerate([ALICE, BOB, IVAN] * 2)]
+        statuses = {}
+        threads = [threading.Thread(target=lambda m=m: statuses.update(
+            {m["text"]: self.handle_update(self.tg.update("message", m), {})})) for m in msgs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(statuses, {m["text"]: 200 for m in msgs})
+        for m in msgs:
+            self.assertEqual([r.text for r in self.tg.replies_to(m)], ["Echo: " + m["text"]])
+        self.assertEqual(self.query("SELECT count(*) || ' ' || max(version) FROM tgllm_schema"), "1 1")
 
     def test_doctor_checks_the_database_and_hides_the_password(self):
         result = run_bin(["doctor"], self.bot_env(), timeout=30)
