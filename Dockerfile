@@ -12,7 +12,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         build-essential cmake pkg-config \
-        libevent-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libmd4c-dev \
+        libevent-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libmd4c-dev libpq-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -23,11 +23,11 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DTGLLM_TESTS=OFF \
 
 FROM debian:12-slim
 # The shared libraries tgllm links (libevent core/openssl, libcurl with
-# OpenSSL, jansson, SQLite, md4c) and the CA certificates for HTTPS.
+# OpenSSL, jansson, SQLite, md4c, libpq) and the CA certificates for HTTPS.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         ca-certificates libevent-core-2.1-7 libevent-openssl-2.1-7 \
-        libcurl4 libssl3 libjansson4 libsqlite3-0 libmd4c0 \
+        libcurl4 libssl3 libjansson4 libsqlite3-0 libmd4c0 libpq5 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home --shell /usr/sbin/nologin tgllm \
  && install -d -o tgllm -g tgllm -m 0700 /data

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/store.h"
+
 #define PROXYAPI_BASE "https://api.proxyapi.ru/openai/v1"
 #define OPENAI_BASE "https://api.openai.com/v1"
 
@@ -254,10 +256,13 @@ static int load_store(struct config *cfg, char *err, size_t errlen)
 	}
 	if (strncmp(cfg->store, "sqlite:", 7) == 0 && cfg->store[7])
 		return 0;
+	if (store_is_postgres_spec(cfg->store))
+		return 0; /* its password goes to the log's secrets when the store opens */
 	if (!is_valid_s3_spec(cfg->store)) {
 		if (strcmp(name, "STORE") == 0)
 			snprintf(err, errlen,
-				 "STORE must be sqlite:PATH or s3://BUCKET[/PREFIX] (e.g. sqlite:tgllm.db)");
+				 "STORE must be sqlite:PATH or s3://BUCKET[/PREFIX] (e.g. sqlite:tgllm.db), "
+				 "or postgres://USER:PASSWORD@HOST:PORT/DB");
 		else
 			snprintf(err, errlen, "%s must be a bucket name (letters, digits, '.', '-', '_')", name);
 		return -1;

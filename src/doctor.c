@@ -47,6 +47,7 @@ struct doctor {
 	char *s3_bucket, *s3_key;
 	bool has_no_conditions; /* the server answered 501 to If-None-Match */
 	bool is_store_ok;
+	char store_shown[512]; /* STORE as shown: without a PostgreSQL password */
 	enum step step;
 	int failures;
 	char *url, *body, *auth;
@@ -306,6 +307,8 @@ static void check_models(struct doctor *d)
 
 static const char *store_hint(const struct doctor *d)
 {
+	if (store_is_postgres_spec(d->cfg->store))
+		return "check that the server runs, and the user, password and database in STORE";
 	return strncmp(d->cfg->store, "sqlite:", 7) == 0
 	           ? "check that the bot's user may write the database file and its folder"
 	           : "check the bucket, S3_ENDPOINT, S3_REGION and the keys";
@@ -316,9 +319,9 @@ static void on_probe_deleted(void *arg, int err)
 	struct doctor *d = arg;
 	if (err)
 		fail(d, "store %s: the test record was written and read but cannot be deleted: %s",
-		     d->cfg->store, store_hint(d));
+		     d->store_shown, store_hint(d));
 	else
-		pass(d, "store %s: a test record written, read and deleted", d->cfg->store);
+		pass(d, "store %s: a test record written, read and deleted", d->store_shown);
 	d->is_store_ok = !err;
 	next(d);
 }
@@ -328,7 +331,7 @@ static void on_probe_read(void *arg, int err, struct history *h)
 	struct doctor *d = arg;
 	bool is_there = !err && h->len >= 2 && strcmp(h->turns[h->len - 2].content, PROBE_TEXT) == 0;
 	if (!is_there) {
-		fail(d, "store %s: the test record written cannot be read back: %s", d->cfg->store,
+		fail(d, "store %s: the test record written cannot be read back: %s", d->store_shown,
 		     store_hint(d));
 		next(d);
 		return;
@@ -340,7 +343,7 @@ static void on_probe_written(void *arg, int err)
 {
 	struct doctor *d = arg;
 	if (err) {
-		fail(d, "store %s: a test record cannot be written: %s", d->cfg->store, store_hint(d));
+		fail(d, "store %s: a test record cannot be written: %s", d->store_shown, store_hint(d));
 		next(d);
 		return;
 	}
@@ -353,7 +356,7 @@ static void check_store(struct doctor *d)
 	struct store_options so = bot_store_options(cfg);
 	char why[256];
 	if (store_open(&so, d->base, d->http, &d->store, why, sizeof why) != 0) {
-		fail(d, "store %s: cannot open it: %s: %s", cfg->store, why, store_hint(d));
+		fail(d, "store %s: cannot open it: %s: %s", d->store_shown, why, store_hint(d));
 		next(d);
 		return;
 	}
@@ -522,7 +525,8 @@ static void next(struct doctor *d)
 int doctor_run(const struct config *cfg)
 {
 	struct doctor d = {.cfg = cfg, .step = STEP_TELEGRAM};
-	pass(&d, "configuration: model %s at %s, store %s", cfg->llm_model, cfg->llm_base_url, cfg->store);
+	store_spec_shown(cfg->store, d.store_shown, sizeof d.store_shown);
+	pass(&d, "configuration: model %s at %s, store %s", cfg->llm_model, cfg->llm_base_url, d.store_shown);
 	check_ca(&d);
 	if (!(d.base = event_base_new()) || !(d.http = http_client_new(d.base)) ||
 	    http_client_set_ca_bundle(d.http, cfg->ca_bundle) != 0 ||

@@ -63,5 +63,8 @@ int store_sqlite_open(const char *path, struct event_base *base, struct store **
                       size_t errlen);
 int store_s3_open(const struct store_options *o, struct event_base *base, struct http_client *http,
                   struct store **out, char *err, size_t errlen);
+/* store/postgres.c: spec is a libpq connection string (a URI or keywords). */
+int store_postgres_open(const char *spec, struct event_base *base, struct store **out, char *err,
+                        size_t errlen);
 
 #endif

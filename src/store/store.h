@@ -36,7 +36,8 @@
 struct store;
 
 struct store_options {
-	const char *spec; /* "sqlite:PATH" or "s3://BUCKET[/PREFIX]" */
+	/* "sqlite:PATH", "s3://BUCKET[/PREFIX]", or PostgreSQL's "postgres://..." (or libpq's "host=... dbname=...") */
+	const char *spec;
 	/* The S3 store's server and key pair (the secret and token are never logged). */
 	const char *s3_endpoint; /* scheme://host[:port][/path] */
 	const char *s3_region;
@@ -48,6 +49,10 @@ struct store_options {
 /* Opens the store o->spec names; -1 with a one-line reason in err. http is for network stores. */
 int store_open(const struct store_options *o, struct event_base *base, struct http_client *http,
                struct store **out, char *err, size_t errlen);
+/* Whether spec names a PostgreSQL database (a postgres:// or postgresql:// URI, or libpq's keyword form). */
+bool store_is_postgres_spec(const char *spec);
+/* spec as it may be shown (doctor's lines): a PostgreSQL password replaced by "***". */
+void store_spec_shown(const char *spec, char *out, size_t n);
 /* NULL is a no-op. Operations still running end without their callbacks. */
 void store_free(struct store *s);
 

@@ -348,7 +348,15 @@ static void test_store_defaults_to_a_sqlite_file(void **state)
 	expect_str("store", "sqlite:/var/lib/tgllm/bot.db", cfg.store);
 	expect_null("s3_endpoint with a SQLite store", cfg.s3_endpoint);
 	config_free(&cfg);
-	static const char *const bad[] = {"sqlite:", "postgres://x", "s3://", "s3://bad bucket", "tgllm.db"};
+	/* PostgreSQL's forms are taken as they are (libpq reads them when the store opens). */
+	static const char *const pg[] = {"postgres://u:p@db:5432/tgllm", "postgresql://db/tgllm", "host=db dbname=tgllm"};
+	for (size_t i = 0; i < sizeof pg / sizeof pg[0]; i++) {
+		set("STORE", pg[i]);
+		load_ok(&cfg, CONFIG_BOT, pg[i]);
+		expect_str("store", pg[i], cfg.store);
+		config_free(&cfg);
+	}
+	static const char *const bad[] = {"sqlite:", "mysql://x", "s3://", "s3://bad bucket", "tgllm.db"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		char what[64];
 		snprintf(what, sizeof what, "STORE=\"%s\"", bad[i]);

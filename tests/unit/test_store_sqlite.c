@@ -4,6 +4,15 @@
  * callbacks come (bounded by a watchdog). Every operation is checked against
  * store.h's contract: its callback runs once, from the loop, never inside
  * the call that started it.
+ *
+ * The same cases run against the PostgreSQL store (src/store/postgres.c)
+ * when TGLLM_TEST_PG names a database (CTest's unit/test_store_postgres:
+ * tests/e2e/pg_server.py makes a throwaway cluster and sets it): each test
+ * starts from empty tables; the cases about SQLite's file are skipped there.
+ * And against the S3 store when TGLLM_TEST_S3 names an S3 endpoint
+ * (unit/test_store_s3_cases: tests/e2e/with_s3.py runs the emulator): each
+ * test under a prefix of its own; the cases whose semantics are SQLite's
+ * tables' (not the S3 store's objects) are skipped there.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,10 +32,77 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "lib/history.h"
+#include "lib/http.h"
 #include "store/store.h"
 
 #include "expect.h"
+
+#ifdef TGLLM_POSTGRES
+#include <libpq-fe.h>
+#endif
+
+/* The PostgreSQL database the cases run against, or NULL: SQLite. */
+static const char *pg_url;
+/* The S3 endpoint the cases run against (with the key pair in TGLLM_TEST_S3_KEY_ID/_SECRET), or NULL. */
+static const char *s3_endpoint;
+
+#define SQLITE_ONLY()                                                                                      \
+	do {                                                                                                \
+		if (pg_url || s3_endpoint)                                                                  \
+			skip();                                                                             \
+	} while (0)
+/*
+ * Cases the S3 store does not keep as the tables do (found by running them
+ * there): its operations run in parallel and answer as they end, not in the
+ * order started (so a claim and a done mark started together race, and a
+ * get may miss the set started before it); a load reads the whole history
+ * object (no 2000-turn cap; the 8 MB bound counts the object's JSON, not
+ * the contents); no trigger can fail one step of an append.
+ */
+#define TABLES_ONLY()                                                                                      \
+	do {                                                                                                \
+		if (s3_endpoint)                                                                            \
+			skip();                                                                             \
+	} while (0)
+
+#ifdef TGLLM_POSTGRES
+/* Runs sql (several statements allowed) on the test's database; the first row's first column into out. */
+static void pg_sql(const char *sql, char *out, size_t n)
+{
+	PGconn *pc = PQconnectdb(pg_url);
+	if (PQstatus(pc) != CONNECTION_OK) {
+		char copy[512];
+		snprintf(copy, sizeof copy, "%s", PQerrorMessage(pc));
+		PQfinish(pc);
+		fail_msg("connecting to the test's PostgreSQL: %s", copy);
+	}
+	PQsetNoticeProcessor(pc, NULL, NULL);
+	PGresult *r = PQexec(pc, sql);
+	ExecStatusType st = PQresultStatus(r);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		char copy[512];
+		snprintf(copy, sizeof copy, "%s", PQresultErrorMessage(r));
+		PQclear(r);
+		PQfinish(pc);
+		fail_msg("%s: %s", sql, copy);
+	}
+	if (out && n)
+		snprintf(out, n, "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+	PQclear(r);
+	PQfinish(pc);
+}
+#else
+static void pg_sql(const char *sql, char *out, size_t n)
+{
+	(void)sql;
+	(void)out;
+	(void)n;
+	fail_msg("this build has no PostgreSQL store");
+}
+#endif
 
 #define WATCHDOG_MS 5000
 /* sqlite.c's HISTORY_LOAD_MAX: history_load reads at most this many turns, the newest. */
@@ -35,11 +111,12 @@
 struct fixture {
 	char dir[64];
 	char path[128];
-	char spec[160];
+	char spec[512];
 	struct event_base *base;
 	struct event *watchdog;
 	bool has_timed_out;
 	struct store *store;
+	struct http_client *http; /* the S3 store's */
 };
 
 static void on_watchdog(evutil_socket_t fd, short what, void *arg)
@@ -63,10 +140,22 @@ static int fixture_setup(void **state)
 	}
 	snprintf(f->path, sizeof f->path, "%s/tgllm.db", f->dir);
 	snprintf(f->spec, sizeof f->spec, "sqlite:%s", f->path);
+	if (s3_endpoint) {
+		static int tests;
+		snprintf(f->spec, sizeof f->spec, "s3://bucket/t%d-%d/", (int)getpid(), ++tests);
+	}
+	if (pg_url) {
+		snprintf(f->spec, sizeof f->spec, "%s", pg_url);
+		pg_sql("DROP TABLE IF EXISTS tgllm_messages, tgllm_updates, tgllm_settings, tgllm_schema;"
+		       "DROP FUNCTION IF EXISTS test_refuse CASCADE",
+		       NULL, 0);
+	}
 	f->base = event_base_new();
 	f->watchdog = f->base ? evtimer_new(f->base, on_watchdog, f) : NULL;
+	if (f->base && s3_endpoint)
+		f->http = http_client_new(f->base);
 	*state = f;
-	return f->watchdog ? 0 : -1;
+	return f->watchdog && (f->http || !s3_endpoint) ? 0 : -1;
 }
 
 static int fixture_teardown(void **state)
@@ -75,6 +164,7 @@ static int fixture_teardown(void **state)
 	if (!f)
 		return 0;
 	store_free(f->store);
+	http_client_free(f->http);
 	if (f->watchdog)
 		event_free(f->watchdog);
 	if (f->base)
@@ -93,9 +183,15 @@ static int fixture_teardown(void **state)
 static struct store *open_store(struct fixture *f)
 {
 	struct store_options o = {.spec = f->spec};
+	if (s3_endpoint) {
+		o.s3_endpoint = s3_endpoint;
+		o.s3_region = "us-east-1";
+		o.s3_key_id = getenv("TGLLM_TEST_S3_KEY_ID");
+		o.s3_secret = getenv("TGLLM_TEST_S3_SECRET");
+	}
 	struct store *s = NULL;
 	char err[512] = "";
-	if (store_open(&o, f->base, NULL, &s, err, sizeof err) != 0)
+	if (store_open(&o, f->base, f->http, &s, err, sizeof err) != 0)
 		fail_msg("store_open(%s): expected success, got -1: %s", f->spec, err);
 	if (!s)
 		fail_msg("store_open(%s): expected a store, got NULL", f->spec);
@@ -440,6 +536,7 @@ static void sql_text(const char *path, const char *sql, char *out, size_t n)
 
 static void test_every_operation_answers_from_the_loop_not_inside_the_call(void **state)
 {
+	TABLES_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	struct turn t = turn(TURN_USER, "hi");
@@ -503,6 +600,7 @@ static void on_value_in_order(void *arg, int err, const char *value)
 
 static void test_answers_come_in_the_order_started(void **state)
 {
+	TABLES_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	n_order = 0;
@@ -522,6 +620,97 @@ static void test_answers_come_in_the_order_started(void **state)
 		snprintf(what, sizeof what, "answer %d", i + 1);
 		expect_int(what, i + 1, order[i]);
 	}
+}
+
+/* ---- many operations at once: answered in the order started, each read seeing the writes before it ---- */
+
+#define BURST 40
+
+struct burst {
+	int answered[3 * BURST]; /* the order answers came in */
+	int n;
+	int bad_reads, errors, not_new;
+	char got[BURST][16];
+};
+
+struct burst_op {
+	struct burst *b;
+	int index;
+};
+
+static struct burst_op burst_ops[3 * BURST];
+
+static void burst_note(struct burst_op *o, int err)
+{
+	if (err)
+		o->b->errors++;
+	if (o->b->n < 3 * BURST)
+		o->b->answered[o->b->n++] = o->index;
+}
+
+static void on_burst_done(void *arg, int err)
+{
+	burst_note(arg, err);
+}
+
+static void on_burst_value(void *arg, int err, const char *value)
+{
+	struct burst_op *o = arg;
+	int i = o->index / 3;
+	snprintf(o->b->got[i], sizeof o->b->got[i], "%s", value ? value : "(unset)");
+	char want[16];
+	snprintf(want, sizeof want, "%d", i);
+	o->b->bad_reads += !value || strcmp(value, want) != 0;
+	burst_note(o, err);
+}
+
+static void on_burst_claim(void *arg, int err, bool is_new)
+{
+	struct burst_op *o = arg;
+	o->b->not_new += !is_new;
+	burst_note(o, err);
+}
+
+/*
+ * The gate claims updates as they come and hands them on in the order the
+ * claims are answered: a backend with several connections (PostgreSQL) must
+ * still answer in the order started, and a read must see the write started
+ * before it.
+ */
+static void test_a_burst_is_answered_in_order_and_reads_its_writes(void **state)
+{
+	TABLES_ONLY();
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	static struct burst b;
+	memset(&b, 0, sizeof b);
+	for (int i = 0; i < BURST; i++) {
+		char v[16];
+		snprintf(v, sizeof v, "%d", i);
+		for (int k = 0; k < 3; k++)
+			burst_ops[3 * i + k] = (struct burst_op){&b, 3 * i + k};
+		store_setting_set(f->store, i % 3, "burst", v, on_burst_done, &burst_ops[3 * i]);
+		store_setting_get(f->store, i % 3, "burst", on_burst_value, &burst_ops[3 * i + 1]);
+		store_update_claim(f->store, 1000 + i, i % 3, "{}", 2, on_burst_claim, &burst_ops[3 * i + 2]);
+	}
+	expect_int("answers inside the calls", 0, b.n);
+	struct timeval tv = {WATCHDOG_MS / 1000, 0};
+	f->has_timed_out = false;
+	evtimer_add(f->watchdog, &tv);
+	while (b.n < 3 * BURST && !f->has_timed_out)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	evtimer_del(f->watchdog);
+	expect_int("answers", 3 * BURST, b.n);
+	expect_int("errors", 0, b.errors);
+	for (int i = 0; i < 3 * BURST; i++)
+		if (b.answered[i] != i)
+			fail_msg("answer %d: expected operation %d's, got operation %d's", i, i, b.answered[i]);
+	for (int i = 0; i < BURST; i++) {
+		char want[16];
+		snprintf(want, sizeof want, "%d", i);
+		expect_str("a get after its set", want, b.got[i]);
+	}
+	expect_int("claims not new", 0, b.not_new);
 }
 
 /* A callback may start the next operation: it is answered on a later turn of the loop, not inside. */
@@ -666,12 +855,22 @@ static void test_append_with_update_id_marks_that_update_done(void **state)
 /* The turns and the update's done mark are one transaction: when either fails, neither is kept. */
 static void test_append_is_all_or_nothing_with_the_done_mark(void **state)
 {
+	TABLES_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	do_claim(f, f->store, 666, 3, "{\"update_id\":666}");
 	do_claim(f, f->store, 667, 3, "{\"update_id\":667}");
 	/* Triggers written by another connection make one step of each transaction fail. */
-	sql_exec(f->path,
+	if (pg_url)
+		pg_sql("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+		       "$$BEGIN RAISE EXCEPTION 'test: refused'; END$$;"
+		       "CREATE TRIGGER refuse_done BEFORE UPDATE ON tgllm_updates FOR EACH ROW "
+		       "WHEN (NEW.update_id = 666) EXECUTE FUNCTION test_refuse();"
+		       "CREATE TRIGGER refuse_poison BEFORE INSERT ON tgllm_messages FOR EACH ROW "
+		       "WHEN (NEW.content = 'poison') EXECUTE FUNCTION test_refuse()",
+		       NULL, 0);
+	else
+		sql_exec(f->path,
 	         "CREATE TRIGGER refuse_done BEFORE UPDATE ON updates WHEN NEW.update_id = 666 "
 	         "BEGIN SELECT RAISE(ABORT, 'test: marking 666 done refused'); END;"
 	         "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages WHEN NEW.content = 'poison' "
@@ -753,6 +952,7 @@ static void test_settings_are_per_scope_and_key(void **state)
 static void test_everything_survives_reopening(void **state)
 {
 	struct fixture *f = *state;
+	bool has_version = !s3_endpoint; /* the S3 store has no schema version */
 	f->store = open_store(f);
 	const struct turn t[] = {turn(TURN_USER, "remember me"), turn(TURN_ASSISTANT, "I will")};
 	do_append(f, f->store, 42, t, 2, 0);
@@ -770,10 +970,15 @@ static void test_everything_survives_reopening(void **state)
 	           do_claim(f, f->store, 901, 42, "{}"));
 	expect_setting(f, f->store, 42, "refused_at", "123");
 
+	if (!has_version)
+		return;
 	char version[32];
-	sql_text(f->path, "PRAGMA user_version", version, sizeof version);
+	if (pg_url)
+		pg_sql("SELECT version FROM tgllm_schema", version, sizeof version);
+	else
+		sql_text(f->path, "PRAGMA user_version", version, sizeof version);
 	if (strcmp(version, "0") == 0 || version[0] == '\0')
-		fail_msg("PRAGMA user_version after opening: expected the schema's version, got \"%s\"",
+		fail_msg("the schema version after opening: expected the schema's version, got \"%s\"",
 		         version);
 }
 
@@ -788,6 +993,7 @@ static void expect_private(const char *path, const char *what)
 
 static void test_files_it_creates_are_private_whatever_the_umask(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	mode_t old = umask(022);
 	f->store = open_store(f);
@@ -825,6 +1031,7 @@ static void test_a_turn_of_parts_comes_back_as_parts(void **state)
 /* Pictures make turns big: a load reads the newest 8 MB of turns, never fewer than one. */
 static void test_a_load_reads_the_newest_8_mb_of_turns(void **state)
 {
+	TABLES_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	size_t mb = 1u << 20;
@@ -856,6 +1063,7 @@ static void test_a_load_reads_the_newest_8_mb_of_turns(void **state)
 /* A database of the schema before pictures (version 1): its turns are text, and new ones may be parts. */
 static void test_a_database_before_pictures_is_upgraded(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	sql_exec(
 	    f->path,
@@ -884,6 +1092,7 @@ static void test_a_database_before_pictures_is_upgraded(void **state)
 
 static void test_database_from_a_newer_tgllm_is_refused(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	sql_exec(f->path, "CREATE TABLE future (x); PRAGMA user_version = 1000");
 	struct store_options o = {.spec = f->spec};
@@ -906,6 +1115,7 @@ static void test_database_from_a_newer_tgllm_is_refused(void **state)
 
 static void test_unopenable_path_and_unknown_spec_are_refused(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	struct store *s = NULL;
 	char err[512] = "";
@@ -929,6 +1139,7 @@ static void test_unopenable_path_and_unknown_spec_are_refused(void **state)
 
 static void test_two_connections_share_one_file_in_wal_mode(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	struct store *other = open_store(f);
@@ -957,6 +1168,7 @@ static void test_two_connections_share_one_file_in_wal_mode(void **state)
 
 static void test_long_history_loads_the_newest_turns(void **state)
 {
+	TABLES_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	enum { N = LOAD_MAX + 100 };
@@ -996,6 +1208,7 @@ static void test_long_history_loads_the_newest_turns(void **state)
 /* A row whose role tgllm does not know (written by hand, or by a later version) is left out. */
 static void test_turn_with_unknown_role_is_skipped(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	const struct turn t[] = {turn(TURN_USER, "before")};
@@ -1012,6 +1225,7 @@ static void test_turn_with_unknown_role_is_skipped(void **state)
 /* STORE.md: done journal entries are pruned after 7 days (at open); pending ones are kept. */
 static void test_open_prunes_done_updates_older_than_a_week(void **state)
 {
+	SQLITE_ONLY();
 	struct fixture *f = *state;
 	f->store = open_store(f);
 	do_claim(f, f->store, 1, 1, "{\"update_id\":1}");
@@ -1220,9 +1434,18 @@ static void test_scan_gives_every_scopes_value_of_a_key(void **state)
 
 int main(void)
 {
+	pg_url = getenv("TGLLM_TEST_PG");
+	if (pg_url && !*pg_url)
+		pg_url = NULL;
+	s3_endpoint = getenv("TGLLM_TEST_S3");
+	if (s3_endpoint && !*s3_endpoint)
+		s3_endpoint = NULL;
+	if (s3_endpoint && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return 1;
 	const struct CMUnitTest tests[] = {
 	    TEST(test_every_operation_answers_from_the_loop_not_inside_the_call),
 	    TEST(test_answers_come_in_the_order_started),
+	    TEST(test_a_burst_is_answered_in_order_and_reads_its_writes),
 	    TEST(test_callback_may_start_another_operation),
 	    TEST(test_history_comes_back_in_order_per_chat_with_roles),
 	    TEST(test_clear_forgets_only_that_chat),

@@ -1,0 +1,1438 @@
+/*
+ * The PostgreSQL store: the SQLite store's tables in a PostgreSQL database
+ * (docs/internals/STORE.md), through libpq without blocking the loop.
+ *
+ * A small pool of connections (POOL) takes operations from one queue, oldest
+ * first. Each operation is one statement, or a transaction of a few, sent
+ * with PQsendQueryParams (every value a parameter: no SQL is built from
+ * what users write); a connection's socket is watched by an event that
+ * drives PQconnectPoll while connecting, PQflush while a query is being
+ * written and PQconsumeInput/PQgetResult while its answer is read. When a
+ * connection drops (the server restarted), its operation fails (err -1,
+ * logged) and the pool connects again with backoff; operations waiting for a
+ * connection wait up to OP_WAIT_S, then fail.
+ *
+ * Open is blocking, on purpose: it runs before the loop serves anything, and
+ * a server that cannot be reached, a wrong password or a schema from a newer
+ * tgllm must stop the start with one clear line, as SQLite's open does. It
+ * connects, creates or migrates the schema under an advisory lock (two
+ * instances starting at once take turns), and keeps that connection as the
+ * pool's first.
+ */
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/backoff.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/utf8.h"
+#include "store/backend.h"
+
+#define POOL               4
+#define CONNECT_TIMEOUT_S  10
+#define QUERY_TIMEOUT_S    30 /* no byte from the server for that long: the connection is given up */
+#define OP_WAIT_S          5  /* an operation waits that long for a connection while the server is away */
+#define HISTORY_LOAD_MAX   2000
+#define HISTORY_LOAD_BYTES (8u << 20) /* as sqlite.c */
+#define JOURNAL_KEEP_S     (7 * 86400)
+/* pg_advisory_xact_lock(int, int) keys of the migration ('tgll', 14): a lock space apart from the chats'. */
+#define MIGRATION_LOCK "SELECT pg_advisory_xact_lock(1952935020, 14)"
+
+static const struct backoff reconnect_backoff = {.first_ms = 50, .max_ms = 2000, .has_jitter = true};
+
+/* Each entry moves the schema from version i to i + 1. */
+static const char *const migrations[] = {
+    "CREATE TABLE tgllm_messages ("
+    "  id BIGSERIAL PRIMARY KEY,"
+    "  chat_id BIGINT NOT NULL,"
+    "  role TEXT NOT NULL,"
+    "  content TEXT NOT NULL,"
+    "  is_parts BOOLEAN NOT NULL DEFAULT false,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE INDEX tgllm_messages_by_chat ON tgllm_messages (chat_id, id);"
+    "CREATE TABLE tgllm_updates ("
+    "  update_id BIGINT PRIMARY KEY,"
+    "  chat_id BIGINT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('pending', 'done')),"
+    "  body TEXT,"
+    "  received_at BIGINT NOT NULL);"
+    "CREATE INDEX tgllm_updates_pending ON tgllm_updates (update_id) WHERE state = 'pending';"
+    "CREATE TABLE tgllm_settings ("
+    "  scope BIGINT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  value TEXT NOT NULL,"
+    "  PRIMARY KEY (scope, key));",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+enum kind {
+	K_LOAD,
+	K_APPEND,
+	K_CLEAR,
+	K_CLAIM,
+	K_DONE,
+	K_RELEASE,
+	K_PENDING,
+	K_GET,
+	K_SET,
+	K_CHANGE,
+	K_SCAN
+};
+
+static const enum metrics_store_op kind_metric[] = {
+    [K_LOAD] = METRICS_HISTORY_LOAD,      [K_APPEND] = METRICS_HISTORY_APPEND,
+    [K_CLEAR] = METRICS_HISTORY_CLEAR,    [K_CLAIM] = METRICS_UPDATE_CLAIM,
+    [K_DONE] = METRICS_UPDATE_DONE,       [K_RELEASE] = METRICS_UPDATE_RELEASE,
+    [K_PENDING] = METRICS_UPDATE_PENDING, [K_GET] = METRICS_SETTING_GET,
+    [K_SET] = METRICS_SETTING_SET,        [K_CHANGE] = METRICS_SETTING_CHANGE,
+    [K_SCAN] = METRICS_SETTING_SCAN,
+};
+
+/* The steps of the transactions (history_append, setting_change); one statement's ops use P_ONE. */
+enum phase { P_ONE, P_BEGIN, P_LOCK, P_LAST, P_DROP, P_INSERT, P_MARK, P_GET, P_PUT, P_COMMIT };
+
+struct pg_op {
+	struct pg_op *next;  /* waiting for a connection */
+	struct pg_op *later; /* the next op started: answers are given in the order started */
+	bool is_over;        /* its outcome is below, to be answered once every earlier op is */
+	int err;
+	bool is_new;      /* claim */
+	struct history h; /* load */
+	char *result;     /* get (NULL: not set) */
+	char **rows;      /* pending, scan: values */
+	int64_t *scopes;  /* scan */
+	size_t n_rows;
+	enum kind kind;
+	enum phase phase;
+	double started; /* metrics_clock() */
+	int64_t id;     /* chat, update or scope */
+	int64_t update_id;
+	char *key, *value; /* key; value, or an update's raw text (valid UTF-8) */
+	struct history old, turns;
+	size_t i;    /* the turn being inserted */
+	int retries; /* started again on a new connection after a lost one */
+	store_change_fn change;
+	void *change_arg;
+	union {
+		store_done_cb done;
+		store_history_cb history;
+		store_claim_cb claim;
+		store_value_cb value;
+		store_pending_cb pending;
+		store_scan_cb scan;
+	} cb;
+	void *arg;
+};
+
+enum conn_state { C_DOWN, C_CONNECTING, C_READY, C_BUSY };
+
+struct pg_conn {
+	struct store_pg *s;
+	int index;
+	PGconn *pc;
+	enum conn_state state;
+	struct event *ev; /* the socket's, re-armed for what is awaited */
+	struct pg_op *op; /* running; NULL while rolling back */
+	bool is_flushing; /* the query is not all written yet */
+	PGresult *result; /* the query's last result */
+	char *error;      /* its first error, as the server said it */
+	const char *what; /* what the query does, for the log */
+};
+
+struct store_pg {
+	struct store base;
+	struct event_base *evb;
+	char *conninfo; /* borrowed from open's caller until the end: copied */
+	struct pg_conn conns[POOL];
+	struct pg_op *head, *tail;  /* waiting for a connection, oldest first */
+	struct pg_op *first, *last; /* every op not yet answered, in the order started */
+	bool is_dispatching, is_dispatch_due;
+	struct event *retry; /* connects again after a failure, with backoff */
+	int failures;        /* connections failed in a row */
+};
+
+static struct store_pg *from(struct store *s)
+{
+	return (struct store_pg *)s;
+}
+
+/* ---- values ---- */
+
+/*
+ * A copy of len bytes that PostgreSQL takes as text: valid UTF-8, no NUL
+ * (each invalid byte and each NUL becomes U+FFFD), NUL-terminated.
+ */
+static char *text_copy(const char *p, size_t len)
+{
+	char *out = malloc(len * 3 + 1), *w = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len;) {
+		size_t n = p[i] ? utf8_seq_len((const unsigned char *)p + i, len - i) : 0;
+		if (n == 0) {
+			memcpy(w, "\xEF\xBF\xBD", 3);
+			w += 3;
+			i++;
+		} else {
+			memcpy(w, p + i, n);
+			w += n;
+			i += n;
+		}
+	}
+	*w = '\0';
+	return out;
+}
+
+static int copy_turns(struct history *h, const struct turn *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char *c = text_copy(t[i].content, t[i].len);
+		int rc = !c ? -1
+		            : (t[i].is_parts ? history_push_parts(h, t[i].role, c, strlen(c))
+		                             : history_push(h, t[i].role, c, strlen(c)));
+		free(c);
+		if (rc != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void op_free(struct pg_op *op)
+{
+	if (!op)
+		return;
+	free(op->key);
+	free(op->value);
+	history_free(&op->old);
+	history_free(&op->turns);
+	history_free(&op->h);
+	free(op->result);
+	for (size_t i = 0; i < op->n_rows; i++)
+		free(op->rows[i]);
+	free(op->rows);
+	free(op->scopes);
+	free(op);
+}
+
+/* Hands the op's outcome to the loop (its results move into the answer) and frees it. */
+static void deliver(struct store_pg *s, struct pg_op *op)
+{
+	switch (op->kind) {
+	case K_LOAD:
+		store_answer_history(&s->base, op->cb.history, op->arg, op->err, &op->h);
+		break;
+	case K_CLAIM:
+		store_answer_claim(&s->base, op->cb.claim, op->arg, op->err, op->is_new);
+		break;
+	case K_GET:
+		store_answer_value(&s->base, op->cb.value, op->arg, op->err, op->result);
+		break;
+	case K_PENDING:
+		store_answer_pending(&s->base, op->cb.pending, op->arg, op->err, op->rows, op->n_rows);
+		op->rows = NULL;
+		op->n_rows = 0;
+		break;
+	case K_SCAN:
+		store_answer_scan(&s->base, op->cb.scan, op->arg, op->err, op->scopes, op->rows, op->n_rows);
+		op->rows = NULL;
+		op->scopes = NULL;
+		op->n_rows = 0;
+		break;
+	default:
+		store_answer_done(&s->base, op->cb.done, op->arg, op->err);
+	}
+	op_free(op);
+}
+
+/*
+ * The op is over (err 0 or -1; on failure its results are dropped). Answers
+ * go out in the order the ops were started, as SQLite's do: a later op that
+ * ended first (on another connection) waits for the earlier ones.
+ */
+static void op_over(struct store_pg *s, struct pg_op *op, int err)
+{
+	metrics_store_op(kind_metric[op->kind], metrics_clock() - op->started);
+	op->is_over = true;
+	op->err = err;
+	if (err) {
+		history_free(&op->h);
+		free(op->result);
+		op->result = NULL;
+		for (size_t i = 0; i < op->n_rows; i++)
+			free(op->rows[i]);
+		op->n_rows = 0;
+	}
+	while (s->first && s->first->is_over) {
+		struct pg_op *done = s->first;
+		s->first = done->later;
+		if (!s->first)
+			s->last = NULL;
+		deliver(s, done);
+	}
+}
+
+/* The first line of a libpq message, without its "ERROR:  " and newline. */
+static void first_line(const char *msg, char *out, size_t n)
+{
+	if (!msg || !*msg)
+		msg = "unknown error";
+	size_t len = strcspn(msg, "\n");
+	snprintf(out, n, "%.*s", (int)len, msg);
+}
+
+/* ---- the connections ---- */
+
+static void dispatch(struct store_pg *s);
+static void on_socket(evutil_socket_t fd, short what, void *arg);
+static void advance(struct pg_conn *c, PGresult *res);
+
+static void notice_ignored(void *arg, const char *message)
+{
+	(void)arg;
+	char line[256];
+	first_line(message, line, sizeof line);
+	log_debug("store: postgres: %s", line);
+}
+
+static void wait_for(struct pg_conn *c, short what, int timeout_s)
+{
+	event_del(c->ev);
+	event_assign(c->ev, c->s->evb, PQsocket(c->pc), what, on_socket, c);
+	struct timeval tv = {timeout_s, 0};
+	event_add(c->ev, timeout_s ? &tv : NULL);
+}
+
+static int live_count(const struct store_pg *s)
+{
+	int n = 0;
+	for (int i = 0; i < POOL; i++)
+		n += s->conns[i].state != C_DOWN;
+	return n;
+}
+
+/* Fails the operations waiting longer than OP_WAIT_S (all of them with all_of_them). */
+static void fail_waiting(struct store_pg *s, bool all_of_them)
+{
+	double now = metrics_clock();
+	struct pg_op **p = &s->head;
+	s->tail = NULL;
+	while (*p) {
+		struct pg_op *op = *p;
+		if (all_of_them || now - op->started >= OP_WAIT_S) {
+			*p = op->next;
+			log_error("store: postgres: no connection to the database: an operation fails");
+			op_over(s, op, -1);
+		} else {
+			s->tail = op;
+			p = &op->next;
+		}
+	}
+}
+
+static void schedule_retry(struct store_pg *s)
+{
+	if (evtimer_pending(s->retry, NULL))
+		return;
+	long ms = backoff_ms(&reconnect_backoff, s->failures > 0 ? s->failures : 1);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(s->retry, &tv);
+}
+
+static void conn_close(struct pg_conn *c)
+{
+	event_del(c->ev);
+	PQclear(c->result);
+	c->result = NULL;
+	free(c->error);
+	c->error = NULL;
+	PQfinish(c->pc);
+	c->pc = NULL;
+	c->state = C_DOWN;
+	c->is_flushing = false;
+}
+
+/*
+ * Whether op may run again from the start after its connection was lost
+ * mid-way: it reads, or writes what writing twice leaves the same, or its
+ * transaction had not asked to COMMIT (so the server rolled it back). A
+ * claim may not: once sent, it may have been journaled, and the second one
+ * would say "not new".
+ */
+static bool may_run_again(const struct pg_op *op)
+{
+	if (op->retries >= 2 || op->kind == K_CLAIM)
+		return false;
+	if (op->kind == K_APPEND || op->kind == K_CHANGE)
+		return op->phase != P_COMMIT;
+	return true;
+}
+
+static void run_again(struct store_pg *s, struct pg_op *op)
+{
+	op->retries++;
+	op->phase = P_ONE;
+	op->i = 0;
+	if (op->kind == K_CHANGE) { /* its new value is computed again */
+		free(op->value);
+		op->value = NULL;
+	}
+	op->next = s->head; /* the oldest waiting */
+	s->head = op;
+	if (!s->tail)
+		s->tail = op;
+}
+
+/* The connection is gone (dropped, timed out, or never made): its operation runs again or fails. */
+static void conn_lost(struct pg_conn *c, const char *why)
+{
+	struct store_pg *s = c->s;
+	char line[256];
+	first_line(why, line, sizeof line);
+	bool was_connecting = c->state == C_CONNECTING;
+	struct pg_op *op = c->op;
+	c->op = NULL;
+	conn_close(c);
+	s->failures++;
+	/* A server away for long is said once, then every 30 attempts (a minute at the longest backoff). */
+	if (was_connecting && (s->failures == 1 || s->failures % 30 == 0))
+		log_error("store: postgres: cannot connect: %s", line);
+	else if (was_connecting)
+		log_debug("store: postgres: cannot connect: %s", line);
+	else
+		log_error("store: postgres: connection %d lost%s: %s", c->index,
+		          op ? " during an operation" : "", line);
+	if (op && may_run_again(op)) {
+		log_info("store: postgres: the operation runs again on a new connection");
+		run_again(s, op);
+	} else if (op) {
+		op_over(s, op, -1);
+	}
+	if (live_count(s) == 0) {
+		fail_waiting(s, false);
+		schedule_retry(s);
+	}
+	dispatch(s);
+}
+
+static const char *const conn_keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname",
+                                        NULL};
+
+static void conn_start(struct pg_conn *c)
+{
+	struct store_pg *s = c->s;
+	const char *vals[] = {"10", "tgllm", "UTF8", s->conninfo, NULL};
+	c->pc = PQconnectStartParams(conn_keys, vals, 1);
+	c->state = C_CONNECTING;
+	if (!c->pc || PQstatus(c->pc) == CONNECTION_BAD) {
+		conn_lost(c, c->pc ? PQerrorMessage(c->pc) : "out of memory");
+		return;
+	}
+	PQsetNoticeProcessor(c->pc, notice_ignored, NULL);
+	wait_for(c, EV_WRITE, CONNECT_TIMEOUT_S);
+}
+
+static void conn_ready(struct pg_conn *c)
+{
+	c->state = C_READY;
+	/* Watched while idle too: a server going away is noticed before the next query is sent. */
+	wait_for(c, EV_READ, 0);
+}
+
+static void connect_poll(struct pg_conn *c)
+{
+	switch (PQconnectPoll(c->pc)) {
+	case PGRES_POLLING_READING:
+		wait_for(c, EV_READ, CONNECT_TIMEOUT_S);
+		return;
+	case PGRES_POLLING_WRITING:
+		wait_for(c, EV_WRITE, CONNECT_TIMEOUT_S);
+		return;
+	case PGRES_POLLING_OK:
+		if (PQsetnonblocking(c->pc, 1) != 0) {
+			conn_lost(c, PQerrorMessage(c->pc));
+			return;
+		}
+		if (c->s->failures > 0)
+			log_info("store: postgres: connected again");
+		c->s->failures = 0;
+		conn_ready(c);
+		dispatch(c->s);
+		return;
+	default:
+		conn_lost(c, PQerrorMessage(c->pc));
+	}
+}
+
+/* Sends one statement with its parameters (text, NUL-terminated). */
+static void send_query(struct pg_conn *c, const char *what, const char *sql, int n, const char *const *values)
+{
+	c->what = what;
+	if (!PQsendQueryParams(c->pc, sql, n, NULL, values, NULL, NULL, 0)) {
+		conn_lost(c, PQerrorMessage(c->pc));
+		return;
+	}
+	int rc = PQflush(c->pc);
+	if (rc < 0) {
+		conn_lost(c, PQerrorMessage(c->pc));
+		return;
+	}
+	c->is_flushing = rc == 1;
+	wait_for(c, EV_READ | (c->is_flushing ? EV_WRITE : 0), QUERY_TIMEOUT_S);
+}
+
+/* The query is over (every result read): hands its outcome on. */
+static void query_over(struct pg_conn *c)
+{
+	PGresult *res = c->result;
+	c->result = NULL;
+	if (PQstatus(c->pc) == CONNECTION_BAD) {
+		PQclear(res);
+		conn_lost(c, c->error ? c->error : PQerrorMessage(c->pc));
+		return;
+	}
+	if (!c->op) { /* a ROLLBACK after a failed transaction */
+		PQclear(res);
+		free(c->error);
+		c->error = NULL;
+		conn_ready(c);
+		dispatch(c->s);
+		return;
+	}
+	if (c->error || !res) {
+		char line[256];
+		first_line(c->error, line, sizeof line);
+		log_error("store: postgres: %s: %s", c->what, line);
+		free(c->error);
+		c->error = NULL;
+		PQclear(res);
+		struct pg_op *op = c->op;
+		c->op = NULL;
+		op_over(c->s, op, -1);
+		if (PQtransactionStatus(c->pc) != PQTRANS_IDLE) {
+			c->state = C_BUSY;
+			send_query(c, "rolling back", "ROLLBACK", 0, NULL);
+			return;
+		}
+		conn_ready(c);
+		dispatch(c->s);
+		return;
+	}
+	advance(c, res);
+	PQclear(res);
+}
+
+static void conn_io(struct pg_conn *c, short what)
+{
+	if (what & EV_TIMEOUT) {
+		conn_lost(c, "no answer from the server in time");
+		return;
+	}
+	if (c->is_flushing && (what & EV_WRITE)) {
+		int rc = PQflush(c->pc);
+		if (rc < 0) {
+			conn_lost(c, PQerrorMessage(c->pc));
+			return;
+		}
+		c->is_flushing = rc == 1;
+	}
+	if (what & EV_READ) {
+		if (!PQconsumeInput(c->pc)) {
+			conn_lost(c, PQerrorMessage(c->pc));
+			return;
+		}
+		if (c->is_flushing) {
+			int rc = PQflush(c->pc);
+			if (rc < 0) {
+				conn_lost(c, PQerrorMessage(c->pc));
+				return;
+			}
+			c->is_flushing = rc == 1;
+		}
+	}
+	while (!c->is_flushing && !PQisBusy(c->pc)) {
+		PGresult *r = PQgetResult(c->pc);
+		if (!r) {
+			query_over(c);
+			return;
+		}
+		ExecStatusType st = PQresultStatus(r);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !c->error) {
+			const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+			c->error = strdup(m ? m : PQresultErrorMessage(r));
+		}
+		PQclear(c->result);
+		c->result = r;
+	}
+	wait_for(c, EV_READ | (c->is_flushing ? EV_WRITE : 0), QUERY_TIMEOUT_S);
+}
+
+static void on_socket(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	struct pg_conn *c = arg;
+	switch (c->state) {
+	case C_CONNECTING:
+		if (what & EV_TIMEOUT)
+			conn_lost(c, "timed out");
+		else
+			connect_poll(c);
+		return;
+	case C_READY: /* idle: the server said something (it is going away) */
+		if (!PQconsumeInput(c->pc) || PQstatus(c->pc) == CONNECTION_BAD) {
+			conn_lost(c, PQerrorMessage(c->pc));
+			return;
+		}
+		PGnotify *n;
+		while ((n = PQnotifies(c->pc)))
+			PQfreemem(n);
+		wait_for(c, EV_READ, 0);
+		return;
+	case C_BUSY:
+		conn_io(c, what);
+		return;
+	case C_DOWN:
+		return;
+	}
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct store_pg *s = arg;
+	fail_waiting(s, false);
+	if (live_count(s) == 0)
+		conn_start(&s->conns[0]);
+}
+
+/*
+ * Whether b, started after a, must wait until a is over: they touch the same
+ * chat's history, the same update in the journal (or all of it), or the
+ * same setting (or every scope's). What one op wrote, the next one sees, as
+ * with SQLite, though they may run on different connections.
+ */
+static bool conflicts(const struct pg_op *a, const struct pg_op *b)
+{
+	bool a_history = a->kind == K_LOAD || a->kind == K_APPEND || a->kind == K_CLEAR;
+	bool b_history = b->kind == K_LOAD || b->kind == K_APPEND || b->kind == K_CLEAR;
+	if (a_history && b_history && a->id == b->id)
+		return true;
+	/* The update an op journals or marks (0: none), or -1 for all of them. */
+	int64_t ua = a->kind == K_PENDING                          ? -1
+	             : (a->kind == K_DONE || a->kind == K_RELEASE) ? a->id
+	                                                           : a->update_id;
+	int64_t ub = b->kind == K_PENDING                          ? -1
+	             : (b->kind == K_DONE || b->kind == K_RELEASE) ? b->id
+	                                                           : b->update_id;
+	if (ua && ub && (ua == ub || ua == -1 || ub == -1))
+		return true;
+	bool a_setting = a->kind == K_GET || a->kind == K_SET || a->kind == K_CHANGE || a->kind == K_SCAN;
+	bool b_setting = b->kind == K_GET || b->kind == K_SET || b->kind == K_CHANGE || b->kind == K_SCAN;
+	return a_setting && b_setting && strcmp(a->key, b->key) == 0 &&
+	       (a->id == b->id || a->kind == K_SCAN || b->kind == K_SCAN);
+}
+
+/* Whether op may start now: no op started before it that it must wait for is running or waiting. */
+static bool may_start(const struct store_pg *s, const struct pg_op *op)
+{
+	for (int i = 0; i < POOL; i++)
+		if (s->conns[i].op && conflicts(s->conns[i].op, op))
+			return false;
+	for (const struct pg_op *q = s->head; q != op; q = q->next)
+		if (conflicts(q, op))
+			return false;
+	return true;
+}
+
+static struct pg_conn *find_conn(struct store_pg *s, enum conn_state state)
+{
+	for (int i = 0; i < POOL; i++)
+		if (s->conns[i].state == state)
+			return &s->conns[i];
+	return NULL;
+}
+
+/*
+ * Gives the waiting operations that may start to ready connections, oldest
+ * first, and connects one more while some wait and the pool is not full.
+ * Starting an op may end it (a lost connection) and so come back here:
+ * that call only asks this one to go round again.
+ */
+static void dispatch(struct store_pg *s)
+{
+	if (s->is_dispatching) {
+		s->is_dispatch_due = true;
+		return;
+	}
+	s->is_dispatching = true;
+	do {
+		s->is_dispatch_due = false;
+		struct pg_op *prev = NULL;
+		for (struct pg_op *op = s->head; op;) {
+			struct pg_conn *ready = find_conn(s, C_READY);
+			if (!ready)
+				break;
+			if (!may_start(s, op)) {
+				prev = op;
+				op = op->next;
+				continue;
+			}
+			struct pg_op *next = op->next;
+			if (prev)
+				prev->next = next;
+			else
+				s->head = next;
+			if (s->tail == op)
+				s->tail = prev;
+			op->next = NULL;
+			ready->op = op;
+			ready->state = C_BUSY;
+			advance(ready, NULL);
+			if (s->is_dispatch_due)
+				break; /* the queue may have changed under us: round again */
+			op = next;
+		}
+		/* One connection made at a time; none while the retry's backoff runs. */
+		struct pg_conn *down = find_conn(s, C_DOWN);
+		if (s->head && !find_conn(s, C_READY) && !find_conn(s, C_CONNECTING) && down &&
+		    !evtimer_pending(s->retry, NULL))
+			conn_start(down);
+	} while (s->is_dispatch_due);
+	s->is_dispatching = false;
+}
+
+static void enqueue(struct store_pg *s, struct pg_op *op)
+{
+	if (s->tail)
+		s->tail->next = op;
+	else
+		s->head = op;
+	s->tail = op;
+	dispatch(s);
+}
+
+/* ---- the operations: what each sends, and what it makes of the answers ---- */
+
+static void num(char *out, int64_t v)
+{
+	snprintf(out, 24, "%lld", (long long)v);
+}
+
+/* The operation is over: answers 0 and takes the next. */
+static void finish(struct pg_conn *c, struct pg_op *op)
+{
+	c->op = NULL;
+	conn_ready(c);
+	op_over(c->s, op, 0);
+	dispatch(c->s);
+}
+
+static void fail(struct pg_conn *c, const char *what)
+{
+	c->error = strdup(what);
+	query_over(c); /* as a failed statement: answered -1, rolled back */
+}
+
+static void load_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
+{
+	struct history h = HISTORY_INIT;
+	int rows = PQntuples(res), err = 0;
+	for (int i = 0; i < rows && !err; i++) {
+		enum turn_role role;
+		const char *content = PQgetvalue(res, i, 1);
+		if (turn_role_parse(PQgetvalue(res, i, 0), &role) != 0) {
+			log_warn("store: chat=%lld: skipping a stored turn with a bad role",
+			         (long long)op->id);
+			continue;
+		}
+		size_t len = (size_t)PQgetlength(res, i, 1);
+		err = (PQgetvalue(res, i, 2)[0] == 't' ? history_push_parts(&h, role, content, len)
+		                                       : history_push(&h, role, content, len));
+	}
+	c->op = NULL;
+	conn_ready(c);
+	if (err)
+		log_error("store: postgres: reading history: out of memory");
+	op->h = h;
+	op_over(c->s, op, err ? -1 : 0);
+	dispatch(c->s);
+}
+
+/* Rows of (text) or (scope, text) as the arrays store_answer_pending/scan take. */
+static void list_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
+{
+	int rows = PQntuples(res), col = op->kind == K_SCAN ? 1 : 0;
+	char **values = calloc((size_t)rows + 1, sizeof *values);
+	int64_t *scopes = calloc((size_t)rows + 1, sizeof *scopes);
+	size_t n = 0;
+	int err = !values || !scopes;
+	for (int i = 0; i < rows && !err; i++) {
+		if (!(values[n] = strdup(PQgetvalue(res, i, col))))
+			err = -1;
+		else
+			scopes[n++] = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+	}
+	if (err)
+		log_error("store: postgres: reading %s: out of memory",
+		          op->kind == K_SCAN ? "settings" : "the update journal");
+	c->op = NULL;
+	conn_ready(c);
+	op->rows = values;
+	op->scopes = scopes;
+	op->n_rows = n;
+	op_over(c->s, op, err ? -1 : 0);
+	dispatch(c->s);
+}
+
+/* history_append: the turns [i..) one INSERT each, then the update's done mark, then COMMIT. */
+static void append_next(struct pg_conn *c, struct pg_op *op)
+{
+	char chat[24], now[24], uid[24];
+	num(chat, op->id);
+	num(now, (int64_t)time(NULL));
+	if (op->i < op->turns.len) {
+		const struct turn *t = &op->turns.turns[op->i++];
+		const char *v[] = {chat, turn_role_name(t->role), t->content, t->is_parts ? "true" : "false",
+		                   now};
+		op->phase = P_INSERT;
+		send_query(c, "appending a turn",
+		           "INSERT INTO tgllm_messages (chat_id, role, content, is_parts, created_at) "
+		           "VALUES ($1, $2, $3, $4, $5)",
+		           5, v);
+	} else if (op->update_id && op->phase != P_MARK) {
+		num(uid, op->update_id);
+		const char *v[] = {uid};
+		op->phase = P_MARK;
+		send_query(c, "marking an update done",
+		           "UPDATE tgllm_updates SET state = 'done', body = NULL WHERE update_id = $1", 1, v);
+	} else {
+		op->phase = P_COMMIT;
+		send_query(c, "COMMIT", "COMMIT", 0, NULL);
+	}
+}
+
+/* Whether the rows (id, role, content), newest first, are op->old; *first is the oldest row's id. */
+static bool is_still_last(const struct pg_op *op, PGresult *res, char *first, size_t n)
+{
+	int rows = PQntuples(res);
+	if (rows != (int)op->old.len)
+		return false;
+	for (int i = 0; i < rows; i++) {
+		const struct turn *t = &op->old.turns[op->old.len - 1 - (size_t)i];
+		if (strcmp(PQgetvalue(res, i, 1), turn_role_name(t->role)) != 0 ||
+		    (size_t)PQgetlength(res, i, 2) != t->len ||
+		    memcmp(PQgetvalue(res, i, 2), t->content, t->len) != 0)
+			return false;
+	}
+	snprintf(first, n, "%s", PQgetvalue(res, rows - 1, 0));
+	return true;
+}
+
+static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
+{
+	char chat[24], count[24];
+	num(chat, op->id);
+	switch (op->phase) {
+	case P_ONE:
+		op->phase = P_BEGIN;
+		send_query(c, "BEGIN", "BEGIN", 0, NULL);
+		return;
+	case P_BEGIN:
+		if (op->old.len) {
+			const char *v[] = {chat};
+			op->phase = P_LOCK;
+			/* Another instance's append to the chat waits: "still last" stays true until COMMIT.
+			 */
+			send_query(c, "locking the chat", "SELECT pg_advisory_xact_lock($1)", 1, v);
+			return;
+		}
+		append_next(c, op);
+		return;
+	case P_LOCK: {
+		num(count, (int64_t)op->old.len);
+		const char *v[] = {chat, count};
+		op->phase = P_LAST;
+		send_query(c, "reading the last turns",
+		           "SELECT id, role, content FROM tgllm_messages WHERE chat_id = $1 ORDER BY id DESC "
+		           "LIMIT $2",
+		           2, v);
+		return;
+	}
+	case P_LAST: {
+		char first[24];
+		if (!is_still_last(op, res, first, sizeof first)) {
+			log_info("store: chat=%lld: the turns to replace are no longer the last; appending",
+			         (long long)op->id);
+			append_next(c, op);
+			return;
+		}
+		const char *v[] = {chat, first};
+		op->phase = P_DROP;
+		send_query(c, "deleting the replaced turns",
+		           "DELETE FROM tgllm_messages WHERE chat_id = $1 AND id >= $2", 2, v);
+		return;
+	}
+	case P_DROP:
+	case P_INSERT:
+	case P_MARK:
+		append_next(c, op);
+		return;
+	default: /* P_COMMIT */
+		finish(c, op);
+	}
+}
+
+static void advance_change(struct pg_conn *c, struct pg_op *op, PGresult *res)
+{
+	char scope[24];
+	num(scope, op->id);
+	const char *v[] = {scope, op->key, op->value};
+	switch (op->phase) {
+	case P_ONE:
+		op->phase = P_BEGIN;
+		send_query(c, "BEGIN", "BEGIN", 0, NULL);
+		return;
+	case P_BEGIN:
+		op->phase = P_LOCK;
+		/* Changes of one setting take turns (an upsert alone cannot read-modify-write a missing row).
+		 */
+		send_query(c, "locking a setting", "SELECT pg_advisory_xact_lock(hashtextextended($2, $1))",
+		           2, v);
+		return;
+	case P_LOCK:
+		op->phase = P_GET;
+		send_query(c, "reading a setting",
+		           "SELECT value FROM tgllm_settings WHERE scope = $1 AND key = $2", 2, v);
+		return;
+	case P_GET: {
+		char *value = op->change(op->change_arg, PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : NULL);
+		if (!value) { /* nothing to write */
+			op->phase = P_COMMIT;
+			send_query(c, "COMMIT", "COMMIT", 0, NULL);
+			return;
+		}
+		{
+			op->value = text_copy(value, strlen(value));
+			free(value);
+			if (!op->value) {
+				fail(c, "writing a setting: out of memory");
+				return;
+			}
+			const char *w[] = {scope, op->key, op->value};
+			op->phase = P_PUT;
+			send_query(c, "writing a setting",
+			           "INSERT INTO tgllm_settings (scope, key, value) VALUES ($1, $2, $3) "
+			           "ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value",
+			           3, w);
+			return;
+		}
+	}
+	case P_PUT:
+		op->phase = P_COMMIT;
+		send_query(c, "COMMIT", "COMMIT", 0, NULL);
+		return;
+	default:
+		finish(c, op);
+	}
+}
+
+/* Sends op's next statement, given the answer to the one before (NULL to begin); or answers op. */
+static void advance(struct pg_conn *c, PGresult *res)
+{
+	struct pg_op *op = c->op;
+	char a[24], b[24], d[24];
+	num(a, op->id);
+	if (op->kind == K_APPEND) {
+		advance_append(c, op, res);
+		return;
+	}
+	if (op->kind == K_CHANGE) {
+		advance_change(c, op, res);
+		return;
+	}
+	if (res) { /* the one statement's answer */
+		switch (op->kind) {
+		case K_LOAD:
+			load_rows(c, op, res);
+			return;
+		case K_PENDING:
+		case K_SCAN:
+			list_rows(c, op, res);
+			return;
+		case K_CLAIM: {
+			op->is_new = atoi(PQcmdTuples(res)) > 0;
+			finish(c, op);
+			return;
+		}
+		case K_GET: {
+			if (PQntuples(res) > 0 && !(op->result = strdup(PQgetvalue(res, 0, 0)))) {
+				fail(c, "reading a setting: out of memory");
+				return;
+			}
+			finish(c, op);
+			return;
+		}
+		default:
+			finish(c, op);
+			return;
+		}
+	}
+	switch (op->kind) {
+	case K_LOAD: {
+		num(b, HISTORY_LOAD_MAX);
+		num(d, HISTORY_LOAD_BYTES);
+		const char *v[] = {a, b, d};
+		/* The newest turns up to HISTORY_LOAD_BYTES (the newest one whatever its size), oldest first.
+		 */
+		send_query(c, "reading history",
+		           "SELECT role, content, is_parts FROM ("
+		           "  SELECT id, role, content, is_parts,"
+		           "    sum(octet_length(content)) OVER (ORDER BY id DESC) AS total"
+		           "  FROM tgllm_messages WHERE chat_id = $1 ORDER BY id DESC LIMIT $2) AS newest "
+		           "WHERE total <= $3 OR total = octet_length(content) ORDER BY id",
+		           3, v);
+		return;
+	}
+	case K_CLEAR: {
+		const char *v[] = {a};
+		send_query(c, "clearing history", "DELETE FROM tgllm_messages WHERE chat_id = $1", 1, v);
+		return;
+	}
+	case K_CLAIM: {
+		num(b, op->update_id);
+		num(d, (int64_t)time(NULL));
+		const char *v[] = {b, a, op->value, d};
+		send_query(c, "journaling an update",
+		           "INSERT INTO tgllm_updates (update_id, chat_id, state, body, received_at) "
+		           "VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT (update_id) DO NOTHING",
+		           4, v);
+		return;
+	}
+	case K_DONE: {
+		const char *v[] = {a};
+		send_query(c, "marking an update done",
+		           "UPDATE tgllm_updates SET state = 'done', body = NULL WHERE update_id = $1", 1, v);
+		return;
+	}
+	case K_RELEASE: {
+		const char *v[] = {a};
+		send_query(c, "releasing an update",
+		           "DELETE FROM tgllm_updates WHERE update_id = $1 AND state = 'pending'", 1, v);
+		return;
+	}
+	case K_PENDING:
+		send_query(c, "reading the update journal",
+		           "SELECT body FROM tgllm_updates WHERE state = 'pending' AND body IS NOT NULL "
+		           "ORDER BY update_id",
+		           0, NULL);
+		return;
+	case K_GET: {
+		const char *v[] = {a, op->key};
+		send_query(c, "reading a setting",
+		           "SELECT value FROM tgllm_settings WHERE scope = $1 AND key = $2", 2, v);
+		return;
+	}
+	case K_SET: {
+		const char *v[] = {a, op->key, op->value};
+		send_query(c, "writing a setting",
+		           "INSERT INTO tgllm_settings (scope, key, value) VALUES ($1, $2, $3) "
+		           "ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value",
+		           3, v);
+		return;
+	}
+	case K_SCAN: {
+		const char *v[] = {op->key};
+		send_query(c, "reading settings", "SELECT scope, value FROM tgllm_settings WHERE key = $1", 1,
+		           v);
+		return;
+	}
+	default:
+		return;
+	}
+}
+
+/* ---- store_ops ---- */
+
+static struct pg_op *op_new(enum kind kind, int64_t id, void *arg)
+{
+	struct pg_op *op = calloc(1, sizeof *op);
+	if (op) {
+		op->kind = kind;
+		op->id = id;
+		op->arg = arg;
+		op->started = metrics_clock();
+	}
+	return op;
+}
+
+/* Queues op, or (out of memory) answers -1 through the loop. */
+static void start(struct store *base, struct pg_op *op, bool is_complete)
+{
+	struct store_pg *s = from(base);
+	if (s->last)
+		s->last->later = op;
+	else
+		s->first = op;
+	s->last = op;
+	if (!is_complete) {
+		log_error("store: postgres: out of memory");
+		op_over(from(base), op, -1);
+		return;
+	}
+	enqueue(from(base), op);
+}
+
+/* Only when not even the op could be had: answered at once (store.h allows it). */
+#define OOM_AT_ONCE(call)                                                                                    \
+	do {                                                                                                 \
+		log_error("store: postgres: out of memory");                                                 \
+		call;                                                                                        \
+		return;                                                                                      \
+	} while (0)
+
+static void pg_history_load(struct store *base, int64_t chat_id, store_history_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_LOAD, chat_id, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1, &(struct history)HISTORY_INIT));
+	op->cb.history = cb;
+	start(base, op, true);
+}
+
+static void pg_history_append(struct store *base, int64_t chat_id, const struct turn *old, size_t n_old,
+                              const struct turn *turns, size_t n, int64_t update_id, store_done_cb cb,
+                              void *arg)
+{
+	struct pg_op *op = op_new(K_APPEND, chat_id, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1));
+	op->cb.done = cb;
+	op->update_id = update_id;
+	start(base, op, copy_turns(&op->old, old, n_old) == 0 && copy_turns(&op->turns, turns, n) == 0);
+}
+
+static void pg_history_clear(struct store *base, int64_t chat_id, store_done_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_CLEAR, chat_id, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1));
+	op->cb.done = cb;
+	start(base, op, true);
+}
+
+static void pg_update_claim(struct store *base, int64_t update_id, int64_t chat_id, const char *raw,
+                            size_t raw_len, store_claim_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_CLAIM, chat_id, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1, false));
+	op->cb.claim = cb;
+	op->update_id = update_id;
+	start(base, op, (op->value = text_copy(raw, raw_len)) != NULL);
+}
+
+static void pg_update_done(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_DONE, update_id, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1));
+	op->cb.done = cb;
+	start(base, op, true);
+}
+
+static void pg_update_release(struct store *base, int64_t update_id, store_done_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_RELEASE, update_id, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1));
+	op->cb.done = cb;
+	start(base, op, true);
+}
+
+static void pg_update_pending(struct store *base, store_pending_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_PENDING, 0, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1, NULL));
+	op->cb.pending = cb;
+	start(base, op, true);
+}
+
+static void pg_setting_get(struct store *base, int64_t scope, const char *key, store_value_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_GET, scope, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1, NULL));
+	op->cb.value = cb;
+	start(base, op, (op->key = text_copy(key, strlen(key))) != NULL);
+}
+
+static void pg_setting_set(struct store *base, int64_t scope, const char *key, const char *value,
+                           store_done_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_SET, scope, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1));
+	op->cb.done = cb;
+	op->key = text_copy(key, strlen(key));
+	op->value = text_copy(value, strlen(value));
+	start(base, op, op->key && op->value);
+}
+
+static void pg_setting_change(struct store *base, int64_t scope, const char *key, store_change_fn change,
+                              void *change_arg, store_done_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_CHANGE, scope, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1));
+	op->cb.done = cb;
+	op->change = change;
+	op->change_arg = change_arg;
+	start(base, op, (op->key = text_copy(key, strlen(key))) != NULL);
+}
+
+static void pg_setting_scan(struct store *base, const char *key, store_scan_cb cb, void *arg)
+{
+	struct pg_op *op = op_new(K_SCAN, 0, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1, 0, NULL));
+	op->cb.scan = cb;
+	start(base, op, (op->key = text_copy(key, strlen(key))) != NULL);
+}
+
+static void pg_free(struct store *base)
+{
+	struct store_pg *s = from(base);
+	for (int i = 0; i < POOL; i++) {
+		struct pg_conn *c = &s->conns[i];
+		if (c->ev) {
+			conn_close(c);
+			event_free(c->ev);
+		}
+	}
+	while (s->first) { /* running, waiting, or over and waiting for an earlier one */
+		struct pg_op *op = s->first;
+		s->first = op->later;
+		op_free(op);
+	}
+	if (s->retry)
+		event_free(s->retry);
+	free(s->conninfo);
+	store_clear(&s->base);
+	free(s);
+}
+
+static const struct store_ops postgres_ops = {
+    .name = "postgres",
+    .history_load = pg_history_load,
+    .history_append = pg_history_append,
+    .history_clear = pg_history_clear,
+    .update_claim = pg_update_claim,
+    .update_done = pg_update_done,
+    .update_release = pg_update_release,
+    .update_pending = pg_update_pending,
+    .setting_get = pg_setting_get,
+    .setting_set = pg_setting_set,
+    .setting_change = pg_setting_change,
+    .setting_scan = pg_setting_scan,
+    .free = pg_free,
+};
+
+/* ---- open ---- */
+
+/*
+ * Replaces every occurrence of secret in msg by "***" (libpq's messages do not
+ * quote the password; this is for a malformed URI's). As the log's secrets, a
+ * password shorter than 4 bytes is left: "p" would take words apart.
+ */
+static void redact(char *msg, const char *secret)
+{
+	size_t n = secret ? strlen(secret) : 0;
+	if (n < 4)
+		return;
+	char *p;
+	while ((p = strstr(msg, secret))) {
+		memmove(p + 3, p + n, strlen(p + n) + 1);
+		memcpy(p, "***", 3);
+	}
+}
+
+/*
+ * The password, as written in a URI (percent-encoded) and as libpq reads it,
+ * goes to the log's secrets, and out of err.
+ */
+struct secrets {
+	char raw[256];
+	char *decoded;
+};
+
+static void find_secrets(const char *spec, struct secrets *sec)
+{
+	sec->raw[0] = '\0';
+	sec->decoded = NULL;
+	const char *scheme = strstr(spec, "://");
+	if (scheme) {
+		const char *auth = scheme + 3, *end = auth + strcspn(auth, "/?");
+		const char *at = NULL;
+		for (const char *p = auth; p < end; p++)
+			if (*p == '@')
+				at = p;
+		const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+		if (colon && at - colon - 1 > 0)
+			snprintf(sec->raw, sizeof sec->raw, "%.*s", (int)(at - colon - 1), colon + 1);
+	}
+	PQconninfoOption *opts = PQconninfoParse(spec, NULL);
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
+			sec->decoded = strdup(o->val);
+	PQconninfoFree(opts);
+	log_add_secret(sec->raw);
+	log_add_secret(sec->decoded);
+}
+
+/* err = "what: the first line of msg", without the password. */
+static void set_error(char *err, size_t errlen, const struct secrets *sec, const char *what, const char *msg)
+{
+	char line[256];
+	first_line(msg, line, sizeof line);
+	snprintf(err, errlen, "%s: %s", what, line);
+	redact(err, sec->decoded);
+	redact(err, sec->raw);
+}
+
+/* Runs a statement at open (blocking); -1 with err set. */
+static int exec_open(PGconn *pc, const char *sql, int n, const char *const *values, PGresult **out,
+                     const char *what, const struct secrets *sec, char *err, size_t errlen)
+{
+	PGresult *r = PQexecParams(pc, sql, n, NULL, values, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(r);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		char cannot[96];
+		snprintf(cannot, sizeof cannot, "cannot %s", what);
+		set_error(err, errlen, sec, cannot, r ? PQresultErrorMessage(r) : PQerrorMessage(pc));
+		PQclear(r);
+		return -1;
+	}
+	if (out)
+		*out = r;
+	else
+		PQclear(r);
+	return 0;
+}
+
+/* Creates or upgrades the schema in one transaction, under an advisory lock. */
+static int migrate(PGconn *pc, const struct secrets *sec, char *err, size_t errlen)
+{
+	PGresult *r = NULL;
+	if (exec_open(pc, "BEGIN", 0, NULL, NULL, "begin", sec, err, errlen) ||
+	    exec_open(pc, MIGRATION_LOCK, 0, NULL, NULL, "lock the schema", sec, err, errlen) ||
+	    exec_open(pc, "CREATE TABLE IF NOT EXISTS tgllm_schema (version INTEGER NOT NULL)", 0, NULL, NULL,
+	              "create the schema's version table", sec, err, errlen) ||
+	    exec_open(pc, "SELECT version FROM tgllm_schema", 0, NULL, &r, "read the schema version", sec,
+	              err, errlen))
+		goto fail;
+	int version = PQntuples(r) > 0 ? atoi(PQgetvalue(r, 0, 0)) : -1;
+	PQclear(r);
+	if (version < 0) {
+		if (exec_open(pc, "INSERT INTO tgllm_schema (version) VALUES (0)", 0, NULL, NULL,
+		              "write the schema version", sec, err, errlen))
+			goto fail;
+		version = 0;
+	}
+	if (version > SCHEMA_VERSION) {
+		snprintf(err, errlen, "the database has schema version %d, newer than this tgllm (%d)",
+		         version, SCHEMA_VERSION);
+		goto fail;
+	}
+	for (; version < SCHEMA_VERSION; version++) {
+		char what[64], v[24];
+		snprintf(what, sizeof what, "upgrade the schema to version %d", version + 1);
+		char cannot[96];
+		snprintf(cannot, sizeof cannot, "cannot %s", what);
+		num(v, version + 1);
+		const char *values[] = {v};
+		/* PQexec: a migration may hold several statements. */
+		PGresult *m = PQexec(pc, migrations[version]);
+		if (PQresultStatus(m) != PGRES_COMMAND_OK) {
+			set_error(err, errlen, sec, cannot, m ? PQresultErrorMessage(m) : PQerrorMessage(pc));
+			PQclear(m);
+			goto fail;
+		}
+		PQclear(m);
+		if (exec_open(pc, "UPDATE tgllm_schema SET version = $1", 1, values, NULL, what, sec, err,
+		              errlen))
+			goto fail;
+	}
+	if (exec_open(pc, "COMMIT", 0, NULL, NULL, "commit the schema", sec, err, errlen))
+		goto fail;
+	return 0;
+fail:
+	PQclear(PQexec(pc, "ROLLBACK"));
+	return -1;
+}
+
+int store_postgres_open(const char *spec, struct event_base *base, struct store **out, char *err,
+                        size_t errlen)
+{
+	struct secrets sec;
+	find_secrets(spec, &sec);
+	struct store_pg *s = calloc(1, sizeof *s);
+	if (!s || store_init(&s->base, &postgres_ops, base) != 0) {
+		free(s);
+		free(sec.decoded);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	s->evb = base;
+	bool is_ok = (s->conninfo = strdup(spec)) && (s->retry = evtimer_new(base, on_retry, s));
+	for (int i = 0; i < POOL && is_ok; i++) {
+		s->conns[i].s = s;
+		s->conns[i].index = i;
+		is_ok = (s->conns[i].ev = event_new(base, -1, 0, on_socket, &s->conns[i])) != NULL;
+	}
+	if (!is_ok) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	const char *vals[] = {"10", "tgllm", "UTF8", spec, NULL};
+	PGconn *pc = PQconnectdbParams(conn_keys, vals, 1);
+	s->conns[0].pc = pc;
+	if (!pc || PQstatus(pc) != CONNECTION_OK) {
+		set_error(err, errlen, &sec, "cannot connect to PostgreSQL",
+		          pc ? PQerrorMessage(pc) : "out of memory");
+		goto fail;
+	}
+	PQsetNoticeProcessor(pc, notice_ignored, NULL);
+	const char *encoding = PQparameterStatus(pc, "server_encoding");
+	if (!encoding || (strcmp(encoding, "UTF8") != 0 && strcmp(encoding, "SQL_ASCII") != 0)) {
+		snprintf(
+		    err, errlen,
+		    "the database's encoding is %s; tgllm needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')",
+		    encoding ? encoding : "unknown");
+		goto fail;
+	}
+	if (migrate(pc, &sec, err, errlen) != 0)
+		goto fail;
+	char before[24];
+	num(before, (int64_t)time(NULL) - JOURNAL_KEEP_S);
+	const char *v[] = {before};
+	char why[256];
+	if (exec_open(pc, "DELETE FROM tgllm_updates WHERE state = 'done' AND received_at < $1", 1, v, NULL,
+	              "prune the update journal", &sec, why, sizeof why) != 0)
+		log_warn("store: postgres: %s", why);
+	if (PQsetnonblocking(pc, 1) != 0) {
+		set_error(err, errlen, &sec, "cannot set up the connection", PQerrorMessage(pc));
+		goto fail;
+	}
+	conn_ready(&s->conns[0]);
+	free(sec.decoded);
+	*out = &s->base;
+	return 0;
+fail:
+	free(sec.decoded);
+	pg_free(&s->base);
+	return -1;
+}

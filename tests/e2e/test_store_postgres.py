@@ -1,0 +1,259 @@
+"""The PostgreSQL store end to end: STORE=postgres://... against a throwaway
+cluster (pg_server.py), one fresh database per test.
+
+The conversations of the SQLite tests run again here unchanged (history
+across a restart, redelivered updates answered once, /new, /retry, /usage,
+budgets, /model): their classes are subclassed with the store pointed at
+PostgreSQL and their peeks into the store (journal_state, stored_history)
+answered from it. Then what only a server has: `handle` over it, the
+password never printed, a restart of the server mid-run, a wrong password
+and a server that is not there.
+
+Skipped without Debian's postgresql package, failed instead under CI=true.
+"""
+
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+
+import harness
+import test_persistence
+import test_usage
+from fake_openai import Reply
+from fake_telegram import Chat, User
+from harness import ALICE, BOB, IVAN, BotTestCase, main, run_bin
+from pg_server import PASSWORD, PgServer, skip_or_fail, unavailable
+
+_databases = itertools.count(1)
+
+
+class PgTestCase(BotTestCase):
+    """A BotTestCase whose store is a fresh PostgreSQL database (one cluster per class)."""
+
+    pg = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not unavailable():
+            cls.pg = PgServer().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.pg:
+            cls.pg.stop()
+        super().tearDownClass()
+
+    def setUp(self):
+        skip_or_fail(self)
+        super().setUp()
+        harness._handed_secrets.add(PASSWORD)  # no 8 bytes of it in any output (tearDown checks)
+        self.db = "t%d_%d" % (os.getpid(), next(_databases))
+        self.pg.sql("CREATE DATABASE %s" % self.db, database="postgres")
+        self.store = self.pg.url(database=self.db)
+
+    def tearDown(self):
+        super().tearDown()
+        if not self._failed():
+            self.assertNotIn(PASSWORD, self.log(), "expected the password never in the bot's stderr")
+        if self._failed() or os.environ.get("TGLLM_E2E_VERBOSE"):
+            sys.stderr.write("\n===== PostgreSQL's log (last lines) =====\n%s\n"
+                             % "\n".join(self.pg.log().splitlines()[-30:]))
+
+    def query(self, sql: str) -> str:
+        """sql on the test's database ('' when a table is not there yet)."""
+        try:
+            return self.pg.sql(sql, database=self.db)
+        except RuntimeError as e:
+            if "does not exist" in str(e):
+                return ""
+            raise
+
+    def journal_state(self, update_id: int):
+        return self.query("SELECT state FROM tgllm_updates WHERE update_id = %d" % int(update_id)) or None
+
+    def stored_history(self, chat_id: int) -> list:
+        raw = self.query("SELECT coalesce(json_agg(json_build_object('role', role, 'content', content) "
+                         "ORDER BY id), '[]') FROM tgllm_messages WHERE chat_id = %d" % int(chat_id))
+        return json.loads(raw or "[]")
+
+    def store_contains(self, needle: str) -> bool:
+        tag = "$n$"
+        self.assertNotIn(tag, needle)
+        return self.query("SELECT count(*) FROM (SELECT content AS t FROM tgllm_messages UNION ALL "
+                          "SELECT body FROM tgllm_updates UNION ALL SELECT value FROM tgllm_settings) AS a "
+                          "WHERE strpos(t, %s%s%s) > 0" % (tag, needle, tag)) not in ("", "0")
+
+
+# ---- the SQLite store's conversations, on PostgreSQL ----
+
+class PgHistoryPersistenceTest(PgTestCase, test_persistence.HistoryPersistenceTest):
+    pass
+
+
+class PgHandledUpdatesTest(PgTestCase, test_persistence.HandledUpdatesTest):
+    pass
+
+
+class PgRetryTest(PgTestCase, test_usage.RetryTest):
+    pass
+
+
+class PgUsageTest(PgTestCase, test_usage.UsageTest):
+    pass
+
+
+class PgBudgetTest(PgTestCase, test_usage.BudgetTest):
+    pass
+
+
+# ---- what a server adds ----
+
+class PgStoreTest(PgTestCase):
+
+    def test_turns_land_in_the_tables_and_new_clears_them(self):
+        self.start_bot()
+        self.wait_handled(self.tg.send_private(ALICE, "Put me in PostgreSQL"))
+        self.assertEqual(self.stored_history(ALICE.id), [
+            {"role": "user", "content": "Put me in PostgreSQL"},
+            {"role": "assistant", "content": "Echo: Put me in PostgreSQL"}])
+        self.assertEqual(self.query("SELECT version FROM tgllm_schema"), "1")
+        self.tg.send_private(ALICE, "/new")
+        self.wait_text(ALICE.id, "new conversation")
+        self.assertEqual(self.stored_history(ALICE.id), [])
+
+    def test_libpq_keyword_form_works_too(self):
+        self.store = self.pg.keywords().replace("dbname=tgllm", "dbname=" + self.db)
+        self.start_bot()
+        msg = self.tg.send_private(ALICE, "Keywords")
+        self.assertEqual(self.wait_reply(msg).text, "Echo: Keywords")
+        self.wait_handled(msg)
+        self.assertEqual(len(self.stored_history(ALICE.id)), 2)
+
+    def test_handle_invocations_share_the_history(self):
+        # As test_handle.py: the cached identity is checked against the token's bot id.
+        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
+                           username=self.tg.bot.username, is_bot=True)
+        first = self.tg.message(Chat.private(BOB), BOB, "Remember 7")
+        update = self.tg.update("message", first)
+        self.assertEqual(self.handle_update(update, {}), 200)
+        self.assertNotIn(PASSWORD, self.last_handle_log)
+        self.assertEqual(self.handle_update(update, {}), 200)  # redelivered: not answered again
+        second = self.tg.message(Chat.private(BOB), BOB, "Which number?")
+        self.assertEqual(self.handle_update(self.tg.update("message", second), {}), 200)
+        self.assertEqual([r.text for r in self.tg.replies_to(first)], ["Echo: Remember 7"])
+        self.assertEqual(self.llm.requests[-1].messages, [
+            {"role": "user", "content": "Remember 7"},
+            {"role": "assistant", "content": "Echo: Remember 7"},
+            {"role": "user", "content": "Which number?"}])
+
+    def test_a_server_restart_mid_run_and_the_bot_goes_on(self):
+        bot = self.start_bot()
+        self.wait_handled(self.tg.send_private(ALICE, "Before the restart"))
+        self.pg.restart()  # every connection of the bot is closed by the server
+        # The bot notices, connects again and goes on; nothing stored before is lost.
+        msg = self.tg.send_private(ALICE, "After the restart")
+        self.assertEqual(self.wait_reply(msg, timeout=20).text, "Echo: After the restart")
+        self.wait_handled(msg)
+        self.assertBotRunning(bot)
+        self.assertEqual(len(self.stored_history(ALICE.id)), 4)
+        self.assertEqual(self.llm.requests[-1].messages[0], {"role": "user", "content": "Before the restart"})
+        self.assertLogged(r"store: postgres: connection \d lost", levels=("error",))
+
+    def test_a_server_restart_while_the_model_thinks_loses_no_turn(self):
+        self.start_bot()
+        self.llm.enqueue(Reply(text="A slow answer", delay=3.0))
+        msg = self.tg.send_private(ALICE, "Think while the database restarts")
+        self.llm.wait_requests(1)
+        self.pg.restart()
+        self.assertEqual(self.wait_reply(msg, timeout=20).text, "A slow answer")
+        self.wait_handled(msg, timeout=20)
+        self.assertEqual(self.stored_history(ALICE.id), [
+            {"role": "user", "content": "Think while the database restarts"},
+            {"role": "assistant", "content": "A slow answer"}])
+        self.assertEqual(self.ask(ALICE, "Next").text, "Echo: Next")
+        self.assertEqual(len(self.llm.requests[-1].messages), 3, "the slow exchange in the next request")
+
+    def test_messages_while_the_server_is_down_are_answered_once_it_is_back(self):
+        self.start_bot()
+        self.wait_handled(self.tg.send_private(ALICE, "Hello"))
+        self.pg.stop_server()
+        msg = self.tg.send_private(ALICE, "While it is down")
+        time.sleep(8)  # longer than an operation waits for a connection (OP_WAIT_S): the journal write fails
+        self.pg.start_server()
+        # Not journaled while the server was away: the user is told, and the update stays with Telegram,
+        # which offers it again; once the server is back it is answered, once.
+        echo = "Echo: While it is down"
+        self.tg.wait_for(lambda: echo in [r.text for r in self.tg.replies_to(msg)], 40,
+                         lambda: f"the answer once the server is back; replies: {self.tg.replies_to(msg)!r}")
+        self.wait_handled(msg, timeout=20)
+        self.ask(ALICE, "And after")
+        texts = [r.text for r in self.tg.replies_to(msg)]
+        self.assertEqual(texts.count(echo), 1, f"expected the message answered exactly once: {texts!r}")
+        self.assertIn("storage", texts[0], "expected the user told while the server was away")
+        self.assertLogged(r"update=\d+ could not be journaled", levels=("error",))
+
+class PgStartTest(PgTestCase):
+    """What a start against a server that cannot be used says (and that it does not say the password)."""
+
+    def start_fails(self, store: str) -> str:
+        result = run_bin(["poll"], self.bot_env(STORE=store), timeout=30)
+        err = result.stderr.decode("utf-8", "replace")
+        self.assertNotEqual(result.returncode, 0, "expected the start to fail")
+        self.assertNoSecretIn(err, "the start's error")
+        self.assertNotIn("pg-Wrong-9x7q", err)
+        return err
+
+    def test_a_wrong_password_is_a_clear_error_without_it(self):
+        err = self.start_fails(self.pg.url(password="pg-Wrong-9x7q", database=self.db))
+        self.assertIn("STORE: cannot connect to PostgreSQL", err)
+        self.assertIn("password authentication failed", err)
+
+    def test_an_unreachable_server_is_a_clear_error(self):
+        started = time.monotonic()
+        err = self.start_fails("postgresql://tgllm:%s@127.0.0.1:1/x" % PASSWORD)
+        self.assertIn("STORE: cannot connect to PostgreSQL", err)
+        self.assertIn("Connection refused", err)
+        self.assertLess(time.monotonic() - started, 15)
+
+    def test_handle_fails_when_the_server_is_down(self):
+        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
+                           username=self.tg.bot.username, is_bot=True)
+        msg = self.tg.message(Chat.private(BOB), BOB, "Anyone?")
+        result = run_bin(["handle"], self.bot_env(STORE="postgres://tgllm:%s@127.0.0.1:1/x" % PASSWORD),
+                         timeout=30)
+        del msg
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("cannot connect to PostgreSQL", result.stderr.decode("utf-8", "replace"))
+
+    def test_instances_starting_at_once_on_a_new_database_make_one_schema(self):
+        # Six `handle` invocations at once on a new database: the schema is made by whichever comes
+        # first, under an advisory lock; the others wait for it and find it made.
+        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
+                           username=self.tg.bot.username, is_bot=True)
+        msgs = [self.tg.message(Chat.private(u), u, f"At once {i}") for i, u in enumerate([ALICE, BOB, IVAN] * 2)]
+        statuses = {}
+        threads = [threading.Thread(target=lambda m=m: statuses.update(
+            {m["text"]: self.handle_update(self.tg.update("message", m), {})})) for m in msgs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(statuses, {m["text"]: 200 for m in msgs})
+        for m in msgs:
+            self.assertEqual([r.text for r in self.tg.replies_to(m)], ["Echo: " + m["text"]])
+        self.assertEqual(self.query("SELECT count(*) || ' ' || max(version) FROM tgllm_schema"), "1 1")
+
+    def test_doctor_checks_the_database_and_hides_the_password(self):
+        result = run_bin(["doctor"], self.bot_env(), timeout=30)
+        out = result.stdout.decode("utf-8", "replace")
+        self.assertNotIn(PASSWORD, out + result.stderr.decode("utf-8", "replace"))
+        self.assertIn("✓ store postgres://tgllm:***@", out)
+        self.assertIn("a test record written, read and deleted", out)
+
+
+if __name__ == "__main__":
+    main()
