@@ -28,7 +28,7 @@ struct gate {
 	int64_t self_id;           /* from getMe */
 	char *self_username;       /* from getMe, without '@' */
 	struct identify *identify; /* a getMe in progress */
-	struct receipt *receipts;  /* updates not yet settled (doubly linked) */
+	struct receipt *receipts, *last; /* updates not yet settled, oldest first (doubly linked) */
 	void (*on_settled)(void *arg);
 	void *settled_arg;
 	int64_t told[TOLD_MAX]; /* a ring of update ids */
@@ -50,6 +50,8 @@ struct receipt {
 	void *arg;
 	/* Journaled before the bot knew who it is (a cold start): the claim's outcome, kept for then. */
 	bool is_waiting_identity;
+	bool is_claiming;   /* its claim is out */
+	bool is_claim_back; /* its claim's outcome is in, held until the earlier updates of its chat go on */
 	bool is_abandoned;  /* out of time before its claim came back: released when new */
 	bool is_read_ahead; /* the store was told its chat's history is wanted */
 	int claim_err;
@@ -65,6 +67,8 @@ static void receipt_free(struct receipt *r)
 		g->receipts = r->next;
 	if (r->next)
 		r->next->prev = r->prev;
+	else
+		g->last = r->prev;
 	update_clear(&r->update);
 	free(r);
 }
@@ -185,10 +189,12 @@ static struct receipt *receipt_new(struct gate *g, struct tg_update *u, gate_acc
 	*r = (struct receipt){
 	    .gate = g, .update = *u, .update_id = u->update_id, .accepted = accepted, .arg = arg};
 	memset(u, 0, sizeof *u);
-	r->next = g->receipts;
-	if (g->receipts)
-		g->receipts->prev = r;
-	g->receipts = r;
+	r->prev = g->last;
+	if (g->last)
+		g->last->next = r;
+	else
+		g->receipts = r;
+	g->last = r;
 	return r;
 }
 
@@ -244,10 +250,12 @@ static void refuse_unidentified(struct receipt *r, int err, bool is_new)
 		settle(r, !err && !is_new);
 }
 
-static void on_claimed(void *arg, int err, bool is_new)
+/* The update's claim is back (r->claim_err, r->is_new): it goes on. */
+static void claimed(struct receipt *r)
 {
-	struct receipt *r = arg;
 	struct gate *g = r->gate;
+	int err = r->claim_err;
+	bool is_new = r->is_new;
 	if (r->is_abandoned) {
 		if (!err && is_new)
 			store_update_release(g->env.store, r->update_id, on_released, r);
@@ -258,8 +266,6 @@ static void on_claimed(void *arg, int err, bool is_new)
 	if (!g->self_username) {
 		if (g->identify) { /* routing needs the identity, which is on its way */
 			r->is_waiting_identity = true;
-			r->claim_err = err;
-			r->is_new = is_new;
 			return;
 		}
 		refuse_unidentified(r, err, is_new);
@@ -275,6 +281,39 @@ static void on_claimed(void *arg, int err, bool is_new)
 		log_info("bot: update=%lld: already handled, skipped", (long long)r->update_id);
 		metrics_update(r->update.kind_name, METRICS_DUPLICATE);
 		settle(r, true);
+	}
+}
+
+/* Whether an earlier update of r's chat is still being journaled. */
+static bool is_held(const struct receipt *r)
+{
+	for (const struct receipt *e = r->gate->receipts; e != r; e = e->next)
+		if (e->is_claiming && e->update.message.chat_id == r->update.message.chat_id)
+			return true;
+	return false;
+}
+
+/*
+ * Claims end in any order (S3 requests end when they end), but a chat's
+ * updates go on in the order they came: one whose claim is back waits for
+ * the earlier ones of its chat.
+ */
+static void on_claimed(void *arg, int err, bool is_new)
+{
+	struct receipt *r = arg;
+	struct gate *g = r->gate;
+	r->is_claiming = false;
+	r->is_claim_back = true;
+	r->claim_err = err;
+	r->is_new = is_new;
+	for (;;) { /* each goes on (and may be freed) before the next is looked for */
+		struct receipt *next = g->receipts;
+		while (next && !(next->is_claim_back && !is_held(next)))
+			next = next->next;
+		if (!next)
+			return;
+		next->is_claim_back = false;
+		claimed(next);
 	}
 }
 
@@ -307,6 +346,7 @@ int gate_receive(struct gate *g, struct tg_update *u, const char *text, size_t l
 	struct receipt *r = receipt_new(g, u, accepted, arg);
 	if (!r)
 		return -1;
+	r->is_claiming = true;
 	store_update_claim(g->env.store, r->update_id, r->update.message.chat_id, text, len, on_claimed, r);
 	read_ahead(g, r);
 	return 0;
@@ -350,11 +390,13 @@ bool gate_abandon(struct gate *g, void (*done)(void *arg), void *arg)
 	for (struct receipt *r = g->receipts; r; r = next) {
 		next = r->next;
 		r->accepted = NULL;
-		if (!r->is_waiting_identity) {
+		if (r->is_claiming) {
 			r->is_abandoned = true; /* its claim is still out */
 			continue;
 		}
-		r->is_waiting_identity = false;
+		if (!r->is_waiting_identity && !r->is_claim_back)
+			continue; /* going on already (a job being submitted, a done mark being written) */
+		r->is_waiting_identity = r->is_claim_back = false;
 		if (!r->claim_err && r->is_new) {
 			g->n_releasing++;
 			store_update_release(g->env.store, r->update_id, on_abandon_released, r);
@@ -402,7 +444,7 @@ static void resume_waiting(struct gate *g)
 		if (!r)
 			return;
 		r->is_waiting_identity = false;
-		on_claimed(r, r->claim_err, r->is_new);
+		claimed(r);
 	}
 }
 

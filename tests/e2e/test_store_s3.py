@@ -699,6 +699,24 @@ class S3ConcurrentHandleTest(S3TestCase):
                                      f"without a collision this test proves nothing: {statuses}")
 
 
+class S3ClaimOrderTest(S3TestCase):
+    """`poll` with S3: claims end when their requests end, in any order; a chat's updates are still
+    answered in the order they came. The server holds the first update's claim (its PUT) 800 ms."""
+    s3_options = {"delay_ms": 800, "delay_keys": r"tgllm/updates/700000\.json$"}
+
+    def test_a_chats_updates_are_answered_in_order_whatever_their_claims_do(self):
+        self.start_bot(**self.s3_env())
+        self.tg.next_update_id = 700000
+        first = self.tg.message(Chat.private(ALICE), ALICE, "First")
+        second = self.tg.message(Chat.private(ALICE), ALICE, "Second")
+        self.tg.push(self.tg.update("message", first), self.tg.update("message", second))  # one batch
+        self.wait_handled(first, second)
+        self.assertEqual([r.last_content for r in self.llm.requests], ["First", "Second"],
+                         "expected the first message asked first, though its claim ended last")
+        self.assertEqual([t["content"] for t in self.history(ALICE.id)],
+                         ["First", "Echo: First", "Second", "Echo: Second"])
+
+
 class S3ServerlessNoConditionsTest(S3TestCase):
     """`tgllm handle` against a server that answers 501 to conditional writes:
     each invocation is a fresh process, so what the first learned is kept in the bucket."""

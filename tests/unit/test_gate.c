@@ -141,6 +141,12 @@ struct fake_store {
 	char *identity;
 	char *pending[4];
 	size_t n_pending;
+	bool hold_claims; /* claims wait for answer_claim, as slow S3 requests do */
+	struct {
+		store_claim_cb cb;
+		void *arg;
+	} held[8];
+	size_t n_held;
 };
 
 static struct fake_store fs;
@@ -153,6 +159,12 @@ static void fake_claim(struct store *s, int64_t update_id, int64_t chat_id, cons
 	(void)len;
 	if (fs.fail_claims) {
 		store_answer_claim(s, cb, arg, -1, false);
+		return;
+	}
+	if (fs.hold_claims) {
+		fs.known[fs.n_known++] = update_id;
+		fs.held[fs.n_held].cb = cb;
+		fs.held[fs.n_held++].arg = arg;
 		return;
 	}
 	for (size_t i = 0; i < fs.n_known; i++)
@@ -330,6 +342,41 @@ static void test_an_update_is_journaled_then_queued_then_accepted(void **state)
 	expect_int("its id", 10, acc.update_id);
 }
 
+/* The i-th held claim ends now (new), as an S3 PUT that happened to be quick or slow. */
+static void answer_claim(size_t i)
+{
+	store_answer_claim(&fs.base, fs.held[i].cb, fs.held[i].arg, 0, true);
+	run_loop();
+}
+
+#define PRIVATE_OF(id, chat, text)                                                                           \
+	"{\"update_id\":" #id ",\"message\":{\"message_id\":" #id ",\"chat\":{\"id\":" #chat              \
+	",\"type\":\"private\"},\"from\":{\"id\":" #chat                                                  \
+	",\"is_bot\":false,\"first_name\":\"A\",\"username\":\"alice\"},\"text\":\"" text "\"}}"
+
+static void test_a_chats_updates_go_on_in_the_order_they_came_whatever_their_claims_do(void **state)
+{
+	(void)state;
+	identify();
+	fs.hold_claims = true;
+	receive(PRIVATE_OF(20, 1, "first"));
+	receive(PRIVATE_OF(21, 2, "another chat"));
+	receive(PRIVATE_OF(22, 1, "second"));
+	receive(PRIVATE_OF(23, 1, "third"));
+	answer_claim(3); /* chat 1's third, then its second: both wait for its first */
+	answer_claim(2);
+	expect_int("nothing of chat 1 before its first", 0, n_submitted);
+	answer_claim(1); /* another chat does not wait */
+	expect_int("the other chat at once", 1, n_submitted);
+	expect_int("its update", 21, submitted_ids[0]);
+	answer_claim(0);
+	expect_int("then chat 1's three", 4, n_submitted);
+	expect_int("first", 20, submitted_ids[1]);
+	expect_int("second", 22, submitted_ids[2]);
+	expect_int("third", 23, submitted_ids[3]);
+	expect_int("all accepted", 4, acc.n);
+}
+
 static void test_a_repeat_is_accepted_without_a_second_job(void **state)
 {
 	(void)state;
@@ -487,6 +534,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_an_update_is_journaled_then_queued_then_accepted, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_a_repeat_is_accepted_without_a_second_job, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_chats_updates_go_on_in_the_order_they_came_whatever_their_claims_do, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_an_update_not_for_the_bot_is_accepted_once_marked_done,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_a_stranger_is_routed_to_a_refusal, setup, teardown),
