@@ -216,8 +216,11 @@ class Exchange:
 
     @property
     def refused_by_prism(self) -> bool:
-        """Prism's own answer (a violation), not the fake's: Prism answers application/problem+json."""
-        return "problem+json" in self.answer_type or b"stoplight.io/prism/errors" in self.answer
+        """Prism's own answer to the bot's request (a violation, 4xx), not the fake's: Prism answers
+        application/problem+json. Its 5xx are about the answer that came back through it (a fake
+        already stopped under a long poll cut at the end of a test), not about what the bot sent."""
+        is_problem = "problem+json" in self.answer_type or b"stoplight.io/prism/errors" in self.answer
+        return is_problem and self.status < 500
 
     @property
     def wrong(self) -> bool:
