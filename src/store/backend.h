@@ -33,6 +33,16 @@ struct store_ops {
 	void (*free)(struct store *s);
 };
 
+/* One operation's callback, whichever kind it is: what backends keep until they answer. */
+union store_cb {
+	store_done_cb done;
+	store_history_cb history;
+	store_claim_cb claim;
+	store_value_cb value;
+	store_pending_cb pending;
+	store_scan_cb scan;
+};
+
 struct store_answer;
 
 struct store {

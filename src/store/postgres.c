@@ -116,14 +116,7 @@ struct pg_op {
 	int retries; /* started again on a new connection after a lost one */
 	store_change_fn change;
 	void *change_arg;
-	union {
-		store_done_cb done;
-		store_history_cb history;
-		store_claim_cb claim;
-		store_value_cb value;
-		store_pending_cb pending;
-		store_scan_cb scan;
-	} cb;
+	union store_cb cb;
 	void *arg;
 };
 

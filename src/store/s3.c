@@ -131,15 +131,6 @@ struct pending {
 	int err;
 };
 
-union s3_cb {
-	store_scan_cb scan;
-	store_done_cb done;
-	store_history_cb history;
-	store_claim_cb claim;
-	store_value_cb value;
-	store_pending_cb pending;
-};
-
 struct s3_op {
 	struct s3_op *prev, *next;
 	struct store_s3 *s;
@@ -149,7 +140,7 @@ struct s3_op {
 	s3_step step;
 
 	/* the caller's */
-	union s3_cb cb;
+	union store_cb cb;
 	void *arg;
 
 	/* the operation's */

@@ -124,14 +124,7 @@ enum answer_kind { ANSWER_DONE, ANSWER_HISTORY, ANSWER_CLAIM, ANSWER_VALUE, ANSW
 struct store_answer {
 	struct store_answer *next;
 	enum answer_kind kind;
-	union {
-		store_done_cb done;
-		store_history_cb history;
-		store_claim_cb claim;
-		store_value_cb value;
-		store_pending_cb pending;
-		store_scan_cb scan;
-	} cb;
+	union store_cb cb;
 	void *arg;
 	int err;
 	bool is_new;

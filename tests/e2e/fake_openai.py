@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from fake_telegram import read_request_body
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fake_telegram import _parse_multipart  # noqa: E402 - one multipart reader for both fakes
 
@@ -254,17 +256,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return body
-                body += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n > 0 else b""
+        return read_request_body(self)
 
     def send_json(self, status: int, obj, headers: Optional[dict] = None, raw: Optional[bytes] = None):
         data = raw if raw is not None else json.dumps(obj, ensure_ascii=False).encode("utf-8")

@@ -264,6 +264,21 @@ def visible_text(text: str, parse_mode: Optional[str]) -> str:
     return text
 
 
+def read_request_body(h: http.server.BaseHTTPRequestHandler) -> bytes:
+    """A request's body, chunked or with a Content-Length (libcurl sends either)."""
+    if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                h.rfile.readline()
+                return body
+            body += h.rfile.read(size)
+            h.rfile.readline()
+    n = int(h.headers.get("Content-Length") or 0)
+    return h.rfile.read(n) if n > 0 else b""
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     # HTTP/1.1: keep-alive like the real server, and "Expect: 100-continue"
     # is answered at once (curl sends it for larger bodies).
@@ -280,17 +295,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return body
-                body += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n > 0 else b""
+        return read_request_body(self)
 
     def send_body(self, status: int, body: bytes, content_type: str = "application/json"):
         self.send_response(status)

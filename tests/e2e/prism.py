@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from fake_telegram import read_request_body
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 PEERS = SHARED / "peers"
@@ -290,21 +292,8 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return body
-                body += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n > 0 else b""
-
     def _relay(self):
-        body = self._read_body() if self.command == "POST" else b""
+        body = read_request_body(self) if self.command == "POST" else b""
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
         if self.command == "POST":
             headers["Content-Length"] = str(len(body))
