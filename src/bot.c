@@ -13,6 +13,7 @@ struct store_options bot_store_options(const struct config *cfg)
 	    .s3_key_id = cfg->s3_key_id,
 	    .s3_secret = cfg->s3_secret,
 	    .s3_session_token = cfg->s3_session_token,
+	    .lease_ms = (unsigned)cfg->lease_s * 1000u,
 	};
 }
 

@@ -435,6 +435,13 @@ static int load_bot(struct config *cfg, char *err, size_t errlen)
 	}
 	cfg->llm_timeout_s = n;
 
+	n = 10;
+	if ((v = env("LEASE_SECONDS")) && parse_positive(v, 3600, &n) != 0) {
+		snprintf(err, errlen, "LEASE_SECONDS must be a number of seconds (1-3600)");
+		return -1;
+	}
+	cfg->lease_s = n;
+
 	static const char *const budgets[] = {"DAILY_TOKENS", "MONTHLY_TOKENS"};
 	long long *budget_of[] = {&cfg->budget.daily, &cfg->budget.monthly};
 	for (size_t i = 0; i < 2; i++) {

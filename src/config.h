@@ -41,6 +41,7 @@ struct config {
 	size_t context_tokens;
 	struct usage_budget budget; /* DAILY_TOKENS, MONTHLY_TOKENS; 0: unlimited */
 	long llm_timeout_s;  /* a whole model answer */
+	long lease_s;        /* LEASE_SECONDS: a claim on an update in a shared (PostgreSQL) store */
 	bool show_reasoning; /* <think> text as an expandable quote, else hidden */
 
 	/* webhook and serverless */

@@ -248,32 +248,15 @@ static void on_last_refusal(void *arg, int err, const char *value)
 static void ask(struct conversation *c);
 static void on_reserved(void *arg, int err);
 
-static void on_saved(void *arg, int err)
-{
-	struct conversation *c = arg;
-	if (err)
-		log_error("chat=%lld update=%lld: the exchange could not be stored", chat_of(c),
-		          (long long)c->u.update_id);
-	end(c);
-}
-
-static void save_exchange(struct conversation *c)
-{
-	count_usage(c); /* at once, beside the history: on S3 each is a round trip */
-	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len, false}};
-	store_history_replace(c->env->store, c->u.message.chat_id, c->replaced, c->n_replaced, turns, 2,
-	                      c->u.update_id, on_saved, c);
-}
-
 static void send_after_text(struct conversation *c)
 {
 	if (c->after_text == TEXT_COUNT) {
-		save_exchange(c);
+		end(c);
 		return;
 	}
 	enum text_id id = c->after_text;
 	c->after_text = TEXT_COUNT;
-	send_notice(c, id, save_exchange);
+	send_notice(c, id, end);
 }
 
 static void on_delivered(void *arg, bool is_delivered)
@@ -282,22 +265,49 @@ static void on_delivered(void *arg, bool is_delivered)
 	if (!is_delivered)
 		log_warn("chat=%lld update=%lld: the answer did not fully reach the chat; it is stored",
 		         chat_of(c), (long long)c->u.update_id);
+	else
+		log_debug("chat=%lld update=%lld: delivered", chat_of(c), (long long)c->u.update_id);
 	send_after_text(c);
 }
 
-/* The answer is complete: the final messages, then a notice if any, then the history. */
+static void on_saved(void *arg, int err)
+{
+	struct conversation *c = arg;
+	if (err == STORE_TAKEN_OVER) { /* another instance answers it (or has) */
+		c->outcome = METRICS_DUPLICATE;
+		end(c);
+		return;
+	}
+	if (err)
+		log_error("chat=%lld update=%lld: the exchange could not be stored", chat_of(c),
+		          (long long)c->u.update_id);
+	delivery_finish(c->delivery, c->shown, strlen(c->shown), on_delivered);
+}
+
+/*
+ * The answer is complete: the exchange is stored (and its update marked
+ * done), then the final messages go, then a notice if any. Stored first, so
+ * that a process killed in between has answered at most once: an instance
+ * taking its updates over finds this one done; the other way round, it would
+ * answer it a second time.
+ */
 static void deliver(struct conversation *c, const char *suffix)
 {
 	typing_stop(c);
-	char *shown = NULL;
-	if (asprintf(&shown, "%s%s%s", buf_str(&c->answer), suffix ? "\n\n" : "", suffix ? suffix : "") < 0) {
+	free(c->shown);
+	c->shown = NULL;
+	if (asprintf(&c->shown, "%s%s%s", buf_str(&c->answer), suffix ? "\n\n" : "", suffix ? suffix : "") < 0) {
+		c->shown = NULL;
 		log_error("chat=%lld: out of memory delivering an answer", chat_of(c));
 		mark_done_and_end(c);
 		return;
 	}
 	c->outcome = METRICS_ANSWERED;
-	delivery_finish(c->delivery, shown, strlen(shown), on_delivered);
-	free(shown);
+	log_debug("chat=%lld update=%lld: storing, then delivering", chat_of(c), (long long)c->u.update_id);
+	count_usage(c); /* at once, beside the history: on S3 each is a round trip */
+	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len, false}};
+	store_history_replace(c->env->store, c->u.message.chat_id, c->replaced, c->n_replaced, turns, 2,
+	                      c->u.update_id, on_saved, c);
 }
 
 static void fail_with(struct conversation *c, enum text_id id)
@@ -872,6 +882,7 @@ void conversation_clear(struct conversation *c)
 	free(c->users);
 	free(c->user.content);
 	buf_free(&c->answer);
+	free(c->shown);
 	update_clear(&c->u);
 	memset(c, 0, sizeof *c);
 	if (had_file)

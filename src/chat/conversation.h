@@ -42,6 +42,7 @@ struct conversation {
 	struct prompt_plan asked; /* the request in flight */
 	struct delivery *delivery;
 	struct buf answer;       /* the model's text as it streams in; stored as the assistant turn */
+	char *shown;             /* the answer as delivered: with its notice of a cut, if any */
 	enum text_id after_text; /* a notice sent after the answer, TEXT_COUNT for none */
 	bool is_blocked;         /* Telegram said 403: stop sending */
 

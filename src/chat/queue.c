@@ -1,7 +1,9 @@
 /*
  * The chats: one FIFO queue of conversations per chat, only the head
  * running, so one chat's history is never read and written by two jobs at
- * once; the chats themselves run side by side on the loop.
+ * once; the chats themselves run side by side on the loop. On a store
+ * shared by several instances (store_lease_ms), the head also waits for
+ * its chat's turn across them (store_update_begin).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -9,10 +11,14 @@
 #include "chat/chat.h"
 #include "chat/conversation.h"
 #include "chat/text.h"
+#include "lib/backoff.h"
 #include "lib/log.h"
 #include "telegram/send.h"
 
 #define CHAT_BUCKETS 1024
+
+/* How often a head asks again for its chat's turn while another instance has it. */
+static const struct backoff turn_backoff = {.first_ms = 10, .max_ms = 500, .has_jitter = true};
 
 struct job {
 	struct job *next;
@@ -20,13 +26,23 @@ struct job {
 	struct conversation conversation;
 };
 
+struct chat;
+
+/* A question for the store about the head's turn; outlives the chat when the chats are stopped meanwhile. */
+struct turn_ask {
+	struct chat *chat; /* NULL: stopped, nobody waits for the answer */
+};
+
 struct chat {
 	struct chat *next_in_bucket;
 	struct chats *chats;
 	int64_t id;
-	struct job *head, *tail; /* head is running */
+	struct job *head, *tail; /* head is running, or waiting for its turn */
 	size_t n_jobs;
 	bool is_told_busy;
+	struct turn_ask *asking; /* the store is being asked whether the head may start */
+	struct event *wait;      /* asks again, with backoff */
+	int waits;
 };
 
 struct chats {
@@ -61,13 +77,22 @@ static struct chat *chat_get(struct chats *cs, int64_t id)
 	return c;
 }
 
+static void chat_free(struct chat *c)
+{
+	if (c->asking)
+		c->asking->chat = NULL;
+	if (c->wait)
+		event_free(c->wait);
+	free(c);
+}
+
 static void chat_remove(struct chats *cs, struct chat *c)
 {
 	for (struct chat **p = bucket_of(cs, c->id); *p; p = &(*p)->next_in_bucket) {
 		if (*p == c) {
 			*p = c->next_in_bucket;
 			cs->n_chats--;
-			free(c);
+			chat_free(c);
 			return;
 		}
 	}
@@ -78,6 +103,8 @@ static void job_free(struct job *job)
 	conversation_clear(&job->conversation);
 	free(job);
 }
+
+static void run_head(struct chat *c);
 
 /* The head's conversation is over: free it and start the chat's next one. */
 static void on_ended(void *arg)
@@ -92,12 +119,112 @@ static void on_ended(void *arg)
 	cs->n_jobs--;
 	c->n_jobs--;
 	if (c->head) {
-		conversation_start(&c->head->conversation);
+		run_head(c);
 		return;
 	}
 	chat_remove(cs, c);
 	if (cs->n_jobs == 0 && cs->on_idle)
 		cs->on_idle(cs->idle_arg);
+}
+
+static void on_wait_over(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	run_head(arg);
+}
+
+/*
+ * Moves the queued job with the lowest update id to the head when it is
+ * lower than the head's (which has not started): an update taken over from
+ * a stopped instance may come after later ones of its chat.
+ */
+static bool take_earliest(struct chat *c)
+{
+	struct job *prev_min = NULL, *min = NULL;
+	int64_t lowest = conversation_update_id(&c->head->conversation);
+	for (struct job *prev = c->head, *j = c->head->next; j; prev = j, j = j->next) {
+		int64_t id = conversation_update_id(&j->conversation);
+		if (id < lowest) {
+			lowest = id;
+			min = j;
+			prev_min = prev;
+		}
+	}
+	if (!min)
+		return false;
+	prev_min->next = min->next;
+	if (c->tail == min)
+		c->tail = prev_min;
+	min->next = c->head;
+	c->head = min;
+	c->waits = 0;
+	return true;
+}
+
+static void on_turn(void *arg, int err, enum store_turn turn)
+{
+	struct turn_ask *a = arg;
+	struct chat *c = a->chat;
+	free(a);
+	if (!c)
+		return;
+	c->asking = NULL;
+	struct job *job = c->head;
+	int64_t update_id = conversation_update_id(&job->conversation);
+	if (!err && turn == STORE_TURN_GO) {
+		c->waits = 0;
+		conversation_start(&job->conversation);
+		return;
+	}
+	if (!err && turn == STORE_TURN_GONE) {
+		/* Not counted here: whoever answered it (or answers it) counts it. */
+		log_info("chat=%lld update=%lld: done already, or taken over by another instance; dropped",
+		         (long long)c->id, (long long)update_id);
+		on_ended(job);
+		return;
+	}
+	if (!err && take_earliest(c)) { /* the update it waits for is queued here, behind it */
+		run_head(c);
+		return;
+	}
+	if (c->waits == 0)
+		log_debug("chat=%lld update=%lld: waiting for the chat's earlier update in another instance",
+		          (long long)c->id, (long long)update_id);
+	long ms = backoff_ms(&turn_backoff, ++c->waits);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	if ((c->wait || (c->wait = evtimer_new(c->chats->env.base, on_wait_over, c))) && evtimer_add(c->wait, &tv) == 0)
+		return;
+	/* Without a timer the update would wait for ever: it stays pending, for a takeover. */
+	log_error("chat=%lld update=%lld: cannot wait for the chat's turn; left to another instance",
+	          (long long)c->id, (long long)update_id);
+	on_ended(job);
+}
+
+/*
+ * Starts the head's conversation, on a shared store once it is the chat's
+ * turn across instances (an update the journal did not take has no turn to
+ * wait for: it only tells the user).
+ */
+static void run_head(struct chat *c)
+{
+	struct conversation *conv = &c->head->conversation;
+	struct store *store = c->chats->env.store;
+	if (store_lease_ms(store) == 0 || conv->job == CHAT_NOT_JOURNALED) {
+		conversation_start(conv);
+		return;
+	}
+	struct turn_ask *a = malloc(sizeof *a);
+	if (!a) {
+		log_error("chat=%lld: out of memory asking for the chat's turn; the update is left to another "
+		          "instance",
+		          (long long)c->id);
+		on_ended(c->head);
+		return;
+	}
+	a->chat = c;
+	c->asking = a;
+	store_update_begin(store, conversation_update_id(conv), c->id, on_turn, a);
 }
 
 static void on_told_busy(void *arg, const struct tg_result *res)
@@ -148,7 +275,7 @@ int chats_submit(struct chats *cs, struct tg_update *u, enum chat_job kind)
 		return 0;
 	}
 	c->head = c->tail = job;
-	conversation_start(&job->conversation);
+	run_head(c);
 	return 0;
 }
 
@@ -175,7 +302,7 @@ static size_t stop_all(struct chats *cs, int64_t *update_ids, size_t max)
 					update_ids[n++] = conversation_update_id(&job->conversation);
 				job_free(job);
 			}
-			free(c);
+			chat_free(c);
 		}
 	}
 	cs->n_jobs = 0;

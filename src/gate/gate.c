@@ -36,6 +36,7 @@ struct gate {
 	size_t n_releasing; /* gate_abandon's releases in flight */
 	void (*abandoned)(void *arg);
 	void *abandoned_arg;
+	struct event *sweep; /* a shared store: takes over what stopped instances left, twice a lease */
 };
 
 /* ---- routing a journaled update ---- */
@@ -366,7 +367,8 @@ static void on_pending(void *arg, int err, const char *raw)
 		log_warn("bot: a journaled update cannot be decoded (%s)", why);
 		return;
 	}
-	log_info("bot: update=%lld: resuming, unfinished by the last run", (long long)u.update_id);
+	log_info("bot: update=%lld: resuming, left unfinished by an earlier run or a stopped instance",
+	         (long long)u.update_id);
 	struct receipt *r = receipt_new(g, &u, NULL, NULL);
 	if (r)
 		dispatch(r);
@@ -410,9 +412,23 @@ bool gate_abandon(struct gate *g, void (*done)(void *arg), void *arg)
 	return g->n_releasing > 0;
 }
 
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	gate_resume(arg);
+}
+
 void gate_resume(struct gate *g)
 {
 	store_update_pending(g->env.store, on_pending, g);
+	unsigned lease = store_lease_ms(g->env.store);
+	if (!lease)
+		return;
+	struct timeval tv = {lease / 2000, (lease / 2 % 1000) * 1000};
+	if ((g->sweep || (g->sweep = evtimer_new(g->env.base, on_sweep, g))) && evtimer_add(g->sweep, &tv) == 0)
+		return;
+	log_error("bot: cannot schedule taking over updates that stopped instances left; they wait for a restart");
 }
 
 /* ---- who the bot is ---- */
@@ -607,6 +623,8 @@ void gate_free(struct gate *g)
 	/* Their store operations are dropped with the store: nothing will settle them. */
 	while (g->receipts)
 		receipt_free(g->receipts);
+	if (g->sweep)
+		event_free(g->sweep);
 	free(g->self_username);
 	free(g);
 }

@@ -97,7 +97,11 @@ bool gate_is_settled(const struct gate *g);
 /* cb runs each time the last unsettled update settles; NULL to stop. */
 void gate_on_settled(struct gate *g, void (*cb)(void *arg), void *arg);
 
-/* Queues the updates an earlier run journaled but did not finish, oldest first. */
+/*
+ * Queues the updates an earlier run journaled but did not finish, oldest
+ * first. On a shared store (store_lease_ms), those of stopped instances, and
+ * again twice a lease from then on.
+ */
 void gate_resume(struct gate *g);
 
 #endif

@@ -54,7 +54,7 @@ static const char *const tg_outcomes[] = {"ok", "error", "network"};
 static const char *const store_ops[] = {"history_load",   "history_append", "history_clear",
                                         "update_claim",   "update_done",    "update_release",
                                         "update_pending", "setting_get",    "setting_set",
-                                        "setting_change", "setting_scan"};
+                                        "setting_change", "setting_scan",   "update_begin"};
 _Static_assert(COUNT(outcomes) == METRICS_OUTCOMES, "an outcome without a name");
 _Static_assert(COUNT(store_ops) == METRICS_STORE_OPS, "a store operation without a name");
 

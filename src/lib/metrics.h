@@ -37,6 +37,7 @@ enum metrics_store_op {
 	METRICS_SETTING_SET,
 	METRICS_SETTING_CHANGE,
 	METRICS_SETTING_SCAN,
+	METRICS_UPDATE_BEGIN, /* a shared store's turn in a chat (store_update_begin), and lease renewals */
 	METRICS_STORE_OPS,
 };
 

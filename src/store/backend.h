@@ -23,6 +23,8 @@ struct store_ops {
 	void (*update_done)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 	void (*update_release)(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 	void (*update_pending)(struct store *s, store_pending_cb cb, void *arg);
+	/* NULL: one process uses the store at a time (store_lease_ms() is 0) */
+	void (*update_begin)(struct store *s, int64_t update_id, int64_t chat_id, store_turn_cb cb, void *arg);
 	void (*setting_get)(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
 	void (*setting_prefetch)(struct store *s, int64_t scope, const char *key); /* NULL: ignored */
 	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value,
@@ -41,12 +43,14 @@ union store_cb {
 	store_value_cb value;
 	store_pending_cb pending;
 	store_scan_cb scan;
+	store_turn_cb turn;
 };
 
 struct store_answer;
 
 struct store {
 	const struct store_ops *ops;
+	unsigned lease_ms; /* store_lease_ms() */
 	struct event *kick;               /* runs the answers waiting below */
 	struct store_answer *head, *tail; /* answers for the loop, oldest first */
 };
@@ -63,6 +67,7 @@ void store_answer_history(struct store *s, store_history_cb cb, void *arg, int e
 void store_answer_claim(struct store *s, store_claim_cb cb, void *arg, int err, bool is_new);
 /* value (NULL: not set) is copied. */
 void store_answer_value(struct store *s, store_value_cb cb, void *arg, int err, const char *value);
+void store_answer_turn(struct store *s, store_turn_cb cb, void *arg, int err, enum store_turn turn);
 /* The pending updates' texts (raws[0..n), each malloc'd, and the array) move into the answer. */
 void store_answer_pending(struct store *s, store_pending_cb cb, void *arg, int err, char **raws, size_t n);
 /* The scopes and values (values[0..n), each malloc'd, and both arrays) move into the answer. */
@@ -74,7 +79,7 @@ int store_sqlite_open(const char *path, struct event_base *base, struct store **
 int store_s3_open(const struct store_options *o, struct event_base *base, struct http_client *http,
                   struct store **out, char *err, size_t errlen);
 /* store/postgres.c: spec is a libpq connection string (a URI or keywords). */
-int store_postgres_open(const char *spec, struct event_base *base, struct store **out, char *err,
-                        size_t errlen);
+int store_postgres_open(const char *spec, unsigned lease_ms, struct event_base *base, struct store **out,
+                        char *err, size_t errlen);
 
 #endif

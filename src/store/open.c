@@ -13,7 +13,7 @@ int store_open(const struct store_options *o, struct event_base *base, struct ht
 		return store_s3_open(o, base, http, out, err, errlen);
 	if (store_is_postgres_spec(o->spec)) {
 #ifdef TGLLM_POSTGRES
-		return store_postgres_open(o->spec, base, out, err, errlen);
+		return store_postgres_open(o->spec, o->lease_ms, base, out, err, errlen);
 #else
 		snprintf(err, errlen, "this tgllm is built without PostgreSQL (the lean static build): "
 		                      "use the one built with libpq");

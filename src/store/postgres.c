@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/backoff.h"
 #include "lib/log.h"
@@ -38,6 +40,7 @@
 #define HISTORY_LOAD_MAX   2000
 #define HISTORY_LOAD_BYTES (8u << 20) /* as sqlite.c */
 #define JOURNAL_KEEP_S     (7 * 86400)
+#define LEASE_MS           10000 /* LEASE_SECONDS' default */
 /* pg_advisory_xact_lock(int, int) keys of the migration ('tgll', 14): a lock space apart from the chats'. */
 #define MIGRATION_LOCK "SELECT pg_advisory_xact_lock(1952935020, 14)"
 
@@ -65,6 +68,16 @@ static const char *const migrations[] = {
     "  key TEXT NOT NULL,"
     "  value TEXT NOT NULL,"
     "  PRIMARY KEY (scope, key));",
+    /*
+     * Several instances: a pending update belongs to the instance that
+     * claimed it (or took it over) while its lease lasts; started marks the
+     * one of its chat being handled, so the chat's later updates wait.
+     */
+    "ALTER TABLE tgllm_updates"
+    "  ADD COLUMN owner TEXT,"
+    "  ADD COLUMN lease_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity',"
+    "  ADD COLUMN started BOOLEAN NOT NULL DEFAULT false;"
+    "CREATE INDEX tgllm_updates_pending_by_chat ON tgllm_updates (chat_id, update_id) WHERE state = 'pending';",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -79,7 +92,9 @@ enum kind {
 	K_GET,
 	K_SET,
 	K_CHANGE,
-	K_SCAN
+	K_SCAN,
+	K_BEGIN,
+	K_RENEW
 };
 
 static const enum metrics_store_op kind_metric[] = {
@@ -88,11 +103,12 @@ static const enum metrics_store_op kind_metric[] = {
     [K_DONE] = METRICS_UPDATE_DONE,       [K_RELEASE] = METRICS_UPDATE_RELEASE,
     [K_PENDING] = METRICS_UPDATE_PENDING, [K_GET] = METRICS_SETTING_GET,
     [K_SET] = METRICS_SETTING_SET,        [K_CHANGE] = METRICS_SETTING_CHANGE,
-    [K_SCAN] = METRICS_SETTING_SCAN,
+    [K_SCAN] = METRICS_SETTING_SCAN,       [K_BEGIN] = METRICS_UPDATE_BEGIN,
+    [K_RENEW] = METRICS_UPDATE_BEGIN,
 };
 
 /* The steps of the transactions (history_append, setting_change); one statement's ops use P_ONE. */
-enum phase { P_ONE, P_BEGIN, P_LOCK, P_LAST, P_DROP, P_INSERT, P_MARK, P_GET, P_PUT, P_COMMIT };
+enum phase { P_ONE, P_BEGIN, P_LOCK, P_LAST, P_DROP, P_INSERT, P_MARK, P_MARKED, P_GET, P_PUT, P_COMMIT };
 
 struct pg_op {
 	struct pg_op *next;  /* waiting for a connection */
@@ -100,6 +116,8 @@ struct pg_op {
 	bool is_over;        /* its outcome is below, to be answered once every earlier op is */
 	int err;
 	bool is_new;      /* claim */
+	bool is_gone;     /* append: the update is not this process's; rolled back */
+	enum store_turn turn; /* begin */
 	struct history h; /* load */
 	char *result;     /* get (NULL: not set) */
 	char **rows;      /* pending, scan: values */
@@ -145,6 +163,18 @@ struct store_pg {
 	bool is_dispatching, is_dispatch_due;
 	struct event *retry; /* connects again after a failure, with backoff */
 	int failures;        /* connections failed in a row */
+	/* Who this process is in the journal's owner column: host, pid and a random part (a restart is new). */
+	char owner[128];
+	char lease[24];      /* the lease, in ms, as a query parameter */
+	struct event *renew; /* renews the leases of held[], three times a lease */
+	/*
+	 * The updates this process holds: claimed or taken over, and not yet
+	 * done, released or found gone. Only these are renewed: a taken-over
+	 * update whose answer was lost with its connection runs out and is
+	 * taken over again.
+	 */
+	int64_t *held;
+	size_t n_held, cap_held;
 };
 
 static struct store_pg *from(struct store *s)
@@ -219,6 +249,11 @@ static void deliver(struct store_pg *s, struct pg_op *op)
 		break;
 	case K_CLAIM:
 		store_answer_claim(&s->base, op->cb.claim, op->arg, op->err, op->is_new);
+		break;
+	case K_BEGIN:
+		store_answer_turn(&s->base, op->cb.turn, op->arg, op->err, op->err ? STORE_TURN_WAIT : op->turn);
+		break;
+	case K_RENEW:
 		break;
 	case K_GET:
 		store_answer_value(&s->base, op->cb.value, op->arg, op->err, op->result);
@@ -358,7 +393,7 @@ static bool may_run_again(const struct pg_op *op)
 {
 	if (op->retries >= 2 || op->kind == K_CLAIM)
 		return false;
-	if (op->kind == K_APPEND || op->kind == K_CHANGE)
+	if (op->kind == K_APPEND || op->kind == K_CHANGE || op->kind == K_BEGIN)
 		return op->phase != P_COMMIT;
 	return true;
 }
@@ -707,6 +742,33 @@ static void enqueue(struct store_pg *s, struct pg_op *op)
 	dispatch(s);
 }
 
+/* ---- the updates this process holds ---- */
+
+static void hold(struct store_pg *s, int64_t update_id)
+{
+	if (s->n_held == s->cap_held) {
+		size_t cap = s->cap_held ? s->cap_held * 2 : 64;
+		int64_t *p = realloc(s->held, cap * sizeof *p);
+		if (!p) { /* its lease then runs out, and another process (or this one) takes it over */
+			log_error("store: postgres: out of memory: update=%lld's lease is not renewed",
+			          (long long)update_id);
+			return;
+		}
+		s->held = p;
+		s->cap_held = cap;
+	}
+	s->held[s->n_held++] = update_id;
+}
+
+static void unhold(struct store_pg *s, int64_t update_id)
+{
+	for (size_t i = 0; i < s->n_held; i++)
+		if (s->held[i] == update_id) {
+			s->held[i] = s->held[--s->n_held];
+			return;
+		}
+}
+
 /* ---- the operations: what each sends, and what it makes of the answers ---- */
 
 static void num(char *out, int64_t v)
@@ -714,12 +776,12 @@ static void num(char *out, int64_t v)
 	snprintf(out, 24, "%lld", (long long)v);
 }
 
-/* The operation is over: answers 0 and takes the next. */
+/* The operation is over: answers 0 (or STORE_TAKEN_OVER) and takes the next. */
 static void finish(struct pg_conn *c, struct pg_op *op)
 {
 	c->op = NULL;
 	conn_ready(c);
-	op_over(c->s, op, 0);
+	op_over(c->s, op, op->is_gone ? STORE_TAKEN_OVER : 0);
 	dispatch(c->s);
 }
 
@@ -757,7 +819,7 @@ static void load_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
 /* Rows of (text) or (scope, text) as the arrays store_answer_pending/scan take. */
 static void list_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
 {
-	int rows = PQntuples(res), col = op->kind == K_SCAN ? 1 : 0;
+	int rows = PQntuples(res), col = 1;
 	char **values = calloc((size_t)rows + 1, sizeof *values);
 	int64_t *scopes = calloc((size_t)rows + 1, sizeof *scopes);
 	size_t n = 0;
@@ -771,6 +833,8 @@ static void list_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	if (err)
 		log_error("store: postgres: reading %s: out of memory",
 		          op->kind == K_SCAN ? "settings" : "the update journal");
+	for (size_t i = 0; op->kind == K_PENDING && i < n; i++)
+		hold(c->s, scopes[i]);
 	c->op = NULL;
 	conn_ready(c);
 	op->rows = values;
@@ -780,10 +844,10 @@ static void list_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	dispatch(c->s);
 }
 
-/* history_append: the turns [i..) one INSERT each, then the update's done mark, then COMMIT. */
+/* history_append: the turns [i..) one INSERT each, then COMMIT. */
 static void append_next(struct pg_conn *c, struct pg_op *op)
 {
-	char chat[24], now[24], uid[24];
+	char chat[24], now[24];
 	num(chat, op->id);
 	num(now, (int64_t)time(NULL));
 	if (op->i < op->turns.len) {
@@ -795,12 +859,6 @@ static void append_next(struct pg_conn *c, struct pg_op *op)
 		           "INSERT INTO tgllm_messages (chat_id, role, content, is_parts, created_at) "
 		           "VALUES ($1, $2, $3, $4, $5)",
 		           5, v);
-	} else if (op->update_id && op->phase != P_MARK) {
-		num(uid, op->update_id);
-		const char *v[] = {uid};
-		op->phase = P_MARK;
-		send_query(c, "marking an update done",
-		           "UPDATE tgllm_updates SET state = 'done', body = NULL WHERE update_id = $1", 1, v);
 	} else {
 		op->phase = P_COMMIT;
 		send_query(c, "COMMIT", "COMMIT", 0, NULL);
@@ -824,25 +882,70 @@ static bool is_still_last(const struct pg_op *op, PGresult *res, char *first, si
 	return true;
 }
 
+/* The update is this process's to mark done (or none was given): the turns go in. */
+static void append_turns(struct pg_conn *c, struct pg_op *op)
+{
+	char chat[24];
+	num(chat, op->id);
+	if (op->old.len) {
+		const char *v[] = {chat};
+		op->phase = P_LOCK;
+		/* Another instance's append to the chat waits: "still last" stays true until COMMIT. */
+		send_query(c, "locking the chat", "SELECT pg_advisory_xact_lock($1)", 1, v);
+		return;
+	}
+	append_next(c, op);
+}
+
 static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 {
-	char chat[24], count[24];
+	char chat[24], count[24], uid[24];
 	num(chat, op->id);
+	num(uid, op->update_id);
 	switch (op->phase) {
 	case P_ONE:
 		op->phase = P_BEGIN;
 		send_query(c, "BEGIN", "BEGIN", 0, NULL);
 		return;
-	case P_BEGIN:
-		if (op->old.len) {
-			const char *v[] = {chat};
-			op->phase = P_LOCK;
-			/* Another instance's append to the chat waits: "still last" stays true until COMMIT.
-			 */
-			send_query(c, "locking the chat", "SELECT pg_advisory_xact_lock($1)", 1, v);
+	case P_BEGIN: {
+		if (!op->update_id) {
+			append_turns(c, op);
 			return;
 		}
-		append_next(c, op);
+		/*
+		 * The done mark first: it holds the update's row until COMMIT, and when the update is no
+		 * longer this process's (its lease ran out and another instance took it over, or it is
+		 * done), the turns are not stored a second time.
+		 */
+		const char *v[] = {uid, c->s->owner};
+		op->phase = P_MARK;
+		send_query(c, "marking an update done",
+		           "UPDATE tgllm_updates SET state = 'done', body = NULL "
+		           "WHERE update_id = $1 AND state = 'pending' AND (owner IS NULL OR owner = $2)",
+		           2, v);
+		return;
+	}
+	case P_MARK: {
+		if (atoi(PQcmdTuples(res)) > 0) {
+			append_turns(c, op);
+			return;
+		}
+		const char *v[] = {uid};
+		op->phase = P_MARKED;
+		send_query(c, "reading an update", "SELECT 1 FROM tgllm_updates WHERE update_id = $1", 1, v);
+		return;
+	}
+	case P_MARKED:
+		if (PQntuples(res) == 0) { /* never journaled: nothing to mark */
+			append_turns(c, op);
+			return;
+		}
+		log_warn("store: chat=%lld update=%lld: done already, or taken over by another instance; its "
+		         "exchange is not stored twice",
+		         (long long)op->id, (long long)op->update_id);
+		op->is_gone = true;
+		op->phase = P_COMMIT;
+		send_query(c, "ROLLBACK", "ROLLBACK", 0, NULL);
 		return;
 	case P_LOCK: {
 		num(count, (int64_t)op->old.len);
@@ -870,7 +973,6 @@ static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	}
 	case P_DROP:
 	case P_INSERT:
-	case P_MARK:
 		append_next(c, op);
 		return;
 	default: /* P_COMMIT */
@@ -932,6 +1034,70 @@ static void advance_change(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	}
 }
 
+/*
+ * update_begin: under the chat's lock (begins of one chat take turns across
+ * instances, so two cannot both see the other's update as not started),
+ * the chat's pending updates up to this one, and those started.
+ */
+static void advance_begin(struct pg_conn *c, struct pg_op *op, PGresult *res)
+{
+	char chat[24], uid[24];
+	num(chat, op->id);
+	num(uid, op->update_id);
+	switch (op->phase) {
+	case P_ONE:
+		op->phase = P_BEGIN;
+		send_query(c, "BEGIN", "BEGIN", 0, NULL);
+		return;
+	case P_BEGIN: {
+		const char *v[] = {chat};
+		op->phase = P_LOCK;
+		send_query(c, "locking the chat", "SELECT pg_advisory_xact_lock($1)", 1, v);
+		return;
+	}
+	case P_LOCK: {
+		const char *v[] = {chat, uid, c->s->owner};
+		op->phase = P_GET;
+		send_query(c, "reading the chat's updates",
+		           "SELECT update_id, owner IS NOT DISTINCT FROM $3, started FROM tgllm_updates "
+		           "WHERE chat_id = $1 AND state = 'pending' AND (update_id <= $2 OR started)",
+		           3, v);
+		return;
+	}
+	case P_GET: {
+		bool is_mine = false, is_behind = false;
+		for (int i = 0; i < PQntuples(res); i++) {
+			int64_t id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+			if (id == op->update_id)
+				is_mine = PQgetvalue(res, i, 1)[0] == 't';
+			else if (id < op->update_id || PQgetvalue(res, i, 2)[0] == 't')
+				is_behind = true; /* an earlier one, or one being handled */
+		}
+		op->turn = !is_mine ? STORE_TURN_GONE : is_behind ? STORE_TURN_WAIT : STORE_TURN_GO;
+		if (op->turn == STORE_TURN_GONE)
+			unhold(c->s, op->update_id);
+		if (op->turn != STORE_TURN_GO) {
+			op->phase = P_COMMIT;
+			send_query(c, "COMMIT", "COMMIT", 0, NULL);
+			return;
+		}
+		const char *v[] = {uid, c->s->lease};
+		op->phase = P_PUT;
+		send_query(c, "starting an update",
+		           "UPDATE tgllm_updates SET started = true, "
+		           "lease_until = now() + interval '1 millisecond' * $2::float8 WHERE update_id = $1",
+		           2, v);
+		return;
+	}
+	case P_PUT:
+		op->phase = P_COMMIT;
+		send_query(c, "COMMIT", "COMMIT", 0, NULL);
+		return;
+	default:
+		finish(c, op);
+	}
+}
+
 /* Sends op's next statement, given the answer to the one before (NULL to begin); or answers op. */
 static void advance(struct pg_conn *c, PGresult *res)
 {
@@ -946,6 +1112,10 @@ static void advance(struct pg_conn *c, PGresult *res)
 		advance_change(c, op, res);
 		return;
 	}
+	if (op->kind == K_BEGIN) {
+		advance_begin(c, op, res);
+		return;
+	}
 	if (res) { /* the one statement's answer */
 		switch (op->kind) {
 		case K_LOAD:
@@ -957,6 +1127,8 @@ static void advance(struct pg_conn *c, PGresult *res)
 			return;
 		case K_CLAIM: {
 			op->is_new = atoi(PQcmdTuples(res)) > 0;
+			if (op->is_new)
+				hold(c->s, op->update_id);
 			finish(c, op);
 			return;
 		}
@@ -997,11 +1169,16 @@ static void advance(struct pg_conn *c, PGresult *res)
 	case K_CLAIM: {
 		num(b, op->update_id);
 		num(d, (int64_t)time(NULL));
-		const char *v[] = {b, a, op->value, d};
+		const char *v[] = {b, a, op->value, d, c->s->owner, c->s->lease};
+		/* A repeat is new again when its owner stopped renewing it (died): it is taken over. */
 		send_query(c, "journaling an update",
-		           "INSERT INTO tgllm_updates (update_id, chat_id, state, body, received_at) "
-		           "VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT (update_id) DO NOTHING",
-		           4, v);
+		           "INSERT INTO tgllm_updates AS u "
+		           "(update_id, chat_id, state, body, received_at, owner, lease_until) "
+		           "VALUES ($1, $2, 'pending', $3, $4, $5, now() + interval '1 millisecond' * $6::float8) "
+		           "ON CONFLICT (update_id) DO UPDATE SET owner = EXCLUDED.owner, "
+		           "lease_until = EXCLUDED.lease_until, started = false "
+		           "WHERE u.state = 'pending' AND u.lease_until < now()",
+		           6, v);
 		return;
 	}
 	case K_DONE: {
@@ -1016,12 +1193,26 @@ static void advance(struct pg_conn *c, PGresult *res)
 		           "DELETE FROM tgllm_updates WHERE update_id = $1 AND state = 'pending'", 1, v);
 		return;
 	}
-	case K_PENDING:
-		send_query(c, "reading the update journal",
-		           "SELECT body FROM tgllm_updates WHERE state = 'pending' AND body IS NOT NULL "
-		           "ORDER BY update_id",
-		           0, NULL);
+	case K_PENDING: {
+		/* The updates no live instance holds (their leases ran out) become this one's. */
+		const char *v[] = {c->s->owner, c->s->lease};
+		send_query(c, "taking over unfinished updates",
+		           "WITH t AS (UPDATE tgllm_updates SET owner = $1, started = false, "
+		           "lease_until = now() + interval '1 millisecond' * $2::float8 "
+		           "WHERE state = 'pending' AND lease_until < now() AND body IS NOT NULL "
+		           "RETURNING update_id, body) "
+		           "SELECT update_id, body FROM t ORDER BY update_id",
+		           2, v);
 		return;
+	}
+	case K_RENEW: {
+		const char *v[] = {c->s->owner, c->s->lease, op->value};
+		send_query(c, "renewing leases",
+		           "UPDATE tgllm_updates SET lease_until = now() + interval '1 millisecond' * $2::float8 "
+		           "WHERE owner = $1 AND state = 'pending' AND update_id = ANY($3::bigint[])",
+		           3, v);
+		return;
+	}
 	case K_GET: {
 		const char *v[] = {a, op->key};
 		send_query(c, "reading a setting",
@@ -1104,6 +1295,8 @@ static void pg_history_append(struct store *base, int64_t chat_id, const struct 
 		OOM_AT_ONCE(cb(arg, -1));
 	op->cb.done = cb;
 	op->update_id = update_id;
+	/* Held no longer, whatever the outcome: a failed write leaves it pending, for a takeover. */
+	unhold(from(base), update_id);
 	start(base, op, copy_turns(&op->old, old, n_old) == 0 && copy_turns(&op->turns, turns, n) == 0);
 }
 
@@ -1133,6 +1326,7 @@ static void pg_update_done(struct store *base, int64_t update_id, store_done_cb 
 	if (!op)
 		OOM_AT_ONCE(cb(arg, -1));
 	op->cb.done = cb;
+	unhold(from(base), update_id);
 	start(base, op, true);
 }
 
@@ -1142,7 +1336,49 @@ static void pg_update_release(struct store *base, int64_t update_id, store_done_
 	if (!op)
 		OOM_AT_ONCE(cb(arg, -1));
 	op->cb.done = cb;
+	unhold(from(base), update_id);
 	start(base, op, true);
+}
+
+static void pg_update_begin(struct store *base, int64_t update_id, int64_t chat_id, store_turn_cb cb,
+                            void *arg)
+{
+	struct pg_op *op = op_new(K_BEGIN, chat_id, arg);
+	if (!op)
+		OOM_AT_ONCE(cb(arg, -1, STORE_TURN_WAIT));
+	op->cb.turn = cb;
+	op->update_id = update_id;
+	start(base, op, true);
+}
+
+/* Renews the leases of the updates held, as "{id,id,...}" (one statement whatever their number). */
+static void on_renew(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct store_pg *s = arg;
+	struct timeval tv = {0, 0};
+	unsigned ms = s->base.lease_ms / 3;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(s->renew, &tv);
+	if (s->n_held == 0)
+		return;
+	struct pg_op *op = op_new(K_RENEW, 0, NULL);
+	char *ids = op ? malloc(s->n_held * 21 + 3) : NULL;
+	if (!ids) {
+		free(op);
+		log_error("store: postgres: out of memory renewing leases");
+		return;
+	}
+	size_t n = 0;
+	ids[n++] = '{';
+	for (size_t i = 0; i < s->n_held; i++)
+		n += (size_t)snprintf(ids + n, 22, "%s%lld", i ? "," : "", (long long)s->held[i]);
+	ids[n++] = '}';
+	ids[n] = '\0';
+	op->value = ids;
+	start(&s->base, op, true);
 }
 
 static void pg_update_pending(struct store *base, store_pending_cb cb, void *arg)
@@ -1213,6 +1449,9 @@ static void pg_free(struct store *base)
 	}
 	if (s->retry)
 		event_free(s->retry);
+	if (s->renew)
+		event_free(s->renew);
+	free(s->held);
 	free(s->conninfo);
 	store_clear(&s->base);
 	free(s);
@@ -1227,6 +1466,7 @@ static const struct store_ops postgres_ops = {
     .update_done = pg_update_done,
     .update_release = pg_update_release,
     .update_pending = pg_update_pending,
+    .update_begin = pg_update_begin,
     .setting_get = pg_setting_get,
     .setting_set = pg_setting_set,
     .setting_change = pg_setting_change,
@@ -1367,8 +1607,25 @@ fail:
 	return -1;
 }
 
-int store_postgres_open(const char *spec, struct event_base *base, struct store **out, char *err,
-                        size_t errlen)
+/* host:pid:random, so an operator can tell which instance holds what, and a restart is someone new. */
+static void make_owner(char *out, size_t n)
+{
+	char host[64] = "";
+	unsigned char r[8] = {0};
+	if (gethostname(host, sizeof host) != 0)
+		snprintf(host, sizeof host, "?");
+	host[sizeof host - 1] = '\0';
+	if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+		unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+		for (size_t i = 0; i < sizeof r; i++)
+			r[i] = (unsigned char)rand_r(&seed);
+	}
+	snprintf(out, n, "%s:%ld:%02x%02x%02x%02x%02x%02x%02x%02x", host, (long)getpid(), r[0], r[1], r[2], r[3],
+	         r[4], r[5], r[6], r[7]);
+}
+
+int store_postgres_open(const char *spec, unsigned lease_ms, struct event_base *base, struct store **out,
+                        char *err, size_t errlen)
 {
 	struct secrets sec;
 	find_secrets(spec, &sec);
@@ -1380,7 +1637,11 @@ int store_postgres_open(const char *spec, struct event_base *base, struct store 
 		return -1;
 	}
 	s->evb = base;
-	bool is_ok = (s->conninfo = strdup(spec)) && (s->retry = evtimer_new(base, on_retry, s));
+	s->base.lease_ms = lease_ms ? lease_ms : LEASE_MS;
+	num(s->lease, s->base.lease_ms);
+	make_owner(s->owner, sizeof s->owner);
+	bool is_ok = (s->conninfo = strdup(spec)) && (s->retry = evtimer_new(base, on_retry, s)) &&
+	             (s->renew = evtimer_new(base, on_renew, s));
 	for (int i = 0; i < POOL && is_ok; i++) {
 		s->conns[i].s = s;
 		s->conns[i].index = i;
@@ -1421,6 +1682,7 @@ int store_postgres_open(const char *spec, struct event_base *base, struct store 
 		goto fail;
 	}
 	conn_ready(&s->conns[0]);
+	on_renew(-1, 0, s); /* arms the timer: nothing is held yet */
 	free(sec.decoded);
 	*out = &s->base;
 	return 0;

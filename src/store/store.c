@@ -87,6 +87,19 @@ void store_update_pending(struct store *s, store_pending_cb cb, void *arg)
 	time_at_once(s, METRICS_UPDATE_PENDING, started);
 }
 
+unsigned store_lease_ms(const struct store *s)
+{
+	return s->lease_ms;
+}
+
+void store_update_begin(struct store *s, int64_t update_id, int64_t chat_id, store_turn_cb cb, void *arg)
+{
+	if (s->ops->update_begin)
+		s->ops->update_begin(s, update_id, chat_id, cb, arg);
+	else
+		store_answer_turn(s, cb, arg, 0, STORE_TURN_GO);
+}
+
 void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg)
 {
 	double started = metrics_clock();
@@ -119,7 +132,7 @@ void store_setting_scan(struct store *s, const char *key, store_scan_cb cb, void
 
 /* ---- answers through the loop ---- */
 
-enum answer_kind { ANSWER_DONE, ANSWER_HISTORY, ANSWER_CLAIM, ANSWER_VALUE, ANSWER_PENDING, ANSWER_SCAN };
+enum answer_kind { ANSWER_DONE, ANSWER_HISTORY, ANSWER_CLAIM, ANSWER_VALUE, ANSWER_PENDING, ANSWER_SCAN, ANSWER_TURN };
 
 struct store_answer {
 	struct store_answer *next;
@@ -128,6 +141,7 @@ struct store_answer {
 	void *arg;
 	int err;
 	bool is_new;
+	enum store_turn turn;
 	struct history history;
 	char *value;
 	char **raws; /* pending updates, or a scan's values */
@@ -161,6 +175,9 @@ static void answer_give(struct store_answer *a)
 		break;
 	case ANSWER_VALUE:
 		a->cb.value(a->arg, a->err, a->value);
+		break;
+	case ANSWER_TURN:
+		a->cb.turn(a->arg, a->err, a->turn);
 		break;
 	case ANSWER_PENDING:
 		for (size_t i = 0; i < a->n_raws; i++)
@@ -252,6 +269,18 @@ void store_answer_claim(struct store *s, store_claim_cb cb, void *arg, int err, 
 	answer_queue(s, a);
 }
 
+void store_answer_turn(struct store *s, store_turn_cb cb, void *arg, int err, enum store_turn turn)
+{
+	struct store_answer *a = answer_new(ANSWER_TURN, arg, err);
+	if (!a) {
+		cb(arg, -1, STORE_TURN_WAIT);
+		return;
+	}
+	a->cb.turn = cb;
+	a->turn = turn;
+	answer_queue(s, a);
+}
+
 void store_answer_value(struct store *s, store_value_cb cb, void *arg, int err, const char *value)
 {
 	struct store_answer *a = answer_new(ANSWER_VALUE, arg, err);
@@ -305,6 +334,7 @@ void store_answer_scan(struct store *s, store_scan_cb cb, void *arg, int err, in
 int store_init(struct store *s, const struct store_ops *ops, struct event_base *base)
 {
 	s->ops = ops;
+	s->lease_ms = 0;
 	s->head = s->tail = NULL;
 	s->kick = event_new(base, -1, 0, on_kick, s);
 	return s->kick ? 0 : -1;

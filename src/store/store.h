@@ -44,6 +44,11 @@ struct store_options {
 	const char *s3_key_id;
 	const char *s3_secret;
 	const char *s3_session_token; /* with temporary credentials, else NULL */
+	/*
+	 * PostgreSQL, shared by several instances: how long an instance's claim
+	 * on an update lasts unless it renews it (LEASE_SECONDS); 0: the default.
+	 */
+	unsigned lease_ms;
 };
 
 /* Opens the store o->spec names; -1 with a one-line reason in err. http is for network stores. */
@@ -56,8 +61,15 @@ void store_spec_shown(const char *spec, char *out, size_t n);
 /* NULL is a no-op. Operations still running end without their callbacks. */
 void store_free(struct store *s);
 
-/* err is 0 on success, -1 on failure (already logged by the backend). */
+/*
+ * err is 0 on success, -1 on failure (already logged by the backend); for
+ * an append or replace given an update id, also STORE_TAKEN_OVER: the
+ * update is no longer this process's (done already, or taken over by
+ * another instance after this one's lease ran out), so nothing was stored:
+ * the job must not answer it either.
+ */
 typedef void (*store_done_cb)(void *arg, int err);
+#define STORE_TAKEN_OVER 2
 /*
  * h is the callee's to keep (move its contents out) or to history_free.
  * err may also be STORE_HISTORY_SET_ASIDE: the stored history could not be
@@ -82,6 +94,13 @@ typedef void (*store_pending_cb)(void *arg, int err, const char *raw);
 typedef char *(*store_change_fn)(void *arg, const char *value);
 /* Called once per scope that has the key (in no particular order), then once with value NULL. */
 typedef void (*store_scan_cb)(void *arg, int err, int64_t scope, const char *value);
+/* What store_update_begin found. */
+enum store_turn {
+	STORE_TURN_GO,   /* the update is this process's to handle now */
+	STORE_TURN_WAIT, /* an earlier update of its chat is not done yet, in another process: ask again later */
+	STORE_TURN_GONE, /* done already, or taken over by another process (this one's lease ran out): drop it */
+};
+typedef void (*store_turn_cb)(void *arg, int err, enum store_turn turn);
 
 void store_history_load(struct store *s, int64_t chat_id, store_history_cb cb, void *arg);
 /*
@@ -109,7 +128,30 @@ void store_update_claim(struct store *s, int64_t update_id, int64_t chat_id, con
 void store_update_done(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
 /* Forgets a pending update, so that when Telegram delivers it again it counts as new. */
 void store_update_release(struct store *s, int64_t update_id, store_done_cb cb, void *arg);
+/*
+ * The updates to resume. One process per store (SQLite, S3): every update
+ * not yet done, left by an earlier run. A shared store (store_lease_ms > 0):
+ * only those whose claim's lease ran out (their process died), which
+ * become this process's; it may ask again at any time.
+ */
 void store_update_pending(struct store *s, store_pending_cb cb, void *arg);
+/*
+ * A shared store (PostgreSQL, where several instances take updates of the
+ * same chats): how long a claim lasts unless renewed, in ms; the store
+ * renews this process's claims while it runs, and another process takes
+ * over those of a process that stopped renewing (store_update_pending).
+ * 0 for a store one process uses at a time: store_update_begin is then
+ * not needed.
+ */
+unsigned store_lease_ms(const struct store *s);
+/*
+ * On a shared store, before an update's job starts: whether it is this
+ * process's turn in its chat, across processes (the chat's earlier updates
+ * are done and none of its updates is being handled elsewhere). The store
+ * marks the update started, so later ones of the chat wait for it wherever
+ * they are.
+ */
+void store_update_begin(struct store *s, int64_t update_id, int64_t chat_id, store_turn_cb cb, void *arg);
 void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
 /* A hint, with no callback, as store_history_prefetch: that setting is about to be read. */
 void store_setting_prefetch(struct store *s, int64_t scope, const char *key);

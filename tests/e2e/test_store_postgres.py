@@ -120,7 +120,7 @@ class PgStoreTest(PgTestCase):
         self.assertEqual(self.stored_history(ALICE.id), [
             {"role": "user", "content": "Put me in PostgreSQL"},
             {"role": "assistant", "content": "Echo: Put me in PostgreSQL"}])
-        self.assertEqual(self.query("SELECT version FROM tgllm_schema"), "1")
+        self.assertEqual(self.query("SELECT version FROM tgllm_schema"), "2")
         self.tg.send_private(ALICE, "/new")
         self.wait_text(ALICE.id, "new conversation")
         self.assertEqual(self.stored_history(ALICE.id), [])
@@ -245,7 +245,7 @@ class PgStartTest(PgTestCase):
         self.assertEqual(statuses, {m["text"]: 200 for m in msgs})
         for m in msgs:
             self.assertEqual([r.text for r in self.tg.replies_to(m)], ["Echo: " + m["text"]])
-        self.assertEqual(self.query("SELECT count(*) || ' ' || max(version) FROM tgllm_schema"), "1 1")
+        self.assertEqual(self.query("SELECT count(*) || ' ' || max(version) FROM tgllm_schema"), "1 2")
 
     def test_doctor_checks_the_database_and_hides_the_password(self):
         result = run_bin(["doctor"], self.bot_env(), timeout=30)

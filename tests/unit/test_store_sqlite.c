@@ -180,9 +180,9 @@ static int fixture_teardown(void **state)
 	return 0;
 }
 
-static struct store *open_store(struct fixture *f)
+static struct store *open_store_leased(struct fixture *f, unsigned lease_ms)
 {
-	struct store_options o = {.spec = f->spec};
+	struct store_options o = {.spec = f->spec, .lease_ms = lease_ms};
 	if (s3_endpoint) {
 		o.s3_endpoint = s3_endpoint;
 		o.s3_region = "us-east-1";
@@ -196,6 +196,11 @@ static struct store *open_store(struct fixture *f)
 	if (!s)
 		fail_msg("store_open(%s): expected a store, got NULL", f->spec);
 	return s;
+}
+
+static struct store *open_store(struct fixture *f)
+{
+	return open_store_leased(f, 0);
 }
 
 static void reopen(struct fixture *f)
@@ -219,6 +224,7 @@ struct op {
 	char **raws;
 	size_t n_raws;
 	bool came_after_end; /* a pending raw after the final NULL */
+	enum store_turn turn;
 };
 
 static void noted(struct op *o)
@@ -253,6 +259,15 @@ static void on_claim(void *arg, int err, bool is_new)
 	o->calls++;
 	o->err = err;
 	o->is_new = is_new;
+}
+
+static void on_turn(void *arg, int err, enum store_turn turn)
+{
+	struct op *o = arg;
+	noted(o);
+	o->calls++;
+	o->err = err;
+	o->turn = turn;
 }
 
 static void on_value(void *arg, int err, const char *value)
@@ -410,9 +425,16 @@ static void do_release(struct fixture *f, struct store *s, int64_t update_id)
 	op_free(&o);
 }
 
-/* The pending updates' texts joined with '|' (e.g. "a|b"), into out. */
+/*
+ * The pending updates' texts joined with '|' (e.g. "a|b"), into out. On
+ * PostgreSQL, pending gives only updates whose holder stopped: the cases
+ * that expect SQLite's "every update not done" first make every claim as
+ * if its process had stopped (another owner, the lease run out).
+ */
 static void do_pending(struct fixture *f, struct store *s, char *out, size_t n)
 {
+	if (pg_url)
+		pg_sql("UPDATE tgllm_updates SET owner = 'stopped', lease_until = '-infinity'", NULL, 0);
 	struct op o = {.what = "store_update_pending"};
 	store_update_pending(s, on_pending, &o);
 	started(&o);
@@ -575,7 +597,8 @@ static void test_every_operation_answers_from_the_loop_not_inside_the_call(void 
 	/* Each saw the store as the operations before it left it. */
 	expect_int("claim of a new update: is_new", 1, ops[0].is_new);
 	expect_int("history loaded after one append: turns", 1, ops[2].h.len);
-	expect_int("pending after the claim: updates", 1, ops[3].n_raws);
+	/* On PostgreSQL the claim is this process's, its lease running: not one to take over. */
+	expect_int("pending after the claim: updates", pg_url ? 0 : 1, ops[3].n_raws);
 	expect_str("setting read after it was set", "v", ops[7].value ? ops[7].value : "(null)");
 	for (size_t i = 0; i < 9; i++)
 		op_free(&ops[i]);
@@ -865,7 +888,7 @@ static void test_append_is_all_or_nothing_with_the_done_mark(void **state)
 		pg_sql("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
 		       "$$BEGIN RAISE EXCEPTION 'test: refused'; END$$;"
 		       "CREATE TRIGGER refuse_done BEFORE UPDATE ON tgllm_updates FOR EACH ROW "
-		       "WHEN (NEW.update_id = 666) EXECUTE FUNCTION test_refuse();"
+		       "WHEN (NEW.update_id = 666 AND NEW.state = 'done') EXECUTE FUNCTION test_refuse();"
 		       "CREATE TRIGGER refuse_poison BEFORE INSERT ON tgllm_messages FOR EACH ROW "
 		       "WHEN (NEW.content = 'poison') EXECUTE FUNCTION test_refuse()",
 		       NULL, 0);
@@ -1430,6 +1453,139 @@ static void test_scan_gives_every_scopes_value_of_a_key(void **state)
 	expect_str("scope 2's", "b", sc.values[is_a_first ? 1 : 0]);
 }
 
+/* ---- PostgreSQL shared by several instances: leases, takeover, a chat's turn ---- */
+
+#define PG_ONLY()                                                                                          \
+	do {                                                                                                \
+		if (!pg_url)                                                                                \
+			skip();                                                                             \
+	} while (0)
+
+static enum store_turn do_begin(struct fixture *f, struct store *s, int64_t update_id, int64_t chat)
+{
+	struct op o = {.what = "store_update_begin"};
+	store_update_begin(s, update_id, chat, on_turn, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	enum store_turn turn = o.turn;
+	op_free(&o);
+	return turn;
+}
+
+/* Pending as another instance asks for it: without making anyone's claim run out first. */
+static void expect_taken_over(struct fixture *f, struct store *s, const char *expected, const char *what)
+{
+	struct op o = {.what = "store_update_pending"};
+	store_update_pending(s, on_pending, &o);
+	started(&o);
+	answered(f, &o);
+	expect_ok(&o);
+	char got[256] = "";
+	size_t used = 0;
+	for (size_t i = 0; i < o.n_raws && used < sizeof got; i++)
+		used += (size_t)snprintf(got + used, sizeof got - used, "%s%s", i ? "|" : "", o.raws[i]);
+	op_free(&o);
+	expect_str(what, expected, got);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* Runs the loop (the stores' timers: lease renewals) for ms. */
+static void run_for(struct fixture *f, int ms)
+{
+	struct event *tick = evtimer_new(f->base, on_tick, NULL);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	if (!tick || evtimer_add(tick, &tv) != 0)
+		fail_msg("cannot run the loop for %d ms", ms);
+	while (evtimer_pending(tick, NULL))
+		event_base_loop(f->base, EVLOOP_ONCE);
+	event_free(tick);
+}
+
+static void test_pg_a_live_instance_keeps_its_updates_and_a_stopped_ones_are_taken_over(void **state)
+{
+	PG_ONLY();
+	struct fixture *f = *state;
+	struct store *a = open_store_leased(f, 600);
+	f->store = open_store_leased(f, 600);
+	expect_int("claimed by a: is_new", 1, do_claim(f, a, 40, 1, "{\"update_id\":40}"));
+	expect_int("claimed again by b while a lives: is_new", 0, do_claim(f, f->store, 40, 1, "{}"));
+	/* Two leases long: a renews its claim, so nobody takes it over. */
+	run_for(f, 1200);
+	expect_taken_over(f, f->store, "", "pending for b while a renews its lease");
+	store_free(a); /* a stops: nobody renews update 40 */
+	char got[256] = "";
+	for (int i = 0; i < 40 && !*got; i++) {
+		run_for(f, 50);
+		struct op o = {.what = "store_update_pending"};
+		store_update_pending(f->store, on_pending, &o);
+		started(&o);
+		answered(f, &o);
+		if (o.n_raws)
+			snprintf(got, sizeof got, "%s", o.raws[0]);
+		op_free(&o);
+	}
+	expect_str("taken over by b once a's lease ran out", "{\"update_id\":40}", got);
+	expect_taken_over(f, f->store, "", "pending again: b holds it now");
+	expect_int("b's turn for it", STORE_TURN_GO, do_begin(f, f->store, 40, 1));
+}
+
+static void test_pg_a_chats_updates_take_turns_across_instances(void **state)
+{
+	PG_ONLY();
+	struct fixture *f = *state;
+	struct store *a = open_store(f);
+	f->store = open_store(f);
+	do_claim(f, a, 1, 5, "{\"update_id\":1}");
+	do_claim(f, f->store, 2, 5, "{\"update_id\":2}");
+	do_claim(f, f->store, 3, 6, "{\"update_id\":3}");
+	expect_int("b, update 2: waits for update 1 (a's)", STORE_TURN_WAIT, do_begin(f, f->store, 2, 5));
+	expect_int("b, update 3 of another chat: goes", STORE_TURN_GO, do_begin(f, f->store, 3, 6));
+	expect_int("a, update 2: not a's", STORE_TURN_GONE, do_begin(f, a, 2, 5));
+	expect_int("a, update 1: goes", STORE_TURN_GO, do_begin(f, a, 1, 5));
+	expect_int("b, update 2: still waits", STORE_TURN_WAIT, do_begin(f, f->store, 2, 5));
+	struct turn t[] = {turn(TURN_USER, "one"), turn(TURN_ASSISTANT, "1")};
+	do_append(f, a, 5, t, 2, 1);
+	expect_int("b, update 2, once update 1 is done", STORE_TURN_GO, do_begin(f, f->store, 2, 5));
+	/* A later update that came first and started holds the chat as well. */
+	do_claim(f, a, 9, 7, "{\"update_id\":9}");
+	expect_int("a, update 9: goes", STORE_TURN_GO, do_begin(f, a, 9, 7));
+	do_claim(f, f->store, 8, 7, "{\"update_id\":8}");
+	expect_int("b, update 8, while 9 runs in a", STORE_TURN_WAIT, do_begin(f, f->store, 8, 7));
+	do_update_done(f, a, 9);
+	expect_int("b, update 8, once 9 is done", STORE_TURN_GO, do_begin(f, f->store, 8, 7));
+	expect_int("an update done already", STORE_TURN_GONE, do_begin(f, a, 1, 5));
+	store_free(a);
+}
+
+static void test_pg_an_update_taken_over_is_not_stored_twice(void **state)
+{
+	PG_ONLY();
+	struct fixture *f = *state;
+	struct store *a = open_store(f);
+	f->store = open_store(f);
+	do_claim(f, a, 70, 9, "{\"update_id\":70}");
+	expect_int("a starts update 70", STORE_TURN_GO, do_begin(f, a, 70, 9));
+	/* a stalls past its lease (as if it had stopped): b takes the update over, by its redelivery. */
+	pg_sql("UPDATE tgllm_updates SET lease_until = '-infinity'", NULL, 0);
+	expect_int("claimed again by b: taken over, so new", 1, do_claim(f, f->store, 70, 9, "{\"update_id\":70}"));
+	expect_int("b's turn: a's start is void", STORE_TURN_GO, do_begin(f, f->store, 70, 9));
+	struct turn tb[] = {turn(TURN_USER, "q"), turn(TURN_ASSISTANT, "b's answer")};
+	do_append(f, f->store, 9, tb, 2, 70);
+	struct turn ta[] = {turn(TURN_USER, "q"), turn(TURN_ASSISTANT, "a's answer")};
+	do_append(f, a, 9, ta, 2, 70); /* answers 0: nothing for a to do */
+	struct history h = do_load(f, f->store, 9);
+	expect_history("the exchange, once: b's", tb, 2, &h);
+	history_free(&h);
+	store_free(a);
+}
+
 #define TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -1470,6 +1626,9 @@ int main(void)
 	    TEST(test_replace_takes_the_place_of_the_last_turns_only_while_they_are_last),
 	    TEST(test_change_reads_and_writes_a_setting_in_one_step),
 	    TEST(test_scan_gives_every_scopes_value_of_a_key),
+	    TEST(test_pg_a_live_instance_keeps_its_updates_and_a_stopped_ones_are_taken_over),
+	    TEST(test_pg_a_chats_updates_take_turns_across_instances),
+	    TEST(test_pg_an_update_taken_over_is_not_stored_twice),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
