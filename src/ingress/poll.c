@@ -5,6 +5,10 @@
  * the gate; an update the journal did not take is asked for again (the
  * offset stays at it), after a pause. The journal also remembers handled
  * ids, so updates Telegram hands over again are not answered twice.
+ *
+ * Telegram serves one getUpdates consumer per bot (a second one ends the
+ * first with 409), so of several instances on one store only the one that
+ * leads polls (store_lead); the others stand by until it stops or dies.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -32,7 +36,9 @@ struct poller {
 	int64_t not_journaled; /* the lowest update id of the batch the journal did not take; 0: none */
 	int failures;
 	bool may_delete_webhook;
-	bool is_full; /* chats_are_full() at the last poll */
+	bool is_full;     /* chats_are_full() at the last poll */
+	bool is_leading;  /* store_lead's last word: only then does it poll */
+	bool has_resumed; /* the journal's unfinished updates are queued (once, by the first lead) */
 };
 
 static void poll_next(struct poller *p);
@@ -171,6 +177,8 @@ static void poll_next(struct poller *p)
 {
 	char *params;
 	p->call = NULL;
+	if (!p->is_leading)
+		return; /* on_lead polls once this instance leads again */
 	if (chats_are_full(p->in->chats)) {
 		/* Telegram keeps what is not fetched: ask again once some jobs are done. */
 		if (!p->is_full)
@@ -196,18 +204,52 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 	poll_next(arg);
 }
 
-static void stop_taking(void *arg)
+static void stop_polling(struct poller *p)
 {
-	struct poller *p = arg;
 	tg_call_cancel(p->call);
 	p->call = NULL;
 	evtimer_del(p->retry_timer);
 }
 
+static void stop_taking(void *arg)
+{
+	struct poller *p = arg;
+	stop_polling(p);
+	/* A leader that stops hands over at once: a standby's next try takes the lead. */
+	store_lead(p->in->store, NULL, NULL);
+}
+
+static void on_lead(void *arg, bool is_leading)
+{
+	struct poller *p = arg;
+	if (!is_leading) {
+		if (p->is_leading)
+			log_warn("poll: no longer leading (the lead lock's connection was lost): polling stops "
+			         "until this instance leads again");
+		else
+			log_info("poll: standing by: another instance is polling");
+		p->is_leading = false;
+		/*
+		 * A long poll running on is cancelled, its answer unread: whoever leads next asks from its
+		 * own offset, and an update it gets again is journaled already (not answered twice).
+		 */
+		stop_polling(p);
+		return;
+	}
+	log_info("poll: leading: this instance polls");
+	p->is_leading = true;
+	/* Only one instance resumes the journal: each would answer its unfinished updates. */
+	if (!p->has_resumed) {
+		p->has_resumed = true;
+		gate_resume(p->in->gate);
+	}
+	if (p->waiting == 0) /* else batch_done polls once the batch being journaled settles */
+		poll_next(p);
+}
+
 static void start_polling(struct poller *p)
 {
-	gate_resume(p->in->gate);
-	poll_next(p);
+	store_lead(p->in->store, on_lead, p);
 }
 
 static void on_webhook_deleted(void *arg, const struct tg_result *res)

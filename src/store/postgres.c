@@ -30,6 +30,7 @@
 #include "lib/metrics.h"
 #include "lib/utf8.h"
 #include "store/backend.h"
+#include "store/postgres_lead.h"
 
 #define POOL               4
 #define CONNECT_TIMEOUT_S  10
@@ -145,6 +146,7 @@ struct store_pg {
 	bool is_dispatching, is_dispatch_due;
 	struct event *retry; /* connects again after a failure, with backoff */
 	int failures;        /* connections failed in a row */
+	struct pg_lead *lead; /* store_lead's lock, on a connection of its own */
 };
 
 static struct store_pg *from(struct store *s)
@@ -1196,9 +1198,15 @@ static void pg_setting_scan(struct store *base, const char *key, store_scan_cb c
 	start(base, op, (op->key = text_copy(key, strlen(key))) != NULL);
 }
 
+static void pg_lead(struct store *base, void (*cb)(void *arg, bool is_leading), void *arg)
+{
+	pg_lead_ask(from(base)->lead, cb, arg);
+}
+
 static void pg_free(struct store *base)
 {
 	struct store_pg *s = from(base);
+	pg_lead_free(s->lead);
 	for (int i = 0; i < POOL; i++) {
 		struct pg_conn *c = &s->conns[i];
 		if (c->ev) {
@@ -1232,6 +1240,7 @@ static const struct store_ops postgres_ops = {
     .setting_change = pg_setting_change,
     .setting_scan = pg_setting_scan,
     .free = pg_free,
+    .lead = pg_lead,
 };
 
 /* ---- open ---- */
@@ -1380,7 +1389,8 @@ int store_postgres_open(const char *spec, struct event_base *base, struct store 
 		return -1;
 	}
 	s->evb = base;
-	bool is_ok = (s->conninfo = strdup(spec)) && (s->retry = evtimer_new(base, on_retry, s));
+	bool is_ok = (s->conninfo = strdup(spec)) && (s->retry = evtimer_new(base, on_retry, s)) &&
+	             (s->lead = pg_lead_new(base, spec));
 	for (int i = 0; i < POOL && is_ok; i++) {
 		s->conns[i].s = s;
 		s->conns[i].index = i;

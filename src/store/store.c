@@ -306,6 +306,8 @@ int store_init(struct store *s, const struct store_ops *ops, struct event_base *
 {
 	s->ops = ops;
 	s->head = s->tail = NULL;
+	s->lead_cb = NULL;
+	s->lead_arg = NULL;
 	s->kick = event_new(base, -1, 0, on_kick, s);
 	return s->kick ? 0 : -1;
 }
@@ -321,4 +323,29 @@ void store_clear(struct store *s)
 	if (s->kick)
 		event_free(s->kick);
 	s->kick = NULL;
+}
+
+/* ---- leading ---- */
+
+/* Through the loop, as every answer: given up (or a newer store_lead) meanwhile, the newest cb is told. */
+static void on_sole_lead(void *arg, int err)
+{
+	(void)err; /* always 0: nothing can fail */
+	struct store *s = arg;
+	if (s->lead_cb)
+		s->lead_cb(s->lead_arg, true);
+}
+
+void store_lead(struct store *s, void (*cb)(void *arg, bool is_leading), void *arg)
+{
+	if (s->ops->lead) {
+		s->ops->lead(s, cb, arg);
+		return;
+	}
+	bool is_asked = s->lead_cb != NULL;
+	s->lead_cb = cb;
+	s->lead_arg = arg;
+	/* One process on this store: it leads. store_free drops the answer not yet given. */
+	if (cb && !is_asked)
+		store_answer_done(s, on_sole_lead, s, 0);
 }
