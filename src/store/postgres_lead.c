@@ -35,7 +35,7 @@
 /* A standby asks again every 0.7 to 1.05 s: the jitter keeps standbys from asking in step. */
 static const struct backoff try_backoff = {.first_ms = 700, .max_ms = 700, .has_jitter = true};
 /* After a lost connection: no sooner than a standby asks again, so a flaky leader tends to yield. */
-static const struct backoff reconnect_backoff = {.first_ms = 1000, .max_ms = 10000, .has_jitter = true};
+static const struct backoff reconnect_backoff = {.first_ms = 1000, .max_ms = 4000, .has_jitter = true};
 
 /*
  * The connection's parameters: the store's string (dbname, expanded), with
