@@ -38,7 +38,7 @@ struct poller {
 	bool may_delete_webhook;
 	bool is_full;     /* chats_are_full() at the last poll */
 	bool is_leading;  /* store_lead's last word: only then does it poll */
-	bool has_resumed; /* the journal's unfinished updates are queued (once, by the first lead) */
+	bool is_resume_due; /* the journal's unfinished updates are to be queued when it leads */
 };
 
 static void poll_next(struct poller *p);
@@ -229,6 +229,7 @@ static void on_lead(void *arg, bool is_leading)
 		else
 			log_info("poll: standing by: another instance is polling");
 		p->is_leading = false;
+		p->is_resume_due = false;
 		/*
 		 * A long poll running on is cancelled, its answer unread: whoever leads next asks from its
 		 * own offset, and an update it gets again is journaled already (not answered twice).
@@ -238,9 +239,13 @@ static void on_lead(void *arg, bool is_leading)
 	}
 	log_info("poll: leading: this instance polls");
 	p->is_leading = true;
-	/* Only one instance resumes the journal: each would answer its unfinished updates. */
-	if (!p->has_resumed) {
-		p->has_resumed = true;
+	/*
+	 * Only an instance that leads from its start resumes the journal: the unfinished updates are
+	 * those of a run over. One that takes over may find the old leader's still being answered (it
+	 * drains after SIGTERM, or lost only its lock's connection): resumed, they would be answered twice.
+	 */
+	if (p->is_resume_due) {
+		p->is_resume_due = false;
 		gate_resume(p->in->gate);
 	}
 	if (p->waiting == 0) /* else batch_done polls once the batch being journaled settles */
@@ -306,7 +311,7 @@ static void on_identified(void *arg, int status)
 
 int ingress_poll_run(const struct ingress *in, bool delete_webhook)
 {
-	struct poller p = {.in = in, .may_delete_webhook = delete_webhook};
+	struct poller p = {.in = in, .may_delete_webhook = delete_webhook, .is_resume_due = true};
 	p.retry_timer = evtimer_new(in->base, on_retry_timer, &p);
 	if (!p.retry_timer || daemon_init(&p.daemon, in, stop_taking, &p) != 0) {
 		if (p.retry_timer)

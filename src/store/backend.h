@@ -53,6 +53,7 @@ struct store {
 	struct store_answer *head, *tail; /* answers for the loop, oldest first */
 	void (*lead_cb)(void *arg, bool is_leading); /* store_lead's, where the backend has no lead op */
 	void *lead_arg;
+	int lead_step; /* store.c's: not asked, true due, told */
 };
 
 /* Sets up the common part; -1 when out of memory. */

@@ -308,6 +308,7 @@ int store_init(struct store *s, const struct store_ops *ops, struct event_base *
 	s->head = s->tail = NULL;
 	s->lead_cb = NULL;
 	s->lead_arg = NULL;
+	s->lead_step = 0; /* not asked */
 	s->kick = event_new(base, -1, 0, on_kick, s);
 	return s->kick ? 0 : -1;
 }
@@ -327,11 +328,15 @@ void store_clear(struct store *s)
 
 /* ---- leading ---- */
 
-/* Through the loop, as every answer: given up (or a newer store_lead) meanwhile, the newest cb is told. */
+/* A store with no lead op: s->lead_step. */
+enum { LEAD_NOT_ASKED, LEAD_DUE, LEAD_TOLD };
+
+/* Through the loop, as every answer: the cb of the moment is told (none: given up meanwhile). */
 static void on_sole_lead(void *arg, int err)
 {
 	(void)err; /* always 0: nothing can fail */
 	struct store *s = arg;
+	s->lead_step = s->lead_cb ? LEAD_TOLD : LEAD_NOT_ASKED;
 	if (s->lead_cb)
 		s->lead_cb(s->lead_arg, true);
 }
@@ -342,10 +347,13 @@ void store_lead(struct store *s, void (*cb)(void *arg, bool is_leading), void *a
 		s->ops->lead(s, cb, arg);
 		return;
 	}
-	bool is_asked = s->lead_cb != NULL;
 	s->lead_cb = cb;
 	s->lead_arg = arg;
+	if (!cb && s->lead_step == LEAD_TOLD)
+		s->lead_step = LEAD_NOT_ASKED;
 	/* One process on this store: it leads. store_free drops the answer not yet given. */
-	if (cb && !is_asked)
+	if (cb && s->lead_step == LEAD_NOT_ASKED) {
+		s->lead_step = LEAD_DUE;
 		store_answer_done(s, on_sole_lead, s, 0);
+	}
 }

@@ -10,10 +10,12 @@ instance_url(name), so every call says who made it, and logs to a file of
 its own. Skipped without Debian's postgresql package, failed under CI=true.
 """
 
+import signal
 import sys
 import time
 import urllib.request
 
+from fake_openai import Reply
 from harness import ALICE, BOB, IVAN, BotProcess, _tail, main
 from test_serve import free_port
 from test_store_postgres import PgTestCase
@@ -138,6 +140,31 @@ class PgPollFailoverTest(PgTestCase):
                          "expected no live instance's getUpdates answered 409 (only the killed one's may be)")
         self.assertEqual(len(self.leaders()), 2, "expected the third instance still standing by")
         self.assert_answered_once(before + after)
+
+    def test_a_leader_stopped_with_sigterm_hands_over_at_once(self):
+        # SIGTERM: the leader stops polling and gives the lead up before it drains its running replies
+        # (up to 10 s), so the standby polls while the old leader still finishes an answer.
+        self.start_instances(2)
+        leader = self.wait_one_leader()
+        self.tg.wait_for(lambda: self.pollers(), 10, "a first getUpdates")
+        self.llm.on_message_containing("Slow, while", Reply(text="A slow answer", delay=4.0))
+        slow = self.tg.send_private(ALICE, "Slow, while the leader stops")
+        self.llm.wait_requests(1)
+        stopped = time.monotonic()
+        self.instances[leader].signal(signal.SIGTERM)
+        first = self.tg.wait_for(
+            lambda: next((c for c in self.tg.calls_of("getUpdates") if c.time > stopped and c.instance != leader),
+                         None),
+            TAKEOVER_S + 5, "the standby's getUpdates after the leader was told to stop")
+        self.assertLess(first.time - stopped, TAKEOVER_S)
+        self.assertTrue(self.instances[leader].running(), "expected the standby polling while the leader drains")
+        self.assertEqual(self.wait_reply(slow, timeout=15).text, "A slow answer")
+        self.assertEqual(self.instances[leader].wait(15), 0, "expected the leader to exit 0 on SIGTERM")
+        self.assertIn("store: postgres: the lead is given up", self.instances[leader].log())
+        after = self.send_round("After")
+        self.assertEqual(self.conflicts(exempt=leader), [])
+        self.assert_answered_once(after)
+        self.assertEqual([r.text for r in self.tg.replies_to(slow)], ["A slow answer"])
 
     def test_the_leader_losing_its_lock_connection_stops_polling_and_one_leads_again(self):
         self.start_instances(2)

@@ -219,6 +219,7 @@ struct op {
 	char **raws;
 	size_t n_raws;
 	bool came_after_end; /* a pending raw after the final NULL */
+	bool is_leading;     /* store_lead's last word */
 };
 
 static void noted(struct op *o)
@@ -1430,6 +1431,64 @@ static void test_scan_gives_every_scopes_value_of_a_key(void **state)
 	expect_str("scope 2's", "b", sc.values[is_a_first ? 1 : 0]);
 }
 
+static void on_lead(void *arg, bool is_leading)
+{
+	struct op *o = arg;
+	noted(o);
+	o->calls++;
+	o->is_leading = is_leading;
+}
+
+static void expect_lead(const struct op *o, bool is_leading)
+{
+	if (o->calls != 1 || o->is_leading != is_leading)
+		fail_msg("%s: expected one callback saying %s, got %d, the last saying %s", o->what,
+		         is_leading ? "true" : "false", o->calls, o->is_leading ? "true" : "false");
+}
+
+/*
+ * store_lead is told from the loop, once. A store serving one process
+ * (SQLite, S3) leads at once; on PostgreSQL a second store on the database
+ * stands by until the first gives the lead up, then takes it.
+ */
+static void test_lead_is_told_from_the_loop_and_one_store_leads(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	struct op dropped = {.what = "store_lead given up before its answer"};
+	store_lead(f->store, on_lead, &dropped);
+	started(&dropped);
+	store_lead(f->store, NULL, NULL);
+	struct op first = {.what = "store_lead"};
+	store_lead(f->store, on_lead, &first);
+	started(&first);
+	answered(f, &first);
+	expect_lead(&first, true);
+	expect_int("callbacks of the store_lead given up", 0, dropped.calls);
+	if (!pg_url) {
+		store_lead(f->store, NULL, NULL);
+		struct op again = {.what = "store_lead asked again"};
+		store_lead(f->store, on_lead, &again);
+		started(&again);
+		answered(f, &again);
+		expect_lead(&again, true);
+		expect_int("callbacks of the first store_lead after it was given up", 1, first.calls);
+		return;
+	}
+	struct store *second = open_store(f);
+	struct op other = {.what = "store_lead of a second store on the database"};
+	store_lead(second, on_lead, &other);
+	started(&other);
+	answered(f, &other);
+	expect_lead(&other, false);
+	other.calls = 0;
+	store_lead(f->store, NULL, NULL); /* its connection closes: the second's next try takes the lock */
+	answered(f, &other);
+	expect_lead(&other, true);
+	expect_int("callbacks of the first store_lead after it was given up", 1, first.calls);
+	store_free(second); /* while leading: no callback, nothing leaked */
+}
+
 #define TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -1470,6 +1529,7 @@ int main(void)
 	    TEST(test_replace_takes_the_place_of_the_last_turns_only_while_they_are_last),
 	    TEST(test_change_reads_and_writes_a_setting_in_one_step),
 	    TEST(test_scan_gives_every_scopes_value_of_a_key),
+	    TEST(test_lead_is_told_from_the_loop_and_one_store_leads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
