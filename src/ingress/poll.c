@@ -36,8 +36,8 @@ struct poller {
 	int64_t not_journaled; /* the lowest update id of the batch the journal did not take; 0: none */
 	int failures;
 	bool may_delete_webhook;
-	bool is_full;     /* chats_are_full() at the last poll */
-	bool is_leading;  /* store_lead's last word: only then does it poll */
+	bool is_full;       /* chats_are_full() at the last poll */
+	bool is_leading;    /* store_lead's last word: only then does it poll */
 	bool is_resume_due; /* the journal's unfinished updates are to be queued when it leads */
 };
 
@@ -248,7 +248,8 @@ static void on_lead(void *arg, bool is_leading)
 		p->is_resume_due = false;
 		gate_resume(p->in->gate);
 	}
-	if (p->waiting == 0) /* else batch_done polls once the batch being journaled settles */
+	/* Else a poll is on its way: once the batch being journaled settles (batch_done), or the timer. */
+	if (p->waiting == 0 && !p->call && !evtimer_pending(p->retry_timer, NULL))
 		poll_next(p);
 }
 

@@ -99,7 +99,7 @@ static void tell(struct pg_lead *l, bool is_leading)
 
 static void conn_close(struct pg_lead *l)
 {
-	event_del(l->sock);
+	(void)event_del(l->sock); /* fails only for an event never set up: nothing to stop then */
 	PQfinish(l->pc);
 	l->pc = NULL;
 	free(l->error);
@@ -142,10 +142,10 @@ static void conn_lost(struct pg_lead *l, const char *why)
 
 static void watch(struct pg_lead *l, short what, int timeout_s)
 {
-	event_del(l->sock);
-	event_assign(l->sock, l->evb, PQsocket(l->pc), what, on_socket, l);
 	struct timeval tv = {timeout_s, 0};
-	if (event_add(l->sock, timeout_s ? &tv : NULL) != 0)
+	if (event_del(l->sock) != 0 ||
+	    event_assign(l->sock, l->evb, PQsocket(l->pc), what, on_socket, l) != 0 ||
+	    event_add(l->sock, timeout_s ? &tv : NULL) != 0)
 		conn_lost(l, "cannot watch the connection");
 }
 
@@ -332,7 +332,7 @@ void pg_lead_ask(struct pg_lead *l, void (*cb)(void *arg, bool is_leading), void
 		if (l->state == L_LEADING)
 			log_info("store: postgres: the lead is given up");
 		conn_close(l);
-		evtimer_del(l->timer);
+		(void)evtimer_del(l->timer); /* as event_del in conn_close */
 		l->state = L_IDLE;
 		l->told = TOLD_NOTHING;
 		return;
