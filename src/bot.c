@@ -88,6 +88,7 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, b
 	    .gate = b->gate,
 	    .chats = b->chats,
 	    .tg = b->tg,
+	    .store = b->store,
 	    .http = b->http,
 	};
 	return 0;

@@ -43,6 +43,7 @@ struct ingress {
 	struct gate *gate;
 	struct chats *chats;
 	struct tg_client *tg;     /* poll: getUpdates */
+	struct store *store;      /* poll: which instance leads (store_lead) */
 	struct http_client *http; /* lambda: the runtime API */
 };
 
@@ -107,9 +108,12 @@ void daemon_fail(struct daemon *d, int status);
 void daemon_free(struct daemon *d);
 
 /*
- * Learns the bot's identity, resumes unfinished updates, then long polls
- * until SIGINT or SIGTERM. Returns 0, or 1 when Telegram rejects the token.
- * Refuses to start (exit 1) while a webhook is set, unless delete_webhook.
+ * Learns the bot's identity, then waits to lead (store_lead: of several
+ * instances on one PostgreSQL store one polls, the others stand by, still
+ * serving METRICS_LISTEN), resumes unfinished updates, and long polls while
+ * it leads, until SIGINT or SIGTERM. Returns 0, or 1 when Telegram rejects
+ * the token. Refuses to start (exit 1) while a webhook is set, unless
+ * delete_webhook.
  */
 int ingress_poll_run(const struct ingress *in, bool delete_webhook);
 

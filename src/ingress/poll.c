@@ -5,6 +5,10 @@
  * the gate; an update the journal did not take is asked for again (the
  * offset stays at it), after a pause. The journal also remembers handled
  * ids, so updates Telegram hands over again are not answered twice.
+ *
+ * Telegram serves one getUpdates consumer per bot (a second one ends the
+ * first with 409), so of several instances on one store only the one that
+ * leads polls (store_lead); the others stand by until it stops or dies.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -32,7 +36,9 @@ struct poller {
 	int64_t not_journaled; /* the lowest update id of the batch the journal did not take; 0: none */
 	int failures;
 	bool may_delete_webhook;
-	bool is_full; /* chats_are_full() at the last poll */
+	bool is_full;       /* chats_are_full() at the last poll */
+	bool is_leading;    /* store_lead's last word: only then does it poll */
+	bool is_resume_due; /* the journal's unfinished updates are to be queued when it leads */
 };
 
 static void poll_next(struct poller *p);
@@ -171,6 +177,8 @@ static void poll_next(struct poller *p)
 {
 	char *params;
 	p->call = NULL;
+	if (!p->is_leading)
+		return; /* on_lead polls once this instance leads again */
 	if (chats_are_full(p->in->chats)) {
 		/* Telegram keeps what is not fetched: ask again once some jobs are done. */
 		if (!p->is_full)
@@ -196,18 +204,63 @@ static void on_retry_timer(evutil_socket_t fd, short kind, void *arg)
 	poll_next(arg);
 }
 
-static void stop_taking(void *arg)
+static void stop_polling(struct poller *p)
 {
-	struct poller *p = arg;
 	tg_call_cancel(p->call);
 	p->call = NULL;
 	evtimer_del(p->retry_timer);
 }
 
+static void stop_taking(void *arg)
+{
+	struct poller *p = arg;
+	stop_polling(p);
+	/* A leader that stops hands over at once: a standby's next try takes the lead. */
+	store_lead(p->in->store, NULL, NULL);
+}
+
+static void on_lead(void *arg, bool is_leading)
+{
+	struct poller *p = arg;
+	if (!is_leading) {
+		if (p->is_leading)
+			log_warn("poll: no longer leading (the lead lock's connection was lost): polling stops "
+			         "until this instance leads again");
+		else
+			log_info("poll: standing by: another instance is polling");
+		p->is_leading = false;
+		p->is_resume_due = false;
+		/*
+		 * A long poll running on is cancelled, its answer unread: whoever leads next asks from its
+		 * own offset, and an update it gets again is journaled already (not answered twice).
+		 */
+		stop_polling(p);
+		return;
+	}
+	log_info("poll: leading: this instance polls");
+	p->is_leading = true;
+	/*
+	 * A store one process uses (SQLite, S3): only an instance that leads from its start resumes the
+	 * journal, the unfinished updates being those of a run over (one that took over could find the
+	 * old leader's still being answered). A shared store resumes by leases instead, from the start
+	 * (start_polling), whoever leads.
+	 */
+	if (p->is_resume_due) {
+		p->is_resume_due = false;
+		gate_resume(p->in->gate);
+	}
+	/* Else a poll is on its way: once the batch being journaled settles (batch_done), or the timer. */
+	if (p->waiting == 0 && !p->call && !evtimer_pending(p->retry_timer, NULL))
+		poll_next(p);
+}
+
 static void start_polling(struct poller *p)
 {
-	gate_resume(p->in->gate);
-	poll_next(p);
+	if (store_lease_ms(p->in->store) > 0) { /* only updates whose holder stopped: standing by too */
+		p->is_resume_due = false;
+		gate_resume(p->in->gate);
+	}
+	store_lead(p->in->store, on_lead, p);
 }
 
 static void on_webhook_deleted(void *arg, const struct tg_result *res)
@@ -264,7 +317,7 @@ static void on_identified(void *arg, int status)
 
 int ingress_poll_run(const struct ingress *in, bool delete_webhook)
 {
-	struct poller p = {.in = in, .may_delete_webhook = delete_webhook};
+	struct poller p = {.in = in, .may_delete_webhook = delete_webhook, .is_resume_due = true};
 	p.retry_timer = evtimer_new(in->base, on_retry_timer, &p);
 	if (!p.retry_timer || daemon_init(&p.daemon, in, stop_taking, &p) != 0) {
 		if (p.retry_timer)

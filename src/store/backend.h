@@ -33,6 +33,8 @@ struct store_ops {
 	                       void *change_arg, store_done_cb cb, void *arg);
 	void (*setting_scan)(struct store *s, const char *key, store_scan_cb cb, void *arg);
 	void (*free)(struct store *s);
+	/* store_lead; NULL: this store serves one process, which leads (store.c says so through the loop) */
+	void (*lead)(struct store *s, void (*cb)(void *arg, bool is_leading), void *arg);
 };
 
 /* One operation's callback, whichever kind it is: what backends keep until they answer. */
@@ -53,6 +55,9 @@ struct store {
 	unsigned lease_ms; /* store_lease_ms() */
 	struct event *kick;               /* runs the answers waiting below */
 	struct store_answer *head, *tail; /* answers for the loop, oldest first */
+	void (*lead_cb)(void *arg, bool is_leading); /* store_lead's, where the backend has no lead op */
+	void *lead_arg;
+	int lead_step; /* store.c's: not asked, true due, told */
 };
 
 /* Sets up the common part; -1 when out of memory. */

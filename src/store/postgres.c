@@ -32,6 +32,7 @@
 #include "lib/metrics.h"
 #include "lib/utf8.h"
 #include "store/backend.h"
+#include "store/postgres_lead.h"
 
 #define POOL               4
 #define CONNECT_TIMEOUT_S  10
@@ -175,6 +176,7 @@ struct store_pg {
 	 */
 	int64_t *held;
 	size_t n_held, cap_held;
+	struct pg_lead *lead; /* store_lead's lock, on a connection of its own */
 };
 
 static struct store_pg *from(struct store *s)
@@ -1432,9 +1434,15 @@ static void pg_setting_scan(struct store *base, const char *key, store_scan_cb c
 	start(base, op, (op->key = text_copy(key, strlen(key))) != NULL);
 }
 
+static void pg_lead(struct store *base, void (*cb)(void *arg, bool is_leading), void *arg)
+{
+	pg_lead_ask(from(base)->lead, cb, arg);
+}
+
 static void pg_free(struct store *base)
 {
 	struct store_pg *s = from(base);
+	pg_lead_free(s->lead);
 	for (int i = 0; i < POOL; i++) {
 		struct pg_conn *c = &s->conns[i];
 		if (c->ev) {
@@ -1472,6 +1480,7 @@ static const struct store_ops postgres_ops = {
     .setting_change = pg_setting_change,
     .setting_scan = pg_setting_scan,
     .free = pg_free,
+    .lead = pg_lead,
 };
 
 /* ---- open ---- */
@@ -1641,7 +1650,7 @@ int store_postgres_open(const char *spec, unsigned lease_ms, struct event_base *
 	num(s->lease, s->base.lease_ms);
 	make_owner(s->owner, sizeof s->owner);
 	bool is_ok = (s->conninfo = strdup(spec)) && (s->retry = evtimer_new(base, on_retry, s)) &&
-	             (s->renew = evtimer_new(base, on_renew, s));
+	             (s->renew = evtimer_new(base, on_renew, s)) && (s->lead = pg_lead_new(base, spec));
 	for (int i = 0; i < POOL && is_ok; i++) {
 		s->conns[i].s = s;
 		s->conns[i].index = i;

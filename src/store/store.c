@@ -336,6 +336,9 @@ int store_init(struct store *s, const struct store_ops *ops, struct event_base *
 	s->ops = ops;
 	s->lease_ms = 0;
 	s->head = s->tail = NULL;
+	s->lead_cb = NULL;
+	s->lead_arg = NULL;
+	s->lead_step = 0; /* not asked */
 	s->kick = event_new(base, -1, 0, on_kick, s);
 	return s->kick ? 0 : -1;
 }
@@ -351,4 +354,36 @@ void store_clear(struct store *s)
 	if (s->kick)
 		event_free(s->kick);
 	s->kick = NULL;
+}
+
+/* ---- leading ---- */
+
+/* A store with no lead op: s->lead_step. */
+enum { LEAD_NOT_ASKED, LEAD_DUE, LEAD_TOLD };
+
+/* Through the loop, as every answer: the cb of the moment is told (none: given up meanwhile). */
+static void on_sole_lead(void *arg, int err)
+{
+	(void)err; /* always 0: nothing can fail */
+	struct store *s = arg;
+	s->lead_step = s->lead_cb ? LEAD_TOLD : LEAD_NOT_ASKED;
+	if (s->lead_cb)
+		s->lead_cb(s->lead_arg, true);
+}
+
+void store_lead(struct store *s, void (*cb)(void *arg, bool is_leading), void *arg)
+{
+	if (s->ops->lead) {
+		s->ops->lead(s, cb, arg);
+		return;
+	}
+	s->lead_cb = cb;
+	s->lead_arg = arg;
+	if (!cb && s->lead_step == LEAD_TOLD)
+		s->lead_step = LEAD_NOT_ASKED;
+	/* One process on this store: it leads. store_free drops the answer not yet given. */
+	if (cb && s->lead_step == LEAD_NOT_ASKED) {
+		s->lead_step = LEAD_DUE;
+		store_answer_done(s, on_sole_lead, s, 0);
+	}
 }

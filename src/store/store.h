@@ -167,4 +167,20 @@ void store_setting_change(struct store *s, int64_t scope, const char *key, store
 /* Every scope's value of key (/usage all: every user's count of the month). */
 void store_setting_scan(struct store *s, const char *key, store_scan_cb cb, void *arg);
 
+/*
+ * Leading: which one of several processes on one store long-polls Telegram
+ * (getUpdates takes one consumer per bot). This process wants to be it: cb
+ * runs from the loop, never inside this call, with true once it leads, and
+ * with false once it learns it does not (another process leads: it stands
+ * by and tries again by itself), or no longer does (the lock was lost with
+ * its database connection: it tries again by itself, and cb says true when
+ * it leads again). cb is told only changes. A store that serves one
+ * process (SQLite, S3) says true once. Asked again with another cb, that
+ * one takes the first one's place and is told only later changes. cb NULL
+ * gives the lead up (another process may take it at once); cb is not called
+ * again, nor after store_free. PostgreSQL: a session advisory lock on a
+ * connection of its own (docs/internals/STORE.md).
+ */
+void store_lead(struct store *s, void (*cb)(void *arg, bool is_leading), void *arg);
+
 #endif

@@ -25,7 +25,10 @@ What a test can do with it:
   (set_webhook_error) or pretend a webhook is set (set_webhook); while one
   is set, getUpdates answers 409 as the real server does;
 - read every call (method, params, time, answer) and the messages the bot
-  left in each chat (after edits and deletions), and wait for conditions.
+  left in each chat (after edits and deletions), and wait for conditions;
+- tell bot processes apart: each pointed at instance_url(name) has its
+  calls recorded with that name (Call.instance), as one server sees
+  several instances of one bot.
 
 getUpdates follows the real API: it returns updates with update_id >= offset
 (at most `limit`), an update is confirmed and forgotten once a call comes
@@ -135,6 +138,7 @@ class Call:
     response: Any = None  # the JSON answered (None for raw bodies)
     files: dict = field(default_factory=dict)  # multipart file parts: name -> UploadedFile
     scripted: bool = False  # getUpdates answered with a scripted answer (inject_updates / inject_body)
+    instance: str = ""   # the caller's name, when it was given instance_url(name); else ""
 
     @property
     def ok(self) -> bool:
@@ -385,6 +389,11 @@ class FakeTelegram:
     def base_url(self) -> str:
         """The value for TELEGRAM_API_BASE."""
         return f"http://127.0.0.1:{self.port}"
+
+    def instance_url(self, name: str) -> str:
+        """TELEGRAM_API_BASE for one of several bot processes: its calls carry name (Call.instance)."""
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", name) and name != "file", name
+        return f"{self.base_url}/{name}"
 
     # ---- building and pushing updates ------------------------------------
 
@@ -671,7 +680,8 @@ class FakeTelegram:
                 p["text"] = p["text"][:77] + "..."
             for name, f in c.files.items():
                 p[name] = f"<file {f.filename!r}, {len(f.data)} bytes>"
-            lines.append(f"  +{c.time - t0:7.3f}s {c.method} {json.dumps(p, ensure_ascii=False)[:200]} -> {c.status}")
+            who = f"[{c.instance}] " if c.instance else ""
+            lines.append(f"  +{c.time - t0:7.3f}s {who}{c.method} {json.dumps(p, ensure_ascii=False)[:200]} -> {c.status}")
         return "\n".join(lines)
 
     # ---- serving ---------------------------------------------------------
@@ -720,18 +730,19 @@ class FakeTelegram:
 
     def _serve_unsafe(self, h: _Handler):
         url = urllib.parse.urlsplit(h.path)
-        fm = re.fullmatch(r"/file/bot([^/]*)/(.+)", url.path)
+        fm = re.fullmatch(r"(?:/[A-Za-z0-9_-]+)?/file/bot([^/]*)/(.+)", url.path)
         if fm and h.command == "GET":
             return self._serve_file(h, fm.group(1), urllib.parse.unquote(fm.group(2)))
-        m = re.fullmatch(r"/bot([^/]*)/([A-Za-z0-9_]+)", url.path)
+        m = re.fullmatch(r"(?:/([A-Za-z0-9_-]+))?/bot([^/]*)/([A-Za-z0-9_]+)", url.path)
         body = h.read_body() if h.command == "POST" else b""
         if not m:
             return self._answer(h, None, 404, {"ok": False, "error_code": 404, "description": "Not Found"})
-        token, method = m.group(1), m.group(2)
+        instance, token, method = m.group(1) or "", m.group(2), m.group(3)
         params, bad = self._params(h, url.query, body)
         files = params.pop("_files", {}) if isinstance(params.get("_files"), dict) else {}
         call = Call(method=method, params=params, time=time.monotonic(), token_ok=(token == self.token),
-                    content_type=(h.headers.get("Content-Type") or "") if body else "", files=files)
+                    content_type=(h.headers.get("Content-Type") or "") if body else "", files=files,
+                    instance=instance)
         with self.cond:
             self.calls.append(call)
             self.cond.notify_all()

@@ -225,6 +225,7 @@ struct op {
 	size_t n_raws;
 	bool came_after_end; /* a pending raw after the final NULL */
 	enum store_turn turn;
+	bool is_leading;     /* store_lead's last word */
 };
 
 static void noted(struct op *o)
@@ -1586,6 +1587,64 @@ static void test_pg_an_update_taken_over_is_not_stored_twice(void **state)
 	store_free(a);
 }
 
+static void on_lead(void *arg, bool is_leading)
+{
+	struct op *o = arg;
+	noted(o);
+	o->calls++;
+	o->is_leading = is_leading;
+}
+
+static void expect_lead(const struct op *o, bool is_leading)
+{
+	if (o->calls != 1 || o->is_leading != is_leading)
+		fail_msg("%s: expected one callback saying %s, got %d, the last saying %s", o->what,
+		         is_leading ? "true" : "false", o->calls, o->is_leading ? "true" : "false");
+}
+
+/*
+ * store_lead is told from the loop, once. A store serving one process
+ * (SQLite, S3) leads at once; on PostgreSQL a second store on the database
+ * stands by until the first gives the lead up, then takes it.
+ */
+static void test_lead_is_told_from_the_loop_and_one_store_leads(void **state)
+{
+	struct fixture *f = *state;
+	f->store = open_store(f);
+	struct op dropped = {.what = "store_lead given up before its answer"};
+	store_lead(f->store, on_lead, &dropped);
+	started(&dropped);
+	store_lead(f->store, NULL, NULL);
+	struct op first = {.what = "store_lead"};
+	store_lead(f->store, on_lead, &first);
+	started(&first);
+	answered(f, &first);
+	expect_lead(&first, true);
+	expect_int("callbacks of the store_lead given up", 0, dropped.calls);
+	if (!pg_url) {
+		store_lead(f->store, NULL, NULL);
+		struct op again = {.what = "store_lead asked again"};
+		store_lead(f->store, on_lead, &again);
+		started(&again);
+		answered(f, &again);
+		expect_lead(&again, true);
+		expect_int("callbacks of the first store_lead after it was given up", 1, first.calls);
+		return;
+	}
+	struct store *second = open_store(f);
+	struct op other = {.what = "store_lead of a second store on the database"};
+	store_lead(second, on_lead, &other);
+	started(&other);
+	answered(f, &other);
+	expect_lead(&other, false);
+	other.calls = 0;
+	store_lead(f->store, NULL, NULL); /* its connection closes: the second's next try takes the lock */
+	answered(f, &other);
+	expect_lead(&other, true);
+	expect_int("callbacks of the first store_lead after it was given up", 1, first.calls);
+	store_free(second); /* while leading: no callback, nothing leaked */
+}
+
 #define TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -1629,6 +1688,7 @@ int main(void)
 	    TEST(test_pg_a_live_instance_keeps_its_updates_and_a_stopped_ones_are_taken_over),
 	    TEST(test_pg_a_chats_updates_take_turns_across_instances),
 	    TEST(test_pg_an_update_taken_over_is_not_stored_twice),
+	    TEST(test_lead_is_told_from_the_loop_and_one_store_leads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
