@@ -1,16 +1,19 @@
 /* tgllm: a Telegram bot for any OpenAI-compatible language model. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "bot.h"
 #include "doctor.h"
 #include "config.h"
 #include "ingress/ingress.h"
 #include "ingress/webhook.h"
+#include "lib/backoff.h"
 #include "lib/log.h"
 #ifdef TGLLM_POSTGRES
 #include "store/migrate.h"
@@ -98,7 +101,27 @@ static int run_bot(const struct config *cfg, enum mode mode, const struct option
 	int status = 1;
 	/* A stop reaches only the process streaming the answer: serverless invocations are separate processes. */
 	bool can_stop = mode == MODE_POLL || mode == MODE_SERVE;
-	if (bot_open(&bot, base, cfg, can_stop, err, sizeof err) != 0) {
+	int rc = bot_open(&bot, base, cfg, can_stop, err, sizeof err);
+	/*
+	 * A long-running bot started before its database (a reboot, a
+	 * container started beside PostgreSQL's) waits for it. Nothing is
+	 * taken from Telegram yet, so SIGTERM and SIGINT keep their default
+	 * action meanwhile: they end the process at once. A serverless
+	 * invocation has a deadline and a platform that retries: it fails.
+	 */
+	static const struct backoff store_wait = {.first_ms = 1000, .max_ms = 30000, .has_jitter = true};
+	for (int failures = 1; rc == STORE_UNREACHABLE && can_stop; failures++) {
+		long ms = backoff_ms(&store_wait, failures);
+		if (failures == 1 || failures % 10 == 0)
+			log_error("%s; trying again until it answers (next in %ld ms, attempt %d)", err, ms,
+			          failures);
+		struct timespec pause = {ms / 1000, ms % 1000 * 1000000L};
+		while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
+			;
+		if ((rc = bot_open(&bot, base, cfg, can_stop, err, sizeof err)) == 0)
+			log_info("the store answered after %d failed attempts", failures);
+	}
+	if (rc != 0) {
 		log_print(stderr, "tgllm: %s", err);
 		status = 2;
 	} else {
