@@ -196,7 +196,7 @@ static int run_migrate(int argc, char **argv)
 	return migrate_run(from, to);
 #else
 	fprintf(stderr,
-	        "tgllm: migrate: this tgllm is built without PostgreSQL support (the lean static build): "
+	        "tgllm: migrate: this tgllm is built without PostgreSQL support (TGLLM_POSTGRES=OFF, or the lean static build): "
 	        "use the one built with libpq\n");
 	return 1;
 #endif
