@@ -195,9 +195,8 @@ static int run_migrate(int argc, char **argv)
 #ifdef TGLLM_POSTGRES
 	return migrate_run(from, to);
 #else
-	fprintf(stderr,
-	        "tgllm: migrate: this tgllm is built without PostgreSQL support (TGLLM_POSTGRES=OFF, or the lean static build): "
-	        "use the one built with libpq\n");
+	fprintf(stderr, "tgllm: migrate: this tgllm is built without PostgreSQL support (TGLLM_POSTGRES=OFF, "
+	                "or the lean static build): use the one built with libpq\n");
 	return 1;
 #endif
 }
