@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -289,6 +290,43 @@ class PgWaitTest(PgTestCase):
         self.assertEqual(len([ln for ln in self.log_lines("error") if self.WAITING in ln]), 1,
                          "expected one error line for the wait")
         self.assertLogged(r"the store answered after \d+ failed attempts", levels=("info",))
+
+    def test_a_server_out_of_connections_is_waited_for_too(self):
+        settings = ("max_connections = 4", "superuser_reserved_connections = 0",
+                    "client_connection_check_interval = '100ms'")  # a killed client's slot is free at once
+        for setting in settings:
+            self.pg.sql("ALTER SYSTEM SET " + setting, database="postgres")
+        self.addCleanup(self.pg.restart)  # cleanups run last first: after the RESET below
+        self.addCleanup(lambda: self.pg.sql("ALTER SYSTEM RESET ALL", database="postgres"))
+        self.pg.restart()
+        env = dict(os.environ, PGPASSWORD=PASSWORD)
+        psql = "%s -h 127.0.0.1 -p %d -U tgllm -d %s -c 'SELECT pg_sleep(60)'" % (
+            os.path.join(self.pg.bin, "psql"), self.pg.port, self.db)
+        # Each holder tries again until it has its slot: one may lose it to the probe below.
+        holders = [subprocess.Popen(["sh", "-c", "until %s; do sleep 0.1; done" % psql], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                   for _ in range(4)]
+
+        def release():
+            for h in holders:
+                if h.poll() is None:
+                    os.killpg(h.pid, signal.SIGKILL)
+                    h.wait(10)
+        self.addCleanup(release)
+
+        def is_full():
+            try:
+                self.pg.sql("SELECT 1", database=self.db)
+                return False
+            except RuntimeError as e:
+                return "too many clients" in str(e)
+        self.tg.wait_for(is_full, 15, "the server's connections all taken")
+        bot = self.start_bot(wait_polling=False)
+        self.wait_logged(bot, self.WAITING)
+        self.assertIn("too many clients", next(ln for ln in self.log_lines("error") if self.WAITING in ln))
+        release()
+        self.tg.wait_for(lambda: self.tg.calls_of("getUpdates") or not bot.running(), 45, "the bot to poll")
+        self.assertEqual(self.ask(ALICE, "Room now?").text, "Echo: Room now?")
 
     def test_serve_waits_and_sigterm_stops_it_at_once(self):
         self.stop_server()
