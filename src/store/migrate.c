@@ -201,8 +201,11 @@ static int copy_all(sqlite3 *db, long long version, PGconn *pc, char *summary, s
 	long long chats = 0, turns = 0, set = 0, waiting = 0, answered = 0;
 	PGresult *r = NULL;
 	/* One snapshot of the file, whatever a bot still running on it writes meanwhile. */
-	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite_int(db, "SELECT count(DISTINCT chat_id) FROM messages", &chats, err, errlen) != 0)
+	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+		set_error(err, errlen, "reading the SQLite store", sqlite3_errmsg(db));
+		goto fail;
+	}
+	if (sqlite_int(db, "SELECT count(DISTINCT chat_id) FROM messages", &chats, err, errlen) != 0)
 		goto fail;
 	/*
 	 * EXCLUSIVE: a second migrate (or a bot) writing history waits for this

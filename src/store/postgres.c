@@ -1397,10 +1397,25 @@ static bool may_succeed_later(const char *msg)
 }
 
 /*
- * Connects, blocking up to CONNECT_TIMEOUT_S: PQconnectdbParams's own loop,
+ * The connect_timeout libpq read (the string's own, else CONNECT_TIMEOUT_S),
+ * in seconds, 2 at least as libpq has it; 0 (libpq: no bound) keeps ours.
+ */
+static int connect_timeout_s(PGconn *pc)
+{
+	int timeout = CONNECT_TIMEOUT_S;
+	PQconninfoOption *opts = PQconninfo(pc);
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atoi(o->val) > 0)
+			timeout = atoi(o->val) < 2 ? 2 : atoi(o->val);
+	PQconninfoFree(opts);
+	return timeout;
+}
+
+/*
+ * Connects, blocking up to connect_timeout: PQconnectdbParams's own loop,
  * but with verbose errors while connecting, for may_succeed_later. (libpq
- * leaves connect_timeout to its caller here; a second host of a list is not
- * tried after the first timed out.) 0, -1 or STORE_UNREACHABLE with err set.
+ * leaves connect_timeout to its caller here; it bounds the whole connect,
+ * not each host of a list.) 0, -1 or STORE_UNREACHABLE with err set.
  */
 static int connect_blocking(const char *spec, const struct secrets *sec, PGconn **out, char *err,
                             size_t errlen)
@@ -1415,7 +1430,7 @@ static int connect_blocking(const char *spec, const struct secrets *sec, PGconn 
 	PQsetErrorVerbosity(pc, PQERRORS_VERBOSE);
 	struct timespec now, end;
 	clock_gettime(CLOCK_MONOTONIC, &end);
-	end.tv_sec += CONNECT_TIMEOUT_S;
+	end.tv_sec += connect_timeout_s(pc);
 	PostgresPollingStatusType st = PGRES_POLLING_WRITING; /* as libpq's docs start the loop */
 	while (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) {
 		clock_gettime(CLOCK_MONOTONIC, &now);
