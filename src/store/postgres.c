@@ -1420,18 +1420,28 @@ static int connect_timeout_s(PGconn *pc)
 static int connect_blocking(const char *spec, const struct secrets *sec, PGconn **out, char *err,
                             size_t errlen)
 {
+	/* A malformed string: no later try can mend it. */
+	char *why = NULL;
+	PQconninfoOption *opts = PQconninfoParse(spec, &why);
+	if (!opts) {
+		set_error(err, errlen, sec, "cannot connect to PostgreSQL", why ? why : "out of memory");
+		PQfreemem(why);
+		return -1;
+	}
+	PQconninfoFree(opts);
 	const char *vals[] = {"10", "tgllm", "UTF8", spec, NULL};
 	PGconn *pc = *out = PQconnectStartParams(conn_keys, vals, 1);
-	if (!pc || PQstatus(pc) == CONNECTION_BAD) { /* a malformed string: no try later can mend it */
-		set_error(err, errlen, sec, "cannot connect to PostgreSQL",
-		          pc ? PQerrorMessage(pc) : "out of memory");
+	if (!pc) {
+		set_error(err, errlen, sec, "cannot connect to PostgreSQL", "out of memory");
 		return -1;
 	}
 	PQsetErrorVerbosity(pc, PQERRORS_VERBOSE);
 	struct timespec now, end;
 	clock_gettime(CLOCK_MONOTONIC, &end);
 	end.tv_sec += connect_timeout_s(pc);
-	PostgresPollingStatusType st = PGRES_POLLING_WRITING; /* as libpq's docs start the loop */
+	/* As libpq's docs start the loop (asked to write); bad at once: the first connect() failed. */
+	bool is_bad_at_once = PQstatus(pc) == CONNECTION_BAD;
+	PostgresPollingStatusType st = is_bad_at_once ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
 	while (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) {
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		long long ms = (end.tv_sec - now.tv_sec) * 1000LL + (end.tv_nsec - now.tv_nsec) / 1000000;
@@ -1452,7 +1462,17 @@ static int connect_blocking(const char *spec, const struct secrets *sec, PGconn 
 	if (st != PGRES_POLLING_OK) {
 		const char *msg = PQerrorMessage(pc);
 		set_error(err, errlen, sec, "cannot connect to PostgreSQL", msg);
-		return may_succeed_later(msg) ? STORE_UNREACHABLE : -1;
+		/*
+		 * Bad at once is a unix socket not there yet or a name not
+		 * resolved, or an option libpq refuses ("invalid sslmode value"),
+		 * which no later try mends: only the first tried a server, and
+		 * says so (libpq's messages are English: tgllm never calls
+		 * setlocale).
+		 */
+		bool has_tried = !is_bad_at_once || strstr(msg, "connection to server") ||
+		                 strstr(msg, "could not connect to server") ||
+		                 strstr(msg, "could not translate host name");
+		return has_tried && may_succeed_later(msg) ? STORE_UNREACHABLE : -1;
 	}
 	PQsetErrorVerbosity(pc, PQERRORS_DEFAULT);
 	PQsetNoticeProcessor(pc, notice_ignored, NULL);

@@ -328,6 +328,25 @@ class PgWaitTest(PgTestCase):
         self.tg.wait_for(lambda: self.tg.calls_of("getUpdates") or not bot.running(), 45, "the bot to poll")
         self.assertEqual(self.ask(ALICE, "Room now?").text, "Echo: Room now?")
 
+    def test_poll_waits_for_a_unix_socket_not_there_yet(self):
+        # libpq's connect() fails at once here (no socket file), before any server speaks.
+        self.store = "host=%s port=%d user=tgllm password=%s dbname=%s" % (self.pg.dir, self.pg.port, PASSWORD,
+                                                                         self.db)
+        self.stop_server()
+        bot = self.start_bot(wait_polling=False)
+        self.wait_logged(bot, self.WAITING)
+        self.assertIn("No such file or directory", next(ln for ln in self.log_lines("error") if self.WAITING in ln))
+        self.pg.start_server()
+        self.tg.wait_for(lambda: self.tg.calls_of("getUpdates") or not bot.running(), 45, "the bot to poll")
+        self.assertEqual(self.ask(ALICE, "Through the socket?").text, "Echo: Through the socket?")
+
+    def test_an_invalid_option_is_not_waited_for(self):
+        result = run_bin(["serve"], self.bot_env(STORE=self.pg.url(database=self.db) + "?sslmode=bogus"), timeout=30)
+        err = result.stderr.decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 2, err)
+        self.assertIn('invalid sslmode value: "bogus"', err)
+        self.assertNotIn(self.WAITING, err)
+
     def test_serve_waits_and_sigterm_stops_it_at_once(self):
         self.stop_server()
         bot = BotProcess(self.bot_env(LISTEN="127.0.0.1:%d" % free_port()), self.log_path, args=("serve",))
