@@ -11,14 +11,20 @@ with one clear line, the password never printed.
 Skipped without Debian's postgresql package, failed instead under CI=true.
 """
 
+import base64
 import sqlite3
 
 from fake_openai import Reply
+from fake_telegram import Chat
 from harness import ALICE, BOB, main, run_bin
 from pg_server import PASSWORD
 from test_store_postgres import PgTestCase
 
 WRONG = "pg-Wrong-3k8v"
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(range(256)) + b"\xff\xd9"
+PHOTO_TURN = {"role": "user", "content": [
+    {"type": "text", "text": "What colour is this?"},
+    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(JPEG).decode()}}]}
 
 
 class MigrateTestCase(PgTestCase):
@@ -77,6 +83,9 @@ class MigrateTest(MigrateTestCase):
         self.assertIn("Saved", self.talk(ALICE, "/system Answer like a pirate.").text)
         self.talk(ALICE, "Remember the number 42")
         self.talk(BOB, "My colour is blue")
+        photo = self.tg.send_file(Chat.private(BOB), BOB, "photo", JPEG, caption="What colour is this?")
+        self.wait_reply(photo)
+        self.wait_handled(photo)  # a turn of content parts (is_parts)
         self.talk(ALICE, "And the word anchor")
         # An update journaled but never answered: the bot dies while the model thinks.
         self.llm.enqueue(Reply(delay=30.0))
@@ -90,10 +99,11 @@ class MigrateTest(MigrateTestCase):
         status, out, err = self.migrate()
         self.assertEqual(status, 0, err)
         settings = self.sqlite_rows("SELECT count(*) FROM settings")[0][0]  # the chat's, and usage counts
-        self.assertIn(f"copied 2 chats (6 turns), {settings} settings, 1 pending updates", out)
+        self.assertIn(f"copied 2 chats (8 turns), {settings} settings, 1 pending updates", out)
         # Every turn, in order, with its role, content, is_parts and time.
-        self.assertEqual(self.pg_rows("SELECT chat_id, role, content, is_parts::int, created_at "
-                                      "FROM tgllm_messages ORDER BY id"),
+        rows = self.pg_rows("SELECT chat_id, role, content, is_parts::int, created_at FROM tgllm_messages ORDER BY id")
+        self.assertEqual([r[3] for r in rows].count("1"), 1, "expected the photo's turn kept as content parts (is_parts)")
+        self.assertEqual(rows,
                          [[str(c) for c in r] for r in self.sqlite_rows(
                              "SELECT chat_id, role, content, is_parts, created_at FROM messages ORDER BY id")])
         self.assertEqual(self.pg_rows("SELECT scope, key, value FROM tgllm_settings ORDER BY scope, key"),
@@ -109,6 +119,8 @@ class MigrateTest(MigrateTestCase):
         self.assertEqual(self.llm.requests[-1].messages, [
             {"role": "user", "content": "My colour is blue"},
             {"role": "assistant", "content": "Echo: My colour is blue"},
+            PHOTO_TURN,
+            {"role": "assistant", "content": "Echo: What colour is this?"},
             {"role": "user", "content": "Answer me after the move"}])
         # The conversation goes on with the migrated history and the chat's system prompt.
         self.ask(ALICE, "Which number and word?")
