@@ -102,7 +102,8 @@ class MigrateTest(MigrateTestCase):
         self.assertIn(f"copied 2 chats (8 turns), {settings} settings, 1 pending updates", out)
         # Every turn, in order, with its role, content, is_parts and time.
         rows = self.pg_rows("SELECT chat_id, role, content, is_parts::int, created_at FROM tgllm_messages ORDER BY id")
-        self.assertEqual([r[3] for r in rows].count("1"), 1, "expected the photo's turn kept as content parts (is_parts)")
+        self.assertEqual([r[3] for r in rows].count("1"), 1,
+                         "expected the photo's turn kept as content parts (is_parts)")
         self.assertEqual(rows,
                          [[str(c) for c in r] for r in self.sqlite_rows(
                              "SELECT chat_id, role, content, is_parts, created_at FROM messages ORDER BY id")])
