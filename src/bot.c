@@ -25,6 +25,7 @@ static bool is_admin(const void *admins, const struct tg_user *u)
 int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, bool can_stop, char *err,
              size_t errlen)
 {
+	int rc = -1;
 	memset(b, 0, sizeof *b);
 	b->http = http_client_new(base);
 	if (!b->http || http_client_set_ca_bundle(b->http, cfg->ca_bundle) != 0)
@@ -51,7 +52,8 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, b
 		goto oom;
 	struct store_options so = bot_store_options(cfg);
 	char why[256];
-	if (store_open(&so, base, b->http, &b->store, why, sizeof why) != 0) {
+	rc = store_open(&so, base, b->http, &b->store, why, sizeof why);
+	if (rc != 0) {
 		snprintf(err, errlen, "STORE: %s", why);
 		goto fail;
 	}
@@ -93,10 +95,11 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, b
 	};
 	return 0;
 oom:
+	rc = -1;
 	snprintf(err, errlen, "out of memory");
 fail:
 	bot_close(b);
-	return -1;
+	return rc;
 }
 
 void bot_close(struct bot *b)

@@ -34,7 +34,10 @@ struct bot {
 /* Builds every stage on base; -1 with a one-line reason in err. */
 /* What the store is opened with: the configuration's STORE and S3 settings (borrowed). */
 struct store_options bot_store_options(const struct config *cfg);
-/* can_stop: answers offer a Stop control (the process lives on to receive the stop). */
+/*
+ * can_stop: answers offer a Stop control (the process lives on to receive the stop).
+ * STORE_UNREACHABLE (store.h) instead of -1 when only the store's server was not there.
+ */
 int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, bool can_stop, char *err,
              size_t errlen);
 void bot_close(struct bot *b);

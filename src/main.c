@@ -1,17 +1,23 @@
 /* tgllm: a Telegram bot for any OpenAI-compatible language model. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "bot.h"
 #include "doctor.h"
 #include "config.h"
 #include "ingress/ingress.h"
 #include "ingress/webhook.h"
+#include "lib/backoff.h"
 #include "lib/log.h"
+#ifdef TGLLM_POSTGRES
+#include "store/migrate.h"
+#endif
 
 static const char usage[] =
 	"usage: tgllm COMMAND [OPTIONS]\n"
@@ -28,6 +34,8 @@ static const char usage[] =
 	"  delete-webhook [--drop-pending]\n"
 	"  webhook-info              the webhook's URL, pending updates and last error\n"
 	"  doctor                    check the token, the webhook, the model API and the store\n"
+	"  migrate --from sqlite:PATH --to postgres://USER:PASSWORD@HOST:PORT/DB\n"
+	"                            copy a SQLite store into an empty PostgreSQL one\n"
 	"  --help, --version\n"
 	"\n"
 	"In chats: /new, /model [NAME], /system [TEXT|reset], /retry, /usage [all], /image PROMPT, /help;\n"
@@ -49,7 +57,7 @@ static const char usage[] =
 	"  DAILY_TOKENS        each user's tokens a UTC day (default: unlimited)\n"
 	"  MONTHLY_TOKENS      each user's tokens a UTC month (default: unlimited)\n"
 	"  SYSTEM_PROMPT       an optional system prompt; a chat may set its own with /system\n"
-	"  STORE               where history lives: sqlite:PATH or s3://BUCKET[/PREFIX]\n"
+	"  STORE               where history lives: sqlite:PATH, s3://BUCKET[/PREFIX], postgres://\n"
 	"                      (default sqlite:tgllm.db; s3://$YANDEX_BUCKET when that is set)\n"
 	"  S3_ENDPOINT         the S3 server (default https://storage.yandexcloud.net)\n"
 	"  S3_REGION           its region (default ru-central1)\n"
@@ -93,7 +101,27 @@ static int run_bot(const struct config *cfg, enum mode mode, const struct option
 	int status = 1;
 	/* A stop reaches only the process streaming the answer: serverless invocations are separate processes. */
 	bool can_stop = mode == MODE_POLL || mode == MODE_SERVE;
-	if (bot_open(&bot, base, cfg, can_stop, err, sizeof err) != 0) {
+	int rc = bot_open(&bot, base, cfg, can_stop, err, sizeof err);
+	/*
+	 * A long-running bot started before its database (a reboot, a
+	 * container started beside PostgreSQL's) waits for it. Nothing is
+	 * taken from Telegram yet, so SIGTERM and SIGINT keep their default
+	 * action meanwhile: they end the process at once. A serverless
+	 * invocation has a deadline and a platform that retries: it fails.
+	 */
+	static const struct backoff store_wait = {.first_ms = 1000, .max_ms = 30000, .has_jitter = true};
+	for (int failures = 1; rc == STORE_UNREACHABLE && can_stop; failures++) {
+		long ms = backoff_ms(&store_wait, failures);
+		if (failures == 1 || failures % 10 == 0)
+			log_error("%s; trying again until it answers (next in %ld ms, attempt %d)", err, ms,
+			          failures);
+		struct timespec pause = {ms / 1000, ms % 1000 * 1000000L};
+		while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
+			;
+		if ((rc = bot_open(&bot, base, cfg, can_stop, err, sizeof err)) == 0)
+			log_info("the store answered after %d failed attempts", failures);
+	}
+	if (rc != 0) {
 		log_print(stderr, "tgllm: %s", err);
 		status = 2;
 	} else {
@@ -143,9 +171,41 @@ static int parse_options(int argc, char **argv, const char *cmd, struct options 
 	return 0;
 }
 
+/* tgllm migrate: needs its two options only, not the bot's configuration. */
+static int run_migrate(int argc, char **argv)
+{
+	const char *from = NULL, *to = NULL;
+	for (int i = 2; i < argc; i++) {
+		const char **opt = strcmp(argv[i], "--from") == 0 ? &from
+		                   : strcmp(argv[i], "--to") == 0 ? &to
+		                                                  : NULL;
+		if (!opt || i + 1 == argc || *opt) {
+			fprintf(stderr, "tgllm: migrate: unexpected argument '%s' (try tgllm --help)\n",
+			        argv[i]);
+			return 2;
+		}
+		*opt = argv[++i];
+	}
+	if (!from || !to) {
+		fprintf(
+		    stderr,
+		    "tgllm: migrate needs --from sqlite:PATH and --to postgres://... (try tgllm --help)\n");
+		return 2;
+	}
+#ifdef TGLLM_POSTGRES
+	return migrate_run(from, to);
+#else
+	fprintf(stderr, "tgllm: migrate: this tgllm is built without PostgreSQL support (TGLLM_POSTGRES=OFF, "
+	                "or the lean static build): use the one built with libpq\n");
+	return 1;
+#endif
+}
+
 static int run(int argc, char **argv)
 {
 	const char *cmd = argv[1];
+	if (strcmp(cmd, "migrate") == 0)
+		return run_migrate(argc, argv);
 	static const char *const bot_modes[] = {"poll", "serve", "handle", "lambda"};
 	static const char *const webhook_cmds[] = {"set-webhook", "delete-webhook", "webhook-info"};
 	int mode = -1, webhook_cmd = -1;

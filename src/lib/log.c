@@ -82,6 +82,10 @@ void log_add_secret(const char *s)
 {
 	if (!s || strlen(s) < 4 || n_secrets == MAX_SECRETS)
 		return;
+	/* A store opened again (waiting for PostgreSQL) registers its password again. */
+	for (size_t i = 0; i < n_secrets; i++)
+		if (strcmp(secrets[i], s) == 0)
+			return;
 	char *copy = strdup(s);
 	if (!copy)
 		return;

@@ -83,8 +83,26 @@ int store_sqlite_open(const char *path, struct event_base *base, struct store **
                       size_t errlen);
 int store_s3_open(const struct store_options *o, struct event_base *base, struct http_client *http,
                   struct store **out, char *err, size_t errlen);
-/* store/postgres.c: spec is a libpq connection string (a URI or keywords). */
+/*
+ * store/postgres.c: spec is a libpq connection string (a URI or keywords).
+ * STORE_UNREACHABLE when the server could not be reached (or is starting up,
+ * or has no connection to spare): a later try may succeed.
+ */
 int store_postgres_open(const char *spec, unsigned lease_ms, struct event_base *base, struct store **out,
                         char *err, size_t errlen);
+#ifdef TGLLM_POSTGRES
+#include <libpq-fe.h>
+/*
+ * What `tgllm migrate` (store/migrate.c) shares with open: connects to spec
+ * (blocking, bounded) and creates or upgrades the schema exactly as open
+ * does; *out is then the caller's (PQfinish). -1 or STORE_UNREACHABLE with
+ * a one-line reason in err, the password out of it and in the log's secrets.
+ */
+int store_postgres_connect(const char *spec, PGconn **out, char *err, size_t errlen);
+/* A malloc'd copy of len bytes PostgreSQL takes as text (each invalid byte and NUL becomes U+FFFD). */
+char *store_postgres_text(const char *p, size_t len);
+#endif
+/* store/sqlite.c: the schema version this tgllm writes (PRAGMA user_version). */
+int store_sqlite_schema_version(void);
 
 #endif

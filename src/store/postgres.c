@@ -13,13 +13,17 @@
  * connection wait up to OP_WAIT_S, then fail.
  *
  * Open is blocking, on purpose: it runs before the loop serves anything, and
- * a server that cannot be reached, a wrong password or a schema from a newer
- * tgllm must stop the start with one clear line, as SQLite's open does. It
+ * a wrong password or a schema from a newer tgllm must stop the start with
+ * one clear line, as SQLite's open does; a server that cannot be reached is
+ * told apart (STORE_UNREACHABLE), so that the long-running commands wait
+ * for it (main.c) while serverless ones fail. It
  * connects, creates or migrates the schema under an advisory lock (two
  * instances starting at once take turns), and keeps that connection as the
  * pool's first.
  */
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1633,6 +1637,149 @@ static void make_owner(char *out, size_t n)
 	         r[4], r[5], r[6], r[7]);
 }
 
+/*
+ * Whether a failed connection may succeed later, from libpq's message. A
+ * refusal by the server carries a SQLSTATE (the verbose form, "FATAL:  28P01:
+ * ..."), which unlike the message is never translated: classes 08
+ * (connection), 53 (too many connections) and 57P (starting up, shutting
+ * down) pass with time; any other (28: a wrong password or no pg_hba.conf
+ * entry; 3D000: no such database) is the configuration's, and waiting would
+ * not mend it. No SQLSTATE: the server never answered (refused, timed out,
+ * a name not resolved). PQconnectionUsedPassword cannot tell these apart:
+ * "remaining connection slots are reserved" comes after the password was
+ * taken.
+ */
+static bool may_succeed_later(const char *msg)
+{
+	for (const char *p = msg; (p = strstr(p, ":  ")) != NULL; p += 3) {
+		const char *state = p + 3;
+		if (strspn(state, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 5 || state[5] != ':')
+			continue;
+		if (strncmp(state, "08", 2) != 0 && strncmp(state, "53", 2) != 0 &&
+		    strncmp(state, "57P", 3) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The connect_timeout libpq read (the string's own, else CONNECT_TIMEOUT_S),
+ * in seconds, 2 at least as libpq has it; 0 (libpq: no bound) keeps ours.
+ */
+static int connect_timeout_s(PGconn *pc)
+{
+	int timeout = CONNECT_TIMEOUT_S;
+	PQconninfoOption *opts = PQconninfo(pc);
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atoi(o->val) > 0)
+			timeout = atoi(o->val) < 2 ? 2 : atoi(o->val);
+	PQconninfoFree(opts);
+	return timeout;
+}
+
+/*
+ * Connects, blocking up to connect_timeout: PQconnectdbParams's own loop,
+ * but with verbose errors while connecting, for may_succeed_later. (libpq
+ * leaves connect_timeout to its caller here; it bounds the whole connect,
+ * not each host of a list.) 0, -1 or STORE_UNREACHABLE with err set.
+ */
+static int connect_blocking(const char *spec, const struct secrets *sec, PGconn **out, char *err,
+                            size_t errlen)
+{
+	/* A malformed string: no later try can mend it. */
+	char *why = NULL;
+	PQconninfoOption *opts = PQconninfoParse(spec, &why);
+	if (!opts) {
+		set_error(err, errlen, sec, "cannot connect to PostgreSQL", why ? why : "out of memory");
+		PQfreemem(why);
+		return -1;
+	}
+	PQconninfoFree(opts);
+	const char *vals[] = {"10", "tgllm", "UTF8", spec, NULL};
+	PGconn *pc = *out = PQconnectStartParams(conn_keys, vals, 1);
+	if (!pc) {
+		set_error(err, errlen, sec, "cannot connect to PostgreSQL", "out of memory");
+		return -1;
+	}
+	PQsetErrorVerbosity(pc, PQERRORS_VERBOSE);
+	struct timespec now, end;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += connect_timeout_s(pc);
+	/* As libpq's docs start the loop (asked to write); bad at once: the first connect() failed. */
+	bool is_bad_at_once = PQstatus(pc) == CONNECTION_BAD;
+	PostgresPollingStatusType st = is_bad_at_once ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
+	while (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long long ms = (end.tv_sec - now.tv_sec) * 1000LL + (end.tv_nsec - now.tv_nsec) / 1000000;
+		if (ms <= 0) {
+			set_error(err, errlen, sec, "cannot connect to PostgreSQL", "timeout expired");
+			return STORE_UNREACHABLE;
+		}
+		struct pollfd p = {.fd = PQsocket(pc),
+		                   .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+		int n = poll(&p, 1, (int)ms);
+		if (n < 0 && errno != EINTR) {
+			set_error(err, errlen, sec, "cannot connect to PostgreSQL", strerror(errno));
+			return -1;
+		}
+		if (n > 0)
+			st = PQconnectPoll(pc);
+	}
+	if (st != PGRES_POLLING_OK) {
+		const char *msg = PQerrorMessage(pc);
+		set_error(err, errlen, sec, "cannot connect to PostgreSQL", msg);
+		/*
+		 * Bad at once is a unix socket not there yet or a name not
+		 * resolved, or an option libpq refuses ("invalid sslmode value"),
+		 * which no later try mends: only the first tried a server, and
+		 * says so (libpq's messages are English: tgllm never calls
+		 * setlocale).
+		 */
+		bool has_tried = !is_bad_at_once || strstr(msg, "connection to server") ||
+		                 strstr(msg, "could not connect to server") ||
+		                 strstr(msg, "could not translate host name");
+		return has_tried && may_succeed_later(msg) ? STORE_UNREACHABLE : -1;
+	}
+	PQsetErrorVerbosity(pc, PQERRORS_DEFAULT);
+	PQsetNoticeProcessor(pc, notice_ignored, NULL);
+	return 0;
+}
+
+/* What open and the migrate command share: the connection, the encoding, the schema. */
+static int connect_schema(const char *spec, const struct secrets *sec, PGconn **out, char *err, size_t errlen)
+{
+	int rc = connect_blocking(spec, sec, out, err, errlen);
+	if (rc != 0)
+		return rc;
+	const char *encoding = PQparameterStatus(*out, "server_encoding");
+	if (!encoding || (strcmp(encoding, "UTF8") != 0 && strcmp(encoding, "SQL_ASCII") != 0)) {
+		snprintf(
+		    err, errlen,
+		    "the database's encoding is %s; tgllm needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')",
+		    encoding ? encoding : "unknown");
+		return -1;
+	}
+	return migrate(*out, sec, err, errlen);
+}
+
+int store_postgres_connect(const char *spec, PGconn **out, char *err, size_t errlen)
+{
+	struct secrets sec;
+	find_secrets(spec, &sec);
+	int rc = connect_schema(spec, &sec, out, err, errlen);
+	free(sec.decoded);
+	if (rc != 0) {
+		PQfinish(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+char *store_postgres_text(const char *p, size_t len)
+{
+	return text_copy(p, len);
+}
+
 int store_postgres_open(const char *spec, unsigned lease_ms, struct event_base *base, struct store **out,
                         char *err, size_t errlen)
 {
@@ -1645,6 +1792,8 @@ int store_postgres_open(const char *spec, unsigned lease_ms, struct event_base *
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	int rc = -1;
+	PGconn *pc = NULL;
 	s->evb = base;
 	s->base.lease_ms = lease_ms ? lease_ms : LEASE_MS;
 	num(s->lease, s->base.lease_ms);
@@ -1660,25 +1809,11 @@ int store_postgres_open(const char *spec, unsigned lease_ms, struct event_base *
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	const char *vals[] = {"10", "tgllm", "UTF8", spec, NULL};
-	PGconn *pc = PQconnectdbParams(conn_keys, vals, 1);
+	rc = connect_schema(spec, &sec, &pc, err, errlen);
 	s->conns[0].pc = pc;
-	if (!pc || PQstatus(pc) != CONNECTION_OK) {
-		set_error(err, errlen, &sec, "cannot connect to PostgreSQL",
-		          pc ? PQerrorMessage(pc) : "out of memory");
+	if (rc != 0)
 		goto fail;
-	}
-	PQsetNoticeProcessor(pc, notice_ignored, NULL);
-	const char *encoding = PQparameterStatus(pc, "server_encoding");
-	if (!encoding || (strcmp(encoding, "UTF8") != 0 && strcmp(encoding, "SQL_ASCII") != 0)) {
-		snprintf(
-		    err, errlen,
-		    "the database's encoding is %s; tgllm needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')",
-		    encoding ? encoding : "unknown");
-		goto fail;
-	}
-	if (migrate(pc, &sec, err, errlen) != 0)
-		goto fail;
+	rc = -1;
 	char before[24];
 	num(before, (int64_t)time(NULL) - JOURNAL_KEEP_S);
 	const char *v[] = {before};
@@ -1698,5 +1833,5 @@ int store_postgres_open(const char *spec, unsigned lease_ms, struct event_base *
 fail:
 	free(sec.decoded);
 	pg_free(&s->base);
-	return -1;
+	return rc;
 }

@@ -55,6 +55,11 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
+int store_sqlite_schema_version(void)
+{
+	return SCHEMA_VERSION;
+}
+
 static struct store_sqlite *from(struct store *s)
 {
 	return (struct store_sqlite *)s;

@@ -51,7 +51,13 @@ struct store_options {
 	unsigned lease_ms;
 };
 
-/* Opens the store o->spec names; -1 with a one-line reason in err. http is for network stores. */
+/*
+ * Opens the store o->spec names; -1 with a one-line reason in err. http is for
+ * network stores. STORE_UNREACHABLE instead of -1 when the store's server
+ * could not be reached (PostgreSQL down, starting up, out of connections):
+ * the same call may succeed later.
+ */
+#define STORE_UNREACHABLE (-2)
 int store_open(const struct store_options *o, struct event_base *base, struct http_client *http,
                struct store **out, char *err, size_t errlen);
 /* Whether spec names a PostgreSQL database (a postgres:// or postgresql:// URI, or libpq's keyword form). */

@@ -15,6 +15,8 @@ Skipped without Debian's postgresql package, failed instead under CI=true.
 import itertools
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -24,8 +26,9 @@ import test_persistence
 import test_usage
 from fake_openai import Reply
 from fake_telegram import Chat, User
-from harness import ALICE, BOB, IVAN, BotTestCase, main, run_bin
+from harness import ALICE, BOB, IVAN, BotProcess, BotTestCase, main, run_bin
 from pg_server import PASSWORD, PgServer, skip_or_fail, unavailable
+from test_serve import free_port
 
 _databases = itertools.count(1)
 
@@ -199,8 +202,8 @@ class PgStoreTest(PgTestCase):
 class PgStartTest(PgTestCase):
     """What a start against a server that cannot be used says (and that it does not say the password)."""
 
-    def start_fails(self, store: str) -> str:
-        result = run_bin(["poll"], self.bot_env(STORE=store), timeout=30)
+    def start_fails(self, store: str, command: str = "poll") -> str:
+        result = run_bin([command], self.bot_env(STORE=store), timeout=30)
         err = result.stderr.decode("utf-8", "replace")
         self.assertNotEqual(result.returncode, 0, "expected the start to fail")
         self.assertNoSecretIn(err, "the start's error")
@@ -212,9 +215,10 @@ class PgStartTest(PgTestCase):
         self.assertIn("STORE: cannot connect to PostgreSQL", err)
         self.assertIn("password authentication failed", err)
 
-    def test_an_unreachable_server_is_a_clear_error(self):
+    def test_an_unreachable_server_is_a_clear_error_in_handle(self):
+        # poll and serve wait for the server (PgWaitTest); a serverless invocation fails, bounded.
         started = time.monotonic()
-        err = self.start_fails("postgresql://tgllm:%s@127.0.0.1:1/x" % PASSWORD)
+        err = self.start_fails("postgresql://tgllm:%s@127.0.0.1:1/x" % PASSWORD, command="handle")
         self.assertIn("STORE: cannot connect to PostgreSQL", err)
         self.assertIn("Connection refused", err)
         self.assertLess(time.monotonic() - started, 15)
@@ -253,6 +257,117 @@ class PgStartTest(PgTestCase):
         self.assertNotIn(PASSWORD, out + result.stderr.decode("utf-8", "replace"))
         self.assertIn("✓ store postgres://tgllm:***@", out)
         self.assertIn("a test record written, read and deleted", out)
+
+
+class PgWaitTest(PgTestCase):
+    """poll and serve started while PostgreSQL is down: one clear error line, then they wait for it."""
+
+    WAITING = "trying again until it answers"
+
+    def stop_server(self):
+        self.pg.stop_server()
+        # The cluster is the class's: the next test needs it up.
+        self.addCleanup(lambda: os.path.exists(os.path.join(self.pg.data, "postmaster.pid"))
+                        or self.pg.start_server())
+
+    def wait_logged(self, bot, needle: str, timeout: float = 15):
+        self.tg.wait_for(lambda: needle in self.log() or not bot.running(), timeout, f"the log line {needle!r}")
+        self.assertBotRunning(bot)
+
+    def test_poll_waits_for_the_server_and_answers_once_it_is_up(self):
+        self.stop_server()
+        bot = self.start_bot(wait_polling=False)
+        self.wait_logged(bot, self.WAITING)
+        line = next(ln for ln in self.log_lines("error") if self.WAITING in ln)
+        self.assertIn("STORE: cannot connect to PostgreSQL", line)
+        self.assertIn("Connection refused", line)
+        self.assertEqual(self.tg.calls_of("getUpdates"), [], "expected no update taken before the store opens")
+        self.pg.start_server()
+        # The waits double from 1 s (plus up to half at random): the next tries come within ~5 s.
+        self.tg.wait_for(lambda: self.tg.calls_of("getUpdates") or not bot.running(), 45, "the bot to poll")
+        self.assertBotRunning(bot)
+        self.assertEqual(self.ask(ALICE, "Are you there?").text, "Echo: Are you there?")
+        self.assertEqual(len([ln for ln in self.log_lines("error") if self.WAITING in ln]), 1,
+                         "expected one error line for the wait")
+        self.assertLogged(r"the store answered after \d+ failed attempts", levels=("info",))
+
+    def test_a_server_out_of_connections_is_waited_for_too(self):
+        settings = ("max_connections = 4", "superuser_reserved_connections = 0",
+                    "client_connection_check_interval = '100ms'")  # a killed client's slot is free at once
+        for setting in settings:
+            self.pg.sql("ALTER SYSTEM SET " + setting, database="postgres")
+        self.addCleanup(self.pg.restart)  # cleanups run last first: after the RESET below
+        self.addCleanup(lambda: self.pg.sql("ALTER SYSTEM RESET ALL", database="postgres"))
+        self.pg.restart()
+        env = dict(os.environ, PGPASSWORD=PASSWORD)
+        psql = "%s -h 127.0.0.1 -p %d -U tgllm -d %s -c 'SELECT pg_sleep(60)'" % (
+            os.path.join(self.pg.bin, "psql"), self.pg.port, self.db)
+        # Each holder tries again until it has its slot: one may lose it to the probe below.
+        holders = [subprocess.Popen(["sh", "-c", "until %s; do sleep 0.1; done" % psql], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                   for _ in range(4)]
+
+        def release():
+            for h in holders:
+                if h.poll() is None:
+                    os.killpg(h.pid, signal.SIGKILL)
+                    h.wait(10)
+        self.addCleanup(release)
+
+        def is_full():
+            try:
+                self.pg.sql("SELECT 1", database=self.db)
+                return False
+            except RuntimeError as e:
+                return "too many clients" in str(e)
+        self.tg.wait_for(is_full, 15, "the server's connections all taken")
+        bot = self.start_bot(wait_polling=False)
+        self.wait_logged(bot, self.WAITING)
+        self.assertIn("too many clients", next(ln for ln in self.log_lines("error") if self.WAITING in ln))
+        release()
+        self.tg.wait_for(lambda: self.tg.calls_of("getUpdates") or not bot.running(), 45, "the bot to poll")
+        self.assertEqual(self.ask(ALICE, "Room now?").text, "Echo: Room now?")
+
+    def test_poll_waits_for_a_unix_socket_not_there_yet(self):
+        # libpq's connect() fails at once here (no socket file), before any server speaks.
+        self.store = "host=%s port=%d user=tgllm password=%s dbname=%s" % (self.pg.dir, self.pg.port, PASSWORD,
+                                                                         self.db)
+        self.stop_server()
+        bot = self.start_bot(wait_polling=False)
+        self.wait_logged(bot, self.WAITING)
+        self.assertIn("No such file or directory", next(ln for ln in self.log_lines("error") if self.WAITING in ln))
+        self.pg.start_server()
+        self.tg.wait_for(lambda: self.tg.calls_of("getUpdates") or not bot.running(), 45, "the bot to poll")
+        self.assertEqual(self.ask(ALICE, "Through the socket?").text, "Echo: Through the socket?")
+
+    def test_an_invalid_option_is_not_waited_for(self):
+        result = run_bin(["serve"], self.bot_env(STORE=self.pg.url(database=self.db) + "?sslmode=bogus"), timeout=30)
+        err = result.stderr.decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 2, err)
+        self.assertIn('invalid sslmode value: "bogus"', err)
+        self.assertNotIn(self.WAITING, err)
+
+    def test_serve_waits_and_sigterm_stops_it_at_once(self):
+        self.stop_server()
+        bot = BotProcess(self.bot_env(LISTEN="127.0.0.1:%d" % free_port()), self.log_path, args=("serve",))
+        self.bots.append(bot)
+        self.addCleanup(bot.kill)
+        self.wait_logged(bot, self.WAITING)
+        started = time.monotonic()
+        bot.signal(signal.SIGTERM)
+        self.assertEqual(bot.wait(5), -signal.SIGTERM, "expected SIGTERM to end the wait at once")
+        self.assertLess(time.monotonic() - started, 5)
+
+    def test_a_wrong_password_is_not_waited_for(self):
+        started = time.monotonic()
+        result = run_bin(["poll"], self.bot_env(STORE=self.pg.url(password="pg-Wrong-9x7q", database=self.db)),
+                         timeout=30)
+        err = result.stderr.decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 2, err)
+        self.assertIn("password authentication failed", err)
+        self.assertNotIn(self.WAITING, err)
+        self.assertNotIn("pg-Wrong-9x7q", err)
+        self.assertLess(time.monotonic() - started, 15)
 
 
 if __name__ == "__main__":

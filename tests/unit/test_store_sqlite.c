@@ -1580,7 +1580,12 @@ static void test_pg_an_update_taken_over_is_not_stored_twice(void **state)
 	struct turn tb[] = {turn(TURN_USER, "q"), turn(TURN_ASSISTANT, "b's answer")};
 	do_append(f, f->store, 9, tb, 2, 70);
 	struct turn ta[] = {turn(TURN_USER, "q"), turn(TURN_ASSISTANT, "a's answer")};
-	do_append(f, a, 9, ta, 2, 70); /* answers 0: nothing for a to do */
+	struct op o = {.what = "store_history_append of an update taken over"};
+	store_history_append(a, 9, ta, 2, 70, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_int("a's append: the update is not a's any more", STORE_TAKEN_OVER, o.err);
+	op_free(&o);
 	struct history h = do_load(f, f->store, 9);
 	expect_history("the exchange, once: b's", tb, 2, &h);
 	history_free(&h);
