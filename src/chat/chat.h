@@ -10,7 +10,7 @@
  * operation and naming its continuation:
  *
  *   load history -> ask the model (trim, retry on context overflow)
- *     -> deliver the answer -> save both turns -> next job
+ *     -> save both turns -> deliver the answer -> next job
  *
  * "typing…" is shown from the start of a job until the answer is visible
  * or the job fails. See docs/internals/CONVERSATION.md.
