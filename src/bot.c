@@ -67,6 +67,7 @@ int bot_open(struct bot *b, struct event_base *base, const struct config *cfg, b
 	    .context_tokens = cfg->context_tokens,
 	    .think = cfg->show_reasoning ? RENDER_THINK_QUOTE : RENDER_THINK_HIDE,
 	    .can_stop = can_stop,
+	    .stores_first = can_stop, /* a server: kills are its failure, not a serverless deadline */
 	    .budget = cfg->budget,
 	    .is_admin = cfg->admins ? is_admin : NULL,
 	    .admins = cfg->admins,

@@ -10,7 +10,8 @@
  * operation and naming its continuation:
  *
  *   load history -> ask the model (trim, retry on context overflow)
- *     -> save both turns -> deliver the answer -> next job
+ *     -> save both turns and deliver the answer (in an order conversation.c
+ *        explains) -> next job
  *
  * "typing…" is shown from the start of a job until the answer is visible
  * or the job fails. See docs/internals/CONVERSATION.md.
@@ -71,6 +72,8 @@ struct chat_env {
 	size_t context_tokens;     /* the prompt budget */
 	enum render_think think;   /* what becomes of the model's <think> text */
 	bool can_stop;             /* streamed answers offer a Stop control (poll, serve: not serverless) */
+	/* An answer's exchange is stored before it is sent (poll, serve), else after (conversation.c, deliver). */
+	bool stores_first;
 	struct usage_budget budget; /* DAILY_TOKENS, MONTHLY_TOKENS: per user */
 	/* Whether u is one of TG_BOT_ADMINS (the gate's list): no budget, /usage all. NULL: no one is. */
 	bool (*is_admin)(const void *admins, const struct tg_user *u);

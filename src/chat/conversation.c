@@ -10,6 +10,7 @@
 #include "chat/settings.h"
 #include "chat/steer.h"
 #include "chat/text.h"
+#include "lib/backoff.h"
 #include "lib/history.h"
 #include "lib/log.h"
 #include "model/llm.h"
@@ -248,6 +249,24 @@ static void on_last_refusal(void *arg, int err, const char *value)
 static void ask(struct conversation *c);
 static void on_reserved(void *arg, int err);
 
+/*
+ * The answer is complete; it is delivered and stored (the exchange and the
+ * update's done mark, in one step), then a notice follows if any. Which goes
+ * first is the failure it is safe against, as the Bot API has no
+ * idempotency key that would let a send and a commit be one step:
+ *
+ *  - a server (poll, serve: env->stores_first) stores first. A process
+ *    killed in between has answered at most once: after a restart, or in
+ *    the instance that takes its updates over, the update is done. Its
+ *    window for losing an answer (stored, never sent) is the moment from the
+ *    commit to the send leaving; the other order's window for answering
+ *    twice is Telegram's whole round trip and then the commit's.
+ *  - serverless delivers first: its failure is the deadline, which may fall
+ *    while Telegram's flood limit holds the answer back; then nothing is
+ *    stored, the update is released, and the next invocation answers it.
+ */
+static void save_exchange(struct conversation *c);
+
 static void send_after_text(struct conversation *c)
 {
 	if (c->after_text == TEXT_COUNT) {
@@ -262,40 +281,112 @@ static void send_after_text(struct conversation *c)
 static void on_delivered(void *arg, bool is_delivered)
 {
 	struct conversation *c = arg;
+	c->is_delivered = true;
 	if (!is_delivered)
-		log_warn("chat=%lld update=%lld: the answer did not fully reach the chat; it is stored",
-		         chat_of(c), (long long)c->u.update_id);
+		log_warn("chat=%lld update=%lld: the answer did not fully reach the chat", chat_of(c),
+		         (long long)c->u.update_id);
 	else
 		log_debug("chat=%lld update=%lld: delivered", chat_of(c), (long long)c->u.update_id);
-	send_after_text(c);
+	if (c->is_saved)
+		send_after_text(c);
+	else
+		save_exchange(c); /* at once: a kill before its commit answers the update twice */
+}
+
+static void finish_delivery(struct conversation *c)
+{
+	delivery_finish(c->delivery, c->shown, strlen(c->shown), on_delivered);
+}
+
+/*
+ * A store that fails to take the exchange (down, out of disk, a statement
+ * timing out) is asked again, 1 s doubling to 30 s, SAVE_TRIES times in all
+ * (about a minute and a half), the user told once; the chat's next job
+ * waits. After that the answer goes unstored, and its update stays pending,
+ * to be answered again after a restart (or by the instance that takes it
+ * over).
+ */
+#define SAVE_TRIES 8
+static const struct backoff save_backoff = {.first_ms = 1000, .max_ms = 30000, .has_jitter = true};
+
+static void save(struct conversation *c);
+
+static void on_save_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	save(arg);
+}
+
+/* The exchange is not stored, and will not be: the answer goes (if it has not), and the job ends. */
+static void give_up_saving(struct conversation *c)
+{
+	if (c->is_delivered)
+		send_after_text(c);
+	else
+		finish_delivery(c);
+}
+
+static void save_later(struct conversation *c)
+{
+	long ms = backoff_ms(&save_backoff, c->save_tries);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	if ((c->save_timer || (c->save_timer = evtimer_new(c->env->base, on_save_timer, c))) &&
+	    evtimer_add(c->save_timer, &tv) == 0)
+		return;
+	log_error("chat=%lld update=%lld: cannot wait to store the exchange again; the update stays pending",
+	          chat_of(c), (long long)c->u.update_id);
+	give_up_saving(c);
 }
 
 static void on_saved(void *arg, int err)
 {
 	struct conversation *c = arg;
-	if (err == STORE_TAKEN_OVER) { /* another instance answers it (or has) */
+	if (err == STORE_TAKEN_OVER) { /* another instance took the update over, and answers it */
 		c->outcome = METRICS_DUPLICATE;
 		end(c);
 		return;
 	}
-	if (err)
-		log_error("chat=%lld update=%lld: the exchange could not be stored", chat_of(c),
-		          (long long)c->u.update_id);
-	delivery_finish(c->delivery, c->shown, strlen(c->shown), on_delivered);
+	if (!err) {
+		c->is_saved = true;
+		log_debug("chat=%lld update=%lld: stored", chat_of(c), (long long)c->u.update_id);
+		if (c->is_delivered)
+			send_after_text(c);
+		else
+			finish_delivery(c);
+		return;
+	}
+	if (++c->save_tries < SAVE_TRIES) {
+		log_error("chat=%lld update=%lld: the exchange could not be stored (try %d of %d); trying again",
+		          chat_of(c), (long long)c->u.update_id, c->save_tries, SAVE_TRIES);
+		if (c->save_tries == 1)
+			send_notice(c, c->is_delivered ? TEXT_STORE_UNSAVED : TEXT_STORE_SAVING, save_later);
+		else
+			save_later(c);
+		return;
+	}
+	log_error("chat=%lld update=%lld: the exchange could not be stored; the update stays pending", chat_of(c),
+	          (long long)c->u.update_id);
+	give_up_saving(c);
 }
 
-/*
- * The answer is complete: the exchange is stored (and its update marked
- * done), then the final messages go, then a notice if any. Stored first, so
- * that a process killed in between has answered at most once: an instance
- * taking its updates over finds this one done; the other way round, it would
- * answer it a second time.
- */
+static void save(struct conversation *c)
+{
+	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len, false}};
+	store_history_replace(c->env->store, c->u.message.chat_id, c->replaced, c->n_replaced, turns, 2,
+	                      c->u.update_id, on_saved, c);
+}
+
+static void save_exchange(struct conversation *c)
+{
+	count_usage(c); /* at once, beside the history: on S3 each is a round trip */
+	save(c);
+}
+
 static void deliver(struct conversation *c, const char *suffix)
 {
 	typing_stop(c);
 	free(c->shown);
-	c->shown = NULL;
 	if (asprintf(&c->shown, "%s%s%s", buf_str(&c->answer), suffix ? "\n\n" : "", suffix ? suffix : "") < 0) {
 		c->shown = NULL;
 		log_error("chat=%lld: out of memory delivering an answer", chat_of(c));
@@ -303,11 +394,10 @@ static void deliver(struct conversation *c, const char *suffix)
 		return;
 	}
 	c->outcome = METRICS_ANSWERED;
-	log_debug("chat=%lld update=%lld: storing, then delivering", chat_of(c), (long long)c->u.update_id);
-	count_usage(c); /* at once, beside the history: on S3 each is a round trip */
-	struct turn turns[2] = {c->user, {TURN_ASSISTANT, c->answer.data, c->answer.len, false}};
-	store_history_replace(c->env->store, c->u.message.chat_id, c->replaced, c->n_replaced, turns, 2,
-	                      c->u.update_id, on_saved, c);
+	if (c->env->stores_first)
+		save_exchange(c);
+	else
+		finish_delivery(c);
 }
 
 static void fail_with(struct conversation *c, enum text_id id)
@@ -883,6 +973,8 @@ void conversation_clear(struct conversation *c)
 	free(c->user.content);
 	buf_free(&c->answer);
 	free(c->shown);
+	if (c->save_timer)
+		event_free(c->save_timer);
 	update_clear(&c->u);
 	memset(c, 0, sizeof *c);
 	if (had_file)

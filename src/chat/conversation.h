@@ -42,7 +42,10 @@ struct conversation {
 	struct prompt_plan asked; /* the request in flight */
 	struct delivery *delivery;
 	struct buf answer;       /* the model's text as it streams in; stored as the assistant turn */
-	char *shown;             /* the answer as delivered: with its notice of a cut, if any */
+	char *shown;              /* the answer as delivered: with its notice of a cut, if any */
+	bool is_saved, is_delivered;
+	struct event *save_timer; /* stores the exchange again after a failure */
+	int save_tries;
 	enum text_id after_text; /* a notice sent after the answer, TEXT_COUNT for none */
 	bool is_blocked;         /* Telegram said 403: stop sending */
 

@@ -111,6 +111,17 @@ static const struct text_pair texts[TEXT_COUNT] = {
 		"Something went wrong with the conversation storage. Please try again later.",
 		"Не удалось прочитать или сохранить историю разговора. Попробуйте позже.",
 	},
+	[TEXT_STORE_UNSAVED] = {
+		"I could not save this exchange: the conversation storage is failing right now. I keep "
+		"trying; until it is saved, I may not remember it.",
+		"Не удалось сохранить этот обмен сообщениями: хранилище разговора сейчас не работает. Я "
+		"продолжаю попытки; пока они не удались, я могу его не помнить.",
+	},
+	[TEXT_STORE_SAVING] = {
+		"Your answer is ready, but the conversation storage is failing right now. I will send it as "
+		"soon as it is saved.",
+		"Ответ готов, но хранилище разговора сейчас не работает. Я пришлю его, как только сохраню.",
+	},
 	[TEXT_HISTORY_ASIDE] = {
 		"I could not read our saved conversation, so I kept it aside for the bot's owner and "
 		"started a new one.",

@@ -24,6 +24,8 @@ enum text_id {
 	TEXT_MODEL_THINKING,   /* the model's reasoning used up its room: no answer after it */
 	TEXT_ANSWER_CUT,       /* the stream broke off; appended to the partial answer */
 	TEXT_STORE_FAILED,     /* history could not be read or written */
+	TEXT_STORE_UNSAVED,    /* the answer went but cannot be stored yet: tried again meanwhile */
+	TEXT_STORE_SAVING,     /* the answer is ready but cannot be stored yet: it follows once it is */
 	TEXT_HISTORY_ASIDE,    /* the stored history was unreadable: kept aside, a new chat begins */
 	TEXT_DEADLINE_CUT,     /* serverless time ran out; appended to the partial answer */
 	TEXT_DEADLINE,         /* serverless time ran out before any answer */

@@ -46,6 +46,7 @@
 #define HISTORY_LOAD_BYTES (8u << 20) /* as sqlite.c */
 #define JOURNAL_KEEP_S     (7 * 86400)
 #define LEASE_MS           10000 /* LEASE_SECONDS' default */
+#define STATEMENT_TIMEOUT  "-c statement_timeout=15000"
 /* pg_advisory_xact_lock(int, int) keys of the migration ('tgll', 14): a lock space apart from the chats'. */
 #define MIGRATION_LOCK "SELECT pg_advisory_xact_lock(1952935020, 14)"
 
@@ -113,7 +114,7 @@ static const enum metrics_store_op kind_metric[] = {
 };
 
 /* The steps of the transactions (history_append, setting_change); one statement's ops use P_ONE. */
-enum phase { P_ONE, P_BEGIN, P_LOCK, P_LAST, P_DROP, P_INSERT, P_MARK, P_MARKED, P_GET, P_PUT, P_COMMIT };
+enum phase { P_ONE, P_ALL, P_BEGIN, P_LOCK, P_LAST, P_DROP, P_INSERT, P_MARK, P_MARKED, P_GET, P_PUT, P_COMMIT };
 
 struct pg_op {
 	struct pg_op *next;  /* waiting for a connection */
@@ -186,6 +187,33 @@ struct store_pg {
 static struct store_pg *from(struct store *s)
 {
 	return (struct store_pg *)s;
+}
+
+/* ---- the updates this process holds ---- */
+
+static void hold(struct store_pg *s, int64_t update_id)
+{
+	if (s->n_held == s->cap_held) {
+		size_t cap = s->cap_held ? s->cap_held * 2 : 64;
+		int64_t *p = realloc(s->held, cap * sizeof *p);
+		if (!p) { /* its lease then runs out, and another process (or this one) takes it over */
+			log_error("store: postgres: out of memory: update=%lld's lease is not renewed",
+			          (long long)update_id);
+			return;
+		}
+		s->held = p;
+		s->cap_held = cap;
+	}
+	s->held[s->n_held++] = update_id;
+}
+
+static void unhold(struct store_pg *s, int64_t update_id)
+{
+	for (size_t i = 0; i < s->n_held; i++)
+		if (s->held[i] == update_id) {
+			s->held[i] = s->held[--s->n_held];
+			return;
+		}
 }
 
 /* ---- values ---- */
@@ -274,6 +302,12 @@ static void deliver(struct store_pg *s, struct pg_op *op)
 		op->rows = NULL;
 		op->scopes = NULL;
 		op->n_rows = 0;
+		break;
+	case K_APPEND:
+		/* Stored, or someone else's: held no longer. Failed: still this process's, for the job to try again. */
+		if (op->update_id && op->err != -1)
+			unhold(s, op->update_id);
+		store_answer_done(&s->base, op->cb.done, op->arg, op->err);
 		break;
 	default:
 		store_answer_done(&s->base, op->cb.done, op->arg, op->err);
@@ -399,6 +433,8 @@ static bool may_run_again(const struct pg_op *op)
 {
 	if (op->retries >= 2 || op->kind == K_CLAIM)
 		return false;
+	if (op->phase == P_ALL) /* one statement: its done mark makes it the same done twice */
+		return op->update_id != 0;
 	if (op->kind == K_APPEND || op->kind == K_CHANGE || op->kind == K_BEGIN)
 		return op->phase != P_COMMIT;
 	return true;
@@ -451,13 +487,18 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	dispatch(s);
 }
 
-static const char *const conn_keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname",
+/*
+ * Before the string's own (which win): a statement blocked longer than 15 s
+ * (a lock held elsewhere, a server stuck on a full disk) is cancelled by the
+ * server, and its operation fails cleanly instead of giving the connection up.
+ */
+static const char *const conn_keys[] = {"connect_timeout", "application_name", "client_encoding", "options", "dbname",
                                         NULL};
 
 static void conn_start(struct pg_conn *c)
 {
 	struct store_pg *s = c->s;
-	const char *vals[] = {"10", "tgllm", "UTF8", s->conninfo, NULL};
+	const char *vals[] = {"10", "tgllm", "UTF8", STATEMENT_TIMEOUT, s->conninfo, NULL};
 	c->pc = PQconnectStartParams(conn_keys, vals, 1);
 	c->state = C_CONNECTING;
 	if (!c->pc || PQstatus(c->pc) == CONNECTION_BAD) {
@@ -748,33 +789,6 @@ static void enqueue(struct store_pg *s, struct pg_op *op)
 	dispatch(s);
 }
 
-/* ---- the updates this process holds ---- */
-
-static void hold(struct store_pg *s, int64_t update_id)
-{
-	if (s->n_held == s->cap_held) {
-		size_t cap = s->cap_held ? s->cap_held * 2 : 64;
-		int64_t *p = realloc(s->held, cap * sizeof *p);
-		if (!p) { /* its lease then runs out, and another process (or this one) takes it over */
-			log_error("store: postgres: out of memory: update=%lld's lease is not renewed",
-			          (long long)update_id);
-			return;
-		}
-		s->held = p;
-		s->cap_held = cap;
-	}
-	s->held[s->n_held++] = update_id;
-}
-
-static void unhold(struct store_pg *s, int64_t update_id)
-{
-	for (size_t i = 0; i < s->n_held; i++)
-		if (s->held[i] == update_id) {
-			s->held[i] = s->held[--s->n_held];
-			return;
-		}
-}
-
 /* ---- the operations: what each sends, and what it makes of the answers ---- */
 
 static void num(char *out, int64_t v)
@@ -903,6 +917,52 @@ static void append_turns(struct pg_conn *c, struct pg_op *op)
 	append_next(c, op);
 }
 
+/*
+ * An append (not a /retry's replace) in one statement, so one round trip:
+ * the done mark, and the turns when the update is still this process's
+ * (or was never journaled). The SQL is built from the number of turns
+ * only; every value is a parameter.
+ */
+static void append_at_once(struct pg_conn *c, struct pg_op *op)
+{
+	size_t n = op->turns.len, nv = 4 + 3 * n;
+	char *sql = malloc(512 + 48 * n);
+	const char **v = calloc(nv, sizeof *v);
+	char chat[24], now[24], uid[24];
+	if (!sql || !v) {
+		free(sql);
+		free(v);
+		fail(c, "appending turns: out of memory");
+		return;
+	}
+	num(chat, op->id);
+	num(now, (int64_t)time(NULL));
+	num(uid, op->update_id);
+	v[0] = uid;
+	v[1] = c->s->owner;
+	v[2] = chat;
+	v[3] = now;
+	size_t len = (size_t)sprintf(sql, "WITH mark AS (UPDATE tgllm_updates SET state = 'done', body = NULL "
+	                                  "WHERE update_id = $1 AND state = 'pending' AND (owner IS NULL OR owner = $2) "
+	                                  "RETURNING 1) "
+	                                  "INSERT INTO tgllm_messages (chat_id, role, content, is_parts, created_at) "
+	                                  "SELECT $3::bigint, r, t, p::boolean, $4::bigint FROM (VALUES ");
+	for (size_t i = 0; i < n; i++) {
+		const struct turn *t = &op->turns.turns[i];
+		v[4 + 3 * i] = turn_role_name(t->role);
+		v[5 + 3 * i] = t->content;
+		v[6 + 3 * i] = t->is_parts ? "true" : "false";
+		len += (size_t)sprintf(sql + len, "%s(%zu, $%zu, $%zu, $%zu)", i ? ", " : "", i, 5 + 3 * i, 6 + 3 * i,
+		                       7 + 3 * i);
+	}
+	sprintf(sql + len, ") AS v (o, r, t, p) WHERE $1::bigint = 0 OR EXISTS (SELECT 1 FROM mark) "
+	                   "OR NOT EXISTS (SELECT 1 FROM tgllm_updates WHERE update_id = $1) ORDER BY o");
+	op->phase = P_ALL;
+	send_query(c, "appending turns", sql, (int)nv, v);
+	free(sql);
+	free(v);
+}
+
 static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 {
 	char chat[24], count[24], uid[24];
@@ -910,8 +970,26 @@ static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	num(uid, op->update_id);
 	switch (op->phase) {
 	case P_ONE:
+		if (!op->old.len && op->turns.len) {
+			append_at_once(c, op);
+			return;
+		}
 		op->phase = P_BEGIN;
 		send_query(c, "BEGIN", "BEGIN", 0, NULL);
+		return;
+	case P_ALL:
+		if (atoi(PQcmdTuples(res)) == 0) {
+			if (op->retries) /* the first, whose answer the lost connection took, was stored */
+				log_info("store: chat=%lld update=%lld: stored by the try the lost connection cut",
+				         (long long)op->id, (long long)op->update_id);
+			else {
+				log_warn("store: chat=%lld update=%lld: done already, or taken over by another "
+				         "instance; its exchange is not stored twice",
+				         (long long)op->id, (long long)op->update_id);
+				op->is_gone = true;
+			}
+		}
+		finish(c, op);
 		return;
 	case P_BEGIN: {
 		if (!op->update_id) {
@@ -1301,8 +1379,6 @@ static void pg_history_append(struct store *base, int64_t chat_id, const struct 
 		OOM_AT_ONCE(cb(arg, -1));
 	op->cb.done = cb;
 	op->update_id = update_id;
-	/* Held no longer, whatever the outcome: a failed write leaves it pending, for a takeover. */
-	unhold(from(base), update_id);
 	start(base, op, copy_turns(&op->old, old, n_old) == 0 && copy_turns(&op->turns, turns, n) == 0);
 }
 
@@ -1695,7 +1771,7 @@ static int connect_blocking(const char *spec, const struct secrets *sec, PGconn 
 		return -1;
 	}
 	PQconninfoFree(opts);
-	const char *vals[] = {"10", "tgllm", "UTF8", spec, NULL};
+	const char *vals[] = {"10", "tgllm", "UTF8", STATEMENT_TIMEOUT, spec, NULL};
 	PGconn *pc = *out = PQconnectStartParams(conn_keys, vals, 1);
 	if (!pc) {
 		set_error(err, errlen, sec, "cannot connect to PostgreSQL", "out of memory");

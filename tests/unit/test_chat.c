@@ -216,13 +216,9 @@ void delivery_free(struct delivery *d)
 	free(d);
 }
 
-static void run_loop(void);
-
-/* The delivery has sent every part (or not); it starts once the store has taken the exchange. */
+/* The delivery has sent every part (or not). */
 static void answer_delivery(bool is_delivered)
 {
-	if (!delivery || !delivery->done)
-		run_loop();
 	if (!delivery || !delivery->done)
 		fail_msg("expected a delivery being finished");
 	delivery_done_cb done = delivery->done;
@@ -669,16 +665,16 @@ static void test_a_reply_streams_then_is_delivered_then_stored(void **state)
 	stream("4.");
 	expect_int("progress reported to the delivery for every piece", 2, delivery->progressed);
 	answer_llm(LLM_OK, 40);
-	find_event("typing stop chat=111", 0);
-	/* Stored before it is sent: a process killed in between has answered at most once. */
-	size_t append = find_event("store append chat=111 update=1 user:What is 2+2? | assistant:It is 4.", 0);
-	expect_no_event("delivery finish");
-	run_loop();
-	find_event("delivery finish: It is 4.", append);
-	expect_int("not idle before the answer is delivered", 0, w.idle_count);
+	size_t stop = find_event("typing stop chat=111", 0);
+	size_t finish = find_event("delivery finish: It is 4.", 0);
+	if (stop > finish)
+		fail_msg("expected typing stopped before the final answer is sent");
+	expect_no_event("store append");
 	answer_delivery(true);
+	find_event("store append chat=111 update=1 user:What is 2+2? | assistant:It is 4.", finish);
+	expect_int("not idle before the store has answered", 0, w.idle_count);
 	run_loop();
-	expect_int("idle once the answer is delivered", 1, w.idle_count);
+	expect_int("idle once the exchange is stored", 1, w.idle_count);
 	expect_int("no job left", 0, chats_busy(w.chats));
 	expect_no_event("store done"); /* the append marks the update done, atomically */
 	expect_no_event("send ");
@@ -769,11 +765,13 @@ static void test_a_context_overflow_leaves_out_older_turns_and_says_so(void **st
 	find_event("llm user:q4 | assistant:a4 | user:now", second + 1);
 	stream("fits now");
 	answer_llm(LLM_OK, -1);
-	/* The exchange stored, then the answer, then the notice that older messages were left out. */
-	size_t append = find_event("store append chat=111 update=5 user:now | assistant:fits now", 0);
 	answer_delivery(true);
+	/* After the answer: the exchange stored (at once: a kill before it answers twice), then the notice that
+	 * older messages were left out. */
+	size_t append = find_event("store append chat=111 update=5 user:now | assistant:fits now", 0);
+	expect_no_event("send chat=111");
+	run_loop();
 	find_event("send chat=111 thread=0 reply_to=50: (Older messages", append);
-	expect_int("not idle before the notice is sent", 0, w.idle_count);
 	answer_send(0);
 	run_loop();
 	expect_int("idle once the notice is sent", 1, w.idle_count);
@@ -860,10 +858,9 @@ static void test_a_cut_answer_is_delivered_with_a_notice_and_stored(void **state
 	run_loop();
 	stream("Once upon");
 	answer_llm(LLM_CUT, -1);
-	find_event("store append chat=111 update=10 user:tell me | assistant:Once upon", 0);
-	run_loop();
 	find_event("delivery finish: Once upon\n\n(the answer was cut off)", 0);
 	answer_delivery(false);
+	find_event("store append chat=111 update=10 user:tell me | assistant:Once upon", 0);
 }
 
 /* An answer that renders to nothing is told as such, and no empty assistant turn is stored. */
@@ -1002,10 +999,9 @@ static void test_out_of_time_the_answer_so_far_is_delivered_and_stored(void **st
 	stream("Half an");
 	chats_hurry(w.chats);
 	find_event("llm cancel", 0);
-	find_event("store append chat=111 update=16 user:slow question | assistant:Half an", 0);
-	run_loop();
 	find_event("delivery finish: Half an\n\n(time ran out", 0);
 	answer_delivery(true);
+	find_event("store append chat=111 update=16 user:slow question | assistant:Half an", 0);
 }
 
 static void test_out_of_time_without_text_the_user_is_told(void **state)
