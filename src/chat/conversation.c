@@ -37,6 +37,7 @@ static void over(struct conversation *c)
 {
 	if (c->job != CHAT_NOT_JOURNALED) /* the gate counted that one */
 		metrics_update(c->u.kind_name, c->outcome);
+	log_debug("chat=%lld update=%lld: over", chat_of(c), (long long)c->u.update_id);
 	c->ended(c->arg);
 }
 

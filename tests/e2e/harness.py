@@ -423,9 +423,19 @@ class BotTestCase(unittest.TestCase):
 
     def wait_handled(self, *items: dict, timeout: float = 10.0):
         """Waits until the bot is through with each message (or update): its
-        update is done in the journal. Then a test can assert what did NOT happen."""
+        update is done in the journal and, when a job handled it, the job is
+        over (a server stores an answer before it sends it: the journal says
+        done first). Then a test can assert what did NOT happen."""
         for item in items:
-            self.wait_update_done(self.update_id(item), timeout)
+            uid = self.update_id(item)
+            self.wait_update_done(uid, timeout)
+            self.tg.wait_for(lambda: self._job_over(uid), timeout, f"the job of update {uid} to be over")
+
+    def _job_over(self, update_id: int) -> bool:
+        """No job handled the update (the debug log says "handling" when one starts), or the last one is over."""
+        log = self.log()
+        start = log.rfind(f" update={update_id}: handling")
+        return start < 0 or log.find(f" update={update_id}: over", start) >= 0
 
     # ---- assertions ------------------------------------------------------
 

@@ -199,6 +199,57 @@ class PgStoreTest(PgTestCase):
         self.assertEqual(texts.count(echo), 1, f"expected the message answered exactly once: {texts!r}")
         self.assertLogged(r"poll: no longer leading", levels=("warn",))
 
+class PgFaultTest(PgTestCase):
+    """A database that cannot take an exchange for a while: a full disk, a statement blocked past its timeout.
+    The user is told once, the update stays pending, and the answer follows, stored once, when it can be."""
+
+    SAVING = "Your answer is ready, but the conversation storage is failing"
+
+    def wait_stored_once(self, msg, question: str):
+        reply = self.wait_reply(msg, timeout=20)
+        self.wait_handled(msg)
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)][-1], "Echo: " + question)
+        self.assertEqual(self.stored_history(ALICE.id), [{"role": "user", "content": question},
+                                                         {"role": "assistant", "content": "Echo: " + question}])
+        return reply
+
+    def test_a_full_disk_tells_the_user_and_the_answer_follows_once_stored(self):
+        self.start_bot()
+        self.wait_handled(self.tg.send_private(BOB, "Warm up"))  # the schema is there
+        # What PostgreSQL says when its disk is full (SQLSTATE 53100), on every turn written.
+        self.query("CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN "
+                   "RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = '53100'; "
+                   "END$$; CREATE TRIGGER full_disk BEFORE INSERT ON tgllm_messages FOR EACH ROW "
+                   "EXECUTE FUNCTION full_disk()")
+        msg = self.tg.send_private(ALICE, "Is there room?")
+        self.wait_text(ALICE.id, self.SAVING)
+        self.assertEqual(self.journal_state(self.update_id(msg)), "pending")
+        self.assertEqual([r.text for r in self.tg.replies_to(msg)], [self.tg.texts_in(ALICE.id)[0]],
+                         "expected the notice alone until the answer is stored")
+        self.assertLogged(r"No space left on device", levels=("error",), what="the database's refusal")
+        self.query("DROP TRIGGER full_disk ON tgllm_messages")  # room again
+        self.wait_stored_once(msg, "Is there room?")
+        self.assertEqual(len(self.llm.requests_with("Is there room?")), 1, "expected the model asked once")
+
+    def test_a_statement_blocked_past_its_timeout_fails_cleanly_and_is_tried_again(self):
+        self.store += "?options=-c%20statement_timeout%3D300"  # the connection string's own timeout wins
+        self.start_bot()
+        self.wait_handled(self.tg.send_private(BOB, "Warm up"))
+        # Another session holds the table against writers for 2.5 s (reads go on).
+        locker = threading.Thread(target=self.query, daemon=True, args=(
+            "BEGIN; LOCK TABLE tgllm_messages IN EXCLUSIVE MODE; SELECT pg_sleep(2.5); COMMIT",))
+        locker.start()
+        self.tg.wait_for(lambda: self.query("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                                            "WHERE c.relname = 'tgllm_messages' AND l.mode = 'ExclusiveLock'")
+                         == "1", 10, "the lock held")
+        msg = self.tg.send_private(ALICE, "Through the lock?")
+        self.wait_text(ALICE.id, self.SAVING)
+        self.assertLogged(r"statement timeout", levels=("error",), what="the statement cancelled by the server")
+        self.wait_stored_once(msg, "Through the lock?")
+        locker.join(10)
+        self.assertBotRunning(self.bots[0])
+
+
 class PgStartTest(PgTestCase):
     """What a start against a server that cannot be used says (and that it does not say the password)."""
 

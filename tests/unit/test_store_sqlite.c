@@ -1577,14 +1577,21 @@ static void test_pg_an_update_taken_over_is_not_stored_twice(void **state)
 	pg_sql("UPDATE tgllm_updates SET lease_until = '-infinity'", NULL, 0);
 	expect_int("claimed again by b: taken over, so new", 1, do_claim(f, f->store, 70, 9, "{\"update_id\":70}"));
 	expect_int("b's turn: a's start is void", STORE_TURN_GO, do_begin(f, f->store, 70, 9));
-	struct turn tb[] = {turn(TURN_USER, "q"), turn(TURN_ASSISTANT, "b's answer")};
-	do_append(f, f->store, 9, tb, 2, 70);
+	/* a wakes up and writes first: the update is b's now. */
 	struct turn ta[] = {turn(TURN_USER, "q"), turn(TURN_ASSISTANT, "a's answer")};
 	struct op o = {.what = "store_history_append of an update taken over"};
 	store_history_append(a, 9, ta, 2, 70, on_done, &o);
 	started(&o);
 	answered(f, &o);
 	expect_int("a's append: the update is not a's any more", STORE_TAKEN_OVER, o.err);
+	op_free(&o);
+	struct turn tb[] = {turn(TURN_USER, "q"), turn(TURN_ASSISTANT, "b's answer")};
+	do_append(f, f->store, 9, tb, 2, 70);
+	o = (struct op){.what = "store_history_append once b stored it"};
+	store_history_append(a, 9, ta, 2, 70, on_done, &o);
+	started(&o);
+	answered(f, &o);
+	expect_int("a's append once b stored it: done already", STORE_TAKEN_OVER, o.err);
 	op_free(&o);
 	struct history h = do_load(f, f->store, 9);
 	expect_history("the exchange, once: b's", tb, 2, &h);
