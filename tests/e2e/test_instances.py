@@ -140,6 +140,26 @@ class PgInstancesTest(InstancesTestCase):
                                                  ("user", "meanwhile"), ("assistant", "Echo: meanwhile")])
         self.assertLogged(r"resuming", levels=("info",), what="the takeover")
 
+    def test_handle_invocations_of_one_chat_take_turns(self):
+        # Serverless over PostgreSQL: two invocations at once, one chat; the second waits for the first.
+        self.tg.bot = User(id=int(self.tg.token.split(":")[0]), first_name="Test Bot",
+                           username=self.tg.bot.username, is_bot=True)  # as test_handle.py: the cached identity
+        self.llm.on_message_containing("first", Reply(text="first answer", delay=1.5))
+        chat = Chat.private(ALICE)
+        first = self.tg.message(chat, ALICE, "first")
+        second = self.tg.message(chat, ALICE, "second")
+        statuses = []
+        t = threading.Thread(target=lambda: statuses.append(self.handle_update(self.tg.update("message", first), {})))
+        t.start()
+        self.llm_wait("first")
+        statuses.append(self.handle_update(self.tg.update("message", second), {}))
+        t.join(30)
+        self.assertEqual(statuses, [200, 200])
+        self.assertEqual([m.text for m in self.tg.messages_in(chat.id)], ["first answer", "Echo: second"])
+        self.assertEqual(self.llm.requests_with("second")[0].contents(), ["first", "first answer", "second"])
+        self.assertEqual(self.history(chat.id), [("user", "first"), ("assistant", "first answer"),
+                                                 ("user", "second"), ("assistant", "Echo: second")])
+
     def llm_wait(self, needle: str):
         self.tg.wait_for(lambda: self.llm.requests_with(needle), 10, f"the model asked about {needle!r}")
 
