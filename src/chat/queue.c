@@ -41,6 +41,7 @@ struct chat {
 	size_t n_jobs;
 	bool is_told_busy;
 	struct turn_ask *asking; /* the store is being asked whether the head may start */
+	bool has_turn;           /* the store said the head may: it says when it is over */
 	struct event *wait;      /* asks again, with backoff */
 	int waits;
 };
@@ -112,6 +113,10 @@ static void on_ended(void *arg)
 	struct job *job = arg;
 	struct chat *c = job->chat;
 	struct chats *cs = c->chats;
+	if (c->has_turn) {
+		c->has_turn = false;
+		store_update_end(cs->env.store, conversation_update_id(&job->conversation), c->id);
+	}
 	c->head = job->next;
 	if (!c->head)
 		c->tail = NULL;
@@ -174,6 +179,7 @@ static void on_turn(void *arg, int err, enum store_turn turn)
 	int64_t update_id = conversation_update_id(&job->conversation);
 	if (!err && turn == STORE_TURN_GO) {
 		c->waits = 0;
+		c->has_turn = true;
 		conversation_start(&job->conversation);
 		return;
 	}

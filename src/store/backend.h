@@ -25,6 +25,7 @@ struct store_ops {
 	void (*update_pending)(struct store *s, store_pending_cb cb, void *arg);
 	/* NULL: one process uses the store at a time (store_lease_ms() is 0) */
 	void (*update_begin)(struct store *s, int64_t update_id, int64_t chat_id, store_turn_cb cb, void *arg);
+	void (*update_end)(struct store *s, int64_t update_id, int64_t chat_id);
 	void (*setting_get)(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
 	void (*setting_prefetch)(struct store *s, int64_t scope, const char *key); /* NULL: ignored */
 	void (*setting_set)(struct store *s, int64_t scope, const char *key, const char *value,

@@ -100,6 +100,7 @@ enum kind {
 	K_CHANGE,
 	K_SCAN,
 	K_BEGIN,
+	K_END,
 	K_RENEW
 };
 
@@ -110,7 +111,7 @@ static const enum metrics_store_op kind_metric[] = {
     [K_PENDING] = METRICS_UPDATE_PENDING, [K_GET] = METRICS_SETTING_GET,
     [K_SET] = METRICS_SETTING_SET,        [K_CHANGE] = METRICS_SETTING_CHANGE,
     [K_SCAN] = METRICS_SETTING_SCAN,       [K_BEGIN] = METRICS_UPDATE_BEGIN,
-    [K_RENEW] = METRICS_UPDATE_BEGIN,
+    [K_END] = METRICS_UPDATE_BEGIN,        [K_RENEW] = METRICS_UPDATE_BEGIN,
 };
 
 /* The steps of the transactions (history_append, setting_change); one statement's ops use P_ONE. */
@@ -287,6 +288,7 @@ static void deliver(struct store_pg *s, struct pg_op *op)
 	case K_BEGIN:
 		store_answer_turn(&s->base, op->cb.turn, op->arg, op->err, op->err ? STORE_TURN_WAIT : op->turn);
 		break;
+	case K_END:
 	case K_RENEW:
 		break;
 	case K_GET:
@@ -302,12 +304,6 @@ static void deliver(struct store_pg *s, struct pg_op *op)
 		op->rows = NULL;
 		op->scopes = NULL;
 		op->n_rows = 0;
-		break;
-	case K_APPEND:
-		/* Stored, or someone else's: held no longer. Failed: still this process's, for the job to try again. */
-		if (op->update_id && op->err != -1)
-			unhold(s, op->update_id);
-		store_answer_done(&s->base, op->cb.done, op->arg, op->err);
 		break;
 	default:
 		store_answer_done(&s->base, op->cb.done, op->arg, op->err);
@@ -691,6 +687,10 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
  */
 static bool conflicts(const struct pg_op *a, const struct pg_op *b)
 {
+	/* A chat's turn: a job's end is seen by the next begin of its chat. */
+	bool a_turn = a->kind == K_BEGIN || a->kind == K_END, b_turn = b->kind == K_BEGIN || b->kind == K_END;
+	if (a_turn && b_turn && a->id == b->id)
+		return true;
 	bool a_history = a->kind == K_LOAD || a->kind == K_APPEND || a->kind == K_CLEAR;
 	bool b_history = b->kind == K_LOAD || b->kind == K_APPEND || b->kind == K_CLEAR;
 	if (a_history && b_history && a->id == b->id)
@@ -1142,9 +1142,16 @@ static void advance_begin(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	case P_LOCK: {
 		const char *v[] = {chat, uid, c->s->owner};
 		op->phase = P_GET;
+		/*
+		 * A started update holds the chat until its job ends (store_update_end), done or not: a
+		 * server's answer is stored before it is sent. Its lease bounds that: a process killed
+		 * meanwhile holds the chat no longer than the lease.
+		 */
 		send_query(c, "reading the chat's updates",
-		           "SELECT update_id, owner IS NOT DISTINCT FROM $3, started FROM tgllm_updates "
-		           "WHERE chat_id = $1 AND state = 'pending' AND (update_id <= $2 OR started)",
+		           "SELECT update_id, state = 'pending' AND owner IS NOT DISTINCT FROM $3, "
+		           "state = 'pending', started AND lease_until > now() FROM tgllm_updates "
+		           "WHERE chat_id = $1 AND (update_id = $2 OR (state = 'pending' AND update_id < $2) OR "
+		           "(started AND lease_until > now()))",
 		           3, v);
 		return;
 	}
@@ -1154,7 +1161,7 @@ static void advance_begin(struct pg_conn *c, struct pg_op *op, PGresult *res)
 			int64_t id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
 			if (id == op->update_id)
 				is_mine = PQgetvalue(res, i, 1)[0] == 't';
-			else if (id < op->update_id || PQgetvalue(res, i, 2)[0] == 't')
+			else if ((id < op->update_id && PQgetvalue(res, i, 2)[0] == 't') || PQgetvalue(res, i, 3)[0] == 't')
 				is_behind = true; /* an earlier one, or one being handled */
 		}
 		op->turn = !is_mine ? STORE_TURN_GONE : is_behind ? STORE_TURN_WAIT : STORE_TURN_GO;
@@ -1289,11 +1296,19 @@ static void advance(struct pg_conn *c, PGresult *res)
 		           2, v);
 		return;
 	}
+	case K_END: {
+		num(b, op->update_id);
+		const char *v[] = {b, c->s->owner};
+		send_query(c, "ending an update's turn",
+		           "UPDATE tgllm_updates SET started = false WHERE update_id = $1 AND owner = $2 AND started", 2,
+		           v);
+		return;
+	}
 	case K_RENEW: {
 		const char *v[] = {c->s->owner, c->s->lease, op->value};
 		send_query(c, "renewing leases",
 		           "UPDATE tgllm_updates SET lease_until = now() + interval '1 millisecond' * $2::float8 "
-		           "WHERE owner = $1 AND state = 'pending' AND update_id = ANY($3::bigint[])",
+		           "WHERE owner = $1 AND update_id = ANY($3::bigint[])",
 		           3, v);
 		return;
 	}
@@ -1433,6 +1448,18 @@ static void pg_update_begin(struct store *base, int64_t update_id, int64_t chat_
 	start(base, op, true);
 }
 
+static void pg_update_end(struct store *base, int64_t update_id, int64_t chat_id)
+{
+	unhold(from(base), update_id);
+	struct pg_op *op = op_new(K_END, chat_id, NULL);
+	if (!op) { /* its lease runs out instead */
+		log_error("store: postgres: out of memory ending update=%lld's turn", (long long)update_id);
+		return;
+	}
+	op->update_id = update_id;
+	start(base, op, true);
+}
+
 /* Renews the leases of the updates held, as "{id,id,...}" (one statement whatever their number). */
 static void on_renew(evutil_socket_t fd, short what, void *arg)
 {
@@ -1555,6 +1582,7 @@ static const struct store_ops postgres_ops = {
     .update_release = pg_update_release,
     .update_pending = pg_update_pending,
     .update_begin = pg_update_begin,
+    .update_end = pg_update_end,
     .setting_get = pg_setting_get,
     .setting_set = pg_setting_set,
     .setting_change = pg_setting_change,

@@ -100,6 +100,12 @@ void store_update_begin(struct store *s, int64_t update_id, int64_t chat_id, sto
 		store_answer_turn(s, cb, arg, 0, STORE_TURN_GO);
 }
 
+void store_update_end(struct store *s, int64_t update_id, int64_t chat_id)
+{
+	if (s->ops->update_end)
+		s->ops->update_end(s, update_id, chat_id);
+}
+
 void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg)
 {
 	double started = metrics_clock();

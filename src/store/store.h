@@ -158,6 +158,12 @@ unsigned store_lease_ms(const struct store *s);
  * they are.
  */
 void store_update_begin(struct store *s, int64_t update_id, int64_t chat_id, store_turn_cb cb, void *arg);
+/*
+ * After store_update_begin said go: the update's job is over (its answer
+ * sent, not only stored), and the chat's next update may start, wherever it
+ * is. No callback; a shared store only.
+ */
+void store_update_end(struct store *s, int64_t update_id, int64_t chat_id);
 void store_setting_get(struct store *s, int64_t scope, const char *key, store_value_cb cb, void *arg);
 /* A hint, with no callback, as store_history_prefetch: that setting is about to be read. */
 void store_setting_prefetch(struct store *s, int64_t scope, const char *key);
