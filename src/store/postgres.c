@@ -175,10 +175,10 @@ struct store_pg {
 	char lease[24];      /* the lease, in ms, as a query parameter */
 	struct event *renew; /* renews the leases of held[], three times a lease */
 	/*
-	 * The updates this process holds: claimed or taken over, and not yet
-	 * done, released or found gone. Only these are renewed: a taken-over
-	 * update whose answer was lost with its connection runs out and is
-	 * taken over again.
+	 * The updates this process holds: claimed or taken over, until their
+	 * job is over (update_end), or they are released or found gone. Only
+	 * these are renewed: a taken-over update whose answer was lost with its
+	 * connection runs out and is taken over again.
 	 */
 	int64_t *held;
 	size_t n_held, cap_held;
