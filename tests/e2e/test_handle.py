@@ -465,7 +465,8 @@ class HandleDeadlineTest(HandleTestCase):
         update, msg = self.new_update(ALICE, "A long deadline")
         run = self.handle(yandex_event(json.dumps(update)), timeout=25, HANDLE_DEADLINE=12)
         self.assertEqual(run.status, 200)
-        self.assertTrue(6.0 <= run.elapsed <= 8.5, f"expected the answer cut at N-5 = 7 s with HANDLE_DEADLINE=12, "
+        # Cut at 7 s; delivering and storing the part take a moment more on a loaded machine (well before 12 s).
+        self.assertTrue(6.0 <= run.elapsed <= 9.5, f"expected the answer cut at N-5 = 7 s with HANDLE_DEADLINE=12, "
                                                   f"the invocation took {run.elapsed:.2f} s")
         shown = "\n".join(self.tg.texts_in(ALICE.id))
         self.assertIn("Slowly, very slowly.", shown)
