@@ -917,6 +917,15 @@ static void append_turns(struct pg_conn *c, struct pg_op *op)
 	append_next(c, op);
 }
 
+/* The append's update is not this process's (any more): it answers STORE_TAKEN_OVER. */
+static void taken_over(struct pg_op *op)
+{
+	log_warn("store: chat=%lld update=%lld: done already, or taken over by another instance; its exchange "
+	         "is not stored twice",
+	         (long long)op->id, (long long)op->update_id);
+	op->is_gone = true;
+}
+
 /*
  * An append (not a /retry's replace) in one statement, so one round trip:
  * the done mark, and the turns when the update is still this process's
@@ -982,12 +991,8 @@ static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 			if (op->retries) /* the first, whose answer the lost connection took, was stored */
 				log_info("store: chat=%lld update=%lld: stored by the try the lost connection cut",
 				         (long long)op->id, (long long)op->update_id);
-			else {
-				log_warn("store: chat=%lld update=%lld: done already, or taken over by another "
-				         "instance; its exchange is not stored twice",
-				         (long long)op->id, (long long)op->update_id);
-				op->is_gone = true;
-			}
+			else
+				taken_over(op);
 		}
 		finish(c, op);
 		return;
@@ -1024,10 +1029,7 @@ static void advance_append(struct pg_conn *c, struct pg_op *op, PGresult *res)
 			append_turns(c, op);
 			return;
 		}
-		log_warn("store: chat=%lld update=%lld: done already, or taken over by another instance; its "
-		         "exchange is not stored twice",
-		         (long long)op->id, (long long)op->update_id);
-		op->is_gone = true;
+		taken_over(op);
 		op->phase = P_COMMIT;
 		send_query(c, "ROLLBACK", "ROLLBACK", 0, NULL);
 		return;
