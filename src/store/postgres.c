@@ -864,6 +864,13 @@ static void list_rows(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	dispatch(c->s);
 }
 
+/* The transaction's last statement; its answer finishes op. */
+static void commit(struct pg_conn *c, struct pg_op *op)
+{
+	op->phase = P_COMMIT;
+	send_query(c, "COMMIT", "COMMIT", 0, NULL);
+}
+
 /* history_append: the turns [i..) one INSERT each, then COMMIT. */
 static void append_next(struct pg_conn *c, struct pg_op *op)
 {
@@ -880,8 +887,7 @@ static void append_next(struct pg_conn *c, struct pg_op *op)
 		           "VALUES ($1, $2, $3, $4, $5)",
 		           5, v);
 	} else {
-		op->phase = P_COMMIT;
-		send_query(c, "COMMIT", "COMMIT", 0, NULL);
+		commit(c, op);
 	}
 }
 
@@ -1091,8 +1097,7 @@ static void advance_change(struct pg_conn *c, struct pg_op *op, PGresult *res)
 	case P_GET: {
 		char *value = op->change(op->change_arg, PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : NULL);
 		if (!value) { /* nothing to write */
-			op->phase = P_COMMIT;
-			send_query(c, "COMMIT", "COMMIT", 0, NULL);
+			commit(c, op);
 			return;
 		}
 		{
@@ -1112,8 +1117,7 @@ static void advance_change(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		}
 	}
 	case P_PUT:
-		op->phase = P_COMMIT;
-		send_query(c, "COMMIT", "COMMIT", 0, NULL);
+		commit(c, op);
 		return;
 	default:
 		finish(c, op);
@@ -1170,8 +1174,7 @@ static void advance_begin(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		if (op->turn == STORE_TURN_GONE)
 			unhold(c->s, op->update_id);
 		if (op->turn != STORE_TURN_GO) {
-			op->phase = P_COMMIT;
-			send_query(c, "COMMIT", "COMMIT", 0, NULL);
+			commit(c, op);
 			return;
 		}
 		const char *v[] = {uid, c->s->lease};
@@ -1183,8 +1186,7 @@ static void advance_begin(struct pg_conn *c, struct pg_op *op, PGresult *res)
 		return;
 	}
 	case P_PUT:
-		op->phase = P_COMMIT;
-		send_query(c, "COMMIT", "COMMIT", 0, NULL);
+		commit(c, op);
 		return;
 	default:
 		finish(c, op);
