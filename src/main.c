@@ -258,7 +258,7 @@ static int run(int argc, char **argv)
  * virtual machines functions run on, a page fault can cost ~10 microseconds,
  * where mapping the page ahead costs under 1 (bench/README.md, "Start-up:
  * page faults"). The heap that one update grows (~400 kB) is mapped in one
- * call before anything allocates, and kept: a free does not hand it back to
+ * call before the bot allocates, and kept: a free does not hand it back to
  * be faulted in again. A kernel older than 5.14 refuses the advice; the
  * pages then fault in one by one as before.
  */
