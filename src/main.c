@@ -205,18 +205,24 @@ static int run_migrate(int argc, char **argv)
 #endif
 }
 
+/* The bot mode cmd names (enum mode), or -1. */
+static int bot_mode(const char *cmd)
+{
+	static const char *const names[] = {"poll", "serve", "handle", "lambda"};
+	for (int i = 0; i < 4; i++)
+		if (strcmp(cmd, names[i]) == 0)
+			return i;
+	return -1;
+}
+
 static int run(int argc, char **argv)
 {
 	const char *cmd = argv[1];
 	if (strcmp(cmd, "migrate") == 0)
 		return run_migrate(argc, argv);
-	static const char *const bot_modes[] = {"poll", "serve", "handle", "lambda"};
 	static const char *const webhook_cmds[] = {"set-webhook", "delete-webhook", "webhook-info"};
-	int mode = -1, webhook_cmd = -1;
+	int mode = bot_mode(cmd), webhook_cmd = -1;
 	bool is_doctor = strcmp(cmd, "doctor") == 0;
-	for (int i = 0; i < 4; i++)
-		if (strcmp(cmd, bot_modes[i]) == 0)
-			mode = i;
 	for (int i = 0; i < 3; i++)
 		if (strcmp(cmd, webhook_cmds[i]) == 0)
 			webhook_cmd = i;
@@ -292,7 +298,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	/* A serverless process starts on a cold invocation: its start-up is the wait. */
-	bool is_serverless = strcmp(argv[1], "handle") == 0 || strcmp(argv[1], "lambda") == 0;
+	int mode = bot_mode(argv[1]);
+	bool is_serverless = mode == MODE_HANDLE || mode == MODE_LAMBDA;
 	if (is_serverless)
 		heap_prefault();
 	/* A peer closing a socket must be an error code, not a killed process. */
