@@ -11,7 +11,9 @@ temporary directory) therefore:
     unsigned requests (403 AccessDenied), so a bot that forgot to sign fails;
   - makes each object's reads and writes atomic with respect to one another
     (a per-key queue: s3rver rewrites files in place, a concurrent GET could
-    read half a file, which S3 never shows);
+    read half a file, which S3 never shows), and stores a PUT only once its
+    whole body has arrived (s3rver truncates the file first, so a client that
+    died during a held PUT left an empty object where S3 keeps the old one);
   - with conditions="enforce", checks If-Match / If-None-Match: * on PUT
     inside that queue, as S3, Yandex Object Storage and MinIO do (412
     PreconditionFailed; If-Match on a missing key: 404 NoSuchKey); with
@@ -66,6 +68,7 @@ LAUNCHER = r"""
 // tgllm's launcher for @20minutes/s3rver (see tests/e2e/s3_server.py).
 const http = require('http');
 const fs = require('fs');
+const { Readable } = require('stream');
 const S3rver = require('@20minutes/s3rver');
 const AWSAccount = require('@20minutes/s3rver/lib/models/account');
 const S3Error = require('@20minutes/s3rver/lib/models/error');
@@ -138,8 +141,29 @@ const originalGet = objects.getObject;
 const originalDelete = objects.deleteObject;
 const qkey = (ctx) => ctx.params.bucket + '/' + ctx.params.key;
 
+// The whole body, or IncompleteBody when the client went away before it was
+// all there. s3rver's own store truncates the object's file first and then
+// streams the request into it, so a client killed during a held PUT left an
+// empty object behind; S3 stores a PUT whole or not at all. The iterator also
+// fails on a request destroyed before this runs (its client gone while the
+// PUT waited in the key's queue), where listeners added now would wait for
+// events already past and hold the key's queue for ever.
+async function wholeBody(req) {
+  const chunks = [];
+  try {
+    for await (const c of req) chunks.push(c);
+  } catch (err) {
+    throw new S3Error('IncompleteBody', 'The request body terminated unexpectedly');
+  }
+  if (!req.complete) throw new S3Error('IncompleteBody', 'The request body terminated unexpectedly');
+  return Buffer.concat(chunks);
+}
+
 // These run after s3rver's authentication: a bad signature is refused first.
 objects.putObject = (ctx) => exclusive(qkey(ctx), async () => {
+  const req = ctx.req;
+  const body = await wholeBody(req);
+  ctx.req = Readable.from([body]); // what s3rver's handler reads the object from
   if (delayMs > 0 && delayRe && delayRe.test(ctx.params.key)) {
     await new Promise((resolve) => setTimeout(resolve, delayMs));
   }
@@ -167,7 +191,7 @@ objects.putObject = (ctx) => exclusive(qkey(ctx), async () => {
   await originalPut(ctx);
   if (drops > 0 && dropRe && dropRe.test(ctx.params.key)) {
     drops--;
-    ctx.req.socket.destroy(); // written, but the client never hears so
+    req.socket.destroy(); // written, but the client never hears so
   }
 });
 
