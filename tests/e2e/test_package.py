@@ -493,6 +493,27 @@ class LeanPackageTest(PackageTestCase):
             self.assertEqual(p_types & {2, 3}, set(), "expected the packaged tgllm to load no library")
             self.assertEqual(e_type, 2, "expected the packaged tgllm to be a position-dependent executable")
 
+    def test_the_functions_of_a_cold_start_are_linked_together(self):
+        # scripts/cold-start.order lists them; the link puts them first in the text. Spread
+        # over its 4.4 MB, as the linker otherwise leaves them, each 64 KB window of code
+        # they touch costs a page fault at every cold start (docs/lean-build.md).
+        order = [line.strip() for line in (REPO / "scripts" / "cold-start.order").read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
+        nm = subprocess.run(["nm", str(REPO / "build-package" / "tgllm")], capture_output=True, text=True,
+                            check=True).stdout   # the build scripts/package packaged, before stripping
+        address = {}
+        for line in nm.splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[1] in "tTwWi":
+                address.setdefault(fields[2], int(fields[0], 16))
+        hot = [address[name] for name in order if name in address]
+        self.assertGreaterEqual(len(hot), 0.9 * len(order),
+                                "expected the functions of scripts/cold-start.order in tgllm: is it current? "
+                                "(bench/run --order)")
+        windows = {a >> 16 for a in hot}
+        self.assertLessEqual(len(windows), 24, f"expected the {len(hot)} functions of a cold start in at most "
+                             f"24 windows of 64 KB; they are in {len(windows)} (is ld.lld installed?)")
+
     def test_a_host_name_resolves_in_the_chroot_without_nss_modules(self):
         # Static glibc resolves through its built-in "files" and "dns"
         # services: no /etc/nsswitch.conf, no libnss_*.so (docs/lean-build.md).
