@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lib/buf.h"
+#include "lib/jsonr.h"
 #include "lib/utf8.h"
 
 static char *utf8_repair(const char *s, size_t len, size_t *out_len)
@@ -149,4 +150,68 @@ no_memory:
 	while (h->len > old_len)
 		free(h->turns[--h->len].content);
 	return -1;
+}
+
+struct text_turn {
+	struct buf role;
+	struct buf content;
+	unsigned seen; /* SEEN_ROLE, SEEN_CONTENT */
+};
+
+enum { SEEN_ROLE = 1, SEEN_CONTENT = 2 };
+
+static bool text_turn_member(struct jsonr *r, void *ctx, const unsigned char *key, size_t len, int depth,
+                             unsigned *seen)
+{
+	(void)seen; /* t->seen, which outlives the object */
+	struct text_turn *t = ctx;
+	bool is_role = jsonr_is_key(key, len, "role");
+	if (!is_role && !jsonr_is_key(key, len, "content"))
+		return jsonr_skip(r, depth);
+	/* A key twice refuses the text (jsonr_first_time): jansson keeps the last. */
+	return jsonr_first_time(&t->seen, is_role ? SEEN_ROLE : SEEN_CONTENT) && jsonr_at(r, '"') &&
+	       jsonr_string(r, is_role ? &t->role : &t->content);
+}
+
+/* One {"role","content"} entry with a known role and string content, pushed: 1, 0 or -1 as below. */
+static int read_text_turn(struct jsonr *r, struct history *h, struct text_turn *t)
+{
+	buf_reset(&t->role);
+	buf_reset(&t->content);
+	t->seen = 0;
+	enum turn_role role;
+	if (!jsonr_at(r, '{') || !jsonr_object(r, 2, text_turn_member, t))
+		return r->is_out_of_memory ? -1 : 0;
+	if (t->seen != (SEEN_ROLE | SEEN_CONTENT) || turn_role_parse(buf_str(&t->role), &role) != 0)
+		return 0;
+	return history_push(h, role, buf_str(&t->content), t->content.len) == 0 ? 1 : -1;
+}
+
+int history_read_text_turns(struct history *h, const char *text, size_t len)
+{
+	struct jsonr r;
+	struct text_turn t;
+	size_t old_len = h->len;
+	int rc = 1;
+	jsonr_init(&r, text, len);
+	buf_init(&t.role, 64);
+	buf_init(&t.content, SIZE_MAX - 1);
+	if (!jsonr_take(&r, '['))
+		rc = 0;
+	else if (!jsonr_take(&r, ']')) {
+		do
+			rc = read_text_turn(&r, h, &t);
+		while (rc == 1 && jsonr_take(&r, ','));
+		if (rc == 1 && !jsonr_take(&r, ']'))
+			rc = 0;
+	}
+	if (rc == 1 && !jsonr_is_end(&r))
+		rc = 0;
+	buf_free(&t.role);
+	buf_free(&t.content);
+	/* All or nothing, as history_append_json. */
+	if (rc != 1)
+		while (h->len > old_len)
+			free(h->turns[--h->len].content);
+	return rc;
 }

@@ -24,5 +24,13 @@ json_t *history_to_json(const struct history *h, size_t from);
  * is not an array or memory ran out (then nothing is appended).
  */
 int history_append_json(struct history *h, const json_t *arr);
+/*
+ * history_append_json for the text of such an array, read without building
+ * a tree (jsonr): the common history, text turns only, read at every load.
+ * Returns 1 when read; 0, appending nothing, when the text holds anything
+ * else (content parts, an entry to skip, what jsonr refuses), which jansson
+ * then reads; -1 when out of memory.
+ */
+int history_read_text_turns(struct history *h, const char *text, size_t len);
 
 #endif

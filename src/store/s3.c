@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "lib/buf.h"
+#include "lib/jsonr.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
 #include "store/backend.h"
@@ -616,24 +617,33 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 		/* No conversation yet. */
 		cached_keep(op->s, op->chat_id, resp, NULL);
 	} else if (is_ok(resp)) {
-		char *cause;
-		json_t *arr = parse_history(resp, &cause);
-		if (!arr && cause) {
-			set_aside(op, resp, cause);
-			return;
+		/* The common history, text turns only, is read without a tree and kept as its text. */
+		int read = resp->is_too_big ? 0 : history_read_text_turns(&h, resp->body, resp->body_len);
+		if (read > 0) {
+			cached_keep(op->s, op->chat_id, resp, NULL);
+		} else if (read < 0) {
+			log_error("store: s3: out of memory reading the history of chat %lld", (long long)op->chat_id);
+			err = -1;
+		} else {
+			char *cause;
+			json_t *arr = parse_history(resp, &cause);
+			if (!arr && cause) {
+				set_aside(op, resp, cause);
+				return;
+			}
+			int skipped = arr ? history_append_json(&h, arr) : -1;
+			if (skipped >= 0)
+				cached_keep(op->s, op->chat_id, resp, arr);
+			if (arr && skipped < 0)
+				log_error("store: s3: out of memory reading the history of chat %lld",
+				          (long long)op->chat_id);
+			else if (skipped > 0)
+				log_warn("store: s3: chat=%lld: skipped %d history entries that are not "
+				         "{\"role\",\"content\"} turns",
+				         (long long)op->chat_id, skipped);
+			json_decref(arr);
+			err = skipped < 0 ? -1 : 0;
 		}
-		int skipped = arr ? history_append_json(&h, arr) : -1;
-		if (skipped >= 0)
-			cached_keep(op->s, op->chat_id, resp, arr);
-		if (arr && skipped < 0)
-			log_error("store: s3: out of memory reading the history of chat %lld",
-			          (long long)op->chat_id);
-		else if (skipped > 0)
-			log_warn("store: s3: chat=%lld: skipped %d history entries that are not "
-			         "{\"role\",\"content\"} turns",
-			         (long long)op->chat_id, skipped);
-		json_decref(arr);
-		err = skipped < 0 ? -1 : 0;
 	} else {
 		log_failure(op, resp);
 		err = -1;
@@ -917,7 +927,48 @@ static void put_on_version(struct s3_op *op, char *body, const char *type, const
 		op_done(op, -1);
 }
 
-static void append_got(struct s3_op *op, const struct http_response *resp)
+/*
+ * The history read with the new turns added in its text: what it held stays
+ * as it was written, and neither it nor the new body is a tree (parsing and
+ * dumping the whole array were a third of a cold handle's instructions).
+ * NULL when the text is not a JSON array jsonr accepts, the result would
+ * pass S3_HISTORY_MAX, or memory ran out: jansson's way then.
+ */
+static char *append_spliced(const struct s3_op *op, const char *body, size_t len)
+{
+	struct jsonr r;
+	jsonr_init(&r, body, len);
+	if (json_array_size(op->turns) == 0 || !jsonr_at(&r, '[') || !jsonr_skip(&r, 1) || !jsonr_is_end(&r))
+		return NULL;
+	size_t close = len;
+	while (body[--close] != ']')
+		;
+	size_t before = close;
+	while (before > 0 && strchr(" \t\r\n", body[before - 1]))
+		before--;
+	bool is_empty = body[before - 1] == '[';
+	char *turns = json_dumps(op->turns, JSON_COMPACT); /* [{...},...] */
+	struct buf out;
+	buf_init(&out, S3_HISTORY_MAX);
+	int rc = turns ? buf_append(&out, body, close) : BUF_NO_MEMORY;
+	if (rc == BUF_OK && !is_empty)
+		rc = buf_append(&out, ",", 1);
+	if (rc == BUF_OK)
+		rc = buf_append(&out, turns + 1, strlen(turns) - 1);
+	free(turns);
+	if (rc != BUF_OK) {
+		buf_free(&out);
+		return NULL;
+	}
+	return buf_take(&out);
+}
+
+/*
+ * The history read (parsed by the load when it is in op->read), with the
+ * new turns appended and those it replaces gone, as jansson writes it. NULL
+ * when it cannot be built (logged).
+ */
+static char *append_tree(struct s3_op *op, const struct http_response *resp)
 {
 	json_t *arr;
 	if (op->read) { /* parsed by the load (append_from_cache) */
@@ -925,7 +976,7 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 		op->read = NULL;
 	} else if (resp->status == 404) {
 		arr = json_array();
-	} else if (is_ok(resp)) {
+	} else {
 		char *cause;
 		arr = parse_history(resp, &cause);
 		if (!arr) {
@@ -936,10 +987,24 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 			          (long long)op->chat_id, where,
 			          cause ? cause : "cannot be read (out of memory)");
 			free(cause);
-			op_done(op, -1);
-			return;
+			return NULL;
 		}
-	} else {
+	}
+	if (arr && op->old)
+		drop_replaced(op, arr);
+	char *text = NULL;
+	if (!arr || json_array_extend(arr, op->turns) != 0 ||
+	    !(text = dump_bounded(op, arr, json_array_size(op->turns))))
+		log_error("store: s3: chat=%lld: cannot build the history object (out of memory, or a "
+		          "single exchange over %u bytes)",
+		          (long long)op->chat_id, S3_HISTORY_MAX);
+	json_decref(arr);
+	return text;
+}
+
+static void append_got(struct s3_op *op, const struct http_response *resp)
+{
+	if (!op->read && resp->status != 404 && !is_ok(resp)) {
 		log_failure(op, resp);
 		op_done(op, -1);
 		return;
@@ -955,24 +1020,17 @@ static void append_got(struct s3_op *op, const struct http_response *resp)
 	if (op->has_put && has_write_id(ids, op->write_id)) {
 		log_info("store: s3: chat=%lld: the history write whose answer was lost did land",
 		         (long long)op->chat_id);
-		json_decref(arr);
 		append_put(
 		    op, &(struct http_response){.status = 200, .body = "", .error = "", .retry_after = -1});
 		return;
 	}
-	if (arr && op->old)
-		drop_replaced(op, arr);
 	char *text = NULL;
-	if (!arr || json_array_extend(arr, op->turns) != 0 ||
-	    !(text = dump_bounded(op, arr, json_array_size(op->turns)))) {
-		log_error("store: s3: chat=%lld: cannot build the history object (out of memory, or a "
-		          "single exchange over %u bytes)",
-		          (long long)op->chat_id, S3_HISTORY_MAX);
-		json_decref(arr);
+	if (!op->read && resp->status != 404 && !op->old && !resp->is_too_big)
+		text = append_spliced(op, resp->body, resp->body_len);
+	if (!text && !(text = append_tree(op, resp))) {
 		op_done(op, -1);
 		return;
 	}
-	json_decref(arr);
 	put_on_version(op, text, "application/json", resp->status == 404 ? NULL : s3_etag(resp), ids, append_put);
 }
 

@@ -170,6 +170,10 @@ class S3HistoryTest(S3TestCase):
             {"role": "user", "content": "What is my name?"},
             {"role": "assistant", "content": "Echo: What is my name?"},
         ], "expected the exchange appended to the original bot's history, which stays as it was")
+        # Appended to its text: the original's bytes stay as they were (a tree dumped again would
+        # rewrite them, compact and unescaped), and the new turns follow.
+        raw = self.s3.read_object(BUCKET, f"{PREFIX}{ALICE.id}.json")
+        self.assertTrue(raw.startswith(json.dumps(old).encode()[:-1] + b',{"role":"user"'), raw[:200])
 
     def test_new_conversation_deletes_the_history_object(self):
         self.start_bot(**self.s3_env())

@@ -217,6 +217,66 @@ static void test_invalid_utf8_is_saved_as_replacement_chars(void **state)
 	history_free(&h);
 }
 
+/* history_read_text_turns reads what history_append_json reads from jansson's tree, turn for turn. */
+static void test_text_turns_read_without_a_tree_as_jansson_reads_them(void **state)
+{
+	(void)state;
+	static const char *const texts[] = {
+	    "[]",
+	    " [ ] \n",
+	    "[{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":\"assistant\",\"content\":\"\"}]",
+	    /* the original bot's json.dumps: spaces, \u escapes, "/" escaped */
+	    "[{\"role\": \"system\", \"content\": \"\\u0411\\u0443\\u0434\\u044c \\/ \\ud83d\\udc4b\"}, "
+	    "{\"role\": \"user\", \"content\": \"a\\nb\\t\\\"c\\\"\"}]",
+	    /* other members are passed over, as the tree's reader ignores them */
+	    "[{\"name\":\"x\",\"role\":\"user\",\"extra\":{\"a\":[1,2.5,null,true]},\"content\":\"q\"}]",
+	    "[{\"content\":\"answer first\",\"role\":\"assistant\"}]",
+	};
+	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+		struct history fast = HISTORY_INIT, tree = HISTORY_INIT;
+		push(&fast, TURN_SYSTEM, "kept");
+		push(&tree, TURN_SYSTEM, "kept");
+		expect_int(texts[i], 1, history_read_text_turns(&fast, texts[i], strlen(texts[i])));
+		expect_int(texts[i], 0, append_text(&tree, texts[i]));
+		expect_int("turns read", (long long)tree.len, (long long)fast.len);
+		for (size_t t = 0; t < tree.len; t++) {
+			expect_turn(&fast, t, tree.turns[t].role, tree.turns[t].content);
+			expect_int("is_parts", 0, fast.turns[t].is_parts);
+		}
+		history_free(&fast);
+		history_free(&tree);
+	}
+}
+
+/* Anything else is left to jansson (0), with nothing appended: the reader is only a shortcut. */
+static void test_text_turns_refuse_what_jansson_must_read(void **state)
+{
+	(void)state;
+	static const char *const texts[] = {
+	    "",
+	    "{}",
+	    "[{\"role\":\"user\",\"content\":\"ok\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a part\"}]}]",
+	    "[{\"role\":\"user\",\"content\":\"ok\"},{\"role\":\"tool\",\"content\":\"an unknown role\"}]",
+	    "[{\"role\":\"user\",\"content\":\"ok\"},{\"role\":\"user\"}]",
+	    "[{\"role\":\"user\",\"content\":\"ok\"},\"not an object\"]",
+	    "[{\"role\":\"user\",\"content\":\"first\",\"content\":\"jansson keeps this one\"}]",
+	    "[{\"role\":\"user\",\"content\":7}]",
+	    "[{\"role\":\"user\",\"content\":\"a \\u0000 in it\"}]",
+	    "[{\"role\":\"user\",\"content\":\"ok\"}] trailing",
+	    "[{\"role\":\"user\",\"content\":\"ok\"},]",
+	    "[{\"role\":\"user\",\"content\":\"ok\"}",
+	    "[{\"role\":\"user\",\"content\":\"\xff not UTF-8\"}]",
+	};
+	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+		struct history h = HISTORY_INIT;
+		push(&h, TURN_SYSTEM, "kept");
+		expect_int(texts[i], 0, history_read_text_turns(&h, texts[i], strlen(texts[i])));
+		expect_int("turns after a refusal", 1, (long long)h.len);
+		expect_turn(&h, 0, TURN_SYSTEM, "kept");
+		history_free(&h);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -227,6 +287,8 @@ int main(void)
 		cmocka_unit_test(test_bad_entries_are_skipped_and_counted),
 		cmocka_unit_test(test_append_json_of_non_array_is_an_error),
 		cmocka_unit_test(test_invalid_utf8_is_saved_as_replacement_chars),
+		cmocka_unit_test(test_text_turns_read_without_a_tree_as_jansson_reads_them),
+		cmocka_unit_test(test_text_turns_refuse_what_jansson_must_read),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
