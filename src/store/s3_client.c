@@ -1,7 +1,6 @@
 #include "store/s3_client.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +29,7 @@ struct s3_client {
 	char *region;
 	char *key_id;
 	char *secret;
-	struct sigv4_key signing_key; /* the day's */
+	struct sigv4_signer signer; /* the day's key */
 	char *token_header;     /* "x-amz-security-token: ..." with temporary credentials, else NULL */
 	bool has_no_conditions; /* the server answered 501 to a conditional write */
 	void (*on_no_conditions)(void *arg, const char *condition);
@@ -168,18 +167,6 @@ static char *call_target(const struct s3_call *call, size_t *path_len)
 	return buf_take(&b);
 }
 
-/* x-amz-content-sha256: libcurl 7.88 signs the header when given one, but never adds it. */
-static int sha256_hex(const char *data, size_t len, char out[65])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int n = 0;
-	if (EVP_Digest(data ? data : "", len, md, &n, EVP_sha256(), NULL) != 1 || n != 32)
-		return -1;
-	for (unsigned int i = 0; i < n; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-	return 0;
-}
-
 static void on_http_done(void *arg, const struct http_response *resp);
 
 static void on_timer(evutil_socket_t fd, short kind, void *arg);
@@ -219,7 +206,7 @@ static void send_try(struct s3_call *call)
 	const char *headers[11];
 	size_t n = 0, path_len = 0;
 	char *target = call_target(call, &path_len), *url = NULL;
-	if (!target || sha256_hex(call->body, call->body_len, sha) != 0 ||
+	if (!target || sigv4_sha256_hex(&c->signer, call->body, call->body_len, sha) != 0 ||
 	    asprintf(&url, "%.*s%s", (int)(strlen(c->endpoint) - strlen(c->prefix)), c->endpoint, target) < 0) {
 		free(target);
 		answer_failed_start(call);
@@ -253,8 +240,8 @@ static void send_try(struct s3_call *call)
 	    .payload_sha256 = sha,
 	    .amz_date = date,
 	};
-	if (sigv4_key_for(&c->signing_key, c->secret, c->region, date) != 0 ||
-	    sigv4_authorization(&sign, &c->signing_key, c->key_id, c->region, authorization, sizeof authorization) != 0) {
+	if (sigv4_key_for(&c->signer, c->secret, c->region, date) != 0 ||
+	    sigv4_authorization(&sign, &c->signer, c->key_id, c->region, authorization, sizeof authorization) != 0) {
 		log_error("s3: cannot sign a request");
 		free(target);
 		free(url);
@@ -586,7 +573,7 @@ void s3_client_free(struct s3_client *c)
 	if (c->secret)
 		OPENSSL_cleanse(c->secret, strlen(c->secret));
 	free(c->secret);
-	OPENSSL_cleanse(&c->signing_key, sizeof c->signing_key);
+	sigv4_signer_free(&c->signer);
 	free(c->token_header);
 	free(c);
 }

@@ -1,8 +1,9 @@
 #include "store/sigv4.h"
 
 #include <ctype.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -22,10 +23,58 @@ static void hex(const unsigned char *b, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-static int hmac(const unsigned char *key, size_t key_len, const char *data, size_t len, unsigned char out[32])
+/* Fetches SHA-256 and HMAC-SHA256 the first time. */
+static int fetched(struct sigv4_signer *s)
+{
+	if (s->hmac)
+		return 0;
+	char digest[] = "SHA256";
+	OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+	                       OSSL_PARAM_construct_end()};
+	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (!s->sha256)
+		s->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	s->hmac = mac ? EVP_MAC_CTX_new(mac) : NULL;
+	EVP_MAC_free(mac); /* the context holds its own reference */
+	if (!s->sha256 || !s->hmac || EVP_MAC_CTX_set_params(s->hmac, params) != 1) {
+		EVP_MAC_CTX_free(s->hmac);
+		s->hmac = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static int hmac(struct sigv4_signer *s, const unsigned char *key, size_t key_len, const char *data, size_t len,
+                unsigned char out[32])
+{
+	size_t n = 0;
+	return fetched(s) == 0 && EVP_MAC_init(s->hmac, key, key_len, NULL) == 1 &&
+	               EVP_MAC_update(s->hmac, (const unsigned char *)data, len) == 1 &&
+	               EVP_MAC_final(s->hmac, out, &n, 32) == 1 && n == 32
+	           ? 0
+	           : -1;
+}
+
+static int sha256(struct sigv4_signer *s, const char *data, size_t len, unsigned char out[32])
 {
 	unsigned int n = 0;
-	return HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)data, len, out, &n) && n == 32 ? 0 : -1;
+	return fetched(s) == 0 && EVP_Digest(data, len, out, &n, s->sha256, NULL) == 1 && n == 32 ? 0 : -1;
+}
+
+int sigv4_sha256_hex(struct sigv4_signer *s, const char *data, size_t len, char out[65])
+{
+	unsigned char md[32];
+	if (sha256(s, data ? data : "", len, md) != 0)
+		return -1;
+	hex(md, 32, out);
+	return 0;
+}
+
+void sigv4_signer_free(struct sigv4_signer *s)
+{
+	EVP_MAC_CTX_free(s->hmac);
+	EVP_MD_free(s->sha256);
+	OPENSSL_cleanse(s, sizeof *s);
 }
 
 void sigv4_date(long long t, char out[SIGV4_DATE_LEN])
@@ -36,7 +85,7 @@ void sigv4_date(long long t, char out[SIGV4_DATE_LEN])
 	strftime(out, SIGV4_DATE_LEN, "%Y%m%dT%H%M%SZ", &tm);
 }
 
-int sigv4_key_for(struct sigv4_key *k, const char *secret, const char *region, const char *amz_date)
+int sigv4_key_for(struct sigv4_signer *k, const char *secret, const char *region, const char *amz_date)
 {
 	if (strncmp(k->day, amz_date, 8) == 0 && k->day[8] == '\0')
 		return 0;
@@ -48,13 +97,13 @@ int sigv4_key_for(struct sigv4_key *k, const char *secret, const char *region, c
 	unsigned char a[32], b[32];
 	int rc = n > 0 && (size_t)n < sizeof first ? 0 : -1;
 	if (rc == 0)
-		rc = hmac((unsigned char *)first, (size_t)n, day, 8, a);
+		rc = hmac(k, (unsigned char *)first, (size_t)n, day, 8, a);
 	if (rc == 0)
-		rc = hmac(a, 32, region, strlen(region), b);
+		rc = hmac(k, a, 32, region, strlen(region), b);
 	if (rc == 0)
-		rc = hmac(b, 32, "s3", 2, a);
+		rc = hmac(k, b, 32, "s3", 2, a);
 	if (rc == 0)
-		rc = hmac(a, 32, "aws4_request", 12, k->key);
+		rc = hmac(k, a, 32, "aws4_request", 12, k->key);
 	OPENSSL_cleanse(first, sizeof first);
 	OPENSSL_cleanse(a, sizeof a);
 	OPENSSL_cleanse(b, sizeof b);
@@ -145,7 +194,7 @@ static int canonical(const struct sigv4_request *r, const struct header *h, stru
 	return rc;
 }
 
-int sigv4_authorization(const struct sigv4_request *r, const struct sigv4_key *k, const char *key_id,
+int sigv4_authorization(const struct sigv4_request *r, struct sigv4_signer *k, const char *key_id,
                         const char *region, char *out, size_t outlen)
 {
 	struct header h[SIGV4_HEADERS_MAX];
@@ -157,8 +206,7 @@ int sigv4_authorization(const struct sigv4_request *r, const struct sigv4_key *k
 	int rc = canonical(r, h, &req, &names);
 	unsigned char digest[32], signature[32];
 	char digest_hex[65], signature_hex[65], to_sign[256];
-	unsigned int n = 0;
-	if (rc == BUF_OK && (EVP_Digest(req.data, req.len, digest, &n, EVP_sha256(), NULL) != 1 || n != 32))
+	if (rc == BUF_OK && sha256(k, req.data, req.len, digest) != 0)
 		rc = -1;
 	int len = -1;
 	if (rc == BUF_OK) {
@@ -166,7 +214,7 @@ int sigv4_authorization(const struct sigv4_request *r, const struct sigv4_key *k
 		len = snprintf(to_sign, sizeof to_sign, "AWS4-HMAC-SHA256\n%s\n%.8s/%s/s3/aws4_request\n%s", r->amz_date,
 		               r->amz_date, region, digest_hex);
 	}
-	if (len > 0 && (size_t)len < sizeof to_sign && hmac(k->key, 32, to_sign, (size_t)len, signature) == 0) {
+	if (len > 0 && (size_t)len < sizeof to_sign && hmac(k, k->key, 32, to_sign, (size_t)len, signature) == 0) {
 		hex(signature, 32, signature_hex);
 		len = snprintf(out, outlen,
 		               "Authorization: AWS4-HMAC-SHA256 Credential=%s/%.8s/%s/s3/aws4_request, "
