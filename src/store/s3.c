@@ -930,7 +930,7 @@ static void put_on_version(struct s3_op *op, char *body, const char *type, const
 /*
  * The history read with the new turns added in its text: what it held stays
  * as it was written, and neither it nor the new body is a tree (parsing and
- * dumping the whole array were a third of a cold handle's instructions).
+ * dumping the whole array were a fifth of a cold handle's instructions).
  * NULL when the text is not a JSON array jsonr accepts, the result would
  * pass S3_HISTORY_MAX, or memory ran out: jansson's way then.
  */
