@@ -618,10 +618,10 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 		cached_keep(op->s, op->chat_id, resp, NULL);
 	} else if (is_ok(resp)) {
 		/* The common history, text turns only, is read without a tree and kept as its text. */
-		int read = resp->is_too_big ? 0 : history_read_text_turns(&h, resp->body, resp->body_len);
-		if (read > 0) {
+		int text_read = resp->is_too_big ? 0 : history_read_text_turns(&h, resp->body, resp->body_len);
+		if (text_read > 0) {
 			cached_keep(op->s, op->chat_id, resp, NULL);
-		} else if (read < 0) {
+		} else if (text_read < 0) {
 			log_error("store: s3: out of memory reading the history of chat %lld", (long long)op->chat_id);
 			err = -1;
 		} else {
@@ -944,7 +944,8 @@ static char *append_spliced(const struct s3_op *op, const char *body, size_t len
 	while (body[--close] != ']')
 		;
 	size_t before = close;
-	while (before > 0 && strchr(" \t\r\n", body[before - 1]))
+	while (before > 0 && (body[before - 1] == ' ' || body[before - 1] == '\t' || body[before - 1] == '\r' ||
+	                      body[before - 1] == '\n'))
 		before--;
 	bool is_empty = body[before - 1] == '[';
 	char *turns = json_dumps(op->turns, JSON_COMPACT); /* [{...},...] */
