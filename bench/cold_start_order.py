@@ -23,7 +23,7 @@ OLD_ISA = re.compile(r"sse|_avx_|_avx$")
 
 
 def functions(binary):
-    """[(start, size, name)] of BINARY's functions, by address, and their names."""
+    """[(start, size, name)] of BINARY's functions, by address."""
     out = subprocess.run(["nm", "-S", binary], capture_output=True, text=True, check=True).stdout
     funcs = []
     for line in out.splitlines():

@@ -609,6 +609,29 @@ static json_t *parse_history(const struct http_response *resp, char **cause)
 
 static void set_aside(struct s3_op *op, const struct http_response *resp, char *cause);
 
+/*
+ * A history the text reader leaves to jansson (content parts, entries to
+ * skip), read into h; one that cannot be read at all goes aside and is
+ * answered from there. 0 when read, -1 when out of memory, 1 when aside.
+ */
+static int load_tree(struct s3_op *op, const struct http_response *resp, struct history *h)
+{
+	char *cause;
+	json_t *arr = parse_history(resp, &cause);
+	if (!arr && cause) {
+		set_aside(op, resp, cause);
+		return 1;
+	}
+	int skipped = arr ? history_append_json(h, arr) : -1;
+	if (skipped >= 0)
+		cached_keep(op->s, op->chat_id, resp, arr);
+	if (skipped > 0)
+		log_warn("store: s3: chat=%lld: skipped %d history entries that are not {\"role\",\"content\"} turns",
+		         (long long)op->chat_id, skipped);
+	json_decref(arr);
+	return skipped < 0 ? -1 : 0;
+}
+
 static void load_got(struct s3_op *op, const struct http_response *resp)
 {
 	struct history h = HISTORY_INIT;
@@ -618,32 +641,14 @@ static void load_got(struct s3_op *op, const struct http_response *resp)
 		cached_keep(op->s, op->chat_id, resp, NULL);
 	} else if (is_ok(resp)) {
 		/* The common history, text turns only, is read without a tree and kept as its text. */
-		int text_read = resp->is_too_big ? 0 : history_read_text_turns(&h, resp->body, resp->body_len);
-		if (text_read > 0) {
+		int rc = resp->is_too_big ? 0 : history_read_text_turns(&h, resp->body, resp->body_len);
+		if (rc > 0)
 			cached_keep(op->s, op->chat_id, resp, NULL);
-		} else if (text_read < 0) {
+		else if (rc == 0 && (rc = load_tree(op, resp, &h)) > 0)
+			return; /* gone aside, answered from there */
+		if (rc < 0)
 			log_error("store: s3: out of memory reading the history of chat %lld", (long long)op->chat_id);
-			err = -1;
-		} else {
-			char *cause;
-			json_t *arr = parse_history(resp, &cause);
-			if (!arr && cause) {
-				set_aside(op, resp, cause);
-				return;
-			}
-			int skipped = arr ? history_append_json(&h, arr) : -1;
-			if (skipped >= 0)
-				cached_keep(op->s, op->chat_id, resp, arr);
-			if (arr && skipped < 0)
-				log_error("store: s3: out of memory reading the history of chat %lld",
-				          (long long)op->chat_id);
-			else if (skipped > 0)
-				log_warn("store: s3: chat=%lld: skipped %d history entries that are not "
-				         "{\"role\",\"content\"} turns",
-				         (long long)op->chat_id, skipped);
-			json_decref(arr);
-			err = skipped < 0 ? -1 : 0;
-		}
+		err = rc < 0 ? -1 : 0;
 	} else {
 		log_failure(op, resp);
 		err = -1;
